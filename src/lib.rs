@@ -1,0 +1,2 @@
+//! device-lorawan
+pub mod lorawan;
