@@ -1,2 +1,3 @@
 //! device-lorawan
+pub mod codec;
 pub mod lorawan;

@@ -1,0 +1,177 @@
+//! A declarative binary layout: each resource's `attributes` say where its
+//! bytes are (`offset`, `length`), how to read them (`signed`,
+//! `endianness`: big|little, `format`: int|float|bool); the resource's
+//! EdgeX properties (`mask`, `shift`, `base`, `scale`, `offset`) then apply.
+
+use std::collections::BTreeMap;
+
+use super::value::Value;
+use super::CodecError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Int,
+    Float,
+    Bool,
+}
+
+/// Where one resource's value sits in the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub offset: usize,
+    pub length: usize,
+    pub signed: bool,
+    pub little_endian: bool,
+    pub format: Format,
+}
+
+impl Field {
+    /// Read a field from a resource's attributes; `None` when the resource
+    /// has no `offset` attribute (it is not part of the uplink layout).
+    pub fn from_attributes(
+        resource: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<Option<Self>, CodecError> {
+        let Some(offset) = attrs.get("offset") else {
+            return Ok(None);
+        };
+        let bad = |key: &str, message: &str| CodecError::Attribute {
+            resource: resource.into(),
+            key: key.into(),
+            message: message.into(),
+        };
+        let offset = offset
+            .parse()
+            .map_err(|_| bad("offset", "not a byte offset"))?;
+        let length: usize = attrs
+            .get("length")
+            .ok_or_else(|| bad("length", "missing"))?
+            .parse()
+            .map_err(|_| bad("length", "not a number"))?;
+        let flag = |key: &str| match attrs.get(key).map(String::as_str) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(bad(key, "expected true or false")),
+        };
+        let little_endian = match attrs.get("endianness").map(String::as_str) {
+            None | Some("big") => false,
+            Some("little") => true,
+            Some(_) => return Err(bad("endianness", "expected big or little")),
+        };
+        let format = match attrs.get("format").map(String::as_str) {
+            None | Some("int") => Format::Int,
+            Some("float") => Format::Float,
+            Some("bool") => Format::Bool,
+            Some(_) => return Err(bad("format", "expected int, float or bool")),
+        };
+        let ok_len = match format {
+            Format::Float => matches!(length, 4 | 8),
+            _ => (1..=8).contains(&length),
+        };
+        if !ok_len {
+            return Err(bad("length", "unsupported for this format"));
+        }
+        Ok(Some(Self {
+            offset,
+            length,
+            signed: flag("signed")?,
+            little_endian,
+            format,
+        }))
+    }
+
+    /// The raw value of this field in `payload`, before EdgeX transforms.
+    pub fn read(&self, payload: &[u8], resource: &str) -> Result<Value, CodecError> {
+        let bytes = payload
+            .get(self.offset..self.offset + self.length)
+            .ok_or_else(|| CodecError::LayoutOverrun {
+                resource: resource.into(),
+                need: self.offset + self.length,
+                have: payload.len(),
+            })?;
+        let mut buf = [0u8; 8];
+        if self.little_endian {
+            buf[..self.length].copy_from_slice(bytes);
+        } else {
+            buf[8 - self.length..].copy_from_slice(bytes);
+        }
+        let u = if self.little_endian {
+            u64::from_le_bytes(buf)
+        } else {
+            u64::from_be_bytes(buf)
+        };
+        Ok(match self.format {
+            Format::Bool => Value::Bool(u != 0),
+            Format::Float if self.length == 4 => Value::Float(f64::from(f32::from_bits(u as u32))),
+            Format::Float => Value::Float(f64::from_bits(u)),
+            Format::Int if self.signed => {
+                let bits = 64 - 8 * self.length as u32;
+                Value::Int(((u << bits) as i64) >> bits)
+            }
+            Format::Int => Value::Uint(u),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_signed_little_and_float() {
+        let p = [0xff, 0xfe, 0x34, 0x12, 0x40, 0x49, 0x0f, 0xdb];
+        let f = Field::from_attributes(
+            "a",
+            &attrs(&[("offset", "0"), ("length", "2"), ("signed", "true")]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.read(&p, "a").unwrap(), Value::Int(-2));
+        let f = Field::from_attributes(
+            "b",
+            &attrs(&[("offset", "2"), ("length", "2"), ("endianness", "little")]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.read(&p, "b").unwrap(), Value::Uint(0x1234));
+        let f = Field::from_attributes(
+            "c",
+            &attrs(&[("offset", "4"), ("length", "4"), ("format", "float")]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            f.read(&p, "c").unwrap(),
+            Value::Float(f64::from(std::f32::consts::PI))
+        );
+        let f = Field::from_attributes("d", &attrs(&[("offset", "7"), ("length", "2")]))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            f.read(&p, "d"),
+            Err(CodecError::LayoutOverrun {
+                need: 9,
+                have: 8,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_attributes_name_the_key() {
+        let err = Field::from_attributes(
+            "t",
+            &attrs(&[("offset", "0"), ("length", "2"), ("endianness", "middle")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("endianness"), "{err}");
+        assert_eq!(Field::from_attributes("t", &attrs(&[])).unwrap(), None);
+    }
+}

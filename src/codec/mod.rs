@@ -1,0 +1,323 @@
+//! From a decrypted FRMPayload to typed readings named as in the device's
+//! EdgeX profile.
+//!
+//! - [`profile`]: EdgeX device profiles (YAML).
+//! - [`value`]: EdgeX value types, transforms and value strings.
+//! - [`lpp`]: Cayenne LPP; [`layout`]: declarative binary layouts.
+//!
+//! A [`Codec`] is compiled once per (profile, codec kind): decoding a frame
+//! is then a table walk that writes into a caller's reused `Vec`.
+
+pub mod layout;
+pub mod lpp;
+pub mod profile;
+pub mod value;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use profile::DeviceProfile;
+pub use value::{Value, ValueType};
+
+/// Why a payload (or a profile's codec attributes) could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Clone)]
+pub enum CodecError {
+    #[error("payload truncated at byte {at}: need {need} bytes, have {have}")]
+    Truncated { at: usize, need: usize, have: usize },
+    #[error("unknown Cayenne LPP type {type_id} at byte {at}")]
+    UnknownLppType { at: usize, type_id: u8 },
+    #[error("resource {resource}: value is not a {expected:?}")]
+    Type {
+        resource: String,
+        expected: ValueType,
+    },
+    #[error("resource {resource}: {value} is not an integer")]
+    NotIntegral { resource: String, value: f64 },
+    #[error("resource {resource}: {value} does not fit {value_type:?}")]
+    OutOfRange {
+        resource: String,
+        value: f64,
+        value_type: ValueType,
+    },
+    #[error("resource {resource}: layout needs {need} bytes, payload has {have}")]
+    LayoutOverrun {
+        resource: String,
+        need: usize,
+        have: usize,
+    },
+    #[error("resource {resource}: attribute {key}: {message}")]
+    Attribute {
+        resource: String,
+        key: String,
+        message: String,
+    },
+    #[error("profile {profile} has no resource the {codec:?} codec can fill")]
+    NothingToDecode { profile: String, codec: CodecKind },
+}
+
+/// How a device's payload is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodecKind {
+    /// Cayenne LPP; resources bound by `lppChannel`, `lppType`, `lppField` attributes.
+    #[default]
+    CayenneLpp,
+    /// The profile's binary layout (`offset`/`length`/... attributes).
+    Layout,
+    /// The whole payload into the profile's first `Binary` resource.
+    Raw,
+    /// The whole payload, hex, into the profile's first `String` resource.
+    RawHex,
+}
+
+/// One decoded reading: an index into the profile's resources and a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub resource: u16,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LppBinding {
+    channel: u8,
+    type_id: u8,
+    field: u8,
+    resource: u16,
+}
+
+/// A profile compiled for one codec kind.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    kind: CodecKind,
+    profile: Arc<DeviceProfile>,
+    lpp: Vec<LppBinding>,
+    layout: Vec<(u16, layout::Field)>,
+    raw: Option<u16>,
+}
+
+/// What a decode noticed without failing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// LPP values with no resource bound to their channel and type.
+    pub unmapped: u32,
+}
+
+impl Codec {
+    pub fn compile(profile: Arc<DeviceProfile>, kind: CodecKind) -> Result<Self, CodecError> {
+        let mut c = Codec {
+            kind,
+            profile: profile.clone(),
+            lpp: Vec::new(),
+            layout: Vec::new(),
+            raw: None,
+        };
+        for (i, r) in profile.device_resources.iter().enumerate() {
+            let idx = i as u16;
+            match kind {
+                CodecKind::CayenneLpp => {
+                    if let Some(b) = lpp_binding(idx, &r.name, &r.attributes)? {
+                        c.lpp.push(b);
+                    }
+                }
+                CodecKind::Layout => {
+                    if let Some(f) = layout::Field::from_attributes(&r.name, &r.attributes)? {
+                        c.layout.push((idx, f));
+                    }
+                }
+                CodecKind::Raw if r.properties.value_type == ValueType::Binary => {
+                    c.raw = c.raw.or(Some(idx));
+                }
+                CodecKind::RawHex if r.properties.value_type == ValueType::String => {
+                    c.raw = c.raw.or(Some(idx));
+                }
+                _ => {}
+            }
+        }
+        if c.lpp.is_empty() && c.layout.is_empty() && c.raw.is_none() {
+            return Err(CodecError::NothingToDecode {
+                profile: profile.name.clone(),
+                codec: kind,
+            });
+        }
+        Ok(c)
+    }
+
+    pub fn profile(&self) -> &Arc<DeviceProfile> {
+        &self.profile
+    }
+
+    pub fn kind(&self) -> CodecKind {
+        self.kind
+    }
+
+    /// Decode `payload` into `out` (cleared first).
+    pub fn decode(
+        &self,
+        payload: &[u8],
+        out: &mut Vec<Reading>,
+    ) -> Result<DecodeStats, CodecError> {
+        out.clear();
+        let mut stats = DecodeStats::default();
+        let res = &self.profile.device_resources;
+        match self.kind {
+            CodecKind::CayenneLpp => lpp::decode(payload, |v| {
+                let Some(b) = self.lpp.iter().find(|b| {
+                    b.channel == v.channel && b.type_id == v.type_id && b.field == v.field
+                }) else {
+                    stats.unmapped += 1;
+                    return Ok(());
+                };
+                let r = &res[usize::from(b.resource)];
+                let value = value::transform(Value::Float(v.value), &r.properties, &r.name)?;
+                out.push(Reading {
+                    resource: b.resource,
+                    value,
+                });
+                Ok(())
+            })?,
+            CodecKind::Layout => {
+                for (idx, field) in &self.layout {
+                    let r = &res[usize::from(*idx)];
+                    let raw = field.read(payload, &r.name)?;
+                    out.push(Reading {
+                        resource: *idx,
+                        value: value::transform(raw, &r.properties, &r.name)?,
+                    });
+                }
+            }
+            CodecKind::Raw => out.push(Reading {
+                resource: self.raw.unwrap_or(0),
+                value: Value::Binary(payload.to_vec()),
+            }),
+            CodecKind::RawHex => out.push(Reading {
+                resource: self.raw.unwrap_or(0),
+                value: Value::Text(hex::encode(payload)),
+            }),
+        }
+        Ok(stats)
+    }
+}
+
+fn lpp_binding(
+    resource: u16,
+    name: &str,
+    attrs: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<LppBinding>, CodecError> {
+    let (Some(ch), Some(ty)) = (attrs.get("lppChannel"), attrs.get("lppType")) else {
+        return Ok(None);
+    };
+    let bad = |key: &str, message: String| CodecError::Attribute {
+        resource: name.into(),
+        key: key.into(),
+        message,
+    };
+    let channel = ch
+        .parse()
+        .map_err(|_| bad("lppChannel", "expected 0-255".into()))?;
+    let t = lpp::type_by_name_or_id(ty)
+        .ok_or_else(|| bad("lppType", "not a Cayenne LPP type".into()))?;
+    let field = match attrs.get("lppField") {
+        None if t.fields.len() == 1 => 0,
+        None => {
+            return Err(bad(
+                "lppField",
+                format!("{} has several fields: name one", t.name),
+            ))
+        }
+        Some(f) => t
+            .fields
+            .iter()
+            .position(|x| x.0 == f)
+            .ok_or_else(|| bad("lppField", format!("{} has no field {f}", t.name)))?,
+    };
+    Ok(Some(LppBinding {
+        channel,
+        type_id: t.id,
+        field: field as u8,
+        resource,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(yaml: &str) -> Arc<DeviceProfile> {
+        Arc::new(DeviceProfile::from_yaml(std::path::Path::new("t.yaml"), yaml).unwrap())
+    }
+
+    const LPP: &str = r#"
+name: t
+deviceResources:
+  - { name: temperature, properties: { valueType: Float32, readWrite: R }, attributes: { lppChannel: 3, lppType: temperature } }
+  - { name: lat, properties: { valueType: Float64, readWrite: R }, attributes: { lppChannel: 1, lppType: "136", lppField: latitude } }
+  - { name: alt, properties: { valueType: Int32, readWrite: R }, attributes: { lppChannel: 1, lppType: gps, lppField: altitude } }
+"#;
+
+    #[test]
+    fn lpp_fixture_into_profile_resources() {
+        let c = Codec::compile(profile(LPP), CodecKind::CayenneLpp).unwrap();
+        let mut out = Vec::new();
+        let stats = c
+            .decode(
+                &hex::decode("03670110056700FF018806765ff2960a0003e8").unwrap(),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Reading {
+                    resource: 0,
+                    value: Value::Float(27.2)
+                },
+                Reading {
+                    resource: 1,
+                    value: Value::Float(42.3519)
+                },
+                Reading {
+                    resource: 2,
+                    value: Value::Int(10)
+                },
+            ]
+        );
+        assert_eq!(stats.unmapped, 2, "channel 5 temperature and the longitude");
+    }
+
+    #[test]
+    fn multi_field_type_needs_a_field() {
+        let y = "name: t\ndeviceResources:\n  - { name: g, properties: { valueType: Float64, readWrite: R }, attributes: { lppChannel: 1, lppType: gps } }\n";
+        let err = Codec::compile(profile(y), CodecKind::CayenneLpp).unwrap_err();
+        assert!(err.to_string().contains("lppField"), "{err}");
+    }
+
+    #[test]
+    fn raw_codecs() {
+        let y = "name: t\ndeviceResources:\n  - { name: b, properties: { valueType: Binary, readWrite: R } }\n  - { name: h, properties: { valueType: String, readWrite: R } }\n";
+        let mut out = Vec::new();
+        Codec::compile(profile(y), CodecKind::Raw)
+            .unwrap()
+            .decode(&[1, 2], &mut out)
+            .unwrap();
+        assert_eq!(
+            out[0],
+            Reading {
+                resource: 0,
+                value: Value::Binary(vec![1, 2])
+            }
+        );
+        Codec::compile(profile(y), CodecKind::RawHex)
+            .unwrap()
+            .decode(&[0xab], &mut out)
+            .unwrap();
+        assert_eq!(
+            out[0],
+            Reading {
+                resource: 1,
+                value: Value::Text("ab".into())
+            }
+        );
+        assert!(Codec::compile(profile(LPP), CodecKind::Raw).is_err());
+    }
+}

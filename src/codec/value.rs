@@ -1,0 +1,280 @@
+//! Reading values typed as EdgeX types them, the EdgeX transforms
+//! (mask, shift, base, scale, offset, in device-sdk-go's order), and the
+//! value strings EdgeX expects in a reading.
+
+use serde::{Deserialize, Serialize};
+
+use super::profile::ResourceProperties;
+use super::CodecError;
+
+/// EdgeX `valueType`s that a LoRaWAN uplink can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueType {
+    Bool,
+    String,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Binary,
+    Object,
+}
+
+impl ValueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bool => "Bool",
+            Self::String => "String",
+            Self::Uint8 => "Uint8",
+            Self::Uint16 => "Uint16",
+            Self::Uint32 => "Uint32",
+            Self::Uint64 => "Uint64",
+            Self::Int8 => "Int8",
+            Self::Int16 => "Int16",
+            Self::Int32 => "Int32",
+            Self::Int64 => "Int64",
+            Self::Float32 => "Float32",
+            Self::Float64 => "Float64",
+            Self::Binary => "Binary",
+            Self::Object => "Object",
+        }
+    }
+
+    fn int_range(self) -> Option<(f64, f64)> {
+        Some(match self {
+            Self::Uint8 => (0.0, u8::MAX as f64),
+            Self::Uint16 => (0.0, u16::MAX as f64),
+            Self::Uint32 => (0.0, u32::MAX as f64),
+            Self::Uint64 => (0.0, u64::MAX as f64),
+            Self::Int8 => (i8::MIN as f64, i8::MAX as f64),
+            Self::Int16 => (i16::MIN as f64, i16::MAX as f64),
+            Self::Int32 => (i32::MIN as f64, i32::MAX as f64),
+            Self::Int64 => (i64::MIN as f64, i64::MAX as f64),
+            _ => return None,
+        })
+    }
+
+    pub fn is_unsigned(self) -> bool {
+        matches!(
+            self,
+            Self::Uint8 | Self::Uint16 | Self::Uint32 | Self::Uint64
+        )
+    }
+}
+
+/// One decoded value. Numbers stay unboxed: no allocation except for the
+/// raw codecs' text and bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Bool(bool),
+    Uint(u64),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Value {
+    /// The value string of an EdgeX reading: floats in Go's `%e` shortest
+    /// form (`2.72e+01`), as device-sdk-go writes them.
+    pub fn to_edgex_string(&self, vt: ValueType) -> String {
+        match self {
+            Value::Bool(b) => b.to_string(),
+            Value::Uint(u) => u.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) if vt == ValueType::Float32 => {
+                go_e_notation(&format!("{:e}", *f as f32))
+            }
+            Value::Float(f) => go_e_notation(&format!("{f:e}")),
+            Value::Text(s) => s.clone(),
+            Value::Binary(b) => hex::encode(b),
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::Uint(u) => Some(u as f64),
+            Value::Int(i) => Some(i as f64),
+            Value::Float(f) => Some(f),
+            Value::Bool(b) => Some(f64::from(u8::from(b))),
+            _ => None,
+        }
+    }
+}
+
+/// Rust's `1.5e1` → Go's `1.5e+01`.
+fn go_e_notation(rust: &str) -> String {
+    let (mant, exp) = rust.split_once('e').unwrap_or((rust, "0"));
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp),
+    };
+    format!("{mant}e{sign}{digits:0>2}")
+}
+
+/// Apply the EdgeX read transforms to a raw number and type the result as
+/// the resource says. Mask and shift act on unsigned integers only (as in
+/// device-sdk-go v4); base, scale and offset on any number. An integer
+/// resource must end up with an integral value in its range.
+pub fn transform(
+    raw: Value,
+    props: &ResourceProperties,
+    resource: &str,
+) -> Result<Value, CodecError> {
+    let vt = props.value_type;
+    let mut v = raw;
+    if let Value::Uint(mut u) = v {
+        if vt.is_unsigned() {
+            if let Some(mask) = props.mask {
+                u &= mask;
+            }
+            match props.shift {
+                Some(s) if s > 0 => u = u.checked_shl(s as u32).unwrap_or(0),
+                Some(s) if s < 0 => u = u.checked_shr(s.unsigned_abs() as u32).unwrap_or(0),
+                _ => {}
+            }
+        }
+        v = Value::Uint(u);
+    }
+    let arithmetic =
+        props.base.is_some_and(|b| b != 0.0) || props.scale.is_some() || props.offset.is_some();
+    if arithmetic {
+        let mut f = v.as_f64().ok_or(CodecError::Type {
+            resource: resource.into(),
+            expected: vt,
+        })?;
+        if let Some(b) = props.base.filter(|b| *b != 0.0) {
+            f = b.powf(f);
+        }
+        if let Some(s) = props.scale {
+            f *= s;
+        }
+        if let Some(o) = props.offset {
+            f += o;
+        }
+        v = Value::Float(f);
+    }
+    coerce(v, vt, resource)
+}
+
+/// Convert a number to the resource's value type, checking range.
+pub fn coerce(v: Value, vt: ValueType, resource: &str) -> Result<Value, CodecError> {
+    let type_err = || CodecError::Type {
+        resource: resource.into(),
+        expected: vt,
+    };
+    match vt {
+        ValueType::Float32 | ValueType::Float64 => {
+            v.as_f64().map(Value::Float).ok_or_else(type_err)
+        }
+        ValueType::Bool => v
+            .as_f64()
+            .map(|f| Value::Bool(f != 0.0))
+            .ok_or_else(type_err),
+        _ => {
+            let Some((lo, hi)) = vt.int_range() else {
+                return Ok(v);
+            };
+            let f = v.as_f64().ok_or_else(type_err)?;
+            // Round away float noise from scale (0.1 * 10 = 1.0000000000000002).
+            let r = f.round();
+            if (f - r).abs() > 1e-9 * r.abs().max(1.0) {
+                return Err(CodecError::NotIntegral {
+                    resource: resource.into(),
+                    value: f,
+                });
+            }
+            if r < lo || r > hi {
+                return Err(CodecError::OutOfRange {
+                    resource: resource.into(),
+                    value: f,
+                    value_type: vt,
+                });
+            }
+            Ok(match (v, vt.is_unsigned()) {
+                (Value::Uint(u), true) => Value::Uint(u),
+                (Value::Int(i), false) => Value::Int(i),
+                (_, true) => Value::Uint(r as u64),
+                (_, false) => Value::Int(r as i64),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(vt: ValueType) -> ResourceProperties {
+        serde_json::from_value(serde_json::json!({"valueType": vt.as_str(), "readWrite": "R"}))
+            .unwrap()
+    }
+
+    #[test]
+    fn float_strings_follow_go() {
+        assert_eq!(
+            Value::Float(27.2).to_edgex_string(ValueType::Float64),
+            "2.72e+01"
+        );
+        assert_eq!(
+            Value::Float(0.001).to_edgex_string(ValueType::Float64),
+            "1e-03"
+        );
+        assert_eq!(
+            Value::Float(27.2).to_edgex_string(ValueType::Float32),
+            "2.72e+01"
+        );
+        assert_eq!(
+            Value::Float(-87.9094).to_edgex_string(ValueType::Float64),
+            "-8.79094e+01"
+        );
+    }
+
+    #[test]
+    fn transforms_in_sdk_order() {
+        // mask 0x0ff0, shift -4, scale 0.5, offset 1: ((0x1234 & 0x0ff0) >> 4) * 0.5 + 1
+        let mut p = props(ValueType::Uint16);
+        p.mask = Some(0x0ff0);
+        p.shift = Some(-4);
+        p.scale = Some(2.0);
+        p.offset = Some(1.0);
+        assert_eq!(
+            transform(Value::Uint(0x1234), &p, "r").unwrap(),
+            Value::Uint(0x23 * 2 + 1)
+        );
+        let mut f = props(ValueType::Float32);
+        f.scale = Some(0.01);
+        f.mask = Some(0xff); // ignored on a signed/float raw value
+        assert_eq!(
+            transform(Value::Int(-1234), &f, "r").unwrap(),
+            Value::Float(-12.34)
+        );
+        let mut b = props(ValueType::Uint32);
+        b.base = Some(2.0);
+        assert_eq!(
+            transform(Value::Uint(10), &b, "r").unwrap(),
+            Value::Uint(1024)
+        );
+    }
+
+    #[test]
+    fn integer_resources_reject_fractions_and_overflow() {
+        let mut p = props(ValueType::Uint8);
+        p.scale = Some(0.5);
+        assert!(matches!(
+            transform(Value::Uint(3), &p, "r"),
+            Err(CodecError::NotIntegral { .. })
+        ));
+        p.scale = Some(10.0);
+        assert!(matches!(
+            transform(Value::Uint(30), &p, "r"),
+            Err(CodecError::OutOfRange { .. })
+        ));
+    }
+}
