@@ -1,3 +1,5 @@
 //! device-lorawan
 pub mod codec;
 pub mod lorawan;
+pub mod config;
+pub mod devices;

@@ -1,0 +1,330 @@
+//! One typed configuration: embedded defaults, then a YAML file, then
+//! environment overrides in the EdgeX manner (`INGEST_UDP_BIND=...` sets
+//! `Ingest.Udp.Bind`: the key path upper-cased and joined by `_`). Every
+//! layer is validated, and errors name the bad key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("config {origin}: {message}")]
+    Yaml { origin: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub devices: DevicesConfig,
+    pub ingest: IngestConfig,
+    pub readings: ReadingsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Where durable state (frame counters) lives.
+    pub data_dir: PathBuf,
+    /// How often durable state is fsync'd (writes themselves are immediate,
+    /// so a killed process loses nothing; this bounds loss on power cut).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// The devices file (YAML, holds session keys: keep it mode 0600).
+    pub file: PathBuf,
+    pub profiles_dir: PathBuf,
+    /// Under `reset-tolerant`, a counter that went backwards is accepted as a
+    /// device reboot only if it is below this.
+    pub reset_window: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Copies of one frame heard by several gateways within this window
+    /// become one reading.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Larger MQTT messages or UDP datagrams are rejected unread.
+    pub max_message_bytes: usize,
+    pub udp: UdpConfig,
+    pub mqtt: MqttConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct UdpConfig {
+    pub enabled: bool,
+    /// Semtech packet-forwarder port (protocol v2).
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub qos: u8,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    pub subscriptions: Vec<Subscription>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Subscription {
+    pub topic: String,
+    pub kind: StreamKind,
+}
+
+/// What an MQTT topic carries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamKind {
+    /// Gateway-bridge uplinks: ChirpStack v4 protobuf or JSON, loraserver v3 JSON.
+    Gateway,
+    /// Application-integration uplinks (decrypted by a network server): ChirpStack v4 or v3 JSON.
+    Application,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct ReadingsConfig {
+    /// JSON lines of decoded uplinks: `-` for standard output, or a file path.
+    pub json_lines: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `device_lorawan=debug`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            service: ServiceConfig::default(),
+            devices: DevicesConfig::default(),
+            ingest: IngestConfig::default(),
+            readings: ReadingsConfig { json_lines: "-".into() },
+            log: LogConfig { level: "info".into(), format: LogFormat::Text },
+        }
+    }
+}
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self { name: "device-lorawan".into(), data_dir: "data".into(), sync_interval: Duration::from_secs(1) }
+    }
+}
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self { file: "devices.yaml".into(), profiles_dir: "profiles".into(), reset_window: 32 }
+    }
+}
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            dedup_window: Duration::from_millis(200),
+            max_message_bytes: 8192,
+            udp: UdpConfig::default(),
+            mqtt: MqttConfig::default(),
+        }
+    }
+}
+impl Default for UdpConfig {
+    fn default() -> Self {
+        Self { enabled: true, bind: "0.0.0.0:1700".parse().expect("literal") }
+    }
+}
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "device-lorawan".into(),
+            username: None,
+            password: None,
+            qos: 1,
+            keep_alive: Duration::from_secs(30),
+            subscriptions: vec![
+                Subscription { topic: "gateway/+/event/up".into(), kind: StreamKind::Gateway },
+                Subscription { topic: "application/+/device/+/event/up".into(), kind: StreamKind::Application },
+            ],
+        }
+    }
+}
+impl Default for ReadingsConfig {
+    fn default() -> Self {
+        Self { json_lines: "-".into() }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl Config {
+    /// Defaults, overlaid with `path` (if given) and then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut tree = serde_yaml_ng::to_value(Config::default()).expect("defaults serialise");
+        if let Some(path) = path {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+            let file: Value = serde_yaml_ng::from_str(&text)
+                .map_err(|e| ConfigError::Yaml { origin: path.display().to_string(), message: e.to_string() })?;
+            merge(&mut tree, file);
+        }
+        apply_env(&mut tree, &mut Vec::new(), &env)?;
+        let origin = path.map_or("defaults".to_string(), |p| p.display().to_string());
+        let config: Config = serde_path_to_error::deserialize(tree)
+            .map_err(|e| ConfigError::Yaml { origin, message: format!("at `{}`: {}", e.path(), e.inner()) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        if self.ingest.mqtt.qos > 2 {
+            return bad("Ingest.Mqtt.Qos", "must be 0, 1 or 2");
+        }
+        if self.ingest.dedup_window > Duration::from_secs(10) {
+            return bad("Ingest.DedupWindow", "longer than 10 s would delay every reading");
+        }
+        if !(64..=1 << 20).contains(&self.ingest.max_message_bytes) {
+            return bad("Ingest.MaxMessageBytes", "must be between 64 and 1048576");
+        }
+        if !self.ingest.udp.enabled && !self.ingest.mqtt.enabled {
+            return bad("Ingest", "enable at least one of Udp and Mqtt");
+        }
+        if self.ingest.mqtt.enabled && self.ingest.mqtt.subscriptions.is_empty() {
+            return bad("Ingest.Mqtt.Subscriptions", "MQTT is enabled with nothing to subscribe to");
+        }
+        if self.service.name.is_empty() {
+            return bad("Service.Name", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The configuration as YAML with secrets blanked (for `config` output and logs).
+    pub fn redacted_yaml(&self) -> String {
+        let mut c = self.clone();
+        if c.ingest.mqtt.password.is_some() {
+            c.ingest.mqtt.password = Some("<redacted>".into());
+        }
+        serde_yaml_ng::to_string(&c).expect("config serialises")
+    }
+}
+
+/// Overlay `over` onto `base`, mapping by mapping.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        // An empty file (or key) overrides nothing.
+        (_, Value::Null) => {}
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Replace every leaf whose EdgeX-style variable name is set.
+fn apply_env(tree: &mut Value, path: &mut Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    match tree {
+        Value::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let Some(k) = k.as_str() else { continue };
+                path.push(k.to_uppercase());
+                apply_env(v, path, env)?;
+                path.pop();
+            }
+        }
+        Value::Sequence(_) => {}
+        leaf => {
+            let name = path.join("_");
+            if let Some(text) = env(&name) {
+                *leaf = serde_yaml_ng::from_str(&text).unwrap_or(Value::String(text));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        Config::load_with_env(Some(f.path()), |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn file_then_env() {
+        let c = load("Ingest:\n  DedupWindow: 50ms\n  Udp: { Bind: 127.0.0.1:1800 }\n", &[("INGEST_MQTT_ENABLED", "true")]).unwrap();
+        assert_eq!(c.ingest.dedup_window, Duration::from_millis(50));
+        assert_eq!(c.ingest.udp.bind.port(), 1800);
+        assert!(c.ingest.mqtt.enabled);
+        assert_eq!(c.ingest.mqtt.port, 1883, "untouched defaults stay");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("Ingest:\n  Udp: { Bnd: 1 }\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("Ingest.Udp") && e.contains("Bnd"), "{e}");
+        let e = load("Ingest:\n  Mqtt: { Qos: 3 }\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("Ingest.Mqtt.Qos"), "{e}");
+        let e = load("Ingest: [\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("config "), "{e}");
+        let e = load("", &[("INGEST_UDP_BIND", "nowhere")]).unwrap_err().to_string();
+        assert!(e.contains("Ingest.Udp.Bind"), "{e}");
+    }
+
+    #[test]
+    fn password_is_redacted() {
+        let c = load("Ingest:\n  Mqtt: { Password: hunter2 }\n", &[]).unwrap();
+        assert!(!c.redacted_yaml().contains("hunter2"));
+    }
+}

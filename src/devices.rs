@@ -1,0 +1,256 @@
+//! The devices file (ABP sessions) and the registry built from it: for each
+//! device its prepared crypto and compiled codec, looked up by DevAddr on the
+//! uplink path and by DevEUI for application-integration uplinks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::codec::{Codec, CodecError, CodecKind, DeviceProfile};
+use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevicesError {
+    #[error("cannot read devices file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("devices file {path}: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("device {device}: unknown profile {profile}")]
+    UnknownProfile { device: String, profile: String },
+    #[error("device {device}: {source}")]
+    Codec { device: String, source: CodecError },
+    #[error("device {0} is defined twice (by name or DevEUI)")]
+    Duplicate(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesFile {
+    devices: Vec<DeviceEntry>,
+}
+
+/// One ABP device as written in the devices file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceEntry {
+    pub name: String,
+    #[serde(deserialize_with = "eui")]
+    pub dev_eui: Eui64,
+    #[serde(deserialize_with = "devaddr")]
+    pub dev_addr: DevAddr,
+    #[serde(rename = "nwkSKey", deserialize_with = "key")]
+    pub nwk_s_key: AesKey,
+    #[serde(rename = "appSKey", deserialize_with = "key")]
+    pub app_s_key: AesKey,
+    pub profile: String,
+    #[serde(default)]
+    pub codec: CodecKind,
+    #[serde(default)]
+    pub fcnt_policy: FcntPolicy,
+}
+
+/// Read a hex field without ever echoing what was written: for keys, the
+/// text is the secret. serde's stock errors quote the offending value, so
+/// every non-string shape gets our own value-free message.
+fn hex_field<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: fn(&str) -> Result<T, crate::lorawan::keys::KeyError>,
+) -> Result<T, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a quoted hex string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+            Err(E::custom(NOT_TEXT))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+            Err(serde::de::Error::custom(NOT_TEXT))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
+            Err(serde::de::Error::custom(NOT_TEXT))
+        }
+    }
+    const NOT_TEXT: &str = "expected a quoted hex string";
+    let text = d.deserialize_any(Text)?;
+    parse(&text).map_err(serde::de::Error::custom)
+}
+fn key<'de, D: Deserializer<'de>>(d: D) -> Result<AesKey, D::Error> {
+    hex_field(d, AesKey::from_hex)
+}
+fn eui<'de, D: Deserializer<'de>>(d: D) -> Result<Eui64, D::Error> {
+    hex_field(d, Eui64::from_hex)
+}
+fn devaddr<'de, D: Deserializer<'de>>(d: D) -> Result<DevAddr, D::Error> {
+    hex_field(d, DevAddr::from_hex)
+}
+
+/// A device ready for the uplink path.
+#[derive(Debug)]
+pub struct Device {
+    pub name: Arc<str>,
+    pub dev_eui: Eui64,
+    pub dev_addr: DevAddr,
+    pub crypto: SessionCrypto,
+    pub codec: Codec,
+    pub fcnt_policy: FcntPolicy,
+}
+
+/// All devices, indexed for the uplink path. Device ids are indices.
+#[derive(Debug, Default)]
+pub struct Registry {
+    devices: Vec<Device>,
+    by_addr: HashMap<DevAddr, Vec<u32>>,
+    by_eui: HashMap<Eui64, u32>,
+}
+
+impl Registry {
+    pub fn build(
+        entries: Vec<DeviceEntry>,
+        profiles: &BTreeMap<String, DeviceProfile>,
+    ) -> Result<Self, DevicesError> {
+        let profiles: BTreeMap<&str, Arc<DeviceProfile>> =
+            profiles.iter().map(|(k, v)| (k.as_str(), Arc::new(v.clone()))).collect();
+        let mut reg = Registry::default();
+        let mut names = std::collections::HashSet::new();
+        for e in entries {
+            let profile = profiles
+                .get(e.profile.as_str())
+                .ok_or_else(|| DevicesError::UnknownProfile { device: e.name.clone(), profile: e.profile.clone() })?;
+            let codec = Codec::compile(profile.clone(), e.codec)
+                .map_err(|source| DevicesError::Codec { device: e.name.clone(), source })?;
+            let id = reg.devices.len() as u32;
+            if !names.insert(e.name.clone()) || reg.by_eui.insert(e.dev_eui, id).is_some() {
+                return Err(DevicesError::Duplicate(e.name));
+            }
+            reg.by_addr.entry(e.dev_addr).or_default().push(id);
+            reg.devices.push(Device {
+                name: e.name.into(),
+                dev_eui: e.dev_eui,
+                dev_addr: e.dev_addr,
+                crypto: SessionCrypto::new(&e.nwk_s_key, &e.app_s_key),
+                codec,
+                fcnt_policy: e.fcnt_policy,
+            });
+        }
+        Ok(reg)
+    }
+
+    /// Devices sharing `addr` (usually one; the MIC tells them apart).
+    pub fn by_addr(&self, addr: DevAddr) -> &[u32] {
+        self.by_addr.get(&addr).map_or(&[], Vec::as_slice)
+    }
+    pub fn by_eui(&self, eui: Eui64) -> Option<u32> {
+        self.by_eui.get(&eui).copied()
+    }
+    pub fn get(&self, id: u32) -> &Device {
+        &self.devices[id as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter()
+    }
+}
+
+/// Parse a devices file's text.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<DeviceEntry>, DevicesError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let f: DevicesFile = serde_path_to_error::deserialize(de).map_err(|e| DevicesError::Yaml {
+        path: path.to_owned(),
+        message: format!("at `{}`: {}", e.path(), e.inner()),
+    })?;
+    Ok(f.devices)
+}
+
+/// Read the devices file, warning when others can read its keys.
+pub fn load(path: &Path) -> Result<Vec<DeviceEntry>, DevicesError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DevicesError::Io { path: path.to_owned(), source })?;
+    if let Some(mode) = group_or_world_readable(path) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "devices file holds session keys but is readable by group or others: chmod 600 it"
+        );
+    }
+    parse(path, &text)
+}
+
+/// The file's permission bits if group or others may read it.
+pub fn group_or_world_readable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"
+devices:
+  - name: mote-1
+    devEui: "0004a30b001c0530"
+    devAddr: "26011bda"
+    nwkSKey: "2b7e151628aed2a6abf7158809cf4f3c"
+    appSKey: "3c4fcf098815f7aba6d2ae2816157e2b"
+    profile: p
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let d = parse(Path::new("d.yaml"), ONE).unwrap();
+        assert_eq!(d[0].dev_addr, DevAddr(0x26011bda));
+        assert_eq!(d[0].fcnt_policy, FcntPolicy::ResetTolerant);
+        assert_eq!(d[0].codec, CodecKind::CayenneLpp);
+    }
+
+    #[test]
+    fn key_errors_never_show_the_key() {
+        let bad = ONE.replace("2b7e151628aed2a6abf7158809cf4f3c", "2b7e151628aed2a6abf7158809cf4f3");
+        let e = parse(Path::new("d.yaml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("devices[0].nwkSKey") && e.contains("32 hex digits"), "{e}");
+        assert!(!e.contains("2b7e1516"), "{e}");
+        let unquoted = ONE.replace("\"3c4fcf098815f7aba6d2ae2816157e2b\"", "12345678901234567890123456789012");
+        let e = parse(Path::new("d.yaml"), &unquoted).unwrap_err().to_string();
+        assert!(e.contains("appSKey") && !e.contains("1234567890"), "{e}");
+    }
+
+    #[test]
+    fn warns_about_readable_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(group_or_world_readable(f.path()), None);
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(group_or_world_readable(f.path()), Some(0o644));
+    }
+}
