@@ -13,7 +13,10 @@ use serde_yaml_ng::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {origin}: {message}")]
     Yaml { origin: String, message: String },
     #[error("config key `{key}`: {message}")]
@@ -134,19 +137,32 @@ impl Default for Config {
             service: ServiceConfig::default(),
             devices: DevicesConfig::default(),
             ingest: IngestConfig::default(),
-            readings: ReadingsConfig { json_lines: "-".into() },
-            log: LogConfig { level: "info".into(), format: LogFormat::Text },
+            readings: ReadingsConfig {
+                json_lines: "-".into(),
+            },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
         }
     }
 }
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { name: "device-lorawan".into(), data_dir: "data".into(), sync_interval: Duration::from_secs(1) }
+        Self {
+            name: "device-lorawan".into(),
+            data_dir: "data".into(),
+            sync_interval: Duration::from_secs(1),
+        }
     }
 }
 impl Default for DevicesConfig {
     fn default() -> Self {
-        Self { file: "devices.yaml".into(), profiles_dir: "profiles".into(), reset_window: 32 }
+        Self {
+            file: "devices.yaml".into(),
+            profiles_dir: "profiles".into(),
+            reset_window: 32,
+        }
     }
 }
 impl Default for IngestConfig {
@@ -161,7 +177,10 @@ impl Default for IngestConfig {
 }
 impl Default for UdpConfig {
     fn default() -> Self {
-        Self { enabled: true, bind: "0.0.0.0:1700".parse().expect("literal") }
+        Self {
+            enabled: true,
+            bind: "0.0.0.0:1700".parse().expect("literal"),
+        }
     }
 }
 impl Default for MqttConfig {
@@ -176,20 +195,31 @@ impl Default for MqttConfig {
             qos: 1,
             keep_alive: Duration::from_secs(30),
             subscriptions: vec![
-                Subscription { topic: "gateway/+/event/up".into(), kind: StreamKind::Gateway },
-                Subscription { topic: "application/+/device/+/event/up".into(), kind: StreamKind::Application },
+                Subscription {
+                    topic: "gateway/+/event/up".into(),
+                    kind: StreamKind::Gateway,
+                },
+                Subscription {
+                    topic: "application/+/device/+/event/up".into(),
+                    kind: StreamKind::Application,
+                },
             ],
         }
     }
 }
 impl Default for ReadingsConfig {
     fn default() -> Self {
-        Self { json_lines: "-".into() }
+        Self {
+            json_lines: "-".into(),
+        }
     }
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -199,30 +229,48 @@ impl Config {
         Self::load_with_env(path, |k| std::env::var(k).ok())
     }
 
-    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut tree = serde_yaml_ng::to_value(Config::default()).expect("defaults serialise");
         if let Some(path) = path {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-            let file: Value = serde_yaml_ng::from_str(&text)
-                .map_err(|e| ConfigError::Yaml { origin: path.display().to_string(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file: Value = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Yaml {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            })?;
             merge(&mut tree, file);
         }
         apply_env(&mut tree, &mut Vec::new(), &env)?;
         let origin = path.map_or("defaults".to_string(), |p| p.display().to_string());
-        let config: Config = serde_path_to_error::deserialize(tree)
-            .map_err(|e| ConfigError::Yaml { origin, message: format!("at `{}`: {}", e.path(), e.inner()) })?;
+        let config: Config =
+            serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Yaml {
+                origin,
+                message: format!("at `{}`: {}", e.path(), e.inner()),
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        let bad = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
         if self.ingest.mqtt.qos > 2 {
             return bad("Ingest.Mqtt.Qos", "must be 0, 1 or 2");
         }
         if self.ingest.dedup_window > Duration::from_secs(10) {
-            return bad("Ingest.DedupWindow", "longer than 10 s would delay every reading");
+            return bad(
+                "Ingest.DedupWindow",
+                "longer than 10 s would delay every reading",
+            );
         }
         if !(64..=1 << 20).contains(&self.ingest.max_message_bytes) {
             return bad("Ingest.MaxMessageBytes", "must be between 64 and 1048576");
@@ -231,7 +279,10 @@ impl Config {
             return bad("Ingest", "enable at least one of Udp and Mqtt");
         }
         if self.ingest.mqtt.enabled && self.ingest.mqtt.subscriptions.is_empty() {
-            return bad("Ingest.Mqtt.Subscriptions", "MQTT is enabled with nothing to subscribe to");
+            return bad(
+                "Ingest.Mqtt.Subscriptions",
+                "MQTT is enabled with nothing to subscribe to",
+            );
         }
         if self.service.name.is_empty() {
             return bad("Service.Name", "must not be empty");
@@ -269,7 +320,11 @@ fn merge(base: &mut Value, over: Value) {
 }
 
 /// Replace every leaf whose EdgeX-style variable name is set.
-fn apply_env(tree: &mut Value, path: &mut Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+fn apply_env(
+    tree: &mut Value,
+    path: &mut Vec<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     match tree {
         Value::Mapping(m) => {
             for (k, v) in m.iter_mut() {
@@ -298,12 +353,20 @@ mod tests {
     fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(yaml.as_bytes()).unwrap();
-        Config::load_with_env(Some(f.path()), |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+        Config::load_with_env(Some(f.path()), |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]
     fn file_then_env() {
-        let c = load("Ingest:\n  DedupWindow: 50ms\n  Udp: { Bind: 127.0.0.1:1800 }\n", &[("INGEST_MQTT_ENABLED", "true")]).unwrap();
+        let c = load(
+            "Ingest:\n  DedupWindow: 50ms\n  Udp: { Bind: 127.0.0.1:1800 }\n",
+            &[("INGEST_MQTT_ENABLED", "true")],
+        )
+        .unwrap();
         assert_eq!(c.ingest.dedup_window, Duration::from_millis(50));
         assert_eq!(c.ingest.udp.bind.port(), 1800);
         assert!(c.ingest.mqtt.enabled);
@@ -312,13 +375,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = load("Ingest:\n  Udp: { Bnd: 1 }\n", &[]).unwrap_err().to_string();
+        let e = load("Ingest:\n  Udp: { Bnd: 1 }\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Ingest.Udp") && e.contains("Bnd"), "{e}");
-        let e = load("Ingest:\n  Mqtt: { Qos: 3 }\n", &[]).unwrap_err().to_string();
+        let e = load("Ingest:\n  Mqtt: { Qos: 3 }\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Ingest.Mqtt.Qos"), "{e}");
         let e = load("Ingest: [\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("config "), "{e}");
-        let e = load("", &[("INGEST_UDP_BIND", "nowhere")]).unwrap_err().to_string();
+        let e = load("", &[("INGEST_UDP_BIND", "nowhere")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Ingest.Udp.Bind"), "{e}");
     }
 

@@ -14,13 +14,18 @@ use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
 #[derive(Debug, thiserror::Error)]
 pub enum DevicesError {
     #[error("cannot read devices file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("devices file {path}: {message}")]
     Yaml { path: PathBuf, message: String },
     #[error("device {device}: unknown profile {profile}")]
     UnknownProfile { device: String, profile: String },
     #[error("device {device}: {source}")]
     Codec { device: String, source: CodecError },
+    #[error("device {0}: give devAddr, nwkSKey and appSKey together, or none of them")]
+    PartialSession(String),
     #[error("device {0} is defined twice (by name or DevEUI)")]
     Duplicate(String),
 }
@@ -38,12 +43,14 @@ pub struct DeviceEntry {
     pub name: String,
     #[serde(deserialize_with = "eui")]
     pub dev_eui: Eui64,
-    #[serde(deserialize_with = "devaddr")]
-    pub dev_addr: DevAddr,
-    #[serde(rename = "nwkSKey", deserialize_with = "key")]
-    pub nwk_s_key: AesKey,
-    #[serde(rename = "appSKey", deserialize_with = "key")]
-    pub app_s_key: AesKey,
+    /// DevAddr and session keys: needed to decode gateway streams; absent
+    /// for devices only heard through a network server's application stream.
+    #[serde(default, deserialize_with = "devaddr")]
+    pub dev_addr: Option<DevAddr>,
+    #[serde(default, rename = "nwkSKey", deserialize_with = "key")]
+    pub nwk_s_key: Option<AesKey>,
+    #[serde(default, rename = "appSKey", deserialize_with = "key")]
+    pub app_s_key: Option<AesKey>,
     pub profile: String,
     #[serde(default)]
     pub codec: CodecKind,
@@ -99,14 +106,14 @@ fn hex_field<'de, D: Deserializer<'de>, T>(
     let text = d.deserialize_any(Text)?;
     parse(&text).map_err(serde::de::Error::custom)
 }
-fn key<'de, D: Deserializer<'de>>(d: D) -> Result<AesKey, D::Error> {
-    hex_field(d, AesKey::from_hex)
+fn key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AesKey>, D::Error> {
+    hex_field(d, AesKey::from_hex).map(Some)
 }
 fn eui<'de, D: Deserializer<'de>>(d: D) -> Result<Eui64, D::Error> {
     hex_field(d, Eui64::from_hex)
 }
-fn devaddr<'de, D: Deserializer<'de>>(d: D) -> Result<DevAddr, D::Error> {
-    hex_field(d, DevAddr::from_hex)
+fn devaddr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DevAddr>, D::Error> {
+    hex_field(d, DevAddr::from_hex).map(Some)
 }
 
 /// A device ready for the uplink path.
@@ -114,8 +121,9 @@ fn devaddr<'de, D: Deserializer<'de>>(d: D) -> Result<DevAddr, D::Error> {
 pub struct Device {
     pub name: Arc<str>,
     pub dev_eui: Eui64,
-    pub dev_addr: DevAddr,
-    pub crypto: SessionCrypto,
+    pub dev_addr: Option<DevAddr>,
+    /// Prepared ABP session; `None` for application-stream-only devices.
+    pub crypto: Option<SessionCrypto>,
     pub codec: Codec,
     pub fcnt_policy: FcntPolicy,
 }
@@ -133,26 +141,42 @@ impl Registry {
         entries: Vec<DeviceEntry>,
         profiles: &BTreeMap<String, DeviceProfile>,
     ) -> Result<Self, DevicesError> {
-        let profiles: BTreeMap<&str, Arc<DeviceProfile>> =
-            profiles.iter().map(|(k, v)| (k.as_str(), Arc::new(v.clone()))).collect();
+        let profiles: BTreeMap<&str, Arc<DeviceProfile>> = profiles
+            .iter()
+            .map(|(k, v)| (k.as_str(), Arc::new(v.clone())))
+            .collect();
         let mut reg = Registry::default();
         let mut names = std::collections::HashSet::new();
         for e in entries {
-            let profile = profiles
-                .get(e.profile.as_str())
-                .ok_or_else(|| DevicesError::UnknownProfile { device: e.name.clone(), profile: e.profile.clone() })?;
-            let codec = Codec::compile(profile.clone(), e.codec)
-                .map_err(|source| DevicesError::Codec { device: e.name.clone(), source })?;
+            let profile =
+                profiles
+                    .get(e.profile.as_str())
+                    .ok_or_else(|| DevicesError::UnknownProfile {
+                        device: e.name.clone(),
+                        profile: e.profile.clone(),
+                    })?;
+            let codec =
+                Codec::compile(profile.clone(), e.codec).map_err(|source| DevicesError::Codec {
+                    device: e.name.clone(),
+                    source,
+                })?;
             let id = reg.devices.len() as u32;
             if !names.insert(e.name.clone()) || reg.by_eui.insert(e.dev_eui, id).is_some() {
                 return Err(DevicesError::Duplicate(e.name));
             }
-            reg.by_addr.entry(e.dev_addr).or_default().push(id);
+            let crypto = match (e.dev_addr, e.nwk_s_key, e.app_s_key) {
+                (Some(addr), Some(nwk), Some(app)) => {
+                    reg.by_addr.entry(addr).or_default().push(id);
+                    Some(SessionCrypto::new(&nwk, &app))
+                }
+                (None, None, None) => None,
+                _ => return Err(DevicesError::PartialSession(e.name)),
+            };
             reg.devices.push(Device {
                 name: e.name.into(),
                 dev_eui: e.dev_eui,
                 dev_addr: e.dev_addr,
-                crypto: SessionCrypto::new(&e.nwk_s_key, &e.app_s_key),
+                crypto,
                 codec,
                 fcnt_policy: e.fcnt_policy,
             });
@@ -193,7 +217,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<DeviceEntry>, DevicesError> 
 
 /// Read the devices file, warning when others can read its keys.
 pub fn load(path: &Path) -> Result<Vec<DeviceEntry>, DevicesError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DevicesError::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| DevicesError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     if let Some(mode) = group_or_world_readable(path) {
         tracing::warn!(
             path = %path.display(),
@@ -228,19 +255,30 @@ devices:
     #[test]
     fn parses_with_defaults() {
         let d = parse(Path::new("d.yaml"), ONE).unwrap();
-        assert_eq!(d[0].dev_addr, DevAddr(0x26011bda));
+        assert_eq!(d[0].dev_addr, Some(DevAddr(0x26011bda)));
         assert_eq!(d[0].fcnt_policy, FcntPolicy::ResetTolerant);
         assert_eq!(d[0].codec, CodecKind::CayenneLpp);
     }
 
     #[test]
     fn key_errors_never_show_the_key() {
-        let bad = ONE.replace("2b7e151628aed2a6abf7158809cf4f3c", "2b7e151628aed2a6abf7158809cf4f3");
+        let bad = ONE.replace(
+            "2b7e151628aed2a6abf7158809cf4f3c",
+            "2b7e151628aed2a6abf7158809cf4f3",
+        );
         let e = parse(Path::new("d.yaml"), &bad).unwrap_err().to_string();
-        assert!(e.contains("devices[0].nwkSKey") && e.contains("32 hex digits"), "{e}");
+        assert!(
+            e.contains("devices[0].nwkSKey") && e.contains("32 hex digits"),
+            "{e}"
+        );
         assert!(!e.contains("2b7e1516"), "{e}");
-        let unquoted = ONE.replace("\"3c4fcf098815f7aba6d2ae2816157e2b\"", "12345678901234567890123456789012");
-        let e = parse(Path::new("d.yaml"), &unquoted).unwrap_err().to_string();
+        let unquoted = ONE.replace(
+            "\"3c4fcf098815f7aba6d2ae2816157e2b\"",
+            "12345678901234567890123456789012",
+        );
+        let e = parse(Path::new("d.yaml"), &unquoted)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("appSKey") && !e.contains("1234567890"), "{e}");
     }
 

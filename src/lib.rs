@@ -1,5 +1,9 @@
 //! device-lorawan
 pub mod codec;
-pub mod lorawan;
 pub mod config;
+pub mod counters;
 pub mod devices;
+pub mod ingest;
+pub mod lorawan;
+pub mod metrics;
+pub mod uplink;

@@ -157,3 +157,9 @@ mod tests {
         assert_eq!(a.to_string(), "01020304");
     }
 }
+
+impl serde::Serialize for Eui64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

@@ -1,0 +1,179 @@
+//! De-duplication of one frame heard by several gateways: the first copy is
+//! decoded and held for the window; later copies only update the best
+//! reception and the gateway count; at the deadline one uplink is emitted.
+//!
+//! A state machine without I/O: the caller passes `now` and asks for what
+//! is due, so tests drive time by hand.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use crate::uplink::{RxMeta, Uplink};
+
+/// Identity of a frame on air: the same bytes from any gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameKey(u64);
+
+impl FrameKey {
+    pub fn of_bytes(phy: &[u8]) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        phy.hash(&mut h);
+        Self(h.finish())
+    }
+    /// For uplinks already decoded by a network server: device and counter.
+    pub fn of_counter(dev_eui: u64, fcnt: u32) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (dev_eui, fcnt).hash(&mut h);
+        Self(h.finish() ^ 1)
+    }
+}
+
+pub struct Dedup {
+    window: Duration,
+    pending: HashMap<FrameKey, Uplink>,
+    /// Deadlines in arrival order: the window is constant, so this is also
+    /// deadline order.
+    order: VecDeque<(Instant, FrameKey)>,
+}
+
+impl Dedup {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// If `key` is pending, fold this reception into it and return true.
+    pub fn merge(&mut self, key: FrameKey, rx: &RxMeta) -> bool {
+        let Some(up) = self.pending.get_mut(&key) else {
+            return false;
+        };
+        up.gateways += 1;
+        if rx.better_than(&up.rx) {
+            up.rx = *rx;
+        }
+        true
+    }
+
+    /// Hold a freshly decoded uplink until its window closes.
+    pub fn insert(&mut self, key: FrameKey, uplink: Uplink, now: Instant) {
+        self.pending.insert(key, uplink);
+        self.order.push_back((now + self.window, key));
+    }
+
+    /// When the next pending uplink is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.order.front().map(|(t, _)| *t)
+    }
+
+    /// Uplinks whose window has closed by `now`, oldest first.
+    pub fn due(&mut self, now: Instant, mut emit: impl FnMut(Uplink)) {
+        while let Some(&(t, key)) = self.order.front() {
+            if t > now {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(up) = self.pending.remove(&key) {
+                emit(up);
+            }
+        }
+    }
+
+    /// Everything pending, regardless of deadlines (at shutdown).
+    pub fn drain(&mut self, emit: impl FnMut(Uplink)) {
+        self.due(Instant::now() + self.window + Duration::from_secs(1), emit);
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lorawan::Eui64;
+    use crate::metrics::Source;
+    use std::sync::Arc;
+
+    fn rx(gw: u64, rssi: i32, snr: f32) -> RxMeta {
+        RxMeta {
+            gateway: Eui64::from_u64(gw),
+            rssi,
+            snr,
+            tmst: None,
+            frequency: None,
+        }
+    }
+
+    fn uplink(fcnt: u32, meta: RxMeta) -> Uplink {
+        let profile =
+            serde_json::from_value(serde_json::json!({"name": "p", "deviceResources": []}))
+                .unwrap();
+        Uplink {
+            device: Arc::from("d"),
+            dev_eui: Eui64::from_u64(1),
+            profile: Arc::new(profile),
+            fcnt,
+            epoch: 0,
+            counter_reset: false,
+            fport: Some(1),
+            confirmed: false,
+            readings: vec![],
+            mac_commands: vec![],
+            rx: meta,
+            gateways: 1,
+            source: Source::Udp,
+            received_ns: 0,
+        }
+    }
+
+    #[test]
+    fn copies_within_the_window_become_one_with_the_best_gateway() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(Duration::from_millis(200));
+        let k = FrameKey::of_bytes(b"frame-1");
+        assert!(!d.merge(k, &rx(1, -100, -5.0)));
+        d.insert(k, uplink(1, rx(1, -100, -5.0)), t0);
+        assert!(d.merge(k, &rx(2, -60, 7.5)));
+        assert!(d.merge(k, &rx(3, -50, 2.0)));
+        let mut out = Vec::new();
+        d.due(t0 + Duration::from_millis(199), |u| out.push(u));
+        assert!(out.is_empty(), "not before the window closes");
+        d.due(t0 + Duration::from_millis(200), |u| out.push(u));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].gateways, out[0].rx.gateway),
+            (3, Eui64::from_u64(2))
+        );
+        assert!(
+            !d.merge(k, &rx(4, -40, 9.0)),
+            "after the window, a copy is new again"
+        );
+    }
+
+    #[test]
+    fn emits_in_deadline_order() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(Duration::from_millis(100));
+        for i in 0..3u32 {
+            d.insert(
+                FrameKey::of_bytes(&i.to_le_bytes()),
+                uplink(i, rx(1, 0, 0.0)),
+                t0 + Duration::from_millis(i as u64 * 10),
+            );
+        }
+        assert_eq!(d.next_deadline(), Some(t0 + Duration::from_millis(100)));
+        let mut out = Vec::new();
+        d.due(t0 + Duration::from_millis(115), |u| out.push(u.fcnt));
+        assert_eq!(out, vec![0, 1]);
+        d.drain(|u| out.push(u.fcnt));
+        assert_eq!(out, vec![0, 1, 2]);
+    }
+}

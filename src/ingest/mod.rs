@@ -1,0 +1,74 @@
+//! Getting uplinks in: the Semtech UDP packet forwarder ([`udp`]), gateway
+//! bridge MQTT ([`gateway`] formats over [`mqtt`]), application-integration
+//! MQTT ([`application`]); and de-duplication across gateways ([`dedup`]).
+//! Every source turns its input into an [`IngestEvent`] or a counted
+//! rejection; none of them decrypts anything.
+
+pub mod application;
+pub mod dedup;
+pub mod gateway;
+pub mod mqtt;
+pub mod udp;
+
+use crate::metrics::Source;
+use crate::uplink::RxMeta;
+
+/// One reception, handed to the uplink pipeline.
+#[derive(Debug)]
+pub enum IngestEvent {
+    /// A raw PHYPayload heard by a gateway.
+    Phy {
+        phy: Vec<u8>,
+        rx: RxMeta,
+        source: Source,
+    },
+    /// An uplink a network server already decoded.
+    App(application::AppUplink),
+}
+
+/// MQTT topic filter matching (`+` one level, `#` the rest).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        match (f, t.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(level)) if f == level => {}
+            _ => return false,
+        }
+    }
+    t.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn filters() {
+        assert!(topic_matches(
+            "gateway/+/event/up",
+            "gateway/0016c001f153a14c/event/up"
+        ));
+        assert!(topic_matches(
+            "eu868/gateway/+/event/up",
+            "eu868/gateway/x/event/up"
+        ));
+        assert!(!topic_matches(
+            "gateway/+/event/up",
+            "gateway/x/event/stats"
+        ));
+        assert!(!topic_matches(
+            "gateway/+/event/up",
+            "gateway/x/event/up/extra"
+        ));
+        assert!(topic_matches(
+            "application/#",
+            "application/1/device/2/event/up"
+        ));
+        assert!(!topic_matches(
+            "application/+/device/+/event/up",
+            "application/1/device/2/event/join"
+        ));
+    }
+}

@@ -1,0 +1,96 @@
+//! MQTT ingest with rumqttc: subscribes to the configured gateway and
+//! application topics, decodes each message by its subscription's kind, and
+//! survives broker restarts (rumqttc reconnects on the next poll; we
+//! resubscribe on every CONNACK, since the session is clean).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use tokio::sync::mpsc;
+
+use super::{application, gateway, topic_matches, IngestEvent};
+use crate::config::{MqttConfig, StreamKind};
+use crate::metrics::{Metrics, Reason, Source};
+
+/// Run the MQTT ingest until `tx` closes.
+pub async fn run(
+    cfg: MqttConfig,
+    tx: mpsc::Sender<IngestEvent>,
+    metrics: Arc<Metrics>,
+    max_bytes: usize,
+) {
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
+    opts.set_clean_session(true);
+    // rumqttc drops the connection on an oversize packet; let it take large
+    // ones so that *we* reject them, counted, without a reconnect loop.
+    opts.set_max_packet_size(max_bytes.max(1 << 20) + 1024, 1 << 16);
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let qos = rumqttc::qos(cfg.qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(host = %cfg.host, port = cfg.port, "MQTT connected; subscribing");
+                for s in &cfg.subscriptions {
+                    if let Err(e) = client.try_subscribe(s.topic.clone(), qos) {
+                        tracing::warn!(topic = %s.topic, error = %e, "MQTT subscribe failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let Some(sub) = cfg
+                    .subscriptions
+                    .iter()
+                    .find(|s| topic_matches(&s.topic, &p.topic))
+                else {
+                    metrics.reject(Reason::UnknownTopic, &format_args!("topic {}", p.topic));
+                    continue;
+                };
+                if p.payload.len() > max_bytes {
+                    metrics.reject(
+                        Reason::Oversize,
+                        &format_args!("{}-byte message on {}", p.payload.len(), p.topic),
+                    );
+                    continue;
+                }
+                let ev = match sub.kind {
+                    StreamKind::Gateway => gateway::decode(&p.payload).map(|up| {
+                        metrics.received(Source::GatewayMqtt);
+                        IngestEvent::Phy {
+                            phy: up.phy,
+                            rx: up.rx,
+                            source: Source::GatewayMqtt,
+                        }
+                    }),
+                    StreamKind::Application => application::decode(&p.payload).map(|up| {
+                        metrics.received(Source::ApplicationMqtt);
+                        IngestEvent::App(up)
+                    }),
+                };
+                match ev {
+                    Ok(ev) => {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => metrics.reject(e.reason(), &format_args!("topic {}: {e}", p.topic)),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics
+                    .mqtt_reconnects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

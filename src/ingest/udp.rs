@@ -1,0 +1,281 @@
+//! The Semtech UDP packet-forwarder protocol (v2, v1 accepted), so a
+//! gateway Pi needs no ChirpStack: PUSH_DATA is answered with PUSH_ACK and
+//! its `rxpk` frames are ingested; PULL_DATA is answered with PULL_ACK and
+//! the gateway's address remembered for downlinks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::gateway::{b64, GatewayUplink, MessageError};
+use super::IngestEvent;
+use crate::lorawan::Eui64;
+use crate::metrics::{Metrics, Reason, Source};
+use crate::uplink::RxMeta;
+
+pub const PUSH_DATA: u8 = 0x00;
+pub const PUSH_ACK: u8 = 0x01;
+pub const PULL_DATA: u8 = 0x02;
+pub const PULL_ACK: u8 = 0x04;
+
+/// Why a datagram was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DatagramError {
+    #[error("datagram of {0} bytes is too short")]
+    TooShort(usize),
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    #[error("unknown packet type {0:#04x}")]
+    Type(u8),
+    #[error("PUSH_DATA body: {0}")]
+    Body(MessageError),
+}
+
+/// What a datagram from a gateway asks of us.
+#[derive(Debug, PartialEq)]
+pub enum Packet {
+    Push {
+        token: [u8; 2],
+        gateway: Eui64,
+        frames: Vec<Result<GatewayUplink, MessageError>>,
+    },
+    Pull {
+        token: [u8; 2],
+        gateway: Eui64,
+    },
+    /// TX_ACK and others we read but do not act on yet.
+    Other {
+        ident: u8,
+    },
+}
+
+#[derive(Deserialize)]
+struct PushBody {
+    #[serde(default)]
+    rxpk: Vec<Rxpk>,
+}
+
+#[derive(Deserialize)]
+struct Rxpk {
+    data: String,
+    #[serde(default)]
+    tmst: Option<u32>,
+    #[serde(default)]
+    freq: Option<f64>,
+    #[serde(default)]
+    stat: Option<i8>,
+    #[serde(default)]
+    rssi: Option<i32>,
+    #[serde(default)]
+    lsnr: Option<f32>,
+    /// Multi-antenna gateways (v2 `rsig`) report per-antenna signal here.
+    #[serde(default)]
+    rsig: Vec<Rsig>,
+}
+
+#[derive(Deserialize)]
+struct Rsig {
+    #[serde(default)]
+    rssic: Option<i32>,
+    #[serde(default)]
+    lsnr: Option<f32>,
+}
+
+/// Parse one datagram.
+pub fn parse(dgram: &[u8]) -> Result<Packet, DatagramError> {
+    if dgram.len() < 4 {
+        return Err(DatagramError::TooShort(dgram.len()));
+    }
+    if !matches!(dgram[0], 1 | 2) {
+        return Err(DatagramError::Version(dgram[0]));
+    }
+    let token = [dgram[1], dgram[2]];
+    let eui = || -> Result<Eui64, DatagramError> {
+        dgram
+            .get(4..12)
+            .map(|b| Eui64(b.try_into().expect("8 bytes")))
+            .ok_or(DatagramError::TooShort(dgram.len()))
+    };
+    match dgram[3] {
+        PUSH_DATA => {
+            let gateway = eui()?;
+            let body: PushBody = serde_json::from_slice(&dgram[12..])
+                .map_err(|e| DatagramError::Body(MessageError::Json(e.to_string())))?;
+            let frames = body
+                .rxpk
+                .into_iter()
+                .map(|p| rxpk_uplink(gateway, p))
+                .collect();
+            Ok(Packet::Push {
+                token,
+                gateway,
+                frames,
+            })
+        }
+        PULL_DATA => Ok(Packet::Pull {
+            token,
+            gateway: eui()?,
+        }),
+        ident @ (0x03 | 0x05) => Ok(Packet::Other { ident }),
+        other => Err(DatagramError::Type(other)),
+    }
+}
+
+fn rxpk_uplink(gateway: Eui64, p: Rxpk) -> Result<GatewayUplink, MessageError> {
+    if p.stat == Some(-1) {
+        return Err(MessageError::BadCrc);
+    }
+    let first = p.rsig.first();
+    Ok(GatewayUplink {
+        phy: b64("rxpk.data", &p.data)?,
+        rx: RxMeta {
+            gateway,
+            rssi: p.rssi.or(first.and_then(|r| r.rssic)).unwrap_or(0),
+            snr: p.lsnr.or(first.and_then(|r| r.lsnr)).unwrap_or(0.0),
+            tmst: p.tmst,
+            frequency: p.freq.map(|mhz| (mhz * 1e6).round() as u32),
+        },
+    })
+}
+
+/// Build a PUSH_DATA datagram (simulated gateways, tests).
+pub fn push_data(token: u16, gateway: Eui64, frames: &[GatewayUplink]) -> Vec<u8> {
+    use base64::Engine;
+    let rxpk: Vec<_> = frames
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "tmst": f.rx.tmst.unwrap_or(0), "chan": 0, "rfch": 0,
+                "freq": f.rx.frequency.unwrap_or(868_100_000) as f64 / 1e6, "stat": 1, "modu": "LORA",
+                "datr": "SF7BW125", "codr": "4/5", "rssi": f.rx.rssi, "lsnr": f.rx.snr, "size": f.phy.len(),
+                "data": base64::engine::general_purpose::STANDARD.encode(&f.phy),
+            })
+        })
+        .collect();
+    let mut d = vec![2, (token >> 8) as u8, token as u8, PUSH_DATA];
+    d.extend_from_slice(&gateway.0);
+    d.extend_from_slice(&serde_json::to_vec(&serde_json::json!({ "rxpk": rxpk })).expect("json"));
+    d
+}
+
+/// Serve the packet-forwarder protocol on `socket` until `tx` closes.
+pub async fn serve(
+    socket: UdpSocket,
+    tx: mpsc::Sender<IngestEvent>,
+    metrics: Arc<Metrics>,
+    max_bytes: usize,
+) {
+    let mut buf = vec![0u8; 65_536];
+    let mut pull_addrs: HashMap<Eui64, SocketAddr> = HashMap::new();
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP receive failed");
+                continue;
+            }
+        };
+        if n > max_bytes {
+            metrics.reject(
+                Reason::Oversize,
+                &format_args!("{n}-byte datagram from {peer}"),
+            );
+            continue;
+        }
+        match parse(&buf[..n]) {
+            Ok(Packet::Push {
+                token,
+                gateway,
+                frames,
+            }) => {
+                let ack = [2, token[0], token[1], PUSH_ACK];
+                let _ = socket.send_to(&ack, peer).await;
+                for f in frames {
+                    match f {
+                        Ok(up) => {
+                            metrics.received(Source::Udp);
+                            let ev = IngestEvent::Phy {
+                                phy: up.phy,
+                                rx: up.rx,
+                                source: Source::Udp,
+                            };
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            metrics.reject(e.reason(), &format_args!("gateway {gateway}: {e}"))
+                        }
+                    }
+                }
+            }
+            Ok(Packet::Pull { token, gateway }) => {
+                pull_addrs.insert(gateway, peer);
+                let mut ack = vec![2, token[0], token[1], PULL_ACK];
+                ack.extend_from_slice(&gateway.0);
+                let _ = socket.send_to(&ack, peer).await;
+            }
+            Ok(Packet::Other { .. }) => {}
+            Err(DatagramError::Body(e)) => {
+                metrics.reject(e.reason(), &format_args!("datagram from {peer}: {e}"))
+            }
+            Err(e) => metrics.reject(
+                Reason::MalformedUdp,
+                &format_args!("datagram from {peer}: {e}"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_data_round_trips() {
+        let up = GatewayUplink {
+            phy: vec![0x40, 1, 2, 3],
+            rx: RxMeta {
+                gateway: Eui64::from_u64(7),
+                rssi: -90,
+                snr: -2.5,
+                tmst: Some(42),
+                frequency: Some(868_500_000),
+            },
+        };
+        let Packet::Push {
+            token,
+            gateway,
+            frames,
+        } = parse(&push_data(0xabcd, Eui64::from_u64(7), &[up.clone()])).unwrap()
+        else {
+            panic!("not a push")
+        };
+        assert_eq!((token, gateway), ([0xab, 0xcd], Eui64::from_u64(7)));
+        assert_eq!(frames, vec![Ok(up)]);
+    }
+
+    #[test]
+    fn bad_datagrams() {
+        assert_eq!(parse(&[2, 0]), Err(DatagramError::TooShort(2)));
+        assert_eq!(parse(&[9, 0, 0, 0]), Err(DatagramError::Version(9)));
+        assert_eq!(parse(&[2, 0, 0, 0x77]), Err(DatagramError::Type(0x77)));
+        assert_eq!(
+            parse(&[2, 0, 0, PUSH_DATA, 1, 2]),
+            Err(DatagramError::TooShort(6))
+        );
+        assert!(matches!(
+            parse(b"\x02\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08{bad"),
+            Err(DatagramError::Body(_))
+        ));
+        let crc = b"\x02\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08{\"rxpk\":[{\"data\":\"QA==\",\"stat\":-1}]}";
+        let Ok(Packet::Push { frames, .. }) = parse(crc) else {
+            panic!()
+        };
+        assert_eq!(frames, vec![Err(MessageError::BadCrc)]);
+    }
+}

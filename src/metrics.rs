@@ -1,0 +1,171 @@
+//! Counters for everything the uplink path does, and rate-limited logging
+//! of rejections: the first of each reason is logged at once, then at most
+//! one line per reason every [`LOG_EVERY_MS`] with the count since.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const LOG_EVERY_MS: u64 = 10_000;
+
+macro_rules! reasons {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        /// Why an input was rejected.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Reason { $($variant),+ }
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$variant => $name),+ }
+            }
+        }
+    };
+}
+
+reasons! {
+    MalformedJson => "malformed_json",
+    MalformedProtobuf => "malformed_protobuf",
+    MalformedBase64 => "malformed_base64",
+    MalformedUdp => "malformed_udp",
+    Oversize => "oversize",
+    CrcBad => "crc_bad",
+    BadFrame => "bad_frame",
+    UnknownDevAddr => "unknown_devaddr",
+    UnknownDevEui => "unknown_deveui",
+    NoSessionKeys => "no_session_keys",
+    Mic => "mic",
+    Replay => "replay",
+    Retransmission => "retransmission",
+    Codec => "codec",
+    UnknownTopic => "unknown_topic",
+}
+
+/// Where an uplink came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Udp,
+    GatewayMqtt,
+    ApplicationMqtt,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Udp, Source::GatewayMqtt, Source::ApplicationMqtt];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Udp => "udp",
+            Source::GatewayMqtt => "gateway-mqtt",
+            Source::ApplicationMqtt => "application-mqtt",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    received: [AtomicU64; 3],
+    rejected: [AtomicU64; 16],
+    last_logged_ms: [AtomicU64; 16],
+    logged_count: [AtomicU64; 16],
+    pub decoded: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub counter_resets: AtomicU64,
+    pub published: AtomicU64,
+    pub unmapped_values: AtomicU64,
+    pub mqtt_reconnects: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Metrics {
+    pub fn received(&self, source: Source) {
+        self.received[source as usize].fetch_add(1, Relaxed);
+    }
+    pub fn received_count(&self, source: Source) -> u64 {
+        self.received[source as usize].load(Relaxed)
+    }
+    pub fn rejected_count(&self, reason: Reason) -> u64 {
+        self.rejected[reason as usize].load(Relaxed)
+    }
+
+    /// Count a rejection and log it, rate-limited per reason. `detail` must
+    /// never contain key material (callers pass error values whose Display
+    /// is key-free by construction).
+    pub fn reject(&self, reason: Reason, detail: &dyn std::fmt::Display) {
+        let i = reason as usize;
+        let total = self.rejected[i].fetch_add(1, Relaxed) + 1;
+        let now = now_ms();
+        let last = self.last_logged_ms[i].load(Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS)
+            && self.last_logged_ms[i]
+                .compare_exchange(last, now.max(1), Relaxed, Relaxed)
+                .is_ok()
+        {
+            let since = total - self.logged_count[i].swap(total, Relaxed);
+            tracing::warn!(
+                reason = reason.as_str(),
+                total,
+                since_last_log = since,
+                "rejected input: {detail}"
+            );
+        }
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "# TYPE lorawan_uplinks_received_total counter");
+        for src in Source::ALL {
+            let _ = writeln!(
+                s,
+                "lorawan_uplinks_received_total{{source=\"{}\"}} {}",
+                src.as_str(),
+                self.received_count(src)
+            );
+        }
+        let _ = writeln!(s, "# TYPE lorawan_inputs_rejected_total counter");
+        for r in Reason::ALL {
+            let _ = writeln!(
+                s,
+                "lorawan_inputs_rejected_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.rejected_count(*r)
+            );
+        }
+        for (name, v) in [
+            ("lorawan_uplinks_decoded_total", &self.decoded),
+            ("lorawan_uplinks_duplicate_total", &self.duplicates),
+            ("lorawan_counter_resets_total", &self.counter_resets),
+            ("lorawan_uplinks_published_total", &self.published),
+            ("lorawan_unmapped_values_total", &self.unmapped_values),
+            ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
+        ] {
+            let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_reason_and_renders() {
+        let m = Metrics::default();
+        m.reject(Reason::Mic, &"x");
+        m.reject(Reason::Mic, &"y");
+        m.received(Source::Udp);
+        assert_eq!(m.rejected_count(Reason::Mic), 2);
+        let text = m.render();
+        assert!(
+            text.contains("lorawan_inputs_rejected_total{reason=\"mic\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("lorawan_uplinks_received_total{source=\"udp\"} 1"));
+        assert!(Reason::ALL.len() <= 16);
+    }
+}

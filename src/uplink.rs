@@ -1,0 +1,202 @@
+//! One uplink through the whole decode path, for the service and the
+//! benchmark alike: find the device by DevAddr, then the LoRaWAN steps
+//! (MIC → counter → decrypt), then the codec. Pure: the caller commits the
+//! new counter state and does any I/O.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::codec::{CodecError, DeviceProfile, Reading};
+use crate::devices::Registry;
+use crate::lorawan::uplink::{mac_commands, MacCommand};
+use crate::lorawan::{
+    check_counter, decrypt, parse_uplink, verify_mic, DataFrame, FcntState, PayloadBuf, UplinkError,
+};
+use crate::lorawan::{DevAddr, Eui64, FrameError};
+use crate::metrics::{Reason, Source};
+
+/// Radio metadata of one reception by one gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RxMeta {
+    pub gateway: Eui64,
+    pub rssi: i32,
+    pub snr: f32,
+    /// Concentrator timestamp (µs), for a class A downlink's RX1 timing.
+    pub tmst: Option<u32>,
+    pub frequency: Option<u32>,
+}
+
+impl RxMeta {
+    /// Whether `self` is a better reception than `other` (SNR first, as a
+    /// network server picks the downlink gateway, then RSSI).
+    pub fn better_than(&self, other: &RxMeta) -> bool {
+        (self.snr, self.rssi) > (other.snr, other.rssi)
+    }
+}
+
+/// Why one frame was not accepted, with its counter reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("no device with DevAddr {0}")]
+    UnknownDevAddr(DevAddr),
+    #[error("device {device}: {source}")]
+    Uplink {
+        device: Arc<str>,
+        source: UplinkError,
+    },
+    #[error("device {device} frame {fcnt}: {source}")]
+    Codec {
+        device: Arc<str>,
+        fcnt: u32,
+        source: CodecError,
+    },
+}
+
+impl Rejection {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Rejection::Frame(_) => Reason::BadFrame,
+            Rejection::UnknownDevAddr(_) => Reason::UnknownDevAddr,
+            Rejection::Uplink {
+                source: UplinkError::Mic,
+                ..
+            } => Reason::Mic,
+            Rejection::Uplink {
+                source: UplinkError::Replay { .. },
+                ..
+            } => Reason::Replay,
+            Rejection::Uplink {
+                source: UplinkError::Retransmission { .. },
+                ..
+            } => Reason::Retransmission,
+            Rejection::Codec { .. } => Reason::Codec,
+        }
+    }
+}
+
+/// An accepted, decoded frame, before de-duplication across gateways.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub device: u32,
+    pub fcnt: u32,
+    /// Counter state to commit for the device.
+    pub next: FcntState,
+    pub counter_reset: bool,
+    pub fport: Option<u8>,
+    pub confirmed: bool,
+    pub mac_commands: Vec<MacCommand>,
+    pub unmapped: u32,
+}
+
+/// Decode one data uplink into `readings` (reused across frames).
+/// `state_of` gives a device's current counter state by id.
+///
+/// A codec failure is reported with the counter state still to commit: the
+/// frame was authentic, so its counter is spent even if its payload is bad.
+pub fn decode_frame(
+    registry: &Registry,
+    state_of: impl Fn(u32) -> FcntState,
+    reset_window: u32,
+    phy: &[u8],
+    readings: &mut Vec<Reading>,
+) -> Result<Decoded, (Rejection, Option<(u32, FcntState)>)> {
+    let frame = parse_uplink(phy).map_err(|e| (e.into(), None))?;
+    decode_parsed(registry, state_of, reset_window, frame, readings)
+}
+
+pub fn decode_parsed(
+    registry: &Registry,
+    state_of: impl Fn(u32) -> FcntState,
+    reset_window: u32,
+    frame: DataFrame<'_>,
+    readings: &mut Vec<Reading>,
+) -> Result<Decoded, (Rejection, Option<(u32, FcntState)>)> {
+    let candidates = registry.by_addr(frame.dev_addr);
+    if candidates.is_empty() {
+        return Err((Rejection::UnknownDevAddr(frame.dev_addr), None));
+    }
+    // Devices sharing a DevAddr are told apart by the MIC.
+    let mut last_err = None;
+    for &id in candidates {
+        let device = registry.get(id);
+        let Some(crypto) = device.crypto.as_ref() else {
+            continue;
+        };
+        let state = state_of(id);
+        let accepted = match verify_mic(frame, crypto, &state)
+            .and_then(|auth| check_counter(auth, &state, device.fcnt_policy, reset_window))
+        {
+            Ok(a) => a,
+            Err(source) => {
+                last_err = Some(Rejection::Uplink {
+                    device: device.name.clone(),
+                    source,
+                });
+                if source == UplinkError::Mic {
+                    continue;
+                }
+                break;
+            }
+        };
+        let mut buf: PayloadBuf = [0; 255];
+        let plain = decrypt(&accepted, crypto, &mut buf);
+        let mut macs = mac_commands(frame.fopts());
+        if accepted.frame.fport == Some(0) {
+            macs.extend(mac_commands(plain));
+        }
+        let unmapped = match accepted.frame.fport {
+            Some(p) if p > 0 => device.codec.decode(plain, readings).map_err(|source| {
+                let e = Rejection::Codec {
+                    device: device.name.clone(),
+                    fcnt: accepted.fcnt,
+                    source,
+                };
+                (e, Some((id, accepted.next)))
+            })?,
+            _ => {
+                readings.clear();
+                Default::default()
+            }
+        };
+        return Ok(Decoded {
+            device: id,
+            fcnt: accepted.fcnt,
+            next: accepted.next,
+            counter_reset: accepted.reset,
+            fport: accepted.frame.fport,
+            confirmed: accepted.frame.confirmed,
+            mac_commands: macs,
+            unmapped: unmapped.unmapped,
+        });
+    }
+    Err((
+        last_err.unwrap_or(Rejection::UnknownDevAddr(frame.dev_addr)),
+        None,
+    ))
+}
+
+/// A reading-bearing uplink, once de-duplicated: what sinks publish.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    pub device: Arc<str>,
+    pub dev_eui: Eui64,
+    pub profile: Arc<DeviceProfile>,
+    pub fcnt: u32,
+    /// Counter-reset epoch: with DevEUI and fcnt, names the frame uniquely.
+    pub epoch: u32,
+    pub counter_reset: bool,
+    pub fport: Option<u8>,
+    pub confirmed: bool,
+    pub readings: Vec<Reading>,
+    pub mac_commands: Vec<MacCommand>,
+    /// The best reception, and how many gateways heard the frame.
+    pub rx: RxMeta,
+    pub gateways: u32,
+    pub source: Source,
+    /// When the first copy arrived, ns since the Unix epoch.
+    pub received_ns: i64,
+}
