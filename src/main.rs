@@ -1,1 +1,227 @@
-fn main() {}
+//! The `device-lorawan` command: parse the CLI, load config, call into the
+//! library. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use device_lorawan::config::{Config, LogFormat};
+use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::metrics::Metrics;
+use device_lorawan::sim::{self, Faults, SimOptions, Target};
+use device_lorawan::{demo, service, sink};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "EdgeX device service for LoRaWAN ABP sensors, no network server needed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Run {
+        /// Configuration file (YAML); environment variables override it.
+        #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Simulated LMIC ABP motes and gateways, sending to a running service.
+    Simulate(SimulateArgs),
+    /// The service and simulated motes together on loopback, printing readings.
+    Demo {
+        #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 3)]
+        devices: usize,
+        #[arg(long, default_value_t = 2)]
+        gateways: usize,
+        /// Frames per second, all motes together.
+        #[arg(long, default_value_t = 4.0)]
+        rate: f64,
+    },
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Send as a Semtech UDP packet forwarder to this address.
+    #[arg(long, conflicts_with = "mqtt")]
+    udp: Option<std::net::SocketAddr>,
+    /// Send as a gateway bridge to this MQTT broker (host:port).
+    #[arg(long)]
+    mqtt: Option<String>,
+    #[arg(long, value_enum, default_value = "protobuf")]
+    format: WireFormat,
+    /// Topic prefix before `gateway/...` (e.g. `eu868/`).
+    #[arg(long, default_value = "")]
+    prefix: String,
+    #[arg(long, default_value_t = 3)]
+    devices: usize,
+    #[arg(long, default_value_t = 2)]
+    gateways: usize,
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    #[arg(long)]
+    frames: Option<u64>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.0)]
+    bad_mic: f64,
+    #[arg(long, default_value_t = 0.0)]
+    replay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    garbage: f64,
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    #[arg(long)]
+    reboot_every: Option<u32>,
+    /// Write the simulated devices (with keys, mode 0600) to this file and exit.
+    #[arg(long)]
+    write_devices: Option<PathBuf>,
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config.log.level, config.log.format);
+            let registry = service::load_registry(&config)?;
+            let sink: Box<dyn sink::Sink> = match config.readings.json_lines.as_str() {
+                "-" => Box::new(sink::JsonLines::new(std::io::LineWriter::new(
+                    std::io::stdout(),
+                ))),
+                path => Box::new(sink::JsonLines::new(std::io::LineWriter::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?,
+                ))),
+            };
+            let parts = service::Parts {
+                registry,
+                sink,
+                metrics: Arc::new(Metrics::default()),
+            };
+            let (_bound, handle) =
+                service::start(Arc::new(config), parts, shutdown_signal()).await?;
+            handle.await?
+        }
+        Command::Simulate(a) => simulate(a).await,
+        Command::Demo {
+            duration,
+            devices,
+            gateways,
+            rate,
+        } => {
+            init_logging("warn", LogFormat::Text);
+            demo::run(demo::DemoOptions {
+                duration,
+                devices,
+                gateways,
+                rate,
+            })
+            .await
+        }
+    }
+}
+
+async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    init_logging("info", LogFormat::Text);
+    if let Some(path) = &a.write_devices {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = sim::mote::devices_yaml(&sim::mote::entries(a.devices, a.seed));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(text.as_bytes())?;
+        println!(
+            "wrote {} simulated devices to {}",
+            a.devices,
+            path.display()
+        );
+        return Ok(());
+    }
+    let target = match (a.udp, a.mqtt) {
+        (Some(addr), _) => Target::Udp(addr),
+        (None, Some(hp)) => {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--mqtt wants host:port"))?;
+            Target::Mqtt {
+                host: host.into(),
+                port: port.parse()?,
+                format: a.format,
+                prefix: a.prefix,
+            }
+        }
+        (None, None) => Target::Udp("127.0.0.1:1700".parse()?),
+    };
+    let opts = SimOptions {
+        devices: a.devices,
+        gateways: a.gateways,
+        rate: a.rate,
+        frames: a.frames,
+        duration: a.duration.or(if a.frames.is_none() {
+            Some(Duration::from_secs(10))
+        } else {
+            None
+        }),
+        seed: a.seed,
+        faults: Faults {
+            bad_mic: a.bad_mic,
+            replay: a.replay,
+            garbage: a.garbage,
+            duplicate: a.duplicate,
+        },
+        reboot_every: a.reboot_every,
+    };
+    let report = sim::run(target, opts, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    println!(
+        "sent {} good frames ({} copies); injected {} bad MIC, {} replays, {} garbage, {} duplicates",
+        report.expected.len(),
+        report.copies,
+        report.bad_mic,
+        report.replays,
+        report.garbage,
+        report.duplicates
+    );
+    Ok(())
+}

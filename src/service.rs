@@ -1,0 +1,374 @@
+//! The running service: binds the configured ingest sources and runs the
+//! uplink pipeline, one task that owns all per-device state (counters,
+//! de-duplication), so the per-frame path takes no locks.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::codec::Reading;
+use crate::config::Config;
+use crate::counters::CounterStore;
+use crate::devices::Registry;
+use crate::ingest::dedup::{Dedup, FrameKey};
+use crate::ingest::{application::AppUplink, IngestEvent};
+use crate::lorawan::fcnt::{judge, Verdict};
+use crate::lorawan::{parse_uplink, FcntState};
+use crate::metrics::{Metrics, Reason, Source};
+use crate::sink::Sink;
+use crate::uplink::{decode_parsed, DeviceHistory, RxMeta, Uplink};
+
+/// What `run` needs besides the config: the devices, and where uplinks go.
+pub struct Parts {
+    pub registry: Registry,
+    pub sink: Box<dyn Sink>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Addresses actually bound (port 0 in config becomes a real port here).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub udp: Option<std::net::SocketAddr>,
+}
+
+/// Load devices and profiles named by `config`.
+pub fn load_registry(config: &Config) -> anyhow::Result<Registry> {
+    let profiles = crate::codec::profile::load_dir(&config.devices.profiles_dir)?;
+    let entries = crate::devices::load(&config.devices.file)?;
+    let registry = Registry::build(entries, &profiles)?;
+    tracing::info!(
+        devices = registry.len(),
+        profiles = profiles.len(),
+        "devices loaded"
+    );
+    Ok(registry)
+}
+
+/// Bind every enabled source and start the pipeline. Returns once bound,
+/// with the addresses and a handle that finishes when `shutdown` fires and
+/// everything pending was published.
+pub async fn start(
+    config: Arc<Config>,
+    parts: Parts,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Bound, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let (tx, rx) = mpsc::channel(4096);
+    let mut bound = Bound { udp: None };
+    let max = config.ingest.max_message_bytes;
+    let mut sources = Vec::new();
+    if config.ingest.udp.enabled {
+        let sock = UdpSocket::bind(config.ingest.udp.bind)
+            .await
+            .with_context(|| format!("binding UDP {}", config.ingest.udp.bind))?;
+        bound.udp = Some(sock.local_addr()?);
+        tracing::info!(addr = %sock.local_addr()?, "Semtech UDP packet-forwarder listening");
+        sources.push(tokio::spawn(crate::ingest::udp::serve(
+            sock,
+            tx.clone(),
+            parts.metrics.clone(),
+            max,
+        )));
+    }
+    if config.ingest.mqtt.enabled {
+        let m = parts.metrics.clone();
+        sources.push(tokio::spawn(crate::ingest::mqtt::run(
+            config.ingest.mqtt.clone(),
+            tx.clone(),
+            m,
+            max,
+        )));
+    }
+    drop(tx);
+    let store = CounterStore::open(&config.service.data_dir)?;
+    let pipeline = Pipeline::new(config.clone(), parts, store);
+    let handle = tokio::spawn(async move {
+        let result = pipeline.run(rx, shutdown).await;
+        for s in sources {
+            s.abort();
+        }
+        result
+    });
+    Ok((bound, handle))
+}
+
+struct Pipeline {
+    config: Arc<Config>,
+    registry: Registry,
+    history: DeviceHistory,
+    store: CounterStore,
+    dedup: Dedup,
+    sink: Box<dyn Sink>,
+    metrics: Arc<Metrics>,
+    readings: Vec<Reading>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl Pipeline {
+    fn new(config: Arc<Config>, parts: Parts, store: CounterStore) -> Self {
+        let states = parts
+            .registry
+            .iter()
+            .map(|d| store.get(d.dev_eui))
+            .collect();
+        Self {
+            dedup: Dedup::new(config.ingest.dedup_window),
+            config,
+            registry: parts.registry,
+            history: DeviceHistory::new(states),
+            store,
+            sink: parts.sink,
+            metrics: parts.metrics,
+            readings: Vec::with_capacity(16),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<IngestEvent>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut sync = tokio::time::interval(self.config.service.sync_interval);
+        loop {
+            let deadline = self.dedup.next_deadline();
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle(ev)?,
+                    None => break,
+                },
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
+                    self.emit_due(Instant::now());
+                }
+                _ = sync.tick() => self.store.sync()?,
+                _ = &mut shutdown => break,
+            }
+        }
+        // Nothing decoded is dropped at shutdown: publish what is pending.
+        let mut pending = Vec::new();
+        self.dedup.drain(|u| pending.push(u));
+        for u in pending {
+            self.publish(u);
+        }
+        self.sink.flush()?;
+        self.store.sync()?;
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: IngestEvent) -> anyhow::Result<()> {
+        match ev {
+            IngestEvent::Phy { phy, rx, source } => self.handle_phy(&phy, rx, source),
+            IngestEvent::App(up) => self.handle_app(up),
+        }
+    }
+
+    /// The uplink path: dedup by bytes → decode → commit counter → hold.
+    fn handle_phy(&mut self, phy: &[u8], rx: RxMeta, source: Source) -> anyhow::Result<()> {
+        let key = FrameKey::of_bytes(phy);
+        if self.dedup.merge(key, &rx) {
+            self.metrics.duplicates.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let frame = match parse_uplink(phy) {
+            Ok(f) => f,
+            Err(e) => {
+                self.metrics.reject(
+                    Reason::BadFrame,
+                    &format_args!("gateway {}: {e}", rx.gateway),
+                );
+                return Ok(());
+            }
+        };
+        let window = self.config.devices.reset_window;
+        let result = decode_parsed(
+            &self.registry,
+            &self.history,
+            window,
+            frame,
+            &mut self.readings,
+        );
+        let decoded = match result {
+            Ok(d) => d,
+            Err((rejection, spent)) => {
+                if let Some((id, next)) = spent {
+                    let reset = next.epoch != self.history.states[id as usize].epoch;
+                    self.commit(id, next, reset, frame.mic)?;
+                }
+                self.metrics.reject(
+                    rejection.reason(),
+                    &format_args!("gateway {}: {rejection}", rx.gateway),
+                );
+                return Ok(());
+            }
+        };
+        self.commit(
+            decoded.device,
+            decoded.next,
+            decoded.counter_reset,
+            frame.mic,
+        )?;
+        self.metrics.decoded.fetch_add(1, Relaxed);
+        self.metrics
+            .unmapped_values
+            .fetch_add(u64::from(decoded.unmapped), Relaxed);
+        let device = self.registry.get(decoded.device);
+        if decoded.counter_reset {
+            self.metrics.counter_resets.fetch_add(1, Relaxed);
+            tracing::warn!(device = %device.name, fcnt = decoded.fcnt, epoch = decoded.next.epoch, "device reset its frame counter");
+        }
+        tracing::debug!(device = %device.name, dev_addr = %frame.dev_addr, fcnt = decoded.fcnt, gateway = %rx.gateway, "uplink accepted");
+        let uplink = Uplink {
+            device: device.name.clone(),
+            dev_eui: device.dev_eui,
+            profile: device.codec.profile().clone(),
+            fcnt: decoded.fcnt,
+            epoch: decoded.next.epoch,
+            counter_reset: decoded.counter_reset,
+            fport: decoded.fport,
+            confirmed: decoded.confirmed,
+            readings: std::mem::replace(&mut self.readings, Vec::with_capacity(16)),
+            mac_commands: decoded.mac_commands,
+            rx,
+            gateways: 1,
+            source,
+            received_ns: now_ns(),
+        };
+        self.hold(key, uplink);
+        Ok(())
+    }
+
+    /// An uplink a network server already verified: check the counter
+    /// against redelivery, decode the payload.
+    fn handle_app(&mut self, up: AppUplink) -> anyhow::Result<()> {
+        let Some(id) = self.registry.by_eui(up.dev_eui) else {
+            self.metrics.reject(
+                Reason::UnknownDevEui,
+                &format_args!("DevEUI {}", up.dev_eui),
+            );
+            return Ok(());
+        };
+        let key = FrameKey::of_counter(up.dev_eui.as_u64(), up.fcnt);
+        if self.dedup.merge(key, &up.rx) {
+            self.metrics.duplicates.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let device = self.registry.get(id);
+        let state = self.history.states[id as usize];
+        // The network server owns the counter; a frame at or below ours is a
+        // redelivery, unless it is a reset the device's policy accepts.
+        let next = match judge(
+            &state,
+            device.fcnt_policy,
+            up.fcnt,
+            self.config.devices.reset_window,
+        ) {
+            Verdict::Fresh { next, .. } => next,
+            Verdict::Retransmission { fcnt } => {
+                self.metrics.reject(
+                    Reason::Retransmission,
+                    &format_args!("device {}: frame {fcnt} again", device.name),
+                );
+                return Ok(());
+            }
+            Verdict::Replay { fcnt, last } => {
+                let name = &device.name;
+                self.metrics.reject(
+                    Reason::Replay,
+                    &format_args!("device {name}: frame {fcnt} after {last}"),
+                );
+                return Ok(());
+            }
+        };
+        let decoded = match up.fport {
+            Some(p) if p > 0 => device
+                .codec
+                .decode(&up.data, &mut self.readings)
+                .map(|_| ()),
+            _ => {
+                self.readings.clear();
+                Ok(())
+            }
+        };
+        let (name, eui, profile, policy_reset) = (
+            device.name.clone(),
+            device.dev_eui,
+            device.codec.profile().clone(),
+            next.epoch != state.epoch,
+        );
+        self.commit(id, next, policy_reset, [0; 4])?;
+        if let Err(e) = decoded {
+            self.metrics.reject(
+                Reason::Codec,
+                &format_args!("device {name} frame {}: {e}", up.fcnt),
+            );
+            return Ok(());
+        }
+        self.metrics.decoded.fetch_add(1, Relaxed);
+        let uplink = Uplink {
+            device: name,
+            dev_eui: eui,
+            profile,
+            fcnt: up.fcnt,
+            epoch: next.epoch,
+            counter_reset: policy_reset,
+            fport: up.fport,
+            confirmed: up.confirmed,
+            readings: std::mem::replace(&mut self.readings, Vec::with_capacity(16)),
+            mac_commands: Vec::new(),
+            rx: up.rx,
+            gateways: up.gateways.max(1),
+            source: Source::ApplicationMqtt,
+            received_ns: now_ns(),
+        };
+        self.hold(key, uplink);
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        id: u32,
+        next: FcntState,
+        reset: bool,
+        mic: [u8; 4],
+    ) -> anyhow::Result<()> {
+        self.history
+            .accept(id, next, reset, mic, self.config.devices.reset_window);
+        self.store.record(self.registry.get(id).dev_eui, next)?;
+        Ok(())
+    }
+
+    fn hold(&mut self, key: FrameKey, uplink: Uplink) {
+        if self.config.ingest.dedup_window.is_zero() {
+            self.publish(uplink);
+        } else {
+            self.dedup.insert(key, uplink, Instant::now());
+        }
+    }
+
+    fn emit_due(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.dedup.due(now, |u| due.push(u));
+        for u in due {
+            self.publish(u);
+        }
+    }
+
+    fn publish(&mut self, up: Uplink) {
+        match self.sink.publish(&up) {
+            Ok(()) => {
+                self.metrics.published.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(device = %up.device, fcnt = up.fcnt, error = %e, "sink refused an uplink")
+            }
+        }
+    }
+}

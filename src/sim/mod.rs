@@ -1,0 +1,377 @@
+//! `device-lorawan simulate`: LMIC-like ABP motes heard by one or more
+//! gateways, sent as a Semtech UDP packet forwarder or as a gateway bridge
+//! on MQTT (protobuf or JSON), with fault injection. It reports exactly
+//! which frames the service should publish, so tests can count.
+
+pub mod mote;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::net::UdpSocket;
+
+use crate::ingest::gateway::{self, GatewayUplink, WireFormat};
+use crate::lorawan::Eui64;
+use crate::uplink::RxMeta;
+use mote::{Mote, Sample};
+
+/// Where simulated gateways send.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Udp(SocketAddr),
+    Mqtt {
+        host: String,
+        port: u16,
+        format: WireFormat,
+        prefix: String,
+    },
+}
+
+/// Probabilities (0..=1) of each fault per frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// The frame's MIC is corrupted (the counter is still spent).
+    pub bad_mic: f64,
+    /// A frame sent earlier by the same mote is sent again.
+    pub replay: f64,
+    /// A gateway sends bytes that are not a LoRaWAN frame.
+    pub garbage: f64,
+    /// One gateway forwards the same reception twice.
+    pub duplicate: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub devices: usize,
+    pub gateways: usize,
+    /// Distinct frames per second, all motes together.
+    pub rate: f64,
+    /// Stop after this many distinct frames...
+    pub frames: Option<u64>,
+    /// ...or after this long, whichever comes first.
+    pub duration: Option<Duration>,
+    pub seed: u64,
+    pub faults: Faults,
+    /// A mote reboots (counter back to 0) after this many frames.
+    pub reboot_every: Option<u32>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            devices: 3,
+            gateways: 2,
+            rate: 5.0,
+            frames: None,
+            duration: Some(Duration::from_secs(10)),
+            seed: 1,
+            faults: Faults::default(),
+            reboot_every: None,
+        }
+    }
+}
+
+/// A frame the service should publish exactly once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub device: String,
+    pub fcnt: u32,
+    pub epoch: u32,
+    pub sample: Sample,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SimReport {
+    pub expected: Vec<Expected>,
+    pub bad_mic: u64,
+    pub replays: u64,
+    pub garbage: u64,
+    pub duplicates: u64,
+    /// Messages or datagrams sent, all gateways together.
+    pub copies: u64,
+}
+
+/// A tiny deterministic PRNG (splitmix64), so runs are reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// How simulated gateways deliver their receptions.
+enum Transport {
+    Udp {
+        socks: Vec<UdpSocket>,
+        token: u16,
+    },
+    Mqtt {
+        client: AsyncClient,
+        format: WireFormat,
+        prefix: String,
+        acks: tokio::sync::watch::Receiver<u64>,
+        sent: u64,
+    },
+}
+
+impl Transport {
+    async fn connect(target: &Target, gateways: usize) -> anyhow::Result<Self> {
+        match target {
+            Target::Udp(addr) => {
+                let mut socks = Vec::new();
+                for _ in 0..gateways {
+                    let s = UdpSocket::bind(if addr.is_ipv4() {
+                        "127.0.0.1:0"
+                    } else {
+                        "[::1]:0"
+                    })
+                    .await?;
+                    s.connect(addr).await?;
+                    socks.push(s);
+                }
+                Ok(Transport::Udp { socks, token: 0 })
+            }
+            Target::Mqtt {
+                host,
+                port,
+                format,
+                prefix,
+            } => {
+                let mut opts = MqttOptions::new(
+                    format!("lorawan-sim-{}", std::process::id()),
+                    host.clone(),
+                    *port,
+                );
+                opts.set_keep_alive(Duration::from_secs(30));
+                let (client, mut events) = AsyncClient::new(opts, 1024);
+                let (ack_tx, acks) = tokio::sync::watch::channel(0u64);
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    loop {
+                        match events.poll().await {
+                            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                                n += 1;
+                                let _ = ack_tx.send(n);
+                            }
+                            Ok(_) => {}
+                            Err(_) if ack_tx.is_closed() => return,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                });
+                Ok(Transport::Mqtt {
+                    client,
+                    format: *format,
+                    prefix: prefix.clone(),
+                    acks,
+                    sent: 0,
+                })
+            }
+        }
+    }
+
+    async fn send(&mut self, gw: usize, gw_eui: Eui64, up: &GatewayUplink) -> anyhow::Result<()> {
+        match self {
+            Transport::Udp { socks, token } => {
+                *token = token.wrapping_add(1);
+                socks[gw]
+                    .send(&crate::ingest::udp::push_data(
+                        *token,
+                        gw_eui,
+                        std::slice::from_ref(up),
+                    ))
+                    .await?;
+            }
+            Transport::Mqtt {
+                client,
+                format,
+                prefix,
+                sent,
+                ..
+            } => {
+                let topic = format!("{prefix}gateway/{gw_eui}/event/up");
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, gateway::encode(up, *format))
+                    .await?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_raw(&mut self, gw: usize, gw_eui: Eui64, bytes: Vec<u8>) -> anyhow::Result<()> {
+        match self {
+            Transport::Udp { socks, .. } => {
+                socks[gw].send(&bytes).await?;
+            }
+            Transport::Mqtt {
+                client,
+                prefix,
+                sent,
+                ..
+            } => {
+                client
+                    .publish(
+                        format!("{prefix}gateway/{gw_eui}/event/up"),
+                        QoS::AtLeastOnce,
+                        false,
+                        bytes,
+                    )
+                    .await?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until the broker acknowledged everything published.
+    async fn finish(self) -> anyhow::Result<()> {
+        if let Transport::Mqtt {
+            client,
+            mut acks,
+            sent,
+            ..
+        } = self
+        {
+            let wait = acks.wait_for(|n| *n >= sent);
+            tokio::time::timeout(Duration::from_secs(30), wait)
+                .await
+                .map_err(|_| anyhow::anyhow!("broker did not acknowledge all {sent} messages"))??;
+            let _ = client.disconnect().await;
+        }
+        Ok(())
+    }
+}
+
+fn gateway_eui(i: usize) -> Eui64 {
+    Eui64::from_u64(0xb827_ebff_fe00_0000 + i as u64 + 1)
+}
+
+/// Run the simulation against `target` until done or `stop` fires.
+pub async fn run(
+    target: Target,
+    opts: SimOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<SimReport> {
+    let entries = mote::entries(opts.devices, opts.seed);
+    let mut motes: Vec<Mote> = entries.iter().map(Mote::new).collect();
+    let mut history: Vec<Vec<Vec<u8>>> = vec![Vec::new(); motes.len()];
+    let mut transport = Transport::connect(&target, opts.gateways.max(1)).await?;
+    let mut rng = Rng(opts.seed ^ 0x5eed);
+    let mut report = SimReport::default();
+    let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    tokio::pin!(stop);
+    let mut n: u64 = 0;
+    loop {
+        if opts.frames.is_some_and(|f| n >= f)
+            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => break,
+        }
+        let m = (n % motes.len() as u64) as usize;
+        n += 1;
+        let mote = &mut motes[m];
+        if opts.reboot_every.is_some_and(|k| mote.fcnt >= k) {
+            mote.reboot();
+            // Replays are drawn from this boot only: a replay of an earlier
+            // boot's frames is indistinguishable from a reboot under
+            // reset-tolerant (see README, "Frame counters").
+            history[m].clear();
+        }
+        let (fcnt, mut frame) = mote.next_frame();
+        let sample = mote.sample(fcnt);
+        if rng.chance(opts.faults.bad_mic) {
+            let last = frame.len() - 1;
+            frame[last] ^= 0x5a;
+            report.bad_mic += 1;
+        } else {
+            report.expected.push(Expected {
+                device: mote.name.clone(),
+                fcnt,
+                epoch: mote.boots,
+                sample,
+            });
+            history[m].push(frame.clone());
+        }
+        for g in 0..opts.gateways.max(1) {
+            let rx = RxMeta {
+                gateway: gateway_eui(g),
+                rssi: -40 - 17 * g as i32 - (rng.next() % 5) as i32,
+                snr: 9.5 - 4.0 * g as f32,
+                tmst: Some((n as u32).wrapping_mul(1_000_000)),
+                frequency: Some(868_100_000 + 200_000 * (n % 3) as u32),
+            };
+            let up = GatewayUplink {
+                phy: frame.clone(),
+                rx,
+            };
+            transport.send(g, gateway_eui(g), &up).await?;
+            report.copies += 1;
+            if g == 0 && rng.chance(opts.faults.duplicate) {
+                transport.send(g, gateway_eui(g), &up).await?;
+                report.duplicates += 1;
+                report.copies += 1;
+            }
+        }
+        if rng.chance(opts.faults.replay) && history[m].len() >= 2 {
+            // An older frame of this mote, from well before the current one.
+            let h = &history[m];
+            let old = h[(rng.next() as usize) % (h.len() - 1)].clone();
+            let up = GatewayUplink {
+                phy: old,
+                rx: RxMeta {
+                    gateway: gateway_eui(0),
+                    rssi: -30,
+                    snr: 10.0,
+                    tmst: None,
+                    frequency: None,
+                },
+            };
+            transport.send(0, gateway_eui(0), &up).await?;
+            report.replays += 1;
+            report.copies += 1;
+        }
+        if rng.chance(opts.faults.garbage) {
+            let junk: Vec<u8> = (0..(rng.next() % 40 + 1))
+                .map(|_| rng.next() as u8)
+                .collect();
+            match &target {
+                // Garbage inside a well-formed PUSH_DATA / bridge message...
+                _ if rng.chance(0.5) => {
+                    let up = GatewayUplink {
+                        phy: junk,
+                        rx: RxMeta {
+                            gateway: gateway_eui(0),
+                            rssi: -99,
+                            snr: 0.0,
+                            tmst: None,
+                            frequency: None,
+                        },
+                    };
+                    transport.send(0, gateway_eui(0), &up).await?;
+                }
+                // ...or a raw undecodable datagram / message.
+                _ => transport.send_raw(0, gateway_eui(0), junk).await?,
+            }
+            report.garbage += 1;
+            report.copies += 1;
+        }
+    }
+    transport.finish().await?;
+    Ok(report)
+}
