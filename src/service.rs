@@ -2,6 +2,7 @@
 //! uplink pipeline, one task that owns all per-device state (counters,
 //! de-duplication), so the per-frame path takes no locks.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,7 @@ use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
 use crate::sink::Sink;
-use crate::uplink::{decode_parsed, DeviceHistory, RxMeta, Uplink};
+use crate::uplink::{decode_parsed, Decoded, RxMeta, Uplink};
 
 /// What `run` needs besides the config: the devices, and where uplinks go.
 pub struct Parts {
@@ -95,10 +96,27 @@ pub async fn start(
     Ok((bound, handle))
 }
 
+/// A frame that would reset its device's counter. After a reboot, an LMIC
+/// mote's frames are byte-identical to the previous boot's frames with the
+/// same counter, so one frame cannot tell a reboot from a replay of a
+/// recorded frame. What comes next can: a rebooted device continues from the
+/// low counter, while after a replay the real device continues from the old
+/// one. So the reset is held here, unpublished and uncommitted, until the
+/// device's next frame confirms it (a higher low counter) or disproves it
+/// (a counter past the old one).
+struct Tentative {
+    key: FrameKey,
+    fcnt: u32,
+    next: FcntState,
+    uplink: Uplink,
+}
+
 struct Pipeline {
     config: Arc<Config>,
     registry: Registry,
-    history: DeviceHistory,
+    states: Vec<FcntState>,
+    /// Counter resets waiting for the device's next frame to confirm them.
+    tentative: HashMap<u32, Tentative>,
     store: CounterStore,
     dedup: Dedup,
     sink: Box<dyn Sink>,
@@ -123,7 +141,8 @@ impl Pipeline {
             dedup: Dedup::new(config.ingest.dedup_window),
             config,
             registry: parts.registry,
-            history: DeviceHistory::new(states),
+            states,
+            tentative: HashMap::new(),
             store,
             sink: parts.sink,
             metrics: parts.metrics,
@@ -170,10 +189,11 @@ impl Pipeline {
         }
     }
 
-    /// The uplink path: dedup by bytes → decode → commit counter → hold.
+    /// The uplink path: dedup by bytes → decode → judge resets → commit
+    /// counter → hold for the dedup window.
     fn handle_phy(&mut self, phy: &[u8], rx: RxMeta, source: Source) -> anyhow::Result<()> {
         let key = FrameKey::of_bytes(phy);
-        if self.dedup.merge(key, &rx) {
+        if self.dedup.merge(key, &rx) || self.merge_tentative(key, &rx) {
             self.metrics.duplicates.fetch_add(1, Relaxed);
             return Ok(());
         }
@@ -188,19 +208,21 @@ impl Pipeline {
             }
         };
         let window = self.config.devices.reset_window;
-        let result = decode_parsed(
+        let decoded = match decode_parsed(
             &self.registry,
-            &self.history,
+            &self.states,
             window,
             frame,
             &mut self.readings,
-        );
-        let decoded = match result {
+        ) {
             Ok(d) => d,
             Err((rejection, spent)) => {
-                if let Some((id, next)) = spent {
-                    let reset = next.epoch != self.history.states[id as usize].epoch;
-                    self.commit(id, next, reset, frame.mic)?;
+                // An authentic frame whose payload did not decode still spends
+                // its counter (unless it would reset it: that needs confirming).
+                if let Some((id, next)) =
+                    spent.filter(|(id, n)| n.epoch == self.states[*id as usize].epoch)
+                {
+                    self.commit(id, next)?;
                 }
                 self.metrics.reject(
                     rejection.reason(),
@@ -209,40 +231,119 @@ impl Pipeline {
                 return Ok(());
             }
         };
-        self.commit(
-            decoded.device,
-            decoded.next,
-            decoded.counter_reset,
-            frame.mic,
-        )?;
+        let id = decoded.device;
+        let uplink = self.uplink(&decoded, rx, source);
+        if decoded.counter_reset {
+            return self.judge_reset(key, decoded, uplink);
+        }
+        if let Some(t) = self.tentative.remove(&id) {
+            let name = &self.registry.get(id).name;
+            let why = format_args!(
+                "device {name}: frame {} was a replay, not a reset: the device went on at {}",
+                t.fcnt, decoded.fcnt
+            );
+            self.metrics.reject(Reason::Replay, &why);
+        }
+        self.commit(id, decoded.next)?;
+        self.hold(key, uplink);
+        Ok(())
+    }
+
+    /// A frame that resets its device's counter: hold it, or confirm the
+    /// one held before (see [`Tentative`]).
+    fn judge_reset(
+        &mut self,
+        key: FrameKey,
+        decoded: Decoded,
+        uplink: Uplink,
+    ) -> anyhow::Result<()> {
+        let id = decoded.device;
+        let name = self.registry.get(id).name.clone();
+        match self.tentative.remove(&id) {
+            Some(t) if decoded.fcnt > t.fcnt => {
+                // Confirmed: the device rebooted. Publish both, in order, in the new epoch.
+                self.metrics.counter_resets.fetch_add(1, Relaxed);
+                tracing::warn!(device = %name, fcnt = t.fcnt, epoch = t.next.epoch, "device reset its frame counter (rebooted)");
+                self.commit(id, t.next)?;
+                self.publish(t.uplink);
+                let next = FcntState {
+                    last: Some(decoded.fcnt),
+                    epoch: t.next.epoch,
+                };
+                self.commit(id, next)?;
+                let uplink = Uplink {
+                    epoch: next.epoch,
+                    counter_reset: false,
+                    ..uplink
+                };
+                self.hold(key, uplink);
+            }
+            Some(t) if decoded.fcnt == t.fcnt => {
+                self.tentative.insert(id, t);
+                let why = format_args!(
+                    "device {name}: frame {} again while its reset is pending",
+                    decoded.fcnt
+                );
+                self.metrics.reject(Reason::Retransmission, &why);
+            }
+            earlier => {
+                if let Some(t) = earlier {
+                    let why = format_args!(
+                        "device {name}: pending reset at frame {} superseded by frame {}",
+                        t.fcnt, decoded.fcnt
+                    );
+                    self.metrics.reject(Reason::Replay, &why);
+                }
+                tracing::info!(device = %name, fcnt = decoded.fcnt, "frame counter went back: reset pending until the next frame");
+                self.tentative.insert(
+                    id,
+                    Tentative {
+                        key,
+                        fcnt: decoded.fcnt,
+                        next: decoded.next,
+                        uplink,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Fold a copy of a pending-reset frame heard by another gateway.
+    fn merge_tentative(&mut self, key: FrameKey, rx: &RxMeta) -> bool {
+        let Some(t) = self.tentative.values_mut().find(|t| t.key == key) else {
+            return false;
+        };
+        t.uplink.gateways += 1;
+        if rx.better_than(&t.uplink.rx) {
+            t.uplink.rx = *rx;
+        }
+        true
+    }
+
+    fn uplink(&mut self, d: &Decoded, rx: RxMeta, source: Source) -> Uplink {
         self.metrics.decoded.fetch_add(1, Relaxed);
         self.metrics
             .unmapped_values
-            .fetch_add(u64::from(decoded.unmapped), Relaxed);
-        let device = self.registry.get(decoded.device);
-        if decoded.counter_reset {
-            self.metrics.counter_resets.fetch_add(1, Relaxed);
-            tracing::warn!(device = %device.name, fcnt = decoded.fcnt, epoch = decoded.next.epoch, "device reset its frame counter");
-        }
-        tracing::debug!(device = %device.name, dev_addr = %frame.dev_addr, fcnt = decoded.fcnt, gateway = %rx.gateway, "uplink accepted");
-        let uplink = Uplink {
+            .fetch_add(u64::from(d.unmapped), Relaxed);
+        let device = self.registry.get(d.device);
+        tracing::debug!(device = %device.name, fcnt = d.fcnt, gateway = %rx.gateway, "uplink accepted");
+        Uplink {
             device: device.name.clone(),
             dev_eui: device.dev_eui,
             profile: device.codec.profile().clone(),
-            fcnt: decoded.fcnt,
-            epoch: decoded.next.epoch,
-            counter_reset: decoded.counter_reset,
-            fport: decoded.fport,
-            confirmed: decoded.confirmed,
+            fcnt: d.fcnt,
+            epoch: d.next.epoch,
+            counter_reset: d.counter_reset,
+            fport: d.fport,
+            confirmed: d.confirmed,
             readings: std::mem::replace(&mut self.readings, Vec::with_capacity(16)),
-            mac_commands: decoded.mac_commands,
+            mac_commands: d.mac_commands.clone(),
             rx,
             gateways: 1,
             source,
             received_ns: now_ns(),
-        };
-        self.hold(key, uplink);
-        Ok(())
+        }
     }
 
     /// An uplink a network server already verified: check the counter
@@ -261,7 +362,7 @@ impl Pipeline {
             return Ok(());
         }
         let device = self.registry.get(id);
-        let state = self.history.states[id as usize];
+        let state = self.states[id as usize];
         // The network server owns the counter; a frame at or below ours is a
         // redelivery, unless it is a reset the device's policy accepts.
         let next = match judge(
@@ -303,7 +404,7 @@ impl Pipeline {
             device.codec.profile().clone(),
             next.epoch != state.epoch,
         );
-        self.commit(id, next, policy_reset, [0; 4])?;
+        self.commit(id, next)?;
         if let Err(e) = decoded {
             self.metrics.reject(
                 Reason::Codec,
@@ -332,15 +433,8 @@ impl Pipeline {
         Ok(())
     }
 
-    fn commit(
-        &mut self,
-        id: u32,
-        next: FcntState,
-        reset: bool,
-        mic: [u8; 4],
-    ) -> anyhow::Result<()> {
-        self.history
-            .accept(id, next, reset, mic, self.config.devices.reset_window);
+    fn commit(&mut self, id: u32, next: FcntState) -> anyhow::Result<()> {
+        self.states[id as usize] = next;
         self.store.record(self.registry.get(id).dev_eui, next)?;
         Ok(())
     }

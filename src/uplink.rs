@@ -99,28 +99,18 @@ pub struct Decoded {
 /// frame was authentic, so its counter is spent even if its payload is bad.
 pub fn decode_frame(
     registry: &Registry,
-    history: &impl History,
+    states: &[FcntState],
     reset_window: u32,
     phy: &[u8],
     readings: &mut Vec<Reading>,
 ) -> Result<Decoded, (Rejection, Option<(u32, FcntState)>)> {
     let frame = parse_uplink(phy).map_err(|e| (e.into(), None))?;
-    decode_parsed(registry, history, reset_window, frame, readings)
-}
-
-/// What the decode path needs to know of each device's past.
-pub trait History {
-    /// The device's counter state.
-    fn state(&self, device: u32) -> FcntState;
-    /// Whether this exact low-counter frame (counter and MIC) was already
-    /// accepted since the device's last reset. A reset-tolerant device's
-    /// "reset" that is really a replay of this boot's frames is caught here.
-    fn seen_since_reset(&self, device: u32, fcnt: u32, mic: [u8; 4]) -> bool;
+    decode_parsed(registry, states, reset_window, frame, readings)
 }
 
 pub fn decode_parsed(
     registry: &Registry,
-    history: &impl History,
+    states: &[FcntState],
     reset_window: u32,
     frame: DataFrame<'_>,
     readings: &mut Vec<Reading>,
@@ -136,18 +126,10 @@ pub fn decode_parsed(
         let Some(crypto) = device.crypto.as_ref() else {
             continue;
         };
-        let state = history.state(id);
+        let state = states[id as usize];
         let accepted = match verify_mic(frame, crypto, &state)
             .and_then(|auth| check_counter(auth, &state, device.fcnt_policy, reset_window))
-            .and_then(
-                |acc| match acc.reset && history.seen_since_reset(id, acc.fcnt, frame.mic) {
-                    true => Err(UplinkError::Replay {
-                        fcnt: acc.fcnt,
-                        last: state.last.unwrap_or(0),
-                    }),
-                    false => Ok(acc),
-                },
-            ) {
+        {
             Ok(a) => a,
             Err(source) => {
                 last_err = Some(Rejection::Uplink {
@@ -195,53 +177,6 @@ pub fn decode_parsed(
         last_err.unwrap_or(Rejection::UnknownDevAddr(frame.dev_addr)),
         None,
     ))
-}
-
-/// Per-device history kept by a pipeline: counter states plus, for each
-/// device, the (counter, MIC) of frames below the reset window accepted
-/// since its last reset (bounded by the window; memory only).
-#[derive(Debug, Default)]
-pub struct DeviceHistory {
-    pub states: Vec<FcntState>,
-    low_frames: Vec<Vec<(u32, [u8; 4])>>,
-}
-
-impl DeviceHistory {
-    pub fn new(states: Vec<FcntState>) -> Self {
-        let low_frames = vec![Vec::new(); states.len()];
-        Self { states, low_frames }
-    }
-
-    /// Commit an accepted frame.
-    pub fn accept(
-        &mut self,
-        device: u32,
-        next: FcntState,
-        reset: bool,
-        mic: [u8; 4],
-        reset_window: u32,
-    ) {
-        let i = device as usize;
-        let low = &mut self.low_frames[i];
-        if reset {
-            low.clear();
-        }
-        if let Some(fcnt) = next.last.filter(|f| *f < reset_window) {
-            if low.len() < reset_window as usize {
-                low.push((fcnt, mic));
-            }
-        }
-        self.states[i] = next;
-    }
-}
-
-impl History for DeviceHistory {
-    fn state(&self, device: u32) -> FcntState {
-        self.states[device as usize]
-    }
-    fn seen_since_reset(&self, device: u32, fcnt: u32, mic: [u8; 4]) -> bool {
-        self.low_frames[device as usize].contains(&(fcnt, mic))
-    }
 }
 
 /// A reading-bearing uplink, once de-duplicated: what sinks publish.
