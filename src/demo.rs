@@ -114,6 +114,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             duplicate: 0.05,
         },
         reboot_every: Some(8),
+        start_fcnt: 0,
     };
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -81,6 +81,9 @@ struct SimulateArgs {
     duplicate: f64,
     #[arg(long)]
     reboot_every: Option<u32>,
+    /// Counter of each mote's first frame.
+    #[arg(long, default_value_t = 0)]
+    start_fcnt: u32,
     /// Write the simulated devices (with keys, mode 0600) to this file and exit.
     #[arg(long)]
     write_devices: Option<PathBuf>,
@@ -209,6 +212,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             duplicate: a.duplicate,
         },
         reboot_every: a.reboot_every,
+        start_fcnt: a.start_fcnt,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,235 @@
+//! Shared helpers for the end-to-end tests: real peers (mosquitto) on free
+//! loopback ports, the service started in-process on port 0, and exact
+//! accounting against what the simulator says it sent.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use device_lorawan::codec::profile;
+use device_lorawan::config::Config;
+use device_lorawan::devices::{DeviceEntry, Registry};
+use device_lorawan::metrics::Metrics;
+use device_lorawan::service::{self, Bound, Parts};
+use device_lorawan::sim::{Expected, SimReport};
+use device_lorawan::sink::ChannelSink;
+use device_lorawan::uplink::Uplink;
+
+/// A tool the test needs. Under `CI=true` a missing tool fails the test;
+/// elsewhere it skips with a loud message.
+pub fn require(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is required in CI (see .ci/run)");
+        }
+        eprintln!("SKIPPED: {tool} not installed (apt-get install it, or run .ci/run)");
+    }
+    found
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A mosquitto broker on a loopback port; killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Option<Self> {
+        if !require("mosquitto") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Self::spawn(port, dir.path());
+        Some(Self { port, child, dir })
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Kill the broker (-9) and start a new one on the same port.
+    pub fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = Self::spawn(self.port, self.dir.path());
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn profiles() -> BTreeMap<String, device_lorawan::codec::DeviceProfile> {
+    profile::load_dir(&repo_path("profiles")).unwrap()
+}
+
+/// A running in-process service whose uplinks arrive on `uplinks`.
+pub struct Service {
+    pub bound: Bound,
+    pub metrics: Arc<Metrics>,
+    pub uplinks: std::sync::mpsc::Receiver<Uplink>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    pub async fn start(config: Config, entries: Vec<DeviceEntry>) -> Self {
+        let registry = Registry::build(entries, &profiles()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (tx, uplinks) = std::sync::mpsc::channel();
+        let parts = Parts {
+            registry,
+            sink: Box::new(ChannelSink(tx)),
+            metrics: metrics.clone(),
+        };
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (bound, handle) = service::start(Arc::new(config), parts, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+        .unwrap();
+        Self {
+            bound,
+            metrics,
+            uplinks,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop cleanly: everything pending is published first.
+    pub async fn stop(&mut self) -> Vec<Uplink> {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+        self.uplinks.try_iter().collect()
+    }
+
+    /// Wait until `n` uplinks were published or `timeout` passed (a bound,
+    /// not a synchronisation sleep: the test then checks exact counts).
+    pub async fn wait_published(&self, n: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self
+            .metrics
+            .published
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < n
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Service config for tests: UDP on port 0, everything in a temp dir.
+pub fn config(data: &Path) -> Config {
+    let mut c = Config::default();
+    c.service.data_dir = data.to_owned();
+    c.ingest.udp.bind = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+/// Assert that `got` is exactly the simulator's expected frames, each once,
+/// with the values it sent.
+pub fn assert_exactly(report: &SimReport, got: &[Uplink]) {
+    let key = |d: &str, f: u32, e: u32| (d.to_string(), e, f);
+    let mut want: BTreeMap<_, &Expected> = BTreeMap::new();
+    for e in &report.expected {
+        assert!(
+            want.insert(key(&e.device, e.fcnt, e.epoch), e).is_none(),
+            "simulator repeated {e:?}"
+        );
+    }
+    let mut seen = BTreeMap::new();
+    for u in got {
+        let k = key(&u.device, u.fcnt, u.epoch);
+        assert!(
+            seen.insert(k.clone(), u).is_none(),
+            "published twice: {k:?}"
+        );
+    }
+    let missing: Vec<_> = want.keys().filter(|k| !seen.contains_key(*k)).collect();
+    let extra: Vec<_> = seen.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
+    for (k, e) in want {
+        let u = seen[&k];
+        let value = |name: &str| {
+            let i = u.profile.resource_index(name).unwrap() as u16;
+            u.readings
+                .iter()
+                .find(|r| r.resource == i)
+                .and_then(|r| r.value.as_f64())
+                .unwrap()
+        };
+        let close = |a: f64, b: f64, res: f64| (a - b).abs() <= res / 2.0 + 1e-9;
+        assert!(
+            close(value("temperature"), e.sample.temperature, 0.1),
+            "{k:?} temperature"
+        );
+        assert!(
+            close(value("humidity"), e.sample.humidity, 0.5),
+            "{k:?} humidity"
+        );
+        assert!(
+            close(value("latitude"), e.sample.latitude, 0.0001),
+            "{k:?} latitude"
+        );
+        assert!(
+            close(value("altitude"), e.sample.altitude, 0.01),
+            "{k:?} altitude"
+        );
+        assert!(
+            close(value("battery"), e.sample.battery, 0.01),
+            "{k:?} battery"
+        );
+    }
+}
