@@ -71,6 +71,8 @@ pub struct Metrics {
     pub published: AtomicU64,
     pub unmapped_values: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// SUBACKs received: how many subscriptions are live (per connection).
+    pub mqtt_subacks: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -142,6 +144,7 @@ impl Metrics {
             ("lorawan_uplinks_published_total", &self.published),
             ("lorawan_unmapped_values_total", &self.unmapped_values),
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
+            ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }

@@ -82,6 +82,9 @@ pub async fn run(
                     Err(e) => metrics.reject(e.reason(), &format_args!("topic {}: {e}", p.topic)),
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                metrics.mqtt_subacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(_) => {}
             Err(e) => {
                 metrics
