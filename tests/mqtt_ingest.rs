@@ -13,15 +13,25 @@ use device_lorawan::lorawan::Eui64;
 use device_lorawan::metrics::{Metrics, Reason};
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 
-fn mqtt_config(data: &std::path::Path, port: u16, gateway_topic: &str) -> device_lorawan::config::Config {
+fn mqtt_config(
+    data: &std::path::Path,
+    port: u16,
+    gateway_topic: &str,
+) -> device_lorawan::config::Config {
     let mut c = common::config(data);
     c.ingest.udp.enabled = false;
     c.ingest.mqtt.enabled = true;
     c.ingest.mqtt.port = port;
     c.ingest.mqtt.client_id = format!("device-lorawan-test-{port}");
     c.ingest.mqtt.subscriptions = vec![
-        Subscription { topic: gateway_topic.into(), kind: StreamKind::Gateway },
-        Subscription { topic: "application/+/device/+/event/up".into(), kind: StreamKind::Application },
+        Subscription {
+            topic: gateway_topic.into(),
+            kind: StreamKind::Gateway,
+        },
+        Subscription {
+            topic: "application/+/device/+/event/up".into(),
+            kind: StreamKind::Application,
+        },
     ];
     c
 }
@@ -35,42 +45,91 @@ async fn wait_subscribed(m: &Metrics, n: u64) {
 }
 
 fn sim_opts(frames: u64, start_fcnt: u32) -> SimOptions {
-    SimOptions { devices: 3, gateways: 2, rate: 200.0, frames: Some(frames), duration: None, seed: 11, start_fcnt, ..Default::default() }
+    SimOptions {
+        devices: 3,
+        gateways: 2,
+        rate: 200.0,
+        frames: Some(frames),
+        duration: None,
+        seed: 11,
+        start_fcnt,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_gateway_format_end_to_end() {
-    let Some(broker) = common::Mosquitto::start() else { return };
-    for (format, prefix) in [(WireFormat::Protobuf, ""), (WireFormat::JsonV4, "eu868/"), (WireFormat::JsonV3, "")] {
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
+    for (format, prefix) in [
+        (WireFormat::Protobuf, ""),
+        (WireFormat::JsonV4, "eu868/"),
+        (WireFormat::JsonV3, ""),
+    ] {
         let data = tempfile::tempdir().unwrap();
-        let config = mqtt_config(data.path(), broker.port, &format!("{prefix}gateway/+/event/up"));
+        let config = mqtt_config(
+            data.path(),
+            broker.port,
+            &format!("{prefix}gateway/+/event/up"),
+        );
         let mut svc = common::Service::start(config, mote::entries(3, 11)).await;
         wait_subscribed(&svc.metrics, 2).await;
-        let target = Target::Mqtt { host: "127.0.0.1".into(), port: broker.port, format, prefix: prefix.into() };
-        let report = sim::run(target, sim_opts(30, 0), std::future::pending()).await.unwrap();
+        let target = Target::Mqtt {
+            host: "127.0.0.1".into(),
+            port: broker.port,
+            format,
+            prefix: prefix.into(),
+        };
+        let report = sim::run(target, sim_opts(30, 0), std::future::pending())
+            .await
+            .unwrap();
         svc.wait_published(30, Duration::from_secs(10)).await;
         let got = svc.stop().await;
         common::assert_exactly(&report, &got);
-        assert!(got.iter().all(|u| u.gateways == 2), "{format:?}: both gateways merged");
-        assert_eq!(svc.metrics.received_count(device_lorawan::metrics::Source::GatewayMqtt), 60, "{format:?}");
+        assert!(
+            got.iter().all(|u| u.gateways == 2),
+            "{format:?}: both gateways merged"
+        );
+        assert_eq!(
+            svc.metrics
+                .received_count(device_lorawan::metrics::Source::GatewayMqtt),
+            60,
+            "{format:?}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_nothing_sent_after_reconnect() {
-    let Some(mut broker) = common::Mosquitto::start() else { return };
+    let Some(mut broker) = common::Mosquitto::start() else {
+        return;
+    };
     let data = tempfile::tempdir().unwrap();
-    let mut svc = common::Service::start(mqtt_config(data.path(), broker.port, "gateway/+/event/up"), mote::entries(3, 11)).await;
+    let mut svc = common::Service::start(
+        mqtt_config(data.path(), broker.port, "gateway/+/event/up"),
+        mote::entries(3, 11),
+    )
+    .await;
     wait_subscribed(&svc.metrics, 2).await;
-    let target = Target::Mqtt { host: "127.0.0.1".into(), port: broker.port, format: WireFormat::Protobuf, prefix: String::new() };
-    let first = sim::run(target.clone(), sim_opts(15, 0), std::future::pending()).await.unwrap();
+    let target = Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        format: WireFormat::Protobuf,
+        prefix: String::new(),
+    };
+    let first = sim::run(target.clone(), sim_opts(15, 0), std::future::pending())
+        .await
+        .unwrap();
     svc.wait_published(15, Duration::from_secs(10)).await;
 
     broker.restart();
     // The service notices, reconnects and subscribes again.
     wait_subscribed(&svc.metrics, 4).await;
     assert!(svc.metrics.mqtt_reconnects.load(Relaxed) >= 1);
-    let second = sim::run(target, sim_opts(15, 5), std::future::pending()).await.unwrap();
+    let second = sim::run(target, sim_opts(15, 5), std::future::pending())
+        .await
+        .unwrap();
     svc.wait_published(30, Duration::from_secs(10)).await;
     let got = svc.stop().await;
     let mut all = first.clone();
@@ -93,13 +152,25 @@ fn app_only(name: &str, eui: u64) -> DeviceEntry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_streams_v4_and_v3() {
-    let Some(broker) = common::Mosquitto::start() else { return };
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
     let data = tempfile::tempdir().unwrap();
-    let entries = vec![app_only("cs-v4", 0x0004a30b001c0530), app_only("as-v3", 0x0004a30b001c0531)];
-    let mut svc = common::Service::start(mqtt_config(data.path(), broker.port, "gateway/+/event/up"), entries).await;
+    let entries = vec![
+        app_only("cs-v4", 0x0004a30b001c0530),
+        app_only("as-v3", 0x0004a30b001c0531),
+    ];
+    let mut svc = common::Service::start(
+        mqtt_config(data.path(), broker.port, "gateway/+/event/up"),
+        entries,
+    )
+    .await;
     wait_subscribed(&svc.metrics, 2).await;
 
-    let (client, mut events) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("app-pub", "127.0.0.1", broker.port), 64);
+    let (client, mut events) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new("app-pub", "127.0.0.1", broker.port),
+        64,
+    );
     let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
     let qos = rumqttc::QoS::AtLeastOnce;
     // LPP: ch1 temperature 27.2, ch2 humidity 55%.
@@ -108,14 +179,41 @@ async fn application_streams_v4_and_v3() {
         let v4 = format!(
             r#"{{"deduplicationId":"x","time":"2026-11-24T10:00:00Z","deviceInfo":{{"tenantId":"t","applicationId":"a","deviceName":"cs-v4","devEui":"0004a30b001c0530"}},"devAddr":"26011bda","fCnt":{fcnt},"fPort":1,"confirmed":false,"data":"{data_b64}","rxInfo":[{{"gatewayId":"0016c001f153a14c","rssi":-70,"snr":4.5}}]}}"#
         );
-        client.publish("application/a/device/0004a30b001c0530/event/up", qos, false, v4).await.unwrap();
+        client
+            .publish(
+                "application/a/device/0004a30b001c0530/event/up",
+                qos,
+                false,
+                v4,
+            )
+            .await
+            .unwrap();
         let v3 = format!(
             r#"{{"applicationID":"1","applicationName":"app","deviceName":"as-v3","devEUI":"AASjCwAcBTE=","rxInfo":[{{"gatewayID":"ABbAAfFToUw=","rssi":-60,"loRaSNR":7}}],"fCnt":{fcnt},"fPort":1,"data":"{data_b64}"}}"#
         );
-        client.publish("application/1/device/0004a30b001c0531/event/up", qos, false, v3).await.unwrap();
+        client
+            .publish(
+                "application/1/device/0004a30b001c0531/event/up",
+                qos,
+                false,
+                v3,
+            )
+            .await
+            .unwrap();
     }
-    client.publish("application/1/device/x/event/up", qos, false, "{not json").await.unwrap();
-    client.publish("application/1/device/x/event/up", qos, false, r#"{"devEUI":"AASjCwAcBTk=","fCnt":1}"#).await.unwrap();
+    client
+        .publish("application/1/device/x/event/up", qos, false, "{not json")
+        .await
+        .unwrap();
+    client
+        .publish(
+            "application/1/device/x/event/up",
+            qos,
+            false,
+            r#"{"devEUI":"AASjCwAcBTk=","fCnt":1}"#,
+        )
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while svc.metrics.rejected_count(Reason::UnknownDevEui) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -127,12 +225,28 @@ async fn application_streams_v4_and_v3() {
 
     let mut seen: Vec<(String, u32)> = got.iter().map(|u| (u.device.to_string(), u.fcnt)).collect();
     seen.sort();
-    let want: Vec<(String, u32)> =
-        [("as-v3", 1), ("as-v3", 2), ("as-v3", 3), ("cs-v4", 1), ("cs-v4", 2), ("cs-v4", 3)].iter().map(|(d, f)| (d.to_string(), *f)).collect();
+    let want: Vec<(String, u32)> = [
+        ("as-v3", 1),
+        ("as-v3", 2),
+        ("as-v3", 3),
+        ("cs-v4", 1),
+        ("cs-v4", 2),
+        ("cs-v4", 3),
+    ]
+    .iter()
+    .map(|(d, f)| (d.to_string(), *f))
+    .collect();
     assert_eq!(seen, want, "redelivered fCnt 2 published once per device");
     let t = got[0].profile.resource_index("temperature").unwrap() as u16;
     for u in &got {
-        let temp = u.readings.iter().find(|r| r.resource == t).unwrap().value.as_f64().unwrap();
+        let temp = u
+            .readings
+            .iter()
+            .find(|r| r.resource == t)
+            .unwrap()
+            .value
+            .as_f64()
+            .unwrap();
         assert!((temp - 27.2).abs() < 1e-9);
     }
     assert_eq!(svc.metrics.rejected_count(Reason::MalformedJson), 1);

@@ -83,7 +83,9 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
-                metrics.mqtt_subacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .mqtt_subacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(e) => {
