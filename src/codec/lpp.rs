@@ -43,6 +43,7 @@ lpp_types! {
     118 "frequency" [("value", 4, false, 1.0)],
     120 "percentage" [("value", 1, false, 1.0)],
     121 "altitude" [("value", 2, true, 1.0)],
+    122 "load" [("value", 3, true, 1000.0)],
     125 "concentration" [("value", 2, false, 1.0)],
     128 "power" [("value", 2, false, 1.0)],
     130 "distance" [("value", 4, false, 1000.0)],

@@ -1,0 +1,239 @@
+//! Independent implementations as peers: pycayennelpp (PyPI) for Cayenne
+//! LPP, lora-packet (npm) for frames, MICs and encryption, chirpstack-api
+//! (PyPI, ChirpStack's own protobuf definitions) for gateway messages.
+//! `.ci/run` installs them; outside CI a missing peer skips loudly.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use device_lorawan::codec::{lpp, Codec, CodecKind, DeviceProfile};
+use device_lorawan::ingest::gateway;
+use device_lorawan::lorawan::{self, encode, AesKey, DevAddr, Eui64, FcntState, SessionCrypto};
+
+/// Run a peer; `None` (skip) if it is not installed, a panic under CI.
+fn peer(program: &str, args: &[&str], stdin: &str, probe: &[&str]) -> Option<String> {
+    if !common::require(program) {
+        return None;
+    }
+    let ok = Command::new(program)
+        .args(probe)
+        .current_dir(common::repo_path("tests/peers"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "peer for {program} {probe:?} missing in CI (see .ci/run)"
+        );
+        eprintln!("SKIPPED: peer {program} {probe:?} not installed (run .ci/run)");
+        return None;
+    }
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(common::repo_path("tests/peers"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{program} {args:?} failed");
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn lpp_agrees_with_pycayennelpp_on_every_type() {
+    let Some(out) = peer(
+        "python3",
+        &["lpp_peer.py"],
+        "",
+        &["-c", "import cayennelpp"],
+    ) else {
+        return;
+    };
+    let mut types = 0;
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let bytes = hex::decode(v["hex"].as_str().unwrap()).unwrap();
+        let want: Vec<f64> = v["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let mut got = Vec::new();
+        lpp::decode(&bytes, |x| {
+            assert_eq!(
+                (u64::from(x.channel), u64::from(x.type_id)),
+                (v["channel"].as_u64().unwrap(), v["type"].as_u64().unwrap())
+            );
+            got.push(x.value);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", v["name"]));
+        assert_eq!(got, want, "{}", v["name"]);
+        // And our encoder writes the bytes pycayennelpp wrote.
+        let mut ours = Vec::new();
+        lpp::encode(
+            &mut ours,
+            v["channel"].as_u64().unwrap() as u8,
+            v["type"].as_u64().unwrap() as u8,
+            &want,
+        );
+        assert_eq!(ours, bytes, "{}", v["name"]);
+        types += 1;
+    }
+    assert_eq!(
+        types,
+        lpp::TYPES.len(),
+        "pycayennelpp and we know the same set of types"
+    );
+}
+
+#[test]
+fn frames_agree_with_lora_packet_both_ways() {
+    let probe = ["-e", "require('lora-packet')"];
+    let Some(out) = peer("node", &["lora_packet_peer.js", "encode"], "", &probe) else {
+        return;
+    };
+    // lora-packet's frames through our steps.
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let crypto = SessionCrypto::new(
+            &AesKey::from_hex(v["nwk"].as_str().unwrap()).unwrap(),
+            &AesKey::from_hex(v["app"].as_str().unwrap()).unwrap(),
+        );
+        let bytes = hex::decode(v["hex"].as_str().unwrap()).unwrap();
+        let frame = lorawan::parse_uplink(&bytes).unwrap();
+        let fcnt = v["fcnt"].as_u64().unwrap() as u32;
+        let state = FcntState {
+            last: fcnt.checked_sub(1),
+            epoch: 0,
+        };
+        let auth = lorawan::verify_mic(frame, &crypto, &state).unwrap();
+        let acc = lorawan::check_counter(auth, &state, lorawan::FcntPolicy::Strict, 0).unwrap();
+        let mut buf = [0u8; 255];
+        assert_eq!(
+            hex::encode(lorawan::decrypt(&acc, &crypto, &mut buf)),
+            v["payload"].as_str().unwrap()
+        );
+        assert_eq!(acc.frame.confirmed, v["confirmed"].as_bool().unwrap());
+        assert_eq!(
+            u64::from(acc.frame.fport.unwrap()),
+            v["fport"].as_u64().unwrap()
+        );
+    }
+    // Our frames, including 32-bit counters past a rollover, through lora-packet.
+    let (nwk, app) = (
+        "44024241ed4ce9a68c6a8bc055233fd3",
+        "ec925802ae430ca77fd3dd73cb2cc588",
+    );
+    let crypto = SessionCrypto::new(
+        &AesKey::from_hex(nwk).unwrap(),
+        &AesKey::from_hex(app).unwrap(),
+    );
+    let cases: Vec<(u32, Vec<u8>)> = vec![
+        (0, b"x".to_vec()),
+        (65_536, b"rollover".to_vec()),
+        (0x0123_4567, (0..100).collect()),
+    ];
+    let input: String = cases
+        .iter()
+        .map(|(fcnt, payload)| {
+            let f = encode::uplink(&crypto, DevAddr(0x49be7df1), *fcnt, 7, payload);
+            format!(
+                "{}\n",
+                serde_json::json!({"hex": hex::encode(f), "nwk": nwk, "app": app, "fcnt32": fcnt})
+            )
+        })
+        .collect();
+    let out = peer("node", &["lora_packet_peer.js", "verify"], &input, &probe).unwrap();
+    let results: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), cases.len());
+    for ((fcnt, payload), r) in cases.iter().zip(results) {
+        assert_eq!(r["micOk"], true, "MIC at fcnt {fcnt}");
+        assert_eq!(
+            r["payload"].as_str().unwrap(),
+            hex::encode(payload),
+            "payload at fcnt {fcnt}"
+        );
+    }
+}
+
+#[test]
+fn gateway_messages_from_chirpstack_api() {
+    let phy = "400403020180010001a694642615d6c3b582";
+    let Some(out) = peer(
+        "python3",
+        &["chirpstack_peer.py", phy],
+        "",
+        &["-c", "import chirpstack_api.gw"],
+    ) else {
+        return;
+    };
+    let mut kinds = Vec::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let msg = hex::decode(v["payload"].as_str().unwrap()).unwrap();
+        let up = gateway::decode(&msg).unwrap_or_else(|e| panic!("{}: {e}", v["kind"]));
+        assert_eq!(hex::encode(&up.phy), phy);
+        assert_eq!(
+            up.rx.gateway,
+            Eui64::from_hex(v["gateway"].as_str().unwrap()).unwrap()
+        );
+        assert_eq!(i64::from(up.rx.rssi), v["rssi"].as_i64().unwrap());
+        assert_eq!(f64::from(up.rx.snr), v["snr"].as_f64().unwrap());
+        assert_eq!(up.rx.tmst.map(u64::from), v["tmst"].as_u64());
+        kinds.push(v["kind"].as_str().unwrap().to_string());
+    }
+    assert_eq!(kinds, ["protobuf-v4", "json-v4", "protobuf-v3"]);
+}
+
+/// The bundled profiles, as a core-metadata DeviceProfile, validate against
+/// the official EdgeX OpenAPI schema.
+#[test]
+fn profiles_validate_against_edgex_openapi() {
+    let spec_path = common::repo_path("../shared/edgex-openapi/core-metadata.yaml");
+    let spec_text = std::fs::read_to_string(&spec_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", spec_path.display()));
+    let spec: serde_json::Value = serde_yaml_ng::from_str(&spec_text).unwrap();
+    // A JSON Schema whose root is DeviceProfile and whose $refs resolve
+    // inside the spec's components.
+    let schema = serde_json::json!({
+        "$ref": "#/components/schemas/DeviceProfile",
+        "components": spec["components"],
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let profiles = common::profiles();
+    assert!(profiles.len() >= 3);
+    for (name, p) in profiles {
+        let doc = serde_json::to_value(&p).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "profile {name}: {errors:#?}");
+        // ...and every profile compiles for the codec it is meant for.
+        let kind = match name.as_str() {
+            "Binary-Layout-Mote" => CodecKind::Layout,
+            "Raw-Payload-Mote" => CodecKind::Raw,
+            _ => CodecKind::CayenneLpp,
+        };
+        Codec::compile(Arc::new(p), kind).unwrap();
+    }
+    // The validator is not vacuous: a profile with a bad valueType fails.
+    let bad = serde_json::json!({"name": "x", "deviceResources": [{"name": "r", "properties": {"valueType": "Float99", "readWrite": "R"}}]});
+    assert!(!validator.is_valid(&bad));
+    let _unused: Option<DeviceProfile> = None;
+}
