@@ -132,7 +132,9 @@ pub struct Device {
 #[derive(Debug, Default)]
 pub struct Registry {
     devices: Vec<Device>,
-    by_addr: HashMap<DevAddr, Vec<u32>>,
+    /// (DevAddr, device id), sorted: a binary search per uplink, no hashing
+    /// of attacker-chosen addresses.
+    by_addr: Vec<(DevAddr, u32)>,
     by_eui: HashMap<Eui64, u32>,
 }
 
@@ -166,7 +168,7 @@ impl Registry {
             }
             let crypto = match (e.dev_addr, e.nwk_s_key, e.app_s_key) {
                 (Some(addr), Some(nwk), Some(app)) => {
-                    reg.by_addr.entry(addr).or_default().push(id);
+                    reg.by_addr.push((addr, id));
                     Some(SessionCrypto::new(&nwk, &app))
                 }
                 (None, None, None) => None,
@@ -181,12 +183,17 @@ impl Registry {
                 fcnt_policy: e.fcnt_policy,
             });
         }
+        reg.by_addr.sort_unstable();
         Ok(reg)
     }
 
     /// Devices sharing `addr` (usually one; the MIC tells them apart).
-    pub fn by_addr(&self, addr: DevAddr) -> &[u32] {
-        self.by_addr.get(&addr).map_or(&[], Vec::as_slice)
+    pub fn by_addr(&self, addr: DevAddr) -> impl Iterator<Item = u32> + '_ {
+        let start = self.by_addr.partition_point(|(a, _)| *a < addr);
+        self.by_addr[start..]
+            .iter()
+            .take_while(move |(a, _)| *a == addr)
+            .map(|(_, id)| *id)
     }
     pub fn by_eui(&self, eui: Eui64) -> Option<u32> {
         self.by_eui.get(&eui).copied()

@@ -115,13 +115,9 @@ pub fn decode_parsed(
     frame: DataFrame<'_>,
     readings: &mut Vec<Reading>,
 ) -> Result<Decoded, (Rejection, Option<(u32, FcntState)>)> {
-    let candidates = registry.by_addr(frame.dev_addr);
-    if candidates.is_empty() {
-        return Err((Rejection::UnknownDevAddr(frame.dev_addr), None));
-    }
     // Devices sharing a DevAddr are told apart by the MIC.
     let mut last_err = None;
-    for &id in candidates {
+    for id in registry.by_addr(frame.dev_addr) {
         let device = registry.get(id);
         let Some(crypto) = device.crypto.as_ref() else {
             continue;

@@ -56,8 +56,20 @@ lpp_types! {
     142 "switch" [("value", 1, false, 1.0)],
 }
 
+/// Index into `TYPES` by type id (0xff: unknown), built at compile time so
+/// the per-record lookup is one load.
+static BY_ID: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < TYPES.len() {
+        t[TYPES[i].id as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 pub fn type_by_id(id: u8) -> Option<&'static LppType> {
-    TYPES.iter().find(|t| t.id == id)
+    TYPES.get(usize::from(BY_ID[usize::from(id)]))
 }
 
 /// A type given by id (`"103"`) or name (`"temperature"`).

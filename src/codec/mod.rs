@@ -84,6 +84,9 @@ struct LppBinding {
     type_id: u8,
     field: u8,
     resource: u16,
+    transform: value::Transform,
+    /// `transform` is the identity on a float: skip it.
+    plain: bool,
 }
 
 /// A profile compiled for one codec kind.
@@ -92,7 +95,7 @@ pub struct Codec {
     kind: CodecKind,
     profile: Arc<DeviceProfile>,
     lpp: Vec<LppBinding>,
-    layout: Vec<(u16, layout::Field)>,
+    layout: Vec<(u16, layout::Field, value::Transform)>,
     raw: Option<u16>,
 }
 
@@ -116,13 +119,18 @@ impl Codec {
             let idx = i as u16;
             match kind {
                 CodecKind::CayenneLpp => {
-                    if let Some(b) = lpp_binding(idx, &r.name, &r.attributes)? {
+                    if let Some(b) = lpp_binding(
+                        idx,
+                        &r.name,
+                        &r.attributes,
+                        value::Transform::of(&r.properties),
+                    )? {
                         c.lpp.push(b);
                     }
                 }
                 CodecKind::Layout => {
                     if let Some(f) = layout::Field::from_attributes(&r.name, &r.attributes)? {
-                        c.layout.push((idx, f));
+                        c.layout.push((idx, f, value::Transform::of(&r.properties)));
                     }
                 }
                 CodecKind::Raw if r.properties.value_type == ValueType::Binary => {
@@ -168,8 +176,14 @@ impl Codec {
                     stats.unmapped += 1;
                     return Ok(());
                 };
-                let r = &res[usize::from(b.resource)];
-                let value = value::transform(Value::Float(v.value), &r.properties, &r.name)?;
+                let value = if b.plain {
+                    Value::Float(v.value)
+                } else {
+                    b.transform.apply(Value::Float(v.value)).map_err(|e| {
+                        let r = &res[usize::from(b.resource)];
+                        e.at(&r.name, r.properties.value_type)
+                    })?
+                };
                 out.push(Reading {
                     resource: b.resource,
                     value,
@@ -177,12 +191,19 @@ impl Codec {
                 Ok(())
             })?,
             CodecKind::Layout => {
-                for (idx, field) in &self.layout {
-                    let r = &res[usize::from(*idx)];
-                    let raw = field.read(payload, &r.name)?;
+                for (idx, field, t) in &self.layout {
+                    let name = || res[usize::from(*idx)].name.as_str();
+                    let raw = field
+                        .read(payload)
+                        .map_err(|need| CodecError::LayoutOverrun {
+                            resource: name().into(),
+                            need,
+                            have: payload.len(),
+                        })?;
+                    let value = t.apply(raw).map_err(|e| e.at(name(), t.value_type()))?;
                     out.push(Reading {
                         resource: *idx,
-                        value: value::transform(raw, &r.properties, &r.name)?,
+                        value,
                     });
                 }
             }
@@ -203,6 +224,7 @@ fn lpp_binding(
     resource: u16,
     name: &str,
     attrs: &std::collections::BTreeMap<String, String>,
+    transform: value::Transform,
 ) -> Result<Option<LppBinding>, CodecError> {
     let (Some(ch), Some(ty)) = (attrs.get("lppChannel"), attrs.get("lppType")) else {
         return Ok(None);
@@ -236,6 +258,8 @@ fn lpp_binding(
         type_id: t.id,
         field: field as u8,
         resource,
+        plain: transform.is_plain_float(),
+        transform,
     }))
 }
 

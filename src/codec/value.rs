@@ -118,84 +118,142 @@ fn go_e_notation(rust: &str) -> String {
     format!("{mant}e{sign}{digits:0>2}")
 }
 
-/// Apply the EdgeX read transforms to a raw number and type the result as
-/// the resource says. Mask and shift act on unsigned integers only (as in
-/// device-sdk-go v4); base, scale and offset on any number. An integer
-/// resource must end up with an integral value in its range.
+/// A resource's EdgeX read transforms and value type, compiled once per
+/// profile so the per-value work is a few float ops on a small `Copy` value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transform {
+    vt: ValueType,
+    mask: Option<u64>,
+    shift: Option<i64>,
+    base: Option<f64>,
+    scale: Option<f64>,
+    offset: Option<f64>,
+}
+
+/// What went wrong with one value; the resource name is attached by the
+/// caller, off the hot path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueError {
+    Type,
+    NotIntegral(f64),
+    OutOfRange(f64),
+}
+
+impl ValueError {
+    pub fn at(self, resource: &str, vt: ValueType) -> CodecError {
+        let resource = resource.to_string();
+        match self {
+            ValueError::Type => CodecError::Type {
+                resource,
+                expected: vt,
+            },
+            ValueError::NotIntegral(value) => CodecError::NotIntegral { resource, value },
+            ValueError::OutOfRange(value) => CodecError::OutOfRange {
+                resource,
+                value,
+                value_type: vt,
+            },
+        }
+    }
+}
+
+impl Transform {
+    pub fn of(props: &ResourceProperties) -> Self {
+        Self {
+            vt: props.value_type,
+            mask: props.mask,
+            shift: props.shift.filter(|s| *s != 0),
+            base: props.base.filter(|b| *b != 0.0),
+            scale: props.scale,
+            offset: props.offset,
+        }
+    }
+
+    pub fn value_type(&self) -> ValueType {
+        self.vt
+    }
+
+    /// A float resource with no transforms: the value passes through as is
+    /// (the common LPP case, worth skipping the general path for).
+    pub fn is_plain_float(&self) -> bool {
+        matches!(self.vt, ValueType::Float32 | ValueType::Float64)
+            && self.base.is_none()
+            && self.scale.is_none()
+            && self.offset.is_none()
+    }
+
+    /// Apply the EdgeX read transforms to a raw number and type the result
+    /// as the resource says. Mask and shift act on unsigned integers only
+    /// (as in device-sdk-go v4); base, scale and offset on any number. An
+    /// integer resource must end up with an integral value in its range.
+    #[inline]
+    pub fn apply(&self, raw: Value) -> Result<Value, ValueError> {
+        let vt = self.vt;
+        let mut v = raw;
+        if let Value::Uint(mut u) = v {
+            if vt.is_unsigned() {
+                if let Some(mask) = self.mask {
+                    u &= mask;
+                }
+                match self.shift {
+                    Some(s) if s > 0 => u = u.checked_shl(s as u32).unwrap_or(0),
+                    Some(s) => u = u.checked_shr(s.unsigned_abs() as u32).unwrap_or(0),
+                    None => {}
+                }
+            }
+            v = Value::Uint(u);
+        }
+        if self.base.is_some() || self.scale.is_some() || self.offset.is_some() {
+            let mut f = v.as_f64().ok_or(ValueError::Type)?;
+            if let Some(b) = self.base {
+                f = b.powf(f);
+            }
+            if let Some(s) = self.scale {
+                f *= s;
+            }
+            if let Some(o) = self.offset {
+                f += o;
+            }
+            v = Value::Float(f);
+        }
+        coerce(v, vt)
+    }
+}
+
+/// [`Transform::apply`] with the resource named in the error.
 pub fn transform(
     raw: Value,
     props: &ResourceProperties,
     resource: &str,
 ) -> Result<Value, CodecError> {
-    let vt = props.value_type;
-    let mut v = raw;
-    if let Value::Uint(mut u) = v {
-        if vt.is_unsigned() {
-            if let Some(mask) = props.mask {
-                u &= mask;
-            }
-            match props.shift {
-                Some(s) if s > 0 => u = u.checked_shl(s as u32).unwrap_or(0),
-                Some(s) if s < 0 => u = u.checked_shr(s.unsigned_abs() as u32).unwrap_or(0),
-                _ => {}
-            }
-        }
-        v = Value::Uint(u);
-    }
-    let arithmetic =
-        props.base.is_some_and(|b| b != 0.0) || props.scale.is_some() || props.offset.is_some();
-    if arithmetic {
-        let mut f = v.as_f64().ok_or(CodecError::Type {
-            resource: resource.into(),
-            expected: vt,
-        })?;
-        if let Some(b) = props.base.filter(|b| *b != 0.0) {
-            f = b.powf(f);
-        }
-        if let Some(s) = props.scale {
-            f *= s;
-        }
-        if let Some(o) = props.offset {
-            f += o;
-        }
-        v = Value::Float(f);
-    }
-    coerce(v, vt, resource)
+    Transform::of(props)
+        .apply(raw)
+        .map_err(|e| e.at(resource, props.value_type))
 }
 
-/// Convert a number to the resource's value type, checking range.
-pub fn coerce(v: Value, vt: ValueType, resource: &str) -> Result<Value, CodecError> {
-    let type_err = || CodecError::Type {
-        resource: resource.into(),
-        expected: vt,
-    };
+/// Convert a number to a value type, checking range.
+#[inline]
+pub fn coerce(v: Value, vt: ValueType) -> Result<Value, ValueError> {
     match vt {
         ValueType::Float32 | ValueType::Float64 => {
-            v.as_f64().map(Value::Float).ok_or_else(type_err)
+            v.as_f64().map(Value::Float).ok_or(ValueError::Type)
         }
         ValueType::Bool => v
             .as_f64()
             .map(|f| Value::Bool(f != 0.0))
-            .ok_or_else(type_err),
+            .ok_or(ValueError::Type),
         _ => {
             let Some((lo, hi)) = vt.int_range() else {
                 return Ok(v);
             };
-            let f = v.as_f64().ok_or_else(type_err)?;
+            let f = v.as_f64().ok_or(ValueError::Type)?;
             // Round away float noise from scale (0.1 * 10 = 1.0000000000000002).
             let r = f.round();
             if (f - r).abs() > 1e-9 * r.abs().max(1.0) {
-                return Err(CodecError::NotIntegral {
-                    resource: resource.into(),
-                    value: f,
-                });
+                return Err(ValueError::NotIntegral(f));
             }
             if r < lo || r > hi {
-                return Err(CodecError::OutOfRange {
-                    resource: resource.into(),
-                    value: f,
-                    value_type: vt,
-                });
+                return Err(ValueError::OutOfRange(f));
             }
             Ok(match (v, vt.is_unsigned()) {
                 (Value::Uint(u), true) => Value::Uint(u),

@@ -2,13 +2,14 @@
 //! and the FRMPayload keystream (AES over the Ai blocks), LoRaWAN 1.0.4 §4.3.3
 //! and §4.4.
 //!
-//! [`SessionCrypto`] expands both key schedules once per session: the hot path
-//! clones a prepared CMAC state and never re-derives subkeys, which is where
-//! most of the margin over keying AES per frame comes from.
+//! [`SessionCrypto`] expands both key schedules and derives the CMAC subkeys
+//! (RFC 4493 K1, K2) once per session. The per-frame MIC is then a chain of
+//! single-block AES calls on a stack block: no key expansion, no cloned MAC
+//! state, no buffering. At session setup the result is cross-checked against
+//! the `cmac` crate, so a mistake here cannot go unnoticed.
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128Enc;
-use cmac::{Cmac, Mac};
 use subtle::ConstantTimeEq;
 
 use super::keys::{AesKey, DevAddr};
@@ -26,11 +27,22 @@ pub enum Direction {
 
 /// Prepared ciphers for one ABP session. Building it costs two key
 /// expansions and a CMAC subkey derivation; verifying a frame costs neither.
+type Block = GenericArray<u8, aes::cipher::consts::U16>;
+
 #[derive(Clone)]
 pub struct SessionCrypto {
-    mic: Cmac<Aes128Enc>,
     nwk_enc: Aes128Enc,
     app_enc: Aes128Enc,
+    /// CMAC subkeys of the NwkSKey: K1 for a complete last block, K2 for a padded one.
+    k1: [u8; 16],
+    k2: [u8; 16],
+}
+
+/// RFC 4493 §2.3: double in GF(2^128).
+fn dbl(b: [u8; 16]) -> [u8; 16] {
+    let v = u128::from_be_bytes(b);
+    let r = (v << 1) ^ if v >> 127 == 1 { 0x87 } else { 0 };
+    r.to_be_bytes()
 }
 
 impl std::fmt::Debug for SessionCrypto {
@@ -41,13 +53,75 @@ impl std::fmt::Debug for SessionCrypto {
 
 impl SessionCrypto {
     pub fn new(nwk_s_key: &AesKey, app_s_key: &AesKey) -> Self {
-        let nwk = GenericArray::from_slice(nwk_s_key.expose());
-        let app = GenericArray::from_slice(app_s_key.expose());
-        Self {
-            mic: <Cmac<Aes128Enc> as KeyInit>::new(nwk),
-            nwk_enc: Aes128Enc::new(nwk),
-            app_enc: Aes128Enc::new(app),
+        let nwk_enc = Aes128Enc::new(GenericArray::from_slice(nwk_s_key.expose()));
+        let mut l = Block::default();
+        nwk_enc.encrypt_block(&mut l);
+        let k1 = dbl(l.into());
+        let s = Self {
+            nwk_enc,
+            app_enc: Aes128Enc::new(GenericArray::from_slice(app_s_key.expose())),
+            k1,
+            k2: dbl(k1),
+        };
+        s.self_test(nwk_s_key);
+        s
+    }
+
+    /// Our CMAC must equal the `cmac` crate's, for a complete and a padded
+    /// last block. A failure is a bug in this file: stop rather than accept
+    /// or reject frames wrongly.
+    fn self_test(&self, nwk_s_key: &AesKey) {
+        use cmac::Mac;
+        for len in [32usize, 45] {
+            let msg: Vec<u8> = (0..len as u8).collect();
+            let mut reference = <cmac::Cmac<Aes128Enc> as KeyInit>::new(GenericArray::from_slice(
+                nwk_s_key.expose(),
+            ));
+            reference.update(&msg);
+            let want = reference.finalize().into_bytes();
+            assert_eq!(
+                self.cmac(&msg[..16], &msg[16..]),
+                want[..],
+                "CMAC self-test"
+            );
         }
+    }
+
+    /// AES-CMAC(NwkSKey, first | rest), `first` being one whole block.
+    fn cmac(&self, first: &[u8], rest: &[u8]) -> [u8; 16] {
+        let mut x = Block::clone_from_slice(first);
+        let (full, last) = match rest.len() {
+            0 => (&rest[..0], None),
+            n if n % 16 == 0 => (&rest[..n - 16], Some(&rest[n - 16..])),
+            n => (&rest[..n - n % 16], Some(&rest[n - n % 16..])),
+        };
+        if last.is_none() {
+            // B0 alone is the (complete) last block.
+            for (a, k) in x.iter_mut().zip(self.k1) {
+                *a ^= k;
+            }
+            self.nwk_enc.encrypt_block(&mut x);
+            return x.into();
+        }
+        self.nwk_enc.encrypt_block(&mut x);
+        for chunk in full.chunks_exact(16) {
+            for (a, b) in x.iter_mut().zip(chunk) {
+                *a ^= b;
+            }
+            self.nwk_enc.encrypt_block(&mut x);
+        }
+        let last = last.expect("checked");
+        let subkey = if last.len() == 16 { &self.k1 } else { &self.k2 };
+        for (i, a) in x.iter_mut().enumerate() {
+            let m = match last.get(i) {
+                Some(b) => *b,
+                None if i == last.len() => 0x80,
+                None => 0,
+            };
+            *a ^= m ^ subkey[i];
+        }
+        self.nwk_enc.encrypt_block(&mut x);
+        x.into()
     }
 
     /// MIC of a data frame: the first four bytes of
@@ -60,10 +134,7 @@ impl SessionCrypto {
         b0[6..10].copy_from_slice(&addr.to_wire());
         b0[10..14].copy_from_slice(&fcnt.to_le_bytes());
         b0[15] = msg.len() as u8;
-        let mut mac = self.mic.clone();
-        mac.update(&b0);
-        mac.update(msg);
-        let tag = mac.finalize().into_bytes();
+        let tag = self.cmac(&b0, msg);
         [tag[0], tag[1], tag[2], tag[3]]
     }
 
@@ -118,16 +189,45 @@ impl SessionCrypto {
 mod tests {
     use super::*;
 
-    /// RFC 4493 example 2: AES-CMAC of a 16-byte message.
+    /// RFC 4493 §4 examples 2–4 (16, 40 and 64-byte messages).
     #[test]
     fn cmac_matches_rfc4493() {
         let key = AesKey::from_hex("2b7e151628aed2a6abf7158809cf4f3c").unwrap();
-        let mut mac = <Cmac<Aes128Enc> as KeyInit>::new(GenericArray::from_slice(key.expose()));
-        mac.update(&hex::decode("6bc1bee22e409f96e93d7e117393172a").unwrap());
+        let s = SessionCrypto::new(&key, &key);
+        let m = hex::decode(
+            "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710",
+        )
+        .unwrap();
         assert_eq!(
-            hex::encode(mac.finalize().into_bytes()),
+            hex::encode(s.cmac(&m[..16], &[])),
             "070a16b46b4d4144f79bdd9dd04a287c"
         );
+        assert_eq!(
+            hex::encode(s.cmac(&m[..16], &m[16..40])),
+            "dfa66747de9ae63030ca32611497c827"
+        );
+        assert_eq!(
+            hex::encode(s.cmac(&m[..16], &m[16..])),
+            "51f0bebf7e3b9d92fc49741779363cfe"
+        );
+    }
+
+    #[test]
+    fn cmac_matches_the_cmac_crate_at_every_length() {
+        use cmac::Mac;
+        let key = AesKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+        let s = SessionCrypto::new(&key, &key);
+        let msg: Vec<u8> = (0..=255u8).collect();
+        for len in 16..=msg.len() {
+            let mut r =
+                <cmac::Cmac<Aes128Enc> as KeyInit>::new(GenericArray::from_slice(key.expose()));
+            r.update(&msg[..len]);
+            assert_eq!(
+                s.cmac(&msg[..16], &msg[16..len]),
+                r.finalize().into_bytes()[..],
+                "length {len}"
+            );
+        }
     }
 
     #[test]
