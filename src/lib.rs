@@ -1,4 +1,23 @@
-//! device-lorawan
+//! device-lorawan: an EdgeX device service for LoRaWAN ABP sensors that needs
+//! no network server.
+//!
+//! The layout follows the data, from radio to reading:
+//!
+//! - [`ingest`]: uplinks in. Semtech UDP packet forwarder ([`ingest::udp`]),
+//!   gateway-bridge MQTT ([`ingest::gateway`] formats over [`ingest::mqtt`]),
+//!   network-server application streams ([`ingest::application`]), and
+//!   de-duplication across gateways ([`ingest::dedup`]).
+//! - [`lorawan`]: pure LoRaWAN 1.0.x: framing, MIC, frame counters,
+//!   decryption, as named steps. No I/O, no configuration.
+//! - [`uplink`]: one frame through those steps and the codec, for the
+//!   pipeline and the benchmark alike.
+//! - [`codec`]: payload → readings typed by the device's EdgeX profile.
+//! - [`service`]: the running pipeline, owning per-device state;
+//!   [`counters`] keeps frame counters durable; [`sink`] is where readings go.
+//! - [`config`], [`devices`]: the typed configuration and the devices file.
+//! - [`metrics`]: counters for everything above, rate-limited rejection logs.
+//! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
+
 pub mod codec;
 pub mod config;
 pub mod counters;
