@@ -9,7 +9,6 @@
 //! `cargo bench --bench uplink` (CI does not run it: it measures, tests assert).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use criterion::{black_box, Criterion};
 use device_lorawan::codec::lpp;
@@ -87,10 +86,9 @@ fn main() {
                 else {
                     panic!("baseline parse")
                 };
-                let d = e
-                    .decrypt_if_mic_ok(&nwk, &app, case.fcnt)
-                    .ok()
-                    .expect("baseline MIC");
+                let Ok(d) = e.decrypt_if_mic_ok(&nwk, &app, case.fcnt) else {
+                    panic!("baseline MIC")
+                };
                 black_box(d.to_inner().len())
             })
         });

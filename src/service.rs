@@ -192,7 +192,7 @@ impl Pipeline {
     /// The uplink path: dedup by bytes → decode → judge resets → commit
     /// counter → hold for the dedup window.
     fn handle_phy(&mut self, phy: &[u8], rx: RxMeta, source: Source) -> anyhow::Result<()> {
-        let key = FrameKey::of_bytes(phy);
+        let key = self.dedup.key_of_bytes(phy);
         if self.dedup.merge(key, &rx) || self.merge_tentative(key, &rx) {
             self.metrics.duplicates.fetch_add(1, Relaxed);
             return Ok(());
@@ -356,7 +356,7 @@ impl Pipeline {
             );
             return Ok(());
         };
-        let key = FrameKey::of_counter(up.dev_eui.as_u64(), up.fcnt);
+        let key = self.dedup.key_of_counter(up.dev_eui.as_u64(), up.fcnt);
         if self.dedup.merge(key, &up.rx) {
             self.metrics.duplicates.fetch_add(1, Relaxed);
             return Ok(());

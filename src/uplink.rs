@@ -93,7 +93,7 @@ pub struct Decoded {
 }
 
 /// Decode one data uplink into `readings` (reused across frames).
-/// `state_of` gives a device's current counter state by id.
+/// `states` holds each device's counter state, indexed by device id.
 ///
 /// A codec failure is reported with the counter state still to commit: the
 /// frame was authentic, so its counter is spent even if its payload is bad.

@@ -6,30 +6,20 @@
 //! is due, so tests drive time by hand.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use crate::uplink::{RxMeta, Uplink};
 
-/// Identity of a frame on air: the same bytes from any gateway.
+/// Identity of a frame on air: the same bytes from any gateway. Made by a
+/// [`Dedup`], whose hash key is random per process: with a known key, a
+/// forged copy could be crafted to collide with a genuine frame and merge
+/// into it (faking the best gateway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameKey(u64);
 
-impl FrameKey {
-    pub fn of_bytes(phy: &[u8]) -> Self {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        phy.hash(&mut h);
-        Self(h.finish())
-    }
-    /// For uplinks already decoded by a network server: device and counter.
-    pub fn of_counter(dev_eui: u64, fcnt: u32) -> Self {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (dev_eui, fcnt).hash(&mut h);
-        Self(h.finish() ^ 1)
-    }
-}
-
 pub struct Dedup {
+    keys: RandomState,
     window: Duration,
     pending: HashMap<FrameKey, Uplink>,
     /// Deadlines in arrival order: the window is constant, so this is also
@@ -40,10 +30,21 @@ pub struct Dedup {
 impl Dedup {
     pub fn new(window: Duration) -> Self {
         Self {
+            keys: RandomState::new(),
             window,
             pending: HashMap::new(),
             order: VecDeque::new(),
         }
+    }
+
+    /// The key of a raw PHYPayload.
+    pub fn key_of_bytes(&self, phy: &[u8]) -> FrameKey {
+        FrameKey(self.keys.hash_one(phy))
+    }
+
+    /// The key of an uplink a network server already decoded: device and counter.
+    pub fn key_of_counter(&self, dev_eui: u64, fcnt: u32) -> FrameKey {
+        FrameKey(self.keys.hash_one((b'c', dev_eui, fcnt)))
     }
 
     /// If `key` is pending, fold this reception into it and return true.
@@ -138,7 +139,9 @@ mod tests {
     fn copies_within_the_window_become_one_with_the_best_gateway() {
         let t0 = Instant::now();
         let mut d = Dedup::new(Duration::from_millis(200));
-        let k = FrameKey::of_bytes(b"frame-1");
+        let k = d.key_of_bytes(b"frame-1");
+        assert_eq!(k, d.key_of_bytes(b"frame-1"));
+        assert_ne!(k, d.key_of_bytes(b"frame-2"));
         assert!(!d.merge(k, &rx(1, -100, -5.0)));
         d.insert(k, uplink(1, rx(1, -100, -5.0)), t0);
         assert!(d.merge(k, &rx(2, -60, 7.5)));
@@ -164,7 +167,7 @@ mod tests {
         let mut d = Dedup::new(Duration::from_millis(100));
         for i in 0..3u32 {
             d.insert(
-                FrameKey::of_bytes(&i.to_le_bytes()),
+                d.key_of_bytes(&i.to_le_bytes()),
                 uplink(i, rx(1, 0, 0.0)),
                 t0 + Duration::from_millis(i as u64 * 10),
             );

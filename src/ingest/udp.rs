@@ -251,7 +251,12 @@ mod tests {
             token,
             gateway,
             frames,
-        } = parse(&push_data(0xabcd, Eui64::from_u64(7), &[up.clone()])).unwrap()
+        } = parse(&push_data(
+            0xabcd,
+            Eui64::from_u64(7),
+            std::slice::from_ref(&up),
+        ))
+        .unwrap()
         else {
             panic!("not a push")
         };

@@ -123,6 +123,12 @@ impl fmt::Debug for Eui64 {
     }
 }
 
+impl serde::Serialize for Eui64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,11 +161,5 @@ mod tests {
         assert_eq!(a.to_wire(), [4, 3, 2, 1]);
         assert_eq!(DevAddr::from_wire([4, 3, 2, 1]), a);
         assert_eq!(a.to_string(), "01020304");
-    }
-}
-
-impl serde::Serialize for Eui64 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }

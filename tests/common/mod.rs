@@ -210,26 +210,20 @@ pub fn assert_exactly(report: &SimReport, got: &[Uplink]) {
                 .and_then(|r| r.value.as_f64())
                 .unwrap()
         };
-        let close = |a: f64, b: f64, res: f64| (a - b).abs() <= res / 2.0 + 1e-9;
-        assert!(
-            close(value("temperature"), e.sample.temperature, 0.1),
-            "{k:?} temperature"
-        );
-        assert!(
-            close(value("humidity"), e.sample.humidity, 0.5),
-            "{k:?} humidity"
-        );
-        assert!(
-            close(value("latitude"), e.sample.latitude, 0.0001),
-            "{k:?} latitude"
-        );
-        assert!(
-            close(value("altitude"), e.sample.altitude, 0.01),
-            "{k:?} altitude"
-        );
-        assert!(
-            close(value("battery"), e.sample.battery, 0.01),
-            "{k:?} battery"
-        );
+        let s = &e.sample;
+        // (resource, sent value, LPP resolution)
+        for (name, sent, res) in [
+            ("temperature", s.temperature, 0.1),
+            ("humidity", s.humidity, 0.5),
+            ("latitude", s.latitude, 0.0001),
+            ("altitude", s.altitude, 0.01),
+            ("battery", s.battery, 0.01),
+        ] {
+            let got = value(name);
+            assert!(
+                (got - sent).abs() <= res / 2.0 + 1e-9,
+                "{k:?} {name}: got {got}, sent {sent}"
+            );
+        }
     }
 }
