@@ -57,6 +57,8 @@ pub async fn start(
     parts: Parts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Bound, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    // State first: if it cannot be opened, nothing has been started.
+    let store = CounterStore::open(&config.service.data_dir)?;
     let (tx, rx) = mpsc::channel(4096);
     let mut bound = Bound { udp: None };
     let max = config.ingest.max_message_bytes;
@@ -84,7 +86,6 @@ pub async fn start(
         )));
     }
     drop(tx);
-    let store = CounterStore::open(&config.service.data_dir)?;
     let pipeline = Pipeline::new(config.clone(), parts, store);
     let handle = tokio::spawn(async move {
         let result = pipeline.run(rx, shutdown).await;
