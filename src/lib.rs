@@ -14,6 +14,7 @@
 //! - [`codec`]: payload → readings typed by the device's EdgeX profile.
 //! - [`service`]: the running pipeline, owning per-device state;
 //!   [`counters`] keeps frame counters durable; [`sink`] is where readings go.
+//! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids).
 //! - [`config`], [`devices`]: the typed configuration and the devices file.
 //! - [`metrics`]: counters for everything above, rate-limited rejection logs.
 //! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod counters;
 pub mod demo;
 pub mod devices;
+pub mod edgex;
 pub mod ingest;
 pub mod lorawan;
 pub mod metrics;

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use device_lorawan::codec::{lpp, Codec, CodecKind, DeviceProfile};
+use device_lorawan::codec::{lpp, Codec, CodecKind};
 use device_lorawan::ingest::gateway;
 use device_lorawan::lorawan::{self, encode, AesKey, DevAddr, Eui64, FcntState, SessionCrypto};
 
@@ -204,25 +204,12 @@ fn gateway_messages_from_chirpstack_api() {
 /// the official EdgeX OpenAPI schema.
 #[test]
 fn profiles_validate_against_edgex_openapi() {
-    let spec_path = common::repo_path("../shared/edgex-openapi/core-metadata.yaml");
-    let spec_text = std::fs::read_to_string(&spec_path)
-        .unwrap_or_else(|e| panic!("{}: {e}", spec_path.display()));
-    let spec: serde_json::Value = serde_yaml_ng::from_str(&spec_text).unwrap();
-    // A JSON Schema whose root is DeviceProfile and whose $refs resolve
-    // inside the spec's components.
-    let schema = serde_json::json!({
-        "$ref": "#/components/schemas/DeviceProfile",
-        "components": spec["components"],
-    });
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = common::openapi_validator("core-metadata.yaml", "DeviceProfile");
     let profiles = common::profiles();
     assert!(profiles.len() >= 3);
     for (name, p) in profiles {
         let doc = serde_json::to_value(&p).unwrap();
-        let errors: Vec<String> = validator
-            .iter_errors(&doc)
-            .map(|e| format!("{} at {}", e, e.instance_path))
-            .collect();
+        let errors = common::schema_errors(&validator, &doc);
         assert!(errors.is_empty(), "profile {name}: {errors:#?}");
         // ...and every profile compiles for the codec it is meant for.
         let kind = match name.as_str() {
@@ -235,5 +222,4 @@ fn profiles_validate_against_edgex_openapi() {
     // The validator is not vacuous: a profile with a bad valueType fails.
     let bad = serde_json::json!({"name": "x", "deviceResources": [{"name": "r", "properties": {"valueType": "Float99", "readWrite": "R"}}]});
     assert!(!validator.is_valid(&bad));
-    let _unused: Option<DeviceProfile> = None;
 }

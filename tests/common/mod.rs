@@ -227,3 +227,27 @@ pub fn assert_exactly(report: &SimReport, got: &[Uplink]) {
         }
     }
 }
+
+/// A JSON Schema validator for `components.schemas.<schema>` of one of the
+/// official EdgeX OpenAPI specs in ../shared/edgex-openapi/, with `$ref`s
+/// resolved inside the spec and string formats (uuid, byte) checked.
+pub fn openapi_validator(spec: &str, schema: &str) -> jsonschema::Validator {
+    let path = repo_path(&format!("../shared/edgex-openapi/{spec}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let root = serde_json::json!({
+        "$ref": format!("#/components/schemas/{schema}"),
+        "components": spec["components"],
+    });
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap()
+}
+
+/// Every schema error of `doc`, as readable lines.
+pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<String> {
+    v.iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect()
+}
