@@ -16,6 +16,7 @@
 //!   [`counters`] keeps frame counters durable; [`sink`] is where readings go.
 //! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids).
 //! - [`config`], [`devices`]: the typed configuration and the devices file.
+//! - [`outbox`]: the durable, hash-chained journal events wait in for EdgeX.
 //! - [`metrics`]: counters for everything above, rate-limited rejection logs.
 //! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
 
@@ -28,6 +29,7 @@ pub mod edgex;
 pub mod ingest;
 pub mod lorawan;
 pub mod metrics;
+pub mod outbox;
 pub mod service;
 pub mod sim;
 pub mod sink;

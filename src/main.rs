@@ -32,6 +32,11 @@ enum Command {
     },
     /// Simulated LMIC ABP motes and gateways, sending to a running service.
     Simulate(SimulateArgs),
+    /// Inspect the outbox journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
     /// The service and simulated motes together on loopback, printing readings.
     Demo {
         #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
@@ -43,6 +48,18 @@ enum Command {
         /// Frames per second, all motes together.
         #[arg(long, default_value_t = 4.0)]
         rate: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Check every record's checksum, the sequence and the SHA-256 chain.
+    Verify {
+        /// The outbox directory (default: `<Service.DataDir>/outbox` of the config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -141,6 +158,27 @@ async fn main() -> anyhow::Result<()> {
             handle.await?
         }
         Command::Simulate(a) => simulate(a).await,
+        Command::Journal {
+            command: JournalCommand::Verify { dir, config },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(config.as_deref())?
+                    .service
+                    .data_dir
+                    .join("outbox"),
+            };
+            let v = device_lorawan::outbox::verify(&dir)?;
+            println!(
+                "outbox {}: intact, {} records from #{}; chain anchor {}, head {}",
+                dir.display(),
+                v.records,
+                v.first_seq,
+                v.anchor,
+                v.head
+            );
+            Ok(())
+        }
         Command::Demo {
             duration,
             devices,
