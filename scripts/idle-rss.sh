@@ -12,7 +12,7 @@ dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 "$bin" simulate --write-devices "$dir/devices.yaml" --devices "$n" >/dev/null
 cat > "$dir/config.yaml" <<YAML
-Service: { DataDir: $dir/data }
+Service: { DataDir: $dir/data, ApiBind: "127.0.0.1:0" }
 Devices: { File: $dir/devices.yaml, ProfilesDir: profiles }
 Ingest: { Udp: { Bind: "127.0.0.1:0" } }
 Readings: { JsonLines: $dir/readings.jsonl }

@@ -37,6 +37,8 @@ pub struct Config {
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct ServiceConfig {
     pub name: String,
+    /// Address of the device-service API (`/api/v3/...`, `/metrics`).
+    pub api_bind: SocketAddr,
     /// Where durable state (frame counters) lives.
     pub data_dir: PathBuf,
     /// How often durable state is fsync'd (writes themselves are immediate,
@@ -151,6 +153,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             name: "device-lorawan".into(),
+            api_bind: "0.0.0.0:59995".parse().expect("literal"),
             data_dir: "data".into(),
             sync_interval: Duration::from_secs(1),
         }

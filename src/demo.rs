@@ -77,6 +77,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.service.data_dir = data.path().to_owned();
     config.ingest.udp.bind = "127.0.0.1:0".parse()?;
+    config.service.api_bind = "127.0.0.1:0".parse()?;
     let profile = DeviceProfile::from_yaml(
         std::path::Path::new("profiles/Dragino-LPP-Mote.yaml"),
         MOTE_PROFILE,

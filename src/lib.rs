@@ -17,9 +17,11 @@
 //! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids).
 //! - [`config`], [`devices`]: the typed configuration and the devices file.
 //! - [`outbox`]: the durable, hash-chained journal events wait in for EdgeX.
-//! - [`metrics`]: counters for everything above, rate-limited rejection logs.
+//! - [`metrics`]: counters for everything above, rate-limited rejection logs;
+//!   [`api`] serves them, and the EdgeX device-service routes.
 //! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
 
+pub mod api;
 pub mod codec;
 pub mod config;
 pub mod counters;

@@ -34,6 +34,7 @@ pub struct Parts {
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub udp: Option<std::net::SocketAddr>,
+    pub api: std::net::SocketAddr,
 }
 
 /// Load devices and profiles named by `config`.
@@ -60,9 +61,17 @@ pub async fn start(
     // State first: if it cannot be opened, nothing has been started.
     let store = CounterStore::open(&config.service.data_dir)?;
     let (tx, rx) = mpsc::channel(4096);
-    let mut bound = Bound { udp: None };
+    let api = tokio::net::TcpListener::bind(config.service.api_bind)
+        .await
+        .with_context(|| format!("binding the API on {}", config.service.api_bind))?;
+    let mut bound = Bound {
+        udp: None,
+        api: api.local_addr()?,
+    };
+    tracing::info!(addr = %bound.api, "device-service API listening");
     let max = config.ingest.max_message_bytes;
-    let mut sources = Vec::new();
+    let api_state = Arc::new(crate::api::ApiState::new(&config, parts.metrics.clone()));
+    let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state))];
     if config.ingest.udp.enabled {
         let sock = UdpSocket::bind(config.ingest.udp.bind)
             .await

@@ -92,7 +92,7 @@ async fn counters_survive_kill_9() {
     std::fs::write(
         &config,
         format!(
-            "Service: {{ DataDir: {data}, SyncInterval: 10s }}\nDevices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
+            "Service: {{ DataDir: {data}, SyncInterval: 10s, ApiBind: \"127.0.0.1:0\" }}\nDevices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
              Ingest: {{ DedupWindow: 50ms, Udp: {{ Bind: \"127.0.0.1:{port}\" }} }}\nReadings: {{ JsonLines: {out} }}\nLog: {{ Level: info }}\n",
             data = dir.path().join("data").display(),
             devices = devices.display(),

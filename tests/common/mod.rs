@@ -172,6 +172,7 @@ pub fn config(data: &Path) -> Config {
     let mut c = Config::default();
     c.service.data_dir = data.to_owned();
     c.ingest.udp.bind = "127.0.0.1:0".parse().unwrap();
+    c.service.api_bind = "127.0.0.1:0".parse().unwrap();
     c
 }
 
