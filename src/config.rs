@@ -30,7 +30,51 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub ingest: IngestConfig,
     pub readings: ReadingsConfig,
+    pub edgex: EdgexConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct EdgexConfig {
+    pub core_data: CoreDataConfig,
+    pub outbox: OutboxConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct CoreDataConfig {
+    /// Deliver events to core-data over REST (`POST /api/v3/event/...`).
+    pub enabled: bool,
+    /// Base URL of core-data (EdgeX default port 59880).
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Undelivered events kept on disk at most (bytes).
+    pub max_bytes: u64,
+    /// `reject` (default: new events are refused and counted) or `drop-oldest`.
+    pub when_full: crate::outbox::FullPolicy,
+}
+
+impl Default for EdgexConfig {
+    fn default() -> Self {
+        Self { core_data: CoreDataConfig::default(), outbox: OutboxConfig::default() }
+    }
+}
+impl Default for CoreDataConfig {
+    fn default() -> Self {
+        Self { enabled: false, url: "http://localhost:59880".into(), timeout: Duration::from_secs(5) }
+    }
+}
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { max_bytes: 64 << 20, when_full: Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -142,6 +186,7 @@ impl Default for Config {
             readings: ReadingsConfig {
                 json_lines: "-".into(),
             },
+            edgex: EdgexConfig::default(),
             log: LogConfig {
                 level: "info".into(),
                 format: LogFormat::Text,
@@ -286,6 +331,9 @@ impl Config {
                 "Ingest.Mqtt.Subscriptions",
                 "MQTT is enabled with nothing to subscribe to",
             );
+        }
+        if self.edgex.core_data.enabled && self.edgex.core_data.url.parse::<hyper::Uri>().map_or(true, |u| u.scheme_str() != Some("http")) {
+            return bad("Edgex.CoreData.Url", "must be an http:// URL");
         }
         if self.service.name.is_empty() {
             return bad("Service.Name", "must not be empty");

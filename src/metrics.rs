@@ -73,6 +73,16 @@ pub struct Metrics {
     pub mqtt_reconnects: AtomicU64,
     /// SUBACKs received: how many subscriptions are live (per connection).
     pub mqtt_subacks: AtomicU64,
+    /// Events core-data stored (201), or already had (409).
+    pub events_delivered: AtomicU64,
+    /// Events core-data refused for good (4xx), kept in the dead-letter file.
+    pub events_dead_lettered: AtomicU64,
+    /// Failed delivery attempts (core-data down, 5xx, timeouts): retried.
+    pub core_data_errors: AtomicU64,
+    /// Events refused because the outbox was full (policy `reject`).
+    pub outbox_full: AtomicU64,
+    /// Undelivered events in the outbox (a gauge).
+    pub outbox_depth: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -145,9 +155,14 @@ impl Metrics {
             ("lorawan_unmapped_values_total", &self.unmapped_values),
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
             ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
+            ("edgex_events_delivered_total", &self.events_delivered),
+            ("edgex_events_dead_lettered_total", &self.events_dead_lettered),
+            ("edgex_core_data_errors_total", &self.core_data_errors),
+            ("edgex_outbox_full_total", &self.outbox_full),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
+        let _ = writeln!(s, "# TYPE edgex_outbox_depth gauge\nedgex_outbox_depth {}", self.outbox_depth.load(Relaxed));
         s
     }
 }

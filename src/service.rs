@@ -95,6 +95,33 @@ pub async fn start(
         )));
     }
     drop(tx);
+    let mut parts = parts;
+    if config.edgex.core_data.enabled {
+        let cd = &config.edgex.core_data;
+        let dir = config.service.data_dir.join("outbox");
+        let outbox = &config.edgex.outbox;
+        let journal = crate::outbox::Journal::open(&dir, outbox.max_bytes, outbox.when_full)?;
+        parts.metrics.outbox_depth.store(journal.pending(), std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(url = %cd.url, pending = journal.pending(), "delivering events to core-data");
+        let journal = Arc::new(std::sync::Mutex::new(journal));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        sources.push(tokio::spawn(crate::edgex::core_data::deliver(
+            cd.url.parse().context("Edgex.CoreData.Url")?,
+            cd.timeout,
+            journal.clone(),
+            wake.clone(),
+            parts.metrics.clone(),
+            dir.join("outbox.dead"),
+        )));
+        let outbox_sink = crate::edgex::core_data::OutboxSink {
+            service: config.service.name.clone(),
+            journal,
+            wake,
+            metrics: parts.metrics.clone(),
+        };
+        // The outbox first: once any other sink has shown an uplink, it is journaled.
+        parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox_sink), parts.sink]));
+    }
     let pipeline = Pipeline::new(config.clone(), parts, store);
     let handle = tokio::spawn(async move {
         let result = pipeline.run(rx, shutdown).await;
@@ -177,7 +204,10 @@ impl Pipeline {
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                     self.emit_due(Instant::now());
                 }
-                _ = sync.tick() => self.store.sync()?,
+                _ = sync.tick() => {
+                    self.store.sync()?;
+                    self.sink.flush()?;
+                }
                 _ = &mut shutdown => break,
             }
         }

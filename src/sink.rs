@@ -118,3 +118,28 @@ impl Sink for ChannelSink {
             .map_err(|_| std::io::Error::other("receiver gone"))
     }
 }
+
+/// Every uplink to each of several sinks, in order; the first error is returned
+/// after all have been tried.
+pub struct Fanout(pub Vec<Box<dyn Sink>>);
+
+impl Sink for Fanout {
+    fn publish(&mut self, up: &Uplink) -> std::io::Result<()> {
+        let mut first = Ok(());
+        for s in &mut self.0 {
+            if let Err(e) = s.publish(up) {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut first = Ok(());
+        for s in &mut self.0 {
+            if let Err(e) = s.flush() {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+}

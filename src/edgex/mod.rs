@@ -2,4 +2,5 @@
 //! (core-data REST, the message bus), registration through core-metadata and
 //! the device-service API build on these.
 
+pub mod core_data;
 pub mod event;

@@ -252,3 +252,5 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
         .map(|e| format!("{e} at {}", e.instance_path))
         .collect()
 }
+
+pub mod core_data;

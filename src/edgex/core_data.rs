@@ -1,0 +1,182 @@
+//! Zero-loss delivery to core-data over REST.
+//!
+//! [`OutboxSink`] turns each uplink into an `AddEventRequest` and appends it
+//! to the durable [`Journal`] before anything else happens. [`deliver`]
+//! drains the journal in order: `POST /api/v3/event/{service}/{profile}/
+//! {device}/{source}`. 201 (stored) or 409 (already stored: event ids are
+//! deterministic, so a redelivery is harmless) acknowledges the record. A
+//! connection error, a timeout or a 5xx is retried with backoff, the record
+//! staying first in line. Any other 4xx will never succeed: the record goes to
+//! `outbox.dead` (JSON lines) and is counted, so one bad event cannot block the
+//! queue and nothing vanishes silently.
+
+use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Notify;
+
+use super::event::{add_event_request, event_path};
+use crate::metrics::Metrics;
+use crate::outbox::{Journal, JournalError};
+use crate::sink::Sink;
+use crate::uplink::Uplink;
+
+/// A record is the request path, a newline, then the JSON body.
+fn record(service: &str, up: &Uplink) -> Vec<u8> {
+    let mut r = event_path(service, up).into_bytes();
+    r.push(b'\n');
+    serde_json::to_writer(&mut r, &add_event_request(up)).expect("event serialises");
+    r
+}
+
+fn split(record: &[u8]) -> Option<(&str, &[u8])> {
+    let nl = record.iter().position(|b| *b == b'\n')?;
+    Some((std::str::from_utf8(&record[..nl]).ok()?, &record[nl + 1..]))
+}
+
+/// Appends every uplink's event to the outbox and wakes the delivery task.
+pub struct OutboxSink {
+    pub service: String,
+    pub journal: Arc<Mutex<Journal>>,
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Sink for OutboxSink {
+    fn publish(&mut self, up: &Uplink) -> std::io::Result<()> {
+        let rec = record(&self.service, up);
+        let mut j = self.journal.lock().expect("journal lock");
+        match j.append(&rec) {
+            Ok(_) => {
+                self.metrics.outbox_depth.store(j.pending(), Relaxed);
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e @ JournalError::Full { .. }) => {
+                self.metrics.outbox_full.fetch_add(1, Relaxed);
+                Err(std::io::Error::other(e.to_string()))
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.journal.lock().expect("journal lock").sync().map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// What one delivery attempt came to.
+enum Outcome {
+    Stored,
+    Refused(StatusCode, String),
+    Retry(String),
+}
+
+/// Deliver the outbox to core-data at `base` until the task is aborted.
+pub async fn deliver(
+    base: Uri,
+    timeout: Duration,
+    journal: Arc<Mutex<Journal>>,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    dead_letters: std::path::PathBuf,
+) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let base = base.to_string();
+    let base = base.trim_end_matches('/');
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let peeked = journal.lock().expect("journal lock").peek(64);
+        let batch = match peeked {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox unreadable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            // A missed wake-up costs at most this long.
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            continue;
+        }
+        for (seq, rec) in batch {
+            let outcome = match split(&rec) {
+                Some((path, body)) => post(&client, &format!("{base}{path}"), body, timeout).await,
+                None => Outcome::Refused(StatusCode::BAD_REQUEST, "unreadable outbox record".into()),
+            };
+            match outcome {
+                Outcome::Stored => {
+                    metrics.events_delivered.fetch_add(1, Relaxed);
+                    backoff = Duration::from_millis(100);
+                }
+                Outcome::Refused(status, why) => {
+                    metrics.events_dead_lettered.fetch_add(1, Relaxed);
+                    tracing::error!(seq, %status, why, "core-data refused an event for good; kept in {}", dead_letters.display());
+                    let line = serde_json::json!({"seq": seq, "status": status.as_u16(), "why": why,
+                                                   "record": String::from_utf8_lossy(&rec)});
+                    let _ = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&dead_letters)
+                        .and_then(|mut f| writeln!(f, "{line}"));
+                }
+                Outcome::Retry(why) => {
+                    metrics.core_data_errors.fetch_add(1, Relaxed);
+                    tracing::warn!(seq, why, retry_in = ?backoff, "core-data unavailable; events wait in the outbox");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    break;
+                }
+            }
+            let mut j = journal.lock().expect("journal lock");
+            if let Err(e) = j.ack(seq) {
+                tracing::error!(seq, error = %e, "outbox cursor not saved; the event may be sent again (idempotent)");
+            }
+            metrics.outbox_depth.store(j.pending(), Relaxed);
+        }
+    }
+}
+
+async fn post(client: &Client<HttpConnector, Full<Bytes>>, url: &str, body: &[u8], timeout: Duration) -> Outcome {
+    let req = match Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::copy_from_slice(body)))
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::Refused(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => Outcome::Retry("timed out".into()),
+        Ok(Err(e)) => Outcome::Retry(e.to_string()),
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            match status {
+                s if s.is_success() || s == StatusCode::CONFLICT => Outcome::Stored,
+                s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                    Outcome::Retry(format!("{s}"))
+                }
+                s => Outcome::Refused(s, String::from_utf8_lossy(&text).chars().take(300).collect()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn records_split_into_path_and_body() {
+        assert_eq!(split(b"/api/v3/event/a/b/c/d\n{}"), Some(("/api/v3/event/a/b/c/d", &b"{}"[..])));
+        assert_eq!(split(b"no newline"), None);
+    }
+}
