@@ -63,17 +63,27 @@ pub struct OutboxConfig {
 
 impl Default for EdgexConfig {
     fn default() -> Self {
-        Self { core_data: CoreDataConfig::default(), outbox: OutboxConfig::default() }
+        Self {
+            core_data: CoreDataConfig::default(),
+            outbox: OutboxConfig::default(),
+        }
     }
 }
 impl Default for CoreDataConfig {
     fn default() -> Self {
-        Self { enabled: false, url: "http://localhost:59880".into(), timeout: Duration::from_secs(5) }
+        Self {
+            enabled: false,
+            url: "http://localhost:59880".into(),
+            timeout: Duration::from_secs(5),
+        }
     }
 }
 impl Default for OutboxConfig {
     fn default() -> Self {
-        Self { max_bytes: 64 << 20, when_full: Default::default() }
+        Self {
+            max_bytes: 64 << 20,
+            when_full: Default::default(),
+        }
     }
 }
 
@@ -332,7 +342,14 @@ impl Config {
                 "MQTT is enabled with nothing to subscribe to",
             );
         }
-        if self.edgex.core_data.enabled && self.edgex.core_data.url.parse::<hyper::Uri>().map_or(true, |u| u.scheme_str() != Some("http")) {
+        if self.edgex.core_data.enabled
+            && self
+                .edgex
+                .core_data
+                .url
+                .parse::<hyper::Uri>()
+                .map_or(true, |u| u.scheme_str() != Some("http"))
+        {
             return bad("Edgex.CoreData.Url", "must be an http:// URL");
         }
         if self.service.name.is_empty() {

@@ -156,13 +156,20 @@ impl Metrics {
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
             ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
             ("edgex_events_delivered_total", &self.events_delivered),
-            ("edgex_events_dead_lettered_total", &self.events_dead_lettered),
+            (
+                "edgex_events_dead_lettered_total",
+                &self.events_dead_lettered,
+            ),
             ("edgex_core_data_errors_total", &self.core_data_errors),
             ("edgex_outbox_full_total", &self.outbox_full),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
-        let _ = writeln!(s, "# TYPE edgex_outbox_depth gauge\nedgex_outbox_depth {}", self.outbox_depth.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "# TYPE edgex_outbox_depth gauge\nedgex_outbox_depth {}",
+            self.outbox_depth.load(Relaxed)
+        );
         s
     }
 }

@@ -101,7 +101,10 @@ pub async fn start(
         let dir = config.service.data_dir.join("outbox");
         let outbox = &config.edgex.outbox;
         let journal = crate::outbox::Journal::open(&dir, outbox.max_bytes, outbox.when_full)?;
-        parts.metrics.outbox_depth.store(journal.pending(), std::sync::atomic::Ordering::Relaxed);
+        parts
+            .metrics
+            .outbox_depth
+            .store(journal.pending(), std::sync::atomic::Ordering::Relaxed);
         tracing::info!(url = %cd.url, pending = journal.pending(), "delivering events to core-data");
         let journal = Arc::new(std::sync::Mutex::new(journal));
         let wake = Arc::new(tokio::sync::Notify::new());

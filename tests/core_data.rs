@@ -22,14 +22,23 @@ async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn expected_ids(report: &SimReport, seed: u64, devices: usize) -> BTreeSet<String> {
-    let euis: std::collections::BTreeMap<String, String> =
-        mote::entries(devices, seed).into_iter().map(|e| (e.name, e.dev_eui.to_string())).collect();
-    report.expected.iter().map(|e| event_id(&euis[&e.device], e.epoch, e.fcnt).to_string()).collect()
+    let euis: std::collections::BTreeMap<String, String> = mote::entries(devices, seed)
+        .into_iter()
+        .map(|e| (e.name, e.dev_eui.to_string()))
+        .collect();
+    report
+        .expected
+        .iter()
+        .map(|e| event_id(&euis[&e.device], e.epoch, e.fcnt).to_string())
+        .collect()
 }
 
 fn assert_stored_exactly(cd: &CoreData, want: &BTreeSet<String>) {
     let invalid = cd.state.invalid.lock().unwrap().clone();
-    assert!(invalid.is_empty(), "requests that failed the OpenAPI schema: {invalid:#?}");
+    assert!(
+        invalid.is_empty(),
+        "requests that failed the OpenAPI schema: {invalid:#?}"
+    );
     let got: BTreeSet<String> = cd.state.events.lock().unwrap().keys().cloned().collect();
     assert_eq!(&got, want, "stored events are exactly the frames sent");
 }
@@ -43,23 +52,122 @@ async fn core_data_outage_loses_nothing() {
     config.edgex.core_data.url = cd.url();
     let mut svc = common::Service::start(config, mote::entries(3, 21)).await;
     let udp = svc.bound.udp.unwrap();
-    let opts = SimOptions { devices: 3, gateways: 2, rate: 150.0, frames: Some(90), duration: None, seed: 21, ..Default::default() };
+    let opts = SimOptions {
+        devices: 3,
+        gateways: 2,
+        rate: 150.0,
+        frames: Some(90),
+        duration: None,
+        seed: 21,
+        ..Default::default()
+    };
     let sim = tokio::spawn(sim::run(Target::Udp(udp), opts, std::future::pending()));
 
-    until("the first events to be stored", Duration::from_secs(10), || cd.stored() >= 15).await;
+    until(
+        "the first events to be stored",
+        Duration::from_secs(10),
+        || cd.stored() >= 15,
+    )
+    .await;
     cd.stop();
     let report = sim.await.unwrap().unwrap();
-    until("a failed delivery", Duration::from_secs(10), || svc.metrics.core_data_errors.load(Relaxed) > 0).await;
+    until("a failed delivery", Duration::from_secs(10), || {
+        svc.metrics.core_data_errors.load(Relaxed) > 0
+    })
+    .await;
     let stored_during_outage = cd.stored();
-    assert!(stored_during_outage < report.expected.len(), "the outage held events back");
-    svc.wait_published(report.expected.len() as u64, Duration::from_secs(10)).await;
-    assert!(svc.metrics.outbox_depth.load(Relaxed) > 0, "events wait in the outbox");
+    assert!(
+        stored_during_outage < report.expected.len(),
+        "the outage held events back"
+    );
+    svc.wait_published(report.expected.len() as u64, Duration::from_secs(10))
+        .await;
+    assert!(
+        svc.metrics.outbox_depth.load(Relaxed) > 0,
+        "events wait in the outbox"
+    );
 
     cd.restart().await;
     let want = expected_ids(&report, 21, 3);
-    until("every event stored", Duration::from_secs(30), || cd.stored() == want.len()).await;
-    until("the outbox drained", Duration::from_secs(10), || svc.metrics.outbox_depth.load(Relaxed) == 0).await;
+    until("every event stored", Duration::from_secs(30), || {
+        cd.stored() == want.len()
+    })
+    .await;
+    until("the outbox drained", Duration::from_secs(10), || {
+        svc.metrics.outbox_depth.load(Relaxed) == 0
+    })
+    .await;
     svc.stop().await;
     assert_stored_exactly(&cd, &want);
     assert_eq!(svc.metrics.events_dead_lettered.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_events_wait_loses_nothing() {
+    let mut cd = CoreData::start().await;
+    cd.stop(); // core-data is down from the start
+    let dir = tempfile::tempdir().unwrap();
+    let devices = dir.path().join("devices.yaml");
+    std::fs::write(&devices, mote::devices_yaml(&mote::entries(3, 22))).unwrap();
+    let port = common::free_udp_port();
+    let out = dir.path().join("readings.jsonl");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "Service: {{ DataDir: {data}, ApiBind: \"127.0.0.1:0\" }}\nDevices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
+             Ingest: {{ DedupWindow: 50ms, Udp: {{ Bind: \"127.0.0.1:{port}\" }} }}\nReadings: {{ JsonLines: {out} }}\n\
+             Edgex: {{ CoreData: {{ Enabled: true, Url: \"{url}\", Timeout: 1s }} }}\n",
+            data = dir.path().join("data").display(),
+            devices = devices.display(),
+            profiles = common::repo_path("profiles").display(),
+            out = out.display(),
+            url = cd.url(),
+        ),
+    )
+    .unwrap();
+    let udp: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let send = |frames: u64, start_fcnt: u32| {
+        let opts = SimOptions {
+            devices: 3,
+            gateways: 2,
+            rate: 200.0,
+            frames: Some(frames),
+            duration: None,
+            seed: 22,
+            start_fcnt,
+            ..Default::default()
+        };
+        sim::run(Target::Udp(udp), opts, std::future::pending())
+    };
+
+    let mut svc = common::start_binary(&config);
+    let mut report = send(12, 0).await.unwrap();
+    // The outbox is written before the JSON-lines sink: 12 lines, 12 journaled.
+    until("12 uplinks journaled", Duration::from_secs(10), || {
+        lines() >= 12
+    })
+    .await;
+    svc.kill().unwrap(); // SIGKILL with 12 events undelivered
+    svc.wait().unwrap();
+    assert_eq!(cd.stored(), 0);
+
+    cd.restart().await;
+    let mut svc = common::start_binary(&config);
+    report.expected.extend(send(6, 4).await.unwrap().expected);
+    let want = expected_ids(&report, 22, 3);
+    until("every event stored", Duration::from_secs(30), || {
+        cd.stored() == want.len()
+    })
+    .await;
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+    assert_eq!(want.len(), 18);
+    assert_stored_exactly(&cd, &want);
 }

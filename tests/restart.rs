@@ -5,34 +5,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use device_lorawan::sim::{self, mote, SimOptions, Target};
-
-fn start(config: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start device-lorawan");
-    // Wait for the listening line; keep draining stderr afterwards.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "service did not start");
-        let line = lines.next().expect("service exited").unwrap();
-        if line.contains("packet-forwarder listening") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    child
-}
 
 fn published(path: &Path) -> Vec<(String, u64, u64)> {
     std::fs::read_to_string(path)
@@ -103,14 +79,14 @@ async fn counters_survive_kill_9() {
     .unwrap();
     let udp: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
-    let mut svc = start(&config);
+    let mut svc = common::start_binary(&config);
     send(udp, 12, 0).await; // fcnt 0..=3 for each of 3 motes
     wait_lines(&out, 12);
     assert_eq!(published(&out).len(), 12);
     svc.kill().unwrap(); // SIGKILL: no shutdown path runs, no fsync
     svc.wait().unwrap();
 
-    let mut svc = start(&config);
+    let mut svc = common::start_binary(&config);
     send(udp, 12, 0).await; // the same 12 frames again: replays
     send(udp, 6, 4).await; // then fcnt 4..=5: new
                            // The pipeline is FIFO: once the last frame sent (mote 3, fcnt 5) is

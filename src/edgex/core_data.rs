@@ -68,7 +68,11 @@ impl Sink for OutboxSink {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.journal.lock().expect("journal lock").sync().map_err(|e| std::io::Error::other(e.to_string()))
+        self.journal
+            .lock()
+            .expect("journal lock")
+            .sync()
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
 
@@ -88,7 +92,8 @@ pub async fn deliver(
     metrics: Arc<Metrics>,
     dead_letters: std::path::PathBuf,
 ) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let base = base.to_string();
     let base = base.trim_end_matches('/');
     let mut backoff = Duration::from_millis(100);
@@ -110,7 +115,9 @@ pub async fn deliver(
         for (seq, rec) in batch {
             let outcome = match split(&rec) {
                 Some((path, body)) => post(&client, &format!("{base}{path}"), body, timeout).await,
-                None => Outcome::Refused(StatusCode::BAD_REQUEST, "unreadable outbox record".into()),
+                None => {
+                    Outcome::Refused(StatusCode::BAD_REQUEST, "unreadable outbox record".into())
+                }
             };
             match outcome {
                 Outcome::Stored => {
@@ -145,7 +152,12 @@ pub async fn deliver(
     }
 }
 
-async fn post(client: &Client<HttpConnector, Full<Bytes>>, url: &str, body: &[u8], timeout: Duration) -> Outcome {
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Outcome {
     let req = match Request::post(url)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::copy_from_slice(body)))
@@ -158,13 +170,21 @@ async fn post(client: &Client<HttpConnector, Full<Bytes>>, url: &str, body: &[u8
         Ok(Err(e)) => Outcome::Retry(e.to_string()),
         Ok(Ok(resp)) => {
             let status = resp.status();
-            let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let text = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             match status {
                 s if s.is_success() || s == StatusCode::CONFLICT => Outcome::Stored,
                 s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                     Outcome::Retry(format!("{s}"))
                 }
-                s => Outcome::Refused(s, String::from_utf8_lossy(&text).chars().take(300).collect()),
+                s => Outcome::Refused(
+                    s,
+                    String::from_utf8_lossy(&text).chars().take(300).collect(),
+                ),
             }
         }
     }
@@ -176,7 +196,10 @@ mod tests {
 
     #[test]
     fn records_split_into_path_and_body() {
-        assert_eq!(split(b"/api/v3/event/a/b/c/d\n{}"), Some(("/api/v3/event/a/b/c/d", &b"{}"[..])));
+        assert_eq!(
+            split(b"/api/v3/event/a/b/c/d\n{}"),
+            Some(("/api/v3/event/a/b/c/d", &b"{}"[..]))
+        );
         assert_eq!(split(b"no newline"), None);
     }
 }

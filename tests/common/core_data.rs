@@ -40,7 +40,11 @@ impl CoreData {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut cd = Self { addr, state, task: None };
+        let mut cd = Self {
+            addr,
+            state,
+            task: None,
+        };
         cd.serve(listener);
         cd
     }
@@ -55,11 +59,15 @@ impl CoreData {
             // Connections live in this set: aborting the task closes them all.
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         }));
@@ -102,36 +110,69 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Result<Response<Full<By
         .unwrap())
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if method != hyper::Method::POST || segs.len() != 7 || segs[..3] != ["api", "v3", "event"] {
-        return reply(StatusCode::NOT_FOUND, serde_json::json!({"apiVersion": "v3", "statusCode": 404}));
+        return reply(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"apiVersion": "v3", "statusCode": 404}),
+        );
     }
     state.posts.fetch_add(1, Relaxed);
     let doc: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(d) => d,
         Err(e) => {
             state.invalid.lock().unwrap().push(format!("not JSON: {e}"));
-            return reply(StatusCode::BAD_REQUEST, serde_json::json!({"apiVersion": "v3", "statusCode": 400}));
+            return reply(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"apiVersion": "v3", "statusCode": 400}),
+            );
         }
     };
-    let errors: Vec<String> = state.validator.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    let errors: Vec<String> = state
+        .validator
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
     let ev = &doc["event"];
     let decode = |s: &str| s.replace("%20", " ");
-    let path_ok = ev["profileName"] == decode(segs[4]) && ev["deviceName"] == decode(segs[5]) && ev["sourceName"] == decode(segs[6]);
+    let path_ok = ev["profileName"] == decode(segs[4])
+        && ev["deviceName"] == decode(segs[5])
+        && ev["sourceName"] == decode(segs[6]);
     if !errors.is_empty() || !path_ok {
-        state.invalid.lock().unwrap().push(format!("{path}: {errors:?} path_ok={path_ok}"));
-        return reply(StatusCode::BAD_REQUEST, serde_json::json!({"apiVersion": "v3", "statusCode": 400}));
+        state
+            .invalid
+            .lock()
+            .unwrap()
+            .push(format!("{path}: {errors:?} path_ok={path_ok}"));
+        return reply(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"apiVersion": "v3", "statusCode": 400}),
+        );
     }
     let id = ev["id"].as_str().unwrap().to_string();
     let mut events = state.events.lock().unwrap();
     if events.contains_key(&id) {
         state.conflicts.fetch_add(1, Relaxed);
-        return reply(StatusCode::CONFLICT, serde_json::json!({"apiVersion": "v3", "statusCode": 409, "message": "event already exists"}));
+        return reply(
+            StatusCode::CONFLICT,
+            serde_json::json!({"apiVersion": "v3", "statusCode": 409, "message": "event already exists"}),
+        );
     }
     events.insert(id.clone(), ev.clone());
-    reply(StatusCode::CREATED, serde_json::json!({"apiVersion": "v3", "requestId": doc["requestId"], "statusCode": 201, "id": id}))
+    reply(
+        StatusCode::CREATED,
+        serde_json::json!({"apiVersion": "v3", "requestId": doc["requestId"], "statusCode": 201, "id": id}),
+    )
 }

@@ -254,3 +254,36 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
 }
 
 pub mod core_data;
+
+/// Start the real `device-lorawan run --config <config>` and wait until its
+/// UDP ingest listens; its stderr keeps being drained.
+pub fn start_binary(config: &Path) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start device-lorawan");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "service did not start");
+        let line = lines.next().expect("service exited").unwrap();
+        if line.contains("packet-forwarder listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
