@@ -34,7 +34,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct EdgexConfig {
     pub core_data: CoreDataConfig,
