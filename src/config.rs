@@ -61,14 +61,6 @@ pub struct OutboxConfig {
     pub when_full: crate::outbox::FullPolicy,
 }
 
-impl Default for EdgexConfig {
-    fn default() -> Self {
-        Self {
-            core_data: CoreDataConfig::default(),
-            outbox: OutboxConfig::default(),
-        }
-    }
-}
 impl Default for CoreDataConfig {
     fn default() -> Self {
         Self {
