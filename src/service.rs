@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::counters::CounterStore;
 use crate::devices::Registry;
 use crate::ingest::dedup::{Dedup, FrameKey};
-use crate::ingest::{application::AppUplink, IngestEvent};
+use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
@@ -147,18 +147,38 @@ pub async fn start(
 struct Tentative {
     key: FrameKey,
     fcnt: u32,
-    next: FcntState,
+    held: Held,
+}
+
+/// An uplink waiting to be published, with what publishing it settles: the
+/// device's counter state to persist and the MQTT messages to acknowledge.
+/// Both happen only after the sinks (the outbox first) took the uplink, so a
+/// crash before that leaves the broker to redeliver and the stored counter
+/// ready to accept the redelivery.
+struct Held {
     uplink: Uplink,
+    device: u32,
+    persist: FcntState,
+    acks: Vec<Ack>,
+}
+
+impl Held {
+    fn add_copy(&mut self, rx: &RxMeta, ack: Option<Ack>) {
+        self.uplink.add_copy(rx);
+        self.acks.extend(ack);
+    }
 }
 
 struct Pipeline {
     config: Arc<Config>,
     registry: Registry,
+    /// Counter states as judged so far (ahead of what is persisted by the
+    /// uplinks still held).
     states: Vec<FcntState>,
     /// Counter resets waiting for the device's next frame to confirm them.
     tentative: HashMap<u32, Tentative>,
     store: CounterStore,
-    dedup: Dedup,
+    dedup: Dedup<Held>,
     sink: Box<dyn Sink>,
     metrics: Arc<Metrics>,
     readings: Vec<Reading>,
@@ -205,7 +225,7 @@ impl Pipeline {
                     None => break,
                 },
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
-                    self.emit_due(Instant::now());
+                    self.emit_due(Instant::now())?;
                 }
                 _ = sync.tick() => {
                     self.store.sync()?;
@@ -215,10 +235,12 @@ impl Pipeline {
             }
         }
         // Nothing decoded is dropped at shutdown: publish what is pending.
+        // (Pending resets are not: unconfirmed, and unacknowledged, they
+        // come back from the broker or the device.)
         let mut pending = Vec::new();
-        self.dedup.drain(|u| pending.push(u));
-        for u in pending {
-            self.publish(u);
+        self.dedup.drain(|h| pending.push(h));
+        for h in pending {
+            self.publish(h)?;
         }
         self.sink.flush()?;
         self.store.sync()?;
@@ -227,25 +249,52 @@ impl Pipeline {
 
     fn handle(&mut self, ev: IngestEvent) -> anyhow::Result<()> {
         match ev {
-            IngestEvent::Phy { phy, rx, source } => self.handle_phy(&phy, rx, source),
-            IngestEvent::App(up) => self.handle_app(up),
+            IngestEvent::Phy {
+                phy,
+                rx,
+                source,
+                ack,
+            } => self.handle_phy(&phy, rx, source, ack),
+            IngestEvent::App(up, ack) => self.handle_app(up, ack),
         }
     }
 
-    /// The uplink path: dedup by bytes → decode → judge resets → commit
-    /// counter → hold for the dedup window.
-    fn handle_phy(&mut self, phy: &[u8], rx: RxMeta, source: Source) -> anyhow::Result<()> {
+    /// Count and log a refused input, and release its message: refusals are final.
+    fn refuse(&self, reason: Reason, detail: &dyn std::fmt::Display, ack: Option<Ack>) {
+        self.metrics.reject(reason, detail);
+        ack_all(ack);
+    }
+
+    /// The uplink path: dedup by bytes → decode → judge resets → hold for
+    /// the dedup window.
+    fn handle_phy(
+        &mut self,
+        phy: &[u8],
+        rx: RxMeta,
+        source: Source,
+        ack: Option<Ack>,
+    ) -> anyhow::Result<()> {
         let key = self.dedup.key_of_bytes(phy);
-        if self.dedup.merge(key, &rx) || self.merge_tentative(key, &rx) {
+        let pending = match self.dedup.get_mut(key) {
+            Some(h) => Some(h),
+            None => self
+                .tentative
+                .values_mut()
+                .find(|t| t.key == key)
+                .map(|t| &mut t.held),
+        };
+        if let Some(h) = pending {
+            h.add_copy(&rx, ack);
             self.metrics.duplicates.fetch_add(1, Relaxed);
             return Ok(());
         }
         let frame = match parse_uplink(phy) {
             Ok(f) => f,
             Err(e) => {
-                self.metrics.reject(
+                self.refuse(
                     Reason::BadFrame,
                     &format_args!("gateway {}: {e}", rx.gateway),
+                    ack,
                 );
                 return Ok(());
             }
@@ -265,19 +314,27 @@ impl Pipeline {
                 if let Some((id, next)) =
                     spent.filter(|(id, n)| n.epoch == self.states[*id as usize].epoch)
                 {
-                    self.commit(id, next)?;
+                    self.states[id as usize] = next;
+                    self.persist(id, next)?;
                 }
-                self.metrics.reject(
+                self.refuse(
                     rejection.reason(),
                     &format_args!("gateway {}: {rejection}", rx.gateway),
+                    ack,
                 );
                 return Ok(());
             }
         };
         let id = decoded.device;
         let uplink = self.uplink(&decoded, rx, source);
+        let held = Held {
+            uplink,
+            device: id,
+            persist: decoded.next,
+            acks: ack.into_iter().collect(),
+        };
         if decoded.counter_reset {
-            return self.judge_reset(key, decoded, uplink);
+            return self.judge_reset(key, decoded.fcnt, held);
         }
         if let Some(t) = self.tentative.remove(&id) {
             let name = &self.registry.get(id).name;
@@ -285,83 +342,57 @@ impl Pipeline {
                 "device {name}: frame {} was a replay, not a reset: the device went on at {}",
                 t.fcnt, decoded.fcnt
             );
-            self.metrics.reject(Reason::Replay, &why);
+            self.refuse(Reason::Replay, &why, None);
+            ack_all(t.held.acks);
         }
-        self.commit(id, decoded.next)?;
-        self.hold(key, uplink);
-        Ok(())
+        self.states[id as usize] = decoded.next;
+        self.hold(key, held)
     }
 
     /// A frame that resets its device's counter: hold it, or confirm the
     /// one held before (see [`Tentative`]).
-    fn judge_reset(
-        &mut self,
-        key: FrameKey,
-        decoded: Decoded,
-        uplink: Uplink,
-    ) -> anyhow::Result<()> {
-        let id = decoded.device;
+    fn judge_reset(&mut self, key: FrameKey, fcnt: u32, mut held: Held) -> anyhow::Result<()> {
+        let id = held.device;
         let name = self.registry.get(id).name.clone();
         match self.tentative.remove(&id) {
-            Some(t) if decoded.fcnt > t.fcnt => {
+            Some(t) if fcnt > t.fcnt => {
                 // Confirmed: the device rebooted. Publish both, in order, in the new epoch.
                 self.metrics.counter_resets.fetch_add(1, Relaxed);
-                tracing::warn!(device = %name, fcnt = t.fcnt, epoch = t.next.epoch, "device reset its frame counter (rebooted)");
-                self.commit(id, t.next)?;
-                self.publish(t.uplink);
+                let epoch = t.held.persist.epoch;
+                tracing::warn!(device = %name, fcnt = t.fcnt, epoch, "device reset its frame counter (rebooted)");
+                self.states[id as usize] = t.held.persist;
+                self.publish(t.held)?;
                 let next = FcntState {
-                    last: Some(decoded.fcnt),
-                    epoch: t.next.epoch,
+                    last: Some(fcnt),
+                    epoch,
                 };
-                self.commit(id, next)?;
-                let uplink = Uplink {
-                    epoch: next.epoch,
-                    counter_reset: false,
-                    ..uplink
-                };
-                self.hold(key, uplink);
+                held.persist = next;
+                held.uplink.epoch = epoch;
+                held.uplink.counter_reset = false;
+                self.states[id as usize] = next;
+                self.hold(key, held)?;
             }
-            Some(t) if decoded.fcnt == t.fcnt => {
+            Some(t) if fcnt == t.fcnt => {
                 self.tentative.insert(id, t);
-                let why = format_args!(
-                    "device {name}: frame {} again while its reset is pending",
-                    decoded.fcnt
-                );
-                self.metrics.reject(Reason::Retransmission, &why);
+                let why =
+                    format_args!("device {name}: frame {fcnt} again while its reset is pending");
+                self.refuse(Reason::Retransmission, &why, None);
+                ack_all(held.acks);
             }
             earlier => {
                 if let Some(t) = earlier {
                     let why = format_args!(
-                        "device {name}: pending reset at frame {} superseded by frame {}",
-                        t.fcnt, decoded.fcnt
+                        "device {name}: pending reset at frame {} superseded by frame {fcnt}",
+                        t.fcnt
                     );
-                    self.metrics.reject(Reason::Replay, &why);
+                    self.refuse(Reason::Replay, &why, None);
+                    ack_all(t.held.acks);
                 }
-                tracing::info!(device = %name, fcnt = decoded.fcnt, "frame counter went back: reset pending until the next frame");
-                self.tentative.insert(
-                    id,
-                    Tentative {
-                        key,
-                        fcnt: decoded.fcnt,
-                        next: decoded.next,
-                        uplink,
-                    },
-                );
+                tracing::info!(device = %name, fcnt, "frame counter went back: reset pending until the next frame");
+                self.tentative.insert(id, Tentative { key, fcnt, held });
             }
         }
         Ok(())
-    }
-
-    /// Fold a copy of a pending-reset frame heard by another gateway.
-    fn merge_tentative(&mut self, key: FrameKey, rx: &RxMeta) -> bool {
-        let Some(t) = self.tentative.values_mut().find(|t| t.key == key) else {
-            return false;
-        };
-        t.uplink.gateways += 1;
-        if rx.better_than(&t.uplink.rx) {
-            t.uplink.rx = *rx;
-        }
-        true
     }
 
     fn uplink(&mut self, d: &Decoded, rx: RxMeta, source: Source) -> Uplink {
@@ -391,16 +422,18 @@ impl Pipeline {
 
     /// An uplink a network server already verified: check the counter
     /// against redelivery, decode the payload.
-    fn handle_app(&mut self, up: AppUplink) -> anyhow::Result<()> {
+    fn handle_app(&mut self, up: AppUplink, ack: Option<Ack>) -> anyhow::Result<()> {
         let Some(id) = self.registry.by_eui(up.dev_eui) else {
-            self.metrics.reject(
+            self.refuse(
                 Reason::UnknownDevEui,
                 &format_args!("DevEUI {}", up.dev_eui),
+                ack,
             );
             return Ok(());
         };
         let key = self.dedup.key_of_counter(up.dev_eui.as_u64(), up.fcnt);
-        if self.dedup.merge(key, &up.rx) {
+        if let Some(h) = self.dedup.get_mut(key) {
+            h.acks.extend(ack);
             self.metrics.duplicates.fetch_add(1, Relaxed);
             return Ok(());
         }
@@ -416,18 +449,13 @@ impl Pipeline {
         ) {
             Verdict::Fresh { next, .. } => next,
             Verdict::Retransmission { fcnt } => {
-                self.metrics.reject(
-                    Reason::Retransmission,
-                    &format_args!("device {}: frame {fcnt} again", device.name),
-                );
+                let why = format_args!("device {}: frame {fcnt} again", device.name);
+                self.refuse(Reason::Retransmission, &why, ack);
                 return Ok(());
             }
             Verdict::Replay { fcnt, last } => {
-                let name = &device.name;
-                self.metrics.reject(
-                    Reason::Replay,
-                    &format_args!("device {name}: frame {fcnt} after {last}"),
-                );
+                let why = format_args!("device {}: frame {fcnt} after {last}", device.name);
+                self.refuse(Reason::Replay, &why, ack);
                 return Ok(());
             }
         };
@@ -441,17 +469,18 @@ impl Pipeline {
                 Ok(())
             }
         };
-        let (name, eui, profile, policy_reset) = (
+        let (name, eui, profile) = (
             device.name.clone(),
             device.dev_eui,
             device.codec.profile().clone(),
-            next.epoch != state.epoch,
         );
-        self.commit(id, next)?;
+        self.states[id as usize] = next;
         if let Err(e) = decoded {
-            self.metrics.reject(
+            self.persist(id, next)?;
+            self.refuse(
                 Reason::Codec,
                 &format_args!("device {name} frame {}: {e}", up.fcnt),
+                ack,
             );
             return Ok(());
         }
@@ -462,7 +491,7 @@ impl Pipeline {
             profile,
             fcnt: up.fcnt,
             epoch: next.epoch,
-            counter_reset: policy_reset,
+            counter_reset: next.epoch != state.epoch,
             fport: up.fport,
             confirmed: up.confirmed,
             readings: std::mem::replace(&mut self.readings, Vec::with_capacity(16)),
@@ -472,40 +501,61 @@ impl Pipeline {
             source: Source::ApplicationMqtt,
             received_ns: now_ns(),
         };
-        self.hold(key, uplink);
+        self.hold(
+            key,
+            Held {
+                uplink,
+                device: id,
+                persist: next,
+                acks: ack.into_iter().collect(),
+            },
+        )
+    }
+
+    /// Save a device's counter state, unless a later one is already saved.
+    fn persist(&mut self, id: u32, next: FcntState) -> anyhow::Result<()> {
+        let eui = self.registry.get(id).dev_eui;
+        let saved = self.store.get(eui);
+        if (next.epoch, next.last) > (saved.epoch, saved.last) {
+            self.store.record(eui, next)?;
+        }
         Ok(())
     }
 
-    fn commit(&mut self, id: u32, next: FcntState) -> anyhow::Result<()> {
-        self.states[id as usize] = next;
-        self.store.record(self.registry.get(id).dev_eui, next)?;
-        Ok(())
-    }
-
-    fn hold(&mut self, key: FrameKey, uplink: Uplink) {
+    fn hold(&mut self, key: FrameKey, held: Held) -> anyhow::Result<()> {
         if self.config.ingest.dedup_window.is_zero() {
-            self.publish(uplink);
+            self.publish(held)
         } else {
-            self.dedup.insert(key, uplink, Instant::now());
+            self.dedup.insert(key, held, Instant::now());
+            Ok(())
         }
     }
 
-    fn emit_due(&mut self, now: Instant) {
+    fn emit_due(&mut self, now: Instant) -> anyhow::Result<()> {
         let mut due = Vec::new();
-        self.dedup.due(now, |u| due.push(u));
-        for u in due {
-            self.publish(u);
+        self.dedup.due(now, |h| due.push(h));
+        for h in due {
+            self.publish(h)?;
         }
+        Ok(())
     }
 
-    fn publish(&mut self, up: Uplink) {
-        match self.sink.publish(&up) {
+    /// Hand an uplink to the sinks; once they have it, save its counter and
+    /// acknowledge its messages. If a sink refuses (outbox full), neither
+    /// happens: the loss is counted and logged, and a restart would take
+    /// the broker's redelivery.
+    fn publish(&mut self, h: Held) -> anyhow::Result<()> {
+        match self.sink.publish(&h.uplink) {
             Ok(()) => {
                 self.metrics.published.fetch_add(1, Relaxed);
+                self.persist(h.device, h.persist)?;
+                ack_all(h.acks);
             }
             Err(e) => {
-                tracing::error!(device = %up.device, fcnt = up.fcnt, error = %e, "sink refused an uplink")
+                let up = &h.uplink;
+                tracing::error!(device = %up.device, fcnt = up.fcnt, error = %e, "sink refused an uplink");
             }
         }
+        Ok(())
     }
 }

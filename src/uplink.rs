@@ -175,6 +175,16 @@ pub fn decode_parsed(
     ))
 }
 
+impl Uplink {
+    /// Fold in another gateway's copy of the same frame.
+    pub fn add_copy(&mut self, rx: &RxMeta) {
+        self.gateways += 1;
+        if rx.better_than(&self.rx) {
+            self.rx = *rx;
+        }
+    }
+}
+
 /// A reading-bearing uplink, once de-duplicated: what sinks publish.
 #[derive(Debug, Clone)]
 pub struct Uplink {

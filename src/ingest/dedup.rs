@@ -1,6 +1,7 @@
 //! De-duplication of one frame heard by several gateways: the first copy is
-//! decoded and held for the window; later copies only update the best
-//! reception and the gateway count; at the deadline one uplink is emitted.
+//! decoded and held for the window; later copies are folded into it by the
+//! caller (best reception, gateway count, acks); at the deadline one item is
+//! emitted.
 //!
 //! A state machine without I/O: the caller passes `now` and asks for what
 //! is due, so tests drive time by hand.
@@ -9,8 +10,6 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
-use crate::uplink::{RxMeta, Uplink};
-
 /// Identity of a frame on air: the same bytes from any gateway. Made by a
 /// [`Dedup`], whose hash key is random per process: with a known key, a
 /// forged copy could be crafted to collide with a genuine frame and merge
@@ -18,16 +17,16 @@ use crate::uplink::{RxMeta, Uplink};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameKey(u64);
 
-pub struct Dedup {
+pub struct Dedup<T> {
     keys: RandomState,
     window: Duration,
-    pending: HashMap<FrameKey, Uplink>,
+    pending: HashMap<FrameKey, T>,
     /// Deadlines in arrival order: the window is constant, so this is also
     /// deadline order.
     order: VecDeque<(Instant, FrameKey)>,
 }
 
-impl Dedup {
+impl<T> Dedup<T> {
     pub fn new(window: Duration) -> Self {
         Self {
             keys: RandomState::new(),
@@ -47,21 +46,14 @@ impl Dedup {
         FrameKey(self.keys.hash_one((b'c', dev_eui, fcnt)))
     }
 
-    /// If `key` is pending, fold this reception into it and return true.
-    pub fn merge(&mut self, key: FrameKey, rx: &RxMeta) -> bool {
-        let Some(up) = self.pending.get_mut(&key) else {
-            return false;
-        };
-        up.gateways += 1;
-        if rx.better_than(&up.rx) {
-            up.rx = *rx;
-        }
-        true
+    /// The pending item for `key`, to fold another copy into.
+    pub fn get_mut(&mut self, key: FrameKey) -> Option<&mut T> {
+        self.pending.get_mut(&key)
     }
 
     /// Hold a freshly decoded uplink until its window closes.
-    pub fn insert(&mut self, key: FrameKey, uplink: Uplink, now: Instant) {
-        self.pending.insert(key, uplink);
+    pub fn insert(&mut self, key: FrameKey, item: T, now: Instant) {
+        self.pending.insert(key, item);
         self.order.push_back((now + self.window, key));
     }
 
@@ -71,20 +63,20 @@ impl Dedup {
     }
 
     /// Uplinks whose window has closed by `now`, oldest first.
-    pub fn due(&mut self, now: Instant, mut emit: impl FnMut(Uplink)) {
+    pub fn due(&mut self, now: Instant, mut emit: impl FnMut(T)) {
         while let Some(&(t, key)) = self.order.front() {
             if t > now {
                 break;
             }
             self.order.pop_front();
-            if let Some(up) = self.pending.remove(&key) {
-                emit(up);
+            if let Some(item) = self.pending.remove(&key) {
+                emit(item);
             }
         }
     }
 
     /// Everything pending, regardless of deadlines (at shutdown).
-    pub fn drain(&mut self, emit: impl FnMut(Uplink)) {
+    pub fn drain(&mut self, emit: impl FnMut(T)) {
         self.due(Instant::now() + self.window + Duration::from_secs(1), emit);
     }
 
@@ -101,6 +93,7 @@ mod tests {
     use super::*;
     use crate::lorawan::Eui64;
     use crate::metrics::Source;
+    use crate::uplink::{RxMeta, Uplink};
     use std::sync::Arc;
 
     fn rx(gw: u64, rssi: i32, snr: f32) -> RxMeta {
@@ -142,10 +135,10 @@ mod tests {
         let k = d.key_of_bytes(b"frame-1");
         assert_eq!(k, d.key_of_bytes(b"frame-1"));
         assert_ne!(k, d.key_of_bytes(b"frame-2"));
-        assert!(!d.merge(k, &rx(1, -100, -5.0)));
+        assert!(d.get_mut(k).is_none());
         d.insert(k, uplink(1, rx(1, -100, -5.0)), t0);
-        assert!(d.merge(k, &rx(2, -60, 7.5)));
-        assert!(d.merge(k, &rx(3, -50, 2.0)));
+        d.get_mut(k).expect("pending").add_copy(&rx(2, -60, 7.5));
+        d.get_mut(k).expect("pending").add_copy(&rx(3, -50, 2.0));
         let mut out = Vec::new();
         d.due(t0 + Duration::from_millis(199), |u| out.push(u));
         assert!(out.is_empty(), "not before the window closes");
@@ -156,7 +149,7 @@ mod tests {
             (3, Eui64::from_u64(2))
         );
         assert!(
-            !d.merge(k, &rx(4, -40, 9.0)),
+            d.get_mut(k).is_none(),
             "after the window, a copy is new again"
         );
     }

@@ -21,9 +21,41 @@ pub enum IngestEvent {
         phy: Vec<u8>,
         rx: RxMeta,
         source: Source,
+        ack: Option<Ack>,
     },
     /// An uplink a network server already decoded.
-    App(application::AppUplink),
+    App(application::AppUplink, Option<Ack>),
+}
+
+/// The acknowledgement of an MQTT QoS 1 message, sent by the pipeline only
+/// once the uplink it carried is durable (journaled and its counter saved)
+/// or was rejected. Until then the broker keeps the message and redelivers it
+/// if we die: nothing acknowledged is lost.
+pub struct Ack {
+    client: rumqttc::AsyncClient,
+    publish: rumqttc::Publish,
+}
+
+impl Ack {
+    pub fn new(client: rumqttc::AsyncClient, publish: rumqttc::Publish) -> Self {
+        Self { client, publish }
+    }
+    pub fn send(self) {
+        if let Err(e) = self.client.try_ack(&self.publish) {
+            tracing::warn!(error = %e, "MQTT ack not sent; the broker will redeliver (idempotent)");
+        }
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ack(pkid {})", self.publish.pkid)
+    }
+}
+
+/// Send every ack in `acks`.
+pub fn ack_all(acks: impl IntoIterator<Item = Ack>) {
+    acks.into_iter().for_each(Ack::send);
 }
 
 /// MQTT topic filter matching (`+` one level, `#` the rest).

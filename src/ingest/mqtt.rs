@@ -1,7 +1,11 @@
 //! MQTT ingest with rumqttc: subscribes to the configured gateway and
 //! application topics, decodes each message by its subscription's kind, and
 //! survives broker restarts (rumqttc reconnects on the next poll; we
-//! resubscribe on every CONNACK, since the session is clean).
+//! resubscribe on every CONNACK).
+//!
+//! Acks are manual and the session persistent: a QoS 1 message is
+//! acknowledged by the pipeline only once its uplink is durable or rejected,
+//! so if we die first the broker redelivers it to our client id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +13,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio::sync::mpsc;
 
-use super::{application, gateway, topic_matches, IngestEvent};
+use super::{application, gateway, topic_matches, Ack, IngestEvent};
 use crate::config::{MqttConfig, StreamKind};
 use crate::metrics::{Metrics, Reason, Source};
 
@@ -22,7 +26,8 @@ pub async fn run(
 ) {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
-    opts.set_clean_session(true);
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
     // rumqttc drops the connection on an oversize packet; let it take large
     // ones so that *we* reject them, counted, without a reconnect loop.
     opts.set_max_packet_size(max_bytes.max(1 << 20) + 1024, 1 << 16);
@@ -44,21 +49,27 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                // Refusals are final: acknowledge them at once.
+                let refuse = |reason: Reason, detail: &dyn std::fmt::Display| {
+                    metrics.reject(reason, detail);
+                    Ack::new(client.clone(), p.clone()).send();
+                };
                 let Some(sub) = cfg
                     .subscriptions
                     .iter()
                     .find(|s| topic_matches(&s.topic, &p.topic))
                 else {
-                    metrics.reject(Reason::UnknownTopic, &format_args!("topic {}", p.topic));
+                    refuse(Reason::UnknownTopic, &format_args!("topic {}", p.topic));
                     continue;
                 };
                 if p.payload.len() > max_bytes {
-                    metrics.reject(
+                    refuse(
                         Reason::Oversize,
                         &format_args!("{}-byte message on {}", p.payload.len(), p.topic),
                     );
                     continue;
                 }
+                let ack = || Some(Ack::new(client.clone(), p.clone()));
                 let ev = match sub.kind {
                     StreamKind::Gateway => gateway::decode(&p.payload).map(|up| {
                         metrics.received(Source::GatewayMqtt);
@@ -66,11 +77,12 @@ pub async fn run(
                             phy: up.phy,
                             rx: up.rx,
                             source: Source::GatewayMqtt,
+                            ack: ack(),
                         }
                     }),
                     StreamKind::Application => application::decode(&p.payload).map(|up| {
                         metrics.received(Source::ApplicationMqtt);
-                        IngestEvent::App(up)
+                        IngestEvent::App(up, ack())
                     }),
                 };
                 match ev {
@@ -79,7 +91,7 @@ pub async fn run(
                             return;
                         }
                     }
-                    Err(e) => metrics.reject(e.reason(), &format_args!("topic {}: {e}", p.topic)),
+                    Err(e) => refuse(e.reason(), &format_args!("topic {}: {e}", p.topic)),
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {

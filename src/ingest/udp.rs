@@ -202,6 +202,7 @@ pub async fn serve(
                                 phy: up.phy,
                                 rx: up.rx,
                                 source: Source::Udp,
+                                ack: None,
                             };
                             if tx.send(ev).await.is_err() {
                                 return;
