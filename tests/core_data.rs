@@ -7,19 +7,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::core_data::CoreData;
 use device_lorawan::edgex::event::event_id;
 use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
 
-async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use common::until;
 
 fn expected_ids(report: &SimReport, seed: u64, devices: usize) -> BTreeSet<String> {
     let euis: std::collections::BTreeMap<String, String> = mote::entries(devices, seed)
@@ -106,27 +100,17 @@ async fn core_data_outage_loses_nothing() {
 async fn kill_9_while_events_wait_loses_nothing() {
     let mut cd = CoreData::start().await;
     cd.stop(); // core-data is down from the start
-    let dir = tempfile::tempdir().unwrap();
-    let devices = dir.path().join("devices.yaml");
-    std::fs::write(&devices, mote::devices_yaml(&mote::entries(3, 22))).unwrap();
-    let port = common::free_udp_port();
-    let out = dir.path().join("readings.jsonl");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "Service: {{ DataDir: {data}, ApiBind: \"127.0.0.1:0\" }}\nDevices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
-             Ingest: {{ DedupWindow: 50ms, Udp: {{ Bind: \"127.0.0.1:{port}\" }} }}\nReadings: {{ JsonLines: {out} }}\n\
-             Edgex: {{ CoreData: {{ Enabled: true, Url: \"{url}\", Timeout: 1s }} }}\n",
-            data = dir.path().join("data").display(),
-            devices = devices.display(),
-            profiles = common::repo_path("profiles").display(),
-            out = out.display(),
-            url = cd.url(),
-        ),
-    )
-    .unwrap();
-    let udp: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let edgex = format!(
+        "CoreData: {{ Enabled: true, Url: \"{}\", Timeout: 1s }}",
+        cd.url()
+    );
+    let env = common::binary_env(
+        &mote::devices_yaml(&mote::entries(3, 22)),
+        "",
+        "DedupWindow: 50ms",
+        &edgex,
+    );
+    let (config, out, udp) = (env.config.clone(), env.out.clone(), env.udp);
     let lines = || {
         std::fs::read_to_string(&out)
             .unwrap_or_default()

@@ -277,27 +277,13 @@ async fn kill_9_inside_the_dedup_window_loses_nothing() {
     let Some(broker) = common::Mosquitto::start() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let devices = dir.path().join("devices.yaml");
-    std::fs::write(&devices, mote::devices_yaml(&mote::entries(3, 11))).unwrap(); // sim_opts' seed
-    let api_port = common::free_port();
-    let out = dir.path().join("readings.jsonl");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "Service: {{ DataDir: {data}, ApiBind: \"127.0.0.1:{api_port}\" }}\nDevices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
-             Ingest:\n  DedupWindow: 5s\n  Udp: {{ Bind: \"127.0.0.1:0\" }}\n  Mqtt: {{ Enabled: true, Port: {mqtt}, ClientId: kill9-test }}\n\
-             Readings: {{ JsonLines: {out} }}\n",
-            data = dir.path().join("data").display(),
-            devices = devices.display(),
-            profiles = common::repo_path("profiles").display(),
-            mqtt = broker.port,
-            out = out.display(),
-        ),
-    )
-    .unwrap();
-    let api: std::net::SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+    let devices = mote::devices_yaml(&mote::entries(3, 11)); // sim_opts' seed
+    let mqtt = format!(
+        "DedupWindow: 5s, Mqtt: {{ Enabled: true, Port: {}, ClientId: kill9-test }}",
+        broker.port
+    );
+    let env = common::binary_env(&devices, "", &mqtt, "");
+    let (config, out, api) = (env.config.clone(), env.out.clone(), env.api);
     let until = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !f() {
@@ -345,16 +331,9 @@ async fn kill_9_inside_the_dedup_window_loses_nothing() {
     // nothing more can follow the ninth line.
     svc.kill().unwrap();
     svc.wait().unwrap();
-    let got: Vec<(String, u64)> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["device"].as_str().unwrap().to_string(),
-                v["fcnt"].as_u64().unwrap(),
-            )
-        })
+    let got: Vec<(String, u64)> = common::published_lines(&out)
+        .into_iter()
+        .map(|(d, f, _)| (d, f))
         .collect();
     let mut want: Vec<(String, u64)> = report
         .expected

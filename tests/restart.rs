@@ -11,18 +11,7 @@ use std::time::{Duration, Instant};
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 
 fn published(path: &Path) -> Vec<(String, u64, u64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["device"].as_str().unwrap().to_string(),
-                v["fcnt"].as_u64().unwrap(),
-                v["epoch"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+    common::published_lines(path)
 }
 
 fn wait_lines(path: &Path, n: usize) {
@@ -50,34 +39,10 @@ async fn send(udp: std::net::SocketAddr, frames: u64, start_fcnt: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let devices = dir.path().join("devices.yaml");
     // Strict counters: a replay of the whole pre-crash sequence must be refused.
-    std::fs::write(
-        &devices,
-        mote::devices_yaml(&mote::entries(3, 5)).replace("reset-tolerant", "strict"),
-    )
-    .unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = dir.path().join("readings.jsonl");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "Service: {{ DataDir: {data}, SyncInterval: 10s, ApiBind: \"127.0.0.1:0\" }}\nDevices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
-             Ingest: {{ DedupWindow: 50ms, Udp: {{ Bind: \"127.0.0.1:{port}\" }} }}\nReadings: {{ JsonLines: {out} }}\nLog: {{ Level: info }}\n",
-            data = dir.path().join("data").display(),
-            devices = devices.display(),
-            profiles = common::repo_path("profiles").display(),
-            out = out.display(),
-        ),
-    )
-    .unwrap();
-    let udp: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let devices = mote::devices_yaml(&mote::entries(3, 5)).replace("reset-tolerant", "strict");
+    let env = common::binary_env(&devices, "SyncInterval: 10s", "DedupWindow: 50ms", "");
+    let (config, out, udp) = (env.config.clone(), env.out.clone(), env.udp);
 
     let mut svc = common::start_binary(&config);
     send(udp, 12, 0).await; // fcnt 0..=3 for each of 3 motes
