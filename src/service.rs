@@ -21,7 +21,7 @@ use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
 use crate::sink::Sink;
-use crate::uplink::{decode_parsed, Decoded, RxMeta, Uplink};
+use crate::uplink::{decode_parsed, RxMeta, Uplink};
 
 /// What `run` needs besides the config: the devices, and where uplinks go.
 pub struct Parts {
@@ -300,7 +300,7 @@ impl Pipeline {
             }
         };
         let window = self.config.devices.reset_window;
-        let decoded = match decode_parsed(
+        let mut decoded = match decode_parsed(
             &self.registry,
             &self.states,
             window,
@@ -326,7 +326,17 @@ impl Pipeline {
             }
         };
         let id = decoded.device;
-        let uplink = self.uplink(&decoded, rx, source);
+        self.metrics
+            .unmapped_values
+            .fetch_add(u64::from(decoded.unmapped), Relaxed);
+        tracing::debug!(device = %self.registry.get(id).name, fcnt = decoded.fcnt, gateway = %rx.gateway, "uplink accepted");
+        let uplink = Uplink {
+            counter_reset: decoded.counter_reset,
+            fport: decoded.fport,
+            confirmed: decoded.confirmed,
+            mac_commands: std::mem::take(&mut decoded.mac_commands),
+            ..self.new_uplink(id, decoded.fcnt, decoded.next, rx, source)
+        };
         let held = Held {
             uplink,
             device: id,
@@ -395,24 +405,29 @@ impl Pipeline {
         Ok(())
     }
 
-    fn uplink(&mut self, d: &Decoded, rx: RxMeta, source: Source) -> Uplink {
+    /// A new uplink of device `id`, taking the readings just decoded. The
+    /// frame-specific fields are the caller's to fill in.
+    fn new_uplink(
+        &mut self,
+        id: u32,
+        fcnt: u32,
+        next: FcntState,
+        rx: RxMeta,
+        source: Source,
+    ) -> Uplink {
         self.metrics.decoded.fetch_add(1, Relaxed);
-        self.metrics
-            .unmapped_values
-            .fetch_add(u64::from(d.unmapped), Relaxed);
-        let device = self.registry.get(d.device);
-        tracing::debug!(device = %device.name, fcnt = d.fcnt, gateway = %rx.gateway, "uplink accepted");
+        let device = self.registry.get(id);
         Uplink {
             device: device.name.clone(),
             dev_eui: device.dev_eui,
             profile: device.codec.profile().clone(),
-            fcnt: d.fcnt,
-            epoch: d.next.epoch,
-            counter_reset: d.counter_reset,
-            fport: d.fport,
-            confirmed: d.confirmed,
+            fcnt,
+            epoch: next.epoch,
+            counter_reset: false,
+            fport: None,
+            confirmed: false,
             readings: std::mem::replace(&mut self.readings, Vec::with_capacity(16)),
-            mac_commands: d.mac_commands.clone(),
+            mac_commands: Vec::new(),
             rx,
             gateways: 1,
             source,
@@ -469,11 +484,7 @@ impl Pipeline {
                 Ok(())
             }
         };
-        let (name, eui, profile) = (
-            device.name.clone(),
-            device.dev_eui,
-            device.codec.profile().clone(),
-        );
+        let name = device.name.clone();
         self.states[id as usize] = next;
         if let Err(e) = decoded {
             self.persist(id, next)?;
@@ -484,22 +495,12 @@ impl Pipeline {
             );
             return Ok(());
         }
-        self.metrics.decoded.fetch_add(1, Relaxed);
         let uplink = Uplink {
-            device: name,
-            dev_eui: eui,
-            profile,
-            fcnt: up.fcnt,
-            epoch: next.epoch,
             counter_reset: next.epoch != state.epoch,
             fport: up.fport,
             confirmed: up.confirmed,
-            readings: std::mem::replace(&mut self.readings, Vec::with_capacity(16)),
-            mac_commands: Vec::new(),
-            rx: up.rx,
             gateways: up.gateways.max(1),
-            source: Source::ApplicationMqtt,
-            received_ns: now_ns(),
+            ..self.new_uplink(id, up.fcnt, next, up.rx, Source::ApplicationMqtt)
         };
         self.hold(
             key,

@@ -48,11 +48,6 @@ struct UplinkLine<'a> {
     origin: i64,
 }
 
-/// The JSON object written for one uplink (values as EdgeX value strings).
-pub fn to_json(up: &Uplink) -> serde_json::Value {
-    serde_json::to_value(line(up)).expect("uplink serialises")
-}
-
 fn line(up: &Uplink) -> UplinkLine<'_> {
     let res = &up.profile.device_resources;
     UplinkLine {

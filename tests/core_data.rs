@@ -117,22 +117,10 @@ async fn kill_9_while_events_wait_loses_nothing() {
             .lines()
             .count()
     };
-    let send = |frames: u64, start_fcnt: u32| {
-        let opts = SimOptions {
-            devices: 3,
-            gateways: 2,
-            rate: 200.0,
-            frames: Some(frames),
-            duration: None,
-            seed: 22,
-            start_fcnt,
-            ..Default::default()
-        };
-        sim::run(Target::Udp(udp), opts, std::future::pending())
-    };
+    let send = |frames: u64, start_fcnt: u32| common::sim_udp(udp, 22, frames, start_fcnt);
 
     let mut svc = common::start_binary(&config);
-    let mut report = send(12, 0).await.unwrap();
+    let mut report = send(12, 0).await;
     // The outbox is written before the JSON-lines sink: 12 lines, 12 journaled.
     until("12 uplinks journaled", Duration::from_secs(10), || {
         lines() >= 12
@@ -144,7 +132,7 @@ async fn kill_9_while_events_wait_loses_nothing() {
 
     cd.restart().await;
     let mut svc = common::start_binary(&config);
-    report.expected.extend(send(6, 4).await.unwrap().expected);
+    report.expected.extend(send(6, 4).await.expected);
     let want = expected_ids(&report, 22, 3);
     until("every event stored", Duration::from_secs(30), || {
         cd.stored() == want.len()

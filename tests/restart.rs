@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use device_lorawan::sim::{self, mote, SimOptions, Target};
+use device_lorawan::sim::mote;
 
 fn published(path: &Path) -> Vec<(String, u64, u64)> {
     common::published_lines(path)
@@ -22,19 +22,7 @@ fn wait_lines(path: &Path, n: usize) {
 }
 
 async fn send(udp: std::net::SocketAddr, frames: u64, start_fcnt: u32) {
-    let opts = SimOptions {
-        devices: 3,
-        gateways: 2,
-        rate: 200.0,
-        frames: Some(frames),
-        duration: None,
-        seed: 5,
-        start_fcnt,
-        ..Default::default()
-    };
-    sim::run(Target::Udp(udp), opts, std::future::pending())
-        .await
-        .unwrap();
+    common::sim_udp(udp, 5, frames, start_fcnt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

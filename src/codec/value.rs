@@ -220,7 +220,8 @@ impl Transform {
     }
 }
 
-/// [`Transform::apply`] with the resource named in the error.
+/// [`Transform::apply`] with the resource named in the error (tests).
+#[cfg(test)]
 pub fn transform(
     raw: Value,
     props: &ResourceProperties,

@@ -7,7 +7,7 @@
 //! is due, so tests drive time by hand.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::time::{Duration, Instant};
 
 /// Identity of a frame on air: the same bytes from any gateway. Made by a
@@ -17,10 +17,28 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameKey(u64);
 
+/// `FrameKey`s are already keyed hashes: the map uses them as they are.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 pub struct Dedup<T> {
     keys: RandomState,
     window: Duration,
-    pending: HashMap<FrameKey, T>,
+    pending: HashMap<FrameKey, T, BuildHasherDefault<PassThrough>>,
     /// Deadlines in arrival order: the window is constant, so this is also
     /// deadline order.
     order: VecDeque<(Instant, FrameKey)>,
@@ -31,7 +49,7 @@ impl<T> Dedup<T> {
         Self {
             keys: RandomState::new(),
             window,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             order: VecDeque::new(),
         }
     }

@@ -74,15 +74,6 @@ impl<'a> DataFrame<'a> {
     pub fn frm_payload(&self) -> &'a [u8] {
         &self.bytes[self.payload_start..self.bytes.len() - MIC_LEN]
     }
-    pub fn adr(&self) -> bool {
-        self.fctrl & 0x80 != 0
-    }
-    pub fn ack(&self) -> bool {
-        self.fctrl & 0x20 != 0
-    }
-    pub fn bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
 }
 
 /// Parse `bytes` as a LoRaWAN 1.0.x data uplink.

@@ -365,3 +365,30 @@ pub fn published_lines(out: &Path) -> Vec<(String, u64, u64)> {
         })
         .collect()
 }
+
+/// `frames` frames from 3 simulated motes (keys from `seed`) heard by 2
+/// gateways, sent over UDP to `udp`, each mote starting at `start_fcnt`.
+pub async fn sim_udp(
+    udp: std::net::SocketAddr,
+    seed: u64,
+    frames: u64,
+    start_fcnt: u32,
+) -> device_lorawan::sim::SimReport {
+    let opts = device_lorawan::sim::SimOptions {
+        devices: 3,
+        gateways: 2,
+        rate: 200.0,
+        frames: Some(frames),
+        duration: None,
+        seed,
+        start_fcnt,
+        ..Default::default()
+    };
+    device_lorawan::sim::run(
+        device_lorawan::sim::Target::Udp(udp),
+        opts,
+        std::future::pending(),
+    )
+    .await
+    .unwrap()
+}
