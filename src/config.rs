@@ -37,15 +37,64 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct EdgexConfig {
+    /// Where events go: `none` (JSON lines only), `message-bus` (the EdgeX v4
+    /// default: MQTT to core-data and any other subscriber) or `rest`
+    /// (`POST` to core-data).
+    pub delivery: Delivery,
+    pub message_bus: MessageBusConfig,
     pub core_data: CoreDataConfig,
     pub outbox: OutboxConfig,
+}
+
+/// How events reach EdgeX.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    #[default]
+    None,
+    MessageBus,
+    Rest,
+}
+
+/// The EdgeX message bus (MQTT), as EdgeX's own `MessageBus` section names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct MessageBusConfig {
+    pub host: String,
+    pub port: u16,
+    /// Topics start with this (`edgex/events/device/...`).
+    pub base_topic_prefix: String,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// QoS of published events: 1 (default) is what zero loss needs; with 0
+    /// an event counts as delivered once written to the socket.
+    pub qos: u8,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Events published and not yet acknowledged by the broker, at most.
+    pub max_in_flight: u16,
+}
+
+impl Default for MessageBusConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 1883,
+            base_topic_prefix: "edgex".into(),
+            client_id: "device-lorawan".into(),
+            username: None,
+            password: None,
+            qos: 1,
+            keep_alive: Duration::from_secs(30),
+            max_in_flight: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct CoreDataConfig {
-    /// Deliver events to core-data over REST (`POST /api/v3/event/...`).
-    pub enabled: bool,
     /// Base URL of core-data (EdgeX default port 59880).
     pub url: String,
     #[serde(with = "humantime_serde")]
@@ -64,7 +113,6 @@ pub struct OutboxConfig {
 impl Default for CoreDataConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
             url: "http://localhost:59880".into(),
             timeout: Duration::from_secs(5),
         }
@@ -334,7 +382,7 @@ impl Config {
                 "MQTT is enabled with nothing to subscribe to",
             );
         }
-        if self.edgex.core_data.enabled
+        if self.edgex.delivery == Delivery::Rest
             && self
                 .edgex
                 .core_data
@@ -343,6 +391,19 @@ impl Config {
                 .map_or(true, |u| u.scheme_str() != Some("http"))
         {
             return bad("Edgex.CoreData.Url", "must be an http:// URL");
+        }
+        let bus = &self.edgex.message_bus;
+        if bus.qos > 2 {
+            return bad("Edgex.MessageBus.Qos", "must be 0, 1 or 2");
+        }
+        if !(1..=1024).contains(&bus.max_in_flight) {
+            return bad("Edgex.MessageBus.MaxInFlight", "must be between 1 and 1024");
+        }
+        if bus.base_topic_prefix.is_empty() || bus.base_topic_prefix.contains(['+', '#']) {
+            return bad(
+                "Edgex.MessageBus.BaseTopicPrefix",
+                "must be a non-empty topic without wildcards",
+            );
         }
         if self.service.name.is_empty() {
             return bad("Service.Name", "must not be empty");
@@ -353,8 +414,13 @@ impl Config {
     /// The configuration as YAML with secrets blanked (for `config` output and logs).
     pub fn redacted_yaml(&self) -> String {
         let mut c = self.clone();
-        if c.ingest.mqtt.password.is_some() {
-            c.ingest.mqtt.password = Some("<redacted>".into());
+        for p in [
+            &mut c.ingest.mqtt.password,
+            &mut c.edgex.message_bus.password,
+        ] {
+            if p.is_some() {
+                *p = Some("<redacted>".into());
+            }
         }
         serde_yaml_ng::to_string(&c).expect("config serialises")
     }
@@ -453,7 +519,12 @@ mod tests {
 
     #[test]
     fn password_is_redacted() {
-        let c = load("Ingest:\n  Mqtt: { Password: hunter2 }\n", &[]).unwrap();
-        assert!(!c.redacted_yaml().contains("hunter2"));
+        let c = load(
+            "Ingest:\n  Mqtt: { Password: hunter2 }\nEdgex:\n  MessageBus: { Password: swordfish }\n",
+            &[],
+        )
+        .unwrap();
+        let y = c.redacted_yaml();
+        assert!(!y.contains("hunter2") && !y.contains("swordfish"), "{y}");
     }
 }

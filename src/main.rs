@@ -153,8 +153,9 @@ async fn main() -> anyhow::Result<()> {
                 sink,
                 metrics: Arc::new(Metrics::default()),
             };
-            let (_bound, handle) =
+            let (bound, handle) =
                 service::start(Arc::new(config), parts, shutdown_signal()).await?;
+            tracing::info!(api = %bound.api, udp = ?bound.udp, "device-lorawan started");
             handle.await?
         }
         Command::Simulate(a) => simulate(a).await,

@@ -71,14 +71,16 @@ pub struct Metrics {
     pub published: AtomicU64,
     pub unmapped_values: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// Message-bus connections lost (or never made).
+    pub bus_reconnects: AtomicU64,
     /// SUBACKs received: how many subscriptions are live (per connection).
     pub mqtt_subacks: AtomicU64,
     /// Events core-data stored (201), or already had (409).
     pub events_delivered: AtomicU64,
     /// Events core-data refused for good (4xx), kept in the dead-letter file.
     pub events_dead_lettered: AtomicU64,
-    /// Failed delivery attempts (core-data down, 5xx, timeouts): retried.
-    pub core_data_errors: AtomicU64,
+    /// Failed delivery attempts (core-data or the bus down, 5xx, timeouts): retried.
+    pub delivery_errors: AtomicU64,
     /// Events refused because the outbox was full (policy `reject`).
     pub outbox_full: AtomicU64,
     /// Undelivered events in the outbox (a gauge).
@@ -160,7 +162,8 @@ impl Metrics {
                 "edgex_events_dead_lettered_total",
                 &self.events_dead_lettered,
             ),
-            ("edgex_core_data_errors_total", &self.core_data_errors),
+            ("edgex_delivery_errors_total", &self.delivery_errors),
+            ("edgex_bus_reconnects_total", &self.bus_reconnects),
             ("edgex_outbox_full_total", &self.outbox_full),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));

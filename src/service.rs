@@ -12,9 +12,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::codec::Reading;
-use crate::config::Config;
+use crate::config::{Config, Delivery};
 use crate::counters::CounterStore;
 use crate::devices::Registry;
+use crate::edgex::outbox::OutboxSink;
 use crate::ingest::dedup::{Dedup, FrameKey};
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
@@ -96,34 +97,10 @@ pub async fn start(
     }
     drop(tx);
     let mut parts = parts;
-    if config.edgex.core_data.enabled {
-        let cd = &config.edgex.core_data;
-        let dir = config.service.data_dir.join("outbox");
-        let outbox = &config.edgex.outbox;
-        let journal = crate::outbox::Journal::open(&dir, outbox.max_bytes, outbox.when_full)?;
-        parts
-            .metrics
-            .outbox_depth
-            .store(journal.pending(), std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(url = %cd.url, pending = journal.pending(), "delivering events to core-data");
-        let journal = Arc::new(std::sync::Mutex::new(journal));
-        let wake = Arc::new(tokio::sync::Notify::new());
-        sources.push(tokio::spawn(crate::edgex::core_data::deliver(
-            cd.url.parse().context("Edgex.CoreData.Url")?,
-            cd.timeout,
-            journal.clone(),
-            wake.clone(),
-            parts.metrics.clone(),
-            dir.join("outbox.dead"),
-        )));
-        let outbox_sink = crate::edgex::core_data::OutboxSink {
-            service: config.service.name.clone(),
-            journal,
-            wake,
-            metrics: parts.metrics.clone(),
-        };
+    if config.edgex.delivery != Delivery::None {
+        let outbox = start_delivery(&config, &parts.metrics, &mut sources)?;
         // The outbox first: once any other sink has shown an uplink, it is journaled.
-        parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox_sink), parts.sink]));
+        parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox), parts.sink]));
     }
     let pipeline = Pipeline::new(config.clone(), parts, store);
     let handle = tokio::spawn(async move {
@@ -134,6 +111,58 @@ pub async fn start(
         result
     });
     Ok((bound, handle))
+}
+
+/// Open the outbox and spawn the task draining it to EdgeX (bus or REST).
+fn start_delivery(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<OutboxSink> {
+    let dir = config.service.data_dir.join("outbox");
+    let outbox = &config.edgex.outbox;
+    let journal = crate::outbox::Journal::open(&dir, outbox.max_bytes, outbox.when_full)?;
+    metrics.outbox_depth.store(journal.pending(), Relaxed);
+    let journal = Arc::new(std::sync::Mutex::new(journal));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let pending = journal.lock().expect("journal lock").pending();
+    let dead_letters = dir.join("outbox.dead");
+    match config.edgex.delivery {
+        Delivery::Rest => {
+            let cd = &config.edgex.core_data;
+            tracing::info!(url = %cd.url, pending, "delivering events to core-data (REST)");
+            tasks.push(tokio::spawn(crate::edgex::core_data::deliver(
+                cd.url.parse().context("Edgex.CoreData.Url")?,
+                cd.timeout,
+                journal.clone(),
+                wake.clone(),
+                metrics.clone(),
+                dead_letters,
+            )));
+        }
+        Delivery::MessageBus => {
+            let bus = &config.edgex.message_bus;
+            tracing::info!(host = %bus.host, port = bus.port, pending, "delivering events on the EdgeX message bus");
+            let bus = crate::edgex::bus::Bus {
+                config: bus.clone(),
+                journal: journal.clone(),
+                wake: wake.clone(),
+                metrics: metrics.clone(),
+                dead_letters,
+                subscriptions: Vec::new(),
+                requests: None,
+                replies: None,
+            };
+            tasks.push(tokio::spawn(bus.run()));
+        }
+        Delivery::None => unreachable!("checked by the caller"),
+    }
+    Ok(OutboxSink {
+        service: config.service.name.clone(),
+        journal,
+        wake,
+        metrics: metrics.clone(),
+    })
 }
 
 /// A frame that would reset its device's counter. After a reboot, an LMIC

@@ -10,31 +10,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::core_data::CoreData;
-use device_lorawan::edgex::event::event_id;
-use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
+use device_lorawan::sim::{self, mote, SimOptions, Target};
 
 use common::until;
 
-fn expected_ids(report: &SimReport, seed: u64, devices: usize) -> BTreeSet<String> {
-    let euis: std::collections::BTreeMap<String, String> = mote::entries(devices, seed)
-        .into_iter()
-        .map(|e| (e.name, e.dev_eui.to_string()))
-        .collect();
-    report
-        .expected
-        .iter()
-        .map(|e| event_id(&euis[&e.device], e.epoch, e.fcnt).to_string())
-        .collect()
-}
-
 fn assert_stored_exactly(cd: &CoreData, want: &BTreeSet<String>) {
-    let invalid = cd.state.invalid.lock().unwrap().clone();
-    assert!(
-        invalid.is_empty(),
-        "requests that failed the OpenAPI schema: {invalid:#?}"
+    common::assert_stored_exactly(
+        &cd.state.events.lock().unwrap(),
+        &cd.state.invalid.lock().unwrap(),
+        want,
     );
-    let got: BTreeSet<String> = cd.state.events.lock().unwrap().keys().cloned().collect();
-    assert_eq!(&got, want, "stored events are exactly the frames sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +27,7 @@ async fn core_data_outage_loses_nothing() {
     let mut cd = CoreData::start().await;
     let data = tempfile::tempdir().unwrap();
     let mut config = common::config(data.path());
-    config.edgex.core_data.enabled = true;
+    config.edgex.delivery = device_lorawan::config::Delivery::Rest;
     config.edgex.core_data.url = cd.url();
     let mut svc = common::Service::start(config, mote::entries(3, 21)).await;
     let udp = svc.bound.udp.unwrap();
@@ -66,7 +51,7 @@ async fn core_data_outage_loses_nothing() {
     cd.stop();
     let report = sim.await.unwrap().unwrap();
     until("a failed delivery", Duration::from_secs(10), || {
-        svc.metrics.core_data_errors.load(Relaxed) > 0
+        svc.metrics.delivery_errors.load(Relaxed) > 0
     })
     .await;
     let stored_during_outage = cd.stored();
@@ -82,7 +67,7 @@ async fn core_data_outage_loses_nothing() {
     );
 
     cd.restart().await;
-    let want = expected_ids(&report, 21, 3);
+    let want = common::expected_ids(&report, 21, 3);
     until("every event stored", Duration::from_secs(30), || {
         cd.stored() == want.len()
     })
@@ -101,7 +86,7 @@ async fn kill_9_while_events_wait_loses_nothing() {
     let mut cd = CoreData::start().await;
     cd.stop(); // core-data is down from the start
     let edgex = format!(
-        "CoreData: {{ Enabled: true, Url: \"{}\", Timeout: 1s }}",
+        "Delivery: rest, CoreData: {{ Url: \"{}\", Timeout: 1s }}",
         cd.url()
     );
     let env = common::binary_env(
@@ -133,7 +118,7 @@ async fn kill_9_while_events_wait_loses_nothing() {
     cd.restart().await;
     let mut svc = common::start_binary(&config);
     report.expected.extend(send(6, 4).await.expected);
-    let want = expected_ids(&report, 22, 3);
+    let want = common::expected_ids(&report, 22, 3);
     until("every event stored", Duration::from_secs(30), || {
         cd.stored() == want.len()
     })

@@ -256,18 +256,6 @@ async fn application_streams_v4_and_v3() {
 }
 
 /// Read one counter from the service's /metrics endpoint.
-fn scrape(api: std::net::SocketAddr, metric: &str) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(api).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(metric))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// SIGKILL while uplinks sit in the de-duplication window: they were neither
 /// published nor acknowledged, so the broker redelivers them to the
 /// restarted service (same client id, persistent session) and every one is
@@ -300,7 +288,7 @@ async fn kill_9_inside_the_dedup_window_loses_nothing() {
 
     let mut svc = common::start_binary(&config);
     until("subscriptions", &|| {
-        scrape(api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 2)
+        common::scrape(api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 2)
     });
     let target = Target::Mqtt {
         host: "127.0.0.1".into(),
@@ -312,7 +300,7 @@ async fn kill_9_inside_the_dedup_window_loses_nothing() {
         .await
         .unwrap();
     until("all 18 copies received", &|| {
-        scrape(
+        common::scrape(
             api,
             "lorawan_uplinks_received_total{source=\"gateway-mqtt\"}",
         ) == Some(18)

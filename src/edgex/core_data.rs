@@ -1,8 +1,6 @@
 //! Zero-loss delivery to core-data over REST.
 //!
-//! [`OutboxSink`] turns each uplink into an `AddEventRequest` and appends it
-//! to the durable [`Journal`] before anything else happens. [`deliver`]
-//! drains the journal in order: `POST /api/v3/event/{service}/{profile}/
+//! [`deliver`] drains the outbox journal (see [`super::outbox`]) in order: `POST /api/v3/event/{service}/{profile}/
 //! {device}/{source}`. 201 (stored) or 409 (already stored: event ids are
 //! deterministic, so a redelivery is harmless) acknowledges the record. A
 //! connection error, a timeout or a 5xx is retried with backoff, the record
@@ -10,7 +8,6 @@
 //! `outbox.dead` (JSON lines) and is counted, so one bad event cannot block the
 //! queue and nothing vanishes silently.
 
-use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,59 +19,9 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
-use super::event::{add_event_request, event_path};
+use super::outbox::{dead_letter, split};
 use crate::metrics::Metrics;
-use crate::outbox::{Journal, JournalError};
-use crate::sink::Sink;
-use crate::uplink::Uplink;
-
-/// A record is the request path, a newline, then the JSON body.
-fn record(service: &str, up: &Uplink) -> Vec<u8> {
-    let mut r = event_path(service, up).into_bytes();
-    r.push(b'\n');
-    serde_json::to_writer(&mut r, &add_event_request(up)).expect("event serialises");
-    r
-}
-
-fn split(record: &[u8]) -> Option<(&str, &[u8])> {
-    let nl = record.iter().position(|b| *b == b'\n')?;
-    Some((std::str::from_utf8(&record[..nl]).ok()?, &record[nl + 1..]))
-}
-
-/// Appends every uplink's event to the outbox and wakes the delivery task.
-pub struct OutboxSink {
-    pub service: String,
-    pub journal: Arc<Mutex<Journal>>,
-    pub wake: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Sink for OutboxSink {
-    fn publish(&mut self, up: &Uplink) -> std::io::Result<()> {
-        let rec = record(&self.service, up);
-        let mut j = self.journal.lock().expect("journal lock");
-        match j.append(&rec) {
-            Ok(_) => {
-                self.metrics.outbox_depth.store(j.pending(), Relaxed);
-                self.wake.notify_one();
-                Ok(())
-            }
-            Err(e @ JournalError::Full { .. }) => {
-                self.metrics.outbox_full.fetch_add(1, Relaxed);
-                Err(std::io::Error::other(e.to_string()))
-            }
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.journal
-            .lock()
-            .expect("journal lock")
-            .sync()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-}
+use crate::outbox::Journal;
 
 /// What one delivery attempt came to.
 enum Outcome {
@@ -127,16 +74,10 @@ pub async fn deliver(
                 Outcome::Refused(status, why) => {
                     metrics.events_dead_lettered.fetch_add(1, Relaxed);
                     tracing::error!(seq, %status, why, "core-data refused an event for good; kept in {}", dead_letters.display());
-                    let line = serde_json::json!({"seq": seq, "status": status.as_u16(), "why": why,
-                                                   "record": String::from_utf8_lossy(&rec)});
-                    let _ = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&dead_letters)
-                        .and_then(|mut f| writeln!(f, "{line}"));
+                    dead_letter(&dead_letters, seq, &format!("{status}: {why}"), &rec);
                 }
                 Outcome::Retry(why) => {
-                    metrics.core_data_errors.fetch_add(1, Relaxed);
+                    metrics.delivery_errors.fetch_add(1, Relaxed);
                     tracing::warn!(seq, why, retry_in = ?backoff, "core-data unavailable; events wait in the outbox");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -187,19 +128,5 @@ async fn post(
                 ),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split;
-
-    #[test]
-    fn records_split_into_path_and_body() {
-        assert_eq!(
-            split(b"/api/v3/event/a/b/c/d\n{}"),
-            Some(("/api/v3/event/a/b/c/d", &b"{}"[..]))
-        );
-        assert_eq!(split(b"no newline"), None);
     }
 }

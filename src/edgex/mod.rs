@@ -1,6 +1,8 @@
-//! EdgeX Foundry v4 (API v3): the DTOs device-lorawan sends. Publishing
-//! (core-data REST, the message bus), registration through core-metadata and
-//! the device-service API build on these.
+//! EdgeX Foundry v4 (API v3): the DTOs device-lorawan sends, the outbox
+//! they wait in, and the two ways they reach core-data: the message bus
+//! ([`bus`], the v4 default) and REST ([`core_data`]).
 
+pub mod bus;
 pub mod core_data;
 pub mod event;
+pub mod outbox;

@@ -230,6 +230,11 @@ impl Journal {
     }
 
     /// Undelivered events.
+    /// The last sequence number delivered (the cursor).
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
     pub fn pending(&self) -> u64 {
         self.entries
             .iter()
@@ -303,15 +308,17 @@ impl Journal {
 
     /// Up to `max` undelivered events, oldest first, with their sequence numbers.
     pub fn peek(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
+        self.peek_after(self.delivered, max)
+    }
+
+    /// Up to `max` undelivered events after `after` (a sequence number a
+    /// pipelining sender already has in flight), oldest first.
+    pub fn peek_after(&self, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
+        let after = after.max(self.delivered);
         let path = self.path();
         let mut f = File::open(&path).map_err(io(&path))?;
         let mut out = Vec::new();
-        for e in self
-            .entries
-            .iter()
-            .filter(|e| e.seq > self.delivered)
-            .take(max)
-        {
+        for e in self.entries.iter().skip_while(|e| e.seq <= after).take(max) {
             let mut buf = vec![0u8; e.len as usize];
             f.seek(SeekFrom::Start(e.offset + 44))
                 .and_then(|_| f.read_exact(&mut buf))

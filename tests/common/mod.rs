@@ -57,6 +57,10 @@ impl Mosquitto {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
+        // Started as root, mosquitto drops to its own user, which must be
+        // able to write its persistence file here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
         let child = Self::spawn(port, dir.path());
         Some(Self { port, child, dir })
@@ -66,7 +70,13 @@ impl Mosquitto {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            // Persistence (saved at a clean stop) keeps QoS 1 sessions across
+            // `restart_clean`; no queue limit, so a slow subscriber loses nothing.
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nmax_queued_messages 0\n",
+                dir.display()
+            ),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -85,6 +95,20 @@ impl Mosquitto {
             std::thread::sleep(Duration::from_millis(20));
         }
         child
+    }
+
+    /// Stop the broker cleanly (SIGTERM: it saves its sessions and queued
+    /// messages) and start a new one on the same port.
+    pub fn restart_clean(&mut self) {
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM mosquitto");
+        self.child.wait().unwrap();
+        self.child = Self::spawn(self.port, self.dir.path());
     }
 
     /// Kill the broker (-9) and start a new one on the same port.
@@ -253,7 +277,49 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
         .collect()
 }
 
+pub mod bus;
 pub mod core_data;
+
+/// The ids of the events the frames in `report` should become (3-mote
+/// fleets of `devices` made from `seed`).
+pub fn expected_ids(
+    report: &device_lorawan::sim::SimReport,
+    seed: u64,
+    devices: usize,
+) -> std::collections::BTreeSet<String> {
+    let euis: BTreeMap<String, String> = device_lorawan::sim::mote::entries(devices, seed)
+        .into_iter()
+        .map(|e| (e.name, e.dev_eui.to_string()))
+        .collect();
+    report
+        .expected
+        .iter()
+        .map(|e| {
+            device_lorawan::edgex::event::event_id(&euis[&e.device], e.epoch, e.fcnt).to_string()
+        })
+        .collect()
+}
+
+/// Every stored event passed the schema, and the ids are exactly `want`.
+pub fn assert_stored_exactly(
+    events: &BTreeMap<String, serde_json::Value>,
+    invalid: &[String],
+    want: &std::collections::BTreeSet<String>,
+) {
+    assert!(
+        invalid.is_empty(),
+        "requests that failed the OpenAPI schema: {invalid:#?}"
+    );
+    let got: std::collections::BTreeSet<String> = events.keys().cloned().collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "stored events must be exactly the frames sent: {} missing {missing:?}, {} unexpected {extra:?}",
+        missing.len(),
+        extra.len()
+    );
+}
 
 /// Start the real `device-lorawan run --config <config>` and wait until its
 /// UDP ingest listens; its stderr keeps being drained.
@@ -268,10 +334,14 @@ pub fn start_binary(config: &Path) -> Child {
         .expect("start device-lorawan");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
     loop {
         assert!(Instant::now() < deadline, "service did not start");
-        let line = lines.next().expect("service exited").unwrap();
-        if line.contains("packet-forwarder listening") {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("service exited: {}", seen.join("\n"));
+        };
+        seen.push(line.clone());
+        if line.contains("device-lorawan started") {
             break;
         }
     }
@@ -391,4 +461,17 @@ pub async fn sim_udp(
     )
     .await
     .unwrap()
+}
+
+/// One counter from the binary's `/metrics` at `api`, if it answers.
+pub fn scrape(api: std::net::SocketAddr, metric: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(metric))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -1,0 +1,97 @@
+//! The outbox's side facing the pipeline: every uplink becomes an EdgeX
+//! `AddEventRequest`, appended to the durable [`Journal`] before the uplink's
+//! source is acknowledged. The transports ([`super::bus`], [`super::core_data`])
+//! drain it.
+//!
+//! A record is transport-neutral: core-data's REST path, a newline, then the
+//! JSON body. The message bus derives its topic from the path, so switching
+//! `Edgex.Delivery` between runs loses nothing that waits in the journal.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::event::{add_event_request, event_path};
+use crate::metrics::Metrics;
+use crate::outbox::{Journal, JournalError};
+use crate::sink::Sink;
+use crate::uplink::Uplink;
+
+/// A record is the request path, a newline, then the JSON body.
+fn record(service: &str, up: &Uplink) -> Vec<u8> {
+    let mut r = event_path(service, up).into_bytes();
+    r.push(b'\n');
+    serde_json::to_writer(&mut r, &add_event_request(up)).expect("event serialises");
+    r
+}
+
+pub fn split(record: &[u8]) -> Option<(&str, &[u8])> {
+    let nl = record.iter().position(|b| *b == b'\n')?;
+    Some((std::str::from_utf8(&record[..nl]).ok()?, &record[nl + 1..]))
+}
+
+/// Appends every uplink's event to the outbox and wakes the delivery task.
+pub struct OutboxSink {
+    pub service: String,
+    pub journal: Arc<Mutex<Journal>>,
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Sink for OutboxSink {
+    fn publish(&mut self, up: &Uplink) -> std::io::Result<()> {
+        let rec = record(&self.service, up);
+        let mut j = self.journal.lock().expect("journal lock");
+        match j.append(&rec) {
+            Ok(_) => {
+                self.metrics.outbox_depth.store(j.pending(), Relaxed);
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e @ JournalError::Full { .. }) => {
+                self.metrics.outbox_full.fetch_add(1, Relaxed);
+                Err(std::io::Error::other(e.to_string()))
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.journal
+            .lock()
+            .expect("journal lock")
+            .sync()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// Keep a record no transport will ever deliver (JSON lines), so nothing
+/// vanishes silently. A failure to write is logged: there is nowhere else.
+pub fn dead_letter(file: &Path, seq: u64, why: &str, rec: &[u8]) {
+    let line = serde_json::json!({"seq": seq, "why": why, "record": String::from_utf8_lossy(rec)});
+    if let Err(e) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| writeln!(f, "{line}"))
+    {
+        tracing::error!(seq, file = %file.display(), error = %e, "dead letter not written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn records_split_into_path_and_body() {
+        assert_eq!(
+            split(b"/api/v3/event/a/b/c/d\n{}"),
+            Some(("/api/v3/event/a/b/c/d", &b"{}"[..]))
+        );
+        assert_eq!(split(b"no newline"), None);
+    }
+}
