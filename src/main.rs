@@ -141,11 +141,13 @@ async fn main() -> anyhow::Result<()> {
                 "-" => Box::new(sink::JsonLines::new(std::io::LineWriter::new(
                     std::io::stdout(),
                 ))),
+                "" => Box::new(sink::Discard),
                 path => Box::new(sink::JsonLines::new(std::io::LineWriter::new(
                     std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
-                        .open(path)?,
+                        .open(path)
+                        .map_err(|e| anyhow::anyhow!("opening Readings.JsonLines {path}: {e}"))?,
                 ))),
             };
             let parts = service::Parts {

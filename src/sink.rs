@@ -103,6 +103,15 @@ impl<W: Write + Send> Sink for JsonLines<W> {
     }
 }
 
+/// No JSON lines (`Readings.JsonLines: ""`): EdgeX delivery alone.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn publish(&mut self, _: &Uplink) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Hands uplinks to a channel (tests, the demo).
 pub struct ChannelSink(pub std::sync::mpsc::Sender<Uplink>);
 

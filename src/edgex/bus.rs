@@ -158,6 +158,11 @@ impl Bus {
         let max = usize::from(self.config.max_in_flight);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
+            // Keep the pipe full: refill as soon as half of it was acknowledged.
+            let room = connected && s.slots.len() <= max / 2;
+            if room {
+                self.fill(&client, &mut s, max);
+            }
             let room = connected && s.slots.len() <= max / 2;
             tokio::select! {
                 ev = el.poll() => match ev {

@@ -7,6 +7,7 @@
 //! acknowledged by the pipeline only once its uplink is durable or rejected,
 //! so if we die first the broker redelivers it to our client id.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,10 +36,28 @@ pub async fn run(
         opts.set_credentials(u.clone(), p.clone());
     }
     let qos = rumqttc::qos(cfg.qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
-    let (client, mut events) = AsyncClient::new(opts, 64);
+    // Acks travel through the client's request queue: it must hold every
+    // ack the broker's in-flight window allows (the queue grows on demand).
+    let (client, mut events) = AsyncClient::new(opts, 1 << 16);
     let mut backoff = Duration::from_millis(100);
+    // Received but not yet taken by the pipeline. The event loop is polled
+    // all the time, so acks and pings flow while the pipeline is busy; the
+    // broker's in-flight window (unacknowledged messages per client) bounds
+    // this queue.
+    let mut backlog: VecDeque<IngestEvent> = VecDeque::new();
     loop {
-        match events.poll().await {
+        let polled = tokio::select! {
+            biased;
+            permit = tx.reserve(), if !backlog.is_empty() => match permit {
+                Ok(p) => {
+                    p.send(backlog.pop_front().expect("guarded"));
+                    continue;
+                }
+                Err(_) => return,
+            },
+            ev = events.poll() => ev,
+        };
+        match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(host = %cfg.host, port = cfg.port, "MQTT connected; subscribing");
@@ -86,11 +105,7 @@ pub async fn run(
                     }),
                 };
                 match ev {
-                    Ok(ev) => {
-                        if tx.send(ev).await.is_err() {
-                            return;
-                        }
-                    }
+                    Ok(ev) => backlog.push_back(ev),
                     Err(e) => refuse(e.reason(), &format_args!("topic {}: {e}", p.topic)),
                 }
             }

@@ -81,6 +81,13 @@ struct Entry {
     hash: Hash,
 }
 
+impl Entry {
+    /// Its size in the file, framing included.
+    fn bytes(&self) -> u64 {
+        u64::from(self.len) + OVERHEAD as u64
+    }
+}
+
 /// The journal of one service instance.
 pub struct Journal {
     dir: PathBuf,
@@ -90,6 +97,11 @@ pub struct Journal {
     /// Records in the file, oldest first (delivered ones until compaction).
     entries: VecDeque<Entry>,
     delivered: u64,
+    /// Bytes (with framing) of undelivered records, and of delivered ones
+    /// still in the file: kept as running sums, so appends and acks cost
+    /// the same however long the backlog.
+    pending_bytes: u64,
+    done_bytes: u64,
     end: u64,
     max_bytes: u64,
     policy: FullPolicy,
@@ -205,7 +217,14 @@ impl Journal {
                 .and_then(|f| f.set_len(intact))
                 .map_err(io(&path))?;
         }
-        let delivered = read_cursor(&dir.join(CURSOR))?.unwrap_or(base_seq - 1);
+        // Records before the base were compacted away: they were delivered.
+        let delivered = read_cursor(&dir.join(CURSOR))?
+            .unwrap_or(0)
+            .max(base_seq - 1);
+        let (done, pending): (Vec<&Entry>, Vec<&Entry>) =
+            entries.iter().partition(|e| e.seq <= delivered);
+        let pending_bytes = pending.iter().map(|e| e.bytes()).sum();
+        let done_bytes = done.iter().map(|e| e.bytes()).sum();
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -217,6 +236,8 @@ impl Journal {
             base_seq,
             entries: entries.into(),
             delivered,
+            pending_bytes,
+            done_bytes,
             end: intact,
             max_bytes,
             policy,
@@ -229,26 +250,31 @@ impl Journal {
         self.dir.join(LOG)
     }
 
-    /// Undelivered events.
     /// The last sequence number delivered (the cursor).
     pub fn delivered(&self) -> u64 {
         self.delivered
     }
 
+    /// Undelivered events.
     pub fn pending(&self) -> u64 {
-        self.entries
-            .iter()
-            .filter(|e| e.seq > self.delivered)
-            .count() as u64
+        self.last_seq().saturating_sub(self.delivered)
     }
 
     /// Bytes of undelivered events.
     pub fn pending_bytes(&self) -> u64 {
-        self.entries
-            .iter()
-            .filter(|e| e.seq > self.delivered)
-            .map(|e| u64::from(e.len) + OVERHEAD as u64)
-            .sum()
+        self.pending_bytes
+    }
+
+    /// The sequence number of the newest record.
+    pub fn last_seq(&self) -> u64 {
+        self.entries.back().map_or(self.base_seq - 1, |e| e.seq)
+    }
+
+    /// Where record `seq` sits in `entries`.
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        let first = self.entries.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        (i < self.entries.len()).then_some(i)
     }
 
     /// Append an event; once this returns, a crash of this process cannot
@@ -303,6 +329,7 @@ impl Journal {
             hash: record_hash(seq, &prev, payload),
         });
         self.end += rec.len() as u64;
+        self.pending_bytes += need;
         Ok(seq)
     }
 
@@ -315,6 +342,9 @@ impl Journal {
     /// pipelining sender already has in flight), oldest first.
     pub fn peek_after(&self, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
         let after = after.max(self.delivered);
+        if after >= self.last_seq() {
+            return Ok(Vec::new());
+        }
         let path = self.path();
         let mut f = File::open(&path).map_err(io(&path))?;
         let mut out = Vec::new();
@@ -330,8 +360,14 @@ impl Journal {
 
     /// Everything up to and including `seq` reached EdgeX.
     pub fn ack(&mut self, seq: u64) -> Result<(), JournalError> {
+        let seq = seq.min(self.last_seq());
         if seq <= self.delivered {
             return Ok(());
+        }
+        if let (Some(from), Some(to)) = (self.index_of(self.delivered + 1), self.index_of(seq)) {
+            let bytes: u64 = self.entries.range(from..=to).map(Entry::bytes).sum();
+            self.pending_bytes -= bytes;
+            self.done_bytes += bytes;
         }
         self.delivered = seq;
         let cursor = self.dir.join(CURSOR);
@@ -341,18 +377,11 @@ impl Journal {
 
     /// Drop delivered records from the file once they are most of it.
     fn maybe_compact(&mut self) -> Result<(), JournalError> {
-        let done = self
-            .entries
-            .iter()
-            .take_while(|e| e.seq <= self.delivered)
-            .count();
-        let done_bytes: u64 = self
-            .entries
-            .iter()
-            .take(done)
-            .map(|e| u64::from(e.len) + OVERHEAD as u64)
-            .sum();
-        if done == 0 || done_bytes < (1 << 20).min(self.end / 2).max(64 << 10) {
+        let done = self.index_of(self.delivered).map_or(0, |i| i + 1);
+        // Only once delivered records are half the file: each compaction then
+        // copies at most as much as was delivered since the last, so the
+        // cost per event stays constant however long the backlog.
+        if done == 0 || self.done_bytes < (self.end / 2).max(64 << 10) {
             return Ok(());
         }
         let last_done = self.entries[done - 1];
@@ -378,6 +407,7 @@ impl Journal {
             e.offset -= shift;
         }
         self.end -= shift;
+        self.done_bytes = 0;
         Ok(())
     }
 
@@ -438,6 +468,33 @@ pub fn verify(dir: &Path) -> Result<Verified, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The running sums agree with a recount, through acks, compactions,
+    /// drops and a reopen.
+    #[test]
+    fn running_sums_match_a_recount() {
+        let d = tempfile::tempdir().unwrap();
+        let recount = |j: &Journal| {
+            let p: Vec<&Entry> = j.entries.iter().filter(|e| e.seq > j.delivered).collect();
+            (p.len() as u64, p.iter().map(|e| e.bytes()).sum::<u64>())
+        };
+        let mut j = Journal::open(d.path(), 400 << 10, FullPolicy::DropOldest).unwrap();
+        let mut acked = 0;
+        for i in 0..5000u64 {
+            j.append(&vec![b'x'; 100 + (i % 300) as usize]).unwrap();
+            if i % 7 == 0 {
+                acked = (acked + 5).min(j.last_seq());
+                j.ack(acked).unwrap();
+            }
+            assert_eq!((j.pending(), j.pending_bytes()), recount(&j), "after {i}");
+        }
+        assert!(j.dropped > 0, "the size bound was reached");
+        let (n, b) = (j.pending(), j.pending_bytes());
+        drop(j);
+        let j = Journal::open(d.path(), 400 << 10, FullPolicy::DropOldest).unwrap();
+        assert_eq!((j.pending(), j.pending_bytes()), (n, b));
+        assert_eq!(recount(&j), (n, b));
+    }
 
     fn open(dir: &Path) -> Journal {
         Journal::open(dir, 1 << 20, FullPolicy::Reject).unwrap()

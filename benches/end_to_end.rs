@@ -1,0 +1,300 @@
+//! End-to-end load: simulated gateways publish on a real mosquitto, the real
+//! `device-lorawan` binary (release) decodes and journals every uplink in its
+//! outbox and publishes EdgeX events on the message bus, and a subscriber
+//! standing in for core-data counts them by id.
+//!
+//! `cargo bench --bench end_to_end` (options: `-- --frames N --rate R
+//! --gateways G --devices D --dedup-window 200ms`). Prints sustained
+//! throughput (distinct uplinks per second, first send to last event), the
+//! latency from the service's reception (the event's origin) to the event on
+//! the bus (p50/p99), the service's peak RSS (VmHWM) and losses. Exits
+//! non-zero when an uplink is lost or duplicated on the bus, or when the
+//! throughput is under the 5,000 uplinks/s floor.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::sim::{self, mote, SimOptions, Target};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const FLOOR_PER_S: f64 = 5000.0;
+
+struct Args {
+    frames: u64,
+    rate: f64,
+    gateways: usize,
+    devices: usize,
+    dedup_window: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        frames: 60_000,
+        rate: 8000.0,
+        gateways: 2,
+        devices: 200,
+        dedup_window: "200ms".into(),
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let val = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--frames" => a.frames = val.parse().expect("--frames N"),
+            "--rate" => a.rate = val.parse().expect("--rate R"),
+            "--gateways" => a.gateways = val.parse().expect("--gateways G"),
+            "--devices" => a.devices = val.parse().expect("--devices D"),
+            "--dedup-window" => a.dedup_window = val,
+            _ => {
+                i += 1; // cargo's own flags (--bench)
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<String>,
+    copies: u64,
+    latencies_ms: Vec<f64>,
+    last: Option<Instant>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 4000\nmax_queued_messages 0\n"
+        ),
+    )
+    .unwrap();
+    let _broker = Killed(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install -y mosquitto)"),
+    );
+    wait_port(port);
+
+    // The stand-in core-data subscriber.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    {
+        let mut opts = MqttOptions::new("bench-core-data", "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_inflight(1000);
+        let (client, mut el) = AsyncClient::new(opts, 1000);
+        let (seen, subscribed) = (seen.clone(), subscribed.clone());
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe("edgex/events/device/#", QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.notify_one(),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let arrived = now_ns();
+                        let env: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                        let ev = &env["payload"]["event"];
+                        let id = ev["id"].as_str().unwrap().to_string();
+                        let origin = ev["origin"].as_i64().unwrap();
+                        let mut s = seen.lock().unwrap();
+                        if s.ids.insert(id) {
+                            s.latencies_ms.push((arrived - origin) as f64 / 1e6);
+                        } else {
+                            s.copies += 1;
+                        }
+                        s.last = Some(Instant::now());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("bench subscriber: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    subscribed.notified().await;
+
+    // The service: gateway MQTT in, outbox, message bus out.
+    let devices = dir.path().join("devices.yaml");
+    std::fs::write(&devices, mote::devices_yaml(&mote::entries(a.devices, 7))).unwrap();
+    let api = free_port();
+    let config = dir.path().join("config.yaml");
+    let mut f = std::fs::File::create(&config).unwrap();
+    write!(
+        f,
+        "Service: {{ DataDir: {data}, ApiBind: \"127.0.0.1:{api}\" }}\n\
+         Devices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
+         Ingest: {{ DedupWindow: {window}, Udp: {{ Enabled: false }}, Mqtt: {{ Enabled: true, Host: 127.0.0.1, Port: {port}, \
+           ClientId: bench-ingest, Subscriptions: [{{ Topic: \"gateway/+/event/up\", Kind: gateway }}] }} }}\n\
+         Readings: {{ JsonLines: \"\" }}\n\
+         Edgex: {{ Delivery: message-bus, MessageBus: {{ Host: 127.0.0.1, Port: {port}, ClientId: bench-bus }} }}\n\
+         Log: {{ Level: warn }}\n",
+        data = dir.path().join("data").display(),
+        devices = devices.display(),
+        profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles"),
+        window = a.dedup_window,
+    )
+    .unwrap();
+    drop(f);
+    let svc = Killed(
+        Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("device-lorawan"),
+    );
+    wait_port(api);
+    // Wait for the ingest subscription (its SUBACK is counted in /metrics).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape(api, "lorawan_mqtt_subacks_total").unwrap_or(0) < 1 {
+        assert!(Instant::now() < deadline, "the service never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let opts = SimOptions {
+        devices: a.devices,
+        gateways: a.gateways,
+        rate: a.rate,
+        frames: Some(a.frames),
+        duration: None,
+        seed: 7,
+        ..Default::default()
+    };
+    let target = Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port,
+        format: WireFormat::Protobuf,
+        prefix: String::new(),
+    };
+    eprintln!(
+        "offering {} uplinks at {}/s from {} motes, each heard by {} gateway(s), dedup window {}",
+        a.frames, a.rate, a.devices, a.gateways, a.dedup_window
+    );
+    let started = Instant::now();
+    let report = sim::run(target, opts, std::future::pending())
+        .await
+        .unwrap();
+    let sent_in = started.elapsed();
+    let want = report.expected.len();
+    // Bounded wait for the tail: stop once all arrived or nothing came for 10 s.
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = seen.lock().unwrap();
+        if s.ids.len() >= want
+            || s.last
+                .is_some_and(|l| l.elapsed() > Duration::from_secs(10))
+        {
+            break;
+        }
+    }
+    let rss_kb = vm_hwm_kb(svc.0.id());
+    let s = seen.lock().unwrap();
+    let elapsed = s.last.unwrap().duration_since(started).as_secs_f64();
+    let rate = s.ids.len() as f64 / elapsed;
+    let mut lat = s.latencies_ms.clone();
+    lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "end_to_end: {} of {} uplinks on the bus in {:.2} s (offered in {:.2} s): {:.0} uplinks/s sustained; \
+         latency reception→bus p50 {:.1} ms, p99 {:.1} ms; copies {}; service peak RSS {:.1} MB",
+        s.ids.len(),
+        want,
+        elapsed,
+        sent_in.as_secs_f64(),
+        rate,
+        pct(0.5),
+        pct(0.99),
+        s.copies,
+        rss_kb as f64 / 1024.0
+    );
+    let mut failed = false;
+    if s.ids.len() != want {
+        eprintln!("FAIL: {} uplinks lost", want - s.ids.len());
+        failed = true;
+    }
+    if rate < FLOOR_PER_S {
+        eprintln!("FAIL: {rate:.0} uplinks/s is under the {FLOOR_PER_S} floor");
+        failed = true;
+    }
+    drop(s);
+    drop(svc);
+    drop(_broker);
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+fn scrape(api: u16, metric: &str) -> Option<u64> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(metric))
+        .and_then(|v| v.trim().parse().ok())
+}
