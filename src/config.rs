@@ -42,6 +42,7 @@ pub struct EdgexConfig {
     /// (`POST` to core-data).
     pub delivery: Delivery,
     pub message_bus: MessageBusConfig,
+    pub metadata: MetadataConfig,
     pub core_data: CoreDataConfig,
     pub outbox: OutboxConfig,
 }
@@ -92,6 +93,27 @@ impl Default for MessageBusConfig {
     }
 }
 
+/// Registration through core-metadata (service, profiles, devices).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    pub enabled: bool,
+    /// Base URL of core-metadata (EdgeX default port 59881).
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: "http://localhost:59881".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct CoreDataConfig {
@@ -131,6 +153,9 @@ impl Default for OutboxConfig {
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct ServiceConfig {
     pub name: String,
+    /// The host name other EdgeX services reach us by (our registered
+    /// `baseAddress` is `http://{Host}:{port of ApiBind}`).
+    pub host: String,
     /// Address of the device-service API (`/api/v3/...`, `/metrics`).
     pub api_bind: SocketAddr,
     /// Where durable state (frame counters) lives.
@@ -248,6 +273,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             name: "device-lorawan".into(),
+            host: "localhost".into(),
             api_bind: "0.0.0.0:59995".parse().expect("literal"),
             data_dir: "data".into(),
             sync_interval: Duration::from_secs(1),
@@ -391,6 +417,16 @@ impl Config {
                 .map_or(true, |u| u.scheme_str() != Some("http"))
         {
             return bad("Edgex.CoreData.Url", "must be an http:// URL");
+        }
+        if self.edgex.metadata.enabled
+            && self
+                .edgex
+                .metadata
+                .url
+                .parse::<hyper::Uri>()
+                .map_or(true, |u| u.scheme_str() != Some("http"))
+        {
+            return bad("Edgex.Metadata.Url", "must be an http:// URL");
         }
         let bus = &self.edgex.message_bus;
         if bus.qos > 2 {

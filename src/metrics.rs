@@ -71,6 +71,10 @@ pub struct Metrics {
     pub published: AtomicU64,
     pub unmapped_values: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// Registration passes with core-metadata that failed (retried).
+    pub registration_errors: AtomicU64,
+    /// 1 once registered with core-metadata (a gauge).
+    pub registered: AtomicU64,
     /// Message-bus connections lost (or never made).
     pub bus_reconnects: AtomicU64,
     /// SUBACKs received: how many subscriptions are live (per connection).
@@ -164,15 +168,17 @@ impl Metrics {
             ),
             ("edgex_delivery_errors_total", &self.delivery_errors),
             ("edgex_bus_reconnects_total", &self.bus_reconnects),
+            ("edgex_registration_errors_total", &self.registration_errors),
             ("edgex_outbox_full_total", &self.outbox_full),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
-        let _ = writeln!(
-            s,
-            "# TYPE edgex_outbox_depth gauge\nedgex_outbox_depth {}",
-            self.outbox_depth.load(Relaxed)
-        );
+        for (name, v) in [
+            ("edgex_outbox_depth", &self.outbox_depth),
+            ("edgex_registered", &self.registered),
+        ] {
+            let _ = writeln!(s, "# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
+        }
         s
     }
 }

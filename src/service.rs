@@ -102,6 +102,20 @@ pub async fn start(
         // The outbox first: once any other sink has shown an uplink, it is journaled.
         parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox), parts.sink]));
     }
+    if config.edgex.metadata.enabled {
+        let md = &config.edgex.metadata;
+        let registrar = crate::edgex::metadata::Registrar {
+            client: crate::edgex::http::JsonClient::new(&md.url, md.timeout),
+            service: config.service.name.clone(),
+            base_address: format!("http://{}:{}", config.service.host, bound.api.port()),
+            profiles_dir: config.devices.profiles_dir.clone(),
+            devices: crate::edgex::metadata::DeviceSpec::from_registry(&parts.registry),
+            metrics: parts.metrics.clone(),
+        };
+        sources.push(tokio::spawn(async move {
+            let _ = registrar.run().await;
+        }));
+    }
     let pipeline = Pipeline::new(config.clone(), parts, store);
     let handle = tokio::spawn(async move {
         let result = pipeline.run(rx, shutdown).await;

@@ -146,18 +146,27 @@ pub fn add_event_request(up: &Uplink) -> AddEventRequest<'_> {
     }
 }
 
+/// `s` as one URL path segment or topic level: unreserved characters as
+/// they are, everything else percent-encoded (EdgeX encodes names in both).
+pub fn encode_segment(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
 /// core-data's path for `up`'s event (segments percent-encoded).
 pub fn event_path(service: &str, up: &Uplink) -> String {
-    let seg = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                b => format!("%{b:02X}"),
-            })
-            .collect()
-    };
+    let seg = encode_segment;
     format!(
         "/api/v3/event/{}/{}/{}/{}",
         seg(service),

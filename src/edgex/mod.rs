@@ -5,4 +5,6 @@
 pub mod bus;
 pub mod core_data;
 pub mod event;
+pub mod http;
+pub mod metadata;
 pub mod outbox;

@@ -279,6 +279,8 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
 
 pub mod bus;
 pub mod core_data;
+pub mod metadata;
+pub mod standin;
 
 /// The ids of the events the frames in `report` should become (3-mote
 /// fleets of `devices` made from `seed`).

@@ -1,0 +1,103 @@
+//! The HTTP skeleton of the stand-in EdgeX services: a hyper server on a
+//! loopback port that hands each request (method, path, body) to a handler,
+//! and can be stopped (listener and open connections closed) and restarted
+//! on the same port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+pub type Handler =
+    Arc<dyn Fn(&Method, &str, &[u8]) -> (StatusCode, serde_json::Value) + Send + Sync>;
+
+pub struct StandIn {
+    pub addr: SocketAddr,
+    handler: Handler,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StandIn {
+    pub async fn start(handler: Handler) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut s = Self {
+            addr: listener.local_addr().unwrap(),
+            handler,
+            task: None,
+        };
+        s.serve(listener);
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let handler = self.handler.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in this set: aborting the task closes them all.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = handler.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(handler.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    /// Go away: the port refuses connections until `restart`.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn handle(
+    handler: Handler,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (status, json) = handler(&method, &path, &body);
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json.to_string())))
+        .unwrap())
+}

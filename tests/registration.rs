@@ -1,0 +1,165 @@
+//! Registration through core-metadata against a stand-in that answers as
+//! the real one does (207 multi-status, item by item) and validates every
+//! request item against the official OpenAPI schemas: the device service
+//! created and later updated, every bundled profile added or replaced,
+//! devices added with their LoRaWAN addresses and never their keys, one
+//! refused device that does not stop the others; and core-metadata down at
+//! start, with ingest going on and registration retried.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use common::metadata::Metadata;
+use common::until;
+use device_lorawan::devices::DeviceEntry;
+use device_lorawan::sim::mote;
+use serde_json::json;
+
+fn config_for(data: &std::path::Path, metadata: &Metadata) -> device_lorawan::config::Config {
+    let mut c = common::config(data);
+    c.service.host = "127.0.0.1".into();
+    c.edgex.metadata.enabled = true;
+    c.edgex.metadata.url = metadata.url();
+    c.edgex.metadata.timeout = Duration::from_secs(1);
+    c
+}
+
+fn keys_hex(entries: &[DeviceEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .flat_map(|e| [&e.nwk_s_key, &e.app_s_key])
+        .flatten()
+        .map(|k| hex::encode(k.expose()))
+        .collect()
+}
+
+fn assert_no_keys_sent(md: &Metadata, entries: &[DeviceEntry]) {
+    let requests = md.state.requests.lock().unwrap();
+    assert!(!requests.is_empty());
+    for key in keys_hex(entries) {
+        for r in requests.iter() {
+            assert!(
+                !r.to_lowercase().contains(&key),
+                "a session key was sent to core-metadata"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_service_profiles_and_devices() {
+    let md = Metadata::start().await;
+    let entries = mote::entries(4, 41);
+    // Already there: one profile (replaced with PUT) and one device (left).
+    md.state.profiles.lock().unwrap().insert(
+        "Dragino-LPP-Mote".into(),
+        json!({"name": "Dragino-LPP-Mote", "deviceResources": []}),
+    );
+    md.state.devices.lock().unwrap().insert(
+        entries[0].name.clone(),
+        json!({"name": entries[0].name, "profileName": "Dragino-LPP-Mote"}),
+    );
+    md.state
+        .refuse_devices
+        .lock()
+        .unwrap()
+        .insert(entries[3].name.clone());
+
+    let data = tempfile::tempdir().unwrap();
+    let mut svc = common::Service::start(config_for(data.path(), &md), entries.clone()).await;
+    until("registration", Duration::from_secs(10), || {
+        svc.metrics.registered.load(Relaxed) == 1
+    })
+    .await;
+    let port = svc.bound.api.port();
+    svc.stop().await;
+
+    let invalid = md.state.invalid.lock().unwrap().clone();
+    assert!(invalid.is_empty(), "schema failures: {invalid:#?}");
+    let service = md.state.services.lock().unwrap()["device-lorawan"].clone();
+    assert_eq!(service["baseAddress"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(service["adminState"], "UNLOCKED");
+
+    let profiles = md.state.profiles.lock().unwrap().clone();
+    for name in common::profiles().keys() {
+        assert!(profiles.contains_key(name), "profile {name} uploaded");
+    }
+    assert!(
+        !profiles["Dragino-LPP-Mote"]["deviceResources"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the existing profile was replaced (PUT after 409)"
+    );
+
+    let devices = md.state.devices.lock().unwrap().clone();
+    assert_eq!(
+        devices.len(),
+        3,
+        "three of four: the refused one is missing"
+    );
+    assert!(!devices.contains_key(&entries[3].name));
+    assert!(
+        devices[&entries[0].name].get("protocols").is_none(),
+        "an existing device is left as it was"
+    );
+    for e in &entries[1..3] {
+        let d = &devices[&e.name];
+        assert_eq!(d["serviceName"], "device-lorawan");
+        assert_eq!(d["profileName"], e.profile);
+        let lw = &d["protocols"]["lorawan"];
+        assert_eq!(lw["DevEUI"], e.dev_eui.to_string());
+        assert_eq!(lw["DevAddr"], e.dev_addr.unwrap().to_string());
+        assert_eq!(lw["Class"], "A");
+    }
+    assert_no_keys_sent(&md, &entries);
+
+    // A second start finds the service and updates its address (PATCH).
+    let data2 = tempfile::tempdir().unwrap();
+    let mut svc = common::Service::start(config_for(data2.path(), &md), entries.clone()).await;
+    until("registration again", Duration::from_secs(10), || {
+        svc.metrics.registered.load(Relaxed) == 1
+    })
+    .await;
+    let port2 = svc.bound.api.port();
+    svc.stop().await;
+    let requests = md.state.requests.lock().unwrap().clone();
+    assert!(requests
+        .iter()
+        .any(|r| r.starts_with("PATCH /api/v3/deviceservice ")));
+    assert_eq!(
+        md.state.services.lock().unwrap()["device-lorawan"]["baseAddress"],
+        format!("http://127.0.0.1:{port2}")
+    );
+    assert!(md.state.invalid.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_down_at_start_ingest_goes_on_and_registration_retries() {
+    let mut md = Metadata::start().await;
+    md.stop();
+    let entries = mote::entries(3, 42);
+    let data = tempfile::tempdir().unwrap();
+    let mut svc = common::Service::start(config_for(data.path(), &md), entries.clone()).await;
+    let report = common::sim_udp(svc.bound.udp.unwrap(), 42, 9, 0).await;
+    svc.wait_published(9, Duration::from_secs(10)).await;
+    until("a failed registration", Duration::from_secs(10), || {
+        svc.metrics.registration_errors.load(Relaxed) > 0
+    })
+    .await;
+    assert_eq!(svc.metrics.registered.load(Relaxed), 0);
+
+    md.restart().await;
+    until(
+        "registration after the outage",
+        Duration::from_secs(15),
+        || svc.metrics.registered.load(Relaxed) == 1,
+    )
+    .await;
+    let got = svc.stop().await;
+    common::assert_exactly(&report, &got);
+    assert_eq!(md.state.devices.lock().unwrap().len(), 3);
+    assert_no_keys_sent(&md, &entries);
+}
