@@ -56,6 +56,18 @@ pub struct DeviceEntry {
     pub codec: CodecKind,
     #[serde(default)]
     pub fcnt_policy: FcntPolicy,
+    /// `LOCKED` devices still report, but refuse commands (EdgeX admin state).
+    #[serde(default)]
+    pub admin_state: AdminState,
+}
+
+/// EdgeX admin state of a device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AdminState {
+    #[default]
+    Unlocked,
+    Locked,
 }
 
 /// Read a hex field without ever echoing what was written: for keys, the
@@ -126,6 +138,7 @@ pub struct Device {
     pub crypto: Option<SessionCrypto>,
     pub codec: Codec,
     pub fcnt_policy: FcntPolicy,
+    pub admin_state: AdminState,
 }
 
 /// All devices, indexed for the uplink path. Device ids are indices.
@@ -181,10 +194,29 @@ impl Registry {
                 crypto,
                 codec,
                 fcnt_policy: e.fcnt_policy,
+                admin_state: e.admin_state,
             });
         }
         reg.by_addr.sort_unstable();
         Ok(reg)
+    }
+
+    /// Give device `id` an ABP session (keys that arrived through the
+    /// secret API), replacing any it had.
+    pub fn set_session(&mut self, id: u32, addr: DevAddr, nwk: &AesKey, app: &AesKey) {
+        let d = &mut self.devices[id as usize];
+        d.dev_addr = Some(addr);
+        d.crypto = Some(SessionCrypto::new(nwk, app));
+        self.by_addr.retain(|(_, i)| *i != id);
+        self.by_addr.push((addr, id));
+        self.by_addr.sort_unstable();
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<u32> {
+        self.devices
+            .iter()
+            .position(|d| &*d.name == name)
+            .map(|i| i as u32)
     }
 
     /// Devices sharing `addr` (usually one; the MIC tells them apart).

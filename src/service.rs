@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::codec::Reading;
 use crate::config::{Config, Delivery};
 use crate::counters::CounterStore;
+use crate::device_state::DeviceStates;
 use crate::devices::Registry;
 use crate::edgex::outbox::OutboxSink;
 use crate::ingest::dedup::{Dedup, FrameKey};
@@ -21,6 +22,7 @@ use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
+use crate::secrets::{SecretStore, Session};
 use crate::sink::Sink;
 use crate::uplink::{decode_parsed, RxMeta, Uplink};
 
@@ -71,7 +73,27 @@ pub async fn start(
     };
     tracing::info!(addr = %bound.api, "device-service API listening");
     let max = config.ingest.max_message_bytes;
-    let api_state = Arc::new(crate::api::ApiState::new(&config, parts.metrics.clone()));
+    let mut parts = parts;
+    let secrets = SecretStore::open(&config.service.data_dir)?;
+    for (name, s) in secrets.sessions()? {
+        match parts.registry.by_name(&name) {
+            Some(id) => parts
+                .registry
+                .set_session(id, s.dev_addr, &s.nwk_s_key, &s.app_s_key),
+            None => {
+                tracing::warn!(device = %name, "stored session for a device not in the devices file")
+            }
+        }
+    }
+    let devices = Arc::new(DeviceStates::new(&parts.registry));
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let api_state = Arc::new(crate::api::ApiState::new(
+        &config,
+        parts.metrics.clone(),
+        devices.clone(),
+        secrets,
+        control_tx,
+    ));
     let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state))];
     if config.ingest.udp.enabled {
         let sock = UdpSocket::bind(config.ingest.udp.bind)
@@ -96,7 +118,6 @@ pub async fn start(
         )));
     }
     drop(tx);
-    let mut parts = parts;
     if config.edgex.delivery != Delivery::None {
         let outbox = start_delivery(&config, &parts.metrics, &mut sources)?;
         // The outbox first: once any other sink has shown an uplink, it is journaled.
@@ -116,7 +137,7 @@ pub async fn start(
             let _ = registrar.run().await;
         }));
     }
-    let pipeline = Pipeline::new(config.clone(), parts, store);
+    let pipeline = Pipeline::new(config.clone(), parts, store, devices, control_rx);
     let handle = tokio::spawn(async move {
         let result = pipeline.run(rx, shutdown).await;
         for s in sources {
@@ -125,6 +146,13 @@ pub async fn start(
         result
     });
     Ok((bound, handle))
+}
+
+/// What the API asks of the pipeline, which owns the device registry.
+#[derive(Debug)]
+pub enum Control {
+    /// Keys that arrived through `POST /api/v3/secret` (already stored).
+    Session { device: u32, session: Session },
 }
 
 /// Open the outbox and spawn the task draining it to EdgeX (bus or REST).
@@ -225,6 +253,10 @@ struct Pipeline {
     sink: Box<dyn Sink>,
     metrics: Arc<Metrics>,
     readings: Vec<Reading>,
+    /// Last values for the API's GET commands.
+    devices: Arc<DeviceStates>,
+    /// `None` once the API has gone.
+    control: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
 fn now_ns() -> i64 {
@@ -234,7 +266,13 @@ fn now_ns() -> i64 {
 }
 
 impl Pipeline {
-    fn new(config: Arc<Config>, parts: Parts, store: CounterStore) -> Self {
+    fn new(
+        config: Arc<Config>,
+        parts: Parts,
+        store: CounterStore,
+        devices: Arc<DeviceStates>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> Self {
         let states = parts
             .registry
             .iter()
@@ -250,6 +288,8 @@ impl Pipeline {
             sink: parts.sink,
             metrics: parts.metrics,
             readings: Vec::with_capacity(16),
+            devices,
+            control: Some(control),
         }
     }
 
@@ -270,6 +310,10 @@ impl Pipeline {
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                     self.emit_due(Instant::now())?;
                 }
+                c = async { match &mut self.control { Some(c) => c.recv().await, None => std::future::pending().await } } => match c {
+                    Some(c) => self.apply(c),
+                    None => self.control = None,
+                },
                 _ = sync.tick() => {
                     self.store.sync()?;
                     self.sink.flush()?;
@@ -288,6 +332,17 @@ impl Pipeline {
         self.sink.flush()?;
         self.store.sync()?;
         Ok(())
+    }
+
+    fn apply(&mut self, c: Control) {
+        match c {
+            Control::Session { device, session } => {
+                let s = &session;
+                self.registry
+                    .set_session(device, s.dev_addr, &s.nwk_s_key, &s.app_s_key);
+                tracing::info!(device = %self.registry.get(device).name, dev_addr = %s.dev_addr, "ABP session set");
+            }
+        }
     }
 
     fn handle(&mut self, ev: IngestEvent) -> anyhow::Result<()> {
@@ -592,6 +647,7 @@ impl Pipeline {
         match self.sink.publish(&h.uplink) {
             Ok(()) => {
                 self.metrics.published.fetch_add(1, Relaxed);
+                self.devices.record(h.device, &h.uplink);
                 self.persist(h.device, h.persist)?;
                 ack_all(h.acks);
             }

@@ -10,9 +10,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 request over a fresh connection: (status, body).
 async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    send(addr, method, path, "").await
+}
+
+async fn send(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
-        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();
@@ -102,4 +111,129 @@ async fn edgex_routes_and_metrics() {
     );
     assert!(report.bad_mic > 0);
     svc.stop().await;
+}
+
+/// `body` is a valid `schema` of the device-sdk spec.
+fn assert_schema(body: &str, schema: &str) -> serde_json::Value {
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+    let errors = common::schema_errors(&common::openapi_validator("device-sdk.yaml", schema), &doc);
+    assert!(errors.is_empty(), "{schema}: {errors:?} in {body}");
+    doc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_commands_and_secrets() {
+    use device_lorawan::devices::AdminState;
+    let data = tempfile::tempdir().unwrap();
+    let full = mote::entries(3, 5);
+    let mut entries = full.clone();
+    entries[1].admin_state = AdminState::Locked;
+    // sim-mote-3 has no session yet: its keys arrive through the API.
+    (
+        entries[2].dev_addr,
+        entries[2].nwk_s_key,
+        entries[2].app_s_key,
+    ) = (None, None, None);
+    let keys: Vec<String> = full
+        .iter()
+        .flat_map(|e| [e.nwk_s_key.as_ref().unwrap(), e.app_s_key.as_ref().unwrap()])
+        .map(|k| hex::encode(k.expose()))
+        .collect();
+    let mut svc = common::Service::start(common::config(data.path()), entries.clone()).await;
+    let api = svc.bound.api;
+
+    let (status, body) = get(api, "GET", "/api/v3/device/name/sim-mote-1/climate").await;
+    assert_eq!(status, 404, "nothing reported yet: {body}");
+    assert_schema(&body, "ErrorResponse");
+    assert_eq!(
+        get(api, "GET", "/api/v3/device/name/nobody/climate")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get(api, "GET", "/api/v3/device/name/sim-mote-1/nothing")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        send(api, "PUT", "/api/v3/device/name/sim-mote-1/climate", "{}")
+            .await
+            .0,
+        405
+    );
+    let (status, body) = get(api, "GET", "/api/v3/device/name/sim-mote-2/climate").await;
+    assert_eq!(status, 423, "locked: {body}");
+    assert_schema(&body, "ErrorResponse");
+
+    // Keys the EdgeX way. A bad one is refused without being echoed.
+    let secret = |nwk: &str| {
+        format!(
+            r#"{{"apiVersion":"v3","secretName":"sim-mote-3","secretData":[
+                {{"key":"DevAddr","value":"{}"}},{{"key":"NwkSKey","value":"{nwk}"}},
+                {{"key":"AppSKey","value":"{}"}}]}}"#,
+            full[2].dev_addr.unwrap(),
+            keys[5]
+        )
+    };
+    let (status, body) = send(api, "POST", "/api/v3/secret", &secret("not-a-key-zzzz")).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("NwkSKey") && !body.contains("not-a-key"),
+        "{body}"
+    );
+    let (status, body) = send(api, "POST", "/api/v3/secret", &secret(&keys[4])).await;
+    assert_eq!(status, 201, "{body}");
+    assert_schema(&body, "BaseResponse");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(data.path().join("secrets.yaml")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner-only");
+    }
+
+    // All three motes report; sim-mote-3 decodes with the keys just given.
+    let report = common::sim_udp(svc.bound.udp.unwrap(), 5, 9, 0).await;
+    svc.wait_published(9, Duration::from_secs(10)).await;
+    let (status, body) = get(api, "GET", "/api/v3/device/name/sim-mote-1/climate").await;
+    assert_eq!(status, 200, "{body}");
+    let doc = assert_schema(&body, "EventResponse");
+    let got = svc.stop().await;
+    common::assert_exactly(&report, &got);
+    let last = got
+        .iter()
+        .rev()
+        .find(|u| &*u.device == "sim-mote-1")
+        .unwrap();
+    let want = serde_json::to_value(device_lorawan::edgex::event::add_event_request(last)).unwrap();
+    let value_of = |readings: &serde_json::Value, name: &str| {
+        readings
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resourceName"] == name)
+            .map(|r| r["value"].clone())
+    };
+    let readings = &doc["event"]["readings"];
+    assert_eq!(readings.as_array().unwrap().len(), 2);
+    for name in ["temperature", "humidity"] {
+        assert_eq!(
+            value_of(readings, name),
+            value_of(&want["event"]["readings"], name),
+            "{name}"
+        );
+        assert!(value_of(readings, name).is_some());
+    }
+    assert_eq!(doc["event"]["sourceName"], "climate");
+
+    // The stored session survives a restart; no answer ever held a key.
+    let mut svc = common::Service::start(common::config(data.path()), entries).await;
+    let more = common::sim_udp(svc.bound.udp.unwrap(), 5, 3, 3).await;
+    svc.wait_published(3, Duration::from_secs(10)).await;
+    let (_, config) = get(svc.bound.api, "GET", "/api/v3/config").await;
+    let got = svc.stop().await;
+    common::assert_exactly(&more, &got);
+    for k in &keys {
+        assert!(!config.contains(k.as_str()));
+    }
 }

@@ -147,6 +147,7 @@ fn app_only(name: &str, eui: u64) -> DeviceEntry {
         profile: mote::PROFILE.into(),
         codec: Default::default(),
         fcnt_policy: Default::default(),
+        admin_state: Default::default(),
     }
 }
 

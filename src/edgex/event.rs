@@ -12,7 +12,7 @@ use base64::Engine;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::codec::{Value, ValueType};
+use crate::codec::{DeviceProfile, Value, ValueType};
 use crate::uplink::Uplink;
 
 pub const API_VERSION: &str = "v3";
@@ -78,6 +78,45 @@ pub struct Reading<'a> {
     pub units: &'a str,
 }
 
+/// The reading of `value` for resource `resource` (an index into the
+/// profile's resources): EdgeX value string, or base64 and a media type for
+/// Binary resources.
+pub fn reading<'a>(
+    id: Uuid,
+    origin: i64,
+    device: &'a str,
+    profile: &'a DeviceProfile,
+    resource: usize,
+    value: &Value,
+) -> Reading<'a> {
+    let res = &profile.device_resources[resource];
+    let vt = res.properties.value_type;
+    let (value, binary_value) = match (value, vt) {
+        (Value::Binary(b), ValueType::Binary) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+        (v, vt) => (Some(v.to_edgex_string(vt)), None),
+    };
+    Reading {
+        id,
+        origin,
+        device_name: device,
+        resource_name: &res.name,
+        profile_name: &profile.name,
+        value_type: vt.as_str(),
+        media_type: binary_value.as_ref().map(|_| {
+            res.properties
+                .media_type
+                .as_deref()
+                .unwrap_or("application/octet-stream")
+        }),
+        value,
+        binary_value,
+        units: &res.properties.units,
+    }
+}
+
 /// The request publishing `up`.
 pub fn add_event_request(up: &Uplink) -> AddEventRequest<'_> {
     let eui = up.dev_eui.to_string();
@@ -88,32 +127,15 @@ pub fn add_event_request(up: &Uplink) -> AddEventRequest<'_> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let res = &profile.device_resources[usize::from(r.resource)];
-            let vt = res.properties.value_type;
-            let (value, binary_value) = match (&r.value, vt) {
-                (Value::Binary(b), ValueType::Binary) => (
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(b)),
-                ),
-                (v, vt) => (Some(v.to_edgex_string(vt)), None),
-            };
-            Reading {
-                id: Uuid::new_v5(&id, &(i as u32).to_be_bytes()),
-                origin: up.received_ns,
-                device_name: &up.device,
-                resource_name: &res.name,
-                profile_name: &profile.name,
-                value_type: vt.as_str(),
-                media_type: binary_value.as_ref().map(|_| {
-                    res.properties
-                        .media_type
-                        .as_deref()
-                        .unwrap_or("application/octet-stream")
-                }),
-                value,
-                binary_value,
-                units: &res.properties.units,
-            }
+            let rid = Uuid::new_v5(&id, &(i as u32).to_be_bytes());
+            reading(
+                rid,
+                up.received_ns,
+                &up.device,
+                profile,
+                r.resource.into(),
+                &r.value,
+            )
         })
         .collect();
     let mut tags = BTreeMap::new();

@@ -41,6 +41,7 @@ pub fn entries(n: usize, seed: u64) -> Vec<DeviceEntry> {
             profile: PROFILE.into(),
             codec: Default::default(),
             fcnt_policy: FcntPolicy::ResetTolerant,
+            admin_state: Default::default(),
         })
         .collect()
 }

@@ -1,12 +1,17 @@
 //! The device service's own HTTP API (EdgeX device-sdk routes under
 //! `/api/v3`), served with hyper: `ping`, `version`, `config` (secrets
-//! blanked), and the Prometheus text exposition of every counter at
-//! `/metrics`. The device command and secret routes arrive with issue 3.
+//! blanked), the device command routes ([`command`]), `secret`
+//! ([`secret`]), and the Prometheus text exposition of every counter at
+//! `/metrics`. Answers validate against the official device-sdk OpenAPI
+//! spec (tested).
+
+pub mod command;
+pub mod secret;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -14,9 +19,15 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::device_state::DeviceStates;
 use crate::metrics::Metrics;
+use crate::secrets::SecretStore;
+use crate::service::Control;
 
 pub const API_VERSION: &str = "v3";
+
+/// Request bodies larger than this are refused (413).
+const MAX_BODY: usize = 64 << 10;
 
 /// What the handlers read; built once at start.
 pub struct ApiState {
@@ -24,21 +35,36 @@ pub struct ApiState {
     /// The configuration as JSON, secrets already blanked.
     pub config: serde_json::Value,
     pub metrics: Arc<Metrics>,
+    pub devices: Arc<DeviceStates>,
+    pub secrets: Mutex<SecretStore>,
+    /// To the pipeline (keys that arrived through `secret`).
+    pub control: tokio::sync::mpsc::UnboundedSender<Control>,
 }
 
 impl ApiState {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        devices: Arc<DeviceStates>,
+        secrets: SecretStore,
+        control: tokio::sync::mpsc::UnboundedSender<Control>,
+    ) -> Self {
         let redacted: serde_json::Value = serde_yaml_ng::from_str(&config.redacted_yaml())
             .expect("config YAML is JSON-compatible");
         Self {
             service_name: config.service.name.clone(),
             config: redacted,
             metrics,
+            devices,
+            secrets: Mutex::new(secrets),
+            control,
         }
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+pub type Reply = Response<Full<Bytes>>;
+
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Reply {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -46,9 +72,20 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
         .expect("static response parts")
 }
 
+/// An EdgeX `ErrorResponse`.
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
+    json_response(
+        status,
+        json!({"apiVersion": API_VERSION, "statusCode": status.as_u16(), "message": message.to_string()}),
+    )
+}
+
 /// Route one request.
-pub fn route(state: &ApiState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Reply {
     let name = &state.service_name;
+    if let Some(rest) = path.strip_prefix("/api/v3/device/name/") {
+        return command::route(state, method, rest, body);
+    }
     match (method, path) {
         (&Method::GET, "/api/v3/ping") => json_response(
             StatusCode::OK,
@@ -63,19 +100,35 @@ pub fn route(state: &ApiState, method: &Method, path: &str) -> Response<Full<Byt
             StatusCode::OK,
             json!({"apiVersion": API_VERSION, "serviceName": name, "config": state.config}),
         ),
+        (&Method::POST, "/api/v3/secret") => secret::post(state, body),
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(state.metrics.render())))
             .expect("static response parts"),
-        (_, "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/metrics") => json_response(
+        (
+            _,
+            "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/api/v3/secret" | "/metrics",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            json!({"apiVersion": API_VERSION, "statusCode": 405, "message": format!("{method} not allowed")}),
+            format_args!("{method} not allowed"),
         ),
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            json!({"apiVersion": API_VERSION, "statusCode": 404, "message": "no such route"}),
-        ),
+        _ => error(StatusCode::NOT_FOUND, "no such route"),
     }
+}
+
+/// Read a request's body (bounded) and route it.
+async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format_args!("request bodies are limited to {MAX_BODY} bytes"),
+            )
+        }
+    };
+    route(&state, &parts.method, parts.uri.path(), &body)
 }
 
 /// Serve until the task is aborted.
@@ -91,8 +144,8 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = route(&state, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(resp) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

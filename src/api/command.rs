@@ -1,0 +1,214 @@
+//! The device command routes: `GET /api/v3/device/name/{name}/{command}`
+//! answers the last decoded values of the command's resources as an EdgeX
+//! `EventResponse` (LoRaWAN devices push: 404 until the first uplink
+//! carried one); `PUT` with a `SettingRequest` is checked against the
+//! profile. A command is a profile `deviceCommand`, or a resource by name,
+//! as in EdgeX.
+
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{error, json_response, ApiState, Reply, API_VERSION};
+use crate::codec::profile::ReadWrite;
+use crate::codec::DeviceProfile;
+use crate::device_state::DeviceState;
+use crate::edgex::event::reading;
+
+/// A command resolved against a profile: its resources and access.
+#[derive(Debug, PartialEq)]
+pub struct Resolved {
+    pub resources: Vec<usize>,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+fn access(rw: &str) -> (bool, bool) {
+    (rw.contains('R'), rw.contains('W'))
+}
+
+/// `command` of `profile`: a deviceCommand, else a resource of that name.
+pub fn resolve(profile: &DeviceProfile, command: &str) -> Option<Resolved> {
+    let index = |name: &str| profile.device_resources.iter().position(|r| r.name == name);
+    if let Some(c) = profile
+        .device_commands
+        .iter()
+        .find(|c| c["name"].as_str() == Some(command))
+    {
+        let (readable, writable) = access(c["readWrite"].as_str().unwrap_or("R"));
+        let resources = c["resourceOperations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|op| index(op["deviceResource"].as_str()?))
+            .collect();
+        return Some(Resolved {
+            resources,
+            readable,
+            writable,
+        });
+    }
+    let i = index(command)?;
+    let rw = match profile.device_resources[i].properties.read_write {
+        ReadWrite::R => "R",
+        ReadWrite::W => "W",
+        ReadWrite::RW | ReadWrite::WR => "RW",
+    };
+    let (readable, writable) = access(rw);
+    Some(Resolved {
+        resources: vec![i],
+        readable,
+        writable,
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `rest` is `{name}/{command}` (percent-encoded).
+pub fn route(state: &ApiState, method: &Method, rest: &str, body: &[u8]) -> Reply {
+    let parts: Option<Vec<String>> = rest.split('/').map(percent_decode).collect();
+    let Some([name, command]) = parts.as_deref() else {
+        return error(StatusCode::NOT_FOUND, "no such route");
+    };
+    let Some(id) = state.devices.id(name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format_args!("no device named {name:?}"),
+        );
+    };
+    let device = state.devices.get(id);
+    let Some(cmd) = resolve(&device.profile, command) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format_args!(
+                "profile {} has no command or resource {command:?}",
+                device.profile.name
+            ),
+        );
+    };
+    match *method {
+        Method::GET => get(device, command, &cmd),
+        Method::PUT => put(device, command, &cmd, body),
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format_args!("{method} not allowed"),
+        ),
+    }
+}
+
+fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Reply {
+    if !cmd.readable {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format_args!("{command} is not readable"),
+        );
+    }
+    if device.locked() {
+        return error(
+            StatusCode::LOCKED,
+            format_args!("device {} is locked", device.name),
+        );
+    }
+    let values = device.last_values(&cmd.resources);
+    let Some(origin) = values.iter().map(|(_, v)| v.origin).max() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format_args!("device {} has not reported {command} yet", device.name),
+        );
+    };
+    let readings: Vec<_> = values
+        .iter()
+        .map(|(i, v)| {
+            reading(
+                Uuid::new_v4(),
+                v.origin,
+                &device.name,
+                &device.profile,
+                *i,
+                &v.value,
+            )
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"apiVersion": API_VERSION, "statusCode": 200, "event": {
+            "apiVersion": API_VERSION, "id": Uuid::new_v4(), "deviceName": &*device.name,
+            "profileName": device.profile.name, "sourceName": command, "origin": origin,
+            "readings": readings}}),
+    )
+}
+
+fn put(device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Reply {
+    if !cmd.writable {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format_args!("{command} is read-only"),
+        );
+    }
+    if device.locked() {
+        return error(
+            StatusCode::LOCKED,
+            format_args!("device {} is locked", device.name),
+        );
+    }
+    let Ok(settings) = serde_json::from_slice::<std::collections::BTreeMap<String, String>>(body)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a SettingRequest (resource name to value string)",
+        );
+    };
+    for key in settings.keys() {
+        let known = cmd
+            .resources
+            .iter()
+            .any(|&i| device.profile.device_resources[i].name == *key);
+        if !known {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format_args!("{command} has no resource {key:?}"),
+            );
+        }
+    }
+    // Downlinks (class A, sent after the device's next uplink) are not built yet.
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "downlink commands are not available in this version",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_resolve_like_edgex() {
+        let profiles = crate::codec::profile::load_dir(std::path::Path::new("profiles")).unwrap();
+        let p = &profiles["Dragino-LPP-Mote"];
+        let climate = resolve(p, "climate").unwrap();
+        assert_eq!(climate.resources.len(), 2);
+        assert!(climate.readable && !climate.writable);
+        let interval = resolve(p, "reportInterval").unwrap();
+        assert!(
+            interval.readable && interval.writable,
+            "a resource is a command too"
+        );
+        assert_eq!(resolve(p, "nope"), None);
+        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
+        assert_eq!(percent_decode("a%2"), None);
+    }
+}

@@ -1,0 +1,90 @@
+//! `POST /api/v3/secret`: device session keys the EdgeX way. `secretName`
+//! names the device; `secretData` carries NwkSKey, AppSKey and (unless the
+//! device has one) DevAddr. The session is stored first (owner-only file),
+//! then handed to the pipeline, which decodes the device's frames from then
+//! on. Nothing in an answer or a log repeats a key.
+
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{error, json_response, ApiState, Reply, API_VERSION};
+use crate::secrets::session_from_secret_data;
+use crate::service::Control;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretRequest {
+    #[serde(default)]
+    request_id: Option<String>,
+    secret_name: String,
+    secret_data: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+struct KeyValue {
+    key: String,
+    value: String,
+}
+
+pub fn post(state: &ApiState, body: &[u8]) -> Reply {
+    // serde's own messages may quote input: keep only where it failed.
+    let req: SecretRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format_args!(
+                    "not a SecretRequest (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        }
+    };
+    let Some(id) = state.devices.id(&req.secret_name) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format_args!("no device named {:?}", req.secret_name),
+        );
+    };
+    let data: Vec<(String, String)> = req
+        .secret_data
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+    let known = *state.devices.get(id).dev_addr.lock().expect("lock");
+    let session = match session_from_secret_data(&req.secret_name, &data, known) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Err(e) = state
+        .secrets
+        .lock()
+        .expect("secrets lock")
+        .put(&req.secret_name, &session)
+    {
+        tracing::error!(error = %e, "secret not stored");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the secret could not be stored",
+        );
+    }
+    *state.devices.get(id).dev_addr.lock().expect("lock") = Some(session.dev_addr);
+    if state
+        .control
+        .send(Control::Session {
+            device: id,
+            session,
+        })
+        .is_err()
+    {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "the service is stopping");
+    }
+    tracing::info!(device = %req.secret_name, "session keys stored");
+    let mut body = json!({"apiVersion": API_VERSION, "statusCode": 201});
+    if let Some(r) = req.request_id.filter(|r| uuid::Uuid::parse_str(r).is_ok()) {
+        body["requestId"] = json!(r);
+    }
+    json_response(StatusCode::CREATED, body)
+}

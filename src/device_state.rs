@@ -1,0 +1,99 @@
+//! What the device-service API knows of each device: its name, profile and
+//! admin state, and the last decoded value of every resource (LoRaWAN
+//! devices push; a GET command answers from these). Shared between the
+//! pipeline, which records values after publishing an uplink, and the API.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::codec::{DeviceProfile, Value};
+use crate::devices::{AdminState, Registry};
+use crate::lorawan::{DevAddr, Eui64};
+use crate::uplink::Uplink;
+
+/// A resource's last value and when it was received (ns since the epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastValue {
+    pub value: Value,
+    pub origin: i64,
+}
+
+pub struct DeviceState {
+    pub name: Arc<str>,
+    pub dev_eui: Eui64,
+    pub profile: Arc<DeviceProfile>,
+    /// Known once the device has an ABP session (devices file or `secret`).
+    pub dev_addr: Mutex<Option<DevAddr>>,
+    locked: AtomicBool,
+    /// Indexed like `profile.device_resources`.
+    last: Mutex<Vec<Option<LastValue>>>,
+}
+
+impl DeviceState {
+    pub fn locked(&self) -> bool {
+        self.locked.load(Relaxed)
+    }
+    pub fn set_admin_state(&self, s: AdminState) {
+        self.locked.store(s == AdminState::Locked, Relaxed);
+    }
+    /// The last values of `resources` (indices), those that have one.
+    pub fn last_values(&self, resources: &[usize]) -> Vec<(usize, LastValue)> {
+        let last = self.last.lock().expect("device state lock");
+        resources
+            .iter()
+            .filter_map(|&i| last.get(i)?.clone().map(|v| (i, v)))
+            .collect()
+    }
+}
+
+pub struct DeviceStates {
+    devices: Vec<DeviceState>,
+    by_name: HashMap<Arc<str>, u32>,
+}
+
+impl DeviceStates {
+    pub fn new(registry: &Registry) -> Self {
+        let devices: Vec<DeviceState> = registry
+            .iter()
+            .map(|d| DeviceState {
+                name: d.name.clone(),
+                dev_eui: d.dev_eui,
+                profile: d.codec.profile().clone(),
+                dev_addr: Mutex::new(d.dev_addr),
+                locked: AtomicBool::new(d.admin_state == AdminState::Locked),
+                last: Mutex::new(vec![None; d.codec.profile().device_resources.len()]),
+            })
+            .collect();
+        let by_name = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i as u32))
+            .collect();
+        Self { devices, by_name }
+    }
+
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn get(&self, id: u32) -> &DeviceState {
+        &self.devices[id as usize]
+    }
+
+    /// Keep the values of an uplink just published.
+    pub fn record(&self, id: u32, up: &Uplink) {
+        let Some(d) = self.devices.get(id as usize) else {
+            return;
+        };
+        let mut last = d.last.lock().expect("device state lock");
+        for r in &up.readings {
+            if let Some(slot) = last.get_mut(usize::from(r.resource)) {
+                *slot = Some(LastValue {
+                    value: r.value.clone(),
+                    origin: up.received_ns,
+                });
+            }
+        }
+    }
+}
