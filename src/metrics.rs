@@ -75,6 +75,14 @@ pub struct Metrics {
     pub registration_errors: AtomicU64,
     /// 1 once registered with core-metadata (a gauge).
     pub registered: AtomicU64,
+    /// Commands that arrived over the message bus.
+    pub bus_commands: AtomicU64,
+    /// Bus messages we could not read (or answer: no request id).
+    pub bus_requests_malformed: AtomicU64,
+    /// Devices refused when core-metadata asked us to validate them.
+    pub devices_refused: AtomicU64,
+    /// core-metadata device events received.
+    pub system_events: AtomicU64,
     /// Message-bus connections lost (or never made).
     pub bus_reconnects: AtomicU64,
     /// SUBACKs received: how many subscriptions are live (per connection).
@@ -169,6 +177,13 @@ impl Metrics {
             ("edgex_delivery_errors_total", &self.delivery_errors),
             ("edgex_bus_reconnects_total", &self.bus_reconnects),
             ("edgex_registration_errors_total", &self.registration_errors),
+            ("edgex_bus_commands_total", &self.bus_commands),
+            (
+                "edgex_bus_requests_malformed_total",
+                &self.bus_requests_malformed,
+            ),
+            ("edgex_devices_refused_total", &self.devices_refused),
+            ("edgex_system_events_total", &self.system_events),
             ("edgex_outbox_full_total", &self.outbox_full),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));

@@ -94,7 +94,7 @@ pub async fn start(
         secrets,
         control_tx,
     ));
-    let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state))];
+    let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state.clone()))];
     if config.ingest.udp.enabled {
         let sock = UdpSocket::bind(config.ingest.udp.bind)
             .await
@@ -119,7 +119,7 @@ pub async fn start(
     }
     drop(tx);
     if config.edgex.delivery != Delivery::None {
-        let outbox = start_delivery(&config, &parts.metrics, &mut sources)?;
+        let outbox = start_delivery(&config, &parts.metrics, &api_state, &mut sources)?;
         // The outbox first: once any other sink has shown an uplink, it is journaled.
         parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox), parts.sink]));
     }
@@ -159,6 +159,7 @@ pub enum Control {
 fn start_delivery(
     config: &Config,
     metrics: &Arc<Metrics>,
+    api: &Arc<crate::api::ApiState>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<OutboxSink> {
     let dir = config.service.data_dir.join("outbox");
@@ -185,15 +186,26 @@ fn start_delivery(
         Delivery::MessageBus => {
             let bus = &config.edgex.message_bus;
             tracing::info!(host = %bus.host, port = bus.port, pending, "delivering events on the EdgeX message bus");
+            // Bus requests (device validation, commands, system events) are
+            // answered by their own task, so a slow one never stalls delivery.
+            let (req_tx, req_rx) = mpsc::channel(256);
+            let (rep_tx, rep_rx) = mpsc::channel(256);
+            let prefix = bus.base_topic_prefix.clone();
+            tasks.push(tokio::spawn(crate::edgex::requests::serve(
+                req_rx,
+                rep_tx,
+                api.clone(),
+                prefix.clone(),
+            )));
             let bus = crate::edgex::bus::Bus {
                 config: bus.clone(),
                 journal: journal.clone(),
                 wake: wake.clone(),
                 metrics: metrics.clone(),
                 dead_letters,
-                subscriptions: Vec::new(),
-                requests: None,
-                replies: None,
+                subscriptions: crate::edgex::requests::subscriptions(&prefix, &config.service.name),
+                requests: Some(req_tx),
+                replies: Some(rep_rx),
             };
             tasks.push(tokio::spawn(bus.run()));
         }

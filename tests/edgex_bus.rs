@@ -171,3 +171,230 @@ async fn broker_restart_and_kill_9_lose_nothing_on_the_bus() {
     assert_eq!(want.len(), 36);
     assert_stored_exactly(&core, &want);
 }
+
+/// A client on the bus: publishes requests in envelopes and collects the
+/// responses on `edgex/response/device-lorawan/#` by request id.
+struct Requester {
+    client: rumqttc::AsyncClient,
+    responses:
+        std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Requester {
+    async fn start(port: u16) -> Self {
+        use rumqttc::{Event, MqttOptions, Packet, QoS};
+        let (client, mut el) = rumqttc::AsyncClient::new(
+            MqttOptions::new("core-command-standin", "127.0.0.1", port),
+            64,
+        );
+        let responses =
+            std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, sub, c) = (responses.clone(), subscribed.clone(), client.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ =
+                            c.try_subscribe("edgex/response/device-lorawan/#", QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => sub.store(true, Relaxed),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                        let id = p.topic.rsplit('/').next().unwrap().to_string();
+                        r.lock().unwrap().insert(id, v);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        until(
+            "the requester's subscription",
+            Duration::from_secs(10),
+            || subscribed.load(Relaxed),
+        )
+        .await;
+        Self {
+            client,
+            responses,
+            task,
+        }
+    }
+
+    /// Publish `payload` on `topic` in an envelope; wait for the answer.
+    async fn ask(&self, topic: &str, payload: serde_json::Value) -> serde_json::Value {
+        let id = uuid::Uuid::new_v4().to_string();
+        let env = serde_json::json!({"apiVersion": "v3", "receivedTopic": "", "correlationID": id,
+            "requestID": id, "errorCode": 0, "payload": payload, "contentType": "application/json"});
+        self.client
+            .publish(
+                topic,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&env).unwrap(),
+            )
+            .await
+            .unwrap();
+        until(
+            &format!("an answer on {topic}"),
+            Duration::from_secs(10),
+            || self.responses.lock().unwrap().contains_key(&id),
+        )
+        .await;
+        let answer = self.responses.lock().unwrap()[&id].clone();
+        assert_eq!(answer["requestID"], id.as_str());
+        assert_eq!(answer["apiVersion"], "v3");
+        answer
+    }
+}
+
+impl Drop for Requester {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_requests_validation_commands_and_system_events() {
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
+    let mut entries = mote::entries(3, 33);
+    (
+        entries[2].dev_addr,
+        entries[2].nwk_s_key,
+        entries[2].app_s_key,
+    ) = (None, None, None);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.edgex.delivery = Delivery::MessageBus;
+    config.edgex.message_bus.host = "127.0.0.1".into();
+    config.edgex.message_bus.port = broker.port;
+    config.edgex.message_bus.client_id = "bus-requests-test".into();
+    let mut svc = common::Service::start(config, entries).await;
+    let asker = Requester::start(broker.port).await;
+    let sdk = |schema| common::openapi_validator("device-sdk.yaml", schema);
+    let validate = "edgex/device-lorawan/validate/device";
+    let device = |name: &str, profile: &str| {
+        let n: u64 = name.rsplit('-').next().unwrap().parse().unwrap_or(9);
+        serde_json::json!({"apiVersion": "v3", "device": {"name": name, "profileName": profile,
+            "serviceName": "device-lorawan", "adminState": "UNLOCKED", "operatingState": "UP",
+            "protocols": {"lorawan": {"DevEUI": format!("{:016x}", 0x70b3_d57e_d000_0000u64 + n)}}}})
+    };
+    // The service's bus subscriptions are live once validation answers.
+    let ok = loop {
+        let id = uuid::Uuid::new_v4().to_string();
+        let env = serde_json::json!({"apiVersion": "v3", "requestID": id, "correlationID": id,
+            "payload": device("sim-mote-1", "Dragino-LPP-Mote"), "contentType": "application/json"});
+        asker
+            .client
+            .publish(
+                validate,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&env).unwrap(),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(a) = asker.responses.lock().unwrap().get(&id).cloned() {
+            break a;
+        }
+    };
+    assert_eq!(ok["errorCode"], 0, "{ok}");
+    assert!(common::schema_errors(&sdk("BaseResponse"), &ok["payload"]).is_empty());
+
+    let no = asker
+        .ask(validate, device("stranger", "Dragino-LPP-Mote"))
+        .await;
+    assert_eq!(no["errorCode"], 1);
+    assert!(
+        no["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("devices file"),
+        "{no}"
+    );
+    let no = asker
+        .ask(validate, device("sim-mote-1", "Raw-Payload-Mote"))
+        .await;
+    assert_eq!(no["errorCode"], 1, "wrong profile: {no}");
+    let no = asker
+        .ask(validate, device("sim-mote-3", "Dragino-LPP-Mote"))
+        .await;
+    assert!(
+        no["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secret"),
+        "no keys: {no}"
+    );
+    assert!(common::schema_errors(&sdk("ErrorResponse"), &no["payload"]).is_empty());
+
+    // Commands over the bus, as core-command sends them in v4.
+    let climate = "edgex/device/command/request/device-lorawan/sim-mote-1/climate/get";
+    let early = asker.ask(climate, serde_json::json!({})).await;
+    assert_eq!(
+        early["payload"]["statusCode"], 404,
+        "nothing reported yet: {early}"
+    );
+    common::sim_udp(svc.bound.udp.unwrap(), 33, 6, 0).await;
+    svc.wait_published(4, Duration::from_secs(10)).await; // sim-mote-3 is refused (no keys)
+    let got = asker.ask(climate, serde_json::json!({})).await;
+    assert_eq!(got["errorCode"], 0, "{got}");
+    let errors = common::schema_errors(&sdk("EventResponse"), &got["payload"]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        got["payload"]["event"]["readings"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // core-metadata locks the device: commands are refused.
+    asker
+        .client
+        .publish(
+            "edgex/system-events/core-metadata/device/update/device-lorawan/Dragino-LPP-Mote",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(
+                &serde_json::json!({"apiVersion": "v3", "payload": {"type": "device",
+                "action": "update", "source": "core-metadata", "owner": "device-lorawan",
+                "details": {"name": "sim-mote-1", "adminState": "LOCKED"}}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    until("the system event", Duration::from_secs(10), || {
+        svc.metrics.system_events.load(Relaxed) >= 1
+    })
+    .await;
+    let locked = asker.ask(climate, serde_json::json!({})).await;
+    assert_eq!(locked["errorCode"], 1);
+    assert_eq!(locked["payload"]["statusCode"], 423);
+
+    // Garbage on a request topic is counted, not answered.
+    asker
+        .client
+        .publish(
+            validate,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            b"{not json".to_vec(),
+        )
+        .await
+        .unwrap();
+    until(
+        "the malformed request counted",
+        Duration::from_secs(10),
+        || svc.metrics.bus_requests_malformed.load(Relaxed) >= 1,
+    )
+    .await;
+    assert_eq!(svc.metrics.bus_commands.load(Relaxed), 3);
+    svc.stop().await;
+}

@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{error, json_response, ApiState, Reply, API_VERSION};
+use super::{ApiState, API_VERSION};
 use crate::codec::profile::ReadWrite;
 use crate::codec::DeviceProfile;
 use crate::device_state::DeviceState;
@@ -62,7 +62,7 @@ pub fn resolve(profile: &DeviceProfile, command: &str) -> Option<Resolved> {
     })
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -78,12 +78,33 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// An answer: status and EdgeX response DTO (served over REST or the bus).
+pub type Answer = (StatusCode, serde_json::Value);
+
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Answer {
+    (
+        status,
+        json!({"apiVersion": API_VERSION, "statusCode": status.as_u16(), "message": message.to_string()}),
+    )
+}
+
 /// `rest` is `{name}/{command}` (percent-encoded).
-pub fn route(state: &ApiState, method: &Method, rest: &str, body: &[u8]) -> Reply {
+pub fn route(state: &ApiState, method: &Method, rest: &str, body: &[u8]) -> Answer {
     let parts: Option<Vec<String>> = rest.split('/').map(percent_decode).collect();
     let Some([name, command]) = parts.as_deref() else {
         return error(StatusCode::NOT_FOUND, "no such route");
     };
+    execute(state, method, name, command, body)
+}
+
+/// Run `command` of device `name` (names already decoded).
+pub fn execute(
+    state: &ApiState,
+    method: &Method,
+    name: &str,
+    command: &str,
+    body: &[u8],
+) -> Answer {
     let Some(id) = state.devices.id(name) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -110,7 +131,7 @@ pub fn route(state: &ApiState, method: &Method, rest: &str, body: &[u8]) -> Repl
     }
 }
 
-fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Reply {
+fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Answer {
     if !cmd.readable {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -143,7 +164,7 @@ fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Reply {
             )
         })
         .collect();
-    json_response(
+    (
         StatusCode::OK,
         json!({"apiVersion": API_VERSION, "statusCode": 200, "event": {
             "apiVersion": API_VERSION, "id": Uuid::new_v4(), "deviceName": &*device.name,
@@ -152,7 +173,7 @@ fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Reply {
     )
 }
 
-fn put(device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Reply {
+fn put(device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Answer {
     if !cmd.writable {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,

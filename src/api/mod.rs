@@ -39,6 +39,8 @@ pub struct ApiState {
     pub secrets: Mutex<SecretStore>,
     /// To the pipeline (keys that arrived through `secret`).
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
+    /// An application stream is ingested: devices need no keys of ours.
+    pub app_stream: bool,
 }
 
 impl ApiState {
@@ -58,6 +60,13 @@ impl ApiState {
             devices,
             secrets: Mutex::new(secrets),
             control,
+            app_stream: config.ingest.mqtt.enabled
+                && config
+                    .ingest
+                    .mqtt
+                    .subscriptions
+                    .iter()
+                    .any(|s| s.kind == crate::config::StreamKind::Application),
         }
     }
 }
@@ -84,7 +93,8 @@ pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
 pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Reply {
     let name = &state.service_name;
     if let Some(rest) = path.strip_prefix("/api/v3/device/name/") {
-        return command::route(state, method, rest, body);
+        let (status, body) = command::route(state, method, rest, body);
+        return json_response(status, body);
     }
     match (method, path) {
         (&Method::GET, "/api/v3/ping") => json_response(

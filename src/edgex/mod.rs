@@ -8,3 +8,4 @@ pub mod event;
 pub mod http;
 pub mod metadata;
 pub mod outbox;
+pub mod requests;

@@ -1,0 +1,207 @@
+//! What arrives for us on the EdgeX message bus, and the answers:
+//!
+//! - `{prefix}/{service}/validate/device`: core-metadata asks whether we can
+//!   serve a device before it stores it. We accept devices whose profile we
+//!   have and that we hold an ABP session for (devices file or `secret`);
+//!   anything else is refused with the reason. Reply on
+//!   `{prefix}/response/{service}/{requestId}`.
+//! - `{prefix}/device/command/request/{service}/{device}/{command}/{method}`:
+//!   core-command's way to reach a device in v4. Served exactly like the REST
+//!   command route; the answer (`EventResponse` or an error) goes back on the
+//!   response topic.
+//! - `{prefix}/system-events/core-metadata/device/{action}/{service}/...`:
+//!   devices changed by others. An admin-state change takes effect at once
+//!   (a LOCKED device refuses commands); devices added or deleted elsewhere
+//!   are logged and counted (the devices file stays the source of sessions).
+//!
+//! Malformed requests are counted and logged, never answered with a panic.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::bus::BusMessage;
+use crate::api::command::{error, execute, percent_decode, Answer};
+use crate::api::ApiState;
+use crate::devices::AdminState;
+
+/// The topics to subscribe to for `service`.
+pub fn subscriptions(prefix: &str, service: &str) -> Vec<String> {
+    let s = super::event::encode_segment(service);
+    vec![
+        format!("{prefix}/{s}/validate/device"),
+        format!("{prefix}/device/command/request/{s}/#"),
+        format!("{prefix}/system-events/core-metadata/device/+/{s}/#"),
+    ]
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Incoming {
+    #[serde(rename = "requestID", default)]
+    request_id: String,
+    #[serde(rename = "correlationID", default)]
+    correlation_id: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+/// Answer requests from `rx` until it closes; replies go to `tx`.
+pub async fn serve(
+    mut rx: mpsc::Receiver<BusMessage>,
+    tx: mpsc::Sender<BusMessage>,
+    api: Arc<ApiState>,
+    prefix: String,
+) {
+    while let Some(m) = rx.recv().await {
+        if let Some(reply) = handle(&api, &prefix, &m) {
+            if tx.send(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One message: its reply, if it wants one.
+pub fn handle(api: &ApiState, prefix: &str, m: &BusMessage) -> Option<BusMessage> {
+    let service = super::event::encode_segment(&api.service_name);
+    let rest = m
+        .topic
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('/'))?;
+    let env: Incoming = match serde_json::from_slice(&m.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            api.metrics.bus_requests_malformed.fetch_add(1, Relaxed);
+            tracing::warn!(topic = %m.topic, error = %e, "malformed message on the bus");
+            return None;
+        }
+    };
+    let levels: Vec<&str> = rest.split('/').collect();
+    let answer = match levels.as_slice() {
+        [s, "validate", "device"] if *s == service => validate(api, &env.payload),
+        ["device", "command", "request", s, device, command, method] if *s == service => {
+            let (Some(device), Some(command)) = (percent_decode(device), percent_decode(command))
+            else {
+                return None;
+            };
+            let method = match method.to_ascii_lowercase().as_str() {
+                "get" => Method::GET,
+                "set" | "put" => Method::PUT,
+                _ => Method::PATCH, // answered 405
+            };
+            let body = serde_json::to_vec(&env.payload).unwrap_or_default();
+            api.metrics.bus_commands.fetch_add(1, Relaxed);
+            execute(api, &method, &device, &command, &body)
+        }
+        ["system-events", "core-metadata", "device", action, ..] => {
+            system_event(api, action, &env.payload);
+            return None;
+        }
+        _ => return None,
+    };
+    if env.request_id.is_empty() {
+        api.metrics.bus_requests_malformed.fetch_add(1, Relaxed);
+        tracing::warn!(topic = %m.topic, "bus request without a requestID: cannot answer");
+        return None;
+    }
+    Some(reply(prefix, &service, &env, answer))
+}
+
+fn reply(prefix: &str, service: &str, env: &Incoming, (status, body): Answer) -> BusMessage {
+    let envelope = json!({
+        "apiVersion": "v3",
+        "receivedTopic": "",
+        "correlationID": env.correlation_id,
+        "requestID": env.request_id,
+        "errorCode": u8::from(!status.is_success()),
+        "payload": body,
+        "contentType": "application/json",
+    });
+    BusMessage {
+        topic: format!("{prefix}/response/{service}/{}", env.request_id),
+        payload: serde_json::to_vec(&envelope).expect("JSON serialises"),
+    }
+}
+
+/// Can we serve the device in this `AddDeviceRequest` (or bare device)?
+fn validate(api: &ApiState, payload: &Value) -> Answer {
+    let device = payload.get("device").unwrap_or(payload);
+    let name = device["name"].as_str().unwrap_or_default();
+    let profile = device["profileName"].as_str().unwrap_or_default();
+    let refuse = |why: String| {
+        api.metrics.devices_refused.fetch_add(1, Relaxed);
+        tracing::info!(
+            device = name,
+            why,
+            "refused a device core-metadata asked about"
+        );
+        error(StatusCode::BAD_REQUEST, why)
+    };
+    let Some(id) = api.devices.id(name) else {
+        return refuse(format!(
+            "{name:?} is not in device-lorawan's devices file: add it there with its ABP session"
+        ));
+    };
+    let state = api.devices.get(id);
+    if state.profile.name != profile {
+        return refuse(format!(
+            "{name:?} uses profile {}, not {profile:?}",
+            state.profile.name
+        ));
+    }
+    let eui = device["protocols"]["lorawan"]["DevEUI"].as_str();
+    if eui.is_some_and(|e| !e.eq_ignore_ascii_case(&state.dev_eui.to_string())) {
+        return refuse(format!("{name:?} has another DevEUI here"));
+    }
+    if state.dev_addr.lock().expect("lock").is_none() && !api.app_stream {
+        return refuse(format!(
+            "no ABP session keys for {name:?}: POST them to /api/v3/secret first"
+        ));
+    }
+    (
+        StatusCode::OK,
+        json!({"apiVersion": "v3", "statusCode": 200}),
+    )
+}
+
+fn system_event(api: &ApiState, action: &str, payload: &Value) {
+    api.metrics.system_events.fetch_add(1, Relaxed);
+    let device = &payload["details"];
+    let name = device["name"].as_str().unwrap_or_default();
+    let Some(id) = api.devices.id(name) else {
+        tracing::info!(
+            action,
+            device = name,
+            "device changed in core-metadata; not one of ours"
+        );
+        return;
+    };
+    match (action, device["adminState"].as_str()) {
+        ("update", Some(s)) => {
+            let state = if s == "LOCKED" {
+                AdminState::Locked
+            } else {
+                AdminState::Unlocked
+            };
+            api.devices.get(id).set_admin_state(state);
+            tracing::info!(
+                device = name,
+                admin_state = s,
+                "admin state set by core-metadata"
+            );
+        }
+        ("delete", _) => {
+            api.devices.get(id).set_admin_state(AdminState::Locked);
+            tracing::warn!(
+                device = name,
+                "device deleted in core-metadata: commands refused until it is back"
+            );
+        }
+        _ => tracing::info!(action, device = name, "device event from core-metadata"),
+    }
+}
