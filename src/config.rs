@@ -408,24 +408,14 @@ impl Config {
                 "MQTT is enabled with nothing to subscribe to",
             );
         }
-        if self.edgex.delivery == Delivery::Rest
-            && self
-                .edgex
-                .core_data
-                .url
-                .parse::<hyper::Uri>()
+        let not_http = |url: &str| {
+            url.parse::<hyper::Uri>()
                 .map_or(true, |u| u.scheme_str() != Some("http"))
-        {
+        };
+        if self.edgex.delivery == Delivery::Rest && not_http(&self.edgex.core_data.url) {
             return bad("Edgex.CoreData.Url", "must be an http:// URL");
         }
-        if self.edgex.metadata.enabled
-            && self
-                .edgex
-                .metadata
-                .url
-                .parse::<hyper::Uri>()
-                .map_or(true, |u| u.scheme_str() != Some("http"))
-        {
+        if self.edgex.metadata.enabled && not_http(&self.edgex.metadata.url) {
             return bad("Edgex.Metadata.Url", "must be an http:// URL");
         }
         let bus = &self.edgex.message_bus;

@@ -15,7 +15,7 @@ use common::until;
 use device_lorawan::config::{Delivery, StreamKind, Subscription};
 use device_lorawan::edgex::event::add_event_request;
 use device_lorawan::ingest::gateway::WireFormat;
-use device_lorawan::sim::{self, mote, SimOptions, Target};
+use device_lorawan::sim::{self, mote, Target};
 
 fn gateway_target(port: u16) -> Target {
     Target::Mqtt {
@@ -23,19 +23,6 @@ fn gateway_target(port: u16) -> Target {
         port,
         format: WireFormat::Protobuf,
         prefix: String::new(),
-    }
-}
-
-fn opts(seed: u64, frames: u64, start_fcnt: u32) -> SimOptions {
-    SimOptions {
-        devices: 3,
-        gateways: 2,
-        rate: 200.0,
-        frames: Some(frames),
-        duration: None,
-        seed,
-        start_fcnt,
-        ..Default::default()
     }
 }
 
@@ -75,7 +62,7 @@ async fn bus_events_are_the_uplinks_exactly_once() {
 
     let report = sim::run(
         gateway_target(broker.port),
-        opts(31, 60, 0),
+        common::sim_opts(31, 60, 0),
         std::future::pending(),
     )
     .await
@@ -130,7 +117,7 @@ async fn broker_restart_and_kill_9_lose_nothing_on_the_bus() {
     let send = |frames: u64, start_fcnt: u32| {
         sim::run(
             gateway_target(port),
-            opts(32, frames, start_fcnt),
+            common::sim_opts(32, frames, start_fcnt),
             std::future::pending(),
         )
     };

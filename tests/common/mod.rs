@@ -438,15 +438,10 @@ pub fn published_lines(out: &Path) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-/// `frames` frames from 3 simulated motes (keys from `seed`) heard by 2
-/// gateways, sent over UDP to `udp`, each mote starting at `start_fcnt`.
-pub async fn sim_udp(
-    udp: std::net::SocketAddr,
-    seed: u64,
-    frames: u64,
-    start_fcnt: u32,
-) -> device_lorawan::sim::SimReport {
-    let opts = device_lorawan::sim::SimOptions {
+/// 3 simulated motes (keys from `seed`) heard by 2 gateways, `frames`
+/// frames at 200/s, each mote starting at `start_fcnt`.
+pub fn sim_opts(seed: u64, frames: u64, start_fcnt: u32) -> device_lorawan::sim::SimOptions {
+    device_lorawan::sim::SimOptions {
         devices: 3,
         gateways: 2,
         rate: 200.0,
@@ -455,10 +450,19 @@ pub async fn sim_udp(
         seed,
         start_fcnt,
         ..Default::default()
-    };
+    }
+}
+
+/// `frames` frames of [`sim_opts`] sent over UDP to `udp`.
+pub async fn sim_udp(
+    udp: std::net::SocketAddr,
+    seed: u64,
+    frames: u64,
+    start_fcnt: u32,
+) -> device_lorawan::sim::SimReport {
     device_lorawan::sim::run(
         device_lorawan::sim::Target::Udp(udp),
-        opts,
+        sim_opts(seed, frames, start_fcnt),
         std::future::pending(),
     )
     .await
