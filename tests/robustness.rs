@@ -76,3 +76,100 @@ fn parsers_never_panic() {
     // Both outcomes occur: the mutations reach past the first check.
     assert!(ok > 1_000 && err > 1_000, "ok {ok}, err {err}");
 }
+
+mod common;
+
+/// The device-service API and the bus request handler, fed mutated
+/// requests: every answer is an EdgeX JSON body with a status, never a panic.
+#[test]
+fn api_and_bus_requests_never_panic() {
+    use device_lorawan::api::{route, ApiState};
+    use device_lorawan::device_state::DeviceStates;
+    use device_lorawan::edgex::bus::BusMessage;
+    use device_lorawan::edgex::requests;
+    use http_body_util::BodyExt;
+    use hyper::Method;
+    use std::sync::Arc;
+
+    let data = tempfile::tempdir().unwrap();
+    let config = common::config(data.path());
+    let registry = device_lorawan::devices::Registry::build(
+        device_lorawan::sim::mote::entries(2, 9),
+        &common::profiles(),
+    )
+    .unwrap();
+    let devices = Arc::new(DeviceStates::new(&registry));
+    let (control, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let api = ApiState::new(
+        &config,
+        Arc::new(device_lorawan::metrics::Metrics::default()),
+        devices,
+        device_lorawan::secrets::SecretStore::open(data.path()).unwrap(),
+        control,
+    );
+    let secret = br#"{"apiVersion":"v3","secretName":"sim-mote-1","secretData":[{"key":"NwkSKey","value":"2b7e151628aed2a6abf7158809cf4f3c"},{"key":"AppSKey","value":"000102030405060708090a0b0c0d0e0f"}]}"#;
+    let setting = br#"{"reportInterval":"120"}"#;
+    let envelope = br#"{"apiVersion":"v3","requestID":"0b1c2d3e-0000-4000-8000-000000000001","correlationID":"x","payload":{"device":{"name":"sim-mote-1","profileName":"Dragino-LPP-Mote","protocols":{"lorawan":{"DevEUI":"70b3d57ed0000001"}}}}}"#;
+    let paths = [
+        "/api/v3/device/name/sim-mote-1/climate",
+        "/api/v3/device/name/sim-mote-1/reportInterval",
+        "/api/v3/device/name/sim%2Dmote%2D1/climate",
+        "/api/v3/device/name/%C3%28/%",
+        "/api/v3/device/name//",
+        "/api/v3/secret",
+    ];
+    let topics = [
+        "edgex/device-lorawan/validate/device",
+        "edgex/device/command/request/device-lorawan/sim-mote-1/climate/get",
+        "edgex/device/command/request/device-lorawan/sim-mote-1/reportInterval/set",
+        "edgex/device/command/request/device-lorawan/%FF/x/get",
+        "edgex/system-events/core-metadata/device/update/device-lorawan/p",
+    ];
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // The seeds themselves are accepted: the mutations start from valid input.
+    assert_eq!(
+        route(&api, &Method::POST, "/api/v3/secret", secret).status(),
+        201
+    );
+    let seed = BusMessage {
+        topic: topics[0].to_string(),
+        payload: envelope.to_vec(),
+    };
+    let ok: serde_json::Value =
+        serde_json::from_slice(&requests::handle(&api, "edgex", &seed).unwrap().payload).unwrap();
+    assert_eq!(ok["errorCode"], 0, "{ok}");
+    let (mut good, mut bad) = (0u32, 0u32);
+    for i in 0..3_000 {
+        let body = match i % 3 {
+            0 => rng.mutate(secret),
+            1 => rng.mutate(setting),
+            _ => rng.bytes(200),
+        };
+        let path = paths[i % paths.len()];
+        let method = [Method::GET, Method::PUT, Method::POST, Method::DELETE]
+            [rng.next() as usize % 4]
+            .clone();
+        let resp = route(&api, &method, path, &body);
+        let status = resp.status().as_u16();
+        let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["statusCode"], status, "{method} {path}");
+        if status < 300 {
+            good += 1
+        } else {
+            bad += 1
+        }
+        let m = BusMessage {
+            topic: topics[i % topics.len()].to_string(),
+            payload: rng.mutate(envelope),
+        };
+        if let Some(reply) = requests::handle(&api, "edgex", &m) {
+            let env: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+            assert!(env["payload"]["statusCode"].is_u64());
+        }
+    }
+    assert!(bad > 1_000, "good {good}, bad {bad}");
+}
