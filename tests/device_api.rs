@@ -163,6 +163,18 @@ async fn device_commands_and_secrets() {
             .0,
         405
     );
+    // A setting is checked against the profile before anything is queued.
+    let interval = "/api/v3/device/name/sim-mote-1/reportInterval";
+    let (status, body) = send(api, "PUT", interval, r#"{"reportInterval":"5"}"#).await;
+    assert_eq!(status, 400, "under the profile's minimum: {body}");
+    assert_schema(&body, "ErrorResponse");
+    assert!(body.contains("outside"), "{body}");
+    assert_eq!(
+        send(api, "PUT", interval, r#"{"reportInterval":"ten"}"#)
+            .await
+            .0,
+        400
+    );
     let (status, body) = get(api, "GET", "/api/v3/device/name/sim-mote-2/climate").await;
     assert_eq!(status, 423, "locked: {body}");
     assert_schema(&body, "ErrorResponse");

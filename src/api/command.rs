@@ -205,6 +205,9 @@ fn put(device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Answ
             );
         }
     }
+    if let Err(e) = crate::codec::setting::encode(&device.profile, &settings) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
     // Downlinks (class A, sent after the device's next uplink) are not built yet.
     error(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -110,9 +110,92 @@ impl Field {
     }
 }
 
+impl Field {
+    /// Write `value` into its bytes of `payload` (the inverse of [`read`]);
+    /// the caller sized `payload` to hold the field. `Err` says why the value
+    /// cannot take this field's form.
+    ///
+    /// [`read`]: Field::read
+    pub fn write(&self, value: &Value, payload: &mut [u8]) -> Result<(), &'static str> {
+        let bits = 8 * self.length as u32;
+        let u: u64 = match (self.format, value) {
+            (Format::Bool, Value::Bool(b)) => u64::from(*b),
+            (Format::Float, Value::Float(f)) if self.length == 4 => {
+                u64::from((*f as f32).to_bits())
+            }
+            (Format::Float, Value::Float(f)) => f.to_bits(),
+            (Format::Int, Value::Uint(u)) if bits == 64 || *u < 1 << bits => *u,
+            (Format::Int, Value::Int(i)) if self.signed => {
+                let (min, max) = if bits == 64 {
+                    (i64::MIN, i64::MAX)
+                } else {
+                    (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+                };
+                if !(min..=max).contains(i) {
+                    return Err("does not fit the field");
+                }
+                (*i as u64)
+                    & if bits == 64 {
+                        u64::MAX
+                    } else {
+                        (1 << bits) - 1
+                    }
+            }
+            (Format::Int, Value::Int(i)) if *i >= 0 => {
+                return self.write(&Value::Uint(*i as u64), payload)
+            }
+            (Format::Int, Value::Uint(_) | Value::Int(_)) => return Err("does not fit the field"),
+            _ => return Err("is not of the field's format"),
+        };
+        let out = &mut payload[self.offset..self.offset + self.length];
+        if self.little_endian {
+            out.copy_from_slice(&u.to_le_bytes()[..self.length]);
+        } else {
+            out.copy_from_slice(&u.to_be_bytes()[8 - self.length..]);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_is_the_inverse_of_read() {
+        let cases: &[(&[(&str, &str)], Value)] = &[
+            (&[("offset", "0"), ("length", "2")], Value::Uint(0xbeef)),
+            (
+                &[("offset", "1"), ("length", "2"), ("signed", "true")],
+                Value::Int(-2),
+            ),
+            (
+                &[("offset", "0"), ("length", "3"), ("endianness", "little")],
+                Value::Uint(0x123456),
+            ),
+            (
+                &[("offset", "2"), ("length", "8"), ("format", "float")],
+                Value::Float(-1.25),
+            ),
+            (
+                &[("offset", "0"), ("length", "1"), ("format", "bool")],
+                Value::Bool(true),
+            ),
+        ];
+        for (a, v) in cases {
+            let f = Field::from_attributes("r", &attrs(a)).unwrap().unwrap();
+            let mut p = vec![0u8; f.offset + f.length];
+            f.write(v, &mut p).unwrap();
+            assert_eq!(&f.read(&p).unwrap(), v, "{a:?}");
+        }
+        let f = Field::from_attributes("r", &attrs(&[("offset", "0"), ("length", "1")]))
+            .unwrap()
+            .unwrap();
+        let mut p = [0u8; 1];
+        assert!(f.write(&Value::Uint(256), &mut p).is_err());
+        assert!(f.write(&Value::Int(-1), &mut p).is_err());
+        assert!(f.write(&Value::Float(1.0), &mut p).is_err());
+    }
 
     fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

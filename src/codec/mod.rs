@@ -11,6 +11,7 @@
 pub mod layout;
 pub mod lpp;
 pub mod profile;
+pub mod setting;
 pub mod value;
 
 use std::sync::Arc;
