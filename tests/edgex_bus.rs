@@ -271,7 +271,14 @@ async fn bus_requests_validation_commands_and_system_events() {
             "protocols": {"lorawan": {"DevEUI": format!("{:016x}", 0x70b3_d57e_d000_0000u64 + n)}}}})
     };
     // The service's bus subscriptions are live once validation answers.
+    // (Retried every 100 ms, for at most 20 s: a request sent before the
+    // subscription exists is lost, as on any MQTT bus.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let ok = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never answered device validation on the bus"
+        );
         let id = uuid::Uuid::new_v4().to_string();
         let env = serde_json::json!({"apiVersion": "v3", "requestID": id, "correlationID": id,
             "payload": device("sim-mote-1", "Dragino-LPP-Mote"), "contentType": "application/json"});
