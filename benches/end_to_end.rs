@@ -239,16 +239,20 @@ async fn main() {
         .unwrap();
     let sent_in = started.elapsed();
     let want = report.expected.len();
-    // Bounded wait for the tail: stop once all arrived or nothing came for 10 s.
+    // Bounded wait for the tail: stop once all arrived, nothing came for
+    // 10 s, or two minutes passed.
+    let tail = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let s = seen.lock().unwrap();
-        if s.ids.len() >= want
-            || s.last
-                .is_some_and(|l| l.elapsed() > Duration::from_secs(10))
-        {
+        let quiet = s.last.map_or(tail.elapsed(), |l| l.elapsed()) > Duration::from_secs(10);
+        if s.ids.len() >= want || quiet || tail.elapsed() > Duration::from_secs(120) {
             break;
         }
+    }
+    if seen.lock().unwrap().last.is_none() {
+        eprintln!("FAIL: no event reached the bus");
+        std::process::exit(1);
     }
     let rss_kb = vm_hwm_kb(svc.0.id());
     let s = seen.lock().unwrap();
