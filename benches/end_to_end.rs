@@ -252,6 +252,8 @@ async fn main() {
     }
     if seen.lock().unwrap().last.is_none() {
         eprintln!("FAIL: no event reached the bus");
+        drop(svc);
+        drop(_broker);
         std::process::exit(1);
     }
     let rss_kb = vm_hwm_kb(svc.0.id());
