@@ -111,18 +111,14 @@ impl SecretStore {
         self.stored
             .iter()
             .map(|(name, s)| {
-                let bad = |field| SecretError::Invalid {
-                    device: name.clone(),
-                    field,
-                };
-                Ok((
-                    name.clone(),
-                    Session {
-                        dev_addr: DevAddr::from_hex(&s.dev_addr).map_err(|_| bad("DevAddr"))?,
-                        nwk_s_key: AesKey::from_hex(&s.nwk_s_key).map_err(|_| bad("NwkSKey"))?,
-                        app_s_key: AesKey::from_hex(&s.app_s_key).map_err(|_| bad("AppSKey"))?,
-                    },
-                ))
+                // Stored as a request would carry it: one parser for both.
+                let data = [
+                    ("DevAddr", &s.dev_addr),
+                    ("NwkSKey", &s.nwk_s_key),
+                    ("AppSKey", &s.app_s_key),
+                ]
+                .map(|(k, v)| (k.to_string(), v.clone()));
+                Ok((name.clone(), session_from_secret_data(name, &data, None)?))
             })
             .collect()
     }

@@ -175,8 +175,7 @@ fn start_delivery(
             let cd = &config.edgex.core_data;
             tracing::info!(url = %cd.url, pending, "delivering events to core-data (REST)");
             tasks.push(tokio::spawn(crate::edgex::core_data::deliver(
-                cd.url.parse().context("Edgex.CoreData.Url")?,
-                cd.timeout,
+                crate::edgex::http::JsonClient::new(&cd.url, cd.timeout),
                 journal.clone(),
                 wake.clone(),
                 metrics.clone(),

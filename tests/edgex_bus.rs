@@ -210,20 +210,25 @@ impl Requester {
         }
     }
 
-    /// Publish `payload` on `topic` in an envelope; wait for the answer.
-    async fn ask(&self, topic: &str, payload: serde_json::Value) -> serde_json::Value {
+    async fn publish(&self, topic: &str, bytes: Vec<u8>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap();
+    }
+
+    /// Publish `payload` on `topic` in an envelope; returns its request id.
+    async fn send(&self, topic: &str, payload: serde_json::Value) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let env = serde_json::json!({"apiVersion": "v3", "receivedTopic": "", "correlationID": id,
             "requestID": id, "errorCode": 0, "payload": payload, "contentType": "application/json"});
-        self.client
-            .publish(
-                topic,
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                serde_json::to_vec(&env).unwrap(),
-            )
-            .await
-            .unwrap();
+        self.publish(topic, serde_json::to_vec(&env).unwrap()).await;
+        id
+    }
+
+    /// [`send`](Self::send), then wait for the answer.
+    async fn ask(&self, topic: &str, payload: serde_json::Value) -> serde_json::Value {
+        let id = self.send(topic, payload).await;
         until(
             &format!("an answer on {topic}"),
             Duration::from_secs(10),
@@ -279,19 +284,9 @@ async fn bus_requests_validation_commands_and_system_events() {
             std::time::Instant::now() < deadline,
             "the service never answered device validation on the bus"
         );
-        let id = uuid::Uuid::new_v4().to_string();
-        let env = serde_json::json!({"apiVersion": "v3", "requestID": id, "correlationID": id,
-            "payload": device("sim-mote-1", "Dragino-LPP-Mote"), "contentType": "application/json"});
-        asker
-            .client
-            .publish(
-                validate,
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                serde_json::to_vec(&env).unwrap(),
-            )
-            .await
-            .unwrap();
+        let id = asker
+            .send(validate, device("sim-mote-1", "Dragino-LPP-Mote"))
+            .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         if let Some(a) = asker.responses.lock().unwrap().get(&id).cloned() {
             break a;
@@ -350,11 +345,8 @@ async fn bus_requests_validation_commands_and_system_events() {
 
     // core-metadata locks the device: commands are refused.
     asker
-        .client
         .publish(
             "edgex/system-events/core-metadata/device/update/device-lorawan/Dragino-LPP-Mote",
-            rumqttc::QoS::AtLeastOnce,
-            false,
             serde_json::to_vec(
                 &serde_json::json!({"apiVersion": "v3", "payload": {"type": "device",
                 "action": "update", "source": "core-metadata", "owner": "device-lorawan",
@@ -362,8 +354,7 @@ async fn bus_requests_validation_commands_and_system_events() {
             )
             .unwrap(),
         )
-        .await
-        .unwrap();
+        .await;
     until("the system event", Duration::from_secs(10), || {
         svc.metrics.system_events.load(Relaxed) >= 1
     })
@@ -373,16 +364,7 @@ async fn bus_requests_validation_commands_and_system_events() {
     assert_eq!(locked["payload"]["statusCode"], 423);
 
     // Garbage on a request topic is counted, not answered.
-    asker
-        .client
-        .publish(
-            validate,
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            b"{not json".to_vec(),
-        )
-        .await
-        .unwrap();
+    asker.publish(validate, b"{not json".to_vec()).await;
     until(
         "the malformed request counted",
         Duration::from_secs(10),

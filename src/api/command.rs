@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{ApiState, API_VERSION};
+use super::{error, Answer, ApiState, API_VERSION};
 use crate::codec::profile::ReadWrite;
 use crate::codec::DeviceProfile;
 use crate::device_state::DeviceState;
@@ -29,7 +29,7 @@ fn access(rw: &str) -> (bool, bool) {
 
 /// `command` of `profile`: a deviceCommand, else a resource of that name.
 pub fn resolve(profile: &DeviceProfile, command: &str) -> Option<Resolved> {
-    let index = |name: &str| profile.device_resources.iter().position(|r| r.name == name);
+    let index = |name: &str| profile.resource_index(name);
     if let Some(c) = profile
         .device_commands
         .iter()
@@ -76,16 +76,6 @@ pub fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-/// An answer: status and EdgeX response DTO (served over REST or the bus).
-pub type Answer = (StatusCode, serde_json::Value);
-
-pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Answer {
-    (
-        status,
-        json!({"apiVersion": API_VERSION, "statusCode": status.as_u16(), "message": message.to_string()}),
-    )
 }
 
 /// `rest` is `{name}/{command}` (percent-encoded).

@@ -81,20 +81,27 @@ pub fn json_response(status: StatusCode, body: serde_json::Value) -> Reply {
         .expect("static response parts")
 }
 
+/// A status and the EdgeX response DTO to send with it: what the command,
+/// secret and bus handlers return, served over REST or the message bus.
+pub type Answer = (StatusCode, serde_json::Value);
+
 /// An EdgeX `ErrorResponse`.
-pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
-    json_response(
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Answer {
+    (
         status,
         json!({"apiVersion": API_VERSION, "statusCode": status.as_u16(), "message": message.to_string()}),
     )
+}
+
+fn respond((status, body): Answer) -> Reply {
+    json_response(status, body)
 }
 
 /// Route one request.
 pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Reply {
     let name = &state.service_name;
     if let Some(rest) = path.strip_prefix("/api/v3/device/name/") {
-        let (status, body) = command::route(state, method, rest, body);
-        return json_response(status, body);
+        return respond(command::route(state, method, rest, body));
     }
     match (method, path) {
         (&Method::GET, "/api/v3/ping") => json_response(
@@ -110,7 +117,7 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
             StatusCode::OK,
             json!({"apiVersion": API_VERSION, "serviceName": name, "config": state.config}),
         ),
-        (&Method::POST, "/api/v3/secret") => secret::post(state, body),
+        (&Method::POST, "/api/v3/secret") => respond(secret::post(state, body)),
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(state.metrics.render())))
@@ -118,11 +125,11 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
         (
             _,
             "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/api/v3/secret" | "/metrics",
-        ) => error(
+        ) => respond(error(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),
-        ),
-        _ => error(StatusCode::NOT_FOUND, "no such route"),
+        )),
+        _ => respond(error(StatusCode::NOT_FOUND, "no such route")),
     }
 }
 
@@ -132,10 +139,10 @@ async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return error(
+            return respond(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format_args!("request bodies are limited to {MAX_BODY} bytes"),
-            )
+            ))
         }
     };
     route(&state, &parts.method, parts.uri.path(), &body)

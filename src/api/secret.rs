@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{error, json_response, ApiState, Reply, API_VERSION};
+use super::{error, Answer, ApiState, API_VERSION};
 use crate::secrets::session_from_secret_data;
 use crate::service::Control;
 
@@ -27,7 +27,7 @@ struct KeyValue {
     value: String,
 }
 
-pub fn post(state: &ApiState, body: &[u8]) -> Reply {
+pub fn post(state: &ApiState, body: &[u8]) -> Answer {
     // serde's own messages may quote input: keep only where it failed.
     let req: SecretRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -86,5 +86,5 @@ pub fn post(state: &ApiState, body: &[u8]) -> Reply {
     if let Some(r) = req.request_id.filter(|r| uuid::Uuid::parse_str(r).is_ok()) {
         body["requestId"] = json!(r);
     }
-    json_response(StatusCode::CREATED, body)
+    (StatusCode::CREATED, body)
 }

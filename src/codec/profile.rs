@@ -157,20 +157,24 @@ impl DeviceProfile {
     }
 }
 
+/// The profile files of `dir` (`*.yaml`, `*.yml`), in name order.
+pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Every `*.yaml` / `*.yml` profile in `dir`, by name.
 pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, DeviceProfile>, ProfileError> {
     let io = |source| ProfileError::Io {
         path: dir.to_owned(),
         source,
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    paths.sort();
     let mut out = BTreeMap::new();
-    for path in paths {
+    for path in yaml_files(dir).map_err(io)? {
         let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Io {
             path: path.clone(),
             source,

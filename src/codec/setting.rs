@@ -101,9 +101,8 @@ pub fn encode(
     let mut port: Option<(u8, &str)> = None;
     for (name, text) in settings {
         let res = profile
-            .device_resources
-            .iter()
-            .find(|r| &r.name == name)
+            .resource_index(name)
+            .map(|i| &profile.device_resources[i])
             .ok_or_else(|| SettingError::UnknownResource(name.clone()))?;
         let attr = |key: &'static str, message: &str| SettingError::Attribute {
             resource: name.clone(),

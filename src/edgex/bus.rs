@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
@@ -120,14 +120,16 @@ impl Bus {
     /// Deliver until the task is aborted, reconnecting with backoff.
     pub async fn run(mut self) {
         let c = &self.config;
-        let mut opts = MqttOptions::new(c.client_id.clone(), c.host.clone(), c.port);
-        opts.set_keep_alive(c.keep_alive.max(Duration::from_secs(5)));
+        let mut opts = crate::ingest::mqtt::options(
+            &c.client_id,
+            &c.host,
+            c.port,
+            c.keep_alive,
+            c.username.as_deref().zip(c.password.as_deref()),
+        );
         opts.set_clean_session(true);
         opts.set_inflight(c.max_in_flight);
         opts.set_max_packet_size(1 << 20, 1 << 20);
-        if let (Some(u), Some(p)) = (&c.username, &c.password) {
-            opts.set_credentials(u.clone(), p.clone());
-        }
         let cap = usize::from(c.max_in_flight) * 2 + 32;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -158,9 +160,9 @@ impl Bus {
         let max = usize::from(self.config.max_in_flight);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            // Keep the pipe full: refill as soon as half of it was acknowledged.
-            let room = connected && s.slots.len() <= max / 2;
-            if room {
+            // Keep the pipe full: refill whenever half of it is acknowledged;
+            // a wake-up or the tick only brings the loop back here.
+            if connected && s.slots.len() <= max / 2 {
                 self.fill(&client, &mut s, max);
             }
             let room = connected && s.slots.len() <= max / 2;
@@ -178,7 +180,6 @@ impl Bus {
                                 tracing::warn!(topic = %t, error = %e, "bus subscribe failed");
                             }
                         }
-                        self.fill(&client, &mut s, max);
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(Some(seq)) = s.issued.pop_front() {
@@ -208,8 +209,8 @@ impl Bus {
                         tracing::warn!("bus reply dropped: client queue full");
                     }
                 }
-                _ = self.wake.notified(), if room => self.fill(&client, &mut s, max),
-                _ = tick.tick(), if room => self.fill(&client, &mut s, max),
+                _ = self.wake.notified(), if room => {}
+                _ = tick.tick(), if room => {}
             }
         }
     }
@@ -287,21 +288,16 @@ impl Bus {
     /// is written every 32 events, when nothing is left in flight, or when the
     /// session ends: a stale cursor only means a harmless re-publish.
     fn settle(&self, s: &mut Session, force: bool) {
-        let mut last = None;
         while s.slots.front().is_some_and(|x| x.done) {
             let slot = s.slots.pop_front().expect("checked");
             if slot.pkid.is_some() {
                 self.metrics.events_delivered.fetch_add(1, Relaxed);
             }
             s.acked_since_cursor += 1;
-            last = Some(slot.seq);
+            s.cursor_pending = Some(slot.seq);
         }
-        if last.is_some() {
-            s.cursor_pending = last;
-        }
-        let write =
-            s.acked_since_cursor > 0 && (force || s.slots.is_empty() || s.acked_since_cursor >= 32);
-        if let Some(seq) = last.or(s.cursor_pending).filter(|_| write) {
+        let write = force || s.slots.is_empty() || s.acked_since_cursor >= 32;
+        if let Some(seq) = s.cursor_pending.filter(|_| write) {
             let mut j = self.journal.lock().expect("journal lock");
             if let Err(e) = j.ack(seq) {
                 tracing::error!(seq, error = %e, "outbox cursor not saved; events may be published again (idempotent)");

@@ -12,13 +12,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 use tokio::sync::Notify;
 
+use super::http::{error_message, HttpError, JsonClient};
 use super::outbox::{dead_letter, split};
 use crate::metrics::Metrics;
 use crate::outbox::Journal;
@@ -30,19 +27,14 @@ enum Outcome {
     Retry(String),
 }
 
-/// Deliver the outbox to core-data at `base` until the task is aborted.
+/// Deliver the outbox to core-data (`client`) until the task is aborted.
 pub async fn deliver(
-    base: Uri,
-    timeout: Duration,
+    client: JsonClient,
     journal: Arc<Mutex<Journal>>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     dead_letters: std::path::PathBuf,
 ) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let base = base.to_string();
-    let base = base.trim_end_matches('/');
     let mut backoff = Duration::from_millis(100);
     loop {
         let peeked = journal.lock().expect("journal lock").peek(64);
@@ -61,7 +53,7 @@ pub async fn deliver(
         }
         for (seq, rec) in batch {
             let outcome = match split(&rec) {
-                Some((path, body)) => post(&client, &format!("{base}{path}"), body, timeout).await,
+                Some((path, body)) => post(&client, path, body).await,
                 None => {
                     Outcome::Refused(StatusCode::BAD_REQUEST, "unreadable outbox record".into())
                 }
@@ -93,40 +85,16 @@ pub async fn deliver(
     }
 }
 
-async fn post(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    url: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> Outcome {
-    let req = match Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::copy_from_slice(body)))
-    {
-        Ok(r) => r,
-        Err(e) => return Outcome::Refused(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    match tokio::time::timeout(timeout, client.request(req)).await {
-        Err(_) => Outcome::Retry("timed out".into()),
-        Ok(Err(e)) => Outcome::Retry(e.to_string()),
-        Ok(Ok(resp)) => {
-            let status = resp.status();
-            let text = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            match status {
-                s if s.is_success() || s == StatusCode::CONFLICT => Outcome::Stored,
-                s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                    Outcome::Retry(format!("{s}"))
-                }
-                s => Outcome::Refused(
-                    s,
-                    String::from_utf8_lossy(&text).chars().take(300).collect(),
-                ),
-            }
+async fn post(client: &JsonClient, path: &str, body: &[u8]) -> Outcome {
+    match client.send(Method::POST, path, Some(body.to_vec())).await {
+        Err(e @ HttpError::Request { .. }) => {
+            Outcome::Refused(StatusCode::BAD_REQUEST, e.to_string())
         }
+        Err(e) => Outcome::Retry(e.to_string()),
+        Ok((s, _)) if s.is_success() || s == StatusCode::CONFLICT => Outcome::Stored,
+        Ok((s, _)) if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+            Outcome::Retry(s.to_string())
+        }
+        Ok((s, text)) => Outcome::Refused(s, error_message(&text)),
     }
 }

@@ -146,12 +146,7 @@ fn items(
 pub fn profile_documents(dir: &Path) -> Result<Vec<Value>, RegistrationError> {
     let bad =
         |e: &dyn std::fmt::Display| RegistrationError::Profiles(format!("{}: {e}", dir.display()));
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| bad(&e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    paths.sort();
+    let paths = crate::codec::profile::yaml_files(dir).map_err(|e| bad(&e))?;
     paths
         .iter()
         .map(|p| {

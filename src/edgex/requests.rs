@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::bus::BusMessage;
-use crate::api::command::{error, execute, percent_decode, Answer};
-use crate::api::ApiState;
+use crate::api::command::{execute, percent_decode};
+use crate::api::{error, Answer, ApiState};
 use crate::devices::AdminState;
 
 /// The topics to subscribe to for `service`.

@@ -18,6 +18,23 @@ use super::{application, gateway, topic_matches, Ack, IngestEvent};
 use crate::config::{MqttConfig, StreamKind};
 use crate::metrics::{Metrics, Reason, Source};
 
+/// Connection options for one of our MQTT clients (this ingest, and the
+/// EdgeX message bus): keep-alive of at least 5 s, credentials if given.
+pub fn options(
+    client_id: &str,
+    host: &str,
+    port: u16,
+    keep_alive: Duration,
+    credentials: Option<(&str, &str)>,
+) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_keep_alive(keep_alive.max(Duration::from_secs(5)));
+    if let Some((u, p)) = credentials {
+        opts.set_credentials(u, p);
+    }
+    opts
+}
+
 /// Run the MQTT ingest until `tx` closes.
 pub async fn run(
     cfg: MqttConfig,
@@ -25,16 +42,18 @@ pub async fn run(
     metrics: Arc<Metrics>,
     max_bytes: usize,
 ) {
-    let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
-    opts.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
+    let mut opts = options(
+        &cfg.client_id,
+        &cfg.host,
+        cfg.port,
+        cfg.keep_alive,
+        cfg.username.as_deref().zip(cfg.password.as_deref()),
+    );
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
     // rumqttc drops the connection on an oversize packet; let it take large
     // ones so that *we* reject them, counted, without a reconnect loop.
     opts.set_max_packet_size(max_bytes.max(1 << 20) + 1024, 1 << 16);
-    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-        opts.set_credentials(u.clone(), p.clone());
-    }
     let qos = rumqttc::qos(cfg.qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
     // Acks travel through the client's request queue: it must hold every
     // ack the broker's in-flight window allows (the queue grows on demand).

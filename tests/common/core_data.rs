@@ -38,23 +38,12 @@ impl CoreData {
         Self { state, server }
     }
 
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// Go away: the port refuses connections until `restart`.
-    pub fn stop(&mut self) {
-        self.server.stop();
-    }
-
-    pub async fn restart(&mut self) {
-        self.server.restart().await;
-    }
-
     pub fn stored(&self) -> usize {
         self.state.events.lock().unwrap().len()
     }
 }
+
+super::standin::serves_through!(CoreData);
 
 impl State {
     fn handle(&self, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {

@@ -53,19 +53,9 @@ impl Metadata {
             super::standin::StandIn::start(Arc::new(move |m, p, b| st.handle(m, p, b))).await;
         Self { state, server }
     }
-
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    pub fn stop(&mut self) {
-        self.server.stop();
-    }
-
-    pub async fn restart(&mut self) {
-        self.server.restart().await;
-    }
 }
+
+super::standin::serves_through!(Metadata);
 
 fn item(status: u16, message: &str) -> Value {
     let mut v = json!({"apiVersion": "v3", "statusCode": status});

@@ -101,3 +101,22 @@ async fn handle(
         .body(Full::new(Bytes::from(json.to_string())))
         .unwrap())
 }
+
+/// A stand-in service is its server: `url`, `stop` and `restart` reach the
+/// `server` field.
+macro_rules! serves_through {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = super::standin::StandIn;
+            fn deref(&self) -> &Self::Target {
+                &self.server
+            }
+        }
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.server
+            }
+        }
+    };
+}
+pub(crate) use serves_through;
