@@ -43,6 +43,15 @@ pub enum RegistrationError {
 }
 
 impl RegistrationError {
+    /// One refused item of a multi-status answer.
+    fn item(step: &'static str, status: u16, message: String) -> Self {
+        Self::Refused {
+            step,
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            message,
+        }
+    }
+
     /// Whether trying again later can help (core-metadata down or busy).
     pub fn transient(&self) -> bool {
         match self {
@@ -268,11 +277,7 @@ impl Registrar {
         match items(step, &body, 1)?[0] {
             (200 | 201, _) => Ok(created),
             (409, _) if created => Ok(false), // created by someone else meanwhile
-            (status, ref message) => Err(RegistrationError::Refused {
-                step,
-                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                message: message.clone(),
-            }),
+            (status, ref message) => Err(RegistrationError::item(step, status, message.clone())),
         }
     }
 
@@ -299,11 +304,11 @@ impl Registrar {
                 201 => added += 1,
                 409 => existing.push(doc),
                 _ => {
-                    return Err(RegistrationError::Refused {
-                        step: "a profile",
-                        status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                        message: format!("{}: {message}", doc["name"]),
-                    })
+                    return Err(RegistrationError::item(
+                        "a profile",
+                        status,
+                        format!("{}: {message}", doc["name"]),
+                    ))
                 }
             }
         }
@@ -326,11 +331,11 @@ impl Registrar {
         for (doc, (status, message)) in existing.iter().zip(items("the profile updates", &body, n)?)
         {
             if status != 200 {
-                return Err(RegistrationError::Refused {
-                    step: "a profile update",
-                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    message: format!("{}: {message}", doc["name"]),
-                });
+                return Err(RegistrationError::item(
+                    "a profile update",
+                    status,
+                    format!("{}: {message}", doc["name"]),
+                ));
             }
         }
         Ok((added, n))
