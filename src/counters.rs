@@ -1,7 +1,9 @@
-//! Durable frame-counter state, so replays stay rejected after a restart.
+//! Durable frame-counter state, so replays stay rejected after a restart
+//! and a downlink never reuses a counter the device has seen.
 //!
-//! An append-only log of fixed 32-byte records, one per accepted frame, each
-//! with a CRC-32. Every record is handed to the kernel with one `write`
+//! An append-only log of fixed 32-byte records, one per accepted frame or
+//! acknowledged downlink, each with a CRC-32 (format 2 adds the downlink
+//! counter; format 1 records, from before downlinks, still read). Every record is handed to the kernel with one `write`
 //! before the frame is published, so a `kill -9` loses nothing; `sync`
 //! (called on a timer) bounds what a power cut can lose. At open, a torn or
 //! corrupt tail is detected by its CRC and dropped, and the log is compacted
@@ -15,7 +17,8 @@ use std::path::{Path, PathBuf};
 use crate::lorawan::{Eui64, FcntState};
 
 const RECORD: usize = 32;
-const MAGIC: [u8; 2] = [0xfc, 0x01];
+const MAGIC_V1: [u8; 2] = [0xfc, 0x01];
+const MAGIC: [u8; 2] = [0xfc, 0x02];
 const LOG: &str = "fcnt.log";
 
 #[derive(Debug, thiserror::Error)]
@@ -33,34 +36,47 @@ pub struct CounterStore {
     file: File,
     records: usize,
     compact_at: usize,
-    states: HashMap<Eui64, FcntState>,
+    states: HashMap<Eui64, Counters>,
     /// Records dropped at open because their CRC or length was wrong.
     pub torn_records: usize,
 }
 
-fn encode(eui: Eui64, s: &FcntState) -> [u8; RECORD] {
+/// Both counters of one device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    up: FcntState,
+    /// The FCntDown of the device's next downlink.
+    down: u32,
+}
+
+fn encode(eui: Eui64, c: &Counters) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
     r[0..2].copy_from_slice(&MAGIC);
     r[4..12].copy_from_slice(&eui.0);
-    r[12] = u8::from(s.last.is_some());
-    r[16..20].copy_from_slice(&s.last.unwrap_or(0).to_le_bytes());
-    r[20..24].copy_from_slice(&s.epoch.to_le_bytes());
-    let crc = crc32fast::hash(&r[..24]);
-    r[24..28].copy_from_slice(&crc.to_le_bytes());
+    r[12] = u8::from(c.up.last.is_some());
+    r[16..20].copy_from_slice(&c.up.last.unwrap_or(0).to_le_bytes());
+    r[20..24].copy_from_slice(&c.up.epoch.to_le_bytes());
+    r[24..28].copy_from_slice(&c.down.to_le_bytes());
+    let crc = crc32fast::hash(&r[..28]);
+    r[28..32].copy_from_slice(&crc.to_le_bytes());
     r
 }
 
-fn decode(r: &[u8]) -> Option<(Eui64, FcntState)> {
-    let crc = u32::from_le_bytes(r[24..28].try_into().ok()?);
-    if r[0..2] != MAGIC || crc32fast::hash(&r[..24]) != crc {
-        return None;
-    }
-    let last = u32::from_le_bytes(r[16..20].try_into().ok()?);
-    let state = FcntState {
-        last: (r[12] == 1).then_some(last),
-        epoch: u32::from_le_bytes(r[20..24].try_into().ok()?),
+fn decode(r: &[u8]) -> Option<(Eui64, Counters)> {
+    let word = |at: usize| {
+        r.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
     };
-    Some((Eui64(r[4..12].try_into().ok()?), state))
+    let down = match r.get(0..2)? {
+        m if m == MAGIC && crc32fast::hash(&r[..28]) == word(28)? => word(24)?,
+        m if m == MAGIC_V1 && crc32fast::hash(&r[..24]) == word(24)? => 0,
+        _ => return None,
+    };
+    let up = FcntState {
+        last: (r[12] == 1).then_some(word(16)?),
+        epoch: word(20)?,
+    };
+    Some((Eui64(r[4..12].try_into().ok()?), Counters { up, down }))
 }
 
 impl CounterStore {
@@ -105,7 +121,7 @@ impl CounterStore {
     }
 
     /// Write `states` to a new log beside the old one and atomically replace it.
-    fn rewrite(path: &Path, states: &HashMap<Eui64, FcntState>) -> std::io::Result<File> {
+    fn rewrite(path: &Path, states: &HashMap<Eui64, Counters>) -> std::io::Result<File> {
         let tmp = path.with_extension("tmp");
         let mut f = File::create(&tmp)?;
         let mut buf = Vec::with_capacity(states.len() * RECORD);
@@ -123,18 +139,41 @@ impl CounterStore {
 
     /// The remembered state of a device (default before its first frame).
     pub fn get(&self, eui: Eui64) -> FcntState {
-        self.states.get(&eui).copied().unwrap_or_default()
+        self.states.get(&eui).map(|c| c.up).unwrap_or_default()
     }
 
-    /// Record a device's new state: one `write`, durable against a crash of
-    /// this process once it returns.
+    /// The FCntDown of the device's next downlink (0 before its first).
+    pub fn down(&self, eui: Eui64) -> u32 {
+        self.states.get(&eui).map_or(0, |c| c.down)
+    }
+
+    /// Record a device's new uplink state: one `write`, durable against a
+    /// crash of this process once it returns.
     pub fn record(&mut self, eui: Eui64, state: FcntState) -> Result<(), CounterStoreError> {
+        let c = Counters {
+            up: state,
+            down: self.down(eui),
+        };
+        self.write(eui, c)
+    }
+
+    /// Record that the device's downlink counter `used` was spent: the
+    /// next downlink takes `used + 1`.
+    pub fn record_down(&mut self, eui: Eui64, used: u32) -> Result<(), CounterStoreError> {
+        let c = Counters {
+            up: self.get(eui),
+            down: used.wrapping_add(1).max(self.down(eui)),
+        };
+        self.write(eui, c)
+    }
+
+    fn write(&mut self, eui: Eui64, c: Counters) -> Result<(), CounterStoreError> {
         let io = |source| CounterStoreError::Io {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(&encode(eui, &state)).map_err(io)?;
-        self.states.insert(eui, state);
+        self.file.write_all(&encode(eui, &c)).map_err(io)?;
+        self.states.insert(eui, c);
         self.records += 1;
         if self.records >= self.compact_at {
             self.file = Self::rewrite(&self.path, &self.states).map_err(io)?;
@@ -198,10 +237,42 @@ mod tests {
         let path = dir.path().join(LOG);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[RECORD + 17] ^= 0xff; // corrupt the second record
-        bytes.extend_from_slice(&encode(a, &st(7, 0))[..10]); // and a torn third
+        let c = Counters {
+            up: st(7, 0),
+            down: 0,
+        };
+        bytes.extend_from_slice(&encode(a, &c)[..10]); // and a torn third
         std::fs::write(&path, bytes).unwrap();
         let s = CounterStore::open(dir.path()).unwrap();
         assert_eq!(s.get(a), st(5, 0));
         assert_eq!(s.torn_records, 2, "one corrupt record, one torn tail");
+    }
+
+    #[test]
+    fn downlink_counter_survives_and_format_1_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Eui64::from_u64(1), Eui64::from_u64(2));
+        // A format-1 record, as written before downlinks existed.
+        let mut v1 = [0u8; RECORD];
+        v1[0..2].copy_from_slice(&MAGIC_V1);
+        v1[4..12].copy_from_slice(&b.0);
+        v1[12] = 1;
+        v1[16..20].copy_from_slice(&41u32.to_le_bytes());
+        let crc = crc32fast::hash(&v1[..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(dir.path().join(LOG), v1).unwrap();
+        {
+            let mut s = CounterStore::open(dir.path()).unwrap();
+            assert_eq!((s.get(b), s.down(b)), (st(41, 0), 0));
+            s.record(a, st(5, 0)).unwrap();
+            s.record_down(a, 0).unwrap();
+            s.record_down(a, 1).unwrap();
+            s.record(a, st(6, 0)).unwrap();
+            // An older acknowledgement never moves the counter back.
+            s.record_down(a, 0).unwrap();
+        }
+        let s = CounterStore::open(dir.path()).unwrap();
+        assert_eq!((s.get(a), s.down(a)), (st(6, 0), 2));
+        assert_eq!((s.get(b), s.down(b)), (st(41, 0), 0));
     }
 }
