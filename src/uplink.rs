@@ -26,6 +26,8 @@ pub struct RxMeta {
     /// Concentrator timestamp (µs), for a class A downlink's RX1 timing.
     pub tmst: Option<u32>,
     pub frequency: Option<u32>,
+    /// The uplink's data rate: RX1 answers at the same one.
+    pub datr: Option<crate::lorawan::DataRate>,
 }
 
 impl RxMeta {

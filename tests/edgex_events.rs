@@ -111,6 +111,7 @@ fn binary_readings_carry_base64_and_media_type() {
             snr: -7.5,
             tmst: None,
             frequency: None,
+            datr: None,
         },
         gateways: 1,
         source: Source::Udp,

@@ -84,6 +84,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
             snr: r.snr.unwrap_or(0.0),
             tmst: None,
             frequency: None,
+            datr: None,
         };
         if best.is_none_or(|b| rx.better_than(&b)) {
             best = Some(rx);
@@ -106,6 +107,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
             snr: 0.0,
             tmst: None,
             frequency: None,
+            datr: None,
         }),
         gateways: m.rx_info.len() as u32,
     })

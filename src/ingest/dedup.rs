@@ -121,6 +121,7 @@ mod tests {
             snr,
             tmst: None,
             frequency: None,
+            datr: None,
         }
     }
 

@@ -10,7 +10,7 @@ use base64::Engine;
 use prost::Message;
 use serde::Deserialize;
 
-use crate::lorawan::Eui64;
+use crate::lorawan::{DataRate, Eui64};
 use crate::metrics::Reason;
 use crate::uplink::RxMeta;
 
@@ -91,6 +91,15 @@ fn tmst_from_context(ctx: &[u8]) -> Option<u32> {
     ctx.try_into().ok().map(u32::from_be_bytes)
 }
 
+/// The LoRa data rate of a v4 uplink.
+fn pb_datr(tx: &pb::UplinkTxInfo) -> Option<DataRate> {
+    match tx.modulation.as_ref()?.parameters.as_ref()? {
+        pb::modulation::Parameters::Lora(l) => {
+            DataRate::new(l.spreading_factor, l.bandwidth / 1000)
+        }
+    }
+}
+
 fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
     let f = pb::UplinkFrame::decode(payload).map_err(|e| MessageError::Protobuf(e.to_string()))?;
     if f.phy_payload.is_empty() {
@@ -108,6 +117,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
             rssi: rx.rssi,
             snr: rx.snr,
             tmst: tmst_from_context(&rx.context),
+            datr: f.tx_info.as_ref().and_then(pb_datr),
             frequency: f.tx_info.map(|t| t.frequency),
         }
     } else if let Some(rx) = f.rx_info_legacy {
@@ -128,6 +138,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
             snr: rx.lora_snr as f32,
             tmst: tmst_from_context(&rx.context),
             frequency: f.tx_info_legacy.map(|t| t.frequency as u32),
+            datr: None,
         }
     } else {
         return Err(MessageError::Protobuf("no rx_info".into()));
@@ -151,6 +162,29 @@ struct JsonFrame {
 struct JsonTx {
     #[serde(default)]
     frequency: Option<u64>,
+    /// v4: `{"lora": {"bandwidth": Hz, "spreadingFactor": n}}`; v3 has the string `"LORA"` here.
+    #[serde(default)]
+    modulation: Option<serde_json::Value>,
+    /// v3: `{"bandwidth": kHz, "spreadingFactor": n}`.
+    #[serde(default, rename = "loRaModulationInfo")]
+    lora_v3: Option<serde_json::Value>,
+}
+
+impl JsonTx {
+    fn datr(&self) -> Option<DataRate> {
+        let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64());
+        if let Some(l) = self.modulation.as_ref().and_then(|m| m.get("lora")) {
+            return DataRate::new(
+                num(l, "spreadingFactor")? as u32,
+                (num(l, "bandwidth")? / 1000) as u32,
+            );
+        }
+        let l = self.lora_v3.as_ref()?;
+        DataRate::new(
+            num(l, "spreadingFactor")? as u32,
+            num(l, "bandwidth")? as u32,
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -211,7 +245,12 @@ fn decode_json(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
             tmst: rx
                 .timestamp
                 .or_else(|| context.as_deref().and_then(tmst_from_context)),
-            frequency: f.tx_info.and_then(|t| t.frequency).map(|f| f as u32),
+            frequency: f
+                .tx_info
+                .as_ref()
+                .and_then(|t| t.frequency)
+                .map(|f| f as u32),
+            datr: f.tx_info.as_ref().and_then(JsonTx::datr),
         },
     })
 }
@@ -224,10 +263,19 @@ pub fn encode(up: &GatewayUplink, format: WireFormat) -> Vec<u8> {
         .tmst
         .map(|t| t.to_be_bytes().to_vec())
         .unwrap_or_default();
+    let dr = up.rx.datr.unwrap_or(DataRate { sf: 7, bw_khz: 125 });
     match format {
         WireFormat::Protobuf => pb::UplinkFrame {
             phy_payload: up.phy.clone(),
-            tx_info: Some(pb::UplinkTxInfo { frequency: up.rx.frequency.unwrap_or(868_100_000), modulation: None }),
+            tx_info: Some(pb::UplinkTxInfo {
+                frequency: up.rx.frequency.unwrap_or(868_100_000),
+                modulation: up.rx.datr.map(|d| pb::Modulation {
+                    parameters: Some(pb::modulation::Parameters::Lora(pb::LoraModulationInfo {
+                        bandwidth: u32::from(d.bw_khz) * 1000,
+                        spreading_factor: u32::from(d.sf),
+                    })),
+                }),
+            }),
             rx_info: Some(pb::UplinkRxInfo {
                 gateway_id: up.rx.gateway.to_string(),
                 rssi: up.rx.rssi,
@@ -242,14 +290,15 @@ pub fn encode(up: &GatewayUplink, format: WireFormat) -> Vec<u8> {
         WireFormat::JsonV4 => serde_json::to_vec(&serde_json::json!({
             "phyPayload": b64e(&up.phy),
             "txInfo": {"frequency": up.rx.frequency.unwrap_or(868_100_000),
-                       "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}}},
+                       "modulation": {"lora": {"bandwidth": u32::from(dr.bw_khz) * 1000, "spreadingFactor": dr.sf, "codeRate": "CR_4_5"}}},
             "rxInfo": {"gatewayId": up.rx.gateway.to_string(), "uplinkId": 1, "gwTime": "2026-11-24T10:00:00Z",
                        "rssi": up.rx.rssi, "snr": up.rx.snr, "context": b64e(&ctx), "crcStatus": "CRC_OK"},
         }))
         .expect("json"),
         WireFormat::JsonV3 => serde_json::to_vec(&serde_json::json!({
             "phyPayload": b64e(&up.phy),
-            "txInfo": {"frequency": up.rx.frequency.unwrap_or(868_100_000), "modulation": "LORA"},
+            "txInfo": {"frequency": up.rx.frequency.unwrap_or(868_100_000), "modulation": "LORA",
+                       "loRaModulationInfo": {"bandwidth": dr.bw_khz, "spreadingFactor": dr.sf, "codeRate": "4/5"}},
             "rxInfo": {"gatewayID": b64e(&up.rx.gateway.0), "time": "2026-11-24T10:00:00Z",
                        "timestamp": up.rx.tmst.unwrap_or(0), "rssi": up.rx.rssi, "loRaSNR": up.rx.snr,
                        "channel": 0, "rfChain": 0, "board": 0, "antenna": 0},
@@ -282,6 +331,7 @@ mod tests {
                 snr: 7.25,
                 tmst: Some(123_456),
                 frequency: Some(868_300_000),
+                datr: DataRate::parse("SF9BW125"),
             },
         }
     }

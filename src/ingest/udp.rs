@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::gateway::{b64, GatewayUplink, MessageError};
 use super::IngestEvent;
-use crate::lorawan::Eui64;
+use crate::lorawan::{DataRate, Eui64};
 use crate::metrics::{Metrics, Reason, Source};
 use crate::uplink::RxMeta;
 
@@ -66,6 +66,8 @@ struct Rxpk {
     tmst: Option<u32>,
     #[serde(default)]
     freq: Option<f64>,
+    #[serde(default)]
+    datr: Option<serde_json::Value>,
     #[serde(default)]
     stat: Option<i8>,
     #[serde(default)]
@@ -138,6 +140,12 @@ fn rxpk_uplink(gateway: Eui64, p: Rxpk) -> Result<GatewayUplink, MessageError> {
             snr: p.lsnr.or(first.and_then(|r| r.lsnr)).unwrap_or(0.0),
             tmst: p.tmst,
             frequency: p.freq.map(|mhz| (mhz * 1e6).round() as u32),
+            // FSK frames carry a number here; only LoRa is answered.
+            datr: p
+                .datr
+                .as_ref()
+                .and_then(|d| d.as_str())
+                .and_then(DataRate::parse),
         },
     })
 }
@@ -151,7 +159,7 @@ pub fn push_data(token: u16, gateway: Eui64, frames: &[GatewayUplink]) -> Vec<u8
             serde_json::json!({
                 "tmst": f.rx.tmst.unwrap_or(0), "chan": 0, "rfch": 0,
                 "freq": f.rx.frequency.unwrap_or(868_100_000) as f64 / 1e6, "stat": 1, "modu": "LORA",
-                "datr": "SF7BW125", "codr": "4/5", "rssi": f.rx.rssi, "lsnr": f.rx.snr, "size": f.phy.len(),
+                "datr": f.rx.datr.map_or("SF7BW125".to_string(), |d| d.to_string()), "codr": "4/5", "rssi": f.rx.rssi, "lsnr": f.rx.snr, "size": f.phy.len(),
                 "data": base64::engine::general_purpose::STANDARD.encode(&f.phy),
             })
         })
@@ -246,6 +254,7 @@ mod tests {
                 snr: -2.5,
                 tmst: Some(42),
                 frequency: Some(868_500_000),
+                datr: DataRate::parse("SF10BW125"),
             },
         };
         let Packet::Push {

@@ -5,7 +5,8 @@
 //! - [`crypto`]: MIC and FRMPayload keystream with cached key schedules.
 //! - [`fcnt`]: 32-bit counter reconstruction and the counter policies.
 //! - [`uplink`]: the named steps parse → MIC → counter → decrypt.
-//! - [`encode`]: building frames, for the simulator and tests.
+//! - [`encode`]: building frames: downlinks, and uplinks for the simulator and tests.
+//! - [`radio`]: data rates and the EU868 class A receive windows.
 //!
 //! Why `lorawan` 0.9 and not `lorawan-encoding` 0.6.2: it is the maintained
 //! line of the same code, builds with current `aes`/`cmac`, and its framing
@@ -16,12 +17,14 @@ pub mod encode;
 pub mod fcnt;
 pub mod frame;
 pub mod keys;
+pub mod radio;
 pub mod uplink;
 
 pub use crypto::SessionCrypto;
 pub use fcnt::{FcntPolicy, FcntState};
 pub use frame::{parse_uplink, DataFrame, FrameError};
 pub use keys::{AesKey, DevAddr, Eui64};
+pub use radio::DataRate;
 pub use uplink::{check_counter, decrypt, verify_mic, Accepted, PayloadBuf, UplinkError};
 
 #[cfg(test)]

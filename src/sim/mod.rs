@@ -319,6 +319,7 @@ pub async fn run(
                 snr: 9.5 - 4.0 * g as f32,
                 tmst: Some((n as u32).wrapping_mul(1_000_000)),
                 frequency: Some(868_100_000 + 200_000 * (n % 3) as u32),
+                datr: crate::lorawan::DataRate::new(7 + (n % 3) as u32, 125),
             };
             let up = GatewayUplink {
                 phy: frame.clone(),
@@ -348,6 +349,7 @@ pub async fn run(
                     snr: 10.0,
                     tmst: None,
                     frequency: None,
+                    datr: None,
                 },
             };
             transport.send(0, gateway_eui(0), &up).await?;
@@ -369,6 +371,7 @@ pub async fn run(
                             snr: 0.0,
                             tmst: None,
                             frequency: None,
+                            datr: None,
                         },
                     };
                     transport.send(0, gateway_eui(0), &up).await?;
