@@ -1,5 +1,6 @@
-//! Building data frames: what a mote does. Used by the simulator, the
-//! benchmarks and tests; the service itself only ever decodes uplinks.
+//! Building data frames: downlinks for the service, uplinks for the
+//! simulator, the benchmarks and tests; and reading a downlink the way a
+//! mote does ([`open_downlink`]), so the simulator can apply commands.
 
 use super::crypto::{Direction, SessionCrypto, MAX_PHY_PAYLOAD};
 use super::keys::DevAddr;
@@ -14,6 +15,8 @@ pub struct FrameSpec<'a> {
     pub fcnt: u32,
     pub adr: bool,
     pub ack: bool,
+    /// Downlinks: more are queued for the device (FCtrl bit 4).
+    pub fpending: bool,
     /// Plaintext MAC commands, at most 15 bytes.
     pub fopts: &'a [u8],
     pub fport: Option<u8>,
@@ -34,7 +37,11 @@ pub fn build_frame(crypto: &SessionCrypto, spec: &FrameSpec<'_>, payload: &[u8])
     let mut out = Vec::with_capacity(13 + spec.fopts.len() + payload.len());
     out.push(mtype);
     out.extend_from_slice(&spec.dev_addr.to_wire());
-    let fctrl = (u8::from(spec.adr) << 7) | (u8::from(spec.ack) << 5) | spec.fopts.len() as u8;
+    let fpending = spec.dir == Direction::Down && spec.fpending;
+    let fctrl = (u8::from(spec.adr) << 7)
+        | (u8::from(spec.ack) << 5)
+        | (u8::from(fpending) << 4)
+        | spec.fopts.len() as u8;
     out.push(fctrl);
     out.extend_from_slice(&(spec.fcnt as u16).to_le_bytes());
     out.extend_from_slice(spec.fopts);
@@ -72,8 +79,166 @@ pub fn uplink(
         fcnt,
         adr: false,
         ack: false,
+        fpending: false,
         fopts: &[],
         fport: Some(fport),
     };
     build_frame(crypto, &spec, payload)
+}
+
+/// A downlink as a mote reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedDownlink {
+    /// The full 32-bit FCntDown.
+    pub fcnt: u32,
+    pub confirmed: bool,
+    /// The network acknowledges the mote's last confirmed uplink.
+    pub ack: bool,
+    pub fpending: bool,
+    pub fport: Option<u8>,
+    /// The decrypted FRMPayload.
+    pub payload: Vec<u8>,
+}
+
+/// Why a mote drops a downlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DownlinkError {
+    #[error("not a data downlink")]
+    NotDataDown,
+    #[error("frame of {0} bytes is malformed")]
+    Malformed(usize),
+    #[error("addressed to another device")]
+    OtherDevice,
+    #[error("MIC mismatch")]
+    Mic,
+    #[error("frame counter {fcnt} is not above the last one, {last}")]
+    Replay { fcnt: u32, last: u32 },
+}
+
+/// Check and decrypt a downlink addressed to `dev_addr`, given the last
+/// FCntDown this mote accepted (`None` before the first): what LMIC does,
+/// with the 16 bits on air extended to 32 by the last counter.
+pub fn open_downlink(
+    crypto: &SessionCrypto,
+    dev_addr: DevAddr,
+    last: Option<u32>,
+    phy: &[u8],
+) -> Result<ReceivedDownlink, DownlinkError> {
+    let confirmed = match phy.first() {
+        Some(0x60) => false,
+        Some(0xa0) => true,
+        _ => return Err(DownlinkError::NotDataDown),
+    };
+    let n = phy.len();
+    if !(12..=MAX_PHY_PAYLOAD).contains(&n) {
+        return Err(DownlinkError::Malformed(n));
+    }
+    let addr = DevAddr::from_wire(phy[1..5].try_into().expect("4 bytes"));
+    if addr != dev_addr {
+        return Err(DownlinkError::OtherDevice);
+    }
+    let fctrl = phy[5];
+    let fopts_end = 8 + usize::from(fctrl & 0x0f);
+    if fopts_end > n - 4 {
+        return Err(DownlinkError::Malformed(n));
+    }
+    let low = u32::from(u16::from_le_bytes([phy[6], phy[7]]));
+    let fcnt = match last {
+        None => low,
+        Some(l) if low >= l & 0xffff => (l & 0xffff_0000) | low,
+        Some(l) => (l & 0xffff_0000).wrapping_add(0x1_0000) | low,
+    };
+    let mic: [u8; 4] = phy[n - 4..].try_into().expect("4 bytes");
+    if !crypto.mic_matches(Direction::Down, dev_addr, fcnt, &phy[..n - 4], &mic) {
+        return Err(DownlinkError::Mic);
+    }
+    if let Some(l) = last.filter(|l| fcnt <= *l) {
+        return Err(DownlinkError::Replay { fcnt, last: l });
+    }
+    let (fport, payload) = if fopts_end < n - 4 {
+        let port = phy[fopts_end];
+        let data = &phy[fopts_end + 1..n - 4];
+        let mut out = vec![0; data.len()];
+        crypto.crypt_frm_payload(port, Direction::Down, dev_addr, fcnt, data, &mut out);
+        (Some(port), out)
+    } else {
+        (None, Vec::new())
+    };
+    Ok(ReceivedDownlink {
+        fcnt,
+        confirmed,
+        ack: fctrl & 0x20 != 0,
+        fpending: fctrl & 0x10 != 0,
+        fport,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lorawan::AesKey;
+
+    fn spec(fcnt: u32, fport: Option<u8>) -> FrameSpec<'static> {
+        FrameSpec {
+            dir: Direction::Down,
+            confirmed: false,
+            dev_addr: DevAddr(0x2601_1234),
+            fcnt,
+            adr: false,
+            ack: true,
+            fpending: true,
+            fopts: &[],
+            fport,
+        }
+    }
+
+    #[test]
+    fn downlinks_open_like_a_mote_reads_them() {
+        let k = AesKey::new([7; 16]);
+        let c = SessionCrypto::new(&k, &AesKey::new([9; 16]));
+        let addr = DevAddr(0x2601_1234);
+        let phy = build_frame(&c, &spec(0x1_0005, Some(2)), &[0x01, 0x2c]);
+        let got = open_downlink(&c, addr, Some(0x1_0004), &phy).unwrap();
+        assert_eq!(
+            got,
+            ReceivedDownlink {
+                fcnt: 0x1_0005,
+                confirmed: false,
+                ack: true,
+                fpending: true,
+                fport: Some(2),
+                payload: vec![0x01, 0x2c],
+            }
+        );
+        // The 16 bits on air roll over into the next 64 Ki.
+        let phy2 = build_frame(&c, &spec(0x2_0001, None), &[]);
+        assert_eq!(
+            open_downlink(&c, addr, Some(0x1_fff0), &phy2).unwrap().fcnt,
+            0x2_0001
+        );
+        assert_eq!(
+            open_downlink(&c, addr, Some(0x1_0005), &phy),
+            Err(DownlinkError::Replay {
+                fcnt: 0x1_0005,
+                last: 0x1_0005
+            }),
+        );
+        let mut bad = phy.clone();
+        bad[9] ^= 1;
+        assert_eq!(open_downlink(&c, addr, None, &bad), Err(DownlinkError::Mic));
+        assert_eq!(
+            open_downlink(&c, DevAddr(1), None, &phy),
+            Err(DownlinkError::OtherDevice)
+        );
+        assert_eq!(
+            open_downlink(&c, addr, None, &phy[..5]),
+            Err(DownlinkError::Malformed(5))
+        );
+        let up = uplink(&c, addr, 1, 1, &[1]);
+        assert_eq!(
+            open_downlink(&c, addr, None, &up),
+            Err(DownlinkError::NotDataDown)
+        );
+    }
 }

@@ -69,10 +69,17 @@ fn vector_2_downlink_with_high_counter() {
         fcnt: 76543,
         adr: true,
         ack: false,
+        fpending: false,
         fopts: &[],
         fport: Some(42),
     };
     assert_eq!(build_frame(&s, &spec, b"hello lora"), bytes);
+    // And a mote reading it gets the payload back.
+    let got = super::encode::open_downlink(&s, addr, Some(76_000), &bytes).unwrap();
+    assert_eq!(
+        (got.fcnt, got.fport, &got.payload[..]),
+        (76543, Some(42), &b"hello lora"[..])
+    );
 }
 
 #[test]
