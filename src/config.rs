@@ -29,6 +29,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub devices: DevicesConfig,
     pub ingest: IngestConfig,
+    pub downlink: DownlinkConfig,
     pub readings: ReadingsConfig,
     pub edgex: EdgexConfig,
     pub log: LogConfig,
@@ -230,6 +231,28 @@ pub enum StreamKind {
     Application,
 }
 
+/// Class A downlinks (EU868 defaults, as LMIC uses them for ABP).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct DownlinkConfig {
+    pub enabled: bool,
+    /// RX1 opens this long after the uplink (RECEIVE_DELAY1); RX2 one second later.
+    #[serde(with = "humantime_serde")]
+    pub rx1_delay: Duration,
+    /// RX2 channel (Hz) and data rate, used when a gateway refuses RX1.
+    pub rx2_frequency: u32,
+    pub rx2_data_rate: String,
+    /// Transmit power asked of the gateway (dBm).
+    pub tx_power: i32,
+    /// Commands waiting per device; a PUT beyond this is refused.
+    pub max_queued: usize,
+    /// Gateway refusals (both windows count) before a command is dropped.
+    pub max_attempts: u32,
+    /// A transmission without a gateway acknowledgement by then is taken as lost.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct ReadingsConfig {
@@ -258,6 +281,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             devices: DevicesConfig::default(),
             ingest: IngestConfig::default(),
+            downlink: DownlinkConfig::default(),
             readings: ReadingsConfig {
                 json_lines: "-".into(),
             },
@@ -329,6 +353,27 @@ impl Default for MqttConfig {
                 },
             ],
         }
+    }
+}
+impl Default for DownlinkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rx1_delay: crate::lorawan::radio::RX1_DELAY,
+            rx2_frequency: crate::lorawan::radio::RX2_FREQUENCY,
+            rx2_data_rate: crate::lorawan::radio::RX2_DATR.to_string(),
+            tx_power: 14,
+            max_queued: 8,
+            max_attempts: 3,
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+impl DownlinkConfig {
+    /// The RX2 data rate (validated at load).
+    pub fn rx2_datr(&self) -> crate::lorawan::DataRate {
+        crate::lorawan::DataRate::parse(&self.rx2_data_rate)
+            .unwrap_or(crate::lorawan::radio::RX2_DATR)
     }
 }
 impl Default for ReadingsConfig {
@@ -433,6 +478,25 @@ impl Config {
         }
         if self.service.name.is_empty() {
             return bad("Service.Name", "must not be empty");
+        }
+        let dl = &self.downlink;
+        if crate::lorawan::DataRate::parse(&dl.rx2_data_rate).is_none() {
+            return bad(
+                "Downlink.Rx2DataRate",
+                "must be a LoRa data rate like SF12BW125",
+            );
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(15)).contains(&dl.rx1_delay) {
+            return bad(
+                "Downlink.Rx1Delay",
+                "must be between 1 s and 15 s (LoRaWAN RxDelay)",
+            );
+        }
+        if !(1..=64).contains(&dl.max_queued) || dl.max_attempts == 0 {
+            return bad(
+                "Downlink",
+                "MaxQueued must be between 1 and 64 and MaxAttempts at least 1",
+            );
         }
         Ok(())
     }

@@ -14,6 +14,8 @@
 //! - [`codec`]: payload → readings typed by the device's EdgeX profile.
 //! - [`service`]: the running pipeline, owning per-device state;
 //!   [`counters`] keeps frame counters durable; [`sink`] is where readings go.
+//! - [`downlink`]: class A commands back to the devices: queue, RX1/RX2
+//!   scheduling, and the gateways' downlink protocols.
 //! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids).
 //! - [`config`], [`devices`]: the typed configuration and the devices file.
 //! - [`outbox`]: the durable, hash-chained journal events wait in for EdgeX.
@@ -28,7 +30,9 @@ pub mod counters;
 pub mod demo;
 pub mod device_state;
 pub mod devices;
+pub mod downlink;
 pub mod edgex;
+pub mod fsutil;
 pub mod ingest;
 pub mod lorawan;
 pub mod metrics;

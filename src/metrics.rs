@@ -97,6 +97,19 @@ pub struct Metrics {
     pub outbox_full: AtomicU64,
     /// Undelivered events in the outbox (a gauge).
     pub outbox_depth: AtomicU64,
+    /// Commands accepted into the downlink queue.
+    pub downlinks_queued: AtomicU64,
+    /// Transmissions handed to a gateway (RX1 and RX2 count apart).
+    pub downlinks_sent: AtomicU64,
+    /// Transmissions a gateway acknowledged as sent.
+    pub downlinks_acked: AtomicU64,
+    /// Transmissions refused by a gateway, unacknowledged, or impossible
+    /// (no gateway address, no timestamp).
+    pub downlinks_failed: AtomicU64,
+    /// Commands dropped after `Downlink.MaxAttempts` refusals.
+    pub downlinks_dropped: AtomicU64,
+    /// Commands waiting for their device's next uplink (a gauge).
+    pub downlink_queue_depth: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -185,12 +198,18 @@ impl Metrics {
             ("edgex_devices_refused_total", &self.devices_refused),
             ("edgex_system_events_total", &self.system_events),
             ("edgex_outbox_full_total", &self.outbox_full),
+            ("lorawan_downlinks_queued_total", &self.downlinks_queued),
+            ("lorawan_downlinks_sent_total", &self.downlinks_sent),
+            ("lorawan_downlinks_acked_total", &self.downlinks_acked),
+            ("lorawan_downlinks_failed_total", &self.downlinks_failed),
+            ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
         for (name, v) in [
             ("edgex_outbox_depth", &self.outbox_depth),
             ("edgex_registered", &self.registered),
+            ("lorawan_downlink_queue_depth", &self.downlink_queue_depth),
         ] {
             let _ = writeln!(s, "# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
         }

@@ -4,8 +4,6 @@
 //! a key.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -93,17 +91,7 @@ impl SecretStore {
             source,
         };
         let text = serde_yaml_ng::to_string(&self.stored).expect("secrets serialise");
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        crate::fsutil::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(io)
     }
 
     /// Every stored session, by device name.

@@ -273,6 +273,8 @@ pub fn encode(up: &GatewayUplink, format: WireFormat) -> Vec<u8> {
                     parameters: Some(pb::modulation::Parameters::Lora(pb::LoraModulationInfo {
                         bandwidth: u32::from(d.bw_khz) * 1000,
                         spreading_factor: u32::from(d.sf),
+                        code_rate: pb::CodeRate::Cr45 as i32,
+                        ..Default::default()
                     })),
                 }),
             }),

@@ -1,0 +1,48 @@
+//! Class A downlinks: commands queued by the API ([`queue`]), sent after
+//! the device's next uplink, in RX1 or else RX2, through the gateway that
+//! heard it best ([`scheduler`]), in that gateway's own protocol ([`wire`]:
+//! Semtech UDP PULL_RESP / TX_ACK, ChirpStack `command/down` / `event/ack`).
+
+pub mod queue;
+pub mod scheduler;
+pub mod wire;
+
+use tokio::sync::mpsc;
+
+use crate::lorawan::radio::Window;
+use crate::lorawan::Eui64;
+
+/// One transmission asked of a gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxRequest {
+    /// Names the transmission in the gateway's acknowledgement.
+    pub id: u32,
+    pub gateway: Eui64,
+    pub phy: Vec<u8>,
+    /// The uplink's concentrator timestamp (µs): the window counts from it.
+    pub uplink_tmst: u32,
+    pub window: Window,
+    pub power_dbm: i32,
+}
+
+impl TxRequest {
+    /// The concentrator time to transmit at (the counter wraps at 2^32 µs).
+    pub fn tmst(&self) -> u32 {
+        self.uplink_tmst
+            .wrapping_add(self.window.delay.as_micros() as u32)
+    }
+}
+
+/// A gateway's answer to a [`TxRequest`]: sent, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxAck {
+    pub id: u32,
+    pub result: Result<(), String>,
+}
+
+/// Where transmissions go, by how the uplink came in.
+#[derive(Debug, Clone, Default)]
+pub struct Transmitters {
+    pub udp: Option<mpsc::Sender<TxRequest>>,
+    pub mqtt: Option<mpsc::Sender<TxRequest>>,
+}

@@ -1,0 +1,288 @@
+//! After each published uplink: is anything due for the device (a queued
+//! command, or the ACK a confirmed uplink asks for)? If so, build the frame
+//! with the device's next FCntDown and hand it to the gateway that heard
+//! the uplink best, for RX1; follow it to the gateway's acknowledgement,
+//! falling back to RX2 when RX1 is refused.
+//!
+//! The downlink counter is committed only once a gateway says it sent the
+//! frame, or when no answer came (the frame may have gone out: a skipped
+//! counter is harmless to a mote, a reused one is not). A command leaves
+//! the queue only when its frame was sent; refusals count against
+//! `Downlink.MaxAttempts`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::queue::DownlinkQueue;
+use super::{Transmitters, TxAck, TxRequest};
+use crate::config::DownlinkConfig;
+use crate::counters::{CounterStore, CounterStoreError};
+use crate::devices::Device;
+use crate::lorawan::crypto::Direction;
+use crate::lorawan::encode::{build_frame, FrameSpec};
+use crate::lorawan::radio::{rx1, rx2, Window};
+use crate::lorawan::{DataRate, Eui64};
+use crate::metrics::{Metrics, Source};
+use crate::uplink::Uplink;
+
+/// A transmission waiting for its gateway's answer.
+struct InFlight {
+    device: u32,
+    name: Arc<str>,
+    dev_eui: Eui64,
+    fcnt: u32,
+    /// The queued command carried; `None` for a bare ACK.
+    seq: Option<u64>,
+    req: TxRequest,
+    source: Source,
+    /// RX1 was asked: RX2 is left to try if it is refused.
+    rx2_left: bool,
+    deadline: Instant,
+}
+
+pub struct Scheduler {
+    queue: Arc<DownlinkQueue>,
+    tx: Transmitters,
+    cfg: DownlinkConfig,
+    rx2_datr: DataRate,
+    in_flight: HashMap<u32, InFlight>,
+    next_id: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl Scheduler {
+    pub fn new(
+        cfg: DownlinkConfig,
+        queue: Arc<DownlinkQueue>,
+        tx: Transmitters,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics
+            .downlink_queue_depth
+            .store(queue.len() as u64, Relaxed);
+        Self {
+            rx2_datr: cfg.rx2_datr(),
+            cfg,
+            queue,
+            tx,
+            in_flight: HashMap::new(),
+            next_id: 0,
+            metrics,
+        }
+    }
+
+    fn rx2(&self) -> Window {
+        rx2(self.cfg.rx1_delay, self.cfg.rx2_frequency, self.rx2_datr)
+    }
+
+    /// `up` of device `id` was published: send what is due for it.
+    pub fn on_uplink(&mut self, id: u32, device: &Device, up: &Uplink, store: &CounterStore) {
+        if !self.cfg.enabled || (!up.confirmed && self.queue.is_empty()) {
+            return;
+        }
+        if self.in_flight.values().any(|f| f.device == id) {
+            return; // one transmission per device at a time
+        }
+        let command = self.queue.front(&device.name);
+        if command.is_none() && !up.confirmed {
+            return;
+        }
+        let name = &device.name;
+        let (Some(crypto), Some(dev_addr)) = (device.crypto.as_ref(), device.dev_addr) else {
+            tracing::debug!(device = %name, "no ABP session of ours: downlinks are the network server's");
+            return;
+        };
+        let Some(tmst) = up.rx.tmst else {
+            self.fail(
+                name,
+                "the uplink carried no concentrator timestamp to time RX1 from",
+            );
+            return;
+        };
+        let window = match (up.rx.frequency, up.rx.datr) {
+            (Some(f), Some(dr)) => rx1(f, dr, self.cfg.rx1_delay),
+            _ => self.rx2(),
+        };
+        let fcnt = store.down(device.dev_eui);
+        let (fport, payload, behind, seq) = match &command {
+            Some((c, behind)) => (Some(c.fport), &c.payload[..], *behind, Some(c.seq)),
+            None => (None, &[][..], 0, None),
+        };
+        let spec = FrameSpec {
+            dir: Direction::Down,
+            confirmed: false,
+            dev_addr,
+            fcnt,
+            adr: false,
+            ack: up.confirmed,
+            fpending: behind > 0,
+            fopts: &[],
+            fport,
+        };
+        let req = TxRequest {
+            id: self.new_id(),
+            gateway: up.rx.gateway,
+            phy: build_frame(crypto, &spec, payload),
+            uplink_tmst: tmst,
+            window,
+            power_dbm: self.cfg.tx_power,
+        };
+        let flight = InFlight {
+            device: id,
+            name: name.clone(),
+            dev_eui: device.dev_eui,
+            fcnt,
+            seq,
+            rx2_left: window != self.rx2(),
+            req,
+            source: up.source,
+            deadline: Instant::now(),
+        };
+        tracing::debug!(device = %name, fcnt, command = ?seq, ack = up.confirmed, "downlink scheduled");
+        self.send(flight);
+    }
+
+    fn new_id(&mut self) -> u32 {
+        // Never 0: ChirpStack treats a zero downlink_id as unset.
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
+    }
+
+    /// Hand `f` to its gateway's transmitter and wait for the answer.
+    fn send(&mut self, mut f: InFlight) {
+        let sender = match f.source {
+            Source::Udp => self.tx.udp.as_ref(),
+            Source::GatewayMqtt => self.tx.mqtt.as_ref(),
+            Source::ApplicationMqtt => None,
+        };
+        let Some(sender) = sender else {
+            self.fail(
+                &f.name,
+                "no transmitter for the gateway the uplink came through",
+            );
+            return;
+        };
+        match sender.try_send(f.req.clone()) {
+            Ok(()) => {
+                self.metrics.downlinks_sent.fetch_add(1, Relaxed);
+                f.deadline = Instant::now() + self.cfg.ack_timeout;
+                self.in_flight.insert(f.req.id, f);
+            }
+            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                self.fail(&f.name, "the gateway transmitter is not keeping up");
+            }
+        }
+    }
+
+    fn fail(&self, device: &str, why: &str) {
+        self.metrics.downlinks_failed.fetch_add(1, Relaxed);
+        tracing::warn!(device, "downlink not sent: {why}");
+    }
+
+    /// A gateway answered transmission `ack.id`.
+    pub fn on_ack(
+        &mut self,
+        ack: TxAck,
+        store: &mut CounterStore,
+    ) -> Result<(), CounterStoreError> {
+        let Some(f) = self.in_flight.remove(&ack.id) else {
+            tracing::debug!(
+                id = ack.id,
+                "acknowledgement of no pending downlink (late or foreign)"
+            );
+            return Ok(());
+        };
+        match ack.result {
+            Ok(()) => {
+                self.metrics.downlinks_acked.fetch_add(1, Relaxed);
+                store.record_down(f.dev_eui, f.fcnt)?;
+                tracing::info!(device = %f.name, fcnt = f.fcnt, command = ?f.seq, window = %f.req.window.datr, "downlink sent by gateway {}", f.req.gateway);
+                if let Some(seq) = f.seq {
+                    if let Err(e) = self.queue.done(&f.name, seq) {
+                        tracing::error!(device = %f.name, error = %e, "sent command still queued");
+                    }
+                }
+                self.update_depth();
+            }
+            Err(reason) if f.rx2_left => {
+                self.metrics.downlinks_failed.fetch_add(1, Relaxed);
+                tracing::info!(device = %f.name, %reason, "RX1 refused by the gateway; trying RX2");
+                let req = TxRequest {
+                    id: self.new_id(),
+                    window: self.rx2(),
+                    ..f.req.clone()
+                };
+                self.send(InFlight {
+                    req,
+                    rx2_left: false,
+                    ..f
+                });
+            }
+            Err(reason) => {
+                self.fail(&f.name, &format!("the gateway refused it ({reason})"));
+                self.refused(&f);
+            }
+        }
+        Ok(())
+    }
+
+    /// A refused command stays queued for the next uplink, until it has
+    /// used up its attempts.
+    fn refused(&self, f: &InFlight) {
+        let Some(seq) = f.seq else { return };
+        match self.queue.refused(&f.name, seq, self.cfg.max_attempts) {
+            Ok(Some(c)) => {
+                self.metrics.downlinks_dropped.fetch_add(1, Relaxed);
+                tracing::error!(device = %f.name, command = c.seq, attempts = c.attempts, "downlink command dropped: every attempt was refused");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(device = %f.name, error = %e, "downlink queue not updated"),
+        }
+        self.update_depth();
+    }
+
+    fn update_depth(&self) {
+        self.metrics
+            .downlink_queue_depth
+            .store(self.queue.len() as u64, Relaxed);
+    }
+
+    /// When the oldest unanswered transmission times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.in_flight.values().map(|f| f.deadline).min()
+    }
+
+    /// Give up on transmissions no gateway answered by `now`.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        store: &mut CounterStore,
+    ) -> Result<(), CounterStoreError> {
+        let late: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let f = self.in_flight.remove(&id).expect("listed");
+            // It may have gone out: never reuse its counter.
+            store.record_down(f.dev_eui, f.fcnt)?;
+            self.fail(
+                &f.name,
+                &format!("gateway {} did not acknowledge it", f.req.gateway),
+            );
+            self.refused(&f);
+        }
+        Ok(())
+    }
+
+    /// Transmissions waiting for an answer.
+    pub fn pending(&self) -> usize {
+        self.in_flight.len()
+    }
+}
