@@ -116,6 +116,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
         reboot_every: Some(8),
         start_fcnt: 0,
+        ..Default::default()
     };
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

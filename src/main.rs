@@ -101,6 +101,15 @@ struct SimulateArgs {
     /// Counter of each mote's first frame.
     #[arg(long, default_value_t = 0)]
     start_fcnt: u32,
+    /// Send confirmed uplinks (each asks for an ACK downlink).
+    #[arg(long)]
+    confirmed: bool,
+    /// Gateways refuse RX1 transmissions, so downlinks must fall back to RX2.
+    #[arg(long)]
+    refuse_rx1: bool,
+    /// After the last uplink, keep taking downlinks this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    linger: Duration,
     /// Write the simulated devices (with keys, mode 0600) to this file and exit.
     #[arg(long)]
     write_devices: Option<PathBuf>,
@@ -254,6 +263,9 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         },
         reboot_every: a.reboot_every,
         start_fcnt: a.start_fcnt,
+        confirmed: a.confirmed,
+        refuse_rx1: a.refuse_rx1,
+        linger: a.linger,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -268,5 +280,17 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         report.garbage,
         report.duplicates
     );
+    for d in &report.downlinks {
+        println!(
+            "downlink to {}: FCntDown {}, ack {}, port {:?}, payload {}, {} µs after the uplink at {} Hz {}; interval now {} s",
+            d.device, d.fcnt, d.ack, d.fport, hex::encode(&d.payload), d.delay_us, d.frequency, d.datr, d.interval_s
+        );
+    }
+    if report.refused + report.downlinks_dropped > 0 {
+        println!(
+            "gateways refused {} transmissions; motes dropped {} downlinks",
+            report.refused, report.downlinks_dropped
+        );
+    }
     Ok(())
 }

@@ -16,6 +16,9 @@ use crate::config::{Config, Delivery};
 use crate::counters::CounterStore;
 use crate::device_state::DeviceStates;
 use crate::devices::Registry;
+use crate::downlink::queue::DownlinkQueue;
+use crate::downlink::scheduler::Scheduler;
+use crate::downlink::Transmitters;
 use crate::edgex::outbox::OutboxSink;
 use crate::ingest::dedup::{Dedup, FrameKey};
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
@@ -87,13 +90,19 @@ pub async fn start(
     }
     let devices = Arc::new(DeviceStates::new(&parts.registry));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let queue = Arc::new(DownlinkQueue::open(
+        &config.service.data_dir,
+        config.downlink.max_queued,
+    )?);
     let api_state = Arc::new(crate::api::ApiState::new(
         &config,
         parts.metrics.clone(),
         devices.clone(),
         secrets,
         control_tx,
+        queue.clone(),
     ));
+    let mut transmitters = Transmitters::default();
     let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state.clone()))];
     if config.ingest.udp.enabled {
         let sock = UdpSocket::bind(config.ingest.udp.bind)
@@ -101,18 +110,24 @@ pub async fn start(
             .with_context(|| format!("binding UDP {}", config.ingest.udp.bind))?;
         bound.udp = Some(sock.local_addr()?);
         tracing::info!(addr = %sock.local_addr()?, "Semtech UDP packet-forwarder listening");
+        let (down_tx, down_rx) = mpsc::channel(DOWNLINKS_IN_FLIGHT);
+        transmitters.udp = Some(down_tx);
         sources.push(tokio::spawn(crate::ingest::udp::serve(
             sock,
             tx.clone(),
+            down_rx,
             parts.metrics.clone(),
             max,
         )));
     }
     if config.ingest.mqtt.enabled {
         let m = parts.metrics.clone();
+        let (down_tx, down_rx) = mpsc::channel(DOWNLINKS_IN_FLIGHT);
+        transmitters.mqtt = Some(down_tx);
         sources.push(tokio::spawn(crate::ingest::mqtt::run(
             config.ingest.mqtt.clone(),
             tx.clone(),
+            down_rx,
             m,
             max,
         )));
@@ -137,7 +152,13 @@ pub async fn start(
             let _ = registrar.run().await;
         }));
     }
-    let pipeline = Pipeline::new(config.clone(), parts, store, devices, control_rx);
+    let scheduler = Scheduler::new(
+        config.downlink.clone(),
+        queue,
+        transmitters,
+        parts.metrics.clone(),
+    );
+    let pipeline = Pipeline::new(config.clone(), parts, store, devices, control_rx, scheduler);
     let handle = tokio::spawn(async move {
         let result = pipeline.run(rx, shutdown).await;
         for s in sources {
@@ -147,6 +168,9 @@ pub async fn start(
     });
     Ok((bound, handle))
 }
+
+/// Downlinks handed to one gateway transmitter and not yet taken by it.
+const DOWNLINKS_IN_FLIGHT: usize = 256;
 
 /// What the API asks of the pipeline, which owns the device registry.
 #[derive(Debug)]
@@ -268,6 +292,8 @@ struct Pipeline {
     devices: Arc<DeviceStates>,
     /// `None` once the API has gone.
     control: Option<mpsc::UnboundedReceiver<Control>>,
+    /// Class A downlinks, sent after published uplinks.
+    scheduler: Scheduler,
 }
 
 fn now_ns() -> i64 {
@@ -283,6 +309,7 @@ impl Pipeline {
         store: CounterStore,
         devices: Arc<DeviceStates>,
         control: mpsc::UnboundedReceiver<Control>,
+        scheduler: Scheduler,
     ) -> Self {
         let states = parts
             .registry
@@ -301,6 +328,7 @@ impl Pipeline {
             readings: Vec::with_capacity(16),
             devices,
             control: Some(control),
+            scheduler,
         }
     }
 
@@ -312,14 +340,19 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let mut sync = tokio::time::interval(self.config.service.sync_interval);
         loop {
-            let deadline = self.dedup.next_deadline();
+            let deadline = match (self.dedup.next_deadline(), self.scheduler.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle(ev)?,
                     None => break,
                 },
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
-                    self.emit_due(Instant::now())?;
+                    let now = Instant::now();
+                    self.emit_due(now)?;
+                    self.scheduler.expire(now, &mut self.store)?;
                 }
                 c = async { match &mut self.control { Some(c) => c.recv().await, None => std::future::pending().await } } => match c {
                     Some(c) => self.apply(c),
@@ -365,6 +398,7 @@ impl Pipeline {
                 ack,
             } => self.handle_phy(&phy, rx, source, ack),
             IngestEvent::App(up, ack) => self.handle_app(up, ack),
+            IngestEvent::TxAck(a) => Ok(self.scheduler.on_ack(a, &mut self.store)?),
         }
     }
 
@@ -661,6 +695,9 @@ impl Pipeline {
                 self.devices.record(h.device, &h.uplink);
                 self.persist(h.device, h.persist)?;
                 ack_all(h.acks);
+                let device = self.registry.get(h.device);
+                self.scheduler
+                    .on_uplink(h.device, device, &h.uplink, &self.store);
             }
             Err(e) => {
                 let up = &h.uplink;

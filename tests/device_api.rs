@@ -6,31 +6,12 @@ mod common;
 use std::time::Duration;
 
 use device_lorawan::sim::{self, mote, Faults, SimOptions, Target};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One HTTP/1.1 request over a fresh connection: (status, body).
 async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    send(addr, method, path, "").await
+    common::http(addr, method, path, "").await
 }
 
-async fn send(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
+use common::http as send;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edgex_routes_and_metrics() {
@@ -175,6 +156,10 @@ async fn device_commands_and_secrets() {
             .0,
         400
     );
+    // A valid setting is queued for the device's next uplink.
+    let (status, body) = send(api, "PUT", interval, r#"{"reportInterval":"300"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_schema(&body, "BaseResponse");
     let (status, body) = get(api, "GET", "/api/v3/device/name/sim-mote-2/climate").await;
     assert_eq!(status, 423, "locked: {body}");
     assert_schema(&body, "ErrorResponse");

@@ -28,6 +28,7 @@ async fn every_good_frame_once_every_fault_counted() {
         },
         reboot_every: Some(7),
         start_fcnt: 0,
+        ..Default::default()
     };
     let mut config = common::config(data.path());
     // A simulated boot lasts 7 frames × 10 ms here, and frames after a reboot

@@ -5,6 +5,8 @@
 //! profile. A command is a profile `deviceCommand`, or a resource by name,
 //! as in EdgeX.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -113,7 +115,7 @@ pub fn execute(
     };
     match *method {
         Method::GET => get(device, command, &cmd),
-        Method::PUT => put(device, command, &cmd, body),
+        Method::PUT => put(state, device, command, &cmd, body),
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),
@@ -163,7 +165,15 @@ fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Answer {
     )
 }
 
-fn put(device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Answer {
+/// Encode the setting into a downlink and queue it for the device's next
+/// uplink (class A: a device can only be reached right after it speaks).
+fn put(
+    state: &ApiState,
+    device: &DeviceState,
+    command: &str,
+    cmd: &Resolved,
+    body: &[u8],
+) -> Answer {
     if !cmd.writable {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -195,14 +205,30 @@ fn put(device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Answ
             );
         }
     }
-    if let Err(e) = crate::codec::setting::encode(&device.profile, &settings) {
-        return error(StatusCode::BAD_REQUEST, e);
+    let downlink = match crate::codec::setting::encode(&device.profile, &settings) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if !state.downlinks_enabled {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "downlinks are disabled (Downlink.Enabled)",
+        );
     }
-    // Downlinks (class A, sent after the device's next uplink) are not built yet.
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "downlink commands are not available in this version",
-    )
+    match state.downlinks.push(&device.name, downlink) {
+        Ok(seq) => {
+            let m = &state.metrics;
+            m.downlinks_queued.fetch_add(1, Relaxed);
+            m.downlink_queue_depth
+                .store(state.downlinks.len() as u64, Relaxed);
+            tracing::info!(device = %device.name, command, seq, "downlink queued for the next uplink");
+            (
+                StatusCode::OK,
+                json!({"apiVersion": API_VERSION, "statusCode": 200}),
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::device_state::DeviceStates;
+use crate::downlink::queue::DownlinkQueue;
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
 use crate::service::Control;
@@ -41,6 +42,9 @@ pub struct ApiState {
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
     /// An application stream is ingested: devices need no keys of ours.
     pub app_stream: bool,
+    /// Where PUT commands wait for their device's next uplink.
+    pub downlinks: Arc<DownlinkQueue>,
+    pub downlinks_enabled: bool,
 }
 
 impl ApiState {
@@ -50,6 +54,7 @@ impl ApiState {
         devices: Arc<DeviceStates>,
         secrets: SecretStore,
         control: tokio::sync::mpsc::UnboundedSender<Control>,
+        downlinks: Arc<DownlinkQueue>,
     ) -> Self {
         let redacted: serde_json::Value = serde_yaml_ng::from_str(&config.redacted_yaml())
             .expect("config YAML is JSON-compatible");
@@ -60,6 +65,8 @@ impl ApiState {
             devices,
             secrets: Mutex::new(secrets),
             control,
+            downlinks,
+            downlinks_enabled: config.downlink.enabled,
             app_stream: config.ingest.mqtt.enabled
                 && config
                     .ingest

@@ -25,6 +25,8 @@ pub enum IngestEvent {
     },
     /// An uplink a network server already decoded.
     App(application::AppUplink, Option<Ack>),
+    /// A gateway's answer to one of our downlinks.
+    TxAck(crate::downlink::TxAck),
 }
 
 /// The acknowledgement of an MQTT QoS 1 message, sent by the pipeline only

@@ -6,8 +6,12 @@
 //! Acks are manual and the session persistent: a QoS 1 message is
 //! acknowledged by the pipeline only once its uplink is durable or rejected,
 //! so if we die first the broker redelivers it to our client id.
+//!
+//! Downlinks go back to a gateway the way its uplinks came: on
+//! `{prefix}gateway/{id}/command/down`, in the same marshaler; the bridge's
+//! `event/ack` answers are read from the matching ack topics.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +20,9 @@ use tokio::sync::mpsc;
 
 use super::{application, gateway, topic_matches, Ack, IngestEvent};
 use crate::config::{MqttConfig, StreamKind};
+use crate::downlink::wire::{decode_tx_ack, downlink_frame, Marshaler};
+use crate::downlink::{TxAck, TxRequest};
+use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Reason, Source};
 
 /// Connection options for one of our MQTT clients (this ingest, and the
@@ -35,13 +42,43 @@ pub fn options(
     opts
 }
 
+/// The ack topic filter of a gateway uplink subscription
+/// (`[prefix/]gateway/+/event/up` → `[prefix/]gateway/+/event/ack`).
+fn ack_filter(up_filter: &str) -> Option<String> {
+    up_filter
+        .strip_suffix("event/up")
+        .map(|p| format!("{p}event/ack"))
+}
+
+/// A gateway's topic prefix and id, from `{prefix}gateway/{id}/event/...`.
+fn gateway_of(topic: &str) -> Option<(&str, Eui64)> {
+    let mut levels = topic.rsplitn(4, '/');
+    let (_kind, _event, id, rest) = (
+        levels.next()?,
+        levels.next()?,
+        levels.next()?,
+        levels.next()?,
+    );
+    let prefix = rest.strip_suffix("gateway")?;
+    Some((prefix, Eui64::from_hex(id).ok()?))
+}
+
 /// Run the MQTT ingest until `tx` closes.
 pub async fn run(
     cfg: MqttConfig,
     tx: mpsc::Sender<IngestEvent>,
+    mut downlinks: mpsc::Receiver<TxRequest>,
     metrics: Arc<Metrics>,
     max_bytes: usize,
 ) {
+    let ack_filters: Vec<String> = cfg
+        .subscriptions
+        .iter()
+        .filter(|s| s.kind == StreamKind::Gateway)
+        .filter_map(|s| ack_filter(&s.topic))
+        .collect();
+    // How to reach each gateway heard: its topic prefix and marshaler.
+    let mut gateways: HashMap<Eui64, (String, Marshaler)> = HashMap::new();
     let mut opts = options(
         &cfg.client_id,
         &cfg.host,
@@ -74,15 +111,37 @@ pub async fn run(
                 }
                 Err(_) => return,
             },
+            Some(req) = downlinks.recv() => {
+                let sent = match gateways.get(&req.gateway) {
+                    Some((prefix, m)) => client
+                        .try_publish(
+                            format!("{prefix}gateway/{}/command/down", req.gateway),
+                            rumqttc::QoS::AtLeastOnce,
+                            false,
+                            downlink_frame(&req, *m),
+                        )
+                        .map_err(|e| format!("publishing the downlink: {e}")),
+                    None => Err(format!("gateway {} has not been heard on MQTT", req.gateway)),
+                };
+                if let Err(e) = sent {
+                    backlog.push_back(IngestEvent::TxAck(TxAck { id: req.id, result: Err(e) }));
+                }
+                continue;
+            }
             ev = events.poll() => ev,
         };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(host = %cfg.host, port = cfg.port, "MQTT connected; subscribing");
-                for s in &cfg.subscriptions {
-                    if let Err(e) = client.try_subscribe(s.topic.clone(), qos) {
-                        tracing::warn!(topic = %s.topic, error = %e, "MQTT subscribe failed");
+                let topics = cfg
+                    .subscriptions
+                    .iter()
+                    .map(|s| &s.topic)
+                    .chain(&ack_filters);
+                for t in topics {
+                    if let Err(e) = client.try_subscribe(t.clone(), qos) {
+                        tracing::warn!(topic = %t, error = %e, "MQTT subscribe failed");
                     }
                 }
             }
@@ -92,6 +151,16 @@ pub async fn run(
                     metrics.reject(reason, detail);
                     Ack::new(client.clone(), p.clone()).send();
                 };
+                if ack_filters.iter().any(|f| topic_matches(f, &p.topic)) {
+                    match decode_tx_ack(&p.payload) {
+                        Ok(a) => backlog.push_back(IngestEvent::TxAck(a)),
+                        Err(e) => {
+                            metrics.reject(e.reason(), &format_args!("topic {}: {e}", p.topic))
+                        }
+                    }
+                    Ack::new(client.clone(), p.clone()).send();
+                    continue;
+                }
                 let Some(sub) = cfg
                     .subscriptions
                     .iter()
@@ -111,6 +180,19 @@ pub async fn run(
                 let ev = match sub.kind {
                     StreamKind::Gateway => gateway::decode(&p.payload).map(|up| {
                         metrics.received(Source::GatewayMqtt);
+                        if let Some((prefix, id)) = gateway_of(&p.topic) {
+                            let m = if p.payload.first() == Some(&b'{') {
+                                Marshaler::Json
+                            } else {
+                                Marshaler::Protobuf
+                            };
+                            if gateways
+                                .get(&id)
+                                .is_none_or(|(pre, old)| pre != prefix || *old != m)
+                            {
+                                gateways.insert(id, (prefix.to_string(), m));
+                            }
+                        }
                         IngestEvent::Phy {
                             phy: up.phy,
                             rx: up.rx,
@@ -143,5 +225,34 @@ pub async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_topics() {
+        assert_eq!(
+            ack_filter("gateway/+/event/up").as_deref(),
+            Some("gateway/+/event/ack")
+        );
+        assert_eq!(
+            ack_filter("eu868/gateway/+/event/up").as_deref(),
+            Some("eu868/gateway/+/event/ack")
+        );
+        assert_eq!(ack_filter("gateway/#"), None);
+        let id = Eui64::from_hex("0016c001f153a14c").unwrap();
+        assert_eq!(
+            gateway_of("gateway/0016c001f153a14c/event/up"),
+            Some(("", id))
+        );
+        assert_eq!(
+            gateway_of("eu868/gateway/0016c001f153a14c/event/up"),
+            Some(("eu868/", id))
+        );
+        assert_eq!(gateway_of("eu868/gw/0016c001f153a14c/event/up"), None);
+        assert_eq!(gateway_of("gateway/zz/event/up"), None);
     }
 }

@@ -1,7 +1,8 @@
 //! The Semtech UDP packet-forwarder protocol (v2, v1 accepted), so a
 //! gateway Pi needs no ChirpStack: PUSH_DATA is answered with PUSH_ACK and
 //! its `rxpk` frames are ingested; PULL_DATA is answered with PULL_ACK and
-//! the gateway's address remembered for downlinks.
+//! the gateway's address remembered for downlinks, which go out as
+//! PULL_RESP and come back acknowledged by TX_ACK.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use tokio::sync::mpsc;
 
 use super::gateway::{b64, GatewayUplink, MessageError};
 use super::IngestEvent;
+use crate::downlink::wire::{pull_resp, tx_ack_result, TX_ACK};
+use crate::downlink::{TxAck, TxRequest};
 use crate::lorawan::{DataRate, Eui64};
 use crate::metrics::{Metrics, Reason, Source};
 use crate::uplink::RxMeta;
@@ -44,12 +47,15 @@ pub enum Packet {
         frames: Vec<Result<GatewayUplink, MessageError>>,
     },
     Pull {
+        version: u8,
         token: [u8; 2],
         gateway: Eui64,
     },
-    /// TX_ACK and others we read but do not act on yet.
-    Other {
-        ident: u8,
+    /// The answer to our PULL_RESP `token`: sent, or the refusal's name.
+    TxAck {
+        token: [u8; 2],
+        gateway: Eui64,
+        result: Result<(), String>,
     },
 }
 
@@ -119,10 +125,15 @@ pub fn parse(dgram: &[u8]) -> Result<Packet, DatagramError> {
             })
         }
         PULL_DATA => Ok(Packet::Pull {
+            version: dgram[0],
             token,
             gateway: eui()?,
         }),
-        ident @ (0x03 | 0x05) => Ok(Packet::Other { ident }),
+        TX_ACK => Ok(Packet::TxAck {
+            token,
+            gateway: eui()?,
+            result: tx_ack_result(&dgram[12..]).map_err(DatagramError::Body)?,
+        }),
         other => Err(DatagramError::Type(other)),
     }
 }
@@ -174,13 +185,29 @@ pub fn push_data(token: u16, gateway: Eui64, frames: &[GatewayUplink]) -> Vec<u8
 pub async fn serve(
     socket: UdpSocket,
     tx: mpsc::Sender<IngestEvent>,
+    mut downlinks: mpsc::Receiver<TxRequest>,
     metrics: Arc<Metrics>,
     max_bytes: usize,
 ) {
     let mut buf = vec![0u8; 65_536];
-    let mut pull_addrs: HashMap<Eui64, SocketAddr> = HashMap::new();
+    // Where each gateway pulls from, and its protocol version.
+    let mut pull_addrs: HashMap<Eui64, (SocketAddr, u8)> = HashMap::new();
+    // PULL_RESP token → (downlink id, gateway).
+    let mut tokens: HashMap<u16, (u32, Eui64)> = HashMap::new();
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            Some(req) = downlinks.recv() => {
+                let answer = send_downlink(&socket, &pull_addrs, &mut tokens, &req).await;
+                if let Some(result) = answer {
+                    if tx.send(IngestEvent::TxAck(TxAck { id: req.id, result })).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let (n, peer) = match received {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "UDP receive failed");
@@ -222,13 +249,34 @@ pub async fn serve(
                     }
                 }
             }
-            Ok(Packet::Pull { token, gateway }) => {
-                pull_addrs.insert(gateway, peer);
-                let mut ack = vec![2, token[0], token[1], PULL_ACK];
-                ack.extend_from_slice(&gateway.0);
+            Ok(Packet::Pull {
+                version,
+                token,
+                gateway,
+            }) => {
+                pull_addrs.insert(gateway, (peer, version));
+                let ack = [version, token[0], token[1], PULL_ACK];
                 let _ = socket.send_to(&ack, peer).await;
             }
-            Ok(Packet::Other { .. }) => {}
+            Ok(Packet::TxAck {
+                token,
+                gateway,
+                result,
+            }) => {
+                let token = u16::from_be_bytes(token);
+                match tokens.remove(&token) {
+                    Some((id, gw)) if gw == gateway => {
+                        if tx
+                            .send(IngestEvent::TxAck(TxAck { id, result }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    _ => tracing::debug!(%gateway, token, "TX_ACK for no downlink of ours"),
+                }
+            }
             Err(DatagramError::Body(e)) => {
                 metrics.reject(e.reason(), &format_args!("datagram from {peer}: {e}"))
             }
@@ -238,6 +286,35 @@ pub async fn serve(
             ),
         }
     }
+}
+
+/// Send `req` as a PULL_RESP to its gateway's pull address. Returns the
+/// outcome when it is already known: refused (gateway never pulled), or sent
+/// to a protocol v1 forwarder, which never answers with TX_ACK.
+async fn send_downlink(
+    socket: &UdpSocket,
+    pull_addrs: &HashMap<Eui64, (SocketAddr, u8)>,
+    tokens: &mut HashMap<u16, (u32, Eui64)>,
+    req: &TxRequest,
+) -> Option<Result<(), String>> {
+    let Some(&(addr, version)) = pull_addrs.get(&req.gateway) else {
+        return Some(Err(format!(
+            "gateway {} has not sent PULL_DATA: no address to send to",
+            req.gateway
+        )));
+    };
+    let token = req.id as u16;
+    let mut d = pull_resp(token, req);
+    d[0] = version;
+    if let Err(e) = socket.send_to(&d, addr).await {
+        return Some(Err(format!("sending PULL_RESP to {addr}: {e}")));
+    }
+    if version == 1 {
+        return Some(Ok(()));
+    }
+    // Tokens are reused after 65,536 downlinks; an entry that old was answered or lost.
+    tokens.insert(token, (req.id, req.gateway));
+    None
 }
 
 #[cfg(test)]
@@ -292,5 +369,25 @@ mod tests {
             panic!()
         };
         assert_eq!(frames, vec![Err(MessageError::BadCrc)]);
+    }
+
+    #[test]
+    fn pull_data_and_tx_ack() {
+        let mut d = vec![2, 0x12, 0x34, PULL_DATA];
+        d.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            parse(&d),
+            Ok(Packet::Pull {
+                version: 2,
+                token: [0x12, 0x34],
+                gateway: Eui64([1, 2, 3, 4, 5, 6, 7, 8])
+            })
+        );
+        d[3] = TX_ACK;
+        d.extend_from_slice(br#"{"txpk_ack":{"error":"TX_FREQ"}}"#);
+        let Ok(Packet::TxAck { token, result, .. }) = parse(&d) else {
+            panic!("not a TX_ACK")
+        };
+        assert_eq!((token, result), ([0x12, 0x34], Err("TX_FREQ".to_string())));
     }
 }

@@ -2,11 +2,19 @@
 //! gateways, sent as a Semtech UDP packet forwarder or as a gateway bridge
 //! on MQTT (protobuf or JSON), with fault injection. It reports exactly
 //! which frames the service should publish, so tests can count.
+//!
+//! The gateways also take downlinks (PULL_RESP answered by TX_ACK, or
+//! `command/down` answered on `event/ack`); the motes apply them as the
+//! firmware does, and the report lists what each mote received.
 
 pub mod mote;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::mpsc;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;
@@ -57,6 +65,12 @@ pub struct SimOptions {
     pub reboot_every: Option<u32>,
     /// Counter of each mote's first frame (to continue an earlier run).
     pub start_fcnt: u32,
+    /// Every uplink is a confirmed one.
+    pub confirmed: bool,
+    /// Gateways refuse RX1 transmissions (TOO_LATE), so only RX2 gets through.
+    pub refuse_rx1: bool,
+    /// After the last uplink, keep taking downlinks this long.
+    pub linger: Duration,
 }
 
 impl Default for SimOptions {
@@ -71,6 +85,9 @@ impl Default for SimOptions {
             faults: Faults::default(),
             reboot_every: None,
             start_fcnt: 0,
+            confirmed: false,
+            refuse_rx1: false,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -93,6 +110,38 @@ pub struct SimReport {
     pub duplicates: u64,
     /// Messages or datagrams sent, all gateways together.
     pub copies: u64,
+    /// Downlinks the motes accepted, in arrival order.
+    pub downlinks: Vec<ReceivedByMote>,
+    /// Transmissions the gateways refused (RX1 under `refuse_rx1`).
+    pub refused: u64,
+    /// Downlinks a mote dropped (MIC, counter, not addressed to any mote).
+    pub downlinks_dropped: u64,
+}
+
+/// A downlink one mote accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedByMote {
+    pub device: String,
+    pub fcnt: u32,
+    pub ack: bool,
+    pub fpending: bool,
+    pub fport: Option<u8>,
+    pub payload: Vec<u8>,
+    /// Transmit time minus the uplink's, in µs (1 s for RX1, 2 s for RX2).
+    pub delay_us: u32,
+    pub frequency: u32,
+    pub datr: String,
+    /// The mote's report interval after applying it.
+    pub interval_s: u32,
+}
+
+/// What a simulated gateway was asked to transmit.
+#[derive(Debug)]
+struct Transmission {
+    phy: Vec<u8>,
+    tmst: u32,
+    frequency: u32,
+    datr: String,
 }
 
 /// A tiny deterministic PRNG (splitmix64), so runs are reproducible.
@@ -111,7 +160,7 @@ impl Rng {
 /// How simulated gateways deliver their receptions.
 enum Transport {
     Udp {
-        socks: Vec<UdpSocket>,
+        socks: Vec<Arc<UdpSocket>>,
         token: u16,
     },
     Mqtt {
@@ -123,12 +172,159 @@ enum Transport {
     },
 }
 
+/// Whether a gateway transmits `t`: under `refuse_rx1`, only on the RX2 channel.
+fn gateway_accepts(t: &Transmission, refuse_rx1: bool) -> bool {
+    !refuse_rx1 || t.frequency == crate::lorawan::radio::RX2_FREQUENCY
+}
+
+/// A UDP gateway's downlink side: PULL_DATA now and every few seconds (as
+/// a packet forwarder keeps its NAT path open), PULL_RESP → TX_ACK.
+async fn udp_gateway(
+    sock: Arc<UdpSocket>,
+    eui: Eui64,
+    down: mpsc::Sender<Transmission>,
+    refuse_rx1: bool,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut pull = vec![2, 0, 0, crate::ingest::udp::PULL_DATA];
+    pull.extend_from_slice(&eui.0);
+    let mut keepalive = tokio::time::interval(Duration::from_secs(5));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::select! {
+            _ = keepalive.tick() => {
+                let _ = sock.send(&pull).await;
+                continue;
+            }
+            r = sock.recv(&mut buf) => match r { Ok(n) => n, Err(_) => continue },
+        };
+        if n < 4 || buf[3] != crate::downlink::wire::PULL_RESP {
+            continue; // PUSH_ACK, PULL_ACK
+        }
+        let Some(t) = parse_txpk(&buf[4..n]) else {
+            continue;
+        };
+        let ok = gateway_accepts(&t, refuse_rx1);
+        let error = if ok { "NONE" } else { "TOO_LATE" };
+        let mut ack = vec![2, buf[1], buf[2], crate::downlink::wire::TX_ACK];
+        ack.extend_from_slice(&eui.0);
+        ack.extend_from_slice(format!(r#"{{"txpk_ack":{{"error":"{error}"}}}}"#).as_bytes());
+        let _ = sock.send(&ack).await;
+        if ok {
+            if down.send(t).await.is_err() {
+                return;
+            }
+        } else {
+            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+fn parse_txpk(body: &[u8]) -> Option<Transmission> {
+    use base64::Engine;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let t = v.get("txpk")?;
+    Some(Transmission {
+        phy: base64::engine::general_purpose::STANDARD
+            .decode(t.get("data")?.as_str()?)
+            .ok()?,
+        tmst: t.get("tmst")?.as_u64()? as u32,
+        frequency: (t.get("freq")?.as_f64()? * 1e6).round() as u32,
+        datr: t.get("datr")?.as_str()?.to_string(),
+    })
+}
+
+/// A `command/down` message as a gateway bridge reads it (one item).
+fn parse_downlink_frame(payload: &[u8]) -> Option<(u32, Transmission)> {
+    use crate::ingest::gateway::pb;
+    use base64::Engine;
+    if payload.first() == Some(&b'{') {
+        let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let item = v.get("items")?.get(0)?;
+        let tx = item.get("txInfo")?;
+        let lora = tx.get("modulation")?.get("lora")?;
+        let ctx = base64::engine::general_purpose::STANDARD
+            .decode(tx.get("context")?.as_str()?)
+            .ok()?;
+        let delay: f64 = tx
+            .get("timing")?
+            .get("delay")?
+            .get("delay")?
+            .as_str()?
+            .strip_suffix('s')?
+            .parse()
+            .ok()?;
+        let t = Transmission {
+            phy: base64::engine::general_purpose::STANDARD
+                .decode(item.get("phyPayload")?.as_str()?)
+                .ok()?,
+            tmst: u32::from_be_bytes(ctx.try_into().ok()?).wrapping_add((delay * 1e6) as u32),
+            frequency: tx.get("frequency")?.as_u64()? as u32,
+            datr: format!(
+                "SF{}BW{}",
+                lora.get("spreadingFactor")?,
+                lora.get("bandwidth")?.as_u64()? / 1000
+            ),
+        };
+        return Some((v.get("downlinkId")?.as_u64()? as u32, t));
+    }
+    let f = pb::DownlinkFrame::decode(payload).ok()?;
+    let item = f.items.into_iter().next()?;
+    let tx = item.tx_info?;
+    let Some(pb::timing::Parameters::Delay(d)) = tx.timing?.parameters else {
+        return None;
+    };
+    let d = d.delay?;
+    let Some(pb::modulation::Parameters::Lora(l)) = tx.modulation?.parameters else {
+        return None;
+    };
+    let ctx: [u8; 4] = tx.context.try_into().ok()?;
+    let t = Transmission {
+        phy: item.phy_payload,
+        tmst: u32::from_be_bytes(ctx)
+            .wrapping_add((d.seconds * 1_000_000) as u32 + (d.nanos / 1000) as u32),
+        frequency: tx.frequency,
+        datr: format!("SF{}BW{}", l.spreading_factor, l.bandwidth / 1000),
+    };
+    Some((f.downlink_id, t))
+}
+
+/// The bridge's `event/ack` for downlink `id`, in the marshaler it came in.
+fn tx_ack_message(json: bool, gateway: &str, id: u32, ok: bool) -> Vec<u8> {
+    use crate::ingest::gateway::pb;
+    let status = if ok {
+        pb::TxAckStatus::Ok
+    } else {
+        pb::TxAckStatus::TooLate
+    };
+    if json {
+        serde_json::to_vec(&serde_json::json!({"gatewayId": gateway, "downlinkId": id,
+            "items": [{"status": status.as_str_name()}]}))
+        .expect("json")
+    } else {
+        pb::DownlinkTxAck {
+            downlink_id: id,
+            items: vec![pb::DownlinkTxAckItem {
+                status: status as i32,
+            }],
+            gateway_id: gateway.to_string(),
+        }
+        .encode_to_vec()
+    }
+}
+
 impl Transport {
-    async fn connect(target: &Target, gateways: usize) -> anyhow::Result<Self> {
+    async fn connect(
+        target: &Target,
+        gateways: usize,
+        down: mpsc::Sender<Transmission>,
+        sim_opts: &SimOptions,
+        refused: Arc<std::sync::atomic::AtomicU64>,
+    ) -> anyhow::Result<Self> {
         match target {
             Target::Udp(addr) => {
                 let mut socks = Vec::new();
-                for _ in 0..gateways {
+                for g in 0..gateways {
                     let s = UdpSocket::bind(if addr.is_ipv4() {
                         "127.0.0.1:0"
                     } else {
@@ -136,8 +332,18 @@ impl Transport {
                     })
                     .await?;
                     s.connect(addr).await?;
+                    let s = Arc::new(s);
+                    tokio::spawn(udp_gateway(
+                        s.clone(),
+                        gateway_eui(g),
+                        down.clone(),
+                        sim_opts.refuse_rx1,
+                        refused.clone(),
+                    ));
                     socks.push(s);
                 }
+                // Let the service learn where to send before the first uplink.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 Ok(Transport::Udp { socks, token: 0 })
             }
             Target::Mqtt {
@@ -154,13 +360,40 @@ impl Transport {
                 opts.set_keep_alive(Duration::from_secs(30));
                 let (client, mut events) = AsyncClient::new(opts, 1024);
                 let (ack_tx, acks) = tokio::sync::watch::channel(0u64);
+                let commands = format!("{prefix}gateway/+/command/down");
+                let (bridge, refuse_rx1) = (client.clone(), sim_opts.refuse_rx1);
                 tokio::spawn(async move {
                     let mut n = 0;
                     loop {
                         match events.poll().await {
+                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                let _ = bridge.try_subscribe(commands.clone(), QoS::AtLeastOnce);
+                            }
                             Ok(Event::Incoming(Packet::PubAck(_))) => {
                                 n += 1;
                                 let _ = ack_tx.send(n);
+                            }
+                            Ok(Event::Incoming(Packet::Publish(p))) => {
+                                let Some((id, t)) = parse_downlink_frame(&p.payload) else {
+                                    continue;
+                                };
+                                let ok = gateway_accepts(&t, refuse_rx1);
+                                let ack_topic = p.topic.replace("/command/down", "/event/ack");
+                                let gw =
+                                    ack_topic.rsplit('/').nth(2).unwrap_or_default().to_string();
+                                let json = p.payload.first() == Some(&b'{');
+                                // QoS 0: the PUBACK count is the uplinks' (see `finish`).
+                                let _ = bridge.try_publish(
+                                    ack_topic,
+                                    QoS::AtMostOnce,
+                                    false,
+                                    tx_ack_message(json, &gw, id, ok),
+                                );
+                                if !ok {
+                                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                } else if down.send(t).await.is_err() {
+                                    return;
+                                }
                             }
                             Ok(_) => {}
                             Err(_) if ack_tx.is_closed() => return,
@@ -266,9 +499,21 @@ pub async fn run(
     let mut motes: Vec<Mote> = entries.iter().map(Mote::new).collect();
     for m in &mut motes {
         m.fcnt = opts.start_fcnt;
+        m.confirmed = opts.confirmed;
     }
     let mut history: Vec<Vec<Vec<u8>>> = vec![Vec::new(); motes.len()];
-    let mut transport = Transport::connect(&target, opts.gateways.max(1)).await?;
+    // Each mote's recent uplink timestamps, to check a downlink's timing.
+    let mut uplink_tmst: Vec<Vec<u32>> = vec![Vec::new(); motes.len()];
+    let (down_tx, mut down_rx) = mpsc::channel(256);
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut transport = Transport::connect(
+        &target,
+        opts.gateways.max(1),
+        down_tx,
+        &opts,
+        refused.clone(),
+    )
+    .await?;
     let mut rng = Rng(opts.seed ^ 0x5eed);
     let mut report = SimReport::default();
     let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.001));
@@ -285,6 +530,10 @@ pub async fn run(
         }
         tokio::select! {
             _ = tick.tick() => {}
+            Some(t) = down_rx.recv() => {
+                deliver(&mut motes, &uplink_tmst, t, &mut report);
+                continue;
+            }
             _ = &mut stop => break,
         }
         let m = (n % motes.len() as u64) as usize;
@@ -312,12 +561,20 @@ pub async fn run(
             });
             history[m].push(frame.clone());
         }
+        // Frames are 10 s apart in concentrator time, so a downlink (1 or 2 s
+        // after its uplink) is never mistaken for the answer to another.
+        let tmst = (n as u32).wrapping_mul(10_000_000);
+        let recent = &mut uplink_tmst[m];
+        if recent.len() == 8 {
+            recent.remove(0);
+        }
+        recent.push(tmst);
         for g in 0..opts.gateways.max(1) {
             let rx = RxMeta {
                 gateway: gateway_eui(g),
                 rssi: -40 - 17 * g as i32 - (rng.next() % 5) as i32,
                 snr: 9.5 - 4.0 * g as f32,
-                tmst: Some((n as u32).wrapping_mul(1_000_000)),
+                tmst: Some(tmst),
                 frequency: Some(868_100_000 + 200_000 * (n % 3) as u32),
                 datr: crate::lorawan::DataRate::new(7 + (n % 3) as u32, 125),
             };
@@ -383,6 +640,47 @@ pub async fn run(
             report.copies += 1;
         }
     }
+    let end = tokio::time::Instant::now() + opts.linger;
+    while let Ok(Some(t)) = tokio::time::timeout_at(end, down_rx.recv()).await {
+        deliver(&mut motes, &uplink_tmst, t, &mut report);
+    }
+    report.refused = refused.load(std::sync::atomic::Ordering::Relaxed);
     transport.finish().await?;
     Ok(report)
+}
+
+/// A transmission reaches the motes: the one it is addressed to takes it.
+fn deliver(motes: &mut [Mote], uplink_tmst: &[Vec<u32>], t: Transmission, report: &mut SimReport) {
+    let addr = t
+        .phy
+        .get(1..5)
+        .map(|b| crate::lorawan::DevAddr::from_wire(b.try_into().expect("4 bytes")));
+    let Some(i) = motes.iter().position(|m| Some(m.dev_addr) == addr) else {
+        report.downlinks_dropped += 1;
+        return;
+    };
+    let mote = &mut motes[i];
+    match mote.receive(&t.phy) {
+        Ok(d) => report.downlinks.push(ReceivedByMote {
+            device: mote.name.clone(),
+            fcnt: d.fcnt,
+            ack: d.ack,
+            fpending: d.fpending,
+            fport: d.fport,
+            payload: d.payload,
+            // Measured from the mote's closest earlier uplink.
+            delay_us: uplink_tmst[i]
+                .iter()
+                .map(|u| t.tmst.wrapping_sub(*u))
+                .min()
+                .unwrap_or(u32::MAX),
+            frequency: t.frequency,
+            datr: t.datr,
+            interval_s: mote.interval_s,
+        }),
+        Err(e) => {
+            tracing::warn!(device = %mote.name, error = %e, "simulated mote dropped a downlink");
+            report.downlinks_dropped += 1;
+        }
+    }
 }

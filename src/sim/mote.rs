@@ -5,6 +5,8 @@
 
 use crate::codec::lpp;
 use crate::devices::DeviceEntry;
+use crate::lorawan::crypto::Direction;
+use crate::lorawan::encode::{DownlinkError, ReceivedDownlink};
 use crate::lorawan::{encode, AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
 
 /// Mote profile name in `profiles/`.
@@ -75,9 +77,17 @@ pub struct Mote {
     pub fcnt: u32,
     /// Reboots so far: the service's epoch should follow it.
     pub boots: u32,
-    /// Report interval in seconds (what a downlink would change).
+    /// Report interval in seconds (what the interval downlink changes).
     pub interval_s: u32,
+    /// Uplinks are confirmed: the network must ACK each in a downlink.
+    pub confirmed: bool,
+    /// The last FCntDown accepted (LMIC's `seqnoDn - 1`).
+    pub fcnt_down: Option<u32>,
 }
+
+/// The one downlink the firmware understands (firmware/lorawan-mote/payload.h):
+/// FPort 2, a big-endian uint16 of seconds in 10..=3600.
+pub const INTERVAL_PORT: u8 = 2;
 
 /// The sensor values a mote reports in one frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +110,8 @@ impl Mote {
             fcnt: 0,
             boots: 0,
             interval_s: 60,
+            confirmed: false,
+            fcnt_down: None,
         }
     }
 
@@ -129,20 +141,41 @@ impl Mote {
     /// The next uplink frame; advances the counter.
     pub fn next_frame(&mut self) -> (u32, Vec<u8>) {
         let fcnt = self.fcnt;
-        let frame = encode::uplink(
-            &self.crypto,
-            self.dev_addr,
+        let spec = encode::FrameSpec {
+            dir: Direction::Up,
+            confirmed: self.confirmed,
+            dev_addr: self.dev_addr,
             fcnt,
-            FPORT,
-            &self.payload(&self.sample(fcnt)),
-        );
+            adr: false,
+            ack: false,
+            fpending: false,
+            fopts: &[],
+            fport: Some(FPORT),
+        };
+        let frame = encode::build_frame(&self.crypto, &spec, &self.payload(&self.sample(fcnt)));
         self.fcnt += 1;
         (fcnt, frame)
+    }
+
+    /// Receive a downlink as LMIC does: check it, keep its counter, and
+    /// apply an interval command (ignored, as the firmware ignores it, when
+    /// its port, length or range is wrong).
+    pub fn receive(&mut self, phy: &[u8]) -> Result<ReceivedDownlink, DownlinkError> {
+        let d = encode::open_downlink(&self.crypto, self.dev_addr, self.fcnt_down, phy)?;
+        self.fcnt_down = Some(d.fcnt);
+        if d.fport == Some(INTERVAL_PORT) && d.payload.len() == 2 {
+            let v = u16::from_be_bytes([d.payload[0], d.payload[1]]);
+            if (10..=3600).contains(&v) {
+                self.interval_s = u32::from(v);
+            }
+        }
+        Ok(d)
     }
 
     /// What LMIC does on power-up with a hard-coded ABP session.
     pub fn reboot(&mut self) {
         self.fcnt = 0;
+        self.fcnt_down = None;
         self.boots += 1;
     }
 }

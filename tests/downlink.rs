@@ -1,0 +1,284 @@
+//! Class A downlinks end to end: a PUT on the device-service API, the
+//! device's next uplink through a simulated gateway, the frame back through
+//! the same gateway protocol (Semtech UDP, or ChirpStack MQTT in protobuf
+//! and JSON), and the simulated mote applying the interval command exactly
+//! as the firmware does. Counters, timing windows and acknowledgements are
+//! checked from both ends.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use device_lorawan::config::{Config, StreamKind, Subscription};
+use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::metrics::Metrics;
+use device_lorawan::sim::{self, mote, ReceivedByMote, SimOptions, SimReport, Target};
+
+const SEED: u64 = 21;
+const INTERVAL: &str = "/api/v3/device/name/sim-mote-1/reportInterval";
+
+fn opts(frames: u64, start_fcnt: u32) -> SimOptions {
+    SimOptions {
+        devices: 3,
+        gateways: 2,
+        rate: 20.0,
+        frames: Some(frames),
+        duration: None,
+        seed: SEED,
+        start_fcnt,
+        linger: Duration::from_secs(3),
+        ..Default::default()
+    }
+}
+
+async fn put_interval(api: std::net::SocketAddr, seconds: u16) {
+    let body = format!(r#"{{"reportInterval":"{seconds}"}}"#);
+    let (status, answer) = common::http(api, "PUT", INTERVAL, &body).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Wait (bounded) until no downlink is waiting for a gateway's answer.
+async fn settled(m: &Metrics) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.downlinks_sent.load(Relaxed)
+        > m.downlinks_acked.load(Relaxed) + m.downlinks_failed.load(Relaxed)
+    {
+        assert!(Instant::now() < deadline, "a downlink was never answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn interval_command(d: &ReceivedByMote, seconds: u16) {
+    assert_eq!(d.device, "sim-mote-1");
+    assert_eq!(d.fport, Some(2));
+    assert_eq!(d.payload, seconds.to_be_bytes());
+    assert_eq!(d.interval_s, u32::from(seconds), "the mote applied it");
+    assert!(!d.ack, "the uplinks were unconfirmed");
+}
+
+/// RX1: one second after the uplink, on its channel and data rate (the
+/// simulator sends on 868.1/868.3/868.5 MHz at SF7/8/9 in turn).
+fn in_rx1(d: &ReceivedByMote) {
+    assert_eq!(d.delay_us, 1_000_000, "{d:?}");
+    assert!(
+        [868_100_000, 868_300_000, 868_500_000].contains(&d.frequency),
+        "{d:?}"
+    );
+    assert!(
+        ["SF7BW125", "SF8BW125", "SF9BW125"].contains(&d.datr.as_str()),
+        "{d:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_round_trip_in_rx1_with_a_persisted_downlink_counter() {
+    let data = tempfile::tempdir().unwrap();
+    let entries = mote::entries(3, SEED);
+    let mut svc = common::Service::start(common::config(data.path()), entries.clone()).await;
+    let udp = svc.bound.udp.unwrap();
+    put_interval(svc.bound.api, 300).await;
+    assert_eq!(svc.metrics.downlink_queue_depth.load(Relaxed), 1);
+
+    let report = sim::run(Target::Udp(udp), opts(6, 0), std::future::pending())
+        .await
+        .unwrap();
+    settled(&svc.metrics).await;
+    assert_eq!(report.downlinks.len(), 1, "{:?}", report.downlinks);
+    let d = &report.downlinks[0];
+    interval_command(d, 300);
+    in_rx1(d);
+    assert_eq!((d.fcnt, d.fpending), (0, false));
+    let m = &svc.metrics;
+    assert_eq!(
+        [
+            &m.downlinks_queued,
+            &m.downlinks_sent,
+            &m.downlinks_acked,
+            &m.downlinks_failed
+        ]
+        .map(|c| c.load(Relaxed)),
+        [1, 1, 1, 0]
+    );
+    assert_eq!(m.downlink_queue_depth.load(Relaxed), 0);
+    assert_eq!(svc.stop().await.len(), report.expected.len());
+
+    // After a restart the downlink counter goes on from where it was, and
+    // two queued commands go out in order, the first flagged FPending.
+    let mut svc = common::Service::start(common::config(data.path()), entries).await;
+    put_interval(svc.bound.api, 600).await;
+    put_interval(svc.bound.api, 120).await;
+    let report = sim::run(
+        Target::Udp(svc.bound.udp.unwrap()),
+        opts(6, 6),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    settled(&svc.metrics).await;
+    let got: Vec<_> = report
+        .downlinks
+        .iter()
+        .map(|d| (d.fcnt, d.fpending))
+        .collect();
+    assert_eq!(got, [(1, true), (2, false)], "{:?}", report.downlinks);
+    interval_command(&report.downlinks[0], 600);
+    interval_command(&report.downlinks[1], 120);
+    assert_eq!(report.downlinks_dropped, 0);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_uplinks_are_acked_in_rx2_when_gateways_refuse_rx1() {
+    let data = tempfile::tempdir().unwrap();
+    let mut svc = common::Service::start(common::config(data.path()), mote::entries(2, SEED)).await;
+    let o = SimOptions {
+        devices: 2,
+        frames: Some(6),
+        confirmed: true,
+        refuse_rx1: true,
+        ..opts(6, 0)
+    };
+    let report = sim::run(
+        Target::Udp(svc.bound.udp.unwrap()),
+        o,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    settled(&svc.metrics).await;
+    // Every confirmed uplink is acknowledged, in RX2 with the EU868 defaults.
+    assert_eq!(report.refused, 6, "each RX1 was refused once");
+    assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
+    for d in &report.downlinks {
+        assert!(d.ack && d.fport.is_none() && d.payload.is_empty(), "{d:?}");
+        assert_eq!(
+            (d.delay_us, d.frequency, d.datr.as_str()),
+            (2_000_000, 869_525_000, "SF12BW125")
+        );
+    }
+    for device in ["sim-mote-1", "sim-mote-2"] {
+        let fcnts: Vec<u32> = report
+            .downlinks
+            .iter()
+            .filter(|d| d.device == device)
+            .map(|d| d.fcnt)
+            .collect();
+        assert_eq!(
+            fcnts,
+            [0, 1, 2],
+            "{device}: a refused RX1 does not spend a counter"
+        );
+    }
+    let m = &svc.metrics;
+    assert_eq!(
+        [&m.downlinks_sent, &m.downlinks_acked, &m.downlinks_failed].map(|c| c.load(Relaxed)),
+        [12, 6, 6]
+    );
+    svc.stop().await;
+}
+
+fn mqtt_config(data: &std::path::Path, port: u16) -> Config {
+    let mut c = common::config(data);
+    c.ingest.udp.enabled = false;
+    c.ingest.mqtt.enabled = true;
+    c.ingest.mqtt.port = port;
+    c.ingest.mqtt.client_id = format!("device-lorawan-downlink-{port}");
+    c.ingest.mqtt.subscriptions = vec![Subscription {
+        topic: "eu868/gateway/+/event/up".into(),
+        kind: StreamKind::Gateway,
+    }];
+    c
+}
+
+async fn mqtt_round_trip(format: WireFormat) -> SimReport {
+    let Some(broker) = common::Mosquitto::start() else {
+        return SimReport::default();
+    };
+    let data = tempfile::tempdir().unwrap();
+    let mut svc = common::Service::start(
+        mqtt_config(data.path(), broker.port),
+        mote::entries(3, SEED),
+    )
+    .await;
+    // Subscribed to the uplinks and to the acknowledgements.
+    common::until("service subscribed", Duration::from_secs(20), || {
+        svc.metrics.mqtt_subacks.load(Relaxed) >= 2
+    })
+    .await;
+    put_interval(svc.bound.api, 900).await;
+    let target = Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        format,
+        prefix: "eu868/".into(),
+    };
+    let report = sim::run(target, opts(6, 0), std::future::pending())
+        .await
+        .unwrap();
+    settled(&svc.metrics).await;
+    assert_eq!(
+        report.downlinks.len(),
+        1,
+        "{format:?}: {:?}",
+        report.downlinks
+    );
+    interval_command(&report.downlinks[0], 900);
+    in_rx1(&report.downlinks[0]);
+    assert_eq!(
+        svc.metrics.downlinks_acked.load(Relaxed),
+        1,
+        "{format:?}: event/ack read"
+    );
+    assert_eq!(svc.stop().await.len(), report.expected.len());
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chirpstack_bridge_round_trip_protobuf() {
+    mqtt_round_trip(WireFormat::Protobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chirpstack_bridge_round_trip_json() {
+    mqtt_round_trip(WireFormat::JsonV4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_a_silent_gateway_is_refused_and_kept() {
+    // The uplink arrives by UDP from a gateway that never sent PULL_DATA:
+    // nothing can be sent, the failure is counted, the command stays queued.
+    let data = tempfile::tempdir().unwrap();
+    let entries = mote::entries(1, SEED);
+    let mut svc = common::Service::start(common::config(data.path()), entries.clone()).await;
+    put_interval(svc.bound.api, 300).await;
+    let mut m = mote::Mote::new(&entries[0]);
+    let (_, phy) = m.next_frame();
+    let up = device_lorawan::ingest::gateway::GatewayUplink {
+        phy,
+        rx: device_lorawan::uplink::RxMeta {
+            gateway: device_lorawan::lorawan::Eui64::from_u64(99),
+            rssi: -50,
+            snr: 5.0,
+            tmst: Some(1_000),
+            frequency: Some(868_100_000),
+            datr: device_lorawan::lorawan::DataRate::parse("SF7BW125"),
+        },
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dgram = device_lorawan::ingest::udp::push_data(1, up.rx.gateway, std::slice::from_ref(&up));
+    sock.send_to(&dgram, svc.bound.udp.unwrap()).unwrap();
+    // Refused in RX1, then in RX2.
+    common::until("downlink failures counted", Duration::from_secs(10), || {
+        svc.metrics.downlinks_failed.load(Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(svc.metrics.downlinks_failed.load(Relaxed), 2);
+    assert_eq!(svc.metrics.downlinks_acked.load(Relaxed), 0);
+    assert_eq!(
+        svc.metrics.downlink_queue_depth.load(Relaxed),
+        1,
+        "kept for the next uplink"
+    );
+    svc.stop().await;
+}
