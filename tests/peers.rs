@@ -131,7 +131,8 @@ fn frames_agree_with_lora_packet_both_ways() {
             v["fport"].as_u64().unwrap()
         );
     }
-    // Our frames, including 32-bit counters past a rollover, through lora-packet.
+    // Our frames, uplinks and the downlinks the service sends, including
+    // 32-bit counters past a rollover, through lora-packet.
     let (nwk, app) = (
         "44024241ed4ce9a68c6a8bc055233fd3",
         "ec925802ae430ca77fd3dd73cb2cc588",
@@ -140,15 +141,32 @@ fn frames_agree_with_lora_packet_both_ways() {
         &AesKey::from_hex(nwk).unwrap(),
         &AesKey::from_hex(app).unwrap(),
     );
-    let cases: Vec<(u32, Vec<u8>)> = vec![
-        (0, b"x".to_vec()),
-        (65_536, b"rollover".to_vec()),
-        (0x0123_4567, (0..100).collect()),
+    let cases: Vec<(u32, Vec<u8>, bool)> = vec![
+        (0, b"x".to_vec(), false),
+        (65_536, b"rollover".to_vec(), false),
+        (0x0123_4567, (0..100).collect(), false),
+        (3, vec![0x01, 0x2c], true),
+        (70_000, vec![0x0e, 0x10], true),
     ];
     let input: String = cases
         .iter()
-        .map(|(fcnt, payload)| {
-            let f = encode::uplink(&crypto, DevAddr(0x49be7df1), *fcnt, 7, payload);
+        .map(|(fcnt, payload, down)| {
+            let f = if *down {
+                let spec = encode::FrameSpec {
+                    dir: lorawan::crypto::Direction::Down,
+                    confirmed: false,
+                    dev_addr: DevAddr(0x49be7df1),
+                    fcnt: *fcnt,
+                    adr: false,
+                    ack: true,
+                    fpending: true,
+                    fopts: &[],
+                    fport: Some(2),
+                };
+                encode::build_frame(&crypto, &spec, payload)
+            } else {
+                encode::uplink(&crypto, DevAddr(0x49be7df1), *fcnt, 7, payload)
+            };
             format!(
                 "{}\n",
                 serde_json::json!({"hex": hex::encode(f), "nwk": nwk, "app": app, "fcnt32": fcnt})
@@ -161,7 +179,7 @@ fn frames_agree_with_lora_packet_both_ways() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(results.len(), cases.len());
-    for ((fcnt, payload), r) in cases.iter().zip(results) {
+    for ((fcnt, payload, _), r) in cases.iter().zip(results) {
         assert_eq!(r["micOk"], true, "MIC at fcnt {fcnt}");
         assert_eq!(
             r["payload"].as_str().unwrap(),
@@ -198,6 +216,104 @@ fn gateway_messages_from_chirpstack_api() {
         kinds.push(v["kind"].as_str().unwrap().to_string());
     }
     assert_eq!(kinds, ["protobuf-v4", "json-v4", "protobuf-v3"]);
+}
+
+/// Our `command/down` frames as ChirpStack's definitions read them, and
+/// ChirpStack's `event/ack` messages as we read them.
+#[test]
+fn downlinks_agree_with_chirpstack_api() {
+    use device_lorawan::downlink::wire::{decode_tx_ack, downlink_frame, Marshaler};
+    use device_lorawan::downlink::TxRequest;
+    use device_lorawan::lorawan::radio::{rx1, rx2, RX1_DELAY, RX2_DATR, RX2_FREQUENCY};
+    let reqs = [
+        TxRequest {
+            id: 77,
+            gateway: Eui64::from_u64(0x0016_c001_f153_a14c),
+            phy: vec![0x60, 1, 2, 3, 4, 0x20, 5, 0, 2, 9, 9, 1, 2, 3, 4],
+            uplink_tmst: 123_456,
+            window: rx1(
+                868_300_000,
+                lorawan::DataRate::parse("SF9BW125").unwrap(),
+                RX1_DELAY,
+            ),
+            power_dbm: 14,
+        },
+        TxRequest {
+            id: 78,
+            gateway: Eui64::from_u64(0x0016_c001_f153_a14d),
+            phy: vec![0x60, 1, 2, 3, 4, 0x20, 6, 0, 1, 2, 3, 4],
+            uplink_tmst: u32::MAX,
+            window: rx2(RX1_DELAY, RX2_FREQUENCY, RX2_DATR),
+            power_dbm: 27,
+        },
+    ];
+    let input: String = reqs
+        .iter()
+        .flat_map(|r| {
+            [(Marshaler::Protobuf, "protobuf"), (Marshaler::Json, "json")].map(|(m, kind)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"kind": kind, "payload": hex::encode(downlink_frame(r, m))})
+                )
+            })
+        })
+        .collect();
+    let Some(out) = peer(
+        "python3",
+        &["chirpstack_peer.py", "downlink"],
+        &input,
+        &["-c", "import chirpstack_api.gw"],
+    ) else {
+        return;
+    };
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (frames, acks) = lines.split_at(4);
+    for (i, f) in frames.iter().enumerate() {
+        let r = &reqs[i / 2];
+        let w = &r.window;
+        assert_eq!(f["downlinkId"], r.id);
+        assert_eq!(f["gatewayId"], r.gateway.to_string());
+        assert_eq!(f["phy"], hex::encode(&r.phy));
+        assert_eq!(
+            (f["frequency"].as_u64(), f["power"].as_i64()),
+            (Some(u64::from(w.frequency)), Some(i64::from(r.power_dbm)))
+        );
+        assert_eq!(
+            (f["sf"].as_u64(), f["bw"].as_u64()),
+            (
+                Some(u64::from(w.datr.sf)),
+                Some(u64::from(w.datr.bw_khz) * 1000)
+            )
+        );
+        assert_eq!(
+            (&f["ipol"], &f["codeRate"]),
+            (&serde_json::json!(true), &serde_json::json!("CR_4_5"))
+        );
+        assert_eq!(f["delayUs"].as_u64(), Some(w.delay.as_micros() as u64));
+        assert_eq!(
+            f["context"],
+            hex::encode(r.uplink_tmst.to_be_bytes()),
+            "the delay counts from the uplink"
+        );
+    }
+    assert_eq!(acks.len(), 4);
+    for a in acks {
+        let ack = decode_tx_ack(&hex::decode(a["payload"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(ack.id, 4242);
+        let status = a["status"].as_str().unwrap();
+        assert_eq!(
+            ack.result,
+            if status == "OK" {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            },
+            "{a}"
+        );
+    }
 }
 
 /// The bundled profiles, as a core-metadata DeviceProfile, validate against

@@ -8,6 +8,36 @@ import sys
 from chirpstack_api import gw
 from google.protobuf import json_format
 
+if sys.argv[1] == "downlink":
+    # Our DownlinkFrames, read by ChirpStack's definitions (JSON strictly, as
+    # the bridge's unmarshaler does: an unknown or mistyped field fails),
+    # then ChirpStack-built DownlinkTxAcks for our decoder.
+    for line in sys.stdin:
+        t = json.loads(line)
+        raw = bytes.fromhex(t["payload"])
+        f = gw.DownlinkFrame()
+        if t["kind"] == "json":
+            json_format.Parse(raw.decode(), f)
+        else:
+            f.ParseFromString(raw)
+        item = f.items[0]
+        tx = item.tx_info
+        lora = tx.modulation.lora
+        print(json.dumps({"downlinkId": f.downlink_id, "gatewayId": f.gateway_id, "phy": item.phy_payload.hex(),
+                          "frequency": tx.frequency, "power": tx.power, "sf": lora.spreading_factor,
+                          "bw": lora.bandwidth, "ipol": lora.polarization_inversion,
+                          "codeRate": gw.CodeRate.Name(lora.code_rate),
+                          "delayUs": tx.timing.delay.delay.ToMicroseconds(), "context": tx.context.hex()}))
+    for status in (gw.OK, gw.TOO_LATE):
+        ack = gw.DownlinkTxAck()
+        ack.gateway_id = "0016c001f153a14c"
+        ack.downlink_id = 4242
+        ack.items.add().status = status
+        name = gw.TxAckStatus.Name(status)
+        print(json.dumps({"ack": "protobuf", "status": name, "payload": ack.SerializeToString().hex()}))
+        print(json.dumps({"ack": "json", "status": name, "payload": json_format.MessageToJson(ack).encode().hex()}))
+    sys.exit(0)
+
 phy = bytes.fromhex(sys.argv[1])
 
 v4 = gw.UplinkFrame()
