@@ -343,6 +343,15 @@ async fn bus_requests_validation_commands_and_system_events() {
         2
     );
 
+    // A set command becomes a queued downlink, as a PUT does.
+    let set = "edgex/device/command/request/device-lorawan/sim-mote-1/reportInterval/set";
+    let queued = asker
+        .ask(set, serde_json::json!({"reportInterval": "600"}))
+        .await;
+    assert_eq!(queued["errorCode"], 0, "{queued}");
+    assert_eq!(queued["payload"]["statusCode"], 200, "{queued}");
+    assert_eq!(svc.metrics.downlinks_queued.load(Relaxed), 1);
+
     // core-metadata locks the device: commands are refused.
     asker
         .publish(
@@ -371,6 +380,6 @@ async fn bus_requests_validation_commands_and_system_events() {
         || svc.metrics.bus_requests_malformed.load(Relaxed) >= 1,
     )
     .await;
-    assert_eq!(svc.metrics.bus_commands.load(Relaxed), 3);
+    assert_eq!(svc.metrics.bus_commands.load(Relaxed), 4);
     svc.stop().await;
 }
