@@ -21,6 +21,8 @@
 //! - [`outbox`]: the durable, hash-chained journal events wait in for EdgeX.
 //! - [`metrics`]: counters for everything above, rate-limited rejection logs;
 //!   [`api`] serves them, and the EdgeX device-service routes.
+//! - [`image`]: the service packaged as a reproducible container image, and
+//!   the content-addressed store images travel through.
 //! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
 
 pub mod api;
@@ -33,6 +35,7 @@ pub mod devices;
 pub mod downlink;
 pub mod edgex;
 pub mod fsutil;
+pub mod image;
 pub mod ingest;
 pub mod lorawan;
 pub mod metrics;

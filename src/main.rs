@@ -32,6 +32,15 @@ enum Command {
     },
     /// Simulated LMIC ABP motes and gateways, sending to a running service.
     Simulate(SimulateArgs),
+    /// Package this executable, the profiles and the configuration (secrets
+    /// blanked, never keys) as a container image tar that docker, podman and
+    /// balenaEngine load. Reproducible: the same inputs give the same bytes.
+    Package {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Inspect the outbox journal.
     Journal {
         #[command(subcommand)]
@@ -170,6 +179,17 @@ async fn main() -> anyhow::Result<()> {
             handle.await?
         }
         Command::Simulate(a) => simulate(a).await,
+        Command::Package { out, config } => {
+            let config = Config::load(config.as_deref())?;
+            let p = device_lorawan::image::package::package(&config, &out)?;
+            println!("image {}", out.display());
+            println!("digest {}", p.digest);
+            println!("size {}", p.size);
+            println!("cid {}", p.cid);
+            println!("manifest {}", p.manifest_digest);
+            println!("config {}", p.config_digest);
+            Ok(())
+        }
         Command::Journal {
             command: JournalCommand::Verify { dir, config },
         } => {

@@ -1,0 +1,300 @@
+//! One tar that `docker load`, `podman load` and balenaEngine accept: an OCI
+//! image layout (`oci-layout`, `index.json`, `blobs/sha256/...`) with the
+//! legacy `manifest.json` beside it, as `docker save` writes since Engine 25.
+//!
+//! Reproducible by construction: entries sorted, mtime fixed, owners 0,
+//! JSON with sorted keys, an uncompressed layer (so its digest is its
+//! diff_id). The same inputs give the same bytes, so the tar's sha256 names
+//! the image. Memory stays flat: files stream through hashing writers into
+//! a temporary layer file, then into the output.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::cid::CidBuilder;
+
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image path {0:?} must be relative, without `..`")]
+    BadPath(String),
+}
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Content {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// What goes into the image.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// `repository:tag`.
+    pub name: String,
+    pub architecture: String,
+    /// Path inside the image (relative, `/`-separated) → (content, mode).
+    pub files: BTreeMap<String, (Content, u32)>,
+    /// Empty directories to create (parents of files are added anyway).
+    pub dirs: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub exposed_ports: Vec<String>,
+    pub working_dir: String,
+    /// Seconds since the Unix epoch for `created` and every mtime.
+    pub epoch: u64,
+}
+
+/// The written image and its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packaged {
+    /// `sha256:<hex>` of the whole tar: the image's identity in contracts.
+    pub digest: String,
+    pub size: u64,
+    /// The tar's IPFS CIDv1 (kubo defaults).
+    pub cid: String,
+    /// `sha256:<hex>` of the OCI manifest (what engines call the image digest).
+    pub manifest_digest: String,
+    /// `sha256:<hex>` of the config (what engines call the image id).
+    pub config_digest: String,
+}
+
+/// A writer that hashes (sha256 and, optionally, the CID) what passes.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    cid: Option<CidBuilder>,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        if let Some(c) = &mut self.cid {
+            c.update(&buf[..n]);
+        }
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn header(path: &str, size: u64, mode: u32, dir: bool, epoch: u64) -> std::io::Result<tar::Header> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path)?;
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(epoch);
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_cksum();
+    Ok(h)
+}
+
+fn check(path: &str) -> Result<(), ImageError> {
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|c| c == ".." || c.is_empty())
+    {
+        return Err(ImageError::BadPath(path.into()));
+    }
+    Ok(())
+}
+
+/// The layer tar: directories (with every parent) and files, sorted.
+fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64), ImageError> {
+    let mut dirs: std::collections::BTreeSet<String> = spec.dirs.iter().cloned().collect();
+    for p in spec.files.keys().chain(&spec.dirs) {
+        check(p)?;
+        let mut parts: Vec<&str> = p.split('/').collect();
+        parts.pop();
+        for i in 1..=parts.len() {
+            dirs.insert(parts[..i].join("/"));
+        }
+    }
+    let mut entries: BTreeMap<String, Option<&(Content, u32)>> =
+        dirs.into_iter().map(|d| (format!("{d}/"), None)).collect();
+    for (p, c) in &spec.files {
+        entries.insert(p.clone(), Some(c));
+    }
+    let file = File::create(out).map_err(io(out))?;
+    let mut w = Hashing {
+        inner: BufWriter::new(file),
+        sha: Sha256::new(),
+        cid: None,
+        len: 0,
+    };
+    {
+        let mut b = tar::Builder::new(&mut w);
+        for (path, entry) in entries {
+            match entry {
+                None => {
+                    let h = header(&path, 0, 0o755, true, spec.epoch).map_err(io(out))?;
+                    b.append(&h, std::io::empty()).map_err(io(out))?;
+                }
+                Some((Content::Bytes(bytes), mode)) => {
+                    let h = header(&path, bytes.len() as u64, *mode, false, spec.epoch)
+                        .map_err(io(out))?;
+                    b.append(&h, &bytes[..]).map_err(io(out))?;
+                }
+                Some((Content::File(src), mode)) => {
+                    let f = File::open(src).map_err(io(src))?;
+                    let len = f.metadata().map_err(io(src))?.len();
+                    let h = header(&path, len, *mode, false, spec.epoch).map_err(io(out))?;
+                    // `take` guards against a file growing while it is read.
+                    b.append(&h, f.take(len)).map_err(io(src))?;
+                }
+            }
+        }
+        b.finish().map_err(io(out))?;
+    }
+    w.flush().map_err(io(out))?;
+    Ok((hex::encode(w.sha.finalize()), w.len))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Write the image `spec` describes to `out` (atomically: a temp file beside
+/// it, renamed once complete).
+pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<Packaged, ImageError> {
+    let layer_path = out.with_extension("layer.tmp");
+    let (layer_hex, layer_size) = write_layer(spec, &layer_path)?;
+    let created = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(spec.epoch),
+    )
+    .to_string();
+    let ports: serde_json::Map<String, serde_json::Value> = spec
+        .exposed_ports
+        .iter()
+        .map(|p| (p.clone(), json!({})))
+        .collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": spec.architecture, "os": "linux", "created": created,
+        "config": {"Entrypoint": spec.entrypoint, "Cmd": spec.cmd, "Env": spec.env,
+                   "ExposedPorts": ports, "WorkingDir": spec.working_dir},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]},
+        "history": [{"created": created, "created_by": "device-lorawan package"}],
+    }))
+    .expect("json");
+    let config_hex = sha256_hex(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": format!("sha256:{config_hex}"), "size": config.len()},
+        "layers": [{"mediaType": LAYER, "digest": format!("sha256:{layer_hex}"), "size": layer_size}],
+    }))
+    .expect("json");
+    let manifest_hex = sha256_hex(&manifest);
+    let tag = spec.name.rsplit_once(':').map_or("latest", |(_, t)| t);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": INDEX,
+        "manifests": [{"mediaType": MANIFEST, "digest": format!("sha256:{manifest_hex}"), "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": format!("docker.io/library/{}", spec.name),
+                            "org.opencontainers.image.ref.name": tag}}],
+    }))
+    .expect("json");
+    let legacy = serde_json::to_vec(&json!([{
+        "Config": format!("blobs/sha256/{config_hex}"), "RepoTags": [spec.name],
+        "Layers": [format!("blobs/sha256/{layer_hex}")],
+    }]))
+    .expect("json");
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
+
+    let mut entries: BTreeMap<String, Content> = BTreeMap::new();
+    entries.insert(format!("blobs/sha256/{config_hex}"), Content::Bytes(config));
+    entries.insert(
+        format!("blobs/sha256/{layer_hex}"),
+        Content::File(layer_path.clone()),
+    );
+    entries.insert(
+        format!("blobs/sha256/{manifest_hex}"),
+        Content::Bytes(manifest),
+    );
+    entries.insert("index.json".into(), Content::Bytes(index));
+    entries.insert("manifest.json".into(), Content::Bytes(legacy));
+    entries.insert("oci-layout".into(), Content::Bytes(layout));
+    let tmp = out.with_extension("tmp");
+    let file = File::create(&tmp).map_err(io(&tmp))?;
+    let mut w = Hashing {
+        inner: BufWriter::new(file),
+        sha: Sha256::new(),
+        cid: Some(CidBuilder::new()),
+        len: 0,
+    };
+    {
+        let mut b = tar::Builder::new(&mut w);
+        for d in ["blobs/", "blobs/sha256/"] {
+            let h = header(d, 0, 0o755, true, spec.epoch).map_err(io(&tmp))?;
+            b.append(&h, std::io::empty()).map_err(io(&tmp))?;
+        }
+        for (path, content) in &entries {
+            match content {
+                Content::Bytes(bytes) => {
+                    let h = header(path, bytes.len() as u64, 0o644, false, spec.epoch)
+                        .map_err(io(&tmp))?;
+                    b.append(&h, &bytes[..]).map_err(io(&tmp))?;
+                }
+                Content::File(src) => {
+                    let f = File::open(src).map_err(io(src))?;
+                    let h = header(path, layer_size, 0o644, false, spec.epoch).map_err(io(&tmp))?;
+                    b.append(&h, f.take(layer_size)).map_err(io(src))?;
+                }
+            }
+        }
+        b.finish().map_err(io(&tmp))?;
+    }
+    w.flush().map_err(io(&tmp))?;
+    let Hashing {
+        inner,
+        sha,
+        cid,
+        len: size,
+    } = w;
+    // Durable before it is renamed into place.
+    inner
+        .into_inner()
+        .map_err(|e| io(&tmp)(e.into_error()))?
+        .sync_all()
+        .map_err(io(&tmp))?;
+    let (sha, cid) = (sha.finalize(), cid.expect("set").finish());
+    let _ = std::fs::remove_file(&layer_path);
+    std::fs::rename(&tmp, out).map_err(io(out))?;
+    Ok(Packaged {
+        digest: format!("sha256:{}", hex::encode(sha)),
+        size,
+        cid: cid.to_string(),
+        manifest_digest: format!("sha256:{manifest_hex}"),
+        config_digest: format!("sha256:{config_hex}"),
+    })
+}
