@@ -1,6 +1,7 @@
 //! Independent implementations as peers: pycayennelpp (PyPI) for Cayenne
 //! LPP, lora-packet (npm) for frames, MICs and encryption, chirpstack-api
-//! (PyPI, ChirpStack's own protobuf definitions) for gateway messages.
+//! (PyPI, ChirpStack's own protobuf definitions) for gateway messages,
+//! ipfs-unixfs-importer (npm, the IPFS reference importer) for image CIDs.
 //! `.ci/run` installs them; outside CI a missing peer skips loudly.
 
 mod common;
@@ -314,6 +315,47 @@ fn downlinks_agree_with_chirpstack_api() {
             "{a}"
         );
     }
+}
+
+/// Our streaming CIDv1 against the IPFS reference importer with kubo's
+/// settings, at every shape of tree: empty, one raw leaf, exactly one
+/// chunk, two chunks, a full 174-link node, and one leaf past it.
+#[test]
+fn image_cids_agree_with_the_ipfs_importer() {
+    use device_lorawan::image::cid::{CidBuilder, CHUNK, MAX_LINKS};
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [
+        0,
+        1,
+        12,
+        CHUNK,
+        CHUNK + 1,
+        3 * CHUNK + 17,
+        MAX_LINKS * CHUNK,
+        MAX_LINKS * CHUNK + 1,
+    ];
+    let mut ours = Vec::new();
+    let mut paths = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        // Varied bytes, so equal chunks at different places cannot hide a mistake.
+        let data: Vec<u8> = (0..*size)
+            .map(|j| (j as u64).wrapping_mul(2_654_435_761).rotate_left(i as u32) as u8)
+            .collect();
+        let path = dir.path().join(format!("f{i}"));
+        std::fs::write(&path, &data).unwrap();
+        let mut b = CidBuilder::new();
+        b.update(&data);
+        ours.push(b.finish().to_string());
+        paths.push(path.to_string_lossy().into_owned());
+    }
+    let mut args = vec!["unixfs_peer.mjs"];
+    args.extend(paths.iter().map(String::as_str));
+    let probe = ["-e", "import('ipfs-unixfs-importer')"];
+    let Some(out) = peer("node", &args, "", &probe) else {
+        return;
+    };
+    let theirs: Vec<&str> = out.lines().collect();
+    assert_eq!(theirs, ours, "sizes {sizes:?}");
 }
 
 /// The bundled profiles, as a core-metadata DeviceProfile, validate against
