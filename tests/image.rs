@@ -93,6 +93,8 @@ fn package_is_reproducible_valid_and_runs_in_podman() {
             "cgroupfs",
             "run",
             "--rm",
+            "--network",
+            "none",
             "--ulimit",
             "nofile=1024:1024",
             "--ulimit",
