@@ -35,6 +35,7 @@ enum Command {
     /// Package this executable, the profiles and the configuration (secrets
     /// blanked, never keys) as a container image tar that docker, podman and
     /// balenaEngine load. Reproducible: the same inputs give the same bytes.
+    /// A copy goes into the content-addressed store `<DataDir>/images`.
     Package {
         #[arg(long)]
         out: PathBuf,
@@ -182,7 +183,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Package { out, config } => {
             let config = Config::load(config.as_deref())?;
             let p = device_lorawan::image::package::package(&config, &out)?;
+            // Kept by content in the local store too, ready to hand over.
+            let store = device_lorawan::image::store::BlobStore::open(
+                &config.service.data_dir.join("images"),
+            )?;
+            let digest = device_lorawan::image::store::Digest::parse(&p.digest)?;
+            store.put_file(&out, &digest)?;
             println!("image {}", out.display());
+            println!("stored {}", store.path(&digest).display());
             println!("digest {}", p.digest);
             println!("size {}", p.size);
             println!("cid {}", p.cid);

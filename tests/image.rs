@@ -13,6 +13,7 @@ fn package(out: &std::path::Path) -> String {
         .args(["package", "--out"])
         .arg(out)
         .current_dir(common::repo_path(""))
+        .env("SERVICE_DATADIR", out.parent().unwrap().join("data"))
         .env("EDGEX_MESSAGEBUS_PASSWORD", SECRET)
         .output()
         .unwrap();
@@ -51,6 +52,10 @@ fn package_is_reproducible_valid_and_runs_in_podman() {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
     );
     assert!(field(&report, "cid").starts_with("bafybei"));
+    // And kept by its digest in the local store.
+    let stored = std::fs::read(field(&report, "stored")).unwrap();
+    assert_eq!(stored, bytes);
+    assert!(field(&report, "stored").ends_with(&field(&report, "digest")[7..]));
     assert!(
         !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
         "a secret went into the image"

@@ -7,3 +7,4 @@ pub mod cid;
 pub mod elf;
 pub mod oci;
 pub mod package;
+pub mod store;
