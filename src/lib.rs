@@ -21,6 +21,7 @@
 //! - [`outbox`]: the durable, hash-chained journal events wait in for EdgeX.
 //! - [`metrics`]: counters for everything above, rate-limited rejection logs;
 //!   [`api`] serves them, and the EdgeX device-service routes.
+//! - [`handover`]: edge identities and the signed handover contract.
 //! - [`image`]: the service packaged as a reproducible container image, and
 //!   the content-addressed store images travel through.
 //! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
@@ -35,6 +36,7 @@ pub mod devices;
 pub mod downlink;
 pub mod edgex;
 pub mod fsutil;
+pub mod handover;
 pub mod image;
 pub mod ingest;
 pub mod lorawan;

@@ -42,6 +42,14 @@ enum Command {
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Make this edge's identity: an Ed25519 key pair for signing handover
+    /// contracts and pinning TLS (default `<DataDir>/identity`; never replaced).
+    Keygen {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Inspect the outbox journal.
     Journal {
         #[command(subcommand)]
@@ -180,6 +188,19 @@ async fn main() -> anyhow::Result<()> {
             handle.await?
         }
         Command::Simulate(a) => simulate(a).await,
+        Command::Keygen { dir, config } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(config.as_deref())?
+                    .service
+                    .data_dir
+                    .join("identity"),
+            };
+            let id = device_lorawan::handover::identity::Identity::create(&dir)?;
+            println!("identity {}", dir.display());
+            println!("public-key {}", id.public().to_hex());
+            Ok(())
+        }
         Command::Package { out, config } => {
             let config = Config::load(config.as_deref())?;
             let p = device_lorawan::image::package::package(&config, &out)?;

@@ -1,0 +1,7 @@
+//! Edge-as-a-Service handover: a customer edge hands its devices and its
+//! packaged service to a provider edge under a signed contract.
+//! [`identity`]: an edge's Ed25519 key pair; [`contract`]: what both edges
+//! sign.
+
+pub mod contract;
+pub mod identity;
