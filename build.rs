@@ -1,11 +1,17 @@
 //! Compiles `proto/*.proto` with protox (a pure-Rust protobuf compiler), so a
-//! fresh machine needs no `protoc` to build device-lorawan.
+//! fresh machine needs no `protoc` to build device-lorawan: the gateway
+//! messages with prost, the handover service with tonic's generator.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/gw.proto"];
+    let files = ["proto/gw.proto", "proto/handover.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
-    let descriptors = protox::compile(files, ["proto"])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    let gw = protox::compile(["proto/gw.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(gw)?;
+    let handover = protox::compile(["proto/handover.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(handover)?;
     Ok(())
 }

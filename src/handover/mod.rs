@@ -1,7 +1,9 @@
 //! Edge-as-a-Service handover: a customer edge hands its devices and its
 //! packaged service to a provider edge under a signed contract.
 //! [`identity`]: an edge's Ed25519 key pair; [`contract`]: what both edges
-//! sign.
+//! sign; [`transfer`]: the offer and the image, over [`pb`] (gRPC).
 
 pub mod contract;
 pub mod identity;
+pub mod pb;
+pub mod transfer;

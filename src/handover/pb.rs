@@ -1,0 +1,3 @@
+//! Generated from `proto/handover.proto` (tonic).
+#![allow(clippy::all, missing_docs)]
+include!(concat!(env!("OUT_DIR"), "/handover.rs"));
