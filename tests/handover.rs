@@ -24,6 +24,8 @@ struct Edges {
     image: std::path::PathBuf,
     digest: String,
     size: u64,
+    /// When the contract's validity starts: fixed, so the same offer is the same bytes.
+    t0: u64,
 }
 
 async fn serve(identity: Identity, dir: &std::path::Path) -> std::net::SocketAddr {
@@ -54,6 +56,7 @@ async fn edges(image_size: usize) -> Edges {
         digest: Digest::of(&bytes).to_string(),
         size: bytes.len() as u64,
         dir,
+        t0: now() - 10,
     }
 }
 
@@ -82,8 +85,8 @@ impl Edges {
                 memory_bytes: 64 << 20,
                 cpu_millis: 500,
             },
-            not_before: now() - 10,
-            not_after: now() + 3600,
+            not_before: self.t0,
+            not_after: self.t0 + 3600,
         }
     }
 
@@ -221,6 +224,18 @@ async fn refusals() {
     assert_eq!(err.code(), Code::NotFound);
 
     e.offer(&mut c).await;
+    // The same offer again is answered the same; other terms under its id are refused.
+    e.offer(&mut c).await;
+    let mut rival = e.contract();
+    rival.devices = vec!["70b3d57ed0000042".into()];
+    let rival = SignedContract::offer(rival, &e.customer).unwrap();
+    let err = c
+        .offer(OfferRequest {
+            signed_contract_json: serde_json::to_string(&rival).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
     // Another image than the contract's.
     let wrong = Digest::of(b"another image").to_string();
     let err = c

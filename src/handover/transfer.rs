@@ -97,6 +97,27 @@ impl Handover for Provider {
     async fn offer(&self, req: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {
         let offer: SignedContract = serde_json::from_str(&req.get_ref().signed_contract_json)
             .map_err(|e| Status::invalid_argument(format!("not a signed contract: {e}")))?;
+        // A contract id names one agreement: the same offer again is
+        // answered as before; a different one under that id is refused.
+        let known = self
+            .contracts
+            .lock()
+            .expect("contracts lock")
+            .get(&offer.contract.id)
+            .cloned();
+        if let Some(known) = known {
+            if known.contract == offer.contract
+                && known.customer_signature == offer.customer_signature
+            {
+                return Ok(Response::new(OfferReply {
+                    signed_contract_json: serde_json::to_string_pretty(&known).map_err(internal)?,
+                }));
+            }
+            return Err(Status::already_exists(format!(
+                "contract {} exists with other terms",
+                offer.contract.id
+            )));
+        }
         let signed = offer
             .accept(&self.identity, now())
             .map_err(|e| Status::permission_denied(format!("offer refused: {e}")))?;
