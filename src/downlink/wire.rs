@@ -4,13 +4,17 @@
 //! - ChirpStack gateway bridge v4: a `DownlinkFrame` on
 //!   `gateway/{id}/command/down` (protobuf or its JSON mapping, as the
 //!   gateway's uplinks came), answered by a `DownlinkTxAck` on `event/ack`.
+//!
+//! The gateway's side of each (reading a downlink, writing the answer) is
+//! here too, for the simulator's gateways and the round-trip tests.
 
 use base64::Engine;
 use prost::Message;
 use serde::Deserialize;
 
 use super::{TxAck, TxRequest};
-use crate::ingest::gateway::{pb, MessageError};
+use crate::ingest::gateway::{b64 as unb64, pb, MessageError};
+use crate::lorawan::{DataRate, Eui64};
 
 pub const PULL_RESP: u8 = 0x03;
 pub const TX_ACK: u8 = 0x05;
@@ -60,11 +64,76 @@ pub fn tx_ack_result(body: &[u8]) -> Result<Result<(), String>, MessageError> {
     })
 }
 
+/// The TX_ACK datagram a packet forwarder answers PULL_RESP `token` with
+/// (`error` is `NONE` when it sent the frame).
+pub fn tx_ack(token: [u8; 2], gateway: Eui64, error: &str) -> Vec<u8> {
+    let mut d = vec![2, token[0], token[1], TX_ACK];
+    d.extend_from_slice(&gateway.0);
+    let body = serde_json::json!({"txpk_ack": {"error": error}});
+    d.extend_from_slice(&serde_json::to_vec(&body).expect("json"));
+    d
+}
+
+/// What a gateway is asked to transmit, as it reads the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmission {
+    pub phy: Vec<u8>,
+    /// Concentrator time to transmit at (µs).
+    pub tmst: u32,
+    pub frequency: u32,
+    pub datr: DataRate,
+}
+
+fn field(name: &'static str) -> MessageError {
+    MessageError::Json(format!("missing or invalid {name}"))
+}
+
+/// The `txpk` of a PULL_RESP body.
+pub fn decode_pull_resp(body: &[u8]) -> Result<Transmission, MessageError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| MessageError::Json(e.to_string()))?;
+    let t = v.get("txpk").ok_or_else(|| field("txpk"))?;
+    let datr = t
+        .get("datr")
+        .and_then(|d| d.as_str())
+        .and_then(DataRate::parse);
+    Ok(Transmission {
+        phy: unb64(
+            "txpk.data",
+            t.get("data")
+                .and_then(|d| d.as_str())
+                .ok_or_else(|| field("txpk.data"))?,
+        )?,
+        tmst: t
+            .get("tmst")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| field("txpk.tmst"))? as u32,
+        frequency: (t
+            .get("freq")
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| field("txpk.freq"))?
+            * 1e6)
+            .round() as u32,
+        datr: datr.ok_or_else(|| field("txpk.datr"))?,
+    })
+}
+
 /// How a gateway bridge marshals its messages; downlinks go back the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Marshaler {
     Protobuf,
     Json,
+}
+
+impl Marshaler {
+    /// JSON if the message starts with `{`, as the bridge's marshalers differ.
+    pub fn of(payload: &[u8]) -> Self {
+        if payload.first() == Some(&b'{') {
+            Marshaler::Json
+        } else {
+            Marshaler::Protobuf
+        }
+    }
 }
 
 /// A ChirpStack v4 `DownlinkFrame` for `req`, one item: the window is ours
@@ -140,9 +209,117 @@ struct JsonTxAckItem {
     status: Option<String>,
 }
 
-/// A `DownlinkTxAck` from `event/ack` (JSON if it starts with `{`).
+/// A `DownlinkFrame` as a gateway bridge reads it: its id and the first
+/// item (we send one item per frame).
+pub fn decode_downlink_frame(payload: &[u8]) -> Result<(u32, Transmission), MessageError> {
+    let pbf = match Marshaler::of(payload) {
+        Marshaler::Protobuf => {
+            pb::DownlinkFrame::decode(payload).map_err(|e| MessageError::Protobuf(e.to_string()))?
+        }
+        Marshaler::Json => json_downlink_frame(payload)?,
+    };
+    let item = pbf.items.into_iter().next().ok_or_else(|| field("items"))?;
+    let tx = item.tx_info.ok_or_else(|| field("txInfo"))?;
+    let Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo { delay: Some(d) })) =
+        tx.timing.and_then(|t| t.parameters)
+    else {
+        return Err(field("txInfo.timing.delay"));
+    };
+    let Some(pb::modulation::Parameters::Lora(l)) = tx.modulation.and_then(|m| m.parameters) else {
+        return Err(field("txInfo.modulation.lora"));
+    };
+    let ctx: [u8; 4] = tx.context.try_into().map_err(|_| field("txInfo.context"))?;
+    let delay_us = d.seconds as u64 * 1_000_000 + d.nanos as u64 / 1000;
+    Ok((
+        pbf.downlink_id,
+        Transmission {
+            phy: item.phy_payload,
+            tmst: u32::from_be_bytes(ctx).wrapping_add(delay_us as u32),
+            frequency: tx.frequency,
+            datr: DataRate::new(l.spreading_factor, l.bandwidth / 1000)
+                .ok_or_else(|| field("modulation"))?,
+        },
+    ))
+}
+
+/// The JSON mapping of a `DownlinkFrame`, read into the protobuf types.
+fn json_downlink_frame(payload: &[u8]) -> Result<pb::DownlinkFrame, MessageError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| MessageError::Json(e.to_string()))?;
+    let item = v.pointer("/items/0").ok_or_else(|| field("items"))?;
+    let tx = item.get("txInfo").ok_or_else(|| field("txInfo"))?;
+    let num = |p: &str, name: &'static str| {
+        tx.pointer(p)
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| field(name))
+    };
+    let text = |v: &serde_json::Value, p: &str, name: &'static str| {
+        v.pointer(p)
+            .and_then(|x| x.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| field(name))
+    };
+    let delay: f64 = text(tx, "/timing/delay/delay", "timing.delay")?
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| field("timing.delay"))?;
+    Ok(pb::DownlinkFrame {
+        downlink_id: v
+            .get("downlinkId")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| field("downlinkId"))? as u32,
+        gateway_id: text(&v, "/gatewayId", "gatewayId")?,
+        items: vec![pb::DownlinkFrameItem {
+            phy_payload: unb64("phyPayload", &text(item, "/phyPayload", "phyPayload")?)?,
+            tx_info: Some(pb::DownlinkTxInfo {
+                frequency: num("/frequency", "frequency")? as u32,
+                modulation: Some(pb::Modulation {
+                    parameters: Some(pb::modulation::Parameters::Lora(pb::LoraModulationInfo {
+                        bandwidth: num("/modulation/lora/bandwidth", "bandwidth")? as u32,
+                        spreading_factor: num(
+                            "/modulation/lora/spreadingFactor",
+                            "spreadingFactor",
+                        )? as u32,
+                        ..Default::default()
+                    })),
+                }),
+                timing: Some(pb::Timing {
+                    parameters: Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo {
+                        delay: Some(prost_types::Duration {
+                            seconds: delay.trunc() as i64,
+                            nanos: (delay.fract() * 1e9).round() as i32,
+                        }),
+                    })),
+                }),
+                context: unb64("context", &text(tx, "/context", "context")?)?,
+                ..Default::default()
+            }),
+        }],
+    })
+}
+
+/// The bridge's `event/ack` for downlink `id`, in marshaler `m`.
+pub fn encode_tx_ack(m: Marshaler, gateway: Eui64, id: u32, status: pb::TxAckStatus) -> Vec<u8> {
+    match m {
+        Marshaler::Json => {
+            serde_json::to_vec(&serde_json::json!({"gatewayId": gateway.to_string(),
+            "downlinkId": id, "items": [{"status": status.as_str_name()}]}))
+            .expect("json")
+        }
+        Marshaler::Protobuf => pb::DownlinkTxAck {
+            downlink_id: id,
+            items: vec![pb::DownlinkTxAckItem {
+                status: status as i32,
+            }],
+            gateway_id: gateway.to_string(),
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// A `DownlinkTxAck` from `event/ack`.
 pub fn decode_tx_ack(payload: &[u8]) -> Result<TxAck, MessageError> {
-    let (id, statuses): (u32, Vec<String>) = if payload.first() == Some(&b'{') {
+    let (id, statuses): (u32, Vec<String>) = if Marshaler::of(payload) == Marshaler::Json {
         let a: JsonTxAck =
             serde_json::from_slice(payload).map_err(|e| MessageError::Json(e.to_string()))?;
         let s = a
@@ -214,6 +391,24 @@ mod tests {
             (&serde_json::json!(true), &serde_json::json!(12))
         );
         assert_eq!(t["data"], b64(&req().phy));
+    }
+
+    #[test]
+    fn gateways_read_what_we_send() {
+        let r = req();
+        let t = decode_pull_resp(&pull_resp(1, &r)[4..]).unwrap();
+        assert_eq!(
+            (t.tmst, t.frequency, t.datr, &t.phy),
+            (r.tmst(), 868_300_000, r.window.datr, &r.phy)
+        );
+        for m in [Marshaler::Protobuf, Marshaler::Json] {
+            let (id, t2) = decode_downlink_frame(&downlink_frame(&r, m)).unwrap();
+            assert_eq!((id, &t2), (7, &t), "{m:?}");
+        }
+        assert!(decode_pull_resp(b"{\"txpk\":{}}").is_err());
+        assert!(decode_downlink_frame(b"{\"items\":[]}").is_err());
+        let d = tx_ack(*b"\x12\x34", r.gateway, "TOO_LATE");
+        assert_eq!(tx_ack_result(&d[12..]), Ok(Err("TOO_LATE".into())));
     }
 
     #[test]

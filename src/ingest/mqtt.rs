@@ -181,11 +181,7 @@ pub async fn run(
                     StreamKind::Gateway => gateway::decode(&p.payload).map(|up| {
                         metrics.received(Source::GatewayMqtt);
                         if let Some((prefix, id)) = gateway_of(&p.topic) {
-                            let m = if p.payload.first() == Some(&b'{') {
-                                Marshaler::Json
-                            } else {
-                                Marshaler::Protobuf
-                            };
+                            let m = Marshaler::of(&p.payload);
                             if gateways
                                 .get(&id)
                                 .is_none_or(|(pre, old)| pre != prefix || *old != m)

@@ -13,8 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use tokio::sync::mpsc;
+
+use crate::downlink::wire::{self, Transmission};
+use crate::ingest::gateway::pb::TxAckStatus;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;
@@ -135,15 +137,6 @@ pub struct ReceivedByMote {
     pub interval_s: u32,
 }
 
-/// What a simulated gateway was asked to transmit.
-#[derive(Debug)]
-struct Transmission {
-    phy: Vec<u8>,
-    tmst: u32,
-    frequency: u32,
-    datr: String,
-}
-
 /// A tiny deterministic PRNG (splitmix64), so runs are reproducible.
 struct Rng(u64);
 impl Rng {
@@ -198,18 +191,15 @@ async fn udp_gateway(
             }
             r = sock.recv(&mut buf) => match r { Ok(n) => n, Err(_) => continue },
         };
-        if n < 4 || buf[3] != crate::downlink::wire::PULL_RESP {
+        if n < 4 || buf[3] != wire::PULL_RESP {
             continue; // PUSH_ACK, PULL_ACK
         }
-        let Some(t) = parse_txpk(&buf[4..n]) else {
+        let Ok(t) = wire::decode_pull_resp(&buf[4..n]) else {
             continue;
         };
         let ok = gateway_accepts(&t, refuse_rx1);
         let error = if ok { "NONE" } else { "TOO_LATE" };
-        let mut ack = vec![2, buf[1], buf[2], crate::downlink::wire::TX_ACK];
-        ack.extend_from_slice(&eui.0);
-        ack.extend_from_slice(format!(r#"{{"txpk_ack":{{"error":"{error}"}}}}"#).as_bytes());
-        let _ = sock.send(&ack).await;
+        let _ = sock.send(&wire::tx_ack([buf[1], buf[2]], eui, error)).await;
         if ok {
             if down.send(t).await.is_err() {
                 return;
@@ -217,99 +207,6 @@ async fn udp_gateway(
         } else {
             refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-    }
-}
-
-fn parse_txpk(body: &[u8]) -> Option<Transmission> {
-    use base64::Engine;
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let t = v.get("txpk")?;
-    Some(Transmission {
-        phy: base64::engine::general_purpose::STANDARD
-            .decode(t.get("data")?.as_str()?)
-            .ok()?,
-        tmst: t.get("tmst")?.as_u64()? as u32,
-        frequency: (t.get("freq")?.as_f64()? * 1e6).round() as u32,
-        datr: t.get("datr")?.as_str()?.to_string(),
-    })
-}
-
-/// A `command/down` message as a gateway bridge reads it (one item).
-fn parse_downlink_frame(payload: &[u8]) -> Option<(u32, Transmission)> {
-    use crate::ingest::gateway::pb;
-    use base64::Engine;
-    if payload.first() == Some(&b'{') {
-        let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-        let item = v.get("items")?.get(0)?;
-        let tx = item.get("txInfo")?;
-        let lora = tx.get("modulation")?.get("lora")?;
-        let ctx = base64::engine::general_purpose::STANDARD
-            .decode(tx.get("context")?.as_str()?)
-            .ok()?;
-        let delay: f64 = tx
-            .get("timing")?
-            .get("delay")?
-            .get("delay")?
-            .as_str()?
-            .strip_suffix('s')?
-            .parse()
-            .ok()?;
-        let t = Transmission {
-            phy: base64::engine::general_purpose::STANDARD
-                .decode(item.get("phyPayload")?.as_str()?)
-                .ok()?,
-            tmst: u32::from_be_bytes(ctx.try_into().ok()?).wrapping_add((delay * 1e6) as u32),
-            frequency: tx.get("frequency")?.as_u64()? as u32,
-            datr: format!(
-                "SF{}BW{}",
-                lora.get("spreadingFactor")?,
-                lora.get("bandwidth")?.as_u64()? / 1000
-            ),
-        };
-        return Some((v.get("downlinkId")?.as_u64()? as u32, t));
-    }
-    let f = pb::DownlinkFrame::decode(payload).ok()?;
-    let item = f.items.into_iter().next()?;
-    let tx = item.tx_info?;
-    let Some(pb::timing::Parameters::Delay(d)) = tx.timing?.parameters else {
-        return None;
-    };
-    let d = d.delay?;
-    let Some(pb::modulation::Parameters::Lora(l)) = tx.modulation?.parameters else {
-        return None;
-    };
-    let ctx: [u8; 4] = tx.context.try_into().ok()?;
-    let t = Transmission {
-        phy: item.phy_payload,
-        tmst: u32::from_be_bytes(ctx)
-            .wrapping_add((d.seconds * 1_000_000) as u32 + (d.nanos / 1000) as u32),
-        frequency: tx.frequency,
-        datr: format!("SF{}BW{}", l.spreading_factor, l.bandwidth / 1000),
-    };
-    Some((f.downlink_id, t))
-}
-
-/// The bridge's `event/ack` for downlink `id`, in the marshaler it came in.
-fn tx_ack_message(json: bool, gateway: &str, id: u32, ok: bool) -> Vec<u8> {
-    use crate::ingest::gateway::pb;
-    let status = if ok {
-        pb::TxAckStatus::Ok
-    } else {
-        pb::TxAckStatus::TooLate
-    };
-    if json {
-        serde_json::to_vec(&serde_json::json!({"gatewayId": gateway, "downlinkId": id,
-            "items": [{"status": status.as_str_name()}]}))
-        .expect("json")
-    } else {
-        pb::DownlinkTxAck {
-            downlink_id: id,
-            items: vec![pb::DownlinkTxAckItem {
-                status: status as i32,
-            }],
-            gateway_id: gateway.to_string(),
-        }
-        .encode_to_vec()
     }
 }
 
@@ -374,21 +271,29 @@ impl Transport {
                                 let _ = ack_tx.send(n);
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
-                                let Some((id, t)) = parse_downlink_frame(&p.payload) else {
+                                let Ok((id, t)) = wire::decode_downlink_frame(&p.payload) else {
                                     continue;
                                 };
                                 let ok = gateway_accepts(&t, refuse_rx1);
+                                let status = if ok {
+                                    TxAckStatus::Ok
+                                } else {
+                                    TxAckStatus::TooLate
+                                };
                                 let ack_topic = p.topic.replace("/command/down", "/event/ack");
-                                let gw =
-                                    ack_topic.rsplit('/').nth(2).unwrap_or_default().to_string();
-                                let json = p.payload.first() == Some(&b'{');
-                                // QoS 0: the PUBACK count is the uplinks' (see `finish`).
-                                let _ = bridge.try_publish(
-                                    ack_topic,
-                                    QoS::AtMostOnce,
-                                    false,
-                                    tx_ack_message(json, &gw, id, ok),
+                                let gw = ack_topic
+                                    .rsplit('/')
+                                    .nth(2)
+                                    .and_then(|g| Eui64::from_hex(g).ok())
+                                    .unwrap_or_default();
+                                let ack = wire::encode_tx_ack(
+                                    wire::Marshaler::of(&p.payload),
+                                    gw,
+                                    id,
+                                    status,
                                 );
+                                // QoS 0: the PUBACK count is the uplinks' (see `finish`).
+                                let _ = bridge.try_publish(ack_topic, QoS::AtMostOnce, false, ack);
                                 if !ok {
                                     refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 } else if down.send(t).await.is_err() {
@@ -675,7 +580,7 @@ fn deliver(motes: &mut [Mote], uplink_tmst: &[Vec<u32>], t: Transmission, report
                 .min()
                 .unwrap_or(u32::MAX),
             frequency: t.frequency,
-            datr: t.datr,
+            datr: t.datr.to_string(),
             interval_s: mote.interval_s,
         }),
         Err(e) => {
