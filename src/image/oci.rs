@@ -147,11 +147,26 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64), ImageError
     for (p, c) in &spec.files {
         entries.insert(p.clone(), Some(c));
     }
+    let w = write_tar(out, &entries, spec.epoch, false)?;
+    Ok((hex::encode(w.sha.finalize()), w.len))
+}
+
+/// A tar entry: a directory (`None`), or a file's content and mode.
+type Entries<'a> = BTreeMap<String, Option<&'a (Content, u32)>>;
+
+/// Write `entries` in order as a tar at `out`, hashing it as it goes (and
+/// computing its CID when `cid`).
+fn write_tar(
+    out: &Path,
+    entries: &Entries<'_>,
+    epoch: u64,
+    cid: bool,
+) -> Result<Hashing<BufWriter<File>>, ImageError> {
     let file = File::create(out).map_err(io(out))?;
     let mut w = Hashing {
         inner: BufWriter::new(file),
         sha: Sha256::new(),
-        cid: None,
+        cid: cid.then(CidBuilder::new),
         len: 0,
     };
     {
@@ -159,18 +174,18 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64), ImageError
         for (path, entry) in entries {
             match entry {
                 None => {
-                    let h = header(&path, 0, 0o755, true, spec.epoch).map_err(io(out))?;
+                    let h = header(path, 0, 0o755, true, epoch).map_err(io(out))?;
                     b.append(&h, std::io::empty()).map_err(io(out))?;
                 }
                 Some((Content::Bytes(bytes), mode)) => {
-                    let h = header(&path, bytes.len() as u64, *mode, false, spec.epoch)
-                        .map_err(io(out))?;
+                    let h =
+                        header(path, bytes.len() as u64, *mode, false, epoch).map_err(io(out))?;
                     b.append(&h, &bytes[..]).map_err(io(out))?;
                 }
                 Some((Content::File(src), mode)) => {
                     let f = File::open(src).map_err(io(src))?;
                     let len = f.metadata().map_err(io(src))?.len();
-                    let h = header(&path, len, *mode, false, spec.epoch).map_err(io(out))?;
+                    let h = header(path, len, *mode, false, epoch).map_err(io(out))?;
                     // `take` guards against a file growing while it is read.
                     b.append(&h, f.take(len)).map_err(io(src))?;
                 }
@@ -179,7 +194,7 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64), ImageError
         b.finish().map_err(io(out))?;
     }
     w.flush().map_err(io(out))?;
-    Ok((hex::encode(w.sha.finalize()), w.len))
+    Ok(w)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -231,50 +246,26 @@ pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<Packaged, ImageError>
     .expect("json");
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
 
-    let mut entries: BTreeMap<String, Content> = BTreeMap::new();
-    entries.insert(format!("blobs/sha256/{config_hex}"), Content::Bytes(config));
-    entries.insert(
-        format!("blobs/sha256/{layer_hex}"),
-        Content::File(layer_path.clone()),
-    );
-    entries.insert(
-        format!("blobs/sha256/{manifest_hex}"),
-        Content::Bytes(manifest),
-    );
-    entries.insert("index.json".into(), Content::Bytes(index));
-    entries.insert("manifest.json".into(), Content::Bytes(legacy));
-    entries.insert("oci-layout".into(), Content::Bytes(layout));
-    let tmp = out.with_extension("tmp");
-    let file = File::create(&tmp).map_err(io(&tmp))?;
-    let mut w = Hashing {
-        inner: BufWriter::new(file),
-        sha: Sha256::new(),
-        cid: Some(CidBuilder::new()),
-        len: 0,
-    };
-    {
-        let mut b = tar::Builder::new(&mut w);
-        for d in ["blobs/", "blobs/sha256/"] {
-            let h = header(d, 0, 0o755, true, spec.epoch).map_err(io(&tmp))?;
-            b.append(&h, std::io::empty()).map_err(io(&tmp))?;
-        }
-        for (path, content) in &entries {
-            match content {
-                Content::Bytes(bytes) => {
-                    let h = header(path, bytes.len() as u64, 0o644, false, spec.epoch)
-                        .map_err(io(&tmp))?;
-                    b.append(&h, &bytes[..]).map_err(io(&tmp))?;
-                }
-                Content::File(src) => {
-                    let f = File::open(src).map_err(io(src))?;
-                    let h = header(path, layer_size, 0o644, false, spec.epoch).map_err(io(&tmp))?;
-                    b.append(&h, f.take(layer_size)).map_err(io(src))?;
-                }
-            }
-        }
-        b.finish().map_err(io(&tmp))?;
+    let blobs = [
+        (config_hex.clone(), Content::Bytes(config)),
+        (layer_hex, Content::File(layer_path.clone())),
+        (manifest_hex.clone(), Content::Bytes(manifest)),
+    ]
+    .map(|(hex, c)| (format!("blobs/sha256/{hex}"), (c, 0o644)));
+    let files = [
+        ("index.json".to_string(), (Content::Bytes(index), 0o644)),
+        ("manifest.json".to_string(), (Content::Bytes(legacy), 0o644)),
+        ("oci-layout".to_string(), (Content::Bytes(layout), 0o644)),
+    ];
+    let mut entries: Entries<'_> = ["blobs/", "blobs/sha256/"]
+        .map(|d| (d.to_string(), None))
+        .into_iter()
+        .collect();
+    for (path, c) in blobs.iter().chain(&files) {
+        entries.insert(path.clone(), Some(c));
     }
-    w.flush().map_err(io(&tmp))?;
+    let tmp = out.with_extension("tmp");
+    let w = write_tar(&tmp, &entries, spec.epoch, true)?;
     let Hashing {
         inner,
         sha,
