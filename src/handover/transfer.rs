@@ -149,18 +149,8 @@ impl Handover for Provider {
         req: Request<ImageOffsetRequest>,
     ) -> Result<Response<ImageOffsetReply>, Status> {
         let c = self.contract(&req.get_ref().contract_id)?;
-        let d = Self::image_digest(&c)?;
-        if self.store.contains(&d) {
-            return Ok(Response::new(ImageOffsetReply {
-                offset: c.contract.image.size,
-                complete: true,
-            }));
-        }
-        let partial = self.store.incoming(&d).map_err(internal)?;
-        Ok(Response::new(ImageOffsetReply {
-            offset: partial.len(),
-            complete: false,
-        }))
+        let (offset, complete) = self.store.held(&Self::image_digest(&c)?);
+        Ok(Response::new(ImageOffsetReply { offset, complete }))
     }
 
     async fn transfer_image(

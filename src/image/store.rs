@@ -63,6 +63,28 @@ pub struct BlobStore {
     root: PathBuf,
 }
 
+/// Read `path` in 64 KiB pieces, handing each to `f`; returns the length.
+fn each_chunk(
+    path: &Path,
+    mut f: impl FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(len);
+        }
+        f(&buf[..n])?;
+        len += n as u64;
+    }
+}
+
 /// A blob being written: bytes go to a temp file and into the hash.
 pub struct Incoming {
     path: PathBuf,
@@ -142,26 +164,17 @@ impl BlobStore {
             path: tmp.clone(),
             source,
         };
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
-            .read(true)
             .append(true)
             .open(&tmp)
             .map_err(io)?;
         // Re-hash what is already there, streaming.
         let mut sha = Sha256::new();
-        let mut len = 0u64;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut reader = File::open(&tmp).map_err(io)?;
-        loop {
-            let n = reader.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            len += n as u64;
-        }
-        file.flush().map_err(io)?;
+        let len = each_chunk(&tmp, |b| {
+            sha.update(b);
+            Ok(())
+        })?;
         Ok(Incoming {
             path,
             tmp,
@@ -170,6 +183,17 @@ impl BlobStore {
             len,
             expected: expected.clone(),
         })
+    }
+
+    /// Bytes of `d` already held: its size when complete, else what a
+    /// transfer left in its partial file (0 if none). Cheap: no hashing.
+    pub fn held(&self, d: &Digest) -> (u64, bool) {
+        let len = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        if self.contains(d) {
+            (len(self.path(d)), true)
+        } else {
+            (len(self.path(d).with_extension("partial")), false)
+        }
     }
 
     /// Drop a partial transfer (after a refused chunk, say).
@@ -181,48 +205,20 @@ impl BlobStore {
     pub fn put_file(&self, src: &Path, expected: &Digest) -> Result<Digest, StoreError> {
         self.discard_partial(expected);
         let mut incoming = self.incoming(expected)?;
-        let mut f = File::open(src).map_err(|source| StoreError::Io {
-            path: src.to_owned(),
-            source,
-        })?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf).map_err(|source| StoreError::Io {
-                path: src.to_owned(),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            incoming.write(&buf[..n])?;
-        }
+        each_chunk(src, |b| incoming.write(b))?;
         incoming.commit()
     }
 
     /// Check a stored blob against its name, streaming; returns its size.
     pub fn verify(&self, d: &Digest) -> Result<u64, StoreError> {
-        let path = self.path(d);
-        let mut f = File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::Missing(d.to_string()),
-            _ => StoreError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        })?;
-        let mut sha = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut len = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            len += n as u64;
+        if !self.contains(d) {
+            return Err(StoreError::Missing(d.to_string()));
         }
+        let mut sha = Sha256::new();
+        let len = each_chunk(&self.path(d), |b| {
+            sha.update(b);
+            Ok(())
+        })?;
         let actual = format!("sha256:{}", hex::encode(sha.finalize()));
         if actual != d.0 {
             return Err(StoreError::Mismatch {
