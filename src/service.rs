@@ -93,6 +93,7 @@ pub async fn start(
     let queue = Arc::new(DownlinkQueue::open(
         &config.service.data_dir,
         config.downlink.max_queued,
+        parts.metrics.clone(),
     )?);
     let api_state = Arc::new(crate::api::ApiState::new(
         &config,

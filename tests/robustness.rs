@@ -106,7 +106,14 @@ fn api_and_bus_requests_never_panic() {
         devices,
         device_lorawan::secrets::SecretStore::open(data.path()).unwrap(),
         control,
-        Arc::new(device_lorawan::downlink::queue::DownlinkQueue::open(data.path(), 8).unwrap()),
+        Arc::new(
+            device_lorawan::downlink::queue::DownlinkQueue::open(
+                data.path(),
+                8,
+                Default::default(),
+            )
+            .unwrap(),
+        ),
     );
     let secret = br#"{"apiVersion":"v3","secretName":"sim-mote-1","secretData":[{"key":"NwkSKey","value":"2b7e151628aed2a6abf7158809cf4f3c"},{"key":"AppSKey","value":"000102030405060708090a0b0c0d0e0f"}]}"#;
     let setting = br#"{"reportInterval":"120"}"#;

@@ -5,8 +5,6 @@
 //! profile. A command is a profile `deviceCommand`, or a resource by name,
 //! as in EdgeX.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -217,10 +215,6 @@ fn put(
     }
     match state.downlinks.push(&device.name, downlink) {
         Ok(seq) => {
-            let m = &state.metrics;
-            m.downlinks_queued.fetch_add(1, Relaxed);
-            m.downlink_queue_depth
-                .store(state.downlinks.len() as u64, Relaxed);
             tracing::info!(device = %device.name, command, seq, "downlink queued for the next uplink");
             (
                 StatusCode::OK,

@@ -4,16 +4,19 @@
 //! The API pushes, the pipeline reads the front and removes it once a
 //! gateway acknowledged its transmission. Commands are rare next to
 //! uplinks, so the file is simply rewritten atomically on every change; the
-//! per-frame path only reads an atomic count while nothing is queued.
+//! per-frame path only reads an atomic count while nothing is queued. That
+//! count is the `lorawan_downlink_queue_depth` gauge itself, kept here, where
+//! the queue changes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::setting::Downlink;
+use crate::metrics::Metrics;
 
 const FILE: &str = "downlinks.json";
 
@@ -57,11 +60,15 @@ pub struct DownlinkQueue {
     path: PathBuf,
     max_per_device: usize,
     inner: Mutex<Stored>,
-    queued: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl DownlinkQueue {
-    pub fn open(data_dir: &Path, max_per_device: usize) -> Result<Self, QueueError> {
+    pub fn open(
+        data_dir: &Path,
+        max_per_device: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, QueueError> {
         let path = data_dir.join(FILE);
         let stored: Stored = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| QueueError::Damaged {
@@ -71,18 +78,19 @@ impl DownlinkQueue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
             Err(source) => return Err(QueueError::Io { path, source }),
         };
-        let queued = stored.devices.values().map(VecDeque::len).sum();
+        let queued: usize = stored.devices.values().map(VecDeque::len).sum();
+        metrics.downlink_queue_depth.store(queued as u64, Relaxed);
         Ok(Self {
             path,
             max_per_device,
             inner: Mutex::new(stored),
-            queued: AtomicUsize::new(queued),
+            metrics,
         })
     }
 
     /// Commands queued, all devices together.
     pub fn len(&self) -> usize {
-        self.queued.load(Relaxed)
+        self.metrics.downlink_queue_depth.load(Relaxed) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -107,6 +115,7 @@ impl DownlinkQueue {
                 attempts: 0,
             });
             s.next_seq += 1;
+            self.metrics.downlinks_queued.fetch_add(1, Relaxed);
             Ok(seq)
         })
     }
@@ -175,8 +184,10 @@ impl DownlinkQueue {
                 source,
             }
         })?;
-        self.queued
-            .store(s.devices.values().map(VecDeque::len).sum(), Relaxed);
+        let queued: usize = s.devices.values().map(VecDeque::len).sum();
+        self.metrics
+            .downlink_queue_depth
+            .store(queued as u64, Relaxed);
         Ok(out)
     }
 }
@@ -195,7 +206,7 @@ mod tests {
     #[test]
     fn queue_is_ordered_bounded_and_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DownlinkQueue::open(dir.path(), 2).unwrap();
+        let q = DownlinkQueue::open(dir.path(), 2, Default::default()).unwrap();
         assert!(q.front("a").is_none());
         let s1 = q.push("a", d(1)).unwrap();
         let s2 = q.push("a", d(2)).unwrap();
@@ -215,7 +226,7 @@ mod tests {
         assert_eq!(q.refused("a", s1, 2).unwrap().map(|c| c.attempts), Some(2));
         drop(q);
         // A restart keeps what is left, and sequence numbers keep increasing.
-        let q = DownlinkQueue::open(dir.path(), 2).unwrap();
+        let q = DownlinkQueue::open(dir.path(), 2, Default::default()).unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(q.front("a").unwrap().0.seq, s2);
         q.done("a", s2).unwrap();
@@ -233,7 +244,9 @@ mod tests {
     fn a_damaged_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
-        let e = DownlinkQueue::open(dir.path(), 2).err().unwrap();
+        let e = DownlinkQueue::open(dir.path(), 2, Default::default())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("damaged"), "{e}");
     }
 }

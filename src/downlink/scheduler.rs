@@ -61,9 +61,6 @@ impl Scheduler {
         tx: Transmitters,
         metrics: Arc<Metrics>,
     ) -> Self {
-        metrics
-            .downlink_queue_depth
-            .store(queue.len() as u64, Relaxed);
         Self {
             rx2_datr: cfg.rx2_datr(),
             cfg,
@@ -206,7 +203,6 @@ impl Scheduler {
                         tracing::error!(device = %f.name, error = %e, "sent command still queued");
                     }
                 }
-                self.update_depth();
             }
             Err(reason) if f.rx2_left => {
                 self.metrics.downlinks_failed.fetch_add(1, Relaxed);
@@ -242,13 +238,6 @@ impl Scheduler {
             Ok(None) => {}
             Err(e) => tracing::error!(device = %f.name, error = %e, "downlink queue not updated"),
         }
-        self.update_depth();
-    }
-
-    fn update_depth(&self) {
-        self.metrics
-            .downlink_queue_depth
-            .store(self.queue.len() as u64, Relaxed);
     }
 
     /// When the oldest unanswered transmission times out.
