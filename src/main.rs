@@ -157,6 +157,18 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// `dir` if given, else `<Service.DataDir>/<sub>` of the configuration.
+fn data_path(
+    dir: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+    sub: &str,
+) -> anyhow::Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d),
+        None => Ok(Config::load(config)?.service.data_dir.join(sub)),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -189,13 +201,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(a) => simulate(a).await,
         Command::Keygen { dir, config } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => Config::load(config.as_deref())?
-                    .service
-                    .data_dir
-                    .join("identity"),
-            };
+            let dir = data_path(dir, config.as_deref(), "identity")?;
             let id = device_lorawan::handover::identity::Identity::create(&dir)?;
             println!("identity {}", dir.display());
             println!("public-key {}", id.public().to_hex());
@@ -222,13 +228,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Journal {
             command: JournalCommand::Verify { dir, config },
         } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => Config::load(config.as_deref())?
-                    .service
-                    .data_dir
-                    .join("outbox"),
-            };
+            let dir = data_path(dir, config.as_deref(), "outbox")?;
             let v = device_lorawan::outbox::verify(&dir)?;
             println!(
                 "outbox {}: intact, {} records from #{}; chain anchor {}, head {}",
