@@ -122,18 +122,11 @@ impl CounterStore {
 
     /// Write `states` to a new log beside the old one and atomically replace it.
     fn rewrite(path: &Path, states: &HashMap<Eui64, Counters>) -> std::io::Result<File> {
-        let tmp = path.with_extension("tmp");
-        let mut f = File::create(&tmp)?;
         let mut buf = Vec::with_capacity(states.len() * RECORD);
         for (eui, s) in states {
             buf.extend_from_slice(&encode(*eui, s));
         }
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        crate::fsutil::write_atomic(path, &buf, 0o644)?;
         OpenOptions::new().append(true).open(path)
     }
 
