@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use device_lorawan::ingest::gateway::WireFormat;
+
+#[path = "../tests/common/scrape.rs"]
+mod scrape;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -209,7 +212,9 @@ async fn main() {
     wait_port(api);
     // Wait for the ingest subscription (its SUBACK is counted in /metrics).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape(api, "lorawan_mqtt_subacks_total").unwrap_or(0) < 1 {
+    while scrape::scrape(([127, 0, 0, 1], api).into(), "lorawan_mqtt_subacks_total").unwrap_or(0)
+        < 1
+    {
         assert!(Instant::now() < deadline, "the service never subscribed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -291,16 +296,4 @@ async fn main() {
     if failed {
         std::process::exit(1);
     }
-}
-
-fn scrape(api: u16, metric: &str) -> Option<u64> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(metric))
-        .and_then(|v| v.trim().parse().ok())
 }

@@ -280,7 +280,11 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
 pub mod bus;
 pub mod core_data;
 pub mod metadata;
+pub mod scrape;
 pub mod standin;
+
+#[allow(unused_imports)] // not every test binary scrapes
+pub use scrape::scrape;
 
 /// The ids of the events the frames in `report` should become (3-mote
 /// fleets of `devices` made from `seed`).
@@ -467,19 +471,6 @@ pub async fn sim_udp(
     )
     .await
     .unwrap()
-}
-
-/// One counter from the binary's `/metrics` at `api`, if it answers.
-pub fn scrape(api: std::net::SocketAddr, metric: &str) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(api).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(metric))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// One HTTP/1.1 request over a fresh connection: (status, body).
