@@ -32,7 +32,34 @@ pub struct Config {
     pub downlink: DownlinkConfig,
     pub readings: ReadingsConfig,
     pub edgex: EdgexConfig,
+    pub handover: HandoverConfig,
     pub log: LogConfig,
+}
+
+/// Edge-as-a-Service handover (see `src/handover`). The customer side needs
+/// no settings here: it runs when `handover offer` has left a contract in
+/// `<DataDir>/handover/customer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct HandoverConfig {
+    /// Serve the provider's handover endpoint (mutual TLS) on this
+    /// address, e.g. `0.0.0.0:59996`; empty: this edge provides for no one.
+    pub listen: String,
+    /// Uplinks held per handed-over device while the other edge publishes
+    /// them; the oldest go first (counted).
+    pub buffer_frames: usize,
+    /// Heartbeats between two session syncs from the customer.
+    pub sync_every: u32,
+}
+
+impl Default for HandoverConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            buffer_frames: 256,
+            sync_every: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -286,6 +313,7 @@ impl Default for Config {
                 json_lines: "-".into(),
             },
             edgex: EdgexConfig::default(),
+            handover: HandoverConfig::default(),
             log: LogConfig {
                 level: "info".into(),
                 format: LogFormat::Text,
@@ -443,6 +471,15 @@ impl Config {
         }
         if !(64..=1 << 20).contains(&self.ingest.max_message_bytes) {
             return bad("Ingest.MaxMessageBytes", "must be between 64 and 1048576");
+        }
+        if !self.handover.listen.is_empty() && self.handover.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "Handover.Listen",
+                "must be host:port (an IP address), or empty",
+            );
+        }
+        if self.handover.buffer_frames == 0 || self.handover.sync_every == 0 {
+            return bad("Handover", "BufferFrames and SyncEvery must be at least 1");
         }
         if !self.ingest.udp.enabled && !self.ingest.mqtt.enabled {
             return bad("Ingest", "enable at least one of Udp and Mqtt");

@@ -201,6 +201,37 @@ impl Registry {
         Ok(reg)
     }
 
+    /// Add a device at run time (one handed over by another edge), or give
+    /// the device with its DevEUI the entry's session. Returns its id.
+    pub fn adopt(
+        &mut self,
+        e: DeviceEntry,
+        profile: Arc<DeviceProfile>,
+    ) -> Result<u32, DevicesError> {
+        if let Some(id) = self.by_eui(e.dev_eui) {
+            if let (Some(addr), Some(nwk), Some(app)) = (e.dev_addr, e.nwk_s_key, e.app_s_key) {
+                self.set_session(id, addr, &nwk, &app);
+            }
+            return Ok(id);
+        }
+        if self.by_name(&e.name).is_some() {
+            return Err(DevicesError::Duplicate(e.name));
+        }
+        let mut one = Registry::build(
+            vec![e],
+            &BTreeMap::from([(profile.name.clone(), (*profile).clone())]),
+        )?;
+        let d = one.devices.pop().expect("built one");
+        let id = self.devices.len() as u32;
+        if let Some(addr) = d.dev_addr {
+            self.by_addr.push((addr, id));
+            self.by_addr.sort_unstable();
+        }
+        self.by_eui.insert(d.dev_eui, id);
+        self.devices.push(d);
+        Ok(id)
+    }
+
     /// Give device `id` an ABP session (keys that arrived through the
     /// secret API), replacing any it had.
     pub fn set_session(&mut self, id: u32, addr: DevAddr, nwk: &AesKey, app: &AesKey) {

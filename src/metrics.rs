@@ -110,6 +110,17 @@ pub struct Metrics {
     pub downlinks_dropped: AtomicU64,
     /// Commands waiting for their device's next uplink (a gauge).
     pub downlink_queue_depth: AtomicU64,
+    /// Uplinks of handed-over devices held while the other edge publishes them.
+    pub handover_buffered: AtomicU64,
+    /// Held uplinks dropped, oldest first, when a device's buffer was full.
+    pub handover_buffer_dropped: AtomicU64,
+    /// Held uplinks published when this edge took the devices (over).
+    pub handover_replayed: AtomicU64,
+    /// Takeovers (provider) and take-backs (customer) done.
+    pub handover_takeovers: AtomicU64,
+    pub handover_releases: AtomicU64,
+    /// Handover calls refused: wrong peer, stale epoch, bad contract.
+    pub handover_refused: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -203,6 +214,15 @@ impl Metrics {
             ("lorawan_downlinks_acked_total", &self.downlinks_acked),
             ("lorawan_downlinks_failed_total", &self.downlinks_failed),
             ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
+            ("handover_uplinks_buffered_total", &self.handover_buffered),
+            (
+                "handover_buffer_dropped_total",
+                &self.handover_buffer_dropped,
+            ),
+            ("handover_uplinks_replayed_total", &self.handover_replayed),
+            ("handover_takeovers_total", &self.handover_takeovers),
+            ("handover_releases_total", &self.handover_releases),
+            ("handover_calls_refused_total", &self.handover_refused),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }

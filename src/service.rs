@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::Reading;
 use crate::config::{Config, Delivery};
@@ -20,10 +20,13 @@ use crate::downlink::queue::DownlinkQueue;
 use crate::downlink::scheduler::Scheduler;
 use crate::downlink::Transmitters;
 use crate::edgex::outbox::OutboxSink;
+use crate::handover::delivered::{later, Delivered};
+use crate::handover::identity::Identity;
+use crate::handover::provider::Provider;
 use crate::ingest::dedup::{Dedup, FrameKey};
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
-use crate::lorawan::{parse_uplink, FcntState};
+use crate::lorawan::{parse_uplink, Eui64, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
 use crate::secrets::{SecretStore, Session};
 use crate::sink::Sink;
@@ -41,6 +44,8 @@ pub struct Parts {
 pub struct Bound {
     pub udp: Option<std::net::SocketAddr>,
     pub api: std::net::SocketAddr,
+    /// The provider's handover endpoint, when `Handover.Listen` is set.
+    pub handover: Option<std::net::SocketAddr>,
 }
 
 /// Load devices and profiles named by `config`.
@@ -73,6 +78,7 @@ pub async fn start(
     let mut bound = Bound {
         udp: None,
         api: api.local_addr()?,
+        handover: None,
     };
     tracing::info!(addr = %bound.api, "device-service API listening");
     let max = config.ingest.max_message_bytes;
@@ -100,7 +106,7 @@ pub async fn start(
         parts.metrics.clone(),
         devices.clone(),
         secrets,
-        control_tx,
+        control_tx.clone(),
         queue.clone(),
     ));
     let mut transmitters = Transmitters::default();
@@ -134,10 +140,74 @@ pub async fn start(
         )));
     }
     drop(tx);
+    // Handover: the customer's side for each contract this edge holds, the
+    // provider's side if it listens. Both need to know what EdgeX has.
+    let contracts = crate::handover::customer::contracts(&config.service.data_dir)?;
+    let handover = !contracts.is_empty() || !config.handover.listen.is_empty();
+    let mut delivered = None;
     if config.edgex.delivery != Delivery::None {
-        let outbox = start_delivery(&config, &parts.metrics, &api_state, &mut sources)?;
+        let mut outbox = start_delivery(&config, &parts.metrics, &api_state, &mut sources)?;
+        if handover {
+            let d = Arc::new(Delivered::new(Some(outbox.journal.clone())));
+            outbox.delivered = Some(d.clone());
+            delivered = Some(d);
+        }
         // The outbox first: once any other sink has shown an uplink, it is journaled.
         parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox), parts.sink]));
+    } else if handover {
+        let d = Arc::new(Delivered::new(None));
+        parts.sink = Box::new(crate::handover::delivered::Tracked {
+            inner: parts.sink,
+            delivered: d.clone(),
+        });
+        delivered = Some(d);
+    }
+    let mut standby = Vec::new();
+    if let Some(delivered) = &delivered {
+        let identity_dir = config.service.data_dir.join("identity");
+        for signed in contracts {
+            standby.extend(crate::handover::customer::devices(&signed));
+            tracing::info!(contract = %signed.contract.id, provider = %signed.contract.provider.address, "handover customer: taking the devices back before publishing them");
+            let customer = crate::handover::customer::Customer {
+                signed,
+                identity: Identity::load(&identity_dir)?,
+                config: config.clone(),
+                control: control_tx.clone(),
+                delivered: delivered.clone(),
+                metrics: parts.metrics.clone(),
+            };
+            sources.push(tokio::spawn(customer.run()));
+        }
+        if !config.handover.listen.is_empty() {
+            let takeover = Arc::new(crate::handover::takeover::InProcess {
+                control: control_tx.clone(),
+                delivered: delivered.clone(),
+            });
+            let provider = Arc::new(Provider::open(
+                Identity::load(&identity_dir)?,
+                &config.service.data_dir.join("handover/provider"),
+                Some(takeover),
+                parts.metrics.clone(),
+            )?);
+            let listener = tokio::net::TcpListener::bind(&config.handover.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the handover endpoint on {}",
+                        config.handover.listen
+                    )
+                })?;
+            bound.handover = Some(listener.local_addr()?);
+            tracing::info!(addr = %listener.local_addr()?, key = %provider.public_key().to_hex(), "handover provider listening (mutual TLS)");
+            let p = provider.clone();
+            sources.push(tokio::spawn(async move {
+                if let Err(e) = crate::handover::provider::serve(p, listener).await {
+                    tracing::error!(error = %e, "handover endpoint stopped");
+                }
+            }));
+            sources.push(tokio::spawn(provider.clone().run()));
+            let _ = api_state.provider.set(provider);
+        }
     }
     if config.edgex.metadata.enabled {
         let md = &config.edgex.metadata;
@@ -159,7 +229,12 @@ pub async fn start(
         transmitters,
         parts.metrics.clone(),
     );
-    let pipeline = Pipeline::new(config.clone(), parts, store, devices, control_rx, scheduler);
+    let mut pipeline = Pipeline::new(config.clone(), parts, store, devices, control_rx, scheduler);
+    for eui in standby {
+        if let Some(id) = pipeline.registry.by_eui(eui) {
+            pipeline.standby.entry(id).or_default();
+        }
+    }
     let handle = tokio::spawn(async move {
         let result = pipeline.run(rx, shutdown).await;
         for s in sources {
@@ -173,11 +248,49 @@ pub async fn start(
 /// Downlinks handed to one gateway transmitter and not yet taken by it.
 const DOWNLINKS_IN_FLIGHT: usize = 256;
 
-/// What the API asks of the pipeline, which owns the device registry.
+/// What the API and the handover ask of the pipeline, which owns the
+/// device registry and the counters.
 #[derive(Debug)]
 pub enum Control {
     /// Keys that arrived through `POST /api/v3/secret` (already stored).
     Session { device: u32, session: Session },
+    /// Devices handed over by another edge: decode them, and hold their
+    /// uplinks (standby) until told to publish. Known devices get the
+    /// sessions and counters given, and keep publishing if they did.
+    Adopt {
+        devices: Vec<Adopted>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Stop publishing these devices: hold their uplinks instead.
+    Standby {
+        devices: Vec<Eui64>,
+        done: oneshot::Sender<()>,
+    },
+    /// Publish these devices again: first the held uplinks after the
+    /// counter given (what the other edge delivered), then live.
+    Resume {
+        after: Vec<(Eui64, FcntState)>,
+        done: oneshot::Sender<()>,
+    },
+    /// The uplink counter and next FCntDown of these devices.
+    Counters {
+        devices: Vec<Eui64>,
+        reply: oneshot::Sender<Vec<(Eui64, FcntState, u32)>>,
+    },
+}
+
+/// A device handed over, as the pipeline takes it.
+pub struct Adopted {
+    pub entry: crate::devices::DeviceEntry,
+    pub profile: Arc<crate::codec::DeviceProfile>,
+    pub up: FcntState,
+    pub down: u32,
+}
+
+impl std::fmt::Debug for Adopted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Adopted({}, keys redacted)", self.entry.name)
+    }
 }
 
 /// Open the outbox and spawn the task draining it to EdgeX (bus or REST).
@@ -240,6 +353,7 @@ fn start_delivery(
         journal,
         wake,
         metrics: metrics.clone(),
+        delivered: None,
     })
 }
 
@@ -295,6 +409,9 @@ struct Pipeline {
     control: Option<mpsc::UnboundedReceiver<Control>>,
     /// Class A downlinks, sent after published uplinks.
     scheduler: Scheduler,
+    /// Devices another edge publishes: their uplinks are held here, oldest
+    /// first, at most `Handover.BufferFrames` each.
+    standby: HashMap<u32, std::collections::VecDeque<Held>>,
 }
 
 fn now_ns() -> i64 {
@@ -330,6 +447,7 @@ impl Pipeline {
             devices,
             control: Some(control),
             scheduler,
+            standby: HashMap::new(),
         }
     }
 
@@ -356,7 +474,7 @@ impl Pipeline {
                     self.scheduler.expire(now, &mut self.store)?;
                 }
                 c = async { match &mut self.control { Some(c) => c.recv().await, None => std::future::pending().await } } => match c {
-                    Some(c) => self.apply(c),
+                    Some(c) => self.apply(c)?,
                     None => self.control = None,
                 },
                 _ = sync.tick() => {
@@ -379,7 +497,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn apply(&mut self, c: Control) {
+    fn apply(&mut self, c: Control) -> anyhow::Result<()> {
         match c {
             Control::Session { device, session } => {
                 let s = &session;
@@ -387,7 +505,82 @@ impl Pipeline {
                     .set_session(device, s.dev_addr, &s.nwk_s_key, &s.app_s_key);
                 tracing::info!(device = %self.registry.get(device).name, dev_addr = %s.dev_addr, "ABP session set");
             }
+            Control::Adopt { devices, done } => {
+                let r = self.adopt(devices);
+                let _ = done.send(r);
+            }
+            Control::Standby { devices, done } => {
+                for eui in devices {
+                    if let Some(id) = self.registry.by_eui(eui) {
+                        self.standby.entry(id).or_default();
+                    }
+                }
+                let _ = done.send(());
+            }
+            Control::Resume { after, done } => {
+                for (eui, delivered) in after {
+                    self.resume(eui, delivered)?;
+                }
+                let _ = done.send(());
+            }
+            Control::Counters { devices, reply } => {
+                let counters = devices
+                    .into_iter()
+                    .filter_map(|eui| {
+                        let id = self.registry.by_eui(eui)?;
+                        Some((eui, self.states[id as usize], self.store.down(eui)))
+                    })
+                    .collect();
+                let _ = reply.send(counters);
+            }
         }
+        Ok(())
+    }
+
+    /// Take handed-over devices in; new ones start in standby.
+    fn adopt(&mut self, devices: Vec<Adopted>) -> Result<(), String> {
+        for a in devices {
+            let eui = a.entry.dev_eui;
+            let known = self.registry.by_eui(eui).is_some();
+            let id = self
+                .registry
+                .adopt(a.entry, a.profile)
+                .map_err(|e| e.to_string())?;
+            if !known {
+                self.states.push(self.store.get(eui));
+                self.standby.entry(id).or_default();
+            }
+            let state = &mut self.states[id as usize];
+            if later(a.up, *state) {
+                *state = a.up;
+                self.persist(id, a.up).map_err(|e| e.to_string())?;
+            }
+            if a.down > self.store.down(eui) {
+                self.store
+                    .record_down(eui, a.down - 1)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publish device `eui` again: its held uplinks after `delivered`, then live.
+    fn resume(&mut self, eui: Eui64, delivered: FcntState) -> anyhow::Result<()> {
+        let Some(id) = self.registry.by_eui(eui) else {
+            return Ok(());
+        };
+        if later(delivered, self.states[id as usize]) {
+            self.states[id as usize] = delivered;
+            self.persist(id, delivered)?;
+        }
+        let held = self.standby.remove(&id).unwrap_or_default();
+        for h in held {
+            if later(h.uplink.counter(), delivered) {
+                self.metrics.handover_replayed.fetch_add(1, Relaxed);
+                self.publish(h)?;
+            }
+        }
+        Ok(())
     }
 
     fn handle(&mut self, ev: IngestEvent) -> anyhow::Result<()> {
@@ -685,11 +878,30 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Keep an uplink of a device the other edge publishes. Its counter is
+    /// saved and its messages acknowledged as if published: the other edge
+    /// answers for it, and replays stay refused here.
+    fn hold_back(&mut self, mut h: Held) -> anyhow::Result<()> {
+        self.persist(h.device, h.persist)?;
+        ack_all(std::mem::take(&mut h.acks));
+        let held = self.standby.entry(h.device).or_default();
+        if held.len() >= self.config.handover.buffer_frames {
+            held.pop_front();
+            self.metrics.handover_buffer_dropped.fetch_add(1, Relaxed);
+        }
+        self.metrics.handover_buffered.fetch_add(1, Relaxed);
+        held.push_back(h);
+        Ok(())
+    }
+
     /// Hand an uplink to the sinks; once they have it, save its counter and
     /// acknowledge its messages. If a sink refuses (outbox full), neither
     /// happens: the loss is counted and logged, and a restart would take
     /// the broker's redelivery.
     fn publish(&mut self, h: Held) -> anyhow::Result<()> {
+        if !self.standby.is_empty() && self.standby.contains_key(&h.device) {
+            return self.hold_back(h);
+        }
         match self.sink.publish(&h.uplink) {
             Ok(()) => {
                 self.metrics.published.fetch_add(1, Relaxed);

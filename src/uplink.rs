@@ -178,6 +178,14 @@ pub fn decode_parsed(
 }
 
 impl Uplink {
+    /// This frame's place in its device's counter sequence.
+    pub fn counter(&self) -> crate::lorawan::FcntState {
+        crate::lorawan::FcntState {
+            last: Some(self.fcnt),
+            epoch: self.epoch,
+        }
+    }
+
     /// Fold in another gateway's copy of the same frame.
     pub fn add_copy(&mut self, rx: &RxMeta) {
         self.gateways += 1;

@@ -1,6 +1,9 @@
-//! The handover protocol between two edges on loopback: the signed offer,
-//! and the image transfer (chunked, resumable, digest-checked), with every
-//! refusal the issue lists that these calls can meet.
+//! The handover protocol between two edges on loopback, over mutual TLS:
+//! the signed offer, the image transfer (chunked, resumable,
+//! digest-checked), session sync, heartbeats, takeover on silence and
+//! release under fencing epochs, with every refusal the issue lists that
+//! these calls can meet. The takeover here is a recorder; the real
+//! pipelines are exercised in tests/takeover.rs.
 
 use std::sync::Arc;
 
@@ -9,10 +12,14 @@ use device_lorawan::handover::contract::{
 };
 use device_lorawan::handover::identity::Identity;
 use device_lorawan::handover::pb::handover_client::HandoverClient;
-use device_lorawan::handover::pb::handover_server::HandoverServer;
-use device_lorawan::handover::pb::{ImageChunk, ImageOffsetRequest, OfferRequest};
-use device_lorawan::handover::transfer::{now, send_image, Provider};
+use device_lorawan::handover::pb::*;
+use device_lorawan::handover::provider::{serve as serve_tls, Provider};
+use device_lorawan::handover::takeover::Takeover;
+use device_lorawan::handover::tls;
+use device_lorawan::handover::transfer::{now, send_image};
 use device_lorawan::image::store::Digest;
+use device_lorawan::lorawan::{Eui64, FcntState};
+use device_lorawan::metrics::Metrics;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -26,25 +33,69 @@ struct Edges {
     size: u64,
     /// When the contract's validity starts: fixed, so the same offer is the same bytes.
     t0: u64,
+    activation: Activation,
 }
 
-async fn serve(identity: Identity, dir: &std::path::Path) -> std::net::SocketAddr {
-    let provider = Provider::open(identity, dir).unwrap();
+/// What the provider asked of its takeover, in order.
+#[derive(Default)]
+struct Recorder {
+    calls: std::sync::Mutex<Vec<String>>,
+    /// What `stand_down` reports as delivered by the provider.
+    delivered: std::sync::Mutex<Vec<(Eui64, FcntState)>>,
+}
+
+#[tonic::async_trait]
+impl Takeover for Recorder {
+    async fn arm(&self, devices: &[DeviceSession]) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("arm {}", devices.len()));
+        Ok(())
+    }
+    async fn activate(&self, delivered: &[(Eui64, FcntState)]) -> Result<(), String> {
+        let d: Vec<String> = delivered
+            .iter()
+            .map(|(e, s)| format!("{e}@{:?}", s.last))
+            .collect();
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("activate {}", d.join(",")));
+        Ok(())
+    }
+    async fn stand_down(&self, devices: &[Eui64]) -> Result<Vec<(Eui64, FcntState)>, String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("stand_down {}", devices.len()));
+        Ok(self.delivered.lock().unwrap().clone())
+    }
+}
+
+async fn serve(
+    identity: Identity,
+    dir: &std::path::Path,
+    takeover: Option<Arc<dyn Takeover>>,
+) -> std::net::SocketAddr {
+    let provider =
+        Arc::new(Provider::open(identity, dir, takeover, Arc::new(Metrics::default())).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(HandoverServer::new(provider))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    tokio::spawn(serve_tls(provider.clone(), listener));
+    tokio::spawn(provider.run());
     addr
 }
 
 async fn edges(image_size: usize) -> Edges {
+    edges_with(image_size, None).await
+}
+
+async fn edges_with(image_size: usize, takeover: Option<Arc<dyn Takeover>>) -> Edges {
     let dir = tempfile::tempdir().unwrap();
     let provider = Identity::generate().unwrap();
     let provider_pub = provider.public().to_hex();
-    let addr = serve(provider, &dir.path().join("provider")).await;
+    let addr = serve(provider, &dir.path().join("provider"), takeover).await;
     let bytes: Vec<u8> = (0..image_size).map(|i| (i * 7 % 251) as u8).collect();
     let image = dir.path().join("image.tar");
     std::fs::write(&image, &bytes).unwrap();
@@ -57,6 +108,7 @@ async fn edges(image_size: usize) -> Edges {
         size: bytes.len() as u64,
         dir,
         t0: now() - 10,
+        activation: Activation::default(),
     }
 }
 
@@ -80,7 +132,7 @@ impl Edges {
                 size: self.size,
             },
             devices: vec!["70b3d57ed0000001".into()],
-            activation: Activation::default(),
+            activation: self.activation,
             resources: Resources {
                 memory_bytes: 64 << 20,
                 cpu_millis: 500,
@@ -90,10 +142,15 @@ impl Edges {
         }
     }
 
+    /// A client authenticated as the customer, pinning the provider's key.
     async fn client(&self) -> HandoverClient<Channel> {
-        HandoverClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
+        self.client_as(&self.customer)
+    }
+
+    fn client_as(&self, id: &Identity) -> HandoverClient<Channel> {
+        let key =
+            device_lorawan::handover::identity::PublicKey::from_hex(&self.provider_pub).unwrap();
+        tls::connect(&self.addr.to_string(), id, key).unwrap()
     }
 
     async fn offer(&self, c: &mut HandoverClient<Channel>) -> SignedContract {
@@ -175,6 +232,8 @@ async fn offer_then_a_resumable_digest_checked_transfer() {
     let again = Provider::open(
         Identity::generate().unwrap(),
         &e.dir.path().join("provider"),
+        None,
+        Arc::new(Metrics::default()),
     )
     .unwrap();
     assert!(again.store().contains(&Digest::parse(&e.digest).unwrap()));
@@ -273,4 +332,209 @@ async fn refusals() {
         .await
         .unwrap();
     assert_eq!(err_free.into_inner().size, e.size);
+}
+
+/// A session for the contract's device, as a customer would sync it.
+fn session(fcnt: u32) -> DeviceSession {
+    let profiles = device_lorawan::codec::profile::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles"
+    )))
+    .unwrap();
+    let profile = profiles.values().next().unwrap();
+    DeviceSession {
+        name: "bridge-tilt-1".into(),
+        dev_eui: 0x70b3d57ed0000001,
+        dev_addr: 0x2601_1bda,
+        nwk_s_key: vec![1; 16],
+        app_s_key: vec![2; 16],
+        profile_json: serde_json::to_string(profile).unwrap(),
+        codec: "cayenne-lpp".into(),
+        fcnt_policy: "reset-tolerant".into(),
+        counter: Some(Counter {
+            dev_eui: 0x70b3d57ed0000001,
+            epoch: 0,
+            fcnt: Some(fcnt),
+            fcnt_down: 0,
+        }),
+    }
+}
+
+async fn status(c: &mut HandoverClient<Channel>) -> StatusReply {
+    c.status(StatusRequest {
+        contract_id: "bridge-monitor-1".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn heartbeat(epoch: u64, fcnt: u32) -> HeartbeatRequest {
+    HeartbeatRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch,
+        delivered: vec![Counter {
+            dev_eui: 0x70b3d57ed0000001,
+            epoch: 0,
+            fcnt: Some(fcnt),
+            fcnt_down: 0,
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_takes_over_and_release_hands_back_under_fencing_epochs() {
+    let recorder = Arc::new(Recorder::default());
+    let mut e = edges_with(1000, Some(recorder.clone())).await;
+    e.activation = Activation {
+        heartbeat_ms: 100,
+        missed_heartbeats: 3,
+    };
+    let mut c = e.client().await;
+    e.offer(&mut c).await;
+    let calls = || recorder.calls.lock().unwrap().clone();
+
+    // Without sessions there is nothing to take over, however long the silence.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let st = status(&mut c).await;
+    assert_eq!(
+        (st.epoch, st.holder.as_str(), st.sessions_synced),
+        (1, "customer", false)
+    );
+    assert!(calls().is_empty(), "{:?}", calls());
+
+    // Sessions arm the provider; heartbeats keep it from taking over.
+    let sync = |epoch| SyncRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch,
+        devices: vec![session(3)],
+    };
+    c.sync_sessions(sync(1)).await.unwrap();
+    for fcnt in 1..=10 {
+        c.heartbeat(heartbeat(1, fcnt)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(calls(), ["arm 1"]);
+
+    // Silence past 3 x 100 ms: the provider takes over from frame 10 on, epoch 2.
+    let t = std::time::Instant::now();
+    while calls().len() < 2 {
+        assert!(t.elapsed().as_secs() < 5, "no takeover: {:?}", calls());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls(), ["arm 1", "activate 70b3d57ed0000001@Some(10)"]);
+    let st = status(&mut c).await;
+    assert_eq!((st.epoch, st.holder.as_str()), (2, "provider"));
+
+    // The customer's old epoch is stale now: heartbeats and syncs are refused.
+    let err = c.heartbeat(heartbeat(1, 11)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("stale epoch 1"), "{err}");
+    let err = c.sync_sessions(sync(1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    // An epoch never granted is refused too.
+    let err = c.heartbeat(heartbeat(7, 11)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+
+    // Release needs an epoch above the provider's.
+    let release = |epoch| ReleaseRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch,
+    };
+    let err = c.release(release(2)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    *recorder.delivered.lock().unwrap() = vec![(
+        Eui64::from_u64(0x70b3d57ed0000001),
+        FcntState {
+            last: Some(14),
+            epoch: 0,
+        },
+    )];
+    let reply = c.release(release(3)).await.unwrap().into_inner();
+    assert_eq!(reply.epoch, 3);
+    assert_eq!(reply.delivered.len(), 1);
+    assert_eq!(
+        reply.delivered[0].fcnt,
+        Some(14),
+        "the provider's own deliveries count"
+    );
+    assert_eq!(calls().last().unwrap(), "stand_down 1");
+    c.heartbeat(heartbeat(3, 15)).await.unwrap();
+    let st = status(&mut c).await;
+    assert_eq!((st.epoch, st.holder.as_str()), (3, "customer"));
+
+    // A restarted provider keeps epoch, holder and sessions.
+    let again = Provider::open(
+        Identity::generate().unwrap(),
+        &e.dir.path().join("provider"),
+        None,
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    let st = &again.status()[0];
+    assert_eq!(st.epoch, 3);
+    assert!(st.sessions_synced);
+    let sessions =
+        std::fs::metadata(e.dir.path().join("provider/sessions/bridge-monitor-1.pb")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        sessions.permissions().mode() & 0o777,
+        0o600,
+        "sessions hold keys"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_tls_identity_is_refused() {
+    let e = edges(1000).await;
+    let mut c = e.client().await;
+    e.offer(&mut c).await;
+
+    // Another edge, with a valid TLS identity of its own, is not the customer.
+    let mallory = Identity::generate().unwrap();
+    let mut m = e.client_as(&mallory);
+    let err = m
+        .image_offset(ImageOffsetRequest {
+            contract_id: "bridge-monitor-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("not its customer"), "{err}");
+    let err = m.heartbeat(heartbeat(1, 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // Nor may it offer a contract in the customer's name.
+    let offer = SignedContract::offer(e.contract(), &e.customer).unwrap();
+    let err = m
+        .offer(OfferRequest {
+            signed_contract_json: serde_json::to_string(&offer).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // A server that is not the contract's provider fails the customer's
+    // handshake: no request reaches it.
+    let impostor = Identity::generate().unwrap();
+    let mut wrong = tls::connect(&e.addr.to_string(), &e.customer, impostor.public()).unwrap();
+    let err = wrong
+        .status(StatusRequest {
+            contract_id: "bridge-monitor-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let chain = format!("{err:?}");
+    assert!(chain.contains("not the contract's"), "{chain}");
+
+    // A plain-TCP client gets nowhere either.
+    let plain = HandoverClient::connect(format!("http://{}", e.addr)).await;
+    if let Ok(mut plain) = plain {
+        assert!(plain
+            .status(StatusRequest {
+                contract_id: "bridge-monitor-1".into(),
+            })
+            .await
+            .is_err());
+    }
 }

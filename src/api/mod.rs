@@ -45,6 +45,8 @@ pub struct ApiState {
     /// Where PUT commands wait for their device's next uplink.
     pub downlinks: Arc<DownlinkQueue>,
     pub downlinks_enabled: bool,
+    /// This edge's handover provider, when it listens (for the status routes).
+    pub provider: std::sync::OnceLock<Arc<crate::handover::provider::Provider>>,
 }
 
 impl ApiState {
@@ -67,6 +69,7 @@ impl ApiState {
             control,
             downlinks,
             downlinks_enabled: config.downlink.enabled,
+            provider: std::sync::OnceLock::new(),
             app_stream: config.ingest.mqtt.enabled
                 && config
                     .ingest

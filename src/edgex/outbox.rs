@@ -39,6 +39,8 @@ pub struct OutboxSink {
     pub journal: Arc<Mutex<Journal>>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Where a handover learns which frames EdgeX has (if one is set up).
+    pub delivered: Option<Arc<crate::handover::delivered::Delivered>>,
 }
 
 impl Sink for OutboxSink {
@@ -46,7 +48,10 @@ impl Sink for OutboxSink {
         let rec = record(&self.service, up);
         let mut j = self.journal.lock().expect("journal lock");
         match j.append(&rec) {
-            Ok(_) => {
+            Ok(seq) => {
+                if let Some(d) = &self.delivered {
+                    d.journaled(seq, up.dev_eui, up.counter());
+                }
                 self.metrics.outbox_depth.store(j.pending(), Relaxed);
                 self.wake.notify_one();
                 Ok(())

@@ -4,6 +4,11 @@
 //! sign; [`transfer`]: the offer and the image, over [`pb`] (gRPC).
 
 pub mod contract;
+pub mod customer;
+pub mod delivered;
 pub mod identity;
 pub mod pb;
+pub mod provider;
+pub mod takeover;
+pub mod tls;
 pub mod transfer;

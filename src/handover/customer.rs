@@ -1,0 +1,354 @@
+//! The customer edge's side, run beside its service while it holds a
+//! contract (`<DataDir>/handover/customer/<id>.json`, left there by
+//! `handover offer`).
+//!
+//! At start the contract's devices are in standby: decoded, held, not
+//! published, since the provider may have taken them over while this edge
+//! was down. The customer first takes them back: it asks the provider's
+//! epoch, asks for release under a higher one, and publishes what it holds
+//! after the counters the provider answers. Then it syncs its sessions and
+//! sends a heartbeat every `heartbeatMs` with the counters EdgeX confirmed.
+//! A heartbeat refused as stale means the provider took over (say, after a
+//! network partition): back to standby, and take back again.
+//!
+//! If the provider cannot be reached for the contract's whole activation
+//! window, the customer publishes anyway (the provider is down, so it is
+//! not publishing) and keeps trying; deterministic event ids keep any
+//! overlap from being stored twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use super::contract::SignedContract;
+use super::delivered::Delivered;
+use super::identity::Identity;
+use super::pb::handover_client::HandoverClient;
+use super::pb::*;
+use super::takeover::{counter_msg, counter_of, enum_to_str};
+use crate::config::Config;
+use crate::lorawan::{Eui64, FcntState};
+use crate::service::Control;
+
+/// Where a customer keeps its contracts, under the DataDir.
+pub const DIR: &str = "handover/customer";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct State {
+    epoch: u64,
+}
+
+fn contract_paths(data_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = data_dir.join(DIR);
+    let mut v = Vec::new();
+    match std::fs::read_dir(&dir) {
+        Ok(rd) => {
+            for e in rd {
+                let p = e?.path();
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.ends_with(".json") && !name.ends_with(".state.json") {
+                    v.push(p);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The contracts this edge holds as customer.
+pub fn contracts(data_dir: &Path) -> anyhow::Result<Vec<SignedContract>> {
+    contract_paths(data_dir)?
+        .into_iter()
+        .map(|p| {
+            let c: SignedContract = serde_json::from_slice(&std::fs::read(&p)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            Ok(c)
+        })
+        .collect()
+}
+
+pub fn save_contract(data_dir: &Path, c: &SignedContract) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join(DIR);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.json", c.contract.id));
+    crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(c)?.as_bytes(), 0o600)?;
+    Ok(path)
+}
+
+pub fn devices(c: &SignedContract) -> Vec<Eui64> {
+    c.contract
+        .devices
+        .iter()
+        .filter_map(|d| Eui64::from_hex(d).ok())
+        .collect()
+}
+
+pub struct Customer {
+    pub signed: SignedContract,
+    pub identity: Identity,
+    pub config: Arc<Config>,
+    pub control: mpsc::UnboundedSender<Control>,
+    pub delivered: Arc<Delivered>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Why the customer could not go on with the provider right now.
+enum Hitch {
+    /// The provider holds a higher epoch: take back.
+    Fenced(String),
+    /// Unreachable or failing: try again next beat.
+    Down(String),
+}
+
+fn hitch(s: tonic::Status) -> Hitch {
+    if s.code() == Code::FailedPrecondition {
+        Hitch::Fenced(s.message().to_owned())
+    } else {
+        Hitch::Down(format!("{:?}: {}", s.code(), s.message()))
+    }
+}
+
+impl Customer {
+    fn id(&self) -> &str {
+        &self.signed.contract.id
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.config
+            .service
+            .data_dir
+            .join(DIR)
+            .join(format!("{}.state.json", self.id()))
+    }
+
+    fn epoch(&self) -> u64 {
+        std::fs::read(self.state_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<State>(&b).ok())
+            .map_or(1, |s| s.epoch)
+    }
+
+    fn save_epoch(&self, epoch: u64) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&State { epoch }).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.state_path(), &json, 0o644)
+    }
+
+    fn beat(&self) -> Duration {
+        Duration::from_millis(self.signed.contract.activation.heartbeat_ms)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(make(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Run until the service stops (the task is dropped).
+    pub async fn run(self) {
+        let Some(provider_key) = self.signed.provider_key() else {
+            tracing::error!(contract = %self.id(), "the contract's provider key is malformed");
+            return;
+        };
+        let addr = self.signed.contract.provider.address.clone();
+        let mut client = match super::tls::connect(&addr, &self.identity, provider_key) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(contract = %self.id(), error = %e, "cannot set up the handover client");
+                return;
+            }
+        };
+        let mut epoch = self.epoch();
+        epoch = self.take_back(&mut client, epoch).await;
+        let mut beats: u32 = 0;
+        let mut down_logged = false;
+        let mut tick = tokio::time::interval(self.beat());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let step = if beats % self.config.handover.sync_every == 0 {
+                self.sync(&mut client, epoch).await
+            } else {
+                Ok(())
+            };
+            let step = match step {
+                Ok(()) => self.heartbeat(&mut client, epoch).await,
+                Err(h) => Err(h),
+            };
+            match step {
+                Ok(()) => {
+                    beats = beats.wrapping_add(1);
+                    if down_logged {
+                        tracing::info!(contract = %self.id(), "provider reachable again");
+                        down_logged = false;
+                    }
+                }
+                Err(Hitch::Fenced(why)) => {
+                    tracing::warn!(contract = %self.id(), why, "the provider holds the devices: taking them back");
+                    let devices = devices(&self.signed);
+                    self.ask(|done| Control::Standby { devices, done }).await;
+                    epoch = self.take_back(&mut client, epoch).await;
+                    beats = 0;
+                }
+                Err(Hitch::Down(why)) => {
+                    if !down_logged {
+                        tracing::warn!(contract = %self.id(), why, "provider unreachable; heartbeats continue");
+                        down_logged = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Become the holder: release from the provider under a higher epoch
+    /// and publish what is held after its counters. Returns the epoch held.
+    async fn take_back(&self, client: &mut HandoverClient<Channel>, mut epoch: u64) -> u64 {
+        let started = Instant::now();
+        let window = self.beat() * self.signed.contract.activation.missed_heartbeats;
+        let id = self.id().to_owned();
+        loop {
+            let attempt = async {
+                let st = client
+                    .status(StatusRequest {
+                        contract_id: id.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                let want = epoch.max(st.epoch) + 1;
+                client
+                    .release(ReleaseRequest {
+                        contract_id: id.clone(),
+                        epoch: want,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            };
+            match attempt.await {
+                Ok(reply) => {
+                    epoch = reply.epoch;
+                    if let Err(e) = self.save_epoch(epoch) {
+                        tracing::error!(contract = %id, error = %e, "cannot save the epoch");
+                    }
+                    let after: Vec<(Eui64, FcntState)> =
+                        reply.delivered.iter().map(counter_of).collect();
+                    self.ask(|done| Control::Resume { after, done }).await;
+                    self.metrics
+                        .handover_releases
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(contract = %id, epoch, "holding the handed-over devices");
+                    return epoch;
+                }
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    // Someone moved the epoch between Status and Release: again.
+                    tracing::info!(contract = %id, why = s.message(), "release raced; retrying");
+                }
+                Err(s) => {
+                    if started.elapsed() >= window {
+                        tracing::warn!(contract = %id, error = %s.message(), "provider unreachable: publishing the devices without its counters");
+                        let devices = devices(&self.signed);
+                        let after = devices
+                            .into_iter()
+                            .map(|e| (e, FcntState::default()))
+                            .collect();
+                        self.ask(|done| Control::Resume { after, done }).await;
+                        return epoch;
+                    }
+                }
+            }
+            tokio::time::sleep(self.beat() / 4).await;
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        client: &mut HandoverClient<Channel>,
+        epoch: u64,
+    ) -> Result<(), Hitch> {
+        let last = self.delivered.last();
+        let delivered = devices(&self.signed)
+            .into_iter()
+            .filter_map(|e| last.get(&e).map(|s| counter_msg(e, *s, 0)))
+            .collect();
+        client
+            .heartbeat(HeartbeatRequest {
+                contract_id: self.id().to_owned(),
+                epoch,
+                delivered,
+            })
+            .await
+            .map(|_| ())
+            .map_err(hitch)
+    }
+
+    async fn sync(&self, client: &mut HandoverClient<Channel>, epoch: u64) -> Result<(), Hitch> {
+        let wanted = devices(&self.signed);
+        let counters = self
+            .ask(|reply| Control::Counters {
+                devices: wanted.clone(),
+                reply,
+            })
+            .await
+            .unwrap_or_default();
+        let devices = match sessions(&self.config, &wanted, &counters) {
+            Ok(d) => d,
+            Err(e) => return Err(Hitch::Down(format!("collecting sessions: {e}"))),
+        };
+        client
+            .sync_sessions(SyncRequest {
+                contract_id: self.id().to_owned(),
+                epoch,
+                devices,
+            })
+            .await
+            .map(|_| ())
+            .map_err(hitch)
+    }
+}
+
+/// The sessions of `wanted` devices as this edge runs them: the devices
+/// file, keys set through the secret API, profiles, and counters.
+pub fn sessions(
+    config: &Config,
+    wanted: &[Eui64],
+    counters: &[(Eui64, FcntState, u32)],
+) -> anyhow::Result<Vec<DeviceSession>> {
+    let profiles = crate::codec::profile::load_dir(&config.devices.profiles_dir)?;
+    let entries = crate::devices::load(&config.devices.file)?;
+    let secrets = crate::secrets::SecretStore::open(&config.service.data_dir)?.sessions()?;
+    let mut out = Vec::new();
+    for e in entries.into_iter().filter(|e| wanted.contains(&e.dev_eui)) {
+        let secret = secrets.iter().find(|(n, _)| *n == e.name).map(|(_, s)| s);
+        let (addr, nwk, app) = match (e.dev_addr, &e.nwk_s_key, &e.app_s_key, secret) {
+            (_, _, _, Some(s)) => (s.dev_addr, s.nwk_s_key, s.app_s_key),
+            (Some(a), Some(n), Some(k), None) => (a, *n, *k),
+            _ => anyhow::bail!("device {} has no ABP session to hand over", e.name),
+        };
+        let profile = profiles
+            .get(&e.profile)
+            .ok_or_else(|| anyhow::anyhow!("device {}: unknown profile {}", e.name, e.profile))?;
+        let (state, down) = counters
+            .iter()
+            .find(|(eui, _, _)| *eui == e.dev_eui)
+            .map_or((FcntState::default(), 0), |(_, s, d)| (*s, *d));
+        out.push(DeviceSession {
+            name: e.name.clone(),
+            dev_eui: e.dev_eui.as_u64(),
+            dev_addr: addr.0,
+            nwk_s_key: nwk.expose().to_vec(),
+            app_s_key: app.expose().to_vec(),
+            profile_json: serde_json::to_string(profile)?,
+            codec: enum_to_str(&e.codec),
+            fcnt_policy: enum_to_str(&e.fcnt_policy),
+            counter: Some(counter_msg(e.dev_eui, state, down)),
+        });
+    }
+    Ok(out)
+}

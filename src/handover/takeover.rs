@@ -1,0 +1,132 @@
+//! What a provider does with the devices handed over: arm (decode and hold
+//! their uplinks while the customer publishes), activate (publish the held
+//! uplinks the customer did not deliver, then live), stand down (hold again,
+//! and say what was delivered). [`InProcess`] does it inside this edge's
+//! own running pipeline.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::delivered::Delivered;
+use super::pb::{Counter, DeviceSession};
+use crate::codec::{CodecKind, DeviceProfile};
+use crate::devices::{AdminState, DeviceEntry};
+use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, FcntState};
+use crate::service::{Adopted, Control};
+
+#[tonic::async_trait]
+pub trait Takeover: Send + Sync {
+    /// Decode these devices, holding their uplinks unpublished.
+    async fn arm(&self, devices: &[DeviceSession]) -> Result<(), String>;
+    /// Publish the devices: held uplinks after `delivered`, then live.
+    async fn activate(&self, delivered: &[(Eui64, FcntState)]) -> Result<(), String>;
+    /// Stop publishing `devices`; the last frame of each this edge delivered.
+    async fn stand_down(&self, devices: &[Eui64]) -> Result<Vec<(Eui64, FcntState)>, String>;
+}
+
+/// The counter a [`Counter`] message carries.
+pub fn counter_of(c: &Counter) -> (Eui64, FcntState) {
+    (
+        Eui64::from_u64(c.dev_eui),
+        FcntState {
+            last: c.fcnt,
+            epoch: c.epoch,
+        },
+    )
+}
+
+pub fn counter_msg(eui: Eui64, s: FcntState, down: u32) -> Counter {
+    Counter {
+        dev_eui: eui.as_u64(),
+        epoch: s.epoch,
+        fcnt: s.last,
+        fcnt_down: down,
+    }
+}
+
+fn enum_from_str<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("unknown {what} {text:?}"))
+}
+
+pub fn enum_to_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A synced session as the pipeline takes it. Errors never quote keys.
+pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
+    let key = |b: &[u8], what: &str| -> Result<AesKey, String> {
+        let bytes: [u8; 16] = b
+            .try_into()
+            .map_err(|_| format!("device {}: {what} is not 16 bytes", s.name))?;
+        Ok(AesKey::new(bytes))
+    };
+    let profile: DeviceProfile = serde_json::from_str(&s.profile_json)
+        .map_err(|e| format!("device {}: profile: {e}", s.name))?;
+    let codec: CodecKind = enum_from_str(&s.codec, "codec")?;
+    let fcnt_policy: FcntPolicy = enum_from_str(&s.fcnt_policy, "counter policy")?;
+    let counter = s.counter.unwrap_or_default();
+    Ok(Adopted {
+        entry: DeviceEntry {
+            name: s.name.clone(),
+            dev_eui: Eui64::from_u64(s.dev_eui),
+            dev_addr: Some(DevAddr(s.dev_addr)),
+            nwk_s_key: Some(key(&s.nwk_s_key, "NwkSKey")?),
+            app_s_key: Some(key(&s.app_s_key, "AppSKey")?),
+            profile: profile.name.clone(),
+            codec,
+            fcnt_policy,
+            admin_state: AdminState::Unlocked,
+        },
+        profile: Arc::new(profile),
+        up: counter_of(&counter).1,
+        down: counter.fcnt_down,
+    })
+}
+
+/// The provider's own running service takes the devices over.
+pub struct InProcess {
+    pub control: mpsc::UnboundedSender<Control>,
+    pub delivered: Arc<Delivered>,
+}
+
+impl InProcess {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(make(tx))
+            .map_err(|_| "the pipeline has stopped".to_string())?;
+        rx.await.map_err(|_| "the pipeline has stopped".to_string())
+    }
+}
+
+#[tonic::async_trait]
+impl Takeover for InProcess {
+    async fn arm(&self, devices: &[DeviceSession]) -> Result<(), String> {
+        let devices = devices.iter().map(adopted).collect::<Result<Vec<_>, _>>()?;
+        self.ask(|done| Control::Adopt { devices, done }).await?
+    }
+
+    async fn activate(&self, delivered: &[(Eui64, FcntState)]) -> Result<(), String> {
+        let after = delivered.to_vec();
+        self.ask(|done| Control::Resume { after, done }).await
+    }
+
+    async fn stand_down(&self, devices: &[Eui64]) -> Result<Vec<(Eui64, FcntState)>, String> {
+        let list = devices.to_vec();
+        self.ask(|done| Control::Standby {
+            devices: list,
+            done,
+        })
+        .await?;
+        let last = self.delivered.last();
+        Ok(devices
+            .iter()
+            .filter_map(|e| last.get(e).map(|s| (*e, *s)))
+            .collect())
+    }
+}
