@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::contract::SignedContract;
-use super::delivered::Delivered;
+use super::delivered::{after_for, Delivered};
 use super::identity::Identity;
 use super::pb::handover_client::HandoverClient;
 use super::pb::*;
@@ -237,8 +237,8 @@ impl Customer {
                     if let Err(e) = self.save_epoch(epoch) {
                         tracing::error!(contract = %id, error = %e, "cannot save the epoch");
                     }
-                    let after: Vec<(Eui64, FcntState)> =
-                        reply.delivered.iter().map(counter_of).collect();
+                    let known = reply.delivered.iter().map(counter_of).collect();
+                    let after = after_for(&devices(&self.signed), &known);
                     self.ask(|done| Control::Resume { after, done }).await;
                     self.metrics
                         .handover_releases

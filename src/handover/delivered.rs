@@ -68,6 +68,15 @@ impl Delivered {
     }
 }
 
+/// For each of `devices`, the counter `known` has for it, or none yet:
+/// what a `Resume` needs, since a device absent from it stays held.
+pub fn after_for(devices: &[Eui64], known: &HashMap<Eui64, FcntState>) -> Vec<(Eui64, FcntState)> {
+    devices
+        .iter()
+        .map(|e| (*e, known.get(e).copied().unwrap_or_default()))
+        .collect()
+}
+
 /// A sink that counts what it publishes as delivered (no outbox, so
 /// nothing is confirmed later).
 pub struct Tracked {

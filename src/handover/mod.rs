@@ -7,6 +7,7 @@ pub mod contract;
 pub mod customer;
 pub mod delivered;
 pub mod identity;
+pub mod operator;
 pub mod pb;
 pub mod provider;
 pub mod takeover;

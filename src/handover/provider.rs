@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::contract::SignedContract;
-use super::delivered::later;
+use super::delivered::{after_for, later};
 use super::identity::{Identity, PublicKey};
 use super::pb::handover_server::{Handover, HandoverServer};
 use super::pb::*;
@@ -263,10 +263,10 @@ impl Provider {
             .cloned()
             .collect();
         for id in ids {
-            let (sessions, holding) = {
+            let (sessions, holding, devices) = {
                 let m = self.entries.lock().expect("entries");
                 let e = &m[&id];
-                (e.sessions.clone(), e.holding.clone())
+                (e.sessions.clone(), e.holding.clone(), e.devices())
             };
             let (Some(sessions), Some(t)) = (sessions, &self.takeover) else {
                 continue;
@@ -276,7 +276,7 @@ impl Provider {
                 continue;
             }
             if holding.holder == Holder::Provider {
-                let after: Vec<_> = holding.delivered().into_iter().collect();
+                let after = after_for(&devices, &holding.delivered());
                 match t.activate(&after).await {
                     Ok(()) => {
                         tracing::warn!(contract = %id, epoch = holding.epoch, "restarted holding the customer's devices: publishing them")
@@ -322,7 +322,7 @@ impl Provider {
 
     async fn take_over(&self, id: &str) -> Result<(), String> {
         let _one = self.transitions.lock().await;
-        let (holding, silent) = {
+        let (holding, silent, devices) = {
             let mut m = self.entries.lock().expect("entries");
             let Some(e) = m.get_mut(id) else {
                 return Ok(());
@@ -334,10 +334,10 @@ impl Provider {
             }
             e.holding.epoch += 1;
             e.holding.holder = Holder::Provider;
-            (e.holding.clone(), e.heard.elapsed())
+            (e.holding.clone(), e.heard.elapsed(), e.devices())
         };
         self.save_holding(id, &holding).map_err(|e| e.to_string())?;
-        let after: Vec<_> = holding.delivered().into_iter().collect();
+        let after = after_for(&devices, &holding.delivered());
         let t = self.takeover.as_ref().expect("checked by silent_customers");
         t.activate(&after).await?;
         self.metrics.handover_takeovers.fetch_add(1, Relaxed);

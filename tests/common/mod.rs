@@ -328,7 +328,8 @@ pub fn assert_stored_exactly(
 }
 
 /// Start the real `device-lorawan run --config <config>` and wait until its
-/// UDP ingest listens; its stderr keeps being drained.
+/// UDP ingest listens; its stderr keeps being drained into `service.log`
+/// beside the config (appended across restarts), to read when a test fails.
 pub fn start_binary(config: &Path) -> Child {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
@@ -351,7 +352,19 @@ pub fn start_binary(config: &Path) -> Child {
             break;
         }
     }
-    std::thread::spawn(move || lines.for_each(drop));
+    let log = config.with_file_name("service.log");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let _ = writeln!(f, "{}", seen.join("\n"));
+        for l in lines.map_while(Result::ok) {
+            let _ = writeln!(f, "{l}");
+        }
+    });
     child
 }
 

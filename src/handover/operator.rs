@@ -1,0 +1,269 @@
+//! The operator's commands: `handover offer`, `handover status`,
+//! `handover release`. They talk to the provider directly (mutual TLS, as
+//! this edge's identity) and keep the customer's contract where the
+//! service finds it at start.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::contract::{Activation, Contract, ImageRef, Party, Resources, SignedContract};
+use super::customer;
+use super::identity::{Identity, PublicKey};
+use super::pb::*;
+use super::provider::Provider;
+use super::transfer::{now, send_image, MAX_CHUNK};
+use crate::config::Config;
+use crate::image::store::{BlobStore, Digest};
+
+/// What `handover offer` needs besides the configuration.
+pub struct OfferArgs {
+    /// The provider's handover endpoint, `host:port`.
+    pub to: String,
+    /// The provider's public key (its `identity.pub`).
+    pub provider_key: String,
+    pub provider_id: String,
+    pub id: String,
+    /// This edge's name in the contract.
+    pub customer_id: String,
+    /// DevEUIs; empty: every device in the devices file.
+    pub devices: Vec<String>,
+    /// The image to hand over; `None`: package this executable now.
+    pub image: Option<PathBuf>,
+    pub activation: Activation,
+    pub resources: Resources,
+    pub valid_for: Duration,
+}
+
+fn identity(config: &Config) -> anyhow::Result<Identity> {
+    let dir = config.service.data_dir.join("identity");
+    Identity::load(&dir).map_err(|e| {
+        anyhow::anyhow!("{e} (make this edge's identity with `device-lorawan keygen`)")
+    })
+}
+
+/// The image to offer, in this edge's store: `image`, or a fresh package.
+fn image(config: &Config, image: Option<PathBuf>) -> anyhow::Result<(PathBuf, ImageRef)> {
+    let store = BlobStore::open(&config.service.data_dir.join("images"))?;
+    let tmp;
+    let path = match image {
+        Some(p) => p,
+        None => {
+            tmp = tempfile::tempdir()?;
+            let out = tmp.path().join("image.tar");
+            crate::image::package::package(config, &out)?;
+            out
+        }
+    };
+    // One pass gives the digest and the CID.
+    let (digest, cid, size) = {
+        use sha2::Digest as _;
+        use std::io::Read;
+        let mut f =
+            std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let (mut h, mut c, mut size) = (
+            sha2::Sha256::new(),
+            crate::image::cid::CidBuilder::new(),
+            0u64,
+        );
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            c.update(&buf[..n]);
+            size += n as u64;
+        }
+        let d = Digest::parse(&format!("sha256:{}", hex::encode(h.finalize())))?;
+        (d, c.finish().to_string(), size)
+    };
+    store.put_file(&path, &digest)?;
+    let stored = store.path(&digest);
+    Ok((
+        stored,
+        ImageRef {
+            digest: digest.to_string(),
+            cid,
+            size,
+        },
+    ))
+}
+
+/// Offer a contract to the provider, send it the image (resumable, with
+/// progress on stderr) and keep the signed contract for the service.
+pub async fn offer(config: &Config, a: OfferArgs) -> anyhow::Result<SignedContract> {
+    let me = identity(config)?;
+    let provider_key = PublicKey::from_hex(&a.provider_key)
+        .ok_or_else(|| anyhow::anyhow!("--provider-key is not a 64-hex-digit Ed25519 key"))?;
+    let devices = if a.devices.is_empty() {
+        crate::devices::load(&config.devices.file)?
+            .into_iter()
+            .map(|d| d.dev_eui.to_string())
+            .collect()
+    } else {
+        a.devices
+    };
+    let (path, image) = image(config, a.image)?;
+    let t0 = now();
+    let contract = Contract {
+        id: a.id,
+        customer: Party {
+            id: a.customer_id,
+            public_key: me.public().to_hex(),
+            address: String::new(),
+        },
+        provider: Party {
+            id: a.provider_id,
+            public_key: provider_key.to_hex(),
+            address: a.to.clone(),
+        },
+        image,
+        devices,
+        activation: a.activation,
+        resources: a.resources,
+        not_before: t0.saturating_sub(60),
+        not_after: t0 + a.valid_for.as_secs(),
+    };
+    let offer = SignedContract::offer(contract, &me)?;
+    let mut client = super::tls::connect(&a.to, &me, provider_key)?;
+    let reply = client
+        .offer(OfferRequest {
+            signed_contract_json: serde_json::to_string(&offer)?,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("the provider refused the offer: {}", s.message()))?
+        .into_inner();
+    let signed: SignedContract = serde_json::from_str(&reply.signed_contract_json)?;
+    signed.verify(now())?;
+    if signed.contract != offer.contract {
+        anyhow::bail!("the provider signed other terms than offered");
+    }
+    let saved = customer::save_contract(&config.service.data_dir, &signed)?;
+    eprintln!("contract {} accepted by {}", signed.contract.id, a.to);
+    let reply = send_image(&mut client, &signed, &path, MAX_CHUNK, |held, total| {
+        let pct = if total == 0 { 100 } else { held * 100 / total };
+        eprint!("\rimage: {pct:3}% ({held} of {total} bytes)");
+        let _ = std::io::stderr().flush();
+    })
+    .await
+    .map_err(|s| anyhow::anyhow!("image transfer: {}", s.message()))?;
+    eprintln!();
+    println!("contract {}", saved.display());
+    println!(
+        "image {} ({} bytes) held by the provider",
+        reply.digest, reply.size
+    );
+    println!("devices {}", signed.contract.devices.join(","));
+    Ok(signed)
+}
+
+/// This edge's contracts on both sides, as text.
+pub async fn status(config: &Config) -> anyhow::Result<String> {
+    let me = identity(config)?;
+    let mut out = String::new();
+    for c in customer::contracts(&config.service.data_dir)? {
+        let id = &c.contract.id;
+        let line = match c.provider_key() {
+            Some(key) => {
+                let mut client = super::tls::connect(&c.contract.provider.address, &me, key)?;
+                match client
+                    .status(StatusRequest {
+                        contract_id: id.clone(),
+                    })
+                    .await
+                {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        format!(
+                            "epoch {} held by the {}; image {}; sessions {}; last heartbeat {} ms ago",
+                            r.epoch,
+                            r.holder,
+                            if r.image_complete { "complete" } else { "incomplete" },
+                            if r.sessions_synced { "synced" } else { "not synced" },
+                            r.silent_ms
+                        )
+                    }
+                    Err(s) => format!("provider unreachable: {}", s.message()),
+                }
+            }
+            None => "malformed provider key".into(),
+        };
+        out.push_str(&format!(
+            "customer {id} -> {} ({}): {} devices; {line}\n",
+            c.contract.provider.id,
+            c.contract.provider.address,
+            c.contract.devices.len()
+        ));
+    }
+    let pdir = config.service.data_dir.join("handover/provider");
+    if pdir.exists() {
+        let p = Provider::open(me, &pdir, None, Default::default())?;
+        for s in p.status() {
+            out.push_str(&format!(
+                "provider {} for {}: epoch {} held by the {}; {} devices; sessions {}; image {} ({} of it)\n",
+                s.id,
+                s.customer,
+                s.epoch,
+                s.holder.as_str(),
+                s.devices,
+                if s.sessions_synced { "synced" } else { "not synced" },
+                s.image,
+                if s.image_complete { "all".to_string() } else { format!("{} bytes", s.image_bytes_held) },
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no handover contracts\n");
+    }
+    Ok(out)
+}
+
+/// Take the devices back from the provider now, under a higher epoch.
+/// (A running customer service does this by itself when it starts.)
+pub async fn release(config: &Config, id: Option<&str>) -> anyhow::Result<String> {
+    let me = identity(config)?;
+    let mut out = String::new();
+    for c in customer::contracts(&config.service.data_dir)? {
+        if id.is_some_and(|id| id != c.contract.id) {
+            continue;
+        }
+        let key = c
+            .provider_key()
+            .ok_or_else(|| anyhow::anyhow!("contract {}: malformed provider key", c.contract.id))?;
+        let mut client = super::tls::connect(&c.contract.provider.address, &me, key)?;
+        let cid = c.contract.id.clone();
+        let st = client
+            .status(StatusRequest {
+                contract_id: cid.clone(),
+            })
+            .await?
+            .into_inner();
+        let r = client
+            .release(ReleaseRequest {
+                contract_id: cid.clone(),
+                epoch: st.epoch + 1,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("release refused: {}", s.message()))?
+            .into_inner();
+        let counters: Vec<String> = r
+            .delivered
+            .iter()
+            .map(|c| {
+                let (eui, s) = super::takeover::counter_of(c);
+                format!("{eui}={}", s.last.map_or("-".into(), |f| f.to_string()))
+            })
+            .collect();
+        out.push_str(&format!(
+            "released {cid} at epoch {}; delivered: {}\n",
+            r.epoch,
+            counters.join(" ")
+        ));
+    }
+    if out.is_empty() {
+        anyhow::bail!("no customer contract to release");
+    }
+    Ok(out)
+}
