@@ -70,6 +70,18 @@ fn metric(api: std::net::SocketAddr, name: &str) -> u64 {
     common::scrape(api, name).unwrap_or(0)
 }
 
+/// `GET /api/v3/handover` of an edge's API, as JSON.
+fn handover_status(api: std::net::SocketAddr) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    s.write_all(b"GET /api/v3/handover HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
 fn kill9(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
@@ -193,6 +205,15 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
         core.state.posts.load(std::sync::atomic::Ordering::Relaxed),
         core.state.conflicts.load(std::sync::atomic::Ordering::Relaxed),
     );
+    // The REST status of both sides.
+    let p = handover_status(b.api);
+    let c = &p["provider"][0];
+    assert_eq!((c["id"].as_str(), c["holder"].as_str()), (Some("bridge-1"), Some("customer")), "{p}");
+    assert!(c["epoch"].as_u64().unwrap() >= 4, "taken back after a takeover: {p}");
+    assert_eq!(c["imageComplete"], true, "{p}");
+    let s = handover_status(a.api);
+    assert_eq!(s["customer"][0]["id"], "bridge-1", "{s}");
+    assert_eq!(s["customer"][0]["devices"].as_array().unwrap().len(), DEVICES);
     kill9(&mut customer);
     kill9(&mut provider);
 }

@@ -47,6 +47,8 @@ pub struct ApiState {
     pub downlinks_enabled: bool,
     /// This edge's handover provider, when it listens (for the status routes).
     pub provider: std::sync::OnceLock<Arc<crate::handover::provider::Provider>>,
+    /// Where customer contracts are kept.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl ApiState {
@@ -70,6 +72,7 @@ impl ApiState {
             downlinks,
             downlinks_enabled: config.downlink.enabled,
             provider: std::sync::OnceLock::new(),
+            data_dir: config.service.data_dir.clone(),
             app_stream: config.ingest.mqtt.enabled
                 && config
                     .ingest
@@ -128,19 +131,46 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
             json!({"apiVersion": API_VERSION, "serviceName": name, "config": state.config}),
         ),
         (&Method::POST, "/api/v3/secret") => respond(secret::post(state, body)),
+        (&Method::GET, "/api/v3/handover") => respond(handover_status(state)),
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(state.metrics.render())))
             .expect("static response parts"),
         (
             _,
-            "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/api/v3/secret" | "/metrics",
+            "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/api/v3/secret" | "/api/v3/handover"
+            | "/metrics",
         ) => respond(error(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),
         )),
         _ => respond(error(StatusCode::NOT_FOUND, "no such route")),
     }
+}
+
+/// The handover contracts of this edge: as provider (holder, epoch,
+/// sessions, image held) and as customer (provider, devices, image).
+/// Not an EdgeX route: the orchestration status this service adds.
+fn handover_status(state: &ApiState) -> Answer {
+    let provider = state.provider.get().map(|p| p.status()).unwrap_or_default();
+    let customer = match crate::handover::customer::contracts(&state.data_dir) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let customer: Vec<serde_json::Value> = customer
+        .iter()
+        .map(|c| {
+            let c = &c.contract;
+            json!({"id": c.id, "provider": c.provider.id, "providerAddress": c.provider.address,
+                   "devices": c.devices, "image": c.image.digest, "imageCid": c.image.cid,
+                   "imageSize": c.image.size, "notAfter": c.not_after})
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        json!({"apiVersion": API_VERSION, "statusCode": 200,
+               "provider": provider, "customer": customer}),
+    )
 }
 
 /// Read a request's body (bounded) and route it.

@@ -143,7 +143,7 @@ pub async fn offer(config: &Config, a: OfferArgs) -> anyhow::Result<SignedContra
     let saved = customer::save_contract(&config.service.data_dir, &signed)?;
     eprintln!("contract {} accepted by {}", signed.contract.id, a.to);
     let reply = send_image(&mut client, &signed, &path, MAX_CHUNK, |held, total| {
-        let pct = if total == 0 { 100 } else { held * 100 / total };
+        let pct = (held * 100).checked_div(total).unwrap_or(100);
         eprint!("\rimage: {pct:3}% ({held} of {total} bytes)");
         let _ = std::io::stderr().flush();
     })
