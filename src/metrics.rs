@@ -116,6 +116,8 @@ pub struct Metrics {
     pub handover_buffer_dropped: AtomicU64,
     /// Held uplinks published when this edge took the devices (over).
     pub handover_replayed: AtomicU64,
+    /// Uplinks not published because the other edge had delivered them.
+    pub handover_covered: AtomicU64,
     /// Takeovers (provider) and take-backs (customer) done.
     pub handover_takeovers: AtomicU64,
     pub handover_releases: AtomicU64,
@@ -220,6 +222,7 @@ impl Metrics {
                 &self.handover_buffer_dropped,
             ),
             ("handover_uplinks_replayed_total", &self.handover_replayed),
+            ("handover_uplinks_covered_total", &self.handover_covered),
             ("handover_takeovers_total", &self.handover_takeovers),
             ("handover_releases_total", &self.handover_releases),
             ("handover_calls_refused_total", &self.handover_refused),

@@ -412,6 +412,10 @@ struct Pipeline {
     /// Devices another edge publishes: their uplinks are held here, oldest
     /// first, at most `Handover.BufferFrames` each.
     standby: HashMap<u32, std::collections::VecDeque<Held>>,
+    /// The last uplink of a device the other edge delivered while it held
+    /// the device: uplinks up to it are settled (counter saved, message
+    /// acknowledged) but not published again. Cleared by the first later one.
+    covered: HashMap<u32, FcntState>,
 }
 
 fn now_ns() -> i64 {
@@ -448,6 +452,7 @@ impl Pipeline {
             control: Some(control),
             scheduler,
             standby: HashMap::new(),
+            covered: HashMap::new(),
         }
     }
 
@@ -564,21 +569,25 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Publish device `eui` again: its held uplinks after `delivered`, then live.
+    /// Publish device `eui` again: its held uplinks after `delivered`, then
+    /// live. The counter state is not moved to `delivered`: uplinks from
+    /// before it may still arrive (a broker redelivering what this edge had
+    /// not acknowledged when it died), and against a raised counter they
+    /// would look like a reboot. They are recognised at publish instead
+    /// (see [`Pipeline::covered`]).
     fn resume(&mut self, eui: Eui64, delivered: FcntState) -> anyhow::Result<()> {
         let Some(id) = self.registry.by_eui(eui) else {
             return Ok(());
         };
-        if later(delivered, self.states[id as usize]) {
-            self.states[id as usize] = delivered;
-            self.persist(id, delivered)?;
+        if delivered.last.is_some() {
+            self.covered.insert(id, delivered);
         }
         let held = self.standby.remove(&id).unwrap_or_default();
         for h in held {
             if later(h.uplink.counter(), delivered) {
                 self.metrics.handover_replayed.fetch_add(1, Relaxed);
-                self.publish(h)?;
             }
+            self.publish(h)?;
         }
         Ok(())
     }
@@ -901,6 +910,15 @@ impl Pipeline {
     fn publish(&mut self, h: Held) -> anyhow::Result<()> {
         if !self.standby.is_empty() && self.standby.contains_key(&h.device) {
             return self.hold_back(h);
+        }
+        if let Some(mark) = self.covered.get(&h.device).copied() {
+            if !later(h.uplink.counter(), mark) {
+                self.metrics.handover_covered.fetch_add(1, Relaxed);
+                self.persist(h.device, h.persist)?;
+                ack_all(h.acks);
+                return Ok(());
+            }
+            self.covered.remove(&h.device);
         }
         match self.sink.publish(&h.uplink) {
             Ok(()) => {

@@ -138,8 +138,8 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
             .expect("static response parts"),
         (
             _,
-            "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/api/v3/secret" | "/api/v3/handover"
-            | "/metrics",
+            "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/api/v3/secret"
+            | "/api/v3/handover" | "/metrics",
         ) => respond(error(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),
