@@ -389,7 +389,9 @@ async fn main() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(2000)).await;
+        // Kills land at different points of the heartbeat interval.
+        let phase = (round as u64 * 317) % 1000;
+        tokio::time::sleep(Duration::from_millis(2000 + phase)).await;
         let taken = metric(papi, "handover_takeovers_total");
         customer.0.kill().unwrap();
         let killed = Instant::now();
@@ -432,10 +434,12 @@ async fn main() {
         hi.as_secs_f64() * 1000.0,
         TAKEOVER_FLOOR.as_secs_f64() * 1000.0
     );
+    let (distinct, copies) = {
+        let s = seen.lock().unwrap();
+        (s.ids.len(), s.copies)
+    };
     println!(
-        "events on the bus: {} distinct, {} repeated ids (overlap at hand-over; idempotent at core-data)",
-        seen.lock().unwrap().ids.len(),
-        seen.lock().unwrap().copies
+        "events on the bus: {distinct} distinct, {copies} repeated ids (overlap at hand-over; idempotent at core-data)"
     );
     drop(provider);
     if !transfer_ok || med >= TAKEOVER_FLOOR {

@@ -339,7 +339,17 @@ impl Provider {
         self.save_holding(id, &holding).map_err(|e| e.to_string())?;
         let after = after_for(&devices, &holding.delivered());
         let t = self.takeover.as_ref().expect("checked by silent_customers");
-        t.activate(&after).await?;
+        if let Err(e) = t.activate(&after).await {
+            // Not publishing: leave the customer as holder (under the new
+            // epoch), so the next tick tries again.
+            let mut back = holding.clone();
+            back.holder = Holder::Customer;
+            if let Some(en) = self.entries.lock().expect("entries").get_mut(id) {
+                en.holding = back.clone();
+            }
+            let _ = self.save_holding(id, &back);
+            return Err(e);
+        }
         self.metrics.handover_takeovers.fetch_add(1, Relaxed);
         tracing::warn!(contract = %id, epoch = holding.epoch, silent_ms = silent.as_millis() as u64, "customer silent: took its devices over");
         Ok(())
