@@ -21,8 +21,6 @@ use crate::downlink::scheduler::Scheduler;
 use crate::downlink::Transmitters;
 use crate::edgex::outbox::OutboxSink;
 use crate::handover::delivered::{later, Delivered};
-use crate::handover::identity::Identity;
-use crate::handover::provider::Provider;
 use crate::ingest::dedup::{Dedup, FrameKey};
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
@@ -162,53 +160,24 @@ pub async fn start(
         });
         delivered = Some(d);
     }
-    let mut standby = Vec::new();
-    if let Some(delivered) = &delivered {
-        let identity_dir = config.service.data_dir.join("identity");
-        for signed in contracts {
-            standby.extend(crate::handover::customer::devices(&signed));
-            tracing::info!(contract = %signed.contract.id, provider = %signed.contract.provider.address, "handover customer: taking the devices back before publishing them");
-            let customer = crate::handover::customer::Customer {
-                signed,
-                identity: Identity::load(&identity_dir)?,
+    let standby = match &delivered {
+        Some(d) => {
+            let roles = crate::handover::Roles {
                 config: config.clone(),
+                contracts,
                 control: control_tx.clone(),
-                delivered: delivered.clone(),
+                delivered: d.clone(),
                 metrics: parts.metrics.clone(),
             };
-            sources.push(tokio::spawn(customer.run()));
+            let started = roles.start(&mut sources).await?;
+            bound.handover = started.listening;
+            if let Some(p) = started.provider {
+                let _ = api_state.provider.set(p);
+            }
+            started.standby
         }
-        if !config.handover.listen.is_empty() {
-            let takeover = Arc::new(crate::handover::takeover::InProcess {
-                control: control_tx.clone(),
-                delivered: delivered.clone(),
-            });
-            let provider = Arc::new(Provider::open(
-                Identity::load(&identity_dir)?,
-                &config.service.data_dir.join("handover/provider"),
-                Some(takeover),
-                parts.metrics.clone(),
-            )?);
-            let listener = tokio::net::TcpListener::bind(&config.handover.listen)
-                .await
-                .with_context(|| {
-                    format!(
-                        "binding the handover endpoint on {}",
-                        config.handover.listen
-                    )
-                })?;
-            bound.handover = Some(listener.local_addr()?);
-            tracing::info!(addr = %listener.local_addr()?, key = %provider.public_key().to_hex(), "handover provider listening (mutual TLS)");
-            let p = provider.clone();
-            sources.push(tokio::spawn(async move {
-                if let Err(e) = crate::handover::provider::serve(p, listener).await {
-                    tracing::error!(error = %e, "handover endpoint stopped");
-                }
-            }));
-            sources.push(tokio::spawn(provider.clone().run()));
-            let _ = api_state.provider.set(provider);
-        }
-    }
+        None => Vec::new(),
+    };
     if config.edgex.metadata.enabled {
         let md = &config.edgex.metadata;
         let registrar = crate::edgex::metadata::Registrar {

@@ -1,7 +1,11 @@
 //! Edge-as-a-Service handover: a customer edge hands its devices and its
 //! packaged service to a provider edge under a signed contract.
+//!
 //! [`identity`]: an edge's Ed25519 key pair; [`contract`]: what both edges
-//! sign; [`transfer`]: the offer and the image, over [`pb`] (gRPC).
+//! sign; [`tls`]: mutual TLS pinned to those keys; [`transfer`]: the image,
+//! over [`pb`] (gRPC); [`provider`] and [`customer`]: the two sides;
+//! [`takeover`]: how the provider runs the devices; [`delivered`]: what EdgeX
+//! confirmed; [`operator`]: the `handover` commands.
 
 pub mod contract;
 pub mod customer;
@@ -13,3 +17,88 @@ pub mod provider;
 pub mod takeover;
 pub mod tls;
 pub mod transfer;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::lorawan::Eui64;
+use crate::service::Control;
+
+/// What a service starts for the handover: the customer's side for each
+/// contract it holds, the provider's side if `Handover.Listen` is set.
+pub struct Roles {
+    pub config: Arc<Config>,
+    pub contracts: Vec<contract::SignedContract>,
+    pub control: tokio::sync::mpsc::UnboundedSender<Control>,
+    /// What EdgeX confirmed, for heartbeats and hand-backs.
+    pub delivered: Arc<delivered::Delivered>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+pub struct Started {
+    /// Devices to hold until the customer has taken them back.
+    pub standby: Vec<Eui64>,
+    pub provider: Option<Arc<provider::Provider>>,
+    pub listening: Option<std::net::SocketAddr>,
+}
+
+impl Roles {
+    /// Spawn the tasks (into `tasks`, which the service aborts at shutdown).
+    pub async fn start(
+        self,
+        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> anyhow::Result<Started> {
+        let identity_dir = self.config.service.data_dir.join("identity");
+        let mut standby = Vec::new();
+        for signed in self.contracts {
+            standby.extend(customer::devices(&signed));
+            tracing::info!(contract = %signed.contract.id, provider = %signed.contract.provider.address, "handover customer: taking the devices back before publishing them");
+            let c = customer::Customer {
+                signed,
+                identity: identity::Identity::load(&identity_dir)?,
+                config: self.config.clone(),
+                control: self.control.clone(),
+                delivered: self.delivered.clone(),
+                metrics: self.metrics.clone(),
+            };
+            tasks.push(tokio::spawn(c.run()));
+        }
+        let listen = &self.config.handover.listen;
+        if listen.is_empty() {
+            return Ok(Started {
+                standby,
+                provider: None,
+                listening: None,
+            });
+        }
+        let takeover = Arc::new(takeover::InProcess {
+            control: self.control.clone(),
+            delivered: self.delivered.clone(),
+        });
+        let p = Arc::new(provider::Provider::open(
+            identity::Identity::load(&identity_dir)?,
+            &self.config.service.data_dir.join("handover/provider"),
+            Some(takeover),
+            self.metrics.clone(),
+        )?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the handover endpoint on {listen}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, key = %p.public_key().to_hex(), "handover provider listening (mutual TLS)");
+        let served = p.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = provider::serve(served, listener).await {
+                tracing::error!(error = %e, "handover endpoint stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(p.clone().run()));
+        Ok(Started {
+            standby,
+            provider: Some(p),
+            listening: Some(addr),
+        })
+    }
+}
