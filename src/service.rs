@@ -225,7 +225,7 @@ pub enum Control {
     Session { device: u32, session: Session },
     /// Devices handed over by another edge: decode them, and hold their
     /// uplinks (standby) until told to publish. Known devices get the
-    /// sessions and counters given, and keep publishing if they did.
+    /// sessions given, keep their counters, and keep publishing if they did.
     Adopt {
         devices: Vec<Adopted>,
         done: oneshot::Sender<Result<(), String>>,
@@ -521,13 +521,18 @@ impl Pipeline {
                 .adopt(a.entry, a.profile)
                 .map_err(|e| e.to_string())?;
             if !known {
-                self.states.push(self.store.get(eui));
+                // This edge judges counters by the frames it hears itself:
+                // starting from the other edge's counter would refuse frames
+                // still on their way here. Only the reset epoch is taken
+                // (it is part of event ids), unless this edge knows better.
+                let saved = self.store.get(eui);
+                let start = FcntState {
+                    last: None,
+                    epoch: a.up.epoch,
+                };
+                self.states
+                    .push(if later(saved, start) { saved } else { start });
                 self.standby.entry(id).or_default();
-            }
-            let state = &mut self.states[id as usize];
-            if later(a.up, *state) {
-                *state = a.up;
-                self.persist(id, a.up).map_err(|e| e.to_string())?;
             }
             if a.down > self.store.down(eui) {
                 self.store
