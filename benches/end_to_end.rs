@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,8 +21,11 @@ use device_lorawan::ingest::gateway::WireFormat;
 
 #[path = "../tests/common/scrape.rs"]
 mod scrape;
+#[path = "support/mod.rs"]
+mod support;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use support::{free_port, proc_kb, wait_port, Killed};
 
 const FLOOR_PER_S: f64 = 5000.0;
 
@@ -62,44 +65,11 @@ fn args() -> Args {
     a
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64
-}
-
-fn vm_hwm_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -261,7 +231,7 @@ async fn main() {
         drop(_broker);
         std::process::exit(1);
     }
-    let rss_kb = vm_hwm_kb(svc.0.id());
+    let rss_kb = proc_kb(svc.0.id(), "VmHWM:");
     let s = seen.lock().unwrap();
     let elapsed = s.last.unwrap().duration_since(started).as_secs_f64();
     let rate = s.ids.len() as f64 / elapsed;

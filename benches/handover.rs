@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,6 @@ use device_lorawan::handover::contract::{
     Activation, Contract, ImageRef, Party, Resources, SignedContract,
 };
 use device_lorawan::handover::identity::Identity;
-use device_lorawan::handover::pb::OfferRequest;
 use device_lorawan::handover::transfer::{now, send_image, MAX_CHUNK};
 use device_lorawan::ingest::gateway::WireFormat;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
@@ -33,6 +32,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 #[path = "../tests/common/scrape.rs"]
 mod scrape;
+#[path = "support/mod.rs"]
+mod support;
+use support::{free_port, proc_kb, wait_port, Killed};
 
 const TAKEOVER_FLOOR: Duration = Duration::from_millis(3500);
 const RSS_GROWTH_FLOOR_KB: u64 = 20 * 1024;
@@ -54,39 +56,6 @@ fn args() -> (usize, u64) {
         i += 2;
     }
     (takeovers, mb)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn metric(api: u16, name: &str) -> u64 {
@@ -199,28 +168,7 @@ async fn transfer(provider_pid: u32, addr: &str, provider_key: &str, mb: u64, di
             f.write_all(&block).unwrap();
         }
     }
-    let (digest, cid) = {
-        use sha2::Digest as _;
-        use std::io::Read;
-        let mut f = std::fs::File::open(&image).unwrap();
-        let (mut h, mut c) = (
-            sha2::Sha256::new(),
-            device_lorawan::image::cid::CidBuilder::new(),
-        );
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            c.update(&buf[..n]);
-        }
-        (
-            format!("sha256:{}", hex::encode(h.finalize())),
-            c.finish().to_string(),
-        )
-    };
+    let (digest, cid, _) = device_lorawan::image::store::identify(&image).unwrap();
     let me = Identity::generate().unwrap();
     let key = device_lorawan::handover::identity::PublicKey::from_hex(provider_key).unwrap();
     let t0 = now();
@@ -237,7 +185,7 @@ async fn transfer(provider_pid: u32, addr: &str, provider_key: &str, mb: u64, di
             address: addr.into(),
         },
         image: ImageRef {
-            digest,
+            digest: digest.to_string(),
             cid,
             size: mb << 20,
         },
@@ -252,14 +200,9 @@ async fn transfer(provider_pid: u32, addr: &str, provider_key: &str, mb: u64, di
     };
     let offer = SignedContract::offer(contract, &me).unwrap();
     let mut client = device_lorawan::handover::tls::connect(addr, &me, key).unwrap();
-    let reply = client
-        .offer(OfferRequest {
-            signed_contract_json: serde_json::to_string(&offer).unwrap(),
-        })
+    let signed = device_lorawan::handover::transfer::offer(&mut client, &offer)
         .await
-        .unwrap()
-        .into_inner();
-    let signed: SignedContract = serde_json::from_str(&reply.signed_contract_json).unwrap();
+        .unwrap();
     let hwm_before = proc_kb(provider_pid, "VmHWM:");
     let rss_before = proc_kb(provider_pid, "VmRSS:");
     let started = Instant::now();

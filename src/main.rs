@@ -93,41 +93,7 @@ enum HandoverCommand {
     /// Offer a signed contract to a provider edge and send it this
     /// service's image (progress on stderr). The service takes the contract
     /// up when it next starts.
-    Offer {
-        /// The provider's handover endpoint (`host:port`, its `Handover.Listen`).
-        #[arg(long)]
-        to: String,
-        /// The provider's public key (its `identity.pub`): pinned by TLS.
-        #[arg(long)]
-        provider_key: String,
-        #[arg(long, default_value = "provider")]
-        provider_id: String,
-        /// The contract's id (letters, digits, - and _).
-        #[arg(long, default_value = "handover-1")]
-        id: String,
-        /// This edge's name in the contract.
-        #[arg(long, default_value = "customer")]
-        customer_id: String,
-        /// DevEUIs handed over, comma-separated (default: every device).
-        #[arg(long, value_delimiter = ',')]
-        devices: Vec<String>,
-        /// An image tar made by `package` (default: package this executable now).
-        #[arg(long)]
-        image: Option<PathBuf>,
-        /// Heartbeat interval, and how many may be missed before takeover.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        heartbeat: Duration,
-        #[arg(long, default_value_t = 3)]
-        missed: u32,
-        /// Memory (MiB) and CPU (thousandths of a core) a container may use.
-        #[arg(long, default_value_t = 128)]
-        memory_mib: u64,
-        #[arg(long, default_value_t = 500)]
-        cpu_millis: u32,
-        /// How long the contract holds.
-        #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
-        valid_for: Duration,
-    },
+    Offer(device_lorawan::handover::operator::OfferArgs),
     /// This edge's contracts, as customer (asking the provider) and as provider.
     Status,
     /// Take the devices back from the provider now (a running customer
@@ -266,41 +232,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Handover { command, config } => {
-            use device_lorawan::handover::{contract, operator};
+            use device_lorawan::handover::operator;
             let config = Config::load(config.as_deref())?;
             match command {
-                HandoverCommand::Offer {
-                    to,
-                    provider_key,
-                    provider_id,
-                    id,
-                    customer_id,
-                    devices,
-                    image,
-                    heartbeat,
-                    missed,
-                    memory_mib,
-                    cpu_millis,
-                    valid_for,
-                } => {
-                    let args = operator::OfferArgs {
-                        to,
-                        provider_key,
-                        provider_id,
-                        id,
-                        customer_id,
-                        devices,
-                        image,
-                        activation: contract::Activation {
-                            heartbeat_ms: heartbeat.as_millis() as u64,
-                            missed_heartbeats: missed,
-                        },
-                        resources: contract::Resources {
-                            memory_bytes: memory_mib << 20,
-                            cpu_millis,
-                        },
-                        valid_for,
-                    };
+                HandoverCommand::Offer(args) => {
                     operator::offer(&config, args).await?;
                 }
                 HandoverCommand::Status => print!("{}", operator::status(&config).await?),

@@ -248,6 +248,21 @@ pub enum Control {
     },
 }
 
+impl Control {
+    /// Send the request `make` builds to the pipeline behind `control` and
+    /// wait for its answer.
+    pub async fn ask<T>(
+        control: &mpsc::UnboundedSender<Control>,
+        make: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        control
+            .send(make(tx))
+            .map_err(|_| "the pipeline has stopped".to_string())?;
+        rx.await.map_err(|_| "the pipeline has stopped".to_string())
+    }
+}
+
 /// A device handed over, as the pipeline takes it.
 pub struct Adopted {
     pub entry: crate::devices::DeviceEntry,

@@ -16,7 +16,7 @@ use device_lorawan::handover::pb::*;
 use device_lorawan::handover::provider::{serve as serve_tls, Provider};
 use device_lorawan::handover::takeover::Takeover;
 use device_lorawan::handover::tls;
-use device_lorawan::handover::transfer::{now, send_image};
+use device_lorawan::handover::transfer::{now, offer as offer_contract, send_image};
 use device_lorawan::image::store::Digest;
 use device_lorawan::lorawan::{Eui64, FcntState};
 use device_lorawan::metrics::Metrics;
@@ -155,16 +155,8 @@ impl Edges {
 
     async fn offer(&self, c: &mut HandoverClient<Channel>) -> SignedContract {
         let offer = SignedContract::offer(self.contract(), &self.customer).unwrap();
-        let reply = c
-            .offer(OfferRequest {
-                signed_contract_json: serde_json::to_string(&offer).unwrap(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let signed: SignedContract = serde_json::from_str(&reply.signed_contract_json).unwrap();
-        signed.verify(now()).expect("both signatures");
-        signed
+        // Both signatures, the terms offered.
+        offer_contract(c, &offer).await.unwrap()
     }
 }
 

@@ -184,6 +184,15 @@ impl SignedContract {
         self.verify_party("provider", now)
     }
 
+    /// The DevEUIs handed over (entries that do not parse name no device).
+    pub fn dev_euis(&self) -> Vec<crate::lorawan::Eui64> {
+        self.contract
+            .devices
+            .iter()
+            .filter_map(|d| crate::lorawan::Eui64::from_hex(d).ok())
+            .collect()
+    }
+
     pub fn customer_key(&self) -> Option<PublicKey> {
         PublicKey::from_hex(&self.contract.customer.public_key)
     }

@@ -84,14 +84,6 @@ pub fn save_contract(data_dir: &Path, c: &SignedContract) -> anyhow::Result<Path
     Ok(path)
 }
 
-pub fn devices(c: &SignedContract) -> Vec<Eui64> {
-    c.contract
-        .devices
-        .iter()
-        .filter_map(|d| Eui64::from_hex(d).ok())
-        .collect()
-}
-
 pub struct Customer {
     pub signed: SignedContract,
     pub identity: Identity,
@@ -146,10 +138,9 @@ impl Customer {
         Duration::from_millis(self.signed.contract.activation.heartbeat_ms)
     }
 
+    /// Ask the pipeline; if it has stopped, so is the service.
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.control.send(make(tx)).ok()?;
-        rx.await.ok()
+        Control::ask(&self.control, make).await.ok()
     }
 
     /// Run until the service stops (the task is dropped).
@@ -193,7 +184,7 @@ impl Customer {
                 }
                 Err(Hitch::Fenced(why)) => {
                     tracing::warn!(contract = %self.id(), why, "the provider holds the devices: taking them back");
-                    let devices = devices(&self.signed);
+                    let devices = self.signed.dev_euis();
                     self.ask(|done| Control::Standby { devices, done }).await;
                     epoch = self.take_back(&mut client, epoch).await;
                     beats = 0;
@@ -238,7 +229,7 @@ impl Customer {
                         tracing::error!(contract = %id, error = %e, "cannot save the epoch");
                     }
                     let known = reply.delivered.iter().map(counter_of).collect();
-                    let after = after_for(&devices(&self.signed), &known);
+                    let after = after_for(&self.signed.dev_euis(), &known);
                     self.ask(|done| Control::Resume { after, done }).await;
                     self.metrics
                         .handover_releases
@@ -253,7 +244,7 @@ impl Customer {
                 Err(s) => {
                     if started.elapsed() >= window {
                         tracing::warn!(contract = %id, error = %s.message(), "provider unreachable: publishing the devices without its counters");
-                        let devices = devices(&self.signed);
+                        let devices = self.signed.dev_euis();
                         let after = devices
                             .into_iter()
                             .map(|e| (e, FcntState::default()))
@@ -273,7 +264,9 @@ impl Customer {
         epoch: u64,
     ) -> Result<(), Hitch> {
         let last = self.delivered.last();
-        let delivered = devices(&self.signed)
+        let delivered = self
+            .signed
+            .dev_euis()
             .into_iter()
             .filter_map(|e| last.get(&e).map(|s| counter_msg(e, *s, 0)))
             .collect();
@@ -289,7 +282,7 @@ impl Customer {
     }
 
     async fn sync(&self, client: &mut HandoverClient<Channel>, epoch: u64) -> Result<(), Hitch> {
-        let wanted = devices(&self.signed);
+        let wanted = self.signed.dev_euis();
         let counters = self
             .ask(|reply| Control::Counters {
                 devices: wanted.clone(),

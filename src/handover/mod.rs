@@ -53,7 +53,7 @@ impl Roles {
         let identity_dir = self.config.service.data_dir.join("identity");
         let mut standby = Vec::new();
         for signed in self.contracts {
-            standby.extend(customer::devices(&signed));
+            standby.extend(signed.dev_euis());
             tracing::info!(contract = %signed.contract.id, provider = %signed.contract.provider.address, "handover customer: taking the devices back before publishing them");
             let c = customer::Customer {
                 signed,

@@ -14,24 +14,43 @@ use super::pb::*;
 use super::provider::Provider;
 use super::transfer::{now, send_image, MAX_CHUNK};
 use crate::config::Config;
-use crate::image::store::{BlobStore, Digest};
+use crate::image::store::BlobStore;
 
-/// What `handover offer` needs besides the configuration.
+/// What `handover offer` takes besides the configuration (its CLI options).
+#[derive(clap::Args)]
 pub struct OfferArgs {
-    /// The provider's handover endpoint, `host:port`.
+    /// The provider's handover endpoint (`host:port`, its `Handover.Listen`).
+    #[arg(long)]
     pub to: String,
-    /// The provider's public key (its `identity.pub`).
+    /// The provider's public key (its `identity.pub`): pinned by TLS.
+    #[arg(long)]
     pub provider_key: String,
+    #[arg(long, default_value = "provider")]
     pub provider_id: String,
+    /// The contract's id (letters, digits, - and _).
+    #[arg(long, default_value = "handover-1")]
     pub id: String,
     /// This edge's name in the contract.
+    #[arg(long, default_value = "customer")]
     pub customer_id: String,
-    /// DevEUIs; empty: every device in the devices file.
+    /// DevEUIs handed over, comma-separated (default: every device).
+    #[arg(long, value_delimiter = ',')]
     pub devices: Vec<String>,
-    /// The image to hand over; `None`: package this executable now.
+    /// An image tar made by `package` (default: package this executable now).
+    #[arg(long)]
     pub image: Option<PathBuf>,
-    pub activation: Activation,
-    pub resources: Resources,
+    /// Heartbeat interval, and how many may be missed before takeover.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+    #[arg(long, default_value_t = 3)]
+    pub missed: u32,
+    /// Memory (MiB) and CPU (thousandths of a core) a container may use.
+    #[arg(long, default_value_t = 128)]
+    pub memory_mib: u64,
+    #[arg(long, default_value_t = 500)]
+    pub cpu_millis: u32,
+    /// How long the contract holds.
+    #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
     pub valid_for: Duration,
 }
 
@@ -55,30 +74,7 @@ fn image(config: &Config, image: Option<PathBuf>) -> anyhow::Result<(PathBuf, Im
             out
         }
     };
-    // One pass gives the digest and the CID.
-    let (digest, cid, size) = {
-        use sha2::Digest as _;
-        use std::io::Read;
-        let mut f =
-            std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let (mut h, mut c, mut size) = (
-            sha2::Sha256::new(),
-            crate::image::cid::CidBuilder::new(),
-            0u64,
-        );
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            c.update(&buf[..n]);
-            size += n as u64;
-        }
-        let d = Digest::parse(&format!("sha256:{}", hex::encode(h.finalize())))?;
-        (d, c.finish().to_string(), size)
-    };
+    let (digest, cid, size) = crate::image::store::identify(&path)?;
     store.put_file(&path, &digest)?;
     let stored = store.path(&digest);
     Ok((
@@ -121,25 +117,22 @@ pub async fn offer(config: &Config, a: OfferArgs) -> anyhow::Result<SignedContra
         },
         image,
         devices,
-        activation: a.activation,
-        resources: a.resources,
+        activation: Activation {
+            heartbeat_ms: a.heartbeat.as_millis() as u64,
+            missed_heartbeats: a.missed,
+        },
+        resources: Resources {
+            memory_bytes: a.memory_mib << 20,
+            cpu_millis: a.cpu_millis,
+        },
         not_before: t0.saturating_sub(60),
         not_after: t0 + a.valid_for.as_secs(),
     };
     let offer = SignedContract::offer(contract, &me)?;
     let mut client = super::tls::connect(&a.to, &me, provider_key)?;
-    let reply = client
-        .offer(OfferRequest {
-            signed_contract_json: serde_json::to_string(&offer)?,
-        })
+    let signed = super::transfer::offer(&mut client, &offer)
         .await
-        .map_err(|s| anyhow::anyhow!("the provider refused the offer: {}", s.message()))?
-        .into_inner();
-    let signed: SignedContract = serde_json::from_str(&reply.signed_contract_json)?;
-    signed.verify(now())?;
-    if signed.contract != offer.contract {
-        anyhow::bail!("the provider signed other terms than offered");
-    }
+        .map_err(|s| anyhow::anyhow!("the offer: {}", s.message()))?;
     let saved = customer::save_contract(&config.service.data_dir, &signed)?;
     eprintln!("contract {} accepted by {}", signed.contract.id, a.to);
     let reply = send_image(&mut client, &signed, &path, MAX_CHUNK, |held, total| {

@@ -16,7 +16,7 @@
 //! `images/`. A restart keeps all of it; a provider that held the devices
 //! publishes them again at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -60,12 +60,12 @@ impl Holder {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StoredCounter {
-    dev_eui: Eui64Hex,
     epoch: u32,
     fcnt: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A DevEUI as a JSON map key (hex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 struct Eui64Hex(Eui64);
 impl TryFrom<String> for Eui64Hex {
@@ -87,43 +87,43 @@ struct Holding {
     epoch: u64,
     holder: Holder,
     /// The last delivered frame of each device, by either edge, as known.
-    delivered: Vec<StoredCounter>,
+    delivered: BTreeMap<Eui64Hex, StoredCounter>,
 }
 
 impl Holding {
     fn delivered(&self) -> HashMap<Eui64, FcntState> {
         self.delivered
             .iter()
-            .map(|c| {
-                (
-                    c.dev_eui.0,
-                    FcntState {
-                        last: c.fcnt,
-                        epoch: c.epoch,
-                    },
-                )
+            .map(|(eui, c)| {
+                let s = FcntState {
+                    last: c.fcnt,
+                    epoch: c.epoch,
+                };
+                (eui.0, s)
             })
             .collect()
     }
 
     fn note(&mut self, counters: impl IntoIterator<Item = (Eui64, FcntState)>) {
-        let mut all = self.delivered();
         for (eui, s) in counters {
-            let e = all.entry(eui).or_default();
-            if later(s, *e) {
-                *e = s;
+            let e = self
+                .delivered
+                .entry(Eui64Hex(eui))
+                .or_insert(StoredCounter {
+                    epoch: 0,
+                    fcnt: None,
+                });
+            let known = FcntState {
+                last: e.fcnt,
+                epoch: e.epoch,
+            };
+            if later(s, known) {
+                *e = StoredCounter {
+                    epoch: s.epoch,
+                    fcnt: s.last,
+                };
             }
         }
-        let mut v: Vec<StoredCounter> = all
-            .into_iter()
-            .map(|(eui, s)| StoredCounter {
-                dev_eui: Eui64Hex(eui),
-                epoch: s.epoch,
-                fcnt: s.last,
-            })
-            .collect();
-        v.sort_by_key(|c| c.dev_eui.0);
-        self.delivered = v;
     }
 }
 
@@ -136,15 +136,6 @@ struct Entry {
 }
 
 impl Entry {
-    fn devices(&self) -> Vec<Eui64> {
-        self.signed
-            .contract
-            .devices
-            .iter()
-            .filter_map(|d| Eui64::from_hex(d).ok())
-            .collect()
-    }
-
     fn silence_limit(&self) -> Duration {
         let a = self.signed.contract.activation;
         Duration::from_millis(
@@ -266,7 +257,7 @@ impl Provider {
             let (sessions, holding, devices) = {
                 let m = self.entries.lock().expect("entries");
                 let e = &m[&id];
-                (e.sessions.clone(), e.holding.clone(), e.devices())
+                (e.sessions.clone(), e.holding.clone(), e.signed.dev_euis())
             };
             let (Some(sessions), Some(t)) = (sessions, &self.takeover) else {
                 continue;
@@ -334,7 +325,7 @@ impl Provider {
             }
             e.holding.epoch += 1;
             e.holding.holder = Holder::Provider;
-            (e.holding.clone(), e.heard.elapsed(), e.devices())
+            (e.holding.clone(), e.heard.elapsed(), e.signed.dev_euis())
         };
         self.save_holding(id, &holding).map_err(|e| e.to_string())?;
         let after = after_for(&devices, &holding.delivered());
@@ -610,7 +601,7 @@ impl Handover for Shared {
         let (current, devices) = {
             let m = p.entries.lock().expect("entries");
             let e = &m[&id];
-            (e.holding.clone(), e.devices())
+            (e.holding.clone(), e.signed.dev_euis())
         };
         if epoch <= current.epoch {
             p.metrics.handover_refused.fetch_add(1, Relaxed);

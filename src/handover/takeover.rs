@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::delivered::Delivered;
 use super::pb::{Counter, DeviceSession};
@@ -94,31 +94,21 @@ pub struct InProcess {
     pub delivered: Arc<Delivered>,
 }
 
-impl InProcess {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Result<T, String> {
-        let (tx, rx) = oneshot::channel();
-        self.control
-            .send(make(tx))
-            .map_err(|_| "the pipeline has stopped".to_string())?;
-        rx.await.map_err(|_| "the pipeline has stopped".to_string())
-    }
-}
-
 #[tonic::async_trait]
 impl Takeover for InProcess {
     async fn arm(&self, devices: &[DeviceSession]) -> Result<(), String> {
         let devices = devices.iter().map(adopted).collect::<Result<Vec<_>, _>>()?;
-        self.ask(|done| Control::Adopt { devices, done }).await?
+        Control::ask(&self.control, |done| Control::Adopt { devices, done }).await?
     }
 
     async fn activate(&self, delivered: &[(Eui64, FcntState)]) -> Result<(), String> {
         let after = delivered.to_vec();
-        self.ask(|done| Control::Resume { after, done }).await
+        Control::ask(&self.control, |done| Control::Resume { after, done }).await
     }
 
     async fn stand_down(&self, devices: &[Eui64]) -> Result<Vec<(Eui64, FcntState)>, String> {
         let list = devices.to_vec();
-        self.ask(|done| Control::Standby {
+        Control::ask(&self.control, |done| Control::Standby {
             devices: list,
             done,
         })

@@ -116,6 +116,39 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// The customer's side of an offer: send `offer`, and take back the
+/// provider's counter-signed contract only if both signatures hold and the
+/// terms are the ones offered.
+pub async fn offer<T>(
+    client: &mut HandoverClient<T>,
+    offer: &SignedContract,
+) -> Result<SignedContract, Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::transport::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::transport::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let json = serde_json::to_string(offer).map_err(|e| Status::internal(e.to_string()))?;
+    let reply = client
+        .offer(OfferRequest {
+            signed_contract_json: json,
+        })
+        .await?
+        .into_inner();
+    let signed: SignedContract = serde_json::from_str(&reply.signed_contract_json)
+        .map_err(|e| Status::internal(format!("the provider's answer: {e}")))?;
+    signed
+        .verify(now())
+        .map_err(|e| Status::permission_denied(format!("the provider's answer: {e}")))?;
+    if signed.contract != offer.contract {
+        return Err(Status::permission_denied(
+            "the provider signed other terms than offered",
+        ));
+    }
+    Ok(signed)
+}
+
 /// The customer's side of a transfer: send `image` from wherever the
 /// provider has it up to, in `chunk`-byte messages. `progress` sees bytes
 /// held by the provider so far.

@@ -63,6 +63,18 @@ pub struct BlobStore {
     root: PathBuf,
 }
 
+/// A file's identities, in one read: its sha256, its IPFS CIDv1 and its size.
+pub fn identify(path: &Path) -> Result<(Digest, String, u64), StoreError> {
+    let (mut sha, mut cid) = (Sha256::new(), crate::image::cid::CidBuilder::new());
+    let len = each_chunk(path, |b| {
+        sha.update(b);
+        cid.update(b);
+        Ok(())
+    })?;
+    let digest = Digest(format!("sha256:{}", hex::encode(sha.finalize())));
+    Ok((digest, cid.finish().to_string(), len))
+}
+
 /// Read `path` in 64 KiB pieces, handing each to `f`; returns the length.
 fn each_chunk(
     path: &Path,
