@@ -67,8 +67,11 @@ pub struct PeerInfo {
     pub addr: Option<SocketAddr>,
 }
 
+/// ring's provider, built once: every handshake signature is checked with it.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::LazyLock<Arc<CryptoProvider>> =
+        std::sync::LazyLock::new(|| Arc::new(rustls::crypto::ring::default_provider()));
+    PROVIDER.clone()
 }
 
 fn spki(key: &PublicKey) -> Vec<u8> {
