@@ -50,6 +50,24 @@ pub struct HandoverConfig {
     pub buffer_frames: usize,
     /// Heartbeats between two session syncs from the customer.
     pub sync_every: u32,
+    /// How a provider runs a silent customer's devices.
+    pub takeover: TakeoverMode,
+    /// The Docker-API engine the container takeover uses (Docker,
+    /// balenaEngine, `podman system service`), as `DOCKER_HOST` names it.
+    pub engine: String,
+}
+
+/// How a provider takes a silent customer's devices over.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TakeoverMode {
+    /// This edge's own running service publishes them: no engine needed.
+    #[default]
+    InProcess,
+    /// The customer's own image runs in a container engine, with the
+    /// contract's resource limits; this edge publishes only until the
+    /// container has subscribed to the gateway stream.
+    Container,
 }
 
 impl Default for HandoverConfig {
@@ -58,6 +76,8 @@ impl Default for HandoverConfig {
             listen: String::new(),
             buffer_frames: 256,
             sync_every: 10,
+            takeover: TakeoverMode::InProcess,
+            engine: "unix:///var/run/docker.sock".into(),
         }
     }
 }
@@ -480,6 +500,20 @@ impl Config {
         }
         if self.handover.buffer_frames == 0 || self.handover.sync_every == 0 {
             return bad("Handover", "BufferFrames and SyncEvery must be at least 1");
+        }
+        if self.handover.takeover == TakeoverMode::Container {
+            if !self.handover.engine.starts_with("unix://") {
+                return bad(
+                    "Handover.Engine",
+                    "the container takeover needs a unix:// socket (the engine is local)",
+                );
+            }
+            if !self.ingest.mqtt.enabled || self.ingest.mqtt.subscriptions.is_empty() {
+                return bad(
+                    "Handover.Takeover",
+                    "the container takeover needs Ingest.Mqtt: the container subscribes to the gateway stream beside this edge (a UDP port cannot be shared)",
+                );
+            }
         }
         if !self.ingest.udp.enabled && !self.ingest.mqtt.enabled {
             return bad("Ingest", "enable at least one of Udp and Mqtt");

@@ -123,6 +123,8 @@ pub struct Metrics {
     pub handover_releases: AtomicU64,
     /// Handover calls refused: wrong peer, stale epoch, bad contract.
     pub handover_refused: AtomicU64,
+    /// Container takeovers that failed (this edge published instead).
+    pub handover_container_failures: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -226,6 +228,10 @@ impl Metrics {
             ("handover_takeovers_total", &self.handover_takeovers),
             ("handover_releases_total", &self.handover_releases),
             ("handover_calls_refused_total", &self.handover_refused),
+            (
+                "handover_container_failures_total",
+                &self.handover_container_failures,
+            ),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }

@@ -14,7 +14,7 @@ use device_lorawan::handover::identity::Identity;
 use device_lorawan::handover::pb::handover_client::HandoverClient;
 use device_lorawan::handover::pb::*;
 use device_lorawan::handover::provider::{serve as serve_tls, Provider};
-use device_lorawan::handover::takeover::Takeover;
+use device_lorawan::handover::takeover::{Handed, Takeover};
 use device_lorawan::handover::tls;
 use device_lorawan::handover::transfer::{now, offer as offer_contract, send_image};
 use device_lorawan::image::store::Digest;
@@ -46,14 +46,18 @@ struct Recorder {
 
 #[tonic::async_trait]
 impl Takeover for Recorder {
-    async fn arm(&self, devices: &[DeviceSession]) -> Result<(), String> {
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
         self.calls
             .lock()
             .unwrap()
-            .push(format!("arm {}", devices.len()));
+            .push(format!("arm {}", handed.sessions.len()));
         Ok(())
     }
-    async fn activate(&self, delivered: &[(Eui64, FcntState)]) -> Result<(), String> {
+    async fn activate(
+        &self,
+        _handed: Handed<'_>,
+        delivered: &[(Eui64, FcntState)],
+    ) -> Result<(), String> {
         let d: Vec<String> = delivered
             .iter()
             .map(|(e, s)| format!("{e}@{:?}", s.last))
@@ -64,11 +68,11 @@ impl Takeover for Recorder {
             .push(format!("activate {}", d.join(",")));
         Ok(())
     }
-    async fn stand_down(&self, devices: &[Eui64]) -> Result<Vec<(Eui64, FcntState)>, String> {
+    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
         self.calls
             .lock()
             .unwrap()
-            .push(format!("stand_down {}", devices.len()));
+            .push(format!("stand_down {}", handed.contract.dev_euis().len()));
         Ok(self.delivered.lock().unwrap().clone())
     }
 }

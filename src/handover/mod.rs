@@ -4,9 +4,11 @@
 //! [`identity`]: an edge's Ed25519 key pair; [`contract`]: what both edges
 //! sign; [`tls`]: mutual TLS pinned to those keys; [`transfer`]: the image,
 //! over [`pb`] (gRPC); [`provider`] and [`customer`]: the two sides;
-//! [`takeover`]: how the provider runs the devices; [`delivered`]: what EdgeX
+//! [`takeover`]: how the provider runs the devices (in its own pipeline, or
+//! the customer's image in a [`container`] engine); [`delivered`]: what EdgeX
 //! confirmed; [`operator`]: the `handover` commands.
 
+pub mod container;
 pub mod contract;
 pub mod customer;
 pub mod delivered;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{Config, TakeoverMode};
 use crate::lorawan::Eui64;
 use crate::service::Control;
 
@@ -73,13 +75,23 @@ impl Roles {
                 listening: None,
             });
         }
-        let takeover = Arc::new(takeover::InProcess {
+        let in_process = takeover::InProcess {
             control: self.control.clone(),
             delivered: self.delivered.clone(),
-        });
+        };
+        let dir = self.config.service.data_dir.join("handover/provider");
+        let takeover: Arc<dyn takeover::Takeover> = match self.config.handover.takeover {
+            TakeoverMode::InProcess => Arc::new(in_process),
+            TakeoverMode::Container => Arc::new(container::Container::new(
+                in_process,
+                self.config.clone(),
+                &dir,
+                self.metrics.clone(),
+            )?),
+        };
         let p = Arc::new(provider::Provider::open(
             identity::Identity::load(&identity_dir)?,
-            &self.config.service.data_dir.join("handover/provider"),
+            &dir,
             Some(takeover),
             self.metrics.clone(),
         )?);

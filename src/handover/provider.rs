@@ -31,7 +31,7 @@ use super::delivered::{after_for, later};
 use super::identity::{Identity, PublicKey};
 use super::pb::handover_server::{Handover, HandoverServer};
 use super::pb::*;
-use super::takeover::{counter_msg, counter_of, Takeover};
+use super::takeover::{counter_msg, counter_of, Handed, Takeover};
 use super::tls::PeerKey;
 use super::transfer::{image_digest, now, receive};
 use crate::image::store::BlobStore;
@@ -254,21 +254,26 @@ impl Provider {
             .cloned()
             .collect();
         for id in ids {
-            let (sessions, holding, devices) = {
+            let (signed, sessions, holding) = {
                 let m = self.entries.lock().expect("entries");
                 let e = &m[&id];
-                (e.sessions.clone(), e.holding.clone(), e.signed.dev_euis())
+                (e.signed.clone(), e.sessions.clone(), e.holding.clone())
             };
             let (Some(sessions), Some(t)) = (sessions, &self.takeover) else {
                 continue;
             };
-            if let Err(e) = t.arm(&sessions).await {
+            let handed = Handed {
+                contract: &signed,
+                sessions: &sessions,
+            };
+            let devices = signed.dev_euis();
+            if let Err(e) = t.arm(handed).await {
                 tracing::error!(contract = %id, error = %e, "cannot arm the handed-over devices");
                 continue;
             }
             if holding.holder == Holder::Provider {
                 let after = after_for(&devices, &holding.delivered());
-                match t.activate(&after).await {
+                match t.activate(handed, &after).await {
                     Ok(()) => {
                         tracing::warn!(contract = %id, epoch = holding.epoch, "restarted holding the customer's devices: publishing them")
                     }
@@ -313,7 +318,7 @@ impl Provider {
 
     async fn take_over(&self, id: &str) -> Result<(), String> {
         let _one = self.transitions.lock().await;
-        let (holding, silent, devices) = {
+        let (holding, silent, signed, sessions) = {
             let mut m = self.entries.lock().expect("entries");
             let Some(e) = m.get_mut(id) else {
                 return Ok(());
@@ -325,12 +330,22 @@ impl Provider {
             }
             e.holding.epoch += 1;
             e.holding.holder = Holder::Provider;
-            (e.holding.clone(), e.heard.elapsed(), e.signed.dev_euis())
+            (
+                e.holding.clone(),
+                e.heard.elapsed(),
+                e.signed.clone(),
+                e.sessions.clone().unwrap_or_default(),
+            )
+        };
+        let devices = signed.dev_euis();
+        let handed = Handed {
+            contract: &signed,
+            sessions: &sessions,
         };
         self.save_holding(id, &holding).map_err(|e| e.to_string())?;
         let after = after_for(&devices, &holding.delivered());
         let t = self.takeover.as_ref().expect("checked by silent_customers");
-        if let Err(e) = t.activate(&after).await {
+        if let Err(e) = t.activate(handed, &after).await {
             // Not publishing: leave the customer as holder (under the new
             // epoch), so the next tick tries again.
             let mut back = holding.clone();
@@ -549,7 +564,11 @@ impl Handover for Shared {
         let path = p.dir.join("sessions").join(format!("{id}.pb"));
         crate::fsutil::write_atomic(&path, &sync.encode_to_vec(), 0o600).map_err(internal)?;
         if let Some(t) = &p.takeover {
-            t.arm(&sync.devices)
+            let handed = Handed {
+                contract: &c,
+                sessions: &sync.devices,
+            };
+            t.arm(handed)
                 .await
                 .map_err(|e| Status::internal(format!("arming the devices: {e}")))?;
         }
@@ -598,10 +617,14 @@ impl Handover for Shared {
         p.authorised(&req, &id)?;
         let epoch = req.get_ref().epoch;
         let _one = p.transitions.lock().await;
-        let (current, devices) = {
+        let (current, signed, sessions) = {
             let m = p.entries.lock().expect("entries");
             let e = &m[&id];
-            (e.holding.clone(), e.signed.dev_euis())
+            (
+                e.holding.clone(),
+                e.signed.clone(),
+                e.sessions.clone().unwrap_or_default(),
+            )
         };
         if epoch <= current.epoch {
             p.metrics.handover_refused.fetch_add(1, Relaxed);
@@ -617,7 +640,10 @@ impl Handover for Shared {
                 .as_ref()
                 .ok_or_else(|| Status::internal("no takeover"))?;
             let mine = t
-                .stand_down(&devices)
+                .stand_down(Handed {
+                    contract: &signed,
+                    sessions: &sessions,
+                })
                 .await
                 .map_err(|e| Status::internal(format!("standing down: {e}")))?;
             holding.note(mine);
@@ -671,6 +697,9 @@ pub struct ContractStatus {
     pub image_bytes_held: u64,
     pub silent_ms: u64,
     pub not_after: u64,
+    /// The container running the devices (the container takeover).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::container::RunningContainer>,
 }
 
 impl Provider {
@@ -695,6 +724,7 @@ impl Provider {
                     image_bytes_held: held,
                     silent_ms: e.heard.elapsed().as_millis() as u64,
                     not_after: c.not_after,
+                    container: self.takeover.as_ref().and_then(|t| t.container(id)),
                 }
             })
             .collect();

@@ -2,12 +2,14 @@
 //! their uplinks while the customer publishes), activate (publish the held
 //! uplinks the customer did not deliver, then live), stand down (hold again,
 //! and say what was delivered). [`InProcess`] does it inside this edge's
-//! own running pipeline.
+//! own running pipeline; [`super::container::Container`] runs the
+//! customer's own image in a container engine.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::contract::SignedContract;
 use super::delivered::Delivered;
 use super::pb::{Counter, DeviceSession};
 use crate::codec::{CodecKind, DeviceProfile};
@@ -15,14 +17,32 @@ use crate::devices::{AdminState, DeviceEntry};
 use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, FcntState};
 use crate::service::{Adopted, Control};
 
+/// One contract's devices, as the customer last synced them.
+#[derive(Clone, Copy)]
+pub struct Handed<'a> {
+    pub contract: &'a SignedContract,
+    pub sessions: &'a [DeviceSession],
+}
+
 #[tonic::async_trait]
 pub trait Takeover: Send + Sync {
-    /// Decode these devices, holding their uplinks unpublished.
-    async fn arm(&self, devices: &[DeviceSession]) -> Result<(), String>;
+    /// Decode these devices, holding their uplinks unpublished. Called at
+    /// every session sync.
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), String>;
     /// Publish the devices: held uplinks after `delivered`, then live.
-    async fn activate(&self, delivered: &[(Eui64, FcntState)]) -> Result<(), String>;
-    /// Stop publishing `devices`; the last frame of each this edge delivered.
-    async fn stand_down(&self, devices: &[Eui64]) -> Result<Vec<(Eui64, FcntState)>, String>;
+    async fn activate(
+        &self,
+        handed: Handed<'_>,
+        delivered: &[(Eui64, FcntState)],
+    ) -> Result<(), String>;
+    /// Stop publishing the devices; the last frame of each this edge
+    /// delivered (never later than what EdgeX confirmed: the customer
+    /// publishes again everything after it).
+    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String>;
+    /// The container running contract `id`'s devices, if any (for status).
+    fn container(&self, _id: &str) -> Option<super::container::RunningContainer> {
+        None
+    }
 }
 
 /// The counter a [`Counter`] message carries.
@@ -96,18 +116,27 @@ pub struct InProcess {
 
 #[tonic::async_trait]
 impl Takeover for InProcess {
-    async fn arm(&self, devices: &[DeviceSession]) -> Result<(), String> {
-        let devices = devices.iter().map(adopted).collect::<Result<Vec<_>, _>>()?;
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
+        let devices = handed
+            .sessions
+            .iter()
+            .map(adopted)
+            .collect::<Result<Vec<_>, _>>()?;
         Control::ask(&self.control, |done| Control::Adopt { devices, done }).await?
     }
 
-    async fn activate(&self, delivered: &[(Eui64, FcntState)]) -> Result<(), String> {
+    async fn activate(
+        &self,
+        _handed: Handed<'_>,
+        delivered: &[(Eui64, FcntState)],
+    ) -> Result<(), String> {
         let after = delivered.to_vec();
         Control::ask(&self.control, |done| Control::Resume { after, done }).await
     }
 
-    async fn stand_down(&self, devices: &[Eui64]) -> Result<Vec<(Eui64, FcntState)>, String> {
-        let list = devices.to_vec();
+    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
+        let devices = handed.contract.dev_euis();
+        let list = devices.clone();
         Control::ask(&self.control, |done| Control::Standby {
             devices: list,
             done,

@@ -1,0 +1,734 @@
+//! The container takeover: a silent customer's own image, run by a
+//! Docker-API engine (Docker, balenaEngine, `podman system service`) on
+//! this edge, with the contract's memory and CPU limits.
+//!
+//! Activation, in order:
+//! 1. This edge's pipeline publishes the held uplinks and goes live, as the
+//!    in-process takeover does: the first event does not wait for the engine.
+//! 2. The image is checked against the contract's digest and loaded from the
+//!    store, streamed, unless the engine holds it already.
+//! 3. The container's data directory gets a configuration derived from this
+//!    edge's (the same broker and EdgeX; its own API port and MQTT client
+//!    ids), the devices file with the synced sessions (0600), the profiles
+//!    and the counters.
+//! 4. The container runs on the host network, so it reaches the broker and
+//!    EdgeX as this edge does.
+//! 5. Once its MQTT ingest has its SUBACKs, this edge holds the devices
+//!    again. Between that SUBACK and the hold both publish: the same frames
+//!    under the same event ids, which core-data stores once.
+//!
+//! If the engine fails at any step, this edge goes on publishing (logged,
+//! counted in `handover_container_failures_total`): nothing is lost for
+//! want of a container. Stand-down stops and removes the container, then
+//! reports what this edge itself delivered. That is never later than what
+//! the container delivered, so the customer publishes again anything the
+//! container took, under the same ids.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::delivered::later;
+use super::pb::DeviceSession;
+use super::takeover::{adopted, counter_of, enum_to_str, Handed, InProcess, Takeover};
+use crate::config::{Config, HandoverConfig};
+use crate::image::package::DATA;
+use crate::image::store::{BlobStore, Digest};
+use crate::lorawan::{Eui64, FcntState};
+use crate::metrics::Metrics;
+
+/// How long a started container may take to subscribe to the gateway stream.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("container engine {address}: {source}")]
+    Connect {
+        address: String,
+        source: DockerError,
+    },
+    #[error("image {digest}: {message}")]
+    Image { digest: String, message: String },
+    #[error("container {name}: {source}")]
+    Container { name: String, source: DockerError },
+    #[error("container {name} {what} (its output: `docker logs {name}`)")]
+    NotReady { name: String, what: String },
+    #[error("container data {path}: {source}")]
+    Data {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A connection to a Docker-API engine over its unix socket, at the API
+/// version both sides speak (balenaEngine's is older than bollard's).
+pub struct Engine {
+    docker: Docker,
+}
+
+fn not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// What to run: a loaded image with a data directory and the contract's limits.
+pub struct RunSpec<'a> {
+    pub name: &'a str,
+    pub image_id: &'a str,
+    pub data_dir: &'a Path,
+    pub memory_bytes: u64,
+    pub cpu_millis: u32,
+    pub contract: &'a str,
+}
+
+impl Engine {
+    pub async fn connect(address: &str) -> Result<Self, EngineError> {
+        let err = |source| EngineError::Connect {
+            address: address.to_owned(),
+            source,
+        };
+        let docker = Docker::connect_with_unix(address, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(err)?
+            .negotiate_version()
+            .await
+            .map_err(err)?;
+        Ok(Self { docker })
+    }
+
+    /// The API version agreed with the engine.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    /// Load the image tar at `tar` unless the engine has `image_id` already;
+    /// true if it was loaded now. The tar is streamed, never held in memory.
+    pub async fn ensure_image(&self, tar: &Path, image_id: &str) -> Result<bool, EngineError> {
+        let err = |message: String| EngineError::Image {
+            digest: image_id.to_owned(),
+            message,
+        };
+        match self.docker.inspect_image(image_id).await {
+            Ok(_) => return Ok(false),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(err(e.to_string())),
+        }
+        let file = tokio::fs::File::open(tar)
+            .await
+            .map_err(|e| err(format!("{}: {e}", tar.display())))?;
+        let body =
+            bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 18));
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut progress = self.docker.import_image(options, body, None);
+        while let Some(step) = progress.next().await {
+            step.map_err(|e| err(format!("loading: {e}")))?;
+        }
+        self.docker
+            .inspect_image(image_id)
+            .await
+            .map_err(|e| err(format!("not in the engine after loading: {e}")))?;
+        Ok(true)
+    }
+
+    /// Create and start `spec`'s container, replacing one of the same name.
+    pub async fn run(&self, spec: &RunSpec<'_>) -> Result<String, EngineError> {
+        let err = |source| EngineError::Container {
+            name: spec.name.to_owned(),
+            source,
+        };
+        self.remove(spec.name).await?;
+        let limit = |name: &str| ResourcesUlimits {
+            name: Some(name.into()),
+            soft: Some(1024),
+            hard: Some(1024),
+        };
+        let host = HostConfig {
+            binds: Some(vec![format!("{}:{DATA}", spec.data_dir.display())]),
+            network_mode: Some("host".into()),
+            memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes as i64),
+            nano_cpus: (spec.cpu_millis > 0).then_some(i64::from(spec.cpu_millis) * 1_000_000),
+            ulimits: Some(vec![limit("nofile"), limit("nproc")]),
+            ..HostConfig::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image_id.into()),
+            cmd: Some(vec![
+                "run".into(),
+                "--config".into(),
+                format!("{DATA}/configuration.yaml"),
+            ]),
+            labels: Some(HashMap::from([(
+                "org.edgexfoundry.device-lorawan.contract".to_string(),
+                spec.contract.to_string(),
+            )])),
+            host_config: Some(host),
+            ..ContainerCreateBody::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(err)?;
+        self.docker
+            .start_container(spec.name, None)
+            .await
+            .map_err(err)?;
+        Ok(created.id)
+    }
+
+    /// Whether `name` runs; `Err` with its exit code when it stopped.
+    pub async fn check_running(&self, name: &str) -> Result<(), EngineError> {
+        let c = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|source| EngineError::Container {
+                name: name.to_owned(),
+                source,
+            })?;
+        let state = c.state.unwrap_or_default();
+        if state.running == Some(true) {
+            return Ok(());
+        }
+        Err(EngineError::NotReady {
+            name: name.to_owned(),
+            what: format!(
+                "stopped (exit code {}, out of memory: {})",
+                state.exit_code.unwrap_or(-1),
+                state.oom_killed.unwrap_or(false)
+            ),
+        })
+    }
+
+    /// Stop (SIGTERM, then SIGKILL after 10 s) and remove `name`, if present.
+    pub async fn remove(&self, name: &str) -> Result<(), EngineError> {
+        let err = |source| EngineError::Container {
+            name: name.to_owned(),
+            source,
+        };
+        let stop = StopContainerOptionsBuilder::default().t(10).build();
+        match self.docker.stop_container(name, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if not_found(&e) => return Ok(()),
+            // 304: already stopped.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(err(e)),
+        }
+        let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(name, Some(rm)).await {
+            Err(e) if !not_found(&e) => Err(err(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The image id (`sha256:` of its config) named by a docker-save tar's
+/// `manifest.json`.
+pub fn image_id(tar: &Path) -> std::io::Result<String> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut archive = tar::Archive::new(std::fs::File::open(tar)?);
+    for entry in archive.entries_with_seek()? {
+        let mut entry = entry?;
+        if entry.path()?.as_os_str() != "manifest.json" {
+            continue;
+        }
+        #[derive(serde::Deserialize)]
+        struct Item {
+            #[serde(rename = "Config")]
+            config: String,
+        }
+        let items: Vec<Item> =
+            serde_json::from_reader(&mut entry).map_err(|e| bad(&format!("manifest.json: {e}")))?;
+        let [item] = &items[..] else {
+            return Err(bad("manifest.json must name one image"));
+        };
+        let hex = item
+            .config
+            .strip_prefix("blobs/sha256/")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| bad("manifest.json: Config is not blobs/sha256/<hex>"))?;
+        return Ok(format!("sha256:{hex}"));
+    }
+    Err(bad("no manifest.json: not a docker-save image"))
+}
+
+/// The container of a contract, for status.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningContainer {
+    pub name: String,
+    pub id: String,
+    pub image: String,
+    /// Its device-service API (and `/metrics`), on this host.
+    pub api: SocketAddr,
+}
+
+/// The container takeover.
+pub struct Container {
+    inner: InProcess,
+    engine: String,
+    /// This edge's configuration: the container's is derived from it.
+    config: Arc<Config>,
+    store: BlobStore,
+    /// Data directories of the containers, one per contract.
+    dir: PathBuf,
+    running: Mutex<HashMap<String, RunningContainer>>,
+    /// Contracts armed since start (the first arm clears a container left
+    /// running by a provider that died).
+    armed: Mutex<std::collections::HashSet<String>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The container's name for contract `id` (ids are letters, digits, - and _).
+pub fn container_name(id: &str) -> String {
+    format!("device-lorawan-handover-{id}")
+}
+
+impl Container {
+    /// `provider_dir` holds the image store (`images/`) and gets `containers/`.
+    pub fn new(
+        inner: InProcess,
+        config: Arc<Config>,
+        provider_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner,
+            engine: config.handover.engine.clone(),
+            store: BlobStore::open(&provider_dir.join("images"))?,
+            dir: provider_dir.join("containers"),
+            config,
+            running: Mutex::new(HashMap::new()),
+            armed: Mutex::new(Default::default()),
+            metrics,
+        })
+    }
+
+    /// Steps 2 to 5 of the module doc.
+    async fn start(
+        &self,
+        handed: Handed<'_>,
+        delivered: &[(Eui64, FcntState)],
+    ) -> Result<RunningContainer, EngineError> {
+        let c = &handed.contract.contract;
+        let digest = Digest::parse(&c.image.digest).map_err(|e| EngineError::Image {
+            digest: c.image.digest.clone(),
+            message: e.to_string(),
+        })?;
+        let image_err = |message: String| EngineError::Image {
+            digest: digest.to_string(),
+            message,
+        };
+        // A tampered or incomplete blob is refused before the engine sees it.
+        self.store
+            .verify(&digest)
+            .map_err(|e| image_err(e.to_string()))?;
+        let tar = self.store.path(&digest);
+        let image_id = image_id(&tar).map_err(|e| image_err(e.to_string()))?;
+        let engine = Engine::connect(&self.engine).await?;
+        let loaded = engine.ensure_image(&tar, &image_id).await?;
+        tracing::info!(contract = %c.id, image = %image_id, loaded, api = %engine.api_version(), "customer image in the engine");
+
+        // The container starts after what either edge delivered: what this
+        // edge published meanwhile is not accepted a second time.
+        let mine = self.inner.delivered.last();
+        let after: Vec<(Eui64, FcntState)> = delivered
+            .iter()
+            .map(|&(eui, s)| match mine.get(&eui) {
+                Some(&m) if later(m, s) => (eui, m),
+                _ => (eui, s),
+            })
+            .collect();
+        let data = self.dir.join(&c.id);
+        let api = free_loopback_port().map_err(|source| EngineError::Data {
+            path: data.clone(),
+            source,
+        })?;
+        write_data_dir(&data, &self.config, &c.id, api, handed.sessions, &after).map_err(
+            |source| EngineError::Data {
+                path: data.clone(),
+                source,
+            },
+        )?;
+        let name = container_name(&c.id);
+        let id = engine
+            .run(&RunSpec {
+                name: &name,
+                image_id: &image_id,
+                data_dir: &data,
+                memory_bytes: c.resources.memory_bytes,
+                cpu_millis: c.resources.cpu_millis,
+                contract: &c.id,
+            })
+            .await?;
+        let subscriptions = self.config.ingest.mqtt.subscriptions.len() as u64;
+        if let Err(e) = wait_subscribed(&engine, &name, api, subscriptions).await {
+            let _ = engine.remove(&name).await;
+            return Err(e);
+        }
+        Ok(RunningContainer {
+            name,
+            id,
+            image: image_id,
+            api,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Takeover for Container {
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
+        self.inner.arm(handed).await?;
+        let id = &handed.contract.contract.id;
+        if !self.armed.lock().expect("armed").insert(id.clone()) {
+            return Ok(());
+        }
+        // A container left by a provider that died while holding the
+        // devices: it must not publish beside the customer.
+        let name = container_name(id);
+        match Engine::connect(&self.engine).await {
+            Ok(engine) => {
+                if let Err(e) = engine.remove(&name).await {
+                    tracing::warn!(contract = %id, error = %e, "cannot clear an old container");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(contract = %id, error = %e, "container engine unreachable while arming")
+            }
+        }
+        Ok(())
+    }
+
+    async fn activate(
+        &self,
+        handed: Handed<'_>,
+        delivered: &[(Eui64, FcntState)],
+    ) -> Result<(), String> {
+        self.inner.activate(handed, delivered).await?;
+        let id = handed.contract.contract.id.clone();
+        let t = Instant::now();
+        match self.start(handed, delivered).await {
+            Ok(running) => {
+                // The container hears the stream now: hold ours again.
+                self.inner.stand_down(handed).await?;
+                tracing::warn!(contract = %id, container = %running.name, api = %running.api, ms = t.elapsed().as_millis() as u64, "the customer's image runs its devices");
+                self.running.lock().expect("running").insert(id, running);
+            }
+            Err(e) => {
+                self.metrics
+                    .handover_container_failures
+                    .fetch_add(1, Relaxed);
+                tracing::error!(contract = %id, error = %e, "container takeover failed: this edge goes on publishing the devices itself");
+            }
+        }
+        Ok(())
+    }
+
+    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
+        let id = &handed.contract.contract.id;
+        let name = container_name(id);
+        let engine = Engine::connect(&self.engine)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Refuse the release while the container may still publish.
+        engine.remove(&name).await.map_err(|e| e.to_string())?;
+        self.running.lock().expect("running").remove(id);
+        self.inner.stand_down(handed).await
+    }
+
+    fn container(&self, contract: &str) -> Option<RunningContainer> {
+        self.running.lock().expect("running").get(contract).cloned()
+    }
+}
+
+fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Poll the container's `/metrics` until its MQTT ingest has a SUBACK per
+/// subscription; fail early if it stops.
+async fn wait_subscribed(
+    engine: &Engine,
+    name: &str,
+    api: SocketAddr,
+    subscriptions: u64,
+) -> Result<(), EngineError> {
+    let t = Instant::now();
+    loop {
+        if let Some(n) = scrape(api, "lorawan_mqtt_subacks_total").await {
+            if n >= subscriptions {
+                return Ok(());
+            }
+        }
+        engine.check_running(name).await?;
+        if t.elapsed() > READY_WITHIN {
+            return Err(EngineError::NotReady {
+                name: name.to_owned(),
+                what: format!("not subscribed to the gateway stream within {READY_WITHIN:?}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One counter from a service's `/metrics`.
+async fn scrape(api: SocketAddr, metric: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(api).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: container\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The container's configuration: this edge's, with the container's own
+/// API port, data paths inside the image, MQTT client ids of its own (a
+/// broker drops the older of two clients with one id), no UDP listener and
+/// no handover roles.
+pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Config {
+    let mut c = config.clone();
+    c.service.name = format!("{}-{contract}", config.service.name);
+    c.service.api_bind = api;
+    c.service.data_dir = DATA.into();
+    c.devices.file = format!("{DATA}/devices.yaml").into();
+    c.devices.profiles_dir = format!("{DATA}/profiles").into();
+    c.ingest.udp.enabled = false;
+    c.ingest.mqtt.client_id = format!("{}-{contract}", config.ingest.mqtt.client_id);
+    c.edgex.message_bus.client_id = format!("{}-{contract}", config.edgex.message_bus.client_id);
+    c.handover = HandoverConfig::default();
+    c
+}
+
+/// The devices file for `sessions`, keys included.
+fn devices_yaml(sessions: &[DeviceSession]) -> Result<String, String> {
+    let mut list = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        let a = adopted(s)?;
+        let e = &a.entry;
+        let key = |k: &Option<crate::lorawan::AesKey>| k.map(|k| hex::encode(k.expose()));
+        list.push(serde_json::json!({
+            "name": e.name,
+            "devEui": e.dev_eui.to_string(),
+            "devAddr": e.dev_addr.map(|a| a.to_string()),
+            "nwkSKey": key(&e.nwk_s_key),
+            "appSKey": key(&e.app_s_key),
+            "profile": e.profile,
+            "codec": enum_to_str(&e.codec),
+            "fcntPolicy": enum_to_str(&e.fcnt_policy),
+        }));
+    }
+    serde_yaml_ng::to_string(&serde_json::json!({ "devices": list })).map_err(|e| e.to_string())
+}
+
+/// Fill `dir` for the container: configuration and devices (0600: they hold
+/// passwords and keys), profiles, and counters from `delivered` on (the
+/// synced reset epoch, the downlink counters).
+pub fn write_data_dir(
+    dir: &Path,
+    config: &Config,
+    contract: &str,
+    api: SocketAddr,
+    sessions: &[DeviceSession],
+    delivered: &[(Eui64, FcntState)],
+) -> std::io::Result<()> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    std::fs::create_dir_all(dir.join("profiles"))?;
+    let yaml = serde_yaml_ng::to_string(&container_config(config, contract, api))
+        .map_err(|e| invalid(e.to_string()))?;
+    crate::fsutil::write_atomic(&dir.join("configuration.yaml"), yaml.as_bytes(), 0o600)?;
+    crate::fsutil::write_atomic(
+        &dir.join("devices.yaml"),
+        devices_yaml(sessions).map_err(invalid)?.as_bytes(),
+        0o600,
+    )?;
+    for s in sessions {
+        let profile = adopted(s).map_err(invalid)?.profile;
+        // JSON is YAML: the profile as synced.
+        let path = dir.join("profiles").join(format!("{}.yaml", profile.name));
+        let json = serde_json::to_vec_pretty(&*profile).map_err(|e| invalid(e.to_string()))?;
+        crate::fsutil::write_atomic(&path, &json, 0o644)?;
+    }
+    let mut counters = crate::counters::CounterStore::open(dir).map_err(std::io::Error::other)?;
+    let after: HashMap<Eui64, FcntState> = delivered.iter().copied().collect();
+    for s in sessions {
+        let (eui, synced) = counter_of(&s.counter.unwrap_or_default());
+        let up = after.get(&eui).copied().unwrap_or(synced);
+        counters.record(eui, up).map_err(std::io::Error::other)?;
+        // The synced FCntDown is the next one to use.
+        let next_down = s.counter.map_or(0, |c| c.fcnt_down);
+        if next_down > 0 {
+            counters
+                .record_down(eui, next_down - 1)
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    counters.sync().map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handover::pb::Counter;
+
+    const EUI: u64 = 0x70b3_d57e_d000_0001;
+
+    fn session() -> DeviceSession {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles"));
+        let profiles = crate::codec::profile::load_dir(dir).unwrap();
+        DeviceSession {
+            name: "bridge-tilt-1".into(),
+            dev_eui: EUI,
+            dev_addr: 0x2601_1bda,
+            nwk_s_key: vec![1; 16],
+            app_s_key: vec![2; 16],
+            profile_json: serde_json::to_string(&profiles["Dragino-LPP-Mote"]).unwrap(),
+            codec: "cayenne-lpp".into(),
+            fcnt_policy: "reset-tolerant".into(),
+            counter: Some(Counter {
+                dev_eui: EUI,
+                epoch: 2,
+                fcnt: Some(40),
+                fcnt_down: 7,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_data_dir_is_what_the_service_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.service.name = "edge-b".into();
+        config.ingest.mqtt.enabled = true;
+        config.ingest.mqtt.password = Some("broker-secret".into());
+        config.handover.listen = "127.0.0.1:59996".into();
+        config.handover.takeover = crate::config::TakeoverMode::Container;
+        let api: SocketAddr = "127.0.0.1:41234".parse().unwrap();
+        let eui = Eui64::from_u64(EUI);
+        let after = FcntState {
+            last: Some(52),
+            epoch: 2,
+        };
+        write_data_dir(
+            dir.path(),
+            &config,
+            "bridge-1",
+            api,
+            &[session()],
+            &[(eui, after)],
+        )
+        .unwrap();
+
+        let c = Config::load(Some(&dir.path().join("configuration.yaml"))).unwrap();
+        assert_eq!(c.service.name, "edge-b-bridge-1");
+        assert_eq!(c.service.api_bind, api);
+        assert_eq!(c.service.data_dir, Path::new(DATA));
+        assert_eq!(c.ingest.mqtt.client_id, "device-lorawan-bridge-1");
+        assert_ne!(
+            c.edgex.message_bus.client_id,
+            config.edgex.message_bus.client_id
+        );
+        assert!(!c.ingest.udp.enabled && c.ingest.mqtt.enabled);
+        assert_eq!(c.ingest.mqtt.password.as_deref(), Some("broker-secret"));
+        assert_eq!(c.handover, HandoverConfig::default(), "no handover roles");
+
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["configuration.yaml", "devices.yaml"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f} holds secrets");
+        }
+        let devices = crate::devices::load(&dir.path().join("devices.yaml")).unwrap();
+        assert_eq!(devices.len(), 1);
+        let d = &devices[0];
+        assert_eq!((d.name.as_str(), d.dev_eui), ("bridge-tilt-1", eui));
+        assert_eq!(d.dev_addr.unwrap().0, 0x2601_1bda);
+        assert_eq!(d.nwk_s_key.unwrap().expose(), &[1; 16]);
+        assert_eq!(d.app_s_key.unwrap().expose(), &[2; 16]);
+        let profiles = crate::codec::profile::load_dir(&dir.path().join("profiles")).unwrap();
+        assert_eq!(
+            serde_json::to_string(&profiles[&d.profile]).unwrap(),
+            session().profile_json,
+            "the synced profile, unchanged"
+        );
+        let counters = crate::counters::CounterStore::open(dir.path()).unwrap();
+        assert_eq!(counters.get(eui), after, "starts after what was delivered");
+        assert_eq!(counters.down(eui), 7, "the synced next FCntDown");
+    }
+
+    #[test]
+    fn a_bad_session_is_refused_without_its_keys() {
+        let mut s = session();
+        s.nwk_s_key = vec![0xab; 15];
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_data_dir(
+            dir.path(),
+            &Config::default(),
+            "bridge-1",
+            "127.0.0.1:1".parse().unwrap(),
+            &[s],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("NwkSKey is not 16 bytes"), "{err}");
+        assert!(!err.contains("abab"), "no key material: {err}");
+    }
+
+    fn tar_with(manifest: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut b = tar::Builder::new(f.reopen().unwrap());
+        for (path, body) in [("blobs/sha256/00", "x"), ("manifest.json", manifest)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, body.as_bytes()).unwrap();
+        }
+        b.finish().unwrap();
+        f
+    }
+
+    #[test]
+    fn the_image_id_is_the_config_digest_of_the_manifest() {
+        let hex = "ab".repeat(32);
+        let ok = tar_with(&format!(
+            r#"[{{"Config":"blobs/sha256/{hex}","RepoTags":[]}}]"#
+        ));
+        assert_eq!(image_id(ok.path()).unwrap(), format!("sha256:{hex}"));
+        for bad in [r#"[]"#, r#"[{"Config":"../../etc/passwd"}]"#, "{"] {
+            let e = image_id(tar_with(bad).path()).unwrap_err();
+            assert!(e.to_string().contains("manifest.json"), "{bad}: {e}");
+        }
+    }
+}
