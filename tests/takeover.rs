@@ -3,7 +3,9 @@
 //! stand-in both deliver to. The customer hands its devices to the provider
 //! (`handover offer`), is killed with SIGKILL mid-stream, the provider takes
 //! over, the customer restarts and takes back. Every frame sent is stored
-//! exactly once: none missing, none duplicated.
+//! exactly once: none missing, none duplicated. Run twice: the provider's
+//! own pipeline takes over, or the customer's image in podman (through the
+//! Docker API of `podman system service`).
 
 mod common;
 
@@ -23,7 +25,7 @@ fn edge(
     devices: &str,
     mqtt: u16,
     core_data: &str,
-    handover: Option<u16>,
+    handover: Option<(u16, &Mode)>,
 ) -> common::BinaryEnv {
     let env = common::binary_env(
         devices,
@@ -33,8 +35,15 @@ fn edge(
     );
     let mut text = std::fs::read_to_string(&env.config).unwrap();
     text.push_str("Log: { Level: \"info,device_lorawan::handover=debug\" }\n");
-    if let Some(port) = handover {
-        text.push_str(&format!("Handover: {{ Listen: \"127.0.0.1:{port}\" }}\n"));
+    match handover {
+        Some((port, Mode::InProcess)) => {
+            text.push_str(&format!("Handover: {{ Listen: \"127.0.0.1:{port}\" }}\n"))
+        }
+        Some((port, Mode::Container(engine))) => text.push_str(&format!(
+            "Handover: {{ Listen: \"127.0.0.1:{port}\", Takeover: container, Engine: \"{}\" }}\n",
+            engine.address()
+        )),
+        None => {}
     }
     std::fs::write(&env.config, text).unwrap();
     Identity::create(&env.dir.path().join("data/identity")).unwrap();
@@ -48,11 +57,11 @@ fn public_key(env: &common::BinaryEnv) -> String {
         .to_string()
 }
 
-fn offer(customer: &common::BinaryEnv, provider_port: u16, provider_key: &str) {
+fn offer(customer: &common::BinaryEnv, provider_port: u16, provider_key: &str, id: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
         .args(["handover", "offer", "--to"])
         .arg(format!("127.0.0.1:{provider_port}"))
-        .args(["--provider-key", provider_key, "--id", "bridge-1"])
+        .args(["--provider-key", provider_key, "--id", id])
         .args(["--heartbeat", "300ms", "--missed", "3", "--config"])
         .arg(&customer.config)
         .output()
@@ -87,8 +96,29 @@ fn kill9(child: &mut Child) {
     child.wait().unwrap();
 }
 
+/// Who runs the devices when the provider takes over.
+enum Mode {
+    InProcess,
+    Container(common::engine::PodmanService),
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
+    scenario(Mode::InProcess, "bridge-1", 72).await;
+}
+
+/// The container mode: the customer's packaged image is loaded over
+/// the Docker API socket, runs with the contract's limits, and publishes the
+/// handed-over devices' events; the hand-back removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_takeover_runs_the_customers_image_and_loses_nothing() {
+    let Some(engine) = common::engine::PodmanService::start() else {
+        return;
+    };
+    scenario(Mode::Container(engine), "bridge-c", 150).await;
+}
+
+async fn scenario(mode: Mode, id: &str, frames: u64) {
     let Some(broker) = common::Mosquitto::start() else {
         return;
     };
@@ -100,22 +130,26 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
         "devices: []\n",
         broker.port,
         &core.url(),
-        Some(provider_port),
+        Some((provider_port, &mode)),
     );
     let a = edge("edge-a", &devices, broker.port, &core.url(), None);
+    let container = common::engine::RemoveOnDrop(format!("device-lorawan-handover-{id}"));
 
     let mut provider = common::start_binary(&b.config);
-    offer(&a, provider_port, &public_key(&b));
+    offer(&a, provider_port, &public_key(&b), id);
     let mut customer = common::start_binary(&a.config);
-    let contract = a.dir.path().join("data/handover/customer/bridge-1.json");
+    let contract = a
+        .dir
+        .path()
+        .join(format!("data/handover/customer/{id}.json"));
     assert!(contract.exists());
 
-    // 3 motes, 6 frames a second, ~12 s: frames before, during and after the outage.
+    // 3 motes, 6 frames a second: frames before, during and after the outage.
     let opts = SimOptions {
         devices: DEVICES,
         gateways: 2,
         rate: 6.0,
-        frames: Some(72),
+        frames: Some(frames),
         duration: None,
         seed: SEED,
         ..SimOptions::default()
@@ -132,7 +166,7 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
         std::fs::metadata(
             b.dir
                 .path()
-                .join("data/handover/provider/sessions/bridge-1.pb"),
+                .join(format!("data/handover/provider/sessions/{id}.pb")),
         )
         .is_ok()
     })
@@ -168,16 +202,31 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
         core.stored() >= before_restart + 6
     })
     .await;
+    let in_container = match &mode {
+        Mode::InProcess => None,
+        Mode::Container(_) => Some(container_published(&b, id, &container.0, &logs).await),
+    };
     let mut customer = common::start_binary(&a.config);
-    common::until("the hand-back", Duration::from_secs(10), || {
+    common::until("the hand-back", Duration::from_secs(20), || {
         metric(b.api, "handover_releases_total") >= 1
     })
     .await;
+    if in_container.is_some() {
+        assert_eq!(
+            common::engine::podman(&["container", "exists", &container.0]),
+            None,
+            "the hand-back removed the container"
+        );
+        assert!(
+            handover_status(b.api)["provider"][0]["container"].is_null(),
+            "no container in the status after the hand-back"
+        );
+    }
     let report = sim.await.unwrap().unwrap();
 
     // Everything sent is stored exactly once.
     let want = common::expected_ids(&report, SEED, DEVICES);
-    assert_eq!(want.len(), 72);
+    assert_eq!(want.len() as u64, frames);
     common::until("every frame stored", Duration::from_secs(20), || {
         core.stored() >= want.len()
     })
@@ -200,7 +249,7 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
         "the customer took back"
     );
     eprintln!(
-        "takeover {:?} after kill -9; provider published {provider_published} ({replayed} from its buffer); core-data posts {}, 409s {}",
+        "takeover {:?} after kill -9; provider published {provider_published} ({replayed} from its buffer); container published {in_container:?}; core-data posts {}, 409s {}",
         takeover,
         core.state.posts.load(std::sync::atomic::Ordering::Relaxed),
         core.state.conflicts.load(std::sync::atomic::Ordering::Relaxed),
@@ -219,7 +268,7 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
     let c = &p["provider"][0];
     assert_eq!(
         (c["id"].as_str(), c["holder"].as_str()),
-        (Some("bridge-1"), Some("customer")),
+        (Some(id), Some("customer")),
         "{p}"
     );
     assert!(
@@ -228,11 +277,55 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
     );
     assert_eq!(c["imageComplete"], true, "{p}");
     let s = handover_status(a.api);
-    assert_eq!(s["customer"][0]["id"], "bridge-1", "{s}");
+    assert_eq!(s["customer"][0]["id"], id, "{s}");
     assert_eq!(
         s["customer"][0]["devices"].as_array().unwrap().len(),
         DEVICES
     );
     kill9(&mut customer);
     kill9(&mut provider);
+}
+
+/// Wait for the container the provider started to publish the customer's
+/// devices' events; check its limits. Returns what it published.
+async fn container_published(
+    provider: &common::BinaryEnv,
+    id: &str,
+    name: &str,
+    logs: &dyn Fn(),
+) -> u64 {
+    let t = Instant::now();
+    let api = loop {
+        let s = handover_status(provider.api);
+        if let Some(api) = s["provider"][0]["container"]["api"].as_str() {
+            assert_eq!(s["provider"][0]["container"]["name"], name, "{s}");
+            break api.parse::<std::net::SocketAddr>().unwrap();
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            logs();
+            eprintln!(
+                "--- podman logs ---\n{}",
+                common::engine::podman(&["logs", name]).unwrap_or_default()
+            );
+            panic!("no container for contract {id}: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let limits = common::engine::podman(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.NetworkMode}}",
+        name,
+    ])
+    .expect("podman inspect");
+    assert_eq!(
+        limits.trim(),
+        format!("{} 500000000 host", 128u64 << 20),
+        "the contract's default limits: 128 MiB, half a core"
+    );
+    common::until("the container publishing", Duration::from_secs(15), || {
+        metric(api, "lorawan_uplinks_published_total") > 0
+    })
+    .await;
+    metric(api, "lorawan_uplinks_published_total")
 }

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -213,11 +213,28 @@ impl Engine {
         Err(EngineError::NotReady {
             name: name.to_owned(),
             what: format!(
-                "stopped (exit code {}, out of memory: {})",
+                "stopped (exit code {}, out of memory: {}); it said: {}",
                 state.exit_code.unwrap_or(-1),
-                state.oom_killed.unwrap_or(false)
+                state.oom_killed.unwrap_or(false),
+                self.tail(name, 5).await
             ),
         })
+    }
+
+    /// The last `lines` of a container's output, on one line (the service
+    /// never logs keys).
+    async fn tail(&self, name: &str, lines: usize) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut out = Vec::new();
+        let mut logs = self.docker.logs(name, Some(options));
+        while let Some(Ok(chunk)) = logs.next().await {
+            out.push(chunk.to_string().trim_end().to_owned());
+        }
+        out.join(" | ")
     }
 
     /// Stop (SIGTERM, then SIGKILL after 10 s) and remove `name`, if present.
@@ -285,8 +302,13 @@ pub struct RunningContainer {
     pub api: SocketAddr,
 }
 
-/// The container takeover.
-pub struct Container {
+/// The container takeover. Starting the container (loading the image, its
+/// subscription) runs as a task of its own, after this edge went live: the
+/// takeover does not wait for the engine, and a hand-back waits for the
+/// start before it removes the container.
+pub struct Container(Arc<Shared>);
+
+struct Shared {
     inner: InProcess,
     engine: String,
     /// This edge's configuration: the container's is derived from it.
@@ -298,6 +320,8 @@ pub struct Container {
     /// Contracts armed since start (the first arm clears a container left
     /// running by a provider that died).
     armed: Mutex<std::collections::HashSet<String>>,
+    /// Container starts under way or done, by contract.
+    starting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -314,7 +338,7 @@ impl Container {
         provider_dir: &Path,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             inner,
             engine: config.handover.engine.clone(),
             store: BlobStore::open(&provider_dir.join("images"))?,
@@ -322,11 +346,43 @@ impl Container {
             config,
             running: Mutex::new(HashMap::new()),
             armed: Mutex::new(Default::default()),
+            starting: Mutex::new(HashMap::new()),
             metrics,
-        })
+        })))
+    }
+}
+
+impl Shared {
+    /// Steps 2 to 5 of the module doc; on failure this edge goes on.
+    async fn launch(&self, handed: Handed<'_>, delivered: &[(Eui64, FcntState)]) {
+        let id = &handed.contract.contract.id;
+        let t = Instant::now();
+        let result = match self.start(handed, delivered).await {
+            // The container hears the stream now: hold ours again.
+            Ok(running) => match self.inner.stand_down(handed).await {
+                Ok(_) => Ok(running),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(running) => {
+                tracing::warn!(contract = %id, container = %running.name, api = %running.api, ms = t.elapsed().as_millis() as u64, "the customer's image runs its devices");
+                self.running
+                    .lock()
+                    .expect("running")
+                    .insert(id.clone(), running);
+            }
+            Err(e) => {
+                self.metrics
+                    .handover_container_failures
+                    .fetch_add(1, Relaxed);
+                tracing::error!(contract = %id, error = %e, "container takeover failed: this edge goes on publishing the devices itself");
+            }
+        }
     }
 
-    /// Steps 2 to 5 of the module doc.
+    /// Steps 2 to 4, and the wait for the subscription.
     async fn start(
         &self,
         handed: Handed<'_>,
@@ -400,15 +456,16 @@ impl Container {
 #[tonic::async_trait]
 impl Takeover for Container {
     async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
-        self.inner.arm(handed).await?;
+        let me = &self.0;
+        me.inner.arm(handed).await?;
         let id = &handed.contract.contract.id;
-        if !self.armed.lock().expect("armed").insert(id.clone()) {
+        if !me.armed.lock().expect("armed").insert(id.clone()) {
             return Ok(());
         }
         // A container left by a provider that died while holding the
         // devices: it must not publish beside the customer.
         let name = container_name(id);
-        match Engine::connect(&self.engine).await {
+        match Engine::connect(&me.engine).await {
             Ok(engine) => {
                 if let Err(e) = engine.remove(&name).await {
                     tracing::warn!(contract = %id, error = %e, "cannot clear an old container");
@@ -426,40 +483,57 @@ impl Takeover for Container {
         handed: Handed<'_>,
         delivered: &[(Eui64, FcntState)],
     ) -> Result<(), String> {
-        self.inner.activate(handed, delivered).await?;
-        let id = handed.contract.contract.id.clone();
-        let t = Instant::now();
-        match self.start(handed, delivered).await {
-            Ok(running) => {
-                // The container hears the stream now: hold ours again.
-                self.inner.stand_down(handed).await?;
-                tracing::warn!(contract = %id, container = %running.name, api = %running.api, ms = t.elapsed().as_millis() as u64, "the customer's image runs its devices");
-                self.running.lock().expect("running").insert(id, running);
-            }
-            Err(e) => {
-                self.metrics
-                    .handover_container_failures
-                    .fetch_add(1, Relaxed);
-                tracing::error!(contract = %id, error = %e, "container takeover failed: this edge goes on publishing the devices itself");
-            }
+        self.0.inner.activate(handed, delivered).await?;
+        let me = self.0.clone();
+        let contract = handed.contract.clone();
+        let sessions = handed.sessions.to_vec();
+        let delivered = delivered.to_vec();
+        let id = contract.contract.id.clone();
+        let task = tokio::spawn(async move {
+            let handed = Handed {
+                contract: &contract,
+                sessions: &sessions,
+            };
+            me.launch(handed, &delivered).await
+        });
+        if let Some(old) = self.0.starting.lock().expect("starting").insert(id, task) {
+            old.abort();
         }
         Ok(())
     }
 
     async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
+        let me = &self.0;
         let id = &handed.contract.contract.id;
-        let name = container_name(id);
-        let engine = Engine::connect(&self.engine)
-            .await
-            .map_err(|e| e.to_string())?;
-        // Refuse the release while the container may still publish.
-        engine.remove(&name).await.map_err(|e| e.to_string())?;
-        self.running.lock().expect("running").remove(id);
-        self.inner.stand_down(handed).await
+        let start = me.starting.lock().expect("starting").remove(id);
+        if let Some(start) = start {
+            // Bounded: the image load, then READY_WITHIN.
+            let _ = start.await;
+        }
+        let running = me.running.lock().expect("running").get(id).cloned();
+        if let Some(running) = running {
+            // Refuse the release while the container may still publish
+            // (the customer asks again).
+            let engine = Engine::connect(&me.engine)
+                .await
+                .map_err(|e| e.to_string())?;
+            engine
+                .remove(&running.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            me.running.lock().expect("running").remove(id);
+            tracing::info!(contract = %id, container = %running.name, "container stopped and removed");
+        }
+        me.inner.stand_down(handed).await
     }
 
     fn container(&self, contract: &str) -> Option<RunningContainer> {
-        self.running.lock().expect("running").get(contract).cloned()
+        self.0
+            .running
+            .lock()
+            .expect("running")
+            .get(contract)
+            .cloned()
     }
 }
 
@@ -521,6 +595,7 @@ pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Con
     c.service.data_dir = DATA.into();
     c.devices.file = format!("{DATA}/devices.yaml").into();
     c.devices.profiles_dir = format!("{DATA}/profiles").into();
+    c.readings.json_lines = crate::image::package::readings_in_image(&config.readings.json_lines);
     c.ingest.udp.enabled = false;
     c.ingest.mqtt.client_id = format!("{}-{contract}", config.ingest.mqtt.client_id);
     c.edgex.message_bus.client_id = format!("{}-{contract}", config.edgex.message_bus.client_id);
@@ -562,6 +637,8 @@ pub fn write_data_dir(
 ) -> std::io::Result<()> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     std::fs::create_dir_all(dir.join("profiles"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     let yaml = serde_yaml_ng::to_string(&container_config(config, contract, api))
         .map_err(|e| invalid(e.to_string()))?;
     crate::fsutil::write_atomic(&dir.join("configuration.yaml"), yaml.as_bytes(), 0o600)?;
@@ -659,6 +736,10 @@ mod tests {
         assert!(!c.ingest.udp.enabled && c.ingest.mqtt.enabled);
         assert_eq!(c.ingest.mqtt.password.as_deref(), Some("broker-secret"));
         assert_eq!(c.handover, HandoverConfig::default(), "no handover roles");
+        assert_eq!(c.readings.json_lines, "-");
+        config.readings.json_lines = "/srv/edge/readings.jsonl".into();
+        let c = container_config(&config, "bridge-1", api);
+        assert_eq!(c.readings.json_lines, format!("{DATA}/readings.jsonl"));
 
         use std::os::unix::fs::PermissionsExt;
         for f in ["configuration.yaml", "devices.yaml"] {

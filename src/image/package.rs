@@ -41,11 +41,21 @@ pub fn image_config(config: &Config) -> String {
     c.devices.file = format!("{DATA}/devices.yaml").into();
     c.devices.profiles_dir = PROFILES.into();
     c.service.api_bind.set_ip([0, 0, 0, 0].into());
+    c.readings.json_lines = readings_in_image(&config.readings.json_lines);
     format!(
         "# Packaged by `device-lorawan package`: secrets blanked; the devices\n\
          # file and session keys come with a handover contract, never in the image.\n{}",
         serde_yaml_ng::to_string(&c).expect("config serialises")
     )
+}
+
+/// `Readings.JsonLines` inside the image: standard output stays so, a file
+/// moves into the data directory (the host's path means nothing there).
+pub fn readings_in_image(json_lines: &str) -> String {
+    match json_lines {
+        "-" | "" => json_lines.to_owned(),
+        _ => format!("{DATA}/readings.jsonl"),
+    }
 }
 
 /// The image spec for executable `exe` serving with `config`.
