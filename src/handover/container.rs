@@ -812,4 +812,111 @@ mod tests {
             assert!(e.to_string().contains("manifest.json"), "{bad}: {e}");
         }
     }
+
+    /// The pipeline behind an [`InProcess`]: answers every request and
+    /// notes what it was asked.
+    fn pipeline() -> (InProcess, Arc<Mutex<Vec<&'static str>>>) {
+        use crate::service::Control;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let noted = seen.clone();
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                let what = match c {
+                    Control::Adopt { done, .. } => {
+                        let _ = done.send(Ok(()));
+                        "adopt"
+                    }
+                    Control::Resume { done, .. } => {
+                        let _ = done.send(());
+                        "resume"
+                    }
+                    Control::Standby { done, .. } => {
+                        let _ = done.send(());
+                        "standby"
+                    }
+                    _ => "other",
+                };
+                noted.lock().unwrap().push(what);
+            }
+        });
+        let inner = InProcess {
+            control: tx,
+            delivered: Arc::new(super::super::delivered::Delivered::new(None)),
+        };
+        (inner, seen)
+    }
+
+    #[tokio::test]
+    async fn a_tampered_image_never_reaches_the_engine_and_this_edge_goes_on() {
+        use crate::handover::contract::*;
+        let dir = tempfile::tempdir().unwrap();
+        // An engine socket that counts who comes.
+        let socket = dir.path().join("engine.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let contacted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = contacted.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                count.fetch_add(1, Relaxed);
+            }
+        });
+        let mut config = Config::default();
+        config.handover.engine = format!("unix://{}", socket.display());
+        let metrics = Arc::new(Metrics::default());
+        let (inner, seen) = pipeline();
+        let c = Container::new(inner, Arc::new(config), dir.path(), metrics.clone()).unwrap();
+
+        // The contract names the good image; the store holds other bytes
+        // under its name.
+        let digest = Digest::of(b"the customer's image");
+        let store = BlobStore::open(&dir.path().join("images")).unwrap();
+        std::fs::write(store.path(&digest), b"a tampered image").unwrap();
+        let party = |id: &str| Party {
+            id: id.into(),
+            public_key: String::new(),
+            address: "127.0.0.1:1".into(),
+        };
+        let signed = SignedContract {
+            contract: Contract {
+                id: "bridge-1".into(),
+                customer: party("edge-a"),
+                provider: party("edge-b"),
+                image: ImageRef {
+                    digest: digest.to_string(),
+                    cid: String::new(),
+                    size: 16,
+                },
+                devices: vec![Eui64::from_u64(EUI).to_string()],
+                activation: Activation {
+                    heartbeat_ms: 1000,
+                    missed_heartbeats: 3,
+                },
+                resources: Resources {
+                    memory_bytes: 64 << 20,
+                    cpu_millis: 500,
+                },
+                not_before: 0,
+                not_after: u64::MAX,
+            },
+            customer_signature: None,
+            provider_signature: None,
+        };
+        let sessions = [session()];
+        let handed = Handed {
+            contract: &signed,
+            sessions: &sessions,
+        };
+        c.activate(handed, &[]).await.unwrap();
+        // The hand-back waits for the start to end.
+        c.stand_down(handed).await.unwrap();
+        assert_eq!(metrics.handover_container_failures.load(Relaxed), 1);
+        assert_eq!(contacted.load(Relaxed), 0, "the engine never saw it");
+        assert_eq!(c.container("bridge-1"), None);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["resume", "standby"],
+            "this edge published until the hand-back"
+        );
+    }
 }
