@@ -1,6 +1,7 @@
 //! Handover figures, with the release binary as both edges.
 //!
-//! `cargo bench --bench handover` (options: `-- --takeovers N --image-mb M`).
+//! `cargo bench --bench handover` (options: `-- --takeovers N --image-mb M
+//! --container`).
 //!
 //! 1. Image transfer: a provider edge (its own process) receives an M MB
 //!    image over mutual TLS from this process, acting as the customer.
@@ -12,6 +13,10 @@
 //!    after each. Measured: from the kill to the first event on the bus that
 //!    the dead customer had not published (so the provider's). Prints the
 //!    median and the spread. Floor: median under 3.5 s.
+//! 3. With `--container`, the provider takes over with the container mode
+//!    (podman's Docker API; the customer's packaged release image): also
+//!    measured, from the kill to the container subscribed to the gateway
+//!    stream (the first round loads the image), and the container's RSS.
 //!
 //! Exits non-zero when a floor is missed.
 
@@ -39,8 +44,14 @@ use support::{free_port, proc_kb, wait_port, Killed};
 const TAKEOVER_FLOOR: Duration = Duration::from_millis(3500);
 const RSS_GROWTH_FLOOR_KB: u64 = 20 * 1024;
 
-fn args() -> (usize, u64) {
-    let (mut takeovers, mut mb) = (10, 200);
+struct Args {
+    takeovers: usize,
+    mb: u64,
+    container: bool,
+}
+
+fn args() -> Args {
+    let (mut takeovers, mut mb, mut container) = (10, 200, false);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -48,6 +59,11 @@ fn args() -> (usize, u64) {
         match argv[i].as_str() {
             "--takeovers" => takeovers = val.parse().expect("--takeovers N"),
             "--image-mb" => mb = val.parse().expect("--image-mb M"),
+            "--container" => {
+                container = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -55,7 +71,11 @@ fn args() -> (usize, u64) {
         }
         i += 2;
     }
-    (takeovers, mb)
+    Args {
+        takeovers,
+        mb,
+        container,
+    }
 }
 
 fn metric(api: u16, name: &str) -> u64 {
@@ -69,7 +89,7 @@ fn edge_config(
     broker: u16,
     api: u16,
     devices: &str,
-    handover: Option<u16>,
+    handover: Option<(u16, Option<&str>)>,
 ) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let devices_path = dir.join("devices.yaml");
@@ -91,8 +111,12 @@ fn edge_config(
         devices = devices_path.display(),
         profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles"),
     );
-    if let Some(p) = handover {
-        text.push_str(&format!("Handover: {{ Listen: \"127.0.0.1:{p}\" }}\n"));
+    match handover {
+        Some((p, None)) => text.push_str(&format!("Handover: {{ Listen: \"127.0.0.1:{p}\" }}\n")),
+        Some((p, Some(engine))) => text.push_str(&format!(
+            "Handover: {{ Listen: \"127.0.0.1:{p}\", Takeover: container, Engine: \"{engine}\" }}\n"
+        )),
+        None => {}
     }
     std::fs::write(&config, text).unwrap();
     Identity::create(&dir.join("data/identity")).unwrap();
@@ -108,6 +132,53 @@ fn start(config: &Path) -> Killed {
             .spawn()
             .expect("device-lorawan"),
     )
+}
+
+/// `podman system service` on a socket in `dir` (the Docker API).
+fn podman_service(dir: &Path) -> (Killed, String) {
+    let socket = dir.join("podman.sock");
+    let child = Command::new("podman")
+        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("podman (apt-get install -y podman runc)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "podman made no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Killed(child), format!("unix://{}", socket.display()))
+}
+
+/// The provider's running container (from its `/api/v3/handover`): its
+/// name, once subscribed.
+fn running_container(api: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).ok()?;
+    s.write_all(b"GET /api/v3/handover HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let v: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+    v["provider"][0]["container"]["name"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A container's resident memory, from its main process as the host sees it.
+fn container_rss_kb(name: &str) -> u64 {
+    let out = Command::new("podman")
+        .args(["inspect", "--format", "{{.State.Pid}}", name])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    proc_kb(pid, "VmRSS:")
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -226,7 +297,11 @@ async fn transfer(provider_pid: u32, addr: &str, provider_key: &str, mb: u64, di
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let (takeovers, mb) = args();
+    let Args {
+        takeovers,
+        mb,
+        container,
+    } = args();
     let dir = tempfile::tempdir().unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
@@ -253,13 +328,14 @@ async fn main() {
     subscribe(broker, seen.clone()).await;
 
     let (papi, pport, capi) = (free_port(), free_port(), free_port());
+    let engine = container.then(|| podman_service(dir.path()));
     let pconf = edge_config(
         &dir.path().join("b"),
         "edge-b",
         broker,
         papi,
         "devices: []\n",
-        Some(pport),
+        Some((pport, engine.as_ref().map(|(_, a)| a.as_str()))),
     );
     let provider = start(&pconf);
     wait_port(pport);
@@ -301,6 +377,22 @@ async fn main() {
         .output()
         .unwrap();
     assert!(out.status.success(), "handover offer failed");
+    if container {
+        // The first container round measures a real image load.
+        let blobs = dir
+            .path()
+            .join("b/data/handover/provider/images/blobs/sha256");
+        for blob in std::fs::read_dir(blobs).unwrap() {
+            let blob = blob.unwrap().path();
+            if let Ok(id) = device_lorawan::handover::container::image_id(&blob) {
+                let _ = Command::new("podman")
+                    .args(["rmi", "-f", &id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
     let opts = SimOptions {
         devices: 5,
         gateways: 2,
@@ -320,6 +412,7 @@ async fn main() {
     let s = stop.clone();
     let sim = tokio::spawn(sim::run(target, opts, async move { s.notified().await }));
     let mut times = Vec::new();
+    let (mut ready, mut rss) = (Vec::new(), Vec::new());
     for round in 1..=takeovers {
         let mut customer = start(&cconf);
         wait_port(capi);
@@ -362,6 +455,24 @@ async fn main() {
             t.as_secs_f64() * 1000.0
         );
         times.push(t);
+        if container {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let name = loop {
+                if let Some(name) = running_container(papi) {
+                    break name;
+                }
+                assert!(Instant::now() < deadline, "no container subscribed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let r = killed.elapsed();
+            let kb = container_rss_kb(&name);
+            println!(
+                "takeover {round}: container subscribed {:.0} ms after kill -9; its RSS {kb} kB",
+                r.as_secs_f64() * 1000.0
+            );
+            ready.push(r);
+            rss.push(kb);
+        }
     }
     // A last hand-back, then stop the motes.
     let _customer = start(&cconf);
@@ -377,6 +488,22 @@ async fn main() {
         hi.as_secs_f64() * 1000.0,
         TAKEOVER_FLOOR.as_secs_f64() * 1000.0
     );
+    if container {
+        let first = ready.remove(0);
+        rss.sort();
+        let mut line = format!(
+            "container takeover (kill -9 to the customer's image subscribed): first {:.0} ms (image loaded into the engine)",
+            first.as_secs_f64() * 1000.0
+        );
+        if !ready.is_empty() {
+            line.push_str(&format!(
+                "; then median {:.0} ms over {} (image already loaded)",
+                median(&mut ready).as_secs_f64() * 1000.0,
+                ready.len()
+            ));
+        }
+        println!("{line}; container RSS median {} kB", rss[rss.len() / 2]);
+    }
     let (distinct, copies) = {
         let s = seen.lock().unwrap();
         (s.ids.len(), s.copies)
@@ -385,6 +512,7 @@ async fn main() {
         "events on the bus: {distinct} distinct, {copies} repeated ids (overlap at hand-over; idempotent at core-data)"
     );
     drop(provider);
+    drop(engine);
     if !transfer_ok || med >= TAKEOVER_FLOOR {
         eprintln!("FAIL: a floor was missed");
         std::process::exit(1);

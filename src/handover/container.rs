@@ -418,10 +418,11 @@ impl Shared {
             })
             .collect();
         let data = self.dir.join(&c.id);
-        let api = free_loopback_port().map_err(|source| EngineError::Data {
-            path: data.clone(),
-            source,
-        })?;
+        let api =
+            free_port_beside(self.config.service.api_bind).map_err(|source| EngineError::Data {
+                path: data.clone(),
+                source,
+            })?;
         write_data_dir(&data, &self.config, &c.id, api, handed.sessions, &after).map_err(
             |source| EngineError::Data {
                 path: data.clone(),
@@ -537,8 +538,10 @@ impl Takeover for Container {
     }
 }
 
-fn free_loopback_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+/// A free port on the address this edge's own API binds (reachable by the
+/// same EdgeX services), for the container's API.
+fn free_port_beside(api: SocketAddr) -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind(SocketAddr::new(api.ip(), 0))?.local_addr()
 }
 
 /// Poll the container's `/metrics` until its MQTT ingest has a SUBACK per
@@ -568,8 +571,11 @@ async fn wait_subscribed(
 }
 
 /// One counter from a service's `/metrics`.
-async fn scrape(api: SocketAddr, metric: &str) -> Option<u64> {
+async fn scrape(mut api: SocketAddr, metric: &str) -> Option<u64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if api.ip().is_unspecified() {
+        api.set_ip([127, 0, 0, 1].into());
+    }
     let mut s = tokio::net::TcpStream::connect(api).await.ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: container\r\nConnection: close\r\n\r\n")
         .await
