@@ -35,6 +35,8 @@ use device_lorawan::ingest::gateway::WireFormat;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
+#[path = "../tests/common/engine.rs"]
+mod engine;
 #[path = "../tests/common/scrape.rs"]
 mod scrape;
 #[path = "support/mod.rs"]
@@ -132,25 +134,6 @@ fn start(config: &Path) -> Killed {
             .spawn()
             .expect("device-lorawan"),
     )
-}
-
-/// `podman system service` on a socket in `dir` (the Docker API).
-fn podman_service(dir: &Path) -> (Killed, String) {
-    let socket = dir.join("podman.sock");
-    let child = Command::new("podman")
-        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
-        .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{}", socket.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("podman (apt-get install -y podman runc)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "podman made no socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Killed(child), format!("unix://{}", socket.display()))
 }
 
 /// The provider's running container (from its `/api/v3/handover`): its
@@ -328,14 +311,14 @@ async fn main() {
     subscribe(broker, seen.clone()).await;
 
     let (papi, pport, capi) = (free_port(), free_port(), free_port());
-    let engine = container.then(|| podman_service(dir.path()));
+    let engine = container.then(engine::PodmanService::start);
     let pconf = edge_config(
         &dir.path().join("b"),
         "edge-b",
         broker,
         papi,
         "devices: []\n",
-        Some((pport, engine.as_ref().map(|(_, a)| a.as_str()))),
+        Some((pport, engine.as_ref().map(|e| e.address()).as_deref())),
     );
     let provider = start(&pconf);
     wait_port(pport);
