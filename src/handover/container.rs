@@ -304,9 +304,19 @@ pub struct RunningContainer {
 
 /// The container takeover. Starting the container (loading the image, its
 /// subscription) runs as a task of its own, after this edge went live: the
-/// takeover does not wait for the engine, and a hand-back waits for the
-/// start before it removes the container.
+/// takeover does not wait for the engine. Each contract has a [`Gate`]: a
+/// start holds it throughout, and a hand-back first says the container is
+/// no longer wanted, then waits for the gate before it removes the
+/// container. So a container never outlives a hand-back, even when the
+/// hand-back's call is dropped while it waits (the customer asks again).
 pub struct Container(Arc<Shared>);
+
+#[derive(Default)]
+struct Gate {
+    lock: tokio::sync::Mutex<()>,
+    /// Set by a takeover, cleared by a hand-back.
+    wanted: std::sync::atomic::AtomicBool,
+}
 
 struct Shared {
     inner: InProcess,
@@ -317,11 +327,9 @@ struct Shared {
     /// Data directories of the containers, one per contract.
     dir: PathBuf,
     running: Mutex<HashMap<String, RunningContainer>>,
-    /// Contracts armed since start (the first arm clears a container left
-    /// running by a provider that died).
-    armed: Mutex<std::collections::HashSet<String>>,
-    /// Container starts under way or done, by contract.
-    starting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// By contract; present once armed since start (the first arm clears a
+    /// container left running by a provider that died).
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -345,23 +353,61 @@ impl Container {
             dir: provider_dir.join("containers"),
             config,
             running: Mutex::new(HashMap::new()),
-            armed: Mutex::new(Default::default()),
-            starting: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
             metrics,
         })))
     }
 }
 
 impl Shared {
-    /// Steps 2 to 5 of the module doc; on failure this edge goes on.
-    async fn launch(&self, handed: Handed<'_>, delivered: &[(Eui64, FcntState)]) {
+    /// Contract `id`'s gate, and whether it is new.
+    fn gate(&self, id: &str) -> (Arc<Gate>, bool) {
+        let mut gates = self.gates.lock().expect("gates");
+        match gates.get(id) {
+            Some(g) => (g.clone(), false),
+            None => {
+                let g = Arc::new(Gate::default());
+                gates.insert(id.to_owned(), g.clone());
+                (g, true)
+            }
+        }
+    }
+
+    /// Remove a container of contract `id` left by an earlier run, unless a
+    /// takeover wants one (its start replaces it anyway).
+    async fn clear_leftover(&self, id: &str, gate: &Gate) {
+        let _held = gate.lock.lock().await;
+        if gate.wanted.load(Relaxed) {
+            return;
+        }
+        let removed = match Engine::connect(&self.engine).await {
+            Ok(engine) => engine.remove(&container_name(id)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(contract = %id, error = %e, "cannot clear an old container");
+        }
+    }
+
+    /// Steps 2 to 5 of the module doc, holding the gate; on failure this
+    /// edge goes on publishing.
+    async fn launch(&self, handed: Handed<'_>, delivered: &[(Eui64, FcntState)], gate: &Gate) {
+        let _held = gate.lock.lock().await;
+        if !gate.wanted.load(Relaxed) {
+            return; // handed back before the start began
+        }
         let id = &handed.contract.contract.id;
         let t = Instant::now();
         let result = match self.start(handed, delivered).await {
             // The container hears the stream now: hold ours again.
             Ok(running) => match self.inner.stand_down(handed).await {
                 Ok(_) => Ok(running),
-                Err(e) => Err(e),
+                Err(e) => {
+                    if let Ok(engine) = Engine::connect(&self.engine).await {
+                        let _ = engine.remove(&running.name).await;
+                    }
+                    Err(e)
+                }
             },
             Err(e) => Err(e.to_string()),
         };
@@ -459,22 +505,14 @@ impl Takeover for Container {
     async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
         let me = &self.0;
         me.inner.arm(handed).await?;
-        let id = &handed.contract.contract.id;
-        if !me.armed.lock().expect("armed").insert(id.clone()) {
-            return Ok(());
-        }
-        // A container left by a provider that died while holding the
-        // devices: it must not publish beside the customer.
-        let name = container_name(id);
-        match Engine::connect(&me.engine).await {
-            Ok(engine) => {
-                if let Err(e) = engine.remove(&name).await {
-                    tracing::warn!(contract = %id, error = %e, "cannot clear an old container");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(contract = %id, error = %e, "container engine unreachable while arming")
-            }
+        let id = handed.contract.contract.id.clone();
+        let (gate, first) = me.gate(&id);
+        if first {
+            // A container left by a provider that died while holding the
+            // devices must not publish beside the customer. In a task: an
+            // engine that hangs must not hold up the customer's sync.
+            let me = me.clone();
+            tokio::spawn(async move { me.clear_leftover(&id, &gate).await });
         }
         Ok(())
     }
@@ -486,31 +524,29 @@ impl Takeover for Container {
     ) -> Result<(), String> {
         self.0.inner.activate(handed, delivered).await?;
         let me = self.0.clone();
+        let (gate, _) = me.gate(&handed.contract.contract.id);
+        gate.wanted.store(true, Relaxed);
         let contract = handed.contract.clone();
         let sessions = handed.sessions.to_vec();
         let delivered = delivered.to_vec();
-        let id = contract.contract.id.clone();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let handed = Handed {
                 contract: &contract,
                 sessions: &sessions,
             };
-            me.launch(handed, &delivered).await
+            me.launch(handed, &delivered, &gate).await
         });
-        if let Some(old) = self.0.starting.lock().expect("starting").insert(id, task) {
-            old.abort();
-        }
         Ok(())
     }
 
     async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
         let me = &self.0;
         let id = &handed.contract.contract.id;
-        let start = me.starting.lock().expect("starting").remove(id);
-        if let Some(start) = start {
-            // Bounded: the image load, then READY_WITHIN.
-            let _ = start.await;
-        }
+        let (gate, _) = me.gate(id);
+        gate.wanted.store(false, Relaxed);
+        // Bounded: a start in progress ends within its image load and
+        // READY_WITHIN.
+        let _held = gate.lock.lock().await;
         let running = me.running.lock().expect("running").get(id).cloned();
         if let Some(running) = running {
             // Refuse the release while the container may still publish
@@ -914,9 +950,15 @@ mod tests {
             sessions: &sessions,
         };
         c.activate(handed, &[]).await.unwrap();
-        // The hand-back waits for the start to end.
+        let failed = || metrics.handover_container_failures.load(Relaxed);
+        for _ in 0..500 {
+            if failed() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(failed(), 1, "the start failed, counted");
         c.stand_down(handed).await.unwrap();
-        assert_eq!(metrics.handover_container_failures.load(Relaxed), 1);
         assert_eq!(contacted.load(Relaxed), 0, "the engine never saw it");
         assert_eq!(c.container("bridge-1"), None);
         assert_eq!(
