@@ -64,7 +64,7 @@ pub enum EngineError {
     Image { digest: String, message: String },
     #[error("container {name}: {source}")]
     Container { name: String, source: DockerError },
-    #[error("container {name} {what} (its output: `docker logs {name}`)")]
+    #[error("container {name} {what}")]
     NotReady { name: String, what: String },
     #[error("container data {path}: {source}")]
     Data {
