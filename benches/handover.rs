@@ -312,6 +312,8 @@ async fn main() {
 
     let (papi, pport, capi) = (free_port(), free_port(), free_port());
     let engine = container.then(engine::PodmanService::start);
+    // Whatever happens, no container outlives the bench.
+    let _leftover = container.then(|| engine::RemoveOnDrop("device-lorawan-handover-bench".into()));
     let pconf = edge_config(
         &dir.path().join("b"),
         "edge-b",
@@ -457,8 +459,13 @@ async fn main() {
             rss.push(kb);
         }
     }
-    // A last hand-back, then stop the motes.
+    // A last hand-back (which removes the container), then stop the motes.
     let _customer = start(&cconf);
+    wait_port(capi);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(capi, "handover_releases_total") < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.notify_one();
     let _ = sim.await;
     let med = median(&mut times);
