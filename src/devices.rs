@@ -285,6 +285,33 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<DeviceEntry>, DevicesError> 
     Ok(f.devices)
 }
 
+/// The devices file text for `entries`, as [`parse`] reads it back. Keys
+/// are in hex: the file is secret (mode 0600 it).
+pub fn to_yaml(entries: &[DeviceEntry]) -> String {
+    let list: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::json!({
+                "name": e.name,
+                "devEui": e.dev_eui.to_string(),
+                "profile": e.profile,
+                "codec": e.codec,
+                "fcntPolicy": e.fcnt_policy,
+                "adminState": e.admin_state,
+            });
+            // A device heard only through a network server has no session.
+            if let (Some(a), Some(n), Some(k)) = (e.dev_addr, &e.nwk_s_key, &e.app_s_key) {
+                v["devAddr"] = a.to_string().into();
+                v["nwkSKey"] = hex::encode(n.expose()).into();
+                v["appSKey"] = hex::encode(k.expose()).into();
+            }
+            v
+        })
+        .collect();
+    serde_yaml_ng::to_string(&serde_json::json!({ "devices": list }))
+        .expect("plain values serialise")
+}
+
 /// Read the devices file, warning when others can read its keys.
 pub fn load(path: &Path) -> Result<Vec<DeviceEntry>, DevicesError> {
     let text = std::fs::read_to_string(path).map_err(|source| DevicesError::Io {
@@ -321,6 +348,24 @@ devices:
     appSKey: "3c4fcf098815f7aba6d2ae2816157e2b"
     profile: p
 "#;
+
+    #[test]
+    fn written_files_read_back() {
+        let mut d = parse(Path::new("d.yaml"), ONE).unwrap();
+        let mut app_only = d[0].clone();
+        app_only.name = "mote-2".into();
+        app_only.dev_eui = Eui64::from_u64(2);
+        (app_only.dev_addr, app_only.nwk_s_key, app_only.app_s_key) = (None, None, None);
+        app_only.codec = CodecKind::Raw;
+        app_only.admin_state = AdminState::Locked;
+        d.push(app_only);
+        let back = parse(Path::new("d.yaml"), &to_yaml(&d)).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{d:?}"));
+        assert_eq!(
+            back[0].nwk_s_key.unwrap().expose(),
+            d[0].nwk_s_key.unwrap().expose()
+        );
+    }
 
     #[test]
     fn parses_with_defaults() {

@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use super::delivered::later;
 use super::pb::DeviceSession;
-use super::takeover::{adopted, counter_of, enum_to_str, Handed, InProcess, Takeover};
+use super::takeover::{adopted, counter_of, Handed, InProcess, Takeover};
 use crate::config::{Config, HandoverConfig};
 use crate::image::package::DATA;
 use crate::image::store::{BlobStore, Digest};
@@ -647,23 +647,11 @@ pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Con
 
 /// The devices file for `sessions`, keys included.
 fn devices_yaml(sessions: &[DeviceSession]) -> Result<String, String> {
-    let mut list = Vec::with_capacity(sessions.len());
-    for s in sessions {
-        let a = adopted(s)?;
-        let e = &a.entry;
-        let key = |k: &Option<crate::lorawan::AesKey>| k.map(|k| hex::encode(k.expose()));
-        list.push(serde_json::json!({
-            "name": e.name,
-            "devEui": e.dev_eui.to_string(),
-            "devAddr": e.dev_addr.map(|a| a.to_string()),
-            "nwkSKey": key(&e.nwk_s_key),
-            "appSKey": key(&e.app_s_key),
-            "profile": e.profile,
-            "codec": enum_to_str(&e.codec),
-            "fcntPolicy": enum_to_str(&e.fcnt_policy),
-        }));
-    }
-    serde_yaml_ng::to_string(&serde_json::json!({ "devices": list })).map_err(|e| e.to_string())
+    let entries = sessions
+        .iter()
+        .map(|s| adopted(s).map(|a| a.entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::devices::to_yaml(&entries))
 }
 
 /// Fill `dir` for the container: configuration and devices (0600: they hold

@@ -50,22 +50,10 @@ pub fn entries(n: usize, seed: u64) -> Vec<DeviceEntry> {
 
 /// The devices file text for `entries` (keys in hex: the file is secret).
 pub fn devices_yaml(entries: &[DeviceEntry]) -> String {
-    let mut s = String::from(
-        "# Simulated ABP motes. Holds session keys: keep this file mode 0600.\ndevices:\n",
-    );
-    for e in entries {
-        let hexk = |k: &Option<AesKey>| k.map(|k| hex::encode(k.expose())).unwrap_or_default();
-        s.push_str(&format!(
-            "  - name: {}\n    devEui: \"{}\"\n    devAddr: \"{}\"\n    nwkSKey: \"{}\"\n    appSKey: \"{}\"\n    profile: {}\n    codec: cayenne-lpp\n    fcntPolicy: reset-tolerant\n",
-            e.name,
-            e.dev_eui,
-            e.dev_addr.expect("sim devices have addresses"),
-            hexk(&e.nwk_s_key),
-            hexk(&e.app_s_key),
-            e.profile
-        ));
-    }
-    s
+    format!(
+        "# Simulated ABP motes. Holds session keys: keep this file mode 0600.\n{}",
+        crate::devices::to_yaml(entries)
+    )
 }
 
 pub struct Mote {
