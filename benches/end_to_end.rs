@@ -88,25 +88,7 @@ async fn main() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let port = free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 4000\nmax_queued_messages 0\n"
-        ),
-    )
-    .unwrap();
-    let _broker = Killed(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (apt-get install -y mosquitto)"),
-    );
-    wait_port(port);
+    let (_broker, port) = support::mosquitto(dir.path(), "max_inflight_messages 4000\n");
 
     // The stand-in core-data subscriber.
     let seen = Arc::new(Mutex::new(Seen::default()));

@@ -290,23 +290,7 @@ async fn main() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let broker = free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {broker} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"),
-    )
-    .unwrap();
-    let _broker = Killed(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (apt-get install -y mosquitto)"),
-    );
-    wait_port(broker);
+    let (_broker, broker) = support::mosquitto(dir.path(), "");
     let seen = Arc::new(Mutex::new(Seen::default()));
     subscribe(broker, seen.clone()).await;
 

@@ -2,7 +2,8 @@
 //! loopback ports, children killed on drop, and /proc figures.
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
@@ -39,4 +40,27 @@ pub fn proc_kb(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// mosquitto on a free loopback port, its config in `dir` (`extra` lines
+/// added); killed on drop. No queue limit: a slow subscriber loses nothing.
+pub fn mosquitto(dir: &Path, extra: &str) -> (Killed, u16) {
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{extra}"),
+    )
+    .unwrap();
+    let broker = Killed(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install -y mosquitto)"),
+    );
+    wait_port(port);
+    (broker, port)
 }
