@@ -247,20 +247,10 @@ async fn refusals() {
     other.provider.public_key = Identity::generate().unwrap().public().to_hex();
     let other = SignedContract::offer(other, &e.customer).unwrap();
     for bad in [altered, other] {
-        let err = c
-            .offer(OfferRequest {
-                signed_contract_json: serde_json::to_string(&bad).unwrap(),
-            })
-            .await
-            .unwrap_err();
+        let err = offer_refused(&mut c, serde_json::to_string(&bad).unwrap()).await;
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     }
-    let err = c
-        .offer(OfferRequest {
-            signed_contract_json: "{}".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = offer_refused(&mut c, "{}".into()).await;
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // No transfer without an accepted contract.
@@ -272,10 +262,7 @@ async fn refusals() {
         data,
     };
     let bytes = std::fs::read(&e.image).unwrap();
-    let err = c
-        .transfer_image(tokio_stream::iter([chunk(&e.digest, bytes.clone())]))
-        .await
-        .unwrap_err();
+    let err = transfer_refused(&mut c, chunk(&e.digest, bytes.clone())).await;
     assert_eq!(err.code(), Code::NotFound);
 
     e.offer(&mut c).await;
@@ -284,35 +271,21 @@ async fn refusals() {
     let mut rival = e.contract();
     rival.devices = vec!["70b3d57ed0000042".into()];
     let rival = SignedContract::offer(rival, &e.customer).unwrap();
-    let err = c
-        .offer(OfferRequest {
-            signed_contract_json: serde_json::to_string(&rival).unwrap(),
-        })
-        .await
-        .unwrap_err();
+    let err = offer_refused(&mut c, serde_json::to_string(&rival).unwrap()).await;
     assert_eq!(err.code(), Code::AlreadyExists, "{err}");
     // Another image than the contract's.
     let wrong = Digest::of(b"another image").to_string();
-    let err = c
-        .transfer_image(tokio_stream::iter([chunk(&wrong, bytes.clone())]))
-        .await
-        .unwrap_err();
+    let err = transfer_refused(&mut c, chunk(&wrong, bytes.clone())).await;
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     // A chunk over 1 MiB.
     let mut big = chunk(&e.digest, vec![0; (1 << 20) + 1]);
     big.total_size = e.size;
-    let err = c
-        .transfer_image(tokio_stream::iter([big]))
-        .await
-        .unwrap_err();
+    let err = transfer_refused(&mut c, big).await;
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     // A tampered chunk: refused at the end, nothing stored, nothing to resume.
     let mut tampered = bytes.clone();
     tampered[1234] ^= 0x01;
-    let err = c
-        .transfer_image(tokio_stream::iter([chunk(&e.digest, tampered)]))
-        .await
-        .unwrap_err();
+    let err = transfer_refused(&mut c, chunk(&e.digest, tampered)).await;
     assert_eq!(err.code(), Code::DataLoss, "{err}");
     let at = c
         .image_offset(ImageOffsetRequest {
@@ -328,6 +301,25 @@ async fn refusals() {
         .await
         .unwrap();
     assert_eq!(err_free.into_inner().size, e.size);
+}
+
+/// An offer of `signed_contract_json` that must be refused.
+async fn offer_refused(
+    c: &mut HandoverClient<Channel>,
+    signed_contract_json: String,
+) -> tonic::Status {
+    c.offer(OfferRequest {
+        signed_contract_json,
+    })
+    .await
+    .unwrap_err()
+}
+
+/// A one-chunk image transfer that must be refused.
+async fn transfer_refused(c: &mut HandoverClient<Channel>, chunk: ImageChunk) -> tonic::Status {
+    c.transfer_image(tokio_stream::iter([chunk]))
+        .await
+        .unwrap_err()
 }
 
 /// A session for the contract's device, as a customer would sync it.
@@ -501,12 +493,7 @@ async fn the_wrong_tls_identity_is_refused() {
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     // Nor may it offer a contract in the customer's name.
     let offer = SignedContract::offer(e.contract(), &e.customer).unwrap();
-    let err = m
-        .offer(OfferRequest {
-            signed_contract_json: serde_json::to_string(&offer).unwrap(),
-        })
-        .await
-        .unwrap_err();
+    let err = offer_refused(&mut m, serde_json::to_string(&offer).unwrap()).await;
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 
     // A server that is not the contract's provider fails the customer's
