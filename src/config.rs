@@ -21,6 +21,27 @@ pub enum ConfigError {
     Yaml { origin: String, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error(
+        "config keys `{first}` and `{second}` both give the MQTT client id `{id}` on broker {broker}: \
+         the broker disconnects one client whenever the other connects, and messages are lost; \
+         give them different ids, or leave both empty for `{{Service.Name}}-ingest` and `{{Service.Name}}-bus`"
+    )]
+    ClientIdClash {
+        first: &'static str,
+        second: &'static str,
+        id: String,
+        broker: String,
+    },
+}
+
+/// One of this service's MQTT clients, as [`Config::mqtt_clients`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttClient {
+    /// The configuration key of its id (for errors).
+    pub key: &'static str,
+    pub host: String,
+    pub port: u16,
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -113,6 +134,8 @@ pub struct MessageBusConfig {
     pub port: u16,
     /// Topics start with this (`edgex/events/device/...`).
     pub base_topic_prefix: String,
+    /// Empty (default): `{Service.Name}-bus`. Each of this service's MQTT
+    /// clients needs its own id on a broker (see [`Config::client_ids`]).
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -131,7 +154,7 @@ impl Default for MessageBusConfig {
             host: "localhost".into(),
             port: 1883,
             base_topic_prefix: "edgex".into(),
-            client_id: "device-lorawan".into(),
+            client_id: String::new(),
             username: None,
             password: None,
             qos: 1,
@@ -252,6 +275,7 @@ pub struct MqttConfig {
     pub enabled: bool,
     pub host: String,
     pub port: u16,
+    /// Empty (default): `{Service.Name}-ingest`.
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -385,7 +409,7 @@ impl Default for MqttConfig {
             enabled: false,
             host: "127.0.0.1".into(),
             port: 1883,
-            client_id: "device-lorawan".into(),
+            client_id: String::new(),
             username: None,
             password: None,
             qos: 1,
@@ -464,13 +488,76 @@ impl Config {
         }
         apply_env(&mut tree, &mut Vec::new(), &env)?;
         let origin = path.map_or("defaults".to_string(), |p| p.display().to_string());
-        let config: Config =
+        let mut config: Config =
             serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Yaml {
                 origin,
                 message: format!("at `{}`: {}", e.path(), e.inner()),
             })?;
+        config.derive_client_ids();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Fill each empty MQTT client id with `{Service.Name}-{role}`, the
+    /// role being `ingest` (gateway/application streams) or `bus` (EdgeX
+    /// message bus). Idempotent; `service::start` calls it too, so a
+    /// configuration built in code gets the same ids as a loaded one.
+    pub fn derive_client_ids(&mut self) {
+        let name = &self.service.name;
+        for (id, role) in [
+            (&mut self.ingest.mqtt.client_id, "ingest"),
+            (&mut self.edgex.message_bus.client_id, "bus"),
+        ] {
+            if id.is_empty() {
+                *id = format!("{name}-{role}");
+            }
+        }
+    }
+
+    /// The MQTT clients this configuration connects, with their ids (after
+    /// [`derive_client_ids`](Self::derive_client_ids)). A client added later
+    /// belongs here, so the clash check covers it.
+    pub fn mqtt_clients(&self) -> Vec<MqttClient> {
+        let mut out = Vec::new();
+        let m = &self.ingest.mqtt;
+        if m.enabled {
+            out.push(MqttClient {
+                key: "Ingest.Mqtt.ClientId",
+                host: m.host.clone(),
+                port: m.port,
+                id: m.client_id.clone(),
+            });
+        }
+        let b = &self.edgex.message_bus;
+        if self.edgex.delivery == Delivery::MessageBus {
+            out.push(MqttClient {
+                key: "Edgex.MessageBus.ClientId",
+                host: b.host.clone(),
+                port: b.port,
+                id: b.client_id.clone(),
+            });
+        }
+        out
+    }
+
+    /// Refuse two of our clients with one id on one broker: MQTT allows one
+    /// connection per client id, so the broker would drop each whenever the
+    /// other connects (issue 11: half the readings lost).
+    fn check_client_ids(&self) -> Result<(), ConfigError> {
+        let clients = self.mqtt_clients();
+        for (i, a) in clients.iter().enumerate() {
+            for b in &clients[i + 1..] {
+                if a.id == b.id && same_broker((&a.host, a.port), (&b.host, b.port)) {
+                    return Err(ConfigError::ClientIdClash {
+                        first: a.key,
+                        second: b.key,
+                        id: a.id.clone(),
+                        broker: format!("{}:{}", a.host, a.port),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -550,6 +637,7 @@ impl Config {
         if self.service.name.is_empty() {
             return bad("Service.Name", "must not be empty");
         }
+        self.check_client_ids()?;
         let dl = &self.downlink;
         if crate::lorawan::DataRate::parse(&dl.rx2_data_rate).is_none() {
             return bad(
@@ -585,6 +673,27 @@ impl Config {
         }
         serde_yaml_ng::to_string(&c).expect("config serialises")
     }
+}
+
+/// Whether two host:port pairs name one broker as far as we can tell without
+/// resolving names: host names compare case-insensitively, and every
+/// loopback spelling is one host.
+fn same_broker(a: (&str, u16), b: (&str, u16)) -> bool {
+    let host = |h: &str| {
+        let h = h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let loopback = h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            "localhost".to_string()
+        } else {
+            h
+        }
+    };
+    a.1 == b.1 && host(a.0) == host(b.0)
 }
 
 /// Overlay `over` onto `base`, mapping by mapping.
@@ -676,6 +785,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Ingest.Udp.Bind"), "{e}");
+    }
+
+    #[test]
+    fn client_ids_are_derived_per_role() {
+        let c = load(
+            "Service: { Name: edge-a }\nIngest: { Mqtt: { Enabled: true } }\nEdgex: { Delivery: message-bus }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.ingest.mqtt.client_id, "edge-a-ingest");
+        assert_eq!(c.edgex.message_bus.client_id, "edge-a-bus");
+        let c = load("", &[("SERVICE_NAME", "edge-b")]).unwrap();
+        assert_eq!(c.edgex.message_bus.client_id, "edge-b-bus");
+        let mut d = Config::default();
+        d.derive_client_ids();
+        assert_eq!(d.ingest.mqtt.client_id, "device-lorawan-ingest");
+    }
+
+    #[test]
+    fn one_client_id_twice_on_one_broker_is_refused() {
+        let both = "Ingest: { Mqtt: { Enabled: true, Host: localhost, ClientId: x } }\n\
+                    Edgex: { Delivery: message-bus, MessageBus: { Host: 127.0.0.1, ClientId: x } }\n";
+        let e = load(both, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("`Ingest.Mqtt.ClientId`")
+                && e.contains("`Edgex.MessageBus.ClientId`")
+                && e.contains("`x`"),
+            "{e}"
+        );
+        // Through the environment as well, as a compose file would set them.
+        let e = load(
+            "",
+            &[
+                ("INGEST_MQTT_ENABLED", "true"),
+                ("INGEST_MQTT_CLIENTID", "dl"),
+                ("EDGEX_DELIVERY", "message-bus"),
+                ("EDGEX_MESSAGEBUS_HOST", "127.0.0.1"),
+                ("EDGEX_MESSAGEBUS_CLIENTID", "dl"),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::ClientIdClash { .. }), "{e}");
+        // One id on two brokers, or one broker with the bus off, is fine.
+        load(
+            "Ingest: { Mqtt: { Enabled: true, Host: gw-broker, ClientId: x } }\n\
+             Edgex: { Delivery: message-bus, MessageBus: { Host: edgex-broker, ClientId: x } }\n",
+            &[],
+        )
+        .unwrap();
+        load("Ingest: { Mqtt: { Enabled: true, ClientId: x } }\nEdgex: { MessageBus: { ClientId: x } }\n", &[])
+            .unwrap();
+        assert!(same_broker(("LOCALHOST", 1883), ("::1", 1883)));
+        assert!(!same_broker(("localhost", 1883), ("localhost", 1884)));
     }
 
     #[test]

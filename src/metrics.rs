@@ -71,6 +71,11 @@ pub struct Metrics {
     pub published: AtomicU64,
     pub unmapped_values: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// Streaks of MQTT sessions closed by the broker right after it accepted
+    /// them: another client is using our id (see `ingest::kicked`).
+    pub mqtt_client_id_conflicts: AtomicU64,
+    /// The same, for the message-bus client.
+    pub bus_client_id_conflicts: AtomicU64,
     /// Registration passes with core-metadata that failed (retried).
     pub registration_errors: AtomicU64,
     /// 1 once registered with core-metadata (a gauge).
@@ -197,6 +202,14 @@ impl Metrics {
             ("lorawan_unmapped_values_total", &self.unmapped_values),
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
             ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
+            (
+                "lorawan_mqtt_client_id_conflicts_total",
+                &self.mqtt_client_id_conflicts,
+            ),
+            (
+                "edgex_bus_client_id_conflicts_total",
+                &self.bus_client_id_conflicts,
+            ),
             ("edgex_events_delivered_total", &self.events_delivered),
             (
                 "edgex_events_dead_lettered_total",

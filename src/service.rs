@@ -21,7 +21,7 @@ use crate::downlink::scheduler::Scheduler;
 use crate::downlink::Transmitters;
 use crate::edgex::outbox::OutboxSink;
 use crate::handover::delivered::{later, Delivered};
-use crate::ingest::dedup::{Dedup, FrameKey};
+use crate::ingest::dedup::{Dedup, FrameKey, GatewaySet};
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, Eui64, FcntState};
@@ -67,6 +67,16 @@ pub async fn start(
     parts: Parts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Bound, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    // A configuration built in code gets the ids a loaded one has.
+    let config = if config.ingest.mqtt.client_id.is_empty()
+        || config.edgex.message_bus.client_id.is_empty()
+    {
+        let mut c = (*config).clone();
+        c.derive_client_ids();
+        Arc::new(c)
+    } else {
+        config
+    };
     // State first: if it cannot be opened, nothing has been started.
     let store = CounterStore::open(&config.service.data_dir)?;
     let (tx, rx) = mpsc::channel(4096);
@@ -365,11 +375,28 @@ struct Held {
     device: u32,
     persist: FcntState,
     acks: Vec<Ack>,
+    /// The distinct gateways heard so far (`uplink.gateways` counts them).
+    heard: GatewaySet,
 }
 
 impl Held {
+    fn new(uplink: Uplink, device: u32, persist: FcntState, ack: Option<Ack>) -> Self {
+        Self {
+            heard: GatewaySet::new(uplink.rx.gateway),
+            uplink,
+            device,
+            persist,
+            acks: ack.into_iter().collect(),
+        }
+    }
+
+    /// Another copy: the best reception wins; a gateway counts once however
+    /// often it forwards the frame.
     fn add_copy(&mut self, rx: &RxMeta, ack: Option<Ack>) {
-        self.uplink.add_copy(rx);
+        if self.heard.insert(rx.gateway) {
+            self.uplink.gateways = self.heard.count();
+        }
+        self.uplink.add_reception(rx);
         self.acks.extend(ack);
     }
 }
@@ -672,12 +699,7 @@ impl Pipeline {
             mac_commands: std::mem::take(&mut decoded.mac_commands),
             ..self.new_uplink(id, decoded.fcnt, decoded.next, rx, source)
         };
-        let held = Held {
-            uplink,
-            device: id,
-            persist: decoded.next,
-            acks: ack.into_iter().collect(),
-        };
+        let held = Held::new(uplink, id, decoded.next, ack);
         if decoded.counter_reset {
             return self.judge_reset(key, decoded.fcnt, held);
         }
@@ -837,15 +859,7 @@ impl Pipeline {
             gateways: up.gateways.max(1),
             ..self.new_uplink(id, up.fcnt, next, up.rx, Source::ApplicationMqtt)
         };
-        self.hold(
-            key,
-            Held {
-                uplink,
-                device: id,
-                persist: next,
-                acks: ack.into_iter().collect(),
-            },
-        )
+        self.hold(key, Held::new(uplink, id, next, ack))
     }
 
     /// Save a device's counter state, unless a later one is already saved.

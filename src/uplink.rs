@@ -186,9 +186,9 @@ impl Uplink {
         }
     }
 
-    /// Fold in another gateway's copy of the same frame.
-    pub fn add_copy(&mut self, rx: &RxMeta) {
-        self.gateways += 1;
+    /// Fold in another copy's reception: the best one is kept (the
+    /// caller counts distinct gateways).
+    pub fn add_reception(&mut self, rx: &RxMeta) {
         if rx.better_than(&self.rx) {
             self.rx = *rx;
         }

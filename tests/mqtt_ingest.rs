@@ -334,3 +334,40 @@ async fn kill_9_inside_the_dedup_window_loses_nothing() {
     want.sort();
     assert_eq!(sorted, want, "each frame once: {got:?}");
 }
+
+/// Another client on the broker with our ingest's id (a second instance
+/// configured alike): the broker throws each off when the other connects.
+/// The service cannot stop that, but it must say so: the conflict is
+/// counted and logged, not left as a silent reconnect loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_client_with_our_id_is_reported() {
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let config = mqtt_config(data.path(), broker.port, "gateway/+/event/up");
+    let id = config.ingest.mqtt.client_id.clone();
+    let svc = common::Service::start(config, mote::entries(1, 11)).await;
+    wait_subscribed(&svc.metrics, 1).await;
+    // The twin reconnects as soon as it is thrown off, as ours does.
+    let port = broker.port;
+    let twin = tokio::spawn(async move {
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false);
+        loop {
+            let (_c, mut el) = rumqttc::AsyncClient::new(opts.clone(), 8);
+            while el.poll().await.is_ok() {}
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc.metrics.mqtt_client_id_conflicts.load(Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no conflict reported after {} reconnects",
+            svc.metrics.mqtt_reconnects.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    twin.abort();
+}

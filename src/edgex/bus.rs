@@ -132,12 +132,22 @@ impl Bus {
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let cap = usize::from(c.max_in_flight) * 2 + 32;
         let mut backoff = Duration::from_millis(100);
+        let mut kicks = crate::ingest::kicked::KickWatch::default();
         loop {
             let (client, eventloop) = AsyncClient::new(opts.clone(), cap);
+            // The CONNACK follows the start within a round trip.
+            let started = std::time::Instant::now();
             let (why, was_up) = self.session(client, eventloop).await;
             self.metrics.bus_reconnects.fetch_add(1, Relaxed);
             if was_up {
                 backoff = Duration::from_millis(100);
+                kicks.connected(started);
+            }
+            if kicks.lost(std::time::Instant::now()) {
+                self.metrics.bus_client_id_conflicts.fetch_add(1, Relaxed);
+                tracing::error!(client_id = %self.config.client_id, host = %self.config.host, port = self.config.port,
+                    "the broker keeps closing the message-bus connection right after accepting it: \
+                     another MQTT client is probably using this client id (Edgex.MessageBus.ClientId)");
             }
             tracing::warn!(host = %self.config.host, port = self.config.port, error = %why, retry_in = ?backoff,
                 "message bus unavailable; events wait in the outbox");

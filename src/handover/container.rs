@@ -629,8 +629,13 @@ async fn scrape(mut api: SocketAddr, metric: &str) -> Option<u64> {
 /// The container's configuration: this edge's, with the container's own
 /// API port, data paths inside the image, MQTT client ids of its own (a
 /// broker drops the older of two clients with one id), no UDP listener and
-/// no handover roles.
+/// no handover roles. Its ids are this edge's with the contract id
+/// appended (`device-lorawan-ingest-<contract>`), so the container, this edge
+/// and the customer's own service never share one on a broker.
 pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Config {
+    let mut config = config.clone();
+    config.derive_client_ids();
+    let config = &config;
     let mut c = config.clone();
     c.service.name = format!("{}-{contract}", config.service.name);
     c.service.api_bind = api;
@@ -758,7 +763,8 @@ mod tests {
         assert_eq!(c.service.name, "edge-b-bridge-1");
         assert_eq!(c.service.api_bind, api);
         assert_eq!(c.service.data_dir, Path::new(DATA));
-        assert_eq!(c.ingest.mqtt.client_id, "device-lorawan-bridge-1");
+        assert_eq!(c.ingest.mqtt.client_id, "edge-b-ingest-bridge-1");
+        assert_eq!(c.edgex.message_bus.client_id, "edge-b-bus-bridge-1");
         assert_ne!(
             c.edgex.message_bus.client_id,
             config.edgex.message_bus.client_id

@@ -35,6 +35,50 @@ impl Hasher for PassThrough {
     }
 }
 
+/// The distinct gateways that heard one frame, kept inline (no allocation on
+/// the per-frame path). A gateway that forwards one reception twice (a
+/// repeated UDP datagram, an MQTT redelivery) is still one gateway. Past
+/// [`GatewaySet::CAPACITY`] distinct gateways, a gateway not among the first
+/// ones counts every time it is heard: a site with that many gateways
+/// hearing one frame is beyond what this service is for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatewaySet {
+    seen: [u64; Self::CAPACITY],
+    len: u8,
+    count: u32,
+}
+
+impl GatewaySet {
+    pub const CAPACITY: usize = 16;
+
+    /// One gateway heard the frame.
+    pub fn new(first: crate::lorawan::Eui64) -> Self {
+        let mut s = Self::default();
+        s.insert(first);
+        s
+    }
+
+    /// Another copy arrived from `gw`; true if `gw` had not been counted.
+    pub fn insert(&mut self, gw: crate::lorawan::Eui64) -> bool {
+        let gw = gw.as_u64();
+        let len = usize::from(self.len);
+        if self.seen[..len].contains(&gw) {
+            return false;
+        }
+        if len < Self::CAPACITY {
+            self.seen[len] = gw;
+            self.len += 1;
+        }
+        self.count += 1;
+        true
+    }
+
+    /// How many distinct gateways heard the frame.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+}
+
 pub struct Dedup<T> {
     keys: RandomState,
     window: Duration,
@@ -109,6 +153,22 @@ impl<T> Dedup<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_copy_is_not_another_gateway() {
+        let gw = |n| crate::lorawan::Eui64::from_u64(n);
+        let mut s = GatewaySet::new(gw(1));
+        assert!(!s.insert(gw(1)), "the same gateway again");
+        assert!(s.insert(gw(2)));
+        assert!(!s.insert(gw(2)));
+        assert!(!s.insert(gw(1)));
+        assert_eq!(s.count(), 2);
+        for n in 3..=GatewaySet::CAPACITY as u64 {
+            assert!(s.insert(gw(n)));
+        }
+        assert!(!s.insert(gw(7)));
+        assert_eq!(s.count(), GatewaySet::CAPACITY as u32);
+    }
     use crate::lorawan::Eui64;
     use crate::metrics::Source;
     use crate::uplink::{RxMeta, Uplink};
@@ -155,13 +215,23 @@ mod tests {
         assert_eq!(k, d.key_of_bytes(b"frame-1"));
         assert_ne!(k, d.key_of_bytes(b"frame-2"));
         assert!(d.get_mut(k).is_none());
-        d.insert(k, uplink(1, rx(1, -100, -5.0)), t0);
-        d.get_mut(k).expect("pending").add_copy(&rx(2, -60, 7.5));
-        d.get_mut(k).expect("pending").add_copy(&rx(3, -50, 2.0));
+        // What the pipeline holds: the uplink and the gateways heard.
+        let first = rx(1, -100, -5.0);
+        d.insert(k, (uplink(1, first), GatewaySet::new(first.gateway)), t0);
+        let copy = |d: &mut Dedup<(Uplink, GatewaySet)>, r: RxMeta| {
+            let (u, heard) = d.get_mut(k).expect("pending");
+            if heard.insert(r.gateway) {
+                u.gateways = heard.count();
+            }
+            u.add_reception(&r);
+        };
+        copy(&mut d, rx(2, -60, 7.5));
+        copy(&mut d, rx(3, -50, 2.0));
+        copy(&mut d, rx(3, -50, 2.0)); // gateway 3's datagram, repeated
         let mut out = Vec::new();
-        d.due(t0 + Duration::from_millis(199), |u| out.push(u));
+        d.due(t0 + Duration::from_millis(199), |(u, _)| out.push(u));
         assert!(out.is_empty(), "not before the window closes");
-        d.due(t0 + Duration::from_millis(200), |u| out.push(u));
+        d.due(t0 + Duration::from_millis(200), |(u, _)| out.push(u));
         assert_eq!(out.len(), 1);
         assert_eq!(
             (out[0].gateways, out[0].rx.gateway),

@@ -7,6 +7,7 @@
 pub mod application;
 pub mod dedup;
 pub mod gateway;
+pub mod kicked;
 pub mod mqtt;
 pub mod udp;
 

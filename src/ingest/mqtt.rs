@@ -101,6 +101,7 @@ pub async fn run(
     // broker's in-flight window (unacknowledged messages per client) bounds
     // this queue.
     let mut backlog: VecDeque<IngestEvent> = VecDeque::new();
+    let mut kicks = super::kicked::KickWatch::default();
     loop {
         let polled = tokio::select! {
             biased;
@@ -132,6 +133,7 @@ pub async fn run(
         };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                kicks.connected(std::time::Instant::now());
                 backoff = Duration::from_millis(100);
                 tracing::info!(host = %cfg.host, port = cfg.port, "MQTT connected; subscribing");
                 let topics = cfg
@@ -216,6 +218,15 @@ pub async fn run(
                 metrics
                     .mqtt_reconnects
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if kicks.lost(std::time::Instant::now()) {
+                    metrics
+                        .mqtt_client_id_conflicts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(client_id = %cfg.client_id, host = %cfg.host, port = cfg.port,
+                        "the broker keeps closing the ingest connection right after accepting it: \
+                         another MQTT client is probably using this client id (Ingest.Mqtt.ClientId); \
+                         messages published while we are off are lost for us");
+                }
                 tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

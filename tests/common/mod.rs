@@ -332,10 +332,17 @@ pub fn assert_stored_exactly(
 /// UDP ingest listens; its stderr keeps being drained into `service.log`
 /// beside the config (appended across restarts), to read when a test fails.
 pub fn start_binary(config: &Path) -> Child {
+    start_binary_with(config, &[], &config.with_file_name("service.log"))
+}
+
+/// [`start_binary`] with `env` added to the service's environment (EdgeX-style
+/// overrides, as a compose file sets them), its stderr appended to `log`.
+pub fn start_binary_with(config: &Path, env: &[(String, String)], log: &Path) -> Child {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
         .args(["run", "--config"])
         .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -353,7 +360,7 @@ pub fn start_binary(config: &Path) -> Child {
             break;
         }
     }
-    let log = config.with_file_name("service.log");
+    let log = log.to_owned();
     std::thread::spawn(move || {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()

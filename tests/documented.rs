@@ -1,0 +1,341 @@
+//! Every configuration the README and `compose/` document, run as
+//! documented: the real binary, started the way the image starts it
+//! (`run --config compose/configuration.yaml`) with the environment the
+//! compose file gives it, against a real mosquitto, the stand-in
+//! core-metadata and a core-data subscriber on the bus. Only what a compose
+//! network provides and a test cannot is changed: service host names become
+//! loopback, fixed ports become free ones, and paths inside the container
+//! become temporary ones. Every frame sent must be stored exactly once.
+//!
+//! A change of defaults that breaks a documented deployment fails here
+//! (issue 11: the ingest and the bus sharing one client id on one broker
+//! lost half of all readings, and no test used the defaults).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::bus::BusCore;
+use common::metadata::Metadata;
+use common::until;
+use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::sim::{self, mote, Target};
+use serde_yaml_ng::Value;
+
+const SEED: u64 = 41;
+const FRAMES: u64 = 41;
+
+/// The `device-lorawan` service's environment in a compose file.
+fn compose_environment(file: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(common::repo_path(file)).unwrap();
+    let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+    doc["services"]["device-lorawan"]["environment"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other).unwrap().trim().to_string(),
+            };
+            (k.as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// What differs between the compose network and this test: the broker's
+/// and core-metadata's addresses, the ports and the paths. Everything else
+/// is the compose file's and the configuration file's.
+struct Site {
+    dir: tempfile::TempDir,
+    api: std::net::SocketAddr,
+    udp: std::net::SocketAddr,
+    env: Vec<(String, String)>,
+}
+
+impl Site {
+    fn new(
+        mut env: BTreeMap<String, String>,
+        broker: u16,
+        metadata: &str,
+        changes: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = dir.path().join("devices.yaml");
+        std::fs::write(&devices, mote::devices_yaml(&mote::entries(3, SEED))).unwrap();
+        let api: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        let udp: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_udp_port())
+            .parse()
+            .unwrap();
+        for (k, v) in changes {
+            env.insert(k.to_string(), v.to_string());
+        }
+        for (k, v) in env.iter_mut() {
+            if k.ends_with("_HOST") && v == "mqtt-broker" {
+                *v = "127.0.0.1".into();
+            }
+            if k == "EDGEX_METADATA_URL" {
+                *v = metadata.to_string();
+            }
+            if k == "DEVICES_FILE" {
+                *v = devices.display().to_string();
+            }
+        }
+        // The compose network's port 1883 and the image's paths.
+        let port = broker.to_string();
+        for (k, v) in [
+            ("INGEST_MQTT_PORT", port.as_str()),
+            ("EDGEX_MESSAGEBUS_PORT", &port),
+            ("SERVICE_APIBIND", &api.to_string()),
+            ("INGEST_UDP_BIND", &udp.to_string()),
+            (
+                "SERVICE_DATADIR",
+                &dir.path().join("data").display().to_string(),
+            ),
+            (
+                "DEVICES_PROFILESDIR",
+                &common::repo_path("profiles").display().to_string(),
+            ),
+        ] {
+            env.insert(k.into(), v.into());
+        }
+        Self {
+            dir,
+            api,
+            udp,
+            env: env.into_iter().collect(),
+        }
+    }
+
+    fn start(&self) -> std::process::Child {
+        common::start_binary_with(
+            &common::repo_path("compose/configuration.yaml"),
+            &self.env,
+            &self.dir.path().join("service.log"),
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+}
+
+/// Send the frames, then wait (bounded) until core-data has all of them, and
+/// check that it has exactly them, each once, and that registration ran.
+async fn run_site(
+    site: &Site,
+    target: Target,
+    mqtt_subscriptions: u64,
+    core: &BusCore,
+    md: &Metadata,
+) {
+    let mut svc = site.start();
+    if mqtt_subscriptions > 0 {
+        until("the ingest subscriptions", Duration::from_secs(20), || {
+            common::scrape(site.api, "lorawan_mqtt_subacks_total")
+                .is_some_and(|n| n >= mqtt_subscriptions)
+        })
+        .await;
+    }
+    until("the bus connection", Duration::from_secs(20), || {
+        common::scrape(site.api, "edgex_registered").is_some_and(|n| n == 1)
+    })
+    .await;
+    let opts = sim::SimOptions {
+        rate: 40.0,
+        ..common::sim_opts(SEED, FRAMES, 0)
+    };
+    let report = sim::run(target, opts, std::future::pending())
+        .await
+        .unwrap();
+    let want = common::expected_ids(&report, SEED, 3);
+    assert_eq!(want.len() as u64, FRAMES);
+    // Every frame, or a timeout: then the assertion below names what is missing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while core.stored() < want.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let conflicts = [
+        "lorawan_mqtt_client_id_conflicts_total",
+        "edgex_bus_client_id_conflicts_total",
+    ]
+    .map(|m| common::scrape(site.api, m));
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+    let log = site.log();
+    common::assert_stored_exactly(
+        &core.state.events.lock().unwrap(),
+        &core.state.invalid.lock().unwrap(),
+        &want,
+    );
+    assert_eq!(conflicts, [Some(0), Some(0)], "client id conflicts\n{log}");
+    assert!(
+        !log.contains("connection lost") && !log.contains("message bus unavailable"),
+        "no MQTT client may lose its connection on a healthy broker:\n{log}"
+    );
+    let devices = md.state.devices.lock().unwrap();
+    assert_eq!(devices.len(), 3, "the motes registered with core-metadata");
+}
+
+async fn peers() -> Option<(common::Mosquitto, BusCore, Metadata)> {
+    let broker = common::Mosquitto::start()?;
+    let core = BusCore::start(broker.port, "device-lorawan").await;
+    let md = Metadata::start().await;
+    Some((broker, core, md))
+}
+
+fn mqtt_gateways(port: u16) -> Target {
+    Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port,
+        format: WireFormat::Protobuf,
+        prefix: String::new(),
+    }
+}
+
+/// `docker compose --profile chirpstack up`: the gateway bridge's stream
+/// and the EdgeX bus on one mosquitto, as the compose file's comment says
+/// to enable it (`INGEST_MQTT_ENABLED: "true"`), defaults otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_with_the_chirpstack_bridge_stores_every_frame_once() {
+    let Some((broker, core, md)) = peers().await else {
+        return;
+    };
+    let env = compose_environment("compose/docker-compose.yml");
+    assert_eq!(env["INGEST_MQTT_ENABLED"], "false", "the profile's switch");
+    let site = Site::new(
+        env,
+        broker.port,
+        &md.url(),
+        &[("INGEST_MQTT_ENABLED", "true")],
+    );
+    // The default subscriptions (bridge and application streams) and the
+    // bridge's downlink acknowledgements.
+    run_site(&site, mqtt_gateways(broker.port), 3, &core, &md).await;
+}
+
+/// `docker compose up`: Semtech UDP from the packet forwarder, events on
+/// the bus, registration on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_with_the_packet_forwarder_stores_every_frame_once() {
+    let Some((broker, core, md)) = peers().await else {
+        return;
+    };
+    let env = compose_environment("compose/docker-compose.yml");
+    let site = Site::new(env, broker.port, &md.url(), &[]);
+    run_site(&site, Target::Udp(site.udp), 0, &core, &md).await;
+}
+
+/// The balenaOS variant: UDP, the bus, registration, the devices file in
+/// the data volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balena_compose_stores_every_frame_once() {
+    let Some((broker, core, md)) = peers().await else {
+        return;
+    };
+    let env = compose_environment("compose/docker-compose.balena.yml");
+    let site = Site::new(env, broker.port, &md.url(), &[]);
+    run_site(&site, Target::Udp(site.udp), 0, &core, &md).await;
+}
+
+/// The README's first command: the demo on embedded defaults, nothing
+/// installed. It prints readings and a summary, and counts gateways as
+/// gateways (a repeated datagram is not another one).
+#[test]
+fn the_readme_demo_runs_on_embedded_defaults() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+        .args(["demo", "--duration", "3s", "--rate", "10"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let readings: Vec<&str> = stdout.lines().filter(|l| l.contains(" fcnt ")).collect();
+    assert!(readings.len() >= 10, "{stdout}");
+    for l in &readings {
+        let n: usize = l
+            .split("via ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no gateway count in {l:?}"));
+        assert!((1..=2).contains(&n), "two gateways, not {n}: {l}");
+    }
+    assert!(
+        stdout.contains("\nsent ") && stdout.contains("published "),
+        "{stdout}"
+    );
+}
+
+/// The README's "Running it for real": a devices file from the simulator,
+/// the service on a UDP port and the bundled profiles, the simulator
+/// sending to it; readings on standard output as JSON lines.
+#[test]
+fn the_readme_run_for_real_steps_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_device-lorawan");
+    let ok = std::process::Command::new(bin)
+        .args([
+            "simulate",
+            "--write-devices",
+            "devices.yaml",
+            "--devices",
+            "3",
+        ])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let udp = format!("127.0.0.1:{}", common::free_udp_port());
+    let api = format!("127.0.0.1:{}", common::free_port());
+    let mut svc = std::process::Command::new(bin)
+        .arg("run")
+        .env("INGEST_UDP_BIND", &udp)
+        .env("SERVICE_APIBIND", &api)
+        .env("DEVICES_PROFILESDIR", common::repo_path("profiles"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let api: std::net::SocketAddr = api.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::scrape(api, "lorawan_uplinks_published_total").is_none() {
+        assert!(Instant::now() < deadline, "the service did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sim = std::process::Command::new(bin)
+        .args(["simulate", "--udp", &udp, "--devices", "3", "--frames", "9"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    while common::scrape(api, "lorawan_uplinks_published_total") < Some(9) {
+        assert!(Instant::now() < deadline, "not every frame was published");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    svc.kill().unwrap();
+    let out = svc.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 9);
+    assert!(lines.iter().all(|v| v["readings"].is_array()));
+    assert!(
+        Path::new(&dir.path().join("data")).is_dir(),
+        "state in ./data"
+    );
+}
