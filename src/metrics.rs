@@ -78,6 +78,10 @@ pub struct Metrics {
     pub bus_client_id_conflicts: AtomicU64,
     /// Registration passes with core-metadata that failed (retried).
     pub registration_errors: AtomicU64,
+    /// Items (profiles, devices) core-metadata refused, every pass.
+    pub registration_refusals: AtomicU64,
+    /// Items refused in the last registration pass (a gauge).
+    pub registration_refused: AtomicU64,
     /// 1 once registered with core-metadata (a gauge).
     pub registered: AtomicU64,
     /// Commands that arrived over the message bus.
@@ -218,6 +222,10 @@ impl Metrics {
             ("edgex_delivery_errors_total", &self.delivery_errors),
             ("edgex_bus_reconnects_total", &self.bus_reconnects),
             ("edgex_registration_errors_total", &self.registration_errors),
+            (
+                "edgex_registration_refusals_total",
+                &self.registration_refusals,
+            ),
             ("edgex_bus_commands_total", &self.bus_commands),
             (
                 "edgex_bus_requests_malformed_total",
@@ -251,6 +259,7 @@ impl Metrics {
         for (name, v) in [
             ("edgex_outbox_depth", &self.outbox_depth),
             ("edgex_registered", &self.registered),
+            ("edgex_registration_refused", &self.registration_refused),
             ("lorawan_downlink_queue_depth", &self.downlink_queue_depth),
         ] {
             let _ = writeln!(s, "# TYPE {name} gauge\n{name} {}", v.load(Relaxed));

@@ -198,9 +198,9 @@ pub async fn start(
             devices: crate::edgex::metadata::DeviceSpec::from_registry(&parts.registry),
             metrics: parts.metrics.clone(),
         };
-        sources.push(tokio::spawn(async move {
-            let _ = registrar.run().await;
-        }));
+        let shared = Arc::new(crate::edgex::registration::Registration::default());
+        let _ = api_state.registration.set(shared.clone());
+        sources.push(tokio::spawn(registrar.run(shared)));
     }
     let scheduler = Scheduler::new(
         config.downlink.clone(),

@@ -163,3 +163,117 @@ async fn metadata_down_at_start_ingest_goes_on_and_registration_retries() {
     assert_eq!(md.state.devices.lock().unwrap().len(), 3);
     assert_no_keys_sent(&md, &entries);
 }
+
+/// core-metadata finds one profile invalid: the rest is registered, the
+/// devices of that profile are refused with its reason (not sent), the API
+/// shows each item's state, and `POST /api/v3/registration` tries again
+/// once core-metadata would take it, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_profile_leaves_the_rest_registered() {
+    let md = Metadata::start().await;
+    md.state
+        .refuse_profiles
+        .lock()
+        .unwrap()
+        .insert("Raw-Payload-Mote".into());
+    let mut entries = mote::entries(3, 43);
+    entries[2].profile = "Raw-Payload-Mote".into();
+    entries[2].codec = device_lorawan::codec::CodecKind::Raw;
+    let data = tempfile::tempdir().unwrap();
+    let svc = common::Service::start(config_for(data.path(), &md), entries.clone()).await;
+    let api = svc.bound.api;
+    let status = || async move {
+        let (code, body) = common::http(api, "GET", "/api/v3/registration", "").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let mut report = status().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while report["passes"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "no pass: {report}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = status().await;
+    }
+    let state_of = |r: &serde_json::Value, kind: &str, name: &str| {
+        r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kind"] == kind && i["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {r}"))
+            .clone()
+    };
+    let raw = state_of(&report, "profile", "Raw-Payload-Mote");
+    assert_eq!(raw["state"], "refused");
+    assert_eq!(raw["statusCode"], 400);
+    assert!(
+        raw["message"].as_str().unwrap().contains("ValueType"),
+        "{raw}"
+    );
+    assert_eq!(
+        state_of(&report, "profile", "Dragino-LPP-Mote")["state"],
+        "added"
+    );
+    assert_eq!(
+        state_of(&report, "profile", "Binary-Layout-Mote")["state"],
+        "added"
+    );
+    let dev = state_of(&report, "device", &entries[2].name);
+    assert_eq!(dev["state"], "refused");
+    assert!(
+        dev["message"]
+            .as_str()
+            .unwrap()
+            .contains("Raw-Payload-Mote was refused"),
+        "{dev}"
+    );
+    for e in &entries[..2] {
+        assert_eq!(state_of(&report, "device", &e.name)["state"], "added");
+    }
+    {
+        let devices = md.state.devices.lock().unwrap();
+        assert_eq!(devices.len(), 2);
+        assert!(
+            !devices.contains_key(&entries[2].name),
+            "never half-registered"
+        );
+        let requests = md.state.requests.lock().unwrap();
+        assert!(
+            !requests
+                .iter()
+                .any(|r| r.contains(&format!("\"{}\"", entries[2].name))),
+            "a device of a refused profile is not sent"
+        );
+    }
+    assert_eq!(common::scrape(api, "edgex_registration_refused"), Some(2));
+    assert_eq!(svc.metrics.registered.load(Relaxed), 1);
+
+    // core-metadata is fixed; a new pass is asked for over the API.
+    md.state.refuse_profiles.lock().unwrap().clear();
+    let (code, body) = common::http(api, "POST", "/api/v3/registration", "").await;
+    assert_eq!(code, 202, "{body}");
+    until("a second pass", Duration::from_secs(10), || {
+        md.state.devices.lock().unwrap().len() == 3
+    })
+    .await;
+    until("the second report", Duration::from_secs(10), || {
+        common::scrape(api, "edgex_registration_refused") == Some(0)
+    })
+    .await;
+    let report = status().await;
+    assert_eq!(report["passes"], 2);
+    assert_eq!(
+        state_of(&report, "profile", "Raw-Payload-Mote")["state"],
+        "added"
+    );
+    assert_eq!(
+        state_of(&report, "device", &entries[2].name)["state"],
+        "added"
+    );
+    assert_eq!(
+        state_of(&report, "device", &entries[0].name)["state"],
+        "existing"
+    );
+    assert!(md.state.invalid.lock().unwrap().is_empty());
+    assert_no_keys_sent(&md, &entries);
+}

@@ -49,6 +49,8 @@ pub struct ApiState {
     pub provider: std::sync::OnceLock<Arc<crate::handover::provider::Provider>>,
     /// Where customer contracts are kept.
     pub data_dir: std::path::PathBuf,
+    /// Registration with core-metadata, when enabled.
+    pub registration: std::sync::OnceLock<Arc<crate::edgex::registration::Registration>>,
 }
 
 impl ApiState {
@@ -72,6 +74,7 @@ impl ApiState {
             downlinks,
             downlinks_enabled: config.downlink.enabled,
             provider: std::sync::OnceLock::new(),
+            registration: std::sync::OnceLock::new(),
             data_dir: config.service.data_dir.clone(),
             app_stream: config.ingest.mqtt.enabled
                 && config
@@ -132,14 +135,21 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
         ),
         (&Method::POST, "/api/v3/secret") => respond(secret::post(state, body)),
         (&Method::GET, "/api/v3/handover") => respond(handover_status(state)),
+        (&Method::GET, "/api/v3/registration") => respond(registration_status(state)),
+        (&Method::POST, "/api/v3/registration") => respond(registration_again(state)),
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(state.metrics.render())))
             .expect("static response parts"),
         (
             _,
-            "/api/v3/ping" | "/api/v3/version" | "/api/v3/config" | "/api/v3/secret"
-            | "/api/v3/handover" | "/metrics",
+            "/api/v3/ping"
+            | "/api/v3/version"
+            | "/api/v3/config"
+            | "/api/v3/secret"
+            | "/api/v3/handover"
+            | "/api/v3/registration"
+            | "/metrics",
         ) => respond(error(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),
@@ -171,6 +181,40 @@ fn handover_status(state: &ApiState) -> Answer {
         json!({"apiVersion": API_VERSION, "statusCode": 200,
                "provider": provider, "customer": customer}),
     )
+}
+
+/// Where each item registered with core-metadata stands (the last pass).
+/// Not an EdgeX route: the registration status this service adds.
+fn registration_status(state: &ApiState) -> Answer {
+    let Some(r) = state.registration.get() else {
+        return (
+            StatusCode::OK,
+            json!({"apiVersion": API_VERSION, "statusCode": 200, "enabled": false, "items": []}),
+        );
+    };
+    let mut body = serde_json::to_value(r.snapshot()).expect("report serialises");
+    body["apiVersion"] = json!(API_VERSION);
+    body["statusCode"] = json!(200);
+    body["enabled"] = json!(true);
+    (StatusCode::OK, body)
+}
+
+/// Ask for a new registration pass now (refused items are tried again).
+fn registration_again(state: &ApiState) -> Answer {
+    match state.registration.get() {
+        Some(r) => {
+            r.again.notify_one();
+            (
+                StatusCode::ACCEPTED,
+                json!({"apiVersion": API_VERSION, "statusCode": 202,
+                       "message": "a registration pass was started; GET /api/v3/registration shows its outcome"}),
+            )
+        }
+        None => error(
+            StatusCode::CONFLICT,
+            "registration with core-metadata is off (Edgex.Metadata.Enabled)",
+        ),
+    }
 }
 
 /// Read a request's body (bounded) and route it.

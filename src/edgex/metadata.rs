@@ -2,7 +2,11 @@
 //! the device service itself (created, or its address updated), every
 //! profile in the profiles directory (added, or replaced when it exists),
 //! and the devices of the devices file (added; ones that exist are left as
-//! they are). Multi-status (207) answers are read item by item.
+//! they are). Multi-status (207) answers are read item by item, and an
+//! item core-metadata refuses does not stop the others: core-metadata
+//! answers a whole request 400 when one item of it fails validation, so
+//! such a batch is sent again item by item to learn which one it was.
+//! Each item's outcome goes into a [`Report`] (see `registration.rs`).
 //!
 //! Devices are registered with a `lorawan` protocol carrying DevEUI, DevAddr
 //! and class: never keys. If core-metadata cannot be reached the service
@@ -15,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
-use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::event::encode_segment;
 use super::http::{error_message, HttpError, JsonClient};
+use super::registration::{Item, Kind, Registration, Report, State};
 use crate::devices::Registry;
 use crate::metrics::Metrics;
 
@@ -97,18 +101,6 @@ impl DeviceSpec {
     }
 }
 
-/// What one registration pass did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
-pub struct Registered {
-    pub service_created: bool,
-    pub profiles_added: usize,
-    pub profiles_updated: usize,
-    pub devices_added: usize,
-    pub devices_existing: usize,
-    /// Devices core-metadata refused: (name, status, message).
-    pub devices_refused: Vec<(String, u16, String)>,
-}
-
 pub struct Registrar {
     pub client: JsonClient,
     pub service: String,
@@ -151,68 +143,125 @@ fn items(
         .collect())
 }
 
-/// Profile documents as they are on disk (EdgeX YAML), as JSON.
-pub fn profile_documents(dir: &Path) -> Result<Vec<Value>, RegistrationError> {
-    let bad =
-        |e: &dyn std::fmt::Display| RegistrationError::Profiles(format!("{}: {e}", dir.display()));
-    let paths = crate::codec::profile::yaml_files(dir).map_err(|e| bad(&e))?;
-    paths
+/// One profile file: its name (the document's, else the file's) and the
+/// document as JSON, or why it could not be read.
+pub struct ProfileDocument {
+    pub name: String,
+    pub doc: Result<Value, String>,
+}
+
+/// Profile documents as they are on disk (EdgeX YAML), as JSON. A file that
+/// does not parse is kept as a refusal of its own, so it cannot stop the
+/// others.
+pub fn profile_documents(dir: &Path) -> Result<Vec<ProfileDocument>, RegistrationError> {
+    let paths = crate::codec::profile::yaml_files(dir)
+        .map_err(|e| RegistrationError::Profiles(format!("{}: {e}", dir.display())))?;
+    Ok(paths
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| bad(&e))?;
-            serde_yaml_ng::from_str(&text).map_err(|e| bad(&format_args!("{}: {e}", p.display())))
+            let stem = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let doc = std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).map_err(|e| e.to_string()))
+                .map_err(|e| format!("{}: {e}", p.display()));
+            let name = doc
+                .as_ref()
+                .ok()
+                .and_then(|d| d["name"].as_str())
+                .map_or(stem, str::to_string);
+            ProfileDocument { name, doc }
         })
-        .collect()
+        .collect())
 }
 
 impl Registrar {
-    /// Register until it worked, retrying transient failures with backoff.
-    /// Returns what the successful pass did (or the first permanent error).
-    pub async fn run(self) -> Result<Registered, RegistrationError> {
+    /// Register at start, then again whenever `shared.again` is notified
+    /// (`POST /api/v3/registration`). A pass that failed as a whole, or had
+    /// items core-metadata could not take *now* (5xx), is retried with
+    /// backoff; refusals for good wait for the next trigger or start.
+    pub async fn run(self, shared: Arc<Registration>) {
         let mut backoff = Duration::from_secs(1);
+        let mut passes = 0;
         loop {
-            match self.register_once().await {
+            let report = self.register_once().await;
+            passes += 1;
+            let transient = match &report {
+                Err(e) => e.transient(),
+                Ok(r) => r.items.iter().any(Item::transient),
+            };
+            let report = match report {
                 Ok(r) => {
+                    self.log(&r);
                     self.metrics.registered.store(1, Relaxed);
-                    for (name, status, message) in &r.devices_refused {
-                        tracing::error!(device = %name, status, message, "core-metadata refused a device");
-                    }
-                    tracing::info!(
-                        url = self.client.base(),
-                        created = r.service_created,
-                        profiles_added = r.profiles_added,
-                        profiles_updated = r.profiles_updated,
-                        devices_added = r.devices_added,
-                        devices_existing = r.devices_existing,
-                        devices_refused = r.devices_refused.len(),
-                        "registered with core-metadata"
-                    );
-                    return Ok(r);
-                }
-                Err(e) if e.transient() => {
-                    self.metrics.registration_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "registration with core-metadata failed; ingest goes on");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    r
                 }
                 Err(e) => {
                     self.metrics.registration_errors.fetch_add(1, Relaxed);
-                    tracing::error!(error = %e, "registration with core-metadata failed for good");
-                    return Err(e);
+                    if transient {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "registration with core-metadata failed; ingest goes on");
+                    } else {
+                        tracing::error!(error = %e, "registration with core-metadata failed; POST /api/v3/registration to try again");
+                    }
+                    Report {
+                        error: Some(e.to_string()),
+                        ..Report::default()
+                    }
                 }
+            };
+            let refused = report.refused().count() as u64;
+            self.metrics.registration_refused.store(refused, Relaxed);
+            *shared.report.lock().expect("registration lock") = Report { passes, ..report };
+            if transient {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.again.notified() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            } else {
+                backoff = Duration::from_secs(1);
+                shared.again.notified().await;
             }
         }
     }
 
-    /// One pass: service, profiles, devices.
-    pub async fn register_once(&self) -> Result<Registered, RegistrationError> {
-        let mut done = Registered {
-            service_created: self.register_service().await?,
-            ..Registered::default()
-        };
-        (done.profiles_added, done.profiles_updated) = self.register_profiles().await?;
-        self.register_devices(&mut done).await?;
-        Ok(done)
+    fn log(&self, r: &Report) {
+        for i in r.refused() {
+            self.metrics.registration_refusals.fetch_add(1, Relaxed);
+            tracing::error!(kind = ?i.kind, name = %i.name, status = i.status_code, message = %i.message,
+                "core-metadata refused this; the rest is registered");
+        }
+        tracing::info!(
+            url = self.client.base(),
+            created = r.count(Kind::Service, State::Added) == 1,
+            profiles_added = r.count(Kind::Profile, State::Added),
+            profiles_updated = r.count(Kind::Profile, State::Updated),
+            devices_added = r.count(Kind::Device, State::Added),
+            devices_existing = r.count(Kind::Device, State::Existing),
+            refused = r.refused().count(),
+            "registered with core-metadata"
+        );
+    }
+
+    /// One pass: service, profiles, devices. Fails as a whole only when the
+    /// device service itself cannot be registered (nothing else can be).
+    pub async fn register_once(&self) -> Result<Report, RegistrationError> {
+        let mut report = Report::default();
+        let created = self.register_service().await?;
+        report.items.push(Item::ok(
+            Kind::Service,
+            &self.service,
+            if created {
+                State::Added
+            } else {
+                State::Updated
+            },
+        ));
+        self.register_profiles(&mut report).await?;
+        self.register_devices(&mut report).await?;
+        Ok(report)
     }
 
     async fn call(
@@ -237,6 +286,59 @@ impl Registrar {
         Ok((status, bytes))
     }
 
+    /// Send `dtos` (each wrapped as a request under `key`) in one call and
+    /// return each one's status and message. A whole-request refusal (400:
+    /// core-metadata validates every item before storing any) of a batch is
+    /// followed by one call per item, so each refusal lands on its own item.
+    async fn send_items(
+        &self,
+        step: &'static str,
+        method: Method,
+        path: &str,
+        key: &str,
+        dtos: &[Value],
+    ) -> Result<Vec<(u16, String)>, RegistrationError> {
+        if dtos.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = |dtos: &[Value]| {
+            let reqs: Vec<Value> = dtos.iter().map(|d| request(key, d.clone())).collect();
+            serde_json::to_vec(&reqs).expect("JSON serialises")
+        };
+        let url = format!("{API}{path}");
+        let (status, body) = self
+            .client
+            .send(method.clone(), &url, Some(batch(dtos)))
+            .await?;
+        match status {
+            StatusCode::MULTI_STATUS | StatusCode::OK | StatusCode::CREATED => {
+                items(step, &body, dtos.len())
+            }
+            s if s.is_client_error() && dtos.len() > 1 => {
+                let mut out = Vec::with_capacity(dtos.len());
+                for d in dtos {
+                    let (s, body) = self
+                        .client
+                        .send(method.clone(), &url, Some(batch(std::slice::from_ref(d))))
+                        .await?;
+                    out.push(match s {
+                        StatusCode::MULTI_STATUS | StatusCode::OK | StatusCode::CREATED => {
+                            items(step, &body, 1)?.remove(0)
+                        }
+                        s => (s.as_u16(), error_message(&body)),
+                    });
+                }
+                Ok(out)
+            }
+            s if s.is_client_error() => Ok(vec![(s.as_u16(), error_message(&body))]),
+            s => Err(RegistrationError::Refused {
+                step,
+                status: s,
+                message: error_message(&body),
+            }),
+        }
+    }
+
     /// Create the device service, or point the existing one at us. Returns
     /// whether it was created.
     async fn register_service(&self) -> Result<bool, RegistrationError> {
@@ -258,7 +360,7 @@ impl Registrar {
                 Method::POST,
                 request(
                     "service",
-                    json!({"name": self.service, "description": "LoRaWAN ABP devices, no network server needed",
+                    json!({"name": self.service, "description": "LoRaWAN devices, no network server needed",
                            "adminState": "UNLOCKED", "baseAddress": self.base_address, "labels": ["lorawan"]}),
                 ),
             ),
@@ -281,100 +383,91 @@ impl Registrar {
         }
     }
 
-    /// Add every profile; replace the ones that exist. Returns (added, updated).
-    async fn register_profiles(&self) -> Result<(usize, usize), RegistrationError> {
-        let docs = profile_documents(&self.profiles_dir)?;
-        if docs.is_empty() {
-            return Ok((0, 0));
+    /// Add every profile; replace the ones that exist (409 → PUT). Each
+    /// profile's outcome goes into `report`.
+    async fn register_profiles(&self, report: &mut Report) -> Result<(), RegistrationError> {
+        let mut docs = Vec::new();
+        for p in profile_documents(&self.profiles_dir)? {
+            match p.doc {
+                Ok(d) => docs.push((p.name, d)),
+                Err(e) => report
+                    .items
+                    .push(Item::refused(Kind::Profile, p.name, None, e)),
+            }
         }
-        let adds: Vec<Value> = docs.iter().map(|d| request("profile", d.clone())).collect();
-        let (_, body) = self
-            .call(
+        let dtos: Vec<Value> = docs.iter().map(|(_, d)| d.clone()).collect();
+        let answers = self
+            .send_items(
                 "the profiles",
                 Method::POST,
                 "/deviceprofile",
-                Some(Value::Array(adds)),
+                "profile",
+                &dtos,
             )
             .await?;
-        let answers = items("the profiles", &body, docs.len())?;
-        let mut added = 0;
         let mut existing = Vec::new();
-        for (doc, (status, message)) in docs.iter().zip(answers) {
+        for ((name, doc), (status, message)) in docs.into_iter().zip(answers) {
             match status {
-                201 => added += 1,
-                409 => existing.push(doc),
-                _ => {
-                    return Err(RegistrationError::item(
-                        "a profile",
-                        status,
-                        format!("{}: {message}", doc["name"]),
-                    ))
-                }
+                201 => report
+                    .items
+                    .push(Item::ok(Kind::Profile, name, State::Added)),
+                409 => existing.push((name, doc)),
+                s => report
+                    .items
+                    .push(Item::refused(Kind::Profile, name, Some(s), message)),
             }
         }
-        if existing.is_empty() {
-            return Ok((added, 0));
-        }
-        let puts: Vec<Value> = existing
-            .iter()
-            .map(|d| request("profile", (*d).clone()))
-            .collect();
-        let n = puts.len();
-        let (_, body) = self
-            .call(
+        let dtos: Vec<Value> = existing.iter().map(|(_, d)| d.clone()).collect();
+        let answers = self
+            .send_items(
                 "the profile updates",
                 Method::PUT,
                 "/deviceprofile",
-                Some(Value::Array(puts)),
+                "profile",
+                &dtos,
             )
             .await?;
-        for (doc, (status, message)) in existing.iter().zip(items("the profile updates", &body, n)?)
-        {
-            if status != 200 {
-                return Err(RegistrationError::item(
-                    "a profile update",
-                    status,
-                    format!("{}: {message}", doc["name"]),
-                ));
-            }
+        for ((name, _), (status, message)) in existing.into_iter().zip(answers) {
+            report.items.push(match status {
+                200 => Item::ok(Kind::Profile, name, State::Updated),
+                s => Item::refused(Kind::Profile, name, Some(s), message),
+            });
         }
-        Ok((added, n))
+        Ok(())
     }
 
-    async fn register_devices(&self, done: &mut Registered) -> Result<(), RegistrationError> {
-        if self.devices.is_empty() {
-            return Ok(());
+    /// Add the devices; a device whose profile was refused is refused with
+    /// that reason and not sent.
+    async fn register_devices(&self, report: &mut Report) -> Result<(), RegistrationError> {
+        let mut send = Vec::new();
+        for d in &self.devices {
+            match report.profile_refusal(&d.profile) {
+                Some(p) => {
+                    let why = format!("its profile {} was refused: {}", d.profile, p.message);
+                    report
+                        .items
+                        .push(Item::refused(Kind::Device, &d.name, None, why));
+                }
+                None => send.push(d),
+            }
         }
-        let adds: Vec<Value> = self
-            .devices
+        let dtos: Vec<Value> = send
             .iter()
             .map(|d| {
-                request(
-                    "device",
-                    json!({"name": d.name, "adminState": "UNLOCKED", "operatingState": "UP",
-                           "serviceName": self.service, "profileName": d.profile,
-                           "labels": ["lorawan"], "protocols": d.protocols()}),
-                )
+                json!({"name": d.name, "adminState": "UNLOCKED", "operatingState": "UP",
+                       "serviceName": self.service, "profileName": d.profile,
+                       "labels": ["lorawan"], "protocols": d.protocols()})
             })
             .collect();
-        let (_, body) = self
-            .call(
-                "the devices",
-                Method::POST,
-                "/device",
-                Some(Value::Array(adds)),
-            )
+        let answers = self
+            .send_items("the devices", Method::POST, "/device", "device", &dtos)
             .await?;
-        for (d, (status, message)) in
-            self.devices
-                .iter()
-                .zip(items("the devices", &body, self.devices.len())?)
-        {
-            match status {
-                201 => done.devices_added += 1,
-                409 => done.devices_existing += 1,
-                s => done.devices_refused.push((d.name.clone(), s, message)),
-            }
+        for (d, (status, message)) in send.into_iter().zip(answers) {
+            report.items.push(match status {
+                201 => Item::ok(Kind::Device, &d.name, State::Added),
+                409 => Item::ok(Kind::Device, &d.name, State::Existing),
+                s => Item::refused(Kind::Device, &d.name, Some(s), message),
+            });
         }
         Ok(())
     }

@@ -8,4 +8,5 @@ pub mod event;
 pub mod http;
 pub mod metadata;
 pub mod outbox;
+pub mod registration;
 pub mod requests;

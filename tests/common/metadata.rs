@@ -2,7 +2,9 @@
 //! device routes of the real API, answering multi-status (207) arrays item
 //! by item as core-metadata does, validating every request item against the
 //! official OpenAPI schema, and keeping every request body so a test can
-//! check that no key was ever sent.
+//! check that no key was ever sent. As core-metadata does (its request
+//! reader validates every DTO before any is stored), one invalid item gets
+//! the whole request a plain-text 400.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,9 @@ pub struct State {
     pub invalid: Mutex<Vec<String>>,
     /// Devices to refuse (a per-item 400), to exercise partial success.
     pub refuse_devices: Mutex<BTreeSet<String>>,
+    /// Profiles to find invalid, as core-metadata finds a profile it cannot
+    /// take: the whole request that carries one is refused (400).
+    pub refuse_profiles: Mutex<BTreeSet<String>>,
     validators: BTreeMap<&'static str, jsonschema::Validator>,
 }
 
@@ -46,6 +51,7 @@ impl Metadata {
             requests: Mutex::default(),
             invalid: Mutex::default(),
             refuse_devices: Mutex::default(),
+            refuse_profiles: Mutex::default(),
             validators,
         });
         let st = state.clone();
@@ -65,6 +71,12 @@ fn item(status: u16, message: &str) -> Value {
         v["message"] = json!(message);
     }
     v
+}
+
+/// core-metadata's answer to a request with an invalid item: `http.Error`,
+/// a plain-text body (sent here as a JSON string, the stand-in's only body type).
+fn whole_request_refused(message: &str) -> (StatusCode, Value) {
+    (StatusCode::BAD_REQUEST, Value::String(message.to_string()))
 }
 
 impl State {
@@ -109,19 +121,26 @@ impl State {
                 json!({"apiVersion": "v3", "statusCode": 400, "message": "not a JSON array"}),
             );
         };
+        for r in &reqs {
+            let errors = super::schema_errors(&self.validators[schema], r);
+            if !errors.is_empty() {
+                self.invalid
+                    .lock()
+                    .unwrap()
+                    .push(format!("{method} {path}: {schema}: {errors:?}"));
+                return whole_request_refused(&format!("{schema}: {errors:?}"));
+            }
+            let name = r[key]["name"].as_str().unwrap_or_default();
+            if key == "profile" && self.refuse_profiles.lock().unwrap().contains(name) {
+                return whole_request_refused(&format!(
+                    "device profile {name}: Key: 'DeviceProfile.DeviceResources[0].Properties.ValueType' \
+                     Error:Field validation for 'ValueType' failed on the 'oneof' tag"
+                ));
+            }
+        }
         let answers = reqs
             .iter()
-            .map(|r| {
-                let errors = super::schema_errors(&self.validators[schema], r);
-                if !errors.is_empty() {
-                    self.invalid
-                        .lock()
-                        .unwrap()
-                        .push(format!("{method} {path}: {schema}: {errors:?}"));
-                    return item(400, "invalid request");
-                }
-                self.apply(method, key, &r[key])
-            })
+            .map(|r| self.apply(method, key, &r[key]))
             .collect();
         (StatusCode::MULTI_STATUS, Value::Array(answers))
     }
