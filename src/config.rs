@@ -310,6 +310,8 @@ pub struct DownlinkConfig {
     /// RX1 opens this long after the uplink (RECEIVE_DELAY1); RX2 one second later.
     #[serde(with = "humantime_serde")]
     pub rx1_delay: Duration,
+    /// RX1DROffset: RX1 answers this many data rates below the uplink's.
+    pub rx1_dr_offset: u8,
     /// RX2 channel (Hz) and data rate, used when a gateway refuses RX1.
     pub rx2_frequency: u32,
     pub rx2_data_rate: String,
@@ -432,6 +434,7 @@ impl Default for DownlinkConfig {
         Self {
             enabled: true,
             rx1_delay: crate::lorawan::radio::RX1_DELAY,
+            rx1_dr_offset: 0,
             rx2_frequency: crate::lorawan::radio::RX2_FREQUENCY,
             rx2_data_rate: crate::lorawan::radio::RX2_DATR.to_string(),
             tx_power: 14,
@@ -446,6 +449,16 @@ impl DownlinkConfig {
     pub fn rx2_datr(&self) -> crate::lorawan::DataRate {
         crate::lorawan::DataRate::parse(&self.rx2_data_rate)
             .unwrap_or(crate::lorawan::radio::RX2_DATR)
+    }
+
+    /// The receive windows of a device that sets none of its own.
+    pub fn rx_defaults(&self) -> crate::lorawan::radio::RxSettings {
+        crate::lorawan::radio::RxSettings {
+            rx1_delay: self.rx1_delay,
+            rx1_dr_offset: self.rx1_dr_offset,
+            rx2_frequency: self.rx2_frequency,
+            rx2_datr: self.rx2_datr(),
+        }
     }
 }
 impl Default for ReadingsConfig {
@@ -650,6 +663,9 @@ impl Config {
                 "Downlink.Rx1Delay",
                 "must be between 1 s and 15 s (LoRaWAN RxDelay)",
             );
+        }
+        if dl.rx1_dr_offset > 5 {
+            return bad("Downlink.Rx1DrOffset", "must be between 0 and 5");
         }
         if !(1..=64).contains(&dl.max_queued) || dl.max_attempts == 0 {
             return bad(

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 
 use crate::codec::{Codec, CodecError, CodecKind, DeviceProfile};
-use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
+use crate::lorawan::radio::RxSettings;
+use crate::lorawan::{AesKey, DataRate, DevAddr, Eui64, FcntPolicy, SessionCrypto};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevicesError {
@@ -59,6 +60,100 @@ pub struct DeviceEntry {
     /// `LOCKED` devices still report, but refuse commands (EdgeX admin state).
     #[serde(default)]
     pub admin_state: AdminState,
+    /// Where the device listens after an uplink, if not at the defaults.
+    #[serde(default)]
+    pub rx_windows: RxWindows,
+}
+
+/// A device's receive windows (`rxWindows:` in the devices file): what its
+/// firmware sets (for ABP; an OTAA join sets them). Each one left out is the
+/// configuration's `Downlink` value, the region's default. The downlink
+/// scheduler sends only where these say, so they must match the firmware:
+/// `firmware/lorawan-mote/settings.h` is written from the same values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RxWindows {
+    /// RECEIVE_DELAY1 in seconds, 1..=15 (RX2 opens a second later).
+    #[serde(default, deserialize_with = "rx1_delay")]
+    pub rx1_delay: Option<u8>,
+    /// RX1DROffset, 0..=5: RX1 answers this many data rates below the uplink.
+    #[serde(default, deserialize_with = "rx1_dr_offset")]
+    pub rx1_dr_offset: Option<u8>,
+    /// RX2 channel in Hz.
+    #[serde(default, deserialize_with = "rx2_frequency")]
+    pub rx2_frequency: Option<u32>,
+    /// RX2 data rate, as the packet forwarder writes it (`SF9BW125`).
+    #[serde(default, deserialize_with = "rx2_data_rate")]
+    pub rx2_data_rate: Option<DataRate>,
+}
+
+impl RxWindows {
+    /// These windows over `defaults`.
+    pub fn over(&self, defaults: RxSettings) -> RxSettings {
+        RxSettings {
+            rx1_delay: self.rx1_delay.map_or(defaults.rx1_delay, |s| {
+                std::time::Duration::from_secs(s.into())
+            }),
+            rx1_dr_offset: self.rx1_dr_offset.unwrap_or(defaults.rx1_dr_offset),
+            rx2_frequency: self.rx2_frequency.unwrap_or(defaults.rx2_frequency),
+            rx2_datr: self.rx2_data_rate.unwrap_or(defaults.rx2_datr),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn to_json(self) -> serde_json::Value {
+        let mut v = serde_json::Map::new();
+        if let Some(d) = self.rx1_delay {
+            v.insert("rx1Delay".into(), d.into());
+        }
+        if let Some(o) = self.rx1_dr_offset {
+            v.insert("rx1DrOffset".into(), o.into());
+        }
+        if let Some(f) = self.rx2_frequency {
+            v.insert("rx2Frequency".into(), f.into());
+        }
+        if let Some(dr) = self.rx2_data_rate {
+            v.insert("rx2DataRate".into(), dr.to_string().into());
+        }
+        v.into()
+    }
+}
+
+fn ranged<'de, D: Deserializer<'de>, T>(
+    d: D,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de> + PartialOrd + std::fmt::Display,
+{
+    let v = T::deserialize(d)?;
+    if !range.contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "{what} must be between {} and {}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(Some(v))
+}
+fn rx1_delay<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    ranged(d, 1..=15, "rx1Delay (seconds)")
+}
+fn rx1_dr_offset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    ranged(d, 0..=5, "rx1DrOffset")
+}
+fn rx2_frequency<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    ranged(d, 137_000_000..=1_020_000_000, "rx2Frequency (Hz)")
+}
+fn rx2_data_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DataRate>, D::Error> {
+    let text = String::deserialize(d)?;
+    DataRate::parse(&text).map(Some).ok_or_else(|| {
+        serde::de::Error::custom("rx2DataRate must be a LoRa data rate like SF9BW125")
+    })
 }
 
 /// EdgeX admin state of a device.
@@ -139,6 +234,7 @@ pub struct Device {
     pub codec: Codec,
     pub fcnt_policy: FcntPolicy,
     pub admin_state: AdminState,
+    pub rx_windows: RxWindows,
 }
 
 /// All devices, indexed for the uplink path. Device ids are indices.
@@ -195,6 +291,7 @@ impl Registry {
                 codec,
                 fcnt_policy: e.fcnt_policy,
                 admin_state: e.admin_state,
+                rx_windows: e.rx_windows,
             });
         }
         reg.by_addr.sort_unstable();
@@ -305,6 +402,9 @@ pub fn to_yaml(entries: &[DeviceEntry]) -> String {
                 v["nwkSKey"] = hex::encode(n.expose()).into();
                 v["appSKey"] = hex::encode(k.expose()).into();
             }
+            if !e.rx_windows.is_default() {
+                v["rxWindows"] = e.rx_windows.to_json();
+            }
             v
         })
         .collect();
@@ -359,6 +459,11 @@ devices:
         app_only.codec = CodecKind::Raw;
         app_only.admin_state = AdminState::Locked;
         d.push(app_only);
+        d[0].rx_windows = RxWindows {
+            rx1_delay: Some(5),
+            rx2_data_rate: DataRate::parse("SF9BW125"),
+            ..Default::default()
+        };
         let back = parse(Path::new("d.yaml"), &to_yaml(&d)).unwrap();
         assert_eq!(format!("{back:?}"), format!("{d:?}"));
         assert_eq!(
@@ -395,6 +500,36 @@ devices:
             .unwrap_err()
             .to_string();
         assert!(e.contains("appSKey") && !e.contains("1234567890"), "{e}");
+    }
+
+    #[test]
+    fn rx_windows_are_checked_and_fall_back_to_the_defaults() {
+        let with = |rx: &str| format!("{ONE}    rxWindows: {rx}\n");
+        let d = parse(
+            Path::new("d.yaml"),
+            &with("{ rx2DataRate: SF9BW125, rx1DrOffset: 2 }"),
+        )
+        .unwrap();
+        let s = d[0].rx_windows.over(RxSettings::EU868);
+        assert_eq!(s.rx2_datr, DataRate::parse("SF9BW125").unwrap());
+        assert_eq!(s.rx1_dr_offset, 2);
+        assert_eq!(s.rx2_frequency, RxSettings::EU868.rx2_frequency);
+        assert_eq!(s.rx1_delay, RxSettings::EU868.rx1_delay);
+        for (bad, says) in [
+            ("{ rx1Delay: 0 }", "rx1Delay"),
+            ("{ rx1DrOffset: 6 }", "rx1DrOffset"),
+            ("{ rx2Frequency: 869 }", "rx2Frequency"),
+            ("{ rx2DataRate: DR3 }", "SF9BW125"),
+            ("{ rx2Dr: 3 }", "rx2Dr"),
+        ] {
+            let e = parse(Path::new("d.yaml"), &with(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("devices[0].rxWindows") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

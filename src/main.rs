@@ -155,6 +155,23 @@ struct SimulateArgs {
     /// Write the simulated devices (with keys, mode 0600) to this file and exit.
     #[arg(long)]
     write_devices: Option<PathBuf>,
+    /// The motes' RECEIVE_DELAY1 in seconds (default: EU868's 1).
+    #[arg(long)]
+    rx1_delay: Option<u8>,
+    /// The motes' RX1 data-rate offset (default 0).
+    #[arg(long)]
+    rx1_dr_offset: Option<u8>,
+    /// The motes' RX2 channel in Hz (default: EU868's 869525000).
+    #[arg(long)]
+    rx2_frequency: Option<u32>,
+    /// The motes' RX2 data rate (default: EU868's SF12BW125).
+    #[arg(long, value_parser = parse_data_rate)]
+    rx2_data_rate: Option<device_lorawan::lorawan::DataRate>,
+}
+
+fn parse_data_rate(s: &str) -> Result<device_lorawan::lorawan::DataRate, String> {
+    device_lorawan::lorawan::DataRate::parse(s)
+        .ok_or_else(|| format!("{s}: not a LoRa data rate like SF9BW125"))
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -298,10 +315,20 @@ async fn main() -> anyhow::Result<()> {
 
 async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     init_logging("info", LogFormat::Text);
+    let rx_windows = device_lorawan::devices::RxWindows {
+        rx1_delay: a.rx1_delay,
+        rx1_dr_offset: a.rx1_dr_offset,
+        rx2_frequency: a.rx2_frequency,
+        rx2_data_rate: a.rx2_data_rate,
+    };
     if let Some(path) = &a.write_devices {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let text = sim::mote::devices_yaml(&sim::mote::entries(a.devices, a.seed));
+        let mut entries = sim::mote::entries(a.devices, a.seed);
+        for e in &mut entries {
+            e.rx_windows = rx_windows;
+        }
+        let text = sim::mote::devices_yaml(&entries);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -353,6 +380,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         confirmed: a.confirmed,
         refuse_rx1: a.refuse_rx1,
         linger: a.linger,
+        rx_windows,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -373,10 +401,10 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             d.device, d.fcnt, d.ack, d.fport, hex::encode(&d.payload), d.delay_us, d.frequency, d.datr, d.interval_s
         );
     }
-    if report.refused + report.downlinks_dropped > 0 {
+    if report.refused + report.downlinks_dropped + report.downlinks_missed > 0 {
         println!(
-            "gateways refused {} transmissions; motes dropped {} downlinks",
-            report.refused, report.downlinks_dropped
+            "gateways refused {} transmissions; motes dropped {} downlinks and missed {} sent outside their receive windows",
+            report.refused, report.downlinks_dropped, report.downlinks_missed
         );
     }
     Ok(())

@@ -178,6 +178,88 @@ async fn confirmed_uplinks_are_acked_in_rx2_when_gateways_refuse_rx1() {
     svc.stop().await;
 }
 
+/// Confirmed uplinks of two motes whose firmware sets `motes`, sent to a
+/// service whose devices file says `service`; gateways refuse RX1 when
+/// `refuse_rx1`.
+async fn windows_run(
+    service: device_lorawan::devices::RxWindows,
+    motes: device_lorawan::devices::RxWindows,
+    refuse_rx1: bool,
+) -> SimReport {
+    let data = tempfile::tempdir().unwrap();
+    let mut entries = mote::entries(2, SEED);
+    for e in &mut entries {
+        e.rx_windows = service;
+    }
+    let mut svc = common::Service::start(common::config(data.path()), entries).await;
+    let o = SimOptions {
+        devices: 2,
+        frames: Some(6),
+        confirmed: true,
+        refuse_rx1,
+        rx_windows: motes,
+        ..opts(6, 0)
+    };
+    let report = sim::run(
+        Target::Udp(svc.bound.udp.unwrap()),
+        o,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    settled(&svc.metrics).await;
+    svc.stop().await;
+    report
+}
+
+/// The receive windows are the device's own (devices file `rxWindows`),
+/// as its firmware sets them; the simulated motes listen only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downlinks_follow_each_devices_receive_windows() {
+    use device_lorawan::devices::RxWindows;
+    // The network The Things Network's sketches assume: RX2 at SF9.
+    let sf9 = RxWindows {
+        rx2_data_rate: device_lorawan::lorawan::DataRate::parse("SF9BW125"),
+        ..Default::default()
+    };
+    let report = windows_run(sf9, sf9, true).await;
+    assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
+    assert_eq!(report.downlinks_missed, 0);
+    for d in &report.downlinks {
+        assert_eq!(
+            (d.delay_us, d.frequency, d.datr.as_str()),
+            (2_000_000, 869_525_000, "SF9BW125")
+        );
+    }
+
+    // A mote whose firmware listens for RX2 at SF9 while the service sends
+    // the EU868 default (SF12) never hears it: every ACK is missed.
+    let report = windows_run(RxWindows::default(), sf9, true).await;
+    assert!(report.downlinks.is_empty(), "{:?}", report.downlinks);
+    assert_eq!(report.downlinks_missed, 6);
+
+    // RX1 with a longer delay and a data-rate offset, on both sides.
+    let slow = RxWindows {
+        rx1_delay: Some(3),
+        rx1_dr_offset: Some(2),
+        ..Default::default()
+    };
+    let report = windows_run(slow, slow, false).await;
+    assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
+    for d in &report.downlinks {
+        assert_eq!(d.delay_us, 3_000_000);
+        // The simulator's uplinks go at SF7..SF9: RX1 answers two rates lower.
+        assert!(
+            ["SF9BW125", "SF10BW125", "SF11BW125"].contains(&d.datr.as_str()),
+            "{d:?}"
+        );
+    }
+    // The service on the defaults, the mote on RX1 at 3 s: missed.
+    let report = windows_run(RxWindows::default(), slow, false).await;
+    assert!(report.downlinks.is_empty());
+    assert_eq!(report.downlinks_missed, 6);
+}
+
 fn mqtt_config(data: &std::path::Path, port: u16) -> Config {
     let mut c = common::config(data);
     c.ingest.udp.enabled = false;

@@ -345,6 +345,7 @@ fn session(fcnt: u32) -> DeviceSession {
             fcnt: Some(fcnt),
             fcnt_down: 0,
         }),
+        rx_windows: None,
     }
 }
 

@@ -148,6 +148,7 @@ fn app_only(name: &str, eui: u64) -> DeviceEntry {
         codec: Default::default(),
         fcnt_policy: Default::default(),
         admin_state: Default::default(),
+        rx_windows: Default::default(),
     }
 }
 

@@ -24,8 +24,8 @@ use crate::counters::{CounterStore, CounterStoreError};
 use crate::devices::Device;
 use crate::lorawan::crypto::Direction;
 use crate::lorawan::encode::{build_frame, FrameSpec};
-use crate::lorawan::radio::{rx1, rx2, Window};
-use crate::lorawan::{DataRate, Eui64};
+use crate::lorawan::radio::{RxSettings, Window};
+use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Source};
 use crate::uplink::Uplink;
 
@@ -39,8 +39,8 @@ struct InFlight {
     seq: Option<u64>,
     req: TxRequest,
     source: Source,
-    /// RX1 was asked: RX2 is left to try if it is refused.
-    rx2_left: bool,
+    /// RX1 was asked: the device's RX2 is left to try if it is refused.
+    rx2_left: Option<Window>,
     deadline: Instant,
 }
 
@@ -48,7 +48,8 @@ pub struct Scheduler {
     queue: Arc<DownlinkQueue>,
     tx: Transmitters,
     cfg: DownlinkConfig,
-    rx2_datr: DataRate,
+    /// The windows of a device that sets none of its own.
+    rx_defaults: RxSettings,
     in_flight: HashMap<u32, InFlight>,
     next_id: u32,
     metrics: Arc<Metrics>,
@@ -62,7 +63,7 @@ impl Scheduler {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            rx2_datr: cfg.rx2_datr(),
+            rx_defaults: cfg.rx_defaults(),
             cfg,
             queue,
             tx,
@@ -70,10 +71,6 @@ impl Scheduler {
             next_id: 0,
             metrics,
         }
-    }
-
-    fn rx2(&self) -> Window {
-        rx2(self.cfg.rx1_delay, self.cfg.rx2_frequency, self.rx2_datr)
     }
 
     /// `up` of device `id` was published: send what is due for it.
@@ -100,9 +97,11 @@ impl Scheduler {
             );
             return;
         };
-        let window = match (up.rx.frequency, up.rx.datr) {
-            (Some(f), Some(dr)) => rx1(f, dr, self.cfg.rx1_delay),
-            _ => self.rx2(),
+        // Where this device listens: its own settings over the defaults.
+        let rx = device.rx_windows.over(self.rx_defaults);
+        let (window, rx2_left) = match (up.rx.frequency, up.rx.datr) {
+            (Some(f), Some(dr)) => (rx.rx1(f, dr), Some(rx.rx2())),
+            _ => (rx.rx2(), None),
         };
         let fcnt = store.down(device.dev_eui);
         let (fport, payload, behind, seq) = match &command {
@@ -134,7 +133,7 @@ impl Scheduler {
             dev_eui: device.dev_eui,
             fcnt,
             seq,
-            rx2_left: window != self.rx2(),
+            rx2_left,
             req,
             source: up.source,
             deadline: Instant::now(),
@@ -204,17 +203,17 @@ impl Scheduler {
                     }
                 }
             }
-            Err(reason) if f.rx2_left => {
+            Err(reason) if f.rx2_left.is_some() => {
                 self.metrics.downlinks_failed.fetch_add(1, Relaxed);
                 tracing::info!(device = %f.name, %reason, "RX1 refused by the gateway; trying RX2");
                 let req = TxRequest {
                     id: self.new_id(),
-                    window: self.rx2(),
+                    window: f.rx2_left.expect("guarded"),
                     ..f.req.clone()
                 };
                 self.send(InFlight {
                     req,
-                    rx2_left: false,
+                    rx2_left: None,
                     ..f
                 });
             }

@@ -731,6 +731,10 @@ mod tests {
                 fcnt: Some(40),
                 fcnt_down: 7,
             }),
+            rx_windows: Some(crate::handover::pb::RxWindows {
+                rx2_data_rate: Some("SF9BW125".into()),
+                ..Default::default()
+            }),
         }
     }
 
@@ -792,6 +796,11 @@ mod tests {
         assert_eq!(d.dev_addr.unwrap().0, 0x2601_1bda);
         assert_eq!(d.nwk_s_key.unwrap().expose(), &[1; 16]);
         assert_eq!(d.app_s_key.unwrap().expose(), &[2; 16]);
+        assert_eq!(
+            d.rx_windows.rx2_data_rate,
+            crate::lorawan::DataRate::parse("SF9BW125"),
+            "the device's receive windows travel with it"
+        );
         let profiles = crate::codec::profile::load_dir(&dir.path().join("profiles")).unwrap();
         assert_eq!(
             serde_json::to_string(&profiles[&d.profile]).unwrap(),

@@ -341,6 +341,12 @@ pub fn sessions(
             codec: enum_to_str(&e.codec),
             fcnt_policy: enum_to_str(&e.fcnt_policy),
             counter: Some(counter_msg(e.dev_eui, state, down)),
+            rx_windows: Some(crate::handover::pb::RxWindows {
+                rx1_delay_s: e.rx_windows.rx1_delay.map(u32::from),
+                rx1_dr_offset: e.rx_windows.rx1_dr_offset.map(u32::from),
+                rx2_frequency: e.rx_windows.rx2_frequency,
+                rx2_data_rate: e.rx_windows.rx2_data_rate.map(|d| d.to_string()),
+            }),
         });
     }
     Ok(out)

@@ -90,6 +90,33 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
     let codec: CodecKind = enum_from_str(&s.codec, "codec")?;
     let fcnt_policy: FcntPolicy = enum_from_str(&s.fcnt_policy, "counter policy")?;
     let counter = s.counter.unwrap_or_default();
+    let rx = s.rx_windows.clone().unwrap_or_default();
+    let small = |v: Option<u32>, max: u32, what: &str| {
+        v.map(|v| {
+            u8::try_from(v)
+                .ok()
+                .filter(|v| u32::from(*v) <= max)
+                .ok_or_else(|| format!("device {}: {what} {v} is out of range", s.name))
+        })
+        .transpose()
+    };
+    let rx_windows = crate::devices::RxWindows {
+        rx1_delay: small(rx.rx1_delay_s, 15, "rx1Delay")?,
+        rx1_dr_offset: small(rx.rx1_dr_offset, 5, "rx1DrOffset")?,
+        rx2_frequency: rx.rx2_frequency,
+        rx2_data_rate: rx
+            .rx2_data_rate
+            .as_deref()
+            .map(|d| {
+                crate::lorawan::DataRate::parse(d).ok_or_else(|| {
+                    format!(
+                        "device {}: rx2DataRate {d:?} is not a LoRa data rate",
+                        s.name
+                    )
+                })
+            })
+            .transpose()?,
+    };
     Ok(Adopted {
         entry: DeviceEntry {
             name: s.name.clone(),
@@ -101,6 +128,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             codec,
             fcnt_policy,
             admin_state: AdminState::Unlocked,
+            rx_windows,
         },
         profile: Arc::new(profile),
         up: counter_of(&counter).1,

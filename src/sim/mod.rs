@@ -73,6 +73,9 @@ pub struct SimOptions {
     pub refuse_rx1: bool,
     /// After the last uplink, keep taking downlinks this long.
     pub linger: Duration,
+    /// Where every mote listens after an uplink (its firmware's settings;
+    /// unset ones are the EU868 defaults). Written into `--write-devices`.
+    pub rx_windows: crate::devices::RxWindows,
 }
 
 impl Default for SimOptions {
@@ -89,6 +92,7 @@ impl Default for SimOptions {
             start_fcnt: 0,
             confirmed: false,
             refuse_rx1: false,
+            rx_windows: Default::default(),
             linger: Duration::ZERO,
         }
     }
@@ -118,6 +122,9 @@ pub struct SimReport {
     pub refused: u64,
     /// Downlinks a mote dropped (MIC, counter, not addressed to any mote).
     pub downlinks_dropped: u64,
+    /// Downlinks sent where or when their mote was not listening (not in
+    /// its RX1 or RX2 window: another delay, channel or data rate).
+    pub downlinks_missed: u64,
 }
 
 /// A downlink one mote accepted.
@@ -165,9 +172,22 @@ enum Transport {
     },
 }
 
-/// Whether a gateway transmits `t`: under `refuse_rx1`, only on the RX2 channel.
+/// The channels the simulated motes send on (EU868's three default ones).
+const UPLINK_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
+
+/// Whether a gateway transmits `t`: under `refuse_rx1`, nothing on an
+/// uplink channel (where RX1 answers), so only RX2 gets through.
 fn gateway_accepts(t: &Transmission, refuse_rx1: bool) -> bool {
-    !refuse_rx1 || t.frequency == crate::lorawan::radio::RX2_FREQUENCY
+    !refuse_rx1 || !UPLINK_CHANNELS.contains(&t.frequency)
+}
+
+/// One uplink as its mote sent it: a downlink must come in one of the
+/// windows it opens.
+#[derive(Debug, Clone, Copy)]
+struct SentUplink {
+    tmst: u32,
+    frequency: u32,
+    datr: crate::lorawan::DataRate,
 }
 
 /// A UDP gateway's downlink side: PULL_DATA now and every few seconds (as
@@ -400,15 +420,18 @@ pub async fn run(
     opts: SimOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<SimReport> {
-    let entries = mote::entries(opts.devices, opts.seed);
+    let mut entries = mote::entries(opts.devices, opts.seed);
+    for e in &mut entries {
+        e.rx_windows = opts.rx_windows;
+    }
     let mut motes: Vec<Mote> = entries.iter().map(Mote::new).collect();
     for m in &mut motes {
         m.fcnt = opts.start_fcnt;
         m.confirmed = opts.confirmed;
     }
     let mut history: Vec<Vec<Vec<u8>>> = vec![Vec::new(); motes.len()];
-    // Each mote's recent uplink timestamps, to check a downlink's timing.
-    let mut uplink_tmst: Vec<Vec<u32>> = vec![Vec::new(); motes.len()];
+    // Each mote's recent uplinks, to check a downlink's window.
+    let mut uplinks_sent: Vec<Vec<SentUplink>> = vec![Vec::new(); motes.len()];
     let (down_tx, mut down_rx) = mpsc::channel(256);
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut transport = Transport::connect(
@@ -436,7 +459,7 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {}
             Some(t) = down_rx.recv() => {
-                deliver(&mut motes, &uplink_tmst, t, &mut report);
+                deliver(&mut motes, &uplinks_sent, t, &mut report);
                 continue;
             }
             _ = &mut stop => break,
@@ -468,20 +491,24 @@ pub async fn run(
         }
         // Frames are 10 s apart in concentrator time, so a downlink (1 or 2 s
         // after its uplink) is never mistaken for the answer to another.
-        let tmst = (n as u32).wrapping_mul(10_000_000);
-        let recent = &mut uplink_tmst[m];
+        let sent = SentUplink {
+            tmst: (n as u32).wrapping_mul(10_000_000),
+            frequency: UPLINK_CHANNELS[(n % 3) as usize],
+            datr: crate::lorawan::DataRate::new(7 + (n % 3) as u32, 125).expect("LoRa rate"),
+        };
+        let recent = &mut uplinks_sent[m];
         if recent.len() == 8 {
             recent.remove(0);
         }
-        recent.push(tmst);
+        recent.push(sent);
         for g in 0..opts.gateways.max(1) {
             let rx = RxMeta {
                 gateway: gateway_eui(g),
                 rssi: -40 - 17 * g as i32 - (rng.next() % 5) as i32,
                 snr: 9.5 - 4.0 * g as f32,
-                tmst: Some(tmst),
-                frequency: Some(868_100_000 + 200_000 * (n % 3) as u32),
-                datr: crate::lorawan::DataRate::new(7 + (n % 3) as u32, 125),
+                tmst: Some(sent.tmst),
+                frequency: Some(sent.frequency),
+                datr: Some(sent.datr),
             };
             let up = GatewayUplink {
                 phy: frame.clone(),
@@ -547,15 +574,19 @@ pub async fn run(
     }
     let end = tokio::time::Instant::now() + opts.linger;
     while let Ok(Some(t)) = tokio::time::timeout_at(end, down_rx.recv()).await {
-        deliver(&mut motes, &uplink_tmst, t, &mut report);
+        deliver(&mut motes, &uplinks_sent, t, &mut report);
     }
     report.refused = refused.load(std::sync::atomic::Ordering::Relaxed);
     transport.finish().await?;
     Ok(report)
 }
 
-/// A transmission reaches the motes: the one it is addressed to takes it.
-fn deliver(motes: &mut [Mote], uplink_tmst: &[Vec<u32>], t: Transmission, report: &mut SimReport) {
+/// A transmission reaches the motes: the one it is addressed to takes it,
+/// if it comes in a window the mote opened after one of its recent uplinks
+/// (RX1: its delay, the uplink's channel, the uplink's rate lowered by its
+/// RX1 offset; RX2: a second later, its RX2 channel and rate). LMIC listens
+/// nowhere else, so neither does the simulated mote.
+fn deliver(motes: &mut [Mote], sent: &[Vec<SentUplink>], t: Transmission, report: &mut SimReport) {
     let addr = t
         .phy
         .get(1..5)
@@ -565,6 +596,26 @@ fn deliver(motes: &mut [Mote], uplink_tmst: &[Vec<u32>], t: Transmission, report
         return;
     };
     let mote = &mut motes[i];
+    let rx = mote.rx;
+    let heard = sent[i].iter().find_map(|u| {
+        let delay = t.tmst.wrapping_sub(u.tmst);
+        let w1 = rx.rx1(u.frequency, u.datr);
+        let w2 = rx.rx2();
+        [w1, w2]
+            .iter()
+            .any(|w| {
+                delay as u128 == w.delay.as_micros()
+                    && t.frequency == w.frequency
+                    && t.datr == w.datr
+            })
+            .then_some(delay)
+    });
+    let Some(delay_us) = heard else {
+        tracing::warn!(device = %mote.name, frequency = t.frequency, datr = %t.datr,
+            "simulated mote was not listening there or then: downlink missed");
+        report.downlinks_missed += 1;
+        return;
+    };
     match mote.receive(&t.phy) {
         Ok(d) => report.downlinks.push(ReceivedByMote {
             device: mote.name.clone(),
@@ -573,12 +624,7 @@ fn deliver(motes: &mut [Mote], uplink_tmst: &[Vec<u32>], t: Transmission, report
             fpending: d.fpending,
             fport: d.fport,
             payload: d.payload,
-            // Measured from the mote's closest earlier uplink.
-            delay_us: uplink_tmst[i]
-                .iter()
-                .map(|u| t.tmst.wrapping_sub(*u))
-                .min()
-                .unwrap_or(u32::MAX),
+            delay_us,
             frequency: t.frequency,
             datr: t.datr.to_string(),
             interval_s: mote.interval_s,

@@ -44,6 +44,7 @@ pub fn entries(n: usize, seed: u64) -> Vec<DeviceEntry> {
             codec: Default::default(),
             fcnt_policy: FcntPolicy::ResetTolerant,
             admin_state: Default::default(),
+            rx_windows: Default::default(),
         })
         .collect()
 }
@@ -71,6 +72,9 @@ pub struct Mote {
     pub confirmed: bool,
     /// The last FCntDown accepted (LMIC's `seqnoDn - 1`).
     pub fcnt_down: Option<u32>,
+    /// Where it listens after an uplink (LMIC `rxDelay`, `rx1DrOffset`,
+    /// `dn2Freq`, `dn2Dr`).
+    pub rx: crate::lorawan::radio::RxSettings,
 }
 
 /// The one downlink the firmware understands (firmware/lorawan-mote/payload.h):
@@ -100,6 +104,7 @@ impl Mote {
             interval_s: 60,
             confirmed: false,
             fcnt_down: None,
+            rx: e.rx_windows.over(crate::lorawan::radio::RxSettings::EU868),
         }
     }
 
