@@ -25,6 +25,7 @@
 //! - [`image`]: the service packaged as a reproducible container image, and
 //!   the content-addressed store images travel through.
 //! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
+//! - [`sketch`]: the Arduino mote's settings, from the same devices file.
 
 pub mod api;
 pub mod codec;
@@ -46,4 +47,5 @@ pub mod secrets;
 pub mod service;
 pub mod sim;
 pub mod sink;
+pub mod sketch;
 pub mod uplink;

@@ -62,6 +62,17 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Print the Arduino mote sketch's settings.h for one device of the
+    /// devices file: its ABP session and receive windows.
+    SketchSettings {
+        #[arg(long)]
+        device: String,
+        /// The devices file (default: `Devices.File` of the config).
+        #[arg(long)]
+        devices: Option<PathBuf>,
+        #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// The service and simulated motes together on loopback, printing readings.
     Demo {
         #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
@@ -292,6 +303,24 @@ async fn main() -> anyhow::Result<()> {
                 v.first_seq,
                 v.anchor,
                 v.head
+            );
+            Ok(())
+        }
+        Command::SketchSettings {
+            device,
+            devices,
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let path = devices.unwrap_or(config.devices.file.clone());
+            let entries = device_lorawan::devices::load(&path)?;
+            let e = entries
+                .iter()
+                .find(|e| e.name == device)
+                .ok_or_else(|| anyhow::anyhow!("no device {device} in {}", path.display()))?;
+            print!(
+                "{}",
+                device_lorawan::sketch::settings_h(e, config.downlink.rx_defaults())?
             );
             Ok(())
         }

@@ -111,3 +111,136 @@ fn firmware_applies_only_valid_interval_downlinks() {
     );
     assert_eq!(r.attributes["downlinkFPort"], "2");
 }
+
+/// The GPS (NMEA GGA) and DHT22 decoding the sketch uses instead of
+/// TinyGPSPlus and the Adafruit DHT library, compiled on the host.
+#[test]
+fn the_motes_sensor_readers_decode_gps_and_dht22() {
+    if !common::require("g++") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("sensors_host");
+    let status = Command::new("g++")
+        .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(common::repo_path("firmware/test/sensors_host.cpp"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "gga.h / dht22.h do not compile");
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            // The NMEA 0183 example fix: 48°07.038' N 11°31.000' E, 545.4 m.
+            "gga 1 48.11730 11.51667 545.40 1",
+            "gga 1 -33.86880 151.20930 -5.50 1",
+            // No fix, not GGA, a bad checksum, noise: the last fix stays.
+            "gga 0 -33.86880 151.20930 -5.50 1",
+            "gga 0 -33.86880 151.20930 -5.50 1",
+            "gga 0 -33.86880 151.20930 -5.50 1",
+            "gga 0 -33.86880 151.20930 -5.50 1",
+            // The AM2302 datasheet's example frame; a negative temperature;
+            // a bad checksum.
+            "dht 1 35.1 65.2",
+            "dht 1 -10.1 65.2",
+            "dht 0 0.0 0.0",
+        ]
+    );
+}
+
+/// Debian's Arduino AVR core (package arduino-core-avr).
+const ARDUINO_AVR: &str = "/usr/share/arduino/hardware/arduino/avr";
+
+/// Our own firmware code, compiled for the UNO's ATmega328P with the Arduino
+/// core's headers as the IDE does: the sketch (against declarations of the
+/// LMIC API, firmware/test/lmic_stub, with the real LMIC configuration) and
+/// the headers it includes, both payload encodings. An AVR-only error in our
+/// code fails here; firmware/build-uno.sh builds the whole thing with LMIC.
+#[test]
+fn our_firmware_code_compiles_for_the_atmega328p() {
+    if !common::require("avr-g++") {
+        return;
+    }
+    let core = std::path::Path::new(ARDUINO_AVR);
+    if !core.join("cores/arduino/Arduino.h").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{ARDUINO_AVR} is required in CI (apt-get install arduino-core-avr)"
+        );
+        eprintln!("SKIPPED: no Arduino AVR core (apt-get install arduino-core-avr)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for layout in [false, true] {
+        let mut cmd = Command::new("avr-g++");
+        cmd.args([
+            "-mmcu=atmega328p",
+            "-Os",
+            "-std=gnu++11",
+            "-fno-exceptions",
+            "-fno-threadsafe-statics",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-DF_CPU=16000000L",
+            "-DARDUINO=10819",
+            "-DARDUINO_AVR_UNO",
+            "-DARDUINO_ARCH_AVR",
+        ]);
+        for inc in [
+            "cores/arduino",
+            "variants/standard",
+            "libraries/SPI/src",
+            "libraries/SoftwareSerial/src",
+        ] {
+            cmd.arg(format!("-I{}", core.join(inc).display()));
+        }
+        if layout {
+            cmd.arg("-DPAYLOAD_LAYOUT");
+        }
+        let out = cmd
+            .arg(format!(
+                "-I{}",
+                common::repo_path("firmware/test/lmic_stub").display()
+            ))
+            .args(["-x", "c++", "-include", "Arduino.h", "-c"])
+            .arg(common::repo_path("firmware/lorawan-mote/lorawan-mote.ino"))
+            .arg("-o")
+            .arg(dir.path().join("mote.o"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the sketch (layout: {layout}) does not compile for the ATmega328P:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The sketch's committed settings.h is what `device-lorawan sketch-settings`
+/// writes for the example device on the service's defaults: the firmware's
+/// defaults are the service's (issue 11: the sketch listened for RX2 at SF9
+/// while the service sent at SF12).
+#[test]
+fn the_sketch_settings_are_the_services_defaults() {
+    let entries =
+        device_lorawan::devices::load(&common::repo_path("compose/devices.example.yaml")).unwrap();
+    let want = device_lorawan::sketch::settings_h(
+        &entries[0],
+        device_lorawan::config::Config::default()
+            .downlink
+            .rx_defaults(),
+    )
+    .unwrap();
+    let got =
+        std::fs::read_to_string(common::repo_path("firmware/lorawan-mote/settings.h")).unwrap();
+    assert_eq!(
+        got, want,
+        "regenerate: device-lorawan sketch-settings --devices compose/devices.example.yaml --device mote-1"
+    );
+    assert!(got.contains("#define MOTE_RX2_DR DR_SF12"));
+}

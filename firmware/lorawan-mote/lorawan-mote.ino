@@ -1,5 +1,6 @@
 /*
- * device-lorawan mote: Arduino UNO + Dragino LoRa/GPS shield, LMIC, ABP.
+ * device-lorawan mote: Arduino UNO + Dragino LoRa/GPS shield, MCCI LMIC, ABP,
+ * EU868, class A.
  *
  * Sends temperature, humidity, GPS position and battery voltage every
  * `interval_s` seconds on FPort 1, as Cayenne LPP (profile Dragino-LPP-Mote)
@@ -7,28 +8,43 @@
  * Binary-Layout-Mote). A downlink on FPort 2 carrying a uint16 big-endian
  * number of seconds changes the interval (resource reportInterval).
  *
- * Libraries: MCCI LoRaWAN LMIC (or IBM LMIC), TinyGPSPlus, DHT sensor library.
- * Like the classic ttn-abp sketch, the uplink counter restarts at 0 on every
- * boot; device-lorawan's default `reset-tolerant` counter policy expects that.
+ * Library: MCCI LoRaWAN LMIC, configured by firmware/lmic_project_config.h
+ * (copy it over the library's project_config/lmic_project_config.h). The
+ * DHT22 and GPS readers are our own (dht22.h, gga.h): the usual libraries
+ * did not fit the UNO beside LMIC. `firmware/build-uno.sh` builds this for
+ * the UNO and prints flash, RAM and worst-case stack against its limits.
  *
- * Fill in the session below from your devices.yaml (same DevAddr and keys).
- * Keys here are placeholders: never commit real ones.
+ * The session and receive windows come from settings.h, written by
+ *   device-lorawan sketch-settings --device <name> > settings.h
+ * from the same devices-file entry the service uses, so the mote listens
+ * where the service sends. Like the classic ttn-abp sketch, the uplink
+ * counter restarts at 0 on every boot; the service's default
+ * `reset-tolerant` counter policy expects that.
  */
 #include <lmic.h>
 #include <hal/hal.h>
 #include <SPI.h>
 #include <SoftwareSerial.h>
-#include <TinyGPSPlus.h>
-#include <DHT.h>
 
+#include "settings.h"
 #include "payload.h"
+#include "dht22.h"
+#include "gga.h"
 
-// ABP session, MSB first as printed (LMIC wants the keys as byte arrays).
-static const PROGMEM u1_t NWKSKEY[16] = {0x00};  // replace
-static const u1_t PROGMEM APPSKEY[16] = {0x00};  // replace
-static const u4_t DEVADDR = 0x26011BDA;          // replace
+/* The channel setup, duty-cycle bands and the service's default windows
+ * below are EU868's. Another region needs its own (and the devices file's
+ * rxWindows to match): define MOTE_OTHER_REGION_CONFIGURED once done. */
+#if !defined(CFG_eu868) && !defined(MOTE_OTHER_REGION_CONFIGURED)
+#error "This sketch is set up for EU868: set CFG_eu868 in lmic_project_config.h, or adapt setup() for your region and define MOTE_OTHER_REGION_CONFIGURED"
+#endif
+#if !defined(DISABLE_PING) || !defined(DISABLE_BEACONS)
+#error "Use firmware/lmic_project_config.h (class A only): without it LMIC does not fit the UNO"
+#endif
 
-// Not used in ABP, but LMIC links against them.
+static const PROGMEM u1_t NWKSKEY[16] = MOTE_NWKSKEY;
+static const PROGMEM u1_t APPSKEY[16] = MOTE_APPSKEY;
+
+// Not used in ABP, but LMIC_reset() calls them.
 void os_getArtEui(u1_t *) {}
 void os_getDevEui(u1_t *) {}
 void os_getDevKey(u1_t *) {}
@@ -43,24 +59,24 @@ const lmic_pinmap lmic_pins = {
 
 static const uint8_t UPLINK_PORT = 1;
 static const int BATTERY_PIN = A0;   // via a 1:2 divider
+static const uint8_t DHT_PIN = 5;
 static SoftwareSerial gpsSerial(3, 4);
-static TinyGPSPlus gps;
-static DHT dht(5, DHT22);
+static GgaReader gps;
 static uint16_t interval_s = 60;
 static osjob_t sendjob;
 
 static MoteReading read_sensors() {
   MoteReading r = {};
-  r.temperature_c = dht.readTemperature();
-  r.humidity_pct = dht.readHumidity();
-  r.latitude = gps.location.isValid() ? gps.location.lat() : 0;
-  r.longitude = gps.location.isValid() ? gps.location.lng() : 0;
-  r.altitude_m = gps.altitude.isValid() ? gps.altitude.meters() : 0;
+  Dht22Reading th;
+  uint8_t dht_ok = dht22_read(DHT_PIN, &th);
+  r.temperature_c = dht_ok ? th.temperature_c : 0;
+  r.humidity_pct = dht_ok ? th.humidity_pct : 0;
+  r.latitude = gps.fix.latitude;
+  r.longitude = gps.fix.longitude;
+  r.altitude_m = gps.fix.altitude_m;
   r.battery_v = analogRead(BATTERY_PIN) * (5.0f / 1023.0f) * 2.0f;
   r.motion = 0;
-  r.error_code = (isnan(r.temperature_c) ? 1 : 0) | (gps.location.isValid() ? 0 : 2);
-  if (isnan(r.temperature_c)) r.temperature_c = 0;
-  if (isnan(r.humidity_pct)) r.humidity_pct = 0;
+  r.error_code = (dht_ok ? 0 : 1) | (gps.fix.valid ? 0 : 2);
   return r;
 }
 
@@ -95,25 +111,34 @@ void onEvent(ev_t ev) {
 void setup() {
   Serial.begin(9600);
   gpsSerial.begin(9600);
-  dht.begin();
+  gga_init(&gps);
   os_init();
   LMIC_reset();
   uint8_t appskey[sizeof(APPSKEY)], nwkskey[sizeof(NWKSKEY)];
   memcpy_P(appskey, APPSKEY, sizeof(APPSKEY));
   memcpy_P(nwkskey, NWKSKEY, sizeof(NWKSKEY));
-  LMIC_setSession(0x13, DEVADDR, nwkskey, appskey);
+  LMIC_setSession(0x13, MOTE_DEVADDR, nwkskey, appskey);
 #if defined(CFG_eu868)
   LMIC_setupChannel(0, 868100000, DR_RANGE_MAP(DR_SF12, DR_SF7), BAND_CENTI);
   LMIC_setupChannel(1, 868300000, DR_RANGE_MAP(DR_SF12, DR_SF7B), BAND_CENTI);
   LMIC_setupChannel(2, 868500000, DR_RANGE_MAP(DR_SF12, DR_SF7), BAND_CENTI);
 #endif
   LMIC_setLinkCheckMode(0);
-  LMIC.dn2Dr = DR_SF9;  // EU868 RX2 as TTN/ChirpStack defaults
+  // Listen where the service sends (settings.h, from the devices file).
+  LMIC.rxDelay = MOTE_RX1_DELAY_S;
+  LMIC.rx1DrOffset = MOTE_RX1_DR_OFFSET;
+  LMIC.dn2Freq = MOTE_RX2_FREQUENCY_HZ;
+  LMIC.dn2Dr = MOTE_RX2_DR;
+  // The UNO's 16 MHz ceramic resonator is good to about +/-0.5%; MCCI's
+  // timing notes ask boards worse than 100 ppm to declare it, and LMIC
+  // honours up to 0.4% (it folds larger values back to that), so declare
+  // 0.4%: the RX windows open early enough for the clock's drift.
+  LMIC_setClockError(MAX_CLOCK_ERROR * 4 / 1000);
   LMIC_setDrTxpow(DR_SF7, 14);
   do_send(&sendjob);
 }
 
 void loop() {
-  while (gpsSerial.available()) gps.encode(gpsSerial.read());
+  while (gpsSerial.available()) gga_feed(&gps, (char)gpsSerial.read());
   os_runloop_once();
 }
