@@ -16,22 +16,30 @@ const CASES: [[f64; 8]; 2] = [
     [-12.3, 99.0, -33.8688, 151.2093, -5.5, 2.95, 0.0, 0.0],
 ];
 
-fn harness_output() -> Option<String> {
+/// Compile a host harness of firmware/test/ with g++ and run it: its output.
+fn host_harness(name: &str) -> Option<String> {
     if !common::require("g++") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("payload_host");
+    let exe = dir.path().join(name);
     let status = Command::new("g++")
         .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&exe)
-        .arg(common::repo_path("firmware/test/payload_host.cpp"))
+        .arg(common::repo_path(&format!("firmware/test/{name}.cpp")))
         .status()
         .unwrap();
-    assert!(status.success(), "payload.h does not compile");
+    assert!(
+        status.success(),
+        "firmware/test/{name}.cpp does not compile"
+    );
     let out = Command::new(&exe).output().unwrap();
     assert!(out.status.success());
     Some(String::from_utf8(out.stdout).unwrap())
+}
+
+fn harness_output() -> Option<String> {
+    host_harness("payload_host")
 }
 
 fn decode(profile: &str, kind: CodecKind, hex_payload: &str) -> Vec<(String, f64)> {
@@ -116,21 +124,9 @@ fn firmware_applies_only_valid_interval_downlinks() {
 /// TinyGPSPlus and the Adafruit DHT library, compiled on the host.
 #[test]
 fn the_motes_sensor_readers_decode_gps_and_dht22() {
-    if !common::require("g++") {
+    let Some(out) = host_harness("sensors_host") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("sensors_host");
-    let status = Command::new("g++")
-        .args(["-std=c++11", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(common::repo_path("firmware/test/sensors_host.cpp"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "gga.h / dht22.h do not compile");
-    let out = Command::new(&exe).output().unwrap();
-    assert!(out.status.success());
-    let out = String::from_utf8(out.stdout).unwrap();
+    };
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
