@@ -1,355 +1,32 @@
-//! The running service: binds the configured ingest sources and runs the
-//! uplink pipeline, one task that owns all per-device state (counters,
-//! de-duplication), so the per-frame path takes no locks.
+//! The uplink pipeline: one task that owns all per-device state (counters,
+//! de-duplication, resets waiting for confirmation, handed-over devices on
+//! standby), so the per-frame path takes no locks. Each input goes through
+//! named steps: dedup by bytes, decode, judge resets, hold for the dedup
+//! window, publish (the outbox first), then persist and acknowledge.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::codec::Reading;
-use crate::config::{Config, Delivery};
+use crate::config::Config;
 use crate::counters::CounterStore;
 use crate::device_state::DeviceStates;
 use crate::devices::Registry;
-use crate::downlink::queue::DownlinkQueue;
 use crate::downlink::scheduler::Scheduler;
-use crate::downlink::Transmitters;
-use crate::edgex::outbox::OutboxSink;
-use crate::handover::delivered::{later, Delivered};
+use crate::handover::delivered::later;
 use crate::ingest::dedup::{Dedup, FrameKey, GatewaySet};
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, Eui64, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
-use crate::secrets::{SecretStore, Session};
 use crate::sink::Sink;
 use crate::uplink::{decode_parsed, RxMeta, Uplink};
 
-/// What `run` needs besides the config: the devices, and where uplinks go.
-pub struct Parts {
-    pub registry: Registry,
-    pub sink: Box<dyn Sink>,
-    pub metrics: Arc<Metrics>,
-}
-
-/// Addresses actually bound (port 0 in config becomes a real port here).
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    pub udp: Option<std::net::SocketAddr>,
-    pub api: std::net::SocketAddr,
-    /// The provider's handover endpoint, when `Handover.Listen` is set.
-    pub handover: Option<std::net::SocketAddr>,
-}
-
-/// Load devices and profiles named by `config`.
-pub fn load_registry(config: &Config) -> anyhow::Result<Registry> {
-    let profiles = crate::codec::profile::load_dir(&config.devices.profiles_dir)?;
-    let entries = crate::devices::load(&config.devices.file)?;
-    let registry = Registry::build(entries, &profiles)?;
-    tracing::info!(
-        devices = registry.len(),
-        profiles = profiles.len(),
-        "devices loaded"
-    );
-    Ok(registry)
-}
-
-/// Bind every enabled source and start the pipeline. Returns once bound,
-/// with the addresses and a handle that finishes when `shutdown` fires and
-/// everything pending was published.
-pub async fn start(
-    config: Arc<Config>,
-    parts: Parts,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<(Bound, tokio::task::JoinHandle<anyhow::Result<()>>)> {
-    // A configuration built in code gets the ids a loaded one has.
-    let config = if config.ingest.mqtt.client_id.is_empty()
-        || config.edgex.message_bus.client_id.is_empty()
-    {
-        let mut c = (*config).clone();
-        c.derive_client_ids();
-        Arc::new(c)
-    } else {
-        config
-    };
-    // State first: if it cannot be opened, nothing has been started.
-    let store = CounterStore::open(&config.service.data_dir)?;
-    let (tx, rx) = mpsc::channel(4096);
-    let api = tokio::net::TcpListener::bind(config.service.api_bind)
-        .await
-        .with_context(|| format!("binding the API on {}", config.service.api_bind))?;
-    let mut bound = Bound {
-        udp: None,
-        api: api.local_addr()?,
-        handover: None,
-    };
-    tracing::info!(addr = %bound.api, "device-service API listening");
-    let max = config.ingest.max_message_bytes;
-    let mut parts = parts;
-    let secrets = SecretStore::open(&config.service.data_dir)?;
-    for (name, s) in secrets.sessions()? {
-        match parts.registry.by_name(&name) {
-            Some(id) => parts
-                .registry
-                .set_session(id, s.dev_addr, &s.nwk_s_key, &s.app_s_key),
-            None => {
-                tracing::warn!(device = %name, "stored session for a device not in the devices file")
-            }
-        }
-    }
-    let devices = Arc::new(DeviceStates::new(&parts.registry));
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let queue = Arc::new(DownlinkQueue::open(
-        &config.service.data_dir,
-        config.downlink.max_queued,
-        parts.metrics.clone(),
-    )?);
-    let api_state = Arc::new(crate::api::ApiState::new(
-        &config,
-        parts.metrics.clone(),
-        devices.clone(),
-        secrets,
-        control_tx.clone(),
-        queue.clone(),
-    ));
-    let mut transmitters = Transmitters::default();
-    let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state.clone()))];
-    if config.ingest.udp.enabled {
-        let sock = UdpSocket::bind(config.ingest.udp.bind)
-            .await
-            .with_context(|| format!("binding UDP {}", config.ingest.udp.bind))?;
-        bound.udp = Some(sock.local_addr()?);
-        tracing::info!(addr = %sock.local_addr()?, "Semtech UDP packet-forwarder listening");
-        let (down_tx, down_rx) = mpsc::channel(DOWNLINKS_IN_FLIGHT);
-        transmitters.udp = Some(down_tx);
-        sources.push(tokio::spawn(crate::ingest::udp::serve(
-            sock,
-            tx.clone(),
-            down_rx,
-            parts.metrics.clone(),
-            max,
-        )));
-    }
-    if config.ingest.mqtt.enabled {
-        let m = parts.metrics.clone();
-        let (down_tx, down_rx) = mpsc::channel(DOWNLINKS_IN_FLIGHT);
-        transmitters.mqtt = Some(down_tx);
-        sources.push(tokio::spawn(crate::ingest::mqtt::run(
-            config.ingest.mqtt.clone(),
-            tx.clone(),
-            down_rx,
-            m,
-            max,
-        )));
-    }
-    drop(tx);
-    // Handover: the customer's side for each contract this edge holds, the
-    // provider's side if it listens. Both need to know what EdgeX has.
-    let contracts = crate::handover::customer::contracts(&config.service.data_dir)?;
-    let handover = !contracts.is_empty() || !config.handover.listen.is_empty();
-    let mut delivered = None;
-    if config.edgex.delivery != Delivery::None {
-        let mut outbox = start_delivery(&config, &parts.metrics, &api_state, &mut sources)?;
-        if handover {
-            let d = Arc::new(Delivered::new(Some(outbox.journal.clone())));
-            outbox.delivered = Some(d.clone());
-            delivered = Some(d);
-        }
-        // The outbox first: once any other sink has shown an uplink, it is journaled.
-        parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox), parts.sink]));
-    } else if handover {
-        let d = Arc::new(Delivered::new(None));
-        parts.sink = Box::new(crate::handover::delivered::Tracked {
-            inner: parts.sink,
-            delivered: d.clone(),
-        });
-        delivered = Some(d);
-    }
-    let standby = match &delivered {
-        Some(d) => {
-            let roles = crate::handover::Roles {
-                config: config.clone(),
-                contracts,
-                control: control_tx.clone(),
-                delivered: d.clone(),
-                metrics: parts.metrics.clone(),
-            };
-            let started = roles.start(&mut sources).await?;
-            bound.handover = started.listening;
-            if let Some(p) = started.provider {
-                let _ = api_state.provider.set(p);
-            }
-            started.standby
-        }
-        None => Vec::new(),
-    };
-    if config.edgex.metadata.enabled {
-        let md = &config.edgex.metadata;
-        let registrar = crate::edgex::metadata::Registrar {
-            client: crate::edgex::http::JsonClient::new(&md.url, md.timeout),
-            service: config.service.name.clone(),
-            base_address: format!("http://{}:{}", config.service.host, bound.api.port()),
-            profiles_dir: config.devices.profiles_dir.clone(),
-            devices: crate::edgex::metadata::DeviceSpec::from_registry(&parts.registry),
-            metrics: parts.metrics.clone(),
-        };
-        let shared = Arc::new(crate::edgex::registration::Registration::default());
-        let _ = api_state.registration.set(shared.clone());
-        sources.push(tokio::spawn(registrar.run(shared)));
-    }
-    let scheduler = Scheduler::new(
-        config.downlink.clone(),
-        queue,
-        transmitters,
-        parts.metrics.clone(),
-    );
-    let mut pipeline = Pipeline::new(config.clone(), parts, store, devices, control_rx, scheduler);
-    for eui in standby {
-        if let Some(id) = pipeline.registry.by_eui(eui) {
-            pipeline.standby.entry(id).or_default();
-        }
-    }
-    let handle = tokio::spawn(async move {
-        let result = pipeline.run(rx, shutdown).await;
-        for s in sources {
-            s.abort();
-        }
-        result
-    });
-    Ok((bound, handle))
-}
-
-/// Downlinks handed to one gateway transmitter and not yet taken by it.
-const DOWNLINKS_IN_FLIGHT: usize = 256;
-
-/// What the API and the handover ask of the pipeline, which owns the
-/// device registry and the counters.
-#[derive(Debug)]
-pub enum Control {
-    /// Keys that arrived through `POST /api/v3/secret` (already stored).
-    Session { device: u32, session: Session },
-    /// Devices handed over by another edge: decode them, and hold their
-    /// uplinks (standby) until told to publish. Known devices get the
-    /// sessions given, keep their counters, and keep publishing if they did.
-    Adopt {
-        devices: Vec<Adopted>,
-        done: oneshot::Sender<Result<(), String>>,
-    },
-    /// Stop publishing these devices: hold their uplinks instead.
-    Standby {
-        devices: Vec<Eui64>,
-        done: oneshot::Sender<()>,
-    },
-    /// Publish these devices again: first the held uplinks after the
-    /// counter given (what the other edge delivered), then live.
-    Resume {
-        after: Vec<(Eui64, FcntState)>,
-        done: oneshot::Sender<()>,
-    },
-    /// The uplink counter and next FCntDown of these devices.
-    Counters {
-        devices: Vec<Eui64>,
-        reply: oneshot::Sender<Vec<(Eui64, FcntState, u32)>>,
-    },
-}
-
-impl Control {
-    /// Send the request `make` builds to the pipeline behind `control` and
-    /// wait for its answer.
-    pub async fn ask<T>(
-        control: &mpsc::UnboundedSender<Control>,
-        make: impl FnOnce(oneshot::Sender<T>) -> Control,
-    ) -> Result<T, String> {
-        let (tx, rx) = oneshot::channel();
-        control
-            .send(make(tx))
-            .map_err(|_| "the pipeline has stopped".to_string())?;
-        rx.await.map_err(|_| "the pipeline has stopped".to_string())
-    }
-}
-
-/// A device handed over, as the pipeline takes it.
-pub struct Adopted {
-    pub entry: crate::devices::DeviceEntry,
-    pub profile: Arc<crate::codec::DeviceProfile>,
-    pub up: FcntState,
-    pub down: u32,
-}
-
-impl std::fmt::Debug for Adopted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Adopted({}, keys redacted)", self.entry.name)
-    }
-}
-
-/// Open the outbox and spawn the task draining it to EdgeX (bus or REST).
-fn start_delivery(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    api: &Arc<crate::api::ApiState>,
-    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> anyhow::Result<OutboxSink> {
-    let dir = config.service.data_dir.join("outbox");
-    let outbox = &config.edgex.outbox;
-    let journal = crate::outbox::Journal::open(&dir, outbox.max_bytes, outbox.when_full)?;
-    metrics.outbox_depth.store(journal.pending(), Relaxed);
-    let journal = Arc::new(std::sync::Mutex::new(journal));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let pending = journal.lock().expect("journal lock").pending();
-    let dead_letters = dir.join("outbox.dead");
-    match config.edgex.delivery {
-        Delivery::Rest => {
-            let cd = &config.edgex.core_data;
-            tracing::info!(url = %cd.url, pending, "delivering events to core-data (REST)");
-            tasks.push(tokio::spawn(crate::edgex::core_data::deliver(
-                crate::edgex::http::JsonClient::new(&cd.url, cd.timeout),
-                journal.clone(),
-                wake.clone(),
-                metrics.clone(),
-                dead_letters,
-            )));
-        }
-        Delivery::MessageBus => {
-            let bus = &config.edgex.message_bus;
-            tracing::info!(host = %bus.host, port = bus.port, pending, "delivering events on the EdgeX message bus");
-            // Bus requests (device validation, commands, system events) are
-            // answered by their own task, so a slow one never stalls delivery.
-            let (req_tx, req_rx) = mpsc::channel(256);
-            let (rep_tx, rep_rx) = mpsc::channel(256);
-            let prefix = bus.base_topic_prefix.clone();
-            tasks.push(tokio::spawn(crate::edgex::requests::serve(
-                req_rx,
-                rep_tx,
-                api.clone(),
-                prefix.clone(),
-            )));
-            let bus = crate::edgex::bus::Bus {
-                config: bus.clone(),
-                journal: journal.clone(),
-                wake: wake.clone(),
-                metrics: metrics.clone(),
-                dead_letters,
-                subscriptions: crate::edgex::requests::subscriptions(&prefix, &config.service.name),
-                requests: Some(req_tx),
-                replies: Some(rep_rx),
-            };
-            tasks.push(tokio::spawn(bus.run()));
-        }
-        Delivery::None => unreachable!("checked by the caller"),
-    }
-    Ok(OutboxSink {
-        service: config.service.name.clone(),
-        journal,
-        wake,
-        metrics: metrics.clone(),
-        delivered: None,
-    })
-}
+use super::{Adopted, Control, Parts};
 
 /// A frame that would reset its device's counter. After a reboot, an LMIC
 /// mote's frames are byte-identical to the previous boot's frames with the
@@ -380,7 +57,7 @@ struct Held {
 }
 
 impl Held {
-    fn new(uplink: Uplink, device: u32, persist: FcntState, ack: Option<Ack>) -> Self {
+    pub(super) fn new(uplink: Uplink, device: u32, persist: FcntState, ack: Option<Ack>) -> Self {
         Self {
             heard: GatewaySet::new(uplink.rx.gateway),
             uplink,
@@ -401,7 +78,7 @@ impl Held {
     }
 }
 
-struct Pipeline {
+pub(super) struct Pipeline {
     config: Arc<Config>,
     registry: Registry,
     /// Counter states as judged so far (ahead of what is persisted by the
@@ -436,7 +113,7 @@ fn now_ns() -> i64 {
 }
 
 impl Pipeline {
-    fn new(
+    pub(super) fn new(
         config: Arc<Config>,
         parts: Parts,
         store: CounterStore,
@@ -467,7 +144,15 @@ impl Pipeline {
         }
     }
 
-    async fn run(
+    /// Hold `eui`'s uplinks while another edge publishes them (its
+    /// devices are handed over at start).
+    pub(super) fn stand_by(&mut self, eui: Eui64) {
+        if let Some(id) = self.registry.by_eui(eui) {
+            self.standby.entry(id).or_default();
+        }
+    }
+
+    pub(super) async fn run(
         mut self,
         mut rx: mpsc::Receiver<IngestEvent>,
         shutdown: impl std::future::Future<Output = ()>,
