@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::codec::{Codec, CodecError, CodecKind, DeviceProfile};
 use crate::lorawan::radio::RxSettings;
+use crate::lorawan::region::RegionName;
 use crate::lorawan::{AesKey, DataRate, DevAddr, Eui64, FcntPolicy, SessionCrypto};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,9 @@ pub struct DeviceEntry {
     /// Where the device listens after an uplink, if not at the defaults.
     #[serde(default)]
     pub rx_windows: RxWindows,
+    /// Its band plan, if not the site's (`Region.Name`).
+    #[serde(default)]
+    pub region: Option<RegionName>,
 }
 
 /// A device's receive windows (`rxWindows:` in the devices file): what its
@@ -235,6 +239,8 @@ pub struct Device {
     pub fcnt_policy: FcntPolicy,
     pub admin_state: AdminState,
     pub rx_windows: RxWindows,
+    /// `None`: the site's region.
+    pub region: Option<RegionName>,
 }
 
 /// All devices, indexed for the uplink path. Device ids are indices.
@@ -292,6 +298,7 @@ impl Registry {
                 fcnt_policy: e.fcnt_policy,
                 admin_state: e.admin_state,
                 rx_windows: e.rx_windows,
+                region: e.region,
             });
         }
         reg.by_addr.sort_unstable();
@@ -405,6 +412,9 @@ pub fn to_yaml(entries: &[DeviceEntry]) -> String {
             if !e.rx_windows.is_default() {
                 v["rxWindows"] = e.rx_windows.to_json();
             }
+            if let Some(r) = e.region {
+                v["region"] = r.to_string().into();
+            }
             v
         })
         .collect();
@@ -459,6 +469,7 @@ devices:
         app_only.codec = CodecKind::Raw;
         app_only.admin_state = AdminState::Locked;
         d.push(app_only);
+        d[1].region = Some(RegionName::AS923_2);
         d[0].rx_windows = RxWindows {
             rx1_delay: Some(5),
             rx2_data_rate: DataRate::parse("SF9BW125"),

@@ -175,9 +175,19 @@ struct SimulateArgs {
     /// The motes' RX2 channel in Hz (default: EU868's 869525000).
     #[arg(long)]
     rx2_frequency: Option<u32>,
-    /// The motes' RX2 data rate (default: EU868's SF12BW125).
+    /// The motes' RX2 data rate (default: their region's).
     #[arg(long, value_parser = parse_data_rate)]
     rx2_data_rate: Option<device_lorawan::lorawan::DataRate>,
+    /// The motes' band plan (EU868, US915, AU915, AS923, AS923-2, ...): their
+    /// channels, data rates and windows; written as each device's `region`.
+    #[arg(long, value_parser = parse_region)]
+    region: Option<device_lorawan::lorawan::region::RegionName>,
+}
+
+fn parse_region(s: &str) -> Result<device_lorawan::lorawan::region::RegionName, String> {
+    serde_yaml_ng::from_str(s).map_err(|_| {
+        format!("{s}: not a region (EU868, US915, AU915, AS923, AS923-2, IN865, KR920, ...)")
+    })
 }
 
 fn parse_data_rate(s: &str) -> Result<device_lorawan::lorawan::DataRate, String> {
@@ -320,7 +330,7 @@ async fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no device {device} in {}", path.display()))?;
             print!(
                 "{}",
-                device_lorawan::sketch::settings_h(e, config.downlink.rx_defaults())?
+                device_lorawan::sketch::settings_h(e, config.rx_defaults())?
             );
             Ok(())
         }
@@ -356,6 +366,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         let mut entries = sim::mote::entries(a.devices, a.seed);
         for e in &mut entries {
             e.rx_windows = rx_windows;
+            e.region = a.region;
         }
         let text = sim::mote::devices_yaml(&entries);
         let mut f = std::fs::OpenOptions::new()
@@ -410,6 +421,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         refuse_rx1: a.refuse_rx1,
         linger: a.linger,
         rx_windows,
+        region: a.region.unwrap_or_default(),
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use device_lorawan::config::{Config, StreamKind, Subscription};
 use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::lorawan::region::RegionName;
 use device_lorawan::metrics::Metrics;
 use device_lorawan::sim::{self, mote, ReceivedByMote, SimOptions, SimReport, Target};
 
@@ -186,10 +187,21 @@ async fn windows_run(
     motes: device_lorawan::devices::RxWindows,
     refuse_rx1: bool,
 ) -> SimReport {
+    region_run(service, motes, refuse_rx1, RegionName::EU868).await
+}
+
+/// [`windows_run`] with motes of `region` (named by their devices-file entries).
+async fn region_run(
+    service: device_lorawan::devices::RxWindows,
+    motes: device_lorawan::devices::RxWindows,
+    refuse_rx1: bool,
+    region: RegionName,
+) -> SimReport {
     let data = tempfile::tempdir().unwrap();
     let mut entries = mote::entries(2, SEED);
     for e in &mut entries {
         e.rx_windows = service;
+        e.region = Some(region);
     }
     let mut svc = common::Service::start(common::config(data.path()), entries).await;
     let o = SimOptions {
@@ -198,6 +210,7 @@ async fn windows_run(
         confirmed: true,
         refuse_rx1,
         rx_windows: motes,
+        region,
         ..opts(6, 0)
     };
     let report = sim::run(
@@ -258,6 +271,38 @@ async fn downlinks_follow_each_devices_receive_windows() {
     let report = windows_run(RxWindows::default(), slow, false).await;
     assert!(report.downlinks.is_empty());
     assert_eq!(report.downlinks_missed, 6);
+}
+
+/// Devices of other regions, on an EU868 site: a US915 mote sends on its
+/// sub-band's 125 kHz channels and is answered in RX1 on the 500 kHz
+/// downlink channel of its uplink channel (RP002 §2.5.7), and in RX2 at
+/// 923.3 MHz SF12BW500; an AS923 mote's RX2 is 923.2 MHz at SF10 (DR2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downlinks_follow_each_devices_region() {
+    use device_lorawan::devices::RxWindows;
+    let none = RxWindows::default();
+    let report = region_run(none, none, false, RegionName::US915).await;
+    assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
+    let us915_down: Vec<u32> = (0..8).map(|k| 923_300_000 + 600_000 * k).collect();
+    for d in &report.downlinks {
+        assert!(us915_down.contains(&d.frequency), "{d:?}");
+        assert!(d.datr.ends_with("BW500"), "{d:?}");
+        assert_eq!(d.delay_us, 1_000_000);
+    }
+    let report = region_run(none, none, true, RegionName::US915).await;
+    assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
+    for d in &report.downlinks {
+        assert_eq!(
+            (d.frequency, d.datr.as_str(), d.delay_us),
+            (923_300_000, "SF12BW500", 2_000_000)
+        );
+    }
+    let report = region_run(none, none, true, RegionName::AS923).await;
+    assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
+    for d in &report.downlinks {
+        assert_eq!((d.frequency, d.datr.as_str()), (923_200_000, "SF10BW125"));
+    }
+    assert_eq!(report.downlinks_missed, 0);
 }
 
 fn mqtt_config(data: &std::path::Path, port: u16) -> Config {

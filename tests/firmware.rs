@@ -227,9 +227,7 @@ fn the_sketch_settings_are_the_services_defaults() {
         device_lorawan::devices::load(&common::repo_path("compose/devices.example.yaml")).unwrap();
     let want = device_lorawan::sketch::settings_h(
         &entries[0],
-        device_lorawan::config::Config::default()
-            .downlink
-            .rx_defaults(),
+        device_lorawan::config::Config::default().rx_defaults(),
     )
     .unwrap();
     let got =

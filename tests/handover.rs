@@ -346,6 +346,7 @@ fn session(fcnt: u32) -> DeviceSession {
             fcnt_down: 0,
         }),
         rx_windows: None,
+        region: String::new(),
     }
 }
 

@@ -149,6 +149,7 @@ fn app_only(name: &str, eui: u64) -> DeviceEntry {
         fcnt_policy: Default::default(),
         admin_state: Default::default(),
         rx_windows: Default::default(),
+        region: None,
     }
 }
 

@@ -43,6 +43,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub devices: DevicesConfig,
     pub ingest: IngestConfig,
+    pub region: RegionConfig,
     pub downlink: DownlinkConfig,
     pub readings: ReadingsConfig,
     pub edgex: EdgexConfig,
@@ -295,21 +296,61 @@ pub enum StreamKind {
     Application,
 }
 
-/// Class A downlinks (EU868 defaults, as LMIC uses them for ABP).
+/// The band plan of this site (RP002). A device may name its own
+/// (`region:` in the devices file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct RegionConfig {
+    /// EU868, US915, AU915, AS923, AS923-2, AS923-3, AS923-4, IN865, KR920,
+    /// EU433, CN470, RU864.
+    pub name: crate::lorawan::region::RegionName,
+    /// US915/AU915: the 8-channel sub-band (1..=8) the gateways listen on;
+    /// 0 for the usual 2.
+    pub sub_band: u8,
+    /// AS923/AU915: whether the 400 ms uplink dwell time applies (it
+    /// limits payload sizes); unset for the region's usual (AS923: on).
+    pub dwell_time400ms: Option<bool>,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        Self {
+            name: Default::default(),
+            sub_band: 0,
+            dwell_time400ms: None,
+        }
+    }
+}
+
+impl RegionConfig {
+    pub fn settings(&self) -> crate::lorawan::region::RegionSettings {
+        let mut s = crate::lorawan::region::RegionSettings::new(self.name);
+        if self.sub_band != 0 && self.name.has_sub_bands() {
+            s.sub_band = Some(self.sub_band);
+        }
+        if let (Some(d), true) = (self.dwell_time400ms, self.name.has_dwell_time()) {
+            s.dwell_time_400ms = d;
+        }
+        s
+    }
+}
+
+/// Class A downlinks. The receive windows and power default to the
+/// region's (RP002); set one here to override it for every device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct DownlinkConfig {
     pub enabled: bool,
     /// RX1 opens this long after the uplink (RECEIVE_DELAY1); RX2 one second later.
     #[serde(with = "humantime_serde")]
-    pub rx1_delay: Duration,
+    pub rx1_delay: Option<Duration>,
     /// RX1DROffset: RX1 answers this many data rates below the uplink's.
-    pub rx1_dr_offset: u8,
+    pub rx1_dr_offset: Option<u8>,
     /// RX2 channel (Hz) and data rate, used when a gateway refuses RX1.
-    pub rx2_frequency: u32,
-    pub rx2_data_rate: String,
-    /// Transmit power asked of the gateway (dBm).
-    pub tx_power: i32,
+    pub rx2_frequency: Option<u32>,
+    pub rx2_data_rate: Option<String>,
+    /// Transmit power asked of the gateway (dBm EIRP); the region's default when unset.
+    pub tx_power: Option<i32>,
     /// Commands waiting per device; a PUT beyond this is refused.
     pub max_queued: usize,
     /// Gateway refusals (both windows count) before a command is dropped.
@@ -347,6 +388,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             devices: DevicesConfig::default(),
             ingest: IngestConfig::default(),
+            region: RegionConfig::default(),
             downlink: DownlinkConfig::default(),
             readings: ReadingsConfig {
                 json_lines: "-".into(),
@@ -426,11 +468,11 @@ impl Default for DownlinkConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            rx1_delay: crate::lorawan::radio::RX1_DELAY,
-            rx1_dr_offset: 0,
-            rx2_frequency: crate::lorawan::radio::RX2_FREQUENCY,
-            rx2_data_rate: crate::lorawan::radio::RX2_DATR.to_string(),
-            tx_power: 14,
+            rx1_delay: None,
+            rx1_dr_offset: None,
+            rx2_frequency: None,
+            rx2_data_rate: None,
+            tx_power: None,
             max_queued: 8,
             max_attempts: 3,
             ack_timeout: Duration::from_secs(5),
@@ -438,19 +480,22 @@ impl Default for DownlinkConfig {
     }
 }
 impl DownlinkConfig {
-    /// The RX2 data rate (validated at load).
-    pub fn rx2_datr(&self) -> crate::lorawan::DataRate {
-        crate::lorawan::DataRate::parse(&self.rx2_data_rate)
-            .unwrap_or(crate::lorawan::radio::RX2_DATR)
-    }
-
-    /// The receive windows of a device that sets none of its own.
-    pub fn rx_defaults(&self) -> crate::lorawan::radio::RxSettings {
+    /// The receive windows of a device of `region` that sets none of its
+    /// own: the region's, with what is set here over them.
+    pub fn rx_defaults(
+        &self,
+        region: &crate::lorawan::region::Region,
+    ) -> crate::lorawan::radio::RxSettings {
+        let r = region.rx_defaults();
         crate::lorawan::radio::RxSettings {
-            rx1_delay: self.rx1_delay,
-            rx1_dr_offset: self.rx1_dr_offset,
-            rx2_frequency: self.rx2_frequency,
-            rx2_datr: self.rx2_datr(),
+            rx1_delay: self.rx1_delay.unwrap_or(r.rx1_delay),
+            rx1_dr_offset: self.rx1_dr_offset.unwrap_or(r.rx1_dr_offset),
+            rx2_frequency: self.rx2_frequency.unwrap_or(r.rx2_frequency),
+            rx2_datr: self
+                .rx2_data_rate
+                .as_deref()
+                .and_then(crate::lorawan::DataRate::parse)
+                .unwrap_or(r.rx2_datr),
         }
     }
 }
@@ -583,20 +628,33 @@ impl Config {
         }
         self.check_client_ids()?;
         let dl = &self.downlink;
-        if crate::lorawan::DataRate::parse(&dl.rx2_data_rate).is_none() {
+        if dl
+            .rx2_data_rate
+            .as_deref()
+            .is_some_and(|d| crate::lorawan::DataRate::parse(d).is_none())
+        {
             return bad(
                 "Downlink.Rx2DataRate",
                 "must be a LoRa data rate like SF12BW125",
             );
         }
-        if !(Duration::from_secs(1)..=Duration::from_secs(15)).contains(&dl.rx1_delay) {
+        if dl
+            .rx1_delay
+            .is_some_and(|d| !(Duration::from_secs(1)..=Duration::from_secs(15)).contains(&d))
+        {
             return bad(
                 "Downlink.Rx1Delay",
                 "must be between 1 s and 15 s (LoRaWAN RxDelay)",
             );
         }
-        if dl.rx1_dr_offset > 5 {
-            return bad("Downlink.Rx1DrOffset", "must be between 0 and 5");
+        if dl.rx1_dr_offset.is_some_and(|o| o > 7) {
+            return bad("Downlink.Rx1DrOffset", "must be between 0 and 7");
+        }
+        if self.region.sub_band > 8 {
+            return bad(
+                "Region.SubBand",
+                "must be between 1 and 8, or 0 for the usual 2",
+            );
         }
         if !(1..=64).contains(&dl.max_queued) || dl.max_attempts == 0 {
             return bad(
@@ -605,6 +663,17 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The site's region, as configured.
+    pub fn site_region(&self) -> crate::lorawan::region::Region {
+        crate::lorawan::region::Region::new(self.region.settings())
+    }
+
+    /// The receive windows of a device of the site's region that sets none
+    /// of its own.
+    pub fn rx_defaults(&self) -> crate::lorawan::radio::RxSettings {
+        self.downlink.rx_defaults(&self.site_region())
     }
 
     /// The configuration as YAML with secrets blanked (for `config` output and logs).

@@ -5,6 +5,7 @@
 
 pub mod queue;
 pub mod scheduler;
+pub mod windows;
 pub mod wire;
 
 use tokio::sync::mpsc;

@@ -18,16 +18,44 @@ use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::queue::DownlinkQueue;
+use super::windows::{plan, Timing};
 use super::{Transmitters, TxAck, TxRequest};
 use crate::config::DownlinkConfig;
 use crate::counters::{CounterStore, CounterStoreError};
 use crate::devices::Device;
 use crate::lorawan::crypto::Direction;
 use crate::lorawan::encode::{build_frame, FrameSpec};
-use crate::lorawan::radio::{RxSettings, Window};
+use crate::lorawan::radio::Window;
+use crate::lorawan::region::{MacVersionName, Region, RegionName};
 use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Source};
 use crate::uplink::Uplink;
+
+/// The site's region and any other a device names, each built once.
+pub struct Regions {
+    site: Region,
+    others: HashMap<RegionName, Region>,
+}
+
+impl Regions {
+    pub fn new(site: Region) -> Self {
+        Self {
+            site,
+            others: HashMap::new(),
+        }
+    }
+
+    /// The region of a device naming `name` (`None`: the site's).
+    pub fn get(&mut self, name: Option<RegionName>) -> &Region {
+        match name {
+            Some(n) if n != self.site.name() => self
+                .others
+                .entry(n)
+                .or_insert_with(|| Region::new(crate::lorawan::region::RegionSettings::new(n))),
+            _ => &self.site,
+        }
+    }
+}
 
 /// A transmission waiting for its gateway's answer.
 struct InFlight {
@@ -48,8 +76,8 @@ pub struct Scheduler {
     queue: Arc<DownlinkQueue>,
     tx: Transmitters,
     cfg: DownlinkConfig,
-    /// The windows of a device that sets none of its own.
-    rx_defaults: RxSettings,
+    /// The site's region, and the others devices named (built on first use).
+    regions: Regions,
     in_flight: HashMap<u32, InFlight>,
     next_id: u32,
     metrics: Arc<Metrics>,
@@ -58,12 +86,13 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(
         cfg: DownlinkConfig,
+        region: Region,
         queue: Arc<DownlinkQueue>,
         tx: Transmitters,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            rx_defaults: cfg.rx_defaults(),
+            regions: Regions::new(region),
             cfg,
             queue,
             tx,
@@ -97,17 +126,37 @@ impl Scheduler {
             );
             return;
         };
-        // Where this device listens: its own settings over the defaults.
-        let rx = device.rx_windows.over(self.rx_defaults);
-        let (window, rx2_left) = match (up.rx.frequency, up.rx.datr) {
-            (Some(f), Some(dr)) => (rx.rx1(f, dr), Some(rx.rx2())),
-            _ => (rx.rx2(), None),
-        };
-        let fcnt = store.down(device.dev_eui);
         let (fport, payload, behind, seq) = match &command {
             Some((c, behind)) => (Some(c.fport), &c.payload[..], *behind, Some(c.seq)),
             None => (None, &[][..], 0, None),
         };
+        // Where this device listens: its region, its own windows over the
+        // defaults, and only where the region allows this payload.
+        let region = self.regions.get(device.region);
+        let rx = device.rx_windows.over(self.cfg.rx_defaults(region));
+        let heard = up.rx.frequency.zip(up.rx.datr);
+        let plan = match plan(
+            region,
+            MacVersionName::default(),
+            &rx,
+            Timing::Data,
+            heard,
+            payload.len(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail(name, &e.to_string());
+                if let Some(seq) = seq {
+                    self.refused_seq(name, seq);
+                }
+                return;
+            }
+        };
+        let power_dbm = self
+            .cfg
+            .tx_power
+            .unwrap_or_else(|| region.downlink_power(plan.first.frequency));
+        let fcnt = store.down(device.dev_eui);
         let spec = FrameSpec {
             dir: Direction::Down,
             confirmed: false,
@@ -124,8 +173,8 @@ impl Scheduler {
             gateway: up.rx.gateway,
             phy: build_frame(crypto, &spec, payload),
             uplink_tmst: tmst,
-            window,
-            power_dbm: self.cfg.tx_power,
+            window: plan.first,
+            power_dbm,
         };
         let flight = InFlight {
             device: id,
@@ -133,7 +182,7 @@ impl Scheduler {
             dev_eui: device.dev_eui,
             fcnt,
             seq,
-            rx2_left,
+            rx2_left: plan.fallback,
             req,
             source: up.source,
             deadline: Instant::now(),
@@ -228,14 +277,19 @@ impl Scheduler {
     /// A refused command stays queued for the next uplink, until it has
     /// used up its attempts.
     fn refused(&self, f: &InFlight) {
-        let Some(seq) = f.seq else { return };
-        match self.queue.refused(&f.name, seq, self.cfg.max_attempts) {
+        if let Some(seq) = f.seq {
+            self.refused_seq(&f.name, seq);
+        }
+    }
+
+    fn refused_seq(&self, name: &str, seq: u64) {
+        match self.queue.refused(name, seq, self.cfg.max_attempts) {
             Ok(Some(c)) => {
                 self.metrics.downlinks_dropped.fetch_add(1, Relaxed);
-                tracing::error!(device = %f.name, command = c.seq, attempts = c.attempts, "downlink command dropped: every attempt was refused");
+                tracing::error!(device = %name, command = c.seq, attempts = c.attempts, "downlink command dropped: every attempt was refused");
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(device = %f.name, error = %e, "downlink queue not updated"),
+            Err(e) => tracing::error!(device = %name, error = %e, "downlink queue not updated"),
         }
     }
 

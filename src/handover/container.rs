@@ -735,6 +735,7 @@ mod tests {
                 rx2_data_rate: Some("SF9BW125".into()),
                 ..Default::default()
             }),
+            region: String::new(),
         }
     }
 

@@ -347,6 +347,7 @@ pub fn sessions(
                 rx2_frequency: e.rx_windows.rx2_frequency,
                 rx2_data_rate: e.rx_windows.rx2_data_rate.map(|d| d.to_string()),
             }),
+            region: e.region.map(|r| r.to_string()).unwrap_or_default(),
         });
     }
     Ok(out)

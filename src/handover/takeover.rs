@@ -129,6 +129,13 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             fcnt_policy,
             admin_state: AdminState::Unlocked,
             rx_windows,
+            region: match s.region.as_str() {
+                "" => None,
+                r => Some(
+                    serde_yaml_ng::from_str(r)
+                        .map_err(|_| format!("device {}: unknown region {r:?}", s.name))?,
+                ),
+            },
         },
         profile: Arc::new(profile),
         up: counter_of(&counter).1,

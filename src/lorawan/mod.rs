@@ -18,6 +18,7 @@ pub mod fcnt;
 pub mod frame;
 pub mod keys;
 pub mod radio;
+pub mod region;
 pub mod uplink;
 
 pub use crypto::SessionCrypto;

@@ -200,6 +200,7 @@ pub async fn start(
     }
     let scheduler = Scheduler::new(
         config.downlink.clone(),
+        config.site_region(),
         queue,
         transmitters,
         parts.metrics.clone(),

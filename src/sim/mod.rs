@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::downlink::wire::{self, Transmission};
 use crate::ingest::gateway::pb::TxAckStatus;
+use crate::lorawan::region::{Region, RegionSettings};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;
@@ -74,8 +75,11 @@ pub struct SimOptions {
     /// After the last uplink, keep taking downlinks this long.
     pub linger: Duration,
     /// Where every mote listens after an uplink (its firmware's settings;
-    /// unset ones are the EU868 defaults). Written into `--write-devices`.
+    /// unset ones are its region's defaults). Written into `--write-devices`.
     pub rx_windows: crate::devices::RxWindows,
+    /// The motes' band plan: the channels and data rates they send on, and
+    /// the windows they listen in.
+    pub region: crate::lorawan::region::RegionName,
 }
 
 impl Default for SimOptions {
@@ -93,6 +97,7 @@ impl Default for SimOptions {
             confirmed: false,
             refuse_rx1: false,
             rx_windows: Default::default(),
+            region: Default::default(),
             linger: Duration::ZERO,
         }
     }
@@ -172,13 +177,32 @@ enum Transport {
     },
 }
 
-/// The channels the simulated motes send on (EU868's three default ones).
-const UPLINK_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
+/// A gateway that, under `refuse_rx1`, refuses the first transmission of
+/// each frame (TOO_LATE), so only the scheduler's second try, RX2, goes out.
+#[derive(Default)]
+struct Rx1Refuser {
+    refuse: bool,
+    tried: std::collections::HashSet<Vec<u8>>,
+}
 
-/// Whether a gateway transmits `t`: under `refuse_rx1`, nothing on an
-/// uplink channel (where RX1 answers), so only RX2 gets through.
-fn gateway_accepts(t: &Transmission, refuse_rx1: bool) -> bool {
-    !refuse_rx1 || !UPLINK_CHANNELS.contains(&t.frequency)
+impl Rx1Refuser {
+    fn new(refuse: bool) -> Self {
+        Self {
+            refuse,
+            tried: Default::default(),
+        }
+    }
+
+    fn accepts(&mut self, t: &Transmission) -> bool {
+        if !self.refuse || self.tried.remove(&t.phy) {
+            return true;
+        }
+        if self.tried.len() > 4096 {
+            self.tried.clear();
+        }
+        self.tried.insert(t.phy.clone());
+        false
+    }
 }
 
 /// One uplink as its mote sent it: a downlink must come in one of the
@@ -203,6 +227,7 @@ async fn udp_gateway(
     pull.extend_from_slice(&eui.0);
     let mut keepalive = tokio::time::interval(Duration::from_secs(5));
     let mut buf = vec![0u8; 4096];
+    let mut gate = Rx1Refuser::new(refuse_rx1);
     loop {
         let n = tokio::select! {
             _ = keepalive.tick() => {
@@ -217,7 +242,7 @@ async fn udp_gateway(
         let Ok(t) = wire::decode_pull_resp(&buf[4..n]) else {
             continue;
         };
-        let ok = gateway_accepts(&t, refuse_rx1);
+        let ok = gate.accepts(&t);
         let error = if ok { "NONE" } else { "TOO_LATE" };
         let _ = sock.send(&wire::tx_ack([buf[1], buf[2]], eui, error)).await;
         if ok {
@@ -281,6 +306,7 @@ impl Transport {
                 let (bridge, refuse_rx1) = (client.clone(), sim_opts.refuse_rx1);
                 tokio::spawn(async move {
                     let mut n = 0;
+                    let mut gate = Rx1Refuser::new(refuse_rx1);
                     loop {
                         match events.poll().await {
                             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -294,7 +320,7 @@ impl Transport {
                                 let Ok((id, t)) = wire::decode_downlink_frame(&p.payload) else {
                                     continue;
                                 };
-                                let ok = gateway_accepts(&t, refuse_rx1);
+                                let ok = gate.accepts(&t);
                                 let status = if ok {
                                     TxAckStatus::Ok
                                 } else {
@@ -420,11 +446,16 @@ pub async fn run(
     opts: SimOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<SimReport> {
+    let region = Region::new(RegionSettings::new(opts.region));
+    let channels = region.uplink_channels();
     let mut entries = mote::entries(opts.devices, opts.seed);
     for e in &mut entries {
         e.rx_windows = opts.rx_windows;
     }
-    let mut motes: Vec<Mote> = entries.iter().map(Mote::new).collect();
+    let mut motes: Vec<Mote> = entries
+        .iter()
+        .map(|e| Mote::in_region(e, &region))
+        .collect();
     for m in &mut motes {
         m.fcnt = opts.start_fcnt;
         m.confirmed = opts.confirmed;
@@ -459,7 +490,7 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {}
             Some(t) = down_rx.recv() => {
-                deliver(&mut motes, &uplinks_sent, t, &mut report);
+                deliver(&mut motes, &region, &uplinks_sent, t, &mut report);
                 continue;
             }
             _ = &mut stop => break,
@@ -491,10 +522,16 @@ pub async fn run(
         }
         // Frames are 10 s apart in concentrator time, so a downlink (1 or 2 s
         // after its uplink) is never mistaken for the answer to another.
+        // Channels in turn, and the three fastest rates the channel allows.
+        let (frequency, min_dr, max_dr) = channels[(n % channels.len() as u64) as usize];
+        let up_dr = max_dr.saturating_sub((n % 3) as u8).max(min_dr);
         let sent = SentUplink {
             tmst: (n as u32).wrapping_mul(10_000_000),
-            frequency: UPLINK_CHANNELS[(n % 3) as usize],
-            datr: crate::lorawan::DataRate::new(7 + (n % 3) as u32, 125).expect("LoRa rate"),
+            frequency,
+            datr: region
+                .data_rate(up_dr)
+                .or_else(|| region.data_rate(min_dr))
+                .expect("the region's uplink channels have LoRa rates"),
         };
         let recent = &mut uplinks_sent[m];
         if recent.len() == 8 {
@@ -574,7 +611,7 @@ pub async fn run(
     }
     let end = tokio::time::Instant::now() + opts.linger;
     while let Ok(Some(t)) = tokio::time::timeout_at(end, down_rx.recv()).await {
-        deliver(&mut motes, &uplinks_sent, t, &mut report);
+        deliver(&mut motes, &region, &uplinks_sent, t, &mut report);
     }
     report.refused = refused.load(std::sync::atomic::Ordering::Relaxed);
     transport.finish().await?;
@@ -586,7 +623,13 @@ pub async fn run(
 /// (RX1: its delay, the uplink's channel, the uplink's rate lowered by its
 /// RX1 offset; RX2: a second later, its RX2 channel and rate). LMIC listens
 /// nowhere else, so neither does the simulated mote.
-fn deliver(motes: &mut [Mote], sent: &[Vec<SentUplink>], t: Transmission, report: &mut SimReport) {
+fn deliver(
+    motes: &mut [Mote],
+    region: &Region,
+    sent: &[Vec<SentUplink>],
+    t: Transmission,
+    report: &mut SimReport,
+) {
     let addr = t
         .phy
         .get(1..5)
@@ -599,10 +642,11 @@ fn deliver(motes: &mut [Mote], sent: &[Vec<SentUplink>], t: Transmission, report
     let rx = mote.rx;
     let heard = sent[i].iter().find_map(|u| {
         let delay = t.tmst.wrapping_sub(u.tmst);
-        let w1 = rx.rx1(u.frequency, u.datr);
+        let w1 = region.rx1(u.frequency, u.datr, rx.rx1_dr_offset, rx.rx1_delay);
         let w2 = rx.rx2();
-        [w1, w2]
+        [w1, Some(w2)]
             .iter()
+            .flatten()
             .any(|w| {
                 delay as u128 == w.delay.as_micros()
                     && t.frequency == w.frequency

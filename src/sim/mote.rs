@@ -45,6 +45,7 @@ pub fn entries(n: usize, seed: u64) -> Vec<DeviceEntry> {
             fcnt_policy: FcntPolicy::ResetTolerant,
             admin_state: Default::default(),
             rx_windows: Default::default(),
+            region: None,
         })
         .collect()
 }
@@ -93,7 +94,15 @@ pub struct Sample {
 }
 
 impl Mote {
+    /// A mote of `e` on EU868.
     pub fn new(e: &DeviceEntry) -> Self {
+        let eu868 = crate::lorawan::region::RegionSettings::new(Default::default());
+        Self::in_region(e, &crate::lorawan::region::Region::new(eu868))
+    }
+
+    /// A mote of `e` listening with `region`'s default windows, unless its
+    /// entry sets its own.
+    pub fn in_region(e: &DeviceEntry, region: &crate::lorawan::region::Region) -> Self {
         Self {
             name: e.name.clone(),
             dev_eui: e.dev_eui,
@@ -104,7 +113,7 @@ impl Mote {
             interval_s: 60,
             confirmed: false,
             fcnt_down: None,
-            rx: e.rx_windows.over(crate::lorawan::radio::RxSettings::EU868),
+            rx: e.rx_windows.over(region.rx_defaults()),
         }
     }
 
