@@ -25,6 +25,9 @@ pub struct DeviceState {
     pub profile: Arc<DeviceProfile>,
     /// Known once the device has an ABP session (devices file or `secret`).
     pub dev_addr: Mutex<Option<DevAddr>>,
+    /// The largest downlink payload its region allows at any data rate:
+    /// a command longer than this could never be sent.
+    pub max_downlink: usize,
     locked: AtomicBool,
     /// Indexed like `profile.device_resources`.
     last: Mutex<Vec<Option<LastValue>>>,
@@ -53,10 +56,24 @@ pub struct DeviceStates {
 }
 
 impl DeviceStates {
-    pub fn new(registry: &Registry) -> Self {
+    /// The devices of `registry`, those naming no region in `site`.
+    pub fn new(registry: &Registry, site: &crate::lorawan::region::Region) -> Self {
+        let mut limits: HashMap<Option<crate::lorawan::region::RegionName>, usize> = HashMap::new();
+        let mut limit = |name: Option<crate::lorawan::region::RegionName>| {
+            *limits.entry(name).or_insert_with(|| {
+                let region = match name {
+                    Some(n) => crate::lorawan::region::Region::new(
+                        crate::lorawan::region::RegionSettings::new(n),
+                    ),
+                    None => site.clone(),
+                };
+                crate::downlink::windows::region_max_payload(&region, Default::default())
+            })
+        };
         let devices: Vec<DeviceState> = registry
             .iter()
             .map(|d| DeviceState {
+                max_downlink: limit(d.region),
                 name: d.name.clone(),
                 dev_eui: d.dev_eui,
                 profile: d.codec.profile().clone(),

@@ -98,7 +98,10 @@ fn api_and_bus_requests_never_panic() {
         &common::profiles(),
     )
     .unwrap();
-    let devices = Arc::new(DeviceStates::new(&registry));
+    let devices = Arc::new(DeviceStates::new(
+        &registry,
+        &device_lorawan::config::Config::default().site_region(),
+    ));
     let (control, _rx) = tokio::sync::mpsc::unbounded_channel();
     let api = ApiState::new(
         &config,

@@ -207,6 +207,16 @@ fn put(
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    if downlink.payload.len() > device.max_downlink {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format_args!(
+                "{command} encodes to {} bytes; the device's region allows at most {} in a downlink",
+                downlink.payload.len(),
+                device.max_downlink
+            ),
+        );
+    }
     if !state.downlinks_enabled {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -98,7 +98,7 @@ pub async fn start(
             }
         }
     }
-    let devices = Arc::new(DeviceStates::new(&parts.registry));
+    let devices = Arc::new(DeviceStates::new(&parts.registry, &config.site_region()));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let queue = Arc::new(DownlinkQueue::open(
         &config.service.data_dir,
