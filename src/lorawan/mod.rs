@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod encode;
 pub mod fcnt;
 pub mod frame;
+pub mod join;
 pub mod keys;
 pub mod radio;
 pub mod region;
