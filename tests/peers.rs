@@ -381,3 +381,61 @@ fn profiles_validate_against_edgex_openapi() {
     let bad = serde_json::json!({"name": "x", "deviceResources": [{"name": "r", "properties": {"valueType": "Float99", "readWrite": "R"}}]});
     assert!(!validator.is_valid(&bad));
 }
+
+/// OTAA against lora-packet, both ways: its JoinRequests verify with our
+/// MIC check and parse to the EUIs and nonce it was given; our JoinAccepts
+/// (with and without a CFList) decrypt, verify and read back in
+/// lora-packet, and the session keys it derives from them are ours.
+#[test]
+fn joins_agree_with_lora_packet_both_ways() {
+    use device_lorawan::lorawan::join::*;
+    use device_lorawan::lorawan::{AesKey, DevAddr, Eui64};
+    let probe = ["-e", "require('lora-packet')"];
+    let Some(out) = peer("node", &["lora_packet_peer.js", "joinreq"], "", &probe) else {
+        return;
+    };
+    let mut input = String::new();
+    let mut ours = Vec::new();
+    for (i, line) in out.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        let key = AesKey::from_hex(&s("appKey")).unwrap();
+        let r = parse_join_request(&hex::decode(s("hex")).unwrap()).unwrap();
+        r.verify(&key).unwrap();
+        assert_eq!(r.join_eui, Eui64::from_hex(&s("joinEui")).unwrap());
+        assert_eq!(r.dev_eui, Eui64::from_hex(&s("devEui")).unwrap());
+        assert_eq!(r.dev_nonce, u16::from_str_radix(&s("devNonce"), 16).unwrap());
+        // Our answer to it.
+        let f = AcceptFields {
+            join_nonce: 0x0a0b0c + i as u32,
+            net_id: 0x000013,
+            dev_addr: DevAddr(0x26011bda + i as u32),
+            rx1_dr_offset: 1,
+            rx2_dr: 3,
+            rx_delay: 1,
+            cf_list: (i == 1).then_some([
+                0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e, 0x84, 0x00,
+            ]),
+        };
+        let phy = build_join_accept(&key, &f);
+        input.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"hex": hex::encode(&phy), "appKey": s("appKey"), "devNonce": s("devNonce")})
+        ));
+        ours.push((f, session_keys(&key, f.join_nonce, f.net_id, r.dev_nonce)));
+    }
+    assert_eq!(ours.len(), 2);
+    let out = peer("node", &["lora_packet_peer.js", "accept"], &input, &probe).unwrap();
+    for (line, (f, (nwk, app))) in out.lines().zip(&ours) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["micOk"], true, "{v}");
+        assert_eq!(v["joinNonce"], format!("{:06x}", f.join_nonce));
+        assert_eq!(v["netId"], format!("{:06x}", f.net_id));
+        assert_eq!(v["devAddr"], f.dev_addr.to_string());
+        assert_eq!(v["dlSettings"], (f.rx1_dr_offset << 4) | f.rx2_dr);
+        assert_eq!(v["rxDelay"], f.rx_delay);
+        assert_eq!(v["cfList"], f.cf_list.map(hex::encode).unwrap_or_default());
+        assert_eq!(v["nwkSKey"], hex::encode(nwk.expose()));
+        assert_eq!(v["appSKey"], hex::encode(app.expose()));
+    }
+}

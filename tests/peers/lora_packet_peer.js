@@ -2,6 +2,9 @@
 //   node lora_packet_peer.js encode   -> JSON lines of frames lora-packet built
 //   node lora_packet_peer.js verify   <- JSON lines {hex, nwk, app, fcnt32}
 //                                     -> JSON lines {micOk, payload}
+//   node lora_packet_peer.js joinreq  -> JSON lines of JoinRequests it built
+//   node lora_packet_peer.js accept   <- JSON lines {hex, appKey, devNonce}
+//                                     -> JSON lines {micOk, fields, keys}
 const lp = require("lora-packet");
 const readline = require("readline");
 
@@ -25,6 +28,38 @@ if (process.argv[2] === "encode") {
     console.log(JSON.stringify({ hex: p.getPHYPayload().toString("hex"), nwk, app, fcnt: c.FCnt, fport: c.FPort,
       payload: c.payload, confirmed: c.MType.startsWith("Confirmed") }));
   }
+} else if (process.argv[2] === "joinreq") {
+  // EUIs and the DevNonce as printed (MSB first); lora-packet puts them on air LSB first.
+  const cases = [
+    { appKey: "2b7e151628aed2a6abf7158809cf4f3c", joinEui: "70b3d57ed0000000", devEui: "0004a30b001c0530", devNonce: "1234" },
+    { appKey: "00112233445566778899aabbccddeeff", joinEui: "0000000000000000", devEui: "70b3d57ed0000001", devNonce: "ffff" },
+  ];
+  for (const c of cases) {
+    const p = lp.fromFields(
+      { MType: "Join Request", AppEUI: hex(c.joinEui), DevEUI: hex(c.devEui), DevNonce: hex(c.devNonce) },
+      undefined, undefined, hex(c.appKey));
+    console.log(JSON.stringify({ hex: p.getPHYPayload().toString("hex"), ...c }));
+  }
+} else if (process.argv[2] === "accept") {
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on("line", (line) => {
+    const t = JSON.parse(line);
+    const enc = lp.fromWire(hex(t.hex));
+    const p = lp.fromWire(lp.decryptJoinAccept(enc, hex(t.appKey)));
+    const micOk = lp.verifyMIC(p, undefined, hex(t.appKey));
+    const keys = lp.generateSessionKeys(hex(t.appKey), p.NetID, p.AppNonce, hex(t.devNonce));
+    console.log(JSON.stringify({
+      micOk,
+      joinNonce: p.AppNonce.toString("hex"),
+      netId: p.NetID.toString("hex"),
+      devAddr: p.DevAddr.toString("hex"),
+      dlSettings: p.DLSettings.readUInt8(0),
+      rxDelay: p.RxDelay.readUInt8(0),
+      cfList: p.CFList.toString("hex"),
+      nwkSKey: keys.NwkSKey.toString("hex"),
+      appSKey: keys.AppSKey.toString("hex"),
+    }));
+  });
 } else {
   const rl = readline.createInterface({ input: process.stdin });
   rl.on("line", (line) => {
