@@ -129,6 +129,25 @@ impl serde::Serialize for Eui64 {
     }
 }
 
+/// DevAddrs and EUIs are written as their hex text (`26011bda`).
+impl serde::Serialize for DevAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> serde::Deserialize<'de> for DevAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DevAddr::from_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+impl<'de> serde::Deserialize<'de> for Eui64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Eui64::from_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
