@@ -13,7 +13,8 @@
 //!   pipeline and the benchmark alike.
 //! - [`codec`]: payload → readings typed by the device's EdgeX profile.
 //! - [`service`]: the running pipeline, owning per-device state;
-//!   [`counters`] keeps frame counters durable; [`sink`] is where readings go.
+//!   [`counters`] keeps frame counters durable, [`joins`] the OTAA join
+//!   state; [`sink`] is where readings go.
 //! - [`downlink`]: class A commands back to the devices: queue, RX1/RX2
 //!   scheduling, and the gateways' downlink protocols.
 //! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids).
@@ -40,6 +41,7 @@ pub mod fsutil;
 pub mod handover;
 pub mod image;
 pub mod ingest;
+pub mod joins;
 pub mod lorawan;
 pub mod metrics;
 pub mod outbox;
