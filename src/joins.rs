@@ -76,7 +76,8 @@ impl JoinStore {
             lines += 1;
             let parsed = l.split_once(' ').and_then(|(crc, json)| {
                 let ok = u32::from_str_radix(crc, 16).ok()? == crc32fast::hash(json.as_bytes());
-                ok.then(|| serde_json::from_str::<Line>(json).ok()).flatten()
+                ok.then(|| serde_json::from_str::<Line>(json).ok())
+                    .flatten()
             });
             match parsed {
                 Some(Line { dev_eui, state }) => {
@@ -168,7 +169,10 @@ mod tests {
             st.record(a, state(2)).unwrap();
         }
         // A crash in the middle of a write.
-        let mut f = OpenOptions::new().append(true).open(dir.path().join(LOG)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG))
+            .unwrap();
         f.write_all(b"0badc0de {\"devEui\":\"00").unwrap();
         let st = JoinStore::open(dir.path()).unwrap();
         assert_eq!(st.torn_lines, 1);

@@ -404,7 +404,10 @@ fn joins_agree_with_lora_packet_both_ways() {
         r.verify(&key).unwrap();
         assert_eq!(r.join_eui, Eui64::from_hex(&s("joinEui")).unwrap());
         assert_eq!(r.dev_eui, Eui64::from_hex(&s("devEui")).unwrap());
-        assert_eq!(r.dev_nonce, u16::from_str_radix(&s("devNonce"), 16).unwrap());
+        assert_eq!(
+            r.dev_nonce,
+            u16::from_str_radix(&s("devNonce"), 16).unwrap()
+        );
         // Our answer to it.
         let f = AcceptFields {
             join_nonce: 0x0a0b0c + i as u32,
@@ -414,7 +417,8 @@ fn joins_agree_with_lora_packet_both_ways() {
             rx2_dr: 3,
             rx_delay: 1,
             cf_list: (i == 1).then_some([
-                0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e, 0x84, 0x00,
+                0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e,
+                0x84, 0x00,
             ]),
         };
         let phy = build_join_accept(&key, &f);

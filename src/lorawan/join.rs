@@ -92,7 +92,12 @@ impl JoinRequest {
 }
 
 /// Build a JoinRequest (the simulator's motes, and tests).
-pub fn build_join_request(app_key: &AesKey, join_eui: Eui64, dev_eui: Eui64, dev_nonce: u16) -> Vec<u8> {
+pub fn build_join_request(
+    app_key: &AesKey,
+    join_eui: Eui64,
+    dev_eui: Eui64,
+    dev_nonce: u16,
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(JOIN_REQUEST_LEN);
     b.push(MHDR_JOIN_REQUEST);
     b.extend(join_eui.0.iter().rev());
@@ -182,7 +187,12 @@ pub fn open_join_accept(app_key: &AesKey, phy: &[u8]) -> Option<AcceptFields> {
 }
 
 /// NwkSKey and AppSKey of the session a join made (LoRaWAN 1.0.x §6.2.5).
-pub fn session_keys(app_key: &AesKey, join_nonce: u32, net_id: u32, dev_nonce: u16) -> (AesKey, AesKey) {
+pub fn session_keys(
+    app_key: &AesKey,
+    join_nonce: u32,
+    net_id: u32,
+    dev_nonce: u16,
+) -> (AesKey, AesKey) {
     let aes = Aes128::new(GenericArray::from_slice(app_key.expose()));
     let key = |kind: u8| {
         let mut b = [0u8; 16];
@@ -208,25 +218,43 @@ mod tests {
     #[test]
     fn join_request_round_trip_and_refusals() {
         let k = key("2b7e151628aed2a6abf7158809cf4f3c");
-        let (j, d) = (Eui64::from_u64(0x70b3d57ed0000000), Eui64::from_u64(0x0004a30b001c0530));
+        let (j, d) = (
+            Eui64::from_u64(0x70b3d57ed0000000),
+            Eui64::from_u64(0x0004a30b001c0530),
+        );
         let phy = build_join_request(&k, j, d, 0x1234);
         let r = parse_join_request(&phy).unwrap();
         assert_eq!((r.join_eui, r.dev_eui, r.dev_nonce), (j, d, 0x1234));
         r.verify(&k).unwrap();
-        assert_eq!(r.verify(&key("000102030405060708090a0b0c0d0e0f")), Err(JoinError::Mic));
+        assert_eq!(
+            r.verify(&key("000102030405060708090a0b0c0d0e0f")),
+            Err(JoinError::Mic)
+        );
         let mut bad = phy.clone();
         bad[17] ^= 1;
-        assert_eq!(parse_join_request(&bad).unwrap().verify(&k), Err(JoinError::Mic));
+        assert_eq!(
+            parse_join_request(&bad).unwrap().verify(&k),
+            Err(JoinError::Mic)
+        );
         assert_eq!(parse_join_request(&phy[..22]), Err(JoinError::Length(22)));
         let mut data = phy.clone();
         data[0] = 0x40;
-        assert_eq!(parse_join_request(&data), Err(JoinError::NotJoinRequest(0x40)));
+        assert_eq!(
+            parse_join_request(&data),
+            Err(JoinError::NotJoinRequest(0x40))
+        );
     }
 
     #[test]
     fn join_accept_round_trip_with_and_without_cflist() {
         let k = key("2b7e151628aed2a6abf7158809cf4f3c");
-        for cf_list in [None, Some([0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e, 0x84, 0])] {
+        for cf_list in [
+            None,
+            Some([
+                0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e,
+                0x84, 0,
+            ]),
+        ] {
             let f = AcceptFields {
                 join_nonce: 0x000102,
                 net_id: 0x000013,
@@ -239,7 +267,10 @@ mod tests {
             let phy = build_join_accept(&k, &f);
             assert_eq!(phy.len(), if cf_list.is_some() { 33 } else { 17 });
             assert_eq!(open_join_accept(&k, &phy), Some(f));
-            assert_eq!(open_join_accept(&key("000102030405060708090a0b0c0d0e0f"), &phy), None);
+            assert_eq!(
+                open_join_accept(&key("000102030405060708090a0b0c0d0e0f"), &phy),
+                None
+            );
         }
     }
 }

@@ -68,7 +68,9 @@ pub struct JoinState {
 pub enum JoinRefusal {
     #[error("DevNonce {nonce:#06x} was already used")]
     NonceReused { nonce: u16 },
-    #[error("DevNonce {nonce:#06x} is not above the last one, {last:#06x} (LoRaWAN 1.0.4 counts them)")]
+    #[error(
+        "DevNonce {nonce:#06x} is not above the last one, {last:#06x} (LoRaWAN 1.0.4 counts them)"
+    )]
     NonceNotIncreasing { nonce: u16, last: u16 },
     #[error("the device used every JoinNonce")]
     JoinNoncesExhausted,
@@ -120,7 +122,12 @@ impl JoinState {
         }
         // A fresh address: a device's old one is refused too, so an uplink
         // under the old session can never be mistaken for the new one.
-        let old: Vec<DevAddr> = self.active.iter().chain(&self.pending).map(|s| s.dev_addr).collect();
+        let old: Vec<DevAddr> = self
+            .active
+            .iter()
+            .chain(&self.pending)
+            .map(|s| s.dev_addr)
+            .collect();
         let dev_addr = (0..64)
             .map(|_| net.prefix.address(draw()))
             .find(|a| !taken(*a) && !old.contains(a))
@@ -156,7 +163,13 @@ impl JoinState {
 }
 
 /// The JoinAccept fields for `session` with the device's windows.
-pub fn accept_fields(session: &JoinedSession, rx1_dr_offset: u8, rx2_dr: u8, rx_delay_s: u8, cf_list: Option<[u8; 16]>) -> AcceptFields {
+pub fn accept_fields(
+    session: &JoinedSession,
+    rx1_dr_offset: u8,
+    rx2_dr: u8,
+    rx_delay_s: u8,
+    cf_list: Option<[u8; 16]>,
+) -> AcceptFields {
     AcceptFields {
         join_nonce: session.join_nonce,
         net_id: session.net_id,
@@ -205,8 +218,16 @@ impl AddrPrefix {
     pub fn of_net_id(net_id: u32) -> Self {
         let kind = (net_id >> 21) & 0x7;
         // (type prefix length, NwkID bits) for types 0..7.
-        let (len, nwkid_bits) = [(1, 6), (2, 6), (3, 9), (4, 11), (5, 12), (6, 13), (7, 15), (8, 17)]
-            [kind as usize];
+        let (len, nwkid_bits) = [
+            (1, 6),
+            (2, 6),
+            (3, 9),
+            (4, 11),
+            (5, 12),
+            (6, 13),
+            (7, 15),
+            (8, 17),
+        ][kind as usize];
         let type_bits = ((1u32 << len) - 2) << (32 - len);
         let nwkid = net_id & ((1 << nwkid_bits) - 1);
         Self {
@@ -235,12 +256,21 @@ mod tests {
 
     fn request(nonce: u16) -> JoinRequest {
         let k = AesKey::new([7; 16]);
-        parse_join_request(&build_join_request(&k, Eui64::from_u64(1), Eui64::from_u64(2), nonce)).unwrap()
+        parse_join_request(&build_join_request(
+            &k,
+            Eui64::from_u64(1),
+            Eui64::from_u64(2),
+            nonce,
+        ))
+        .unwrap()
     }
 
     const TTN: Network = Network {
         net_id: 0x13,
-        prefix: AddrPrefix { value: 0x2600_0000, bits: 7 },
+        prefix: AddrPrefix {
+            value: 0x2600_0000,
+            bits: 7,
+        },
     };
 
     #[test]
@@ -251,16 +281,42 @@ mod tests {
             n += 1;
             n
         };
-        let d = s.on_join_request(&request(0x1234), MacVersionName::V1_0_3, &TTN, 10, &mut draw, |_| false).unwrap();
+        let d = s
+            .on_join_request(
+                &request(0x1234),
+                MacVersionName::V1_0_3,
+                &TTN,
+                10,
+                &mut draw,
+                |_| false,
+            )
+            .unwrap();
         assert_eq!(d.session.join_nonce, 0);
         assert!(TTN.prefix.contains(d.session.dev_addr));
         assert_eq!(s.pending, Some(d.session));
         assert_eq!(
-            s.on_join_request(&request(0x1234), MacVersionName::V1_0_3, &TTN, 11, &mut draw, |_| false).err(),
+            s.on_join_request(
+                &request(0x1234),
+                MacVersionName::V1_0_3,
+                &TTN,
+                11,
+                &mut draw,
+                |_| false
+            )
+            .err(),
             Some(JoinRefusal::NonceReused { nonce: 0x1234 })
         );
         // A lower one is fine for random nonces; the JoinNonce goes on.
-        let d2 = s.on_join_request(&request(0x0001), MacVersionName::V1_0_3, &TTN, 12, &mut draw, |_| false).unwrap();
+        let d2 = s
+            .on_join_request(
+                &request(0x0001),
+                MacVersionName::V1_0_3,
+                &TTN,
+                12,
+                &mut draw,
+                |_| false,
+            )
+            .unwrap();
         assert_eq!(d2.session.join_nonce, 1);
         assert_ne!(d2.session.dev_addr, d.session.dev_addr);
         assert_eq!(s.activate(), Some(d2.session));
@@ -271,13 +327,18 @@ mod tests {
     fn counted_nonces_must_increase() {
         let mut s = JoinState::default();
         let v = MacVersionName::V1_0_4;
-        s.on_join_request(&request(5), v, &TTN, 0, || 9, |_| false).unwrap();
+        s.on_join_request(&request(5), v, &TTN, 0, || 9, |_| false)
+            .unwrap();
         assert_eq!(
-            s.on_join_request(&request(5), v, &TTN, 0, || 9, |_| false).err(),
+            s.on_join_request(&request(5), v, &TTN, 0, || 9, |_| false)
+                .err(),
             Some(JoinRefusal::NonceNotIncreasing { nonce: 5, last: 5 })
         );
-        assert!(s.on_join_request(&request(4), v, &TTN, 0, || 9, |_| false).is_err());
-        s.on_join_request(&request(6), v, &TTN, 0, || 10, |_| false).unwrap();
+        assert!(s
+            .on_join_request(&request(4), v, &TTN, 0, || 9, |_| false)
+            .is_err());
+        s.on_join_request(&request(6), v, &TTN, 0, || 10, |_| false)
+            .unwrap();
     }
 
     #[test]
@@ -286,11 +347,28 @@ mod tests {
         let mut n = 0;
         for nonce in 0..(USED_NONCES as u16 + 1) {
             n += 1;
-            s.on_join_request(&request(nonce), MacVersionName::V1_0_2, &TTN, 0, || n, |_| false).unwrap();
+            s.on_join_request(
+                &request(nonce),
+                MacVersionName::V1_0_2,
+                &TTN,
+                0,
+                || n,
+                |_| false,
+            )
+            .unwrap();
         }
         assert_eq!(s.used_dev_nonces.len(), USED_NONCES);
         assert_eq!(s.used_dev_nonces.front(), Some(&1), "nonce 0 was forgotten");
-        assert!(s.on_join_request(&request(5), MacVersionName::V1_0_2, &TTN, 0, || 1 << 20, |_| false).is_err());
+        assert!(s
+            .on_join_request(
+                &request(5),
+                MacVersionName::V1_0_2,
+                &TTN,
+                0,
+                || 1 << 20,
+                |_| false
+            )
+            .is_err());
     }
 
     #[test]
@@ -299,23 +377,49 @@ mod tests {
         let taken = |a: DevAddr| a.0 & 1 == 0; // every even address is in use
         let mut n = 10;
         let d = s
-            .on_join_request(&request(1), MacVersionName::V1_0_3, &TTN, 0, || { n += 1; n }, taken)
+            .on_join_request(
+                &request(1),
+                MacVersionName::V1_0_3,
+                &TTN,
+                0,
+                || {
+                    n += 1;
+                    n
+                },
+                taken,
+            )
             .unwrap();
         assert_eq!(d.session.dev_addr.0 & 1, 1);
         assert_eq!(
-            s.on_join_request(&request(2), MacVersionName::V1_0_3, &TTN, 0, || 2, |_| true).err(),
+            s.on_join_request(&request(2), MacVersionName::V1_0_3, &TTN, 0, || 2, |_| true)
+                .err(),
             Some(JoinRefusal::NoAddress(TTN.prefix))
         );
         s.next_join_nonce = JOIN_NONCE_LIMIT;
         assert_eq!(
-            s.on_join_request(&request(3), MacVersionName::V1_0_3, &TTN, 0, || 3, |_| false).err(),
+            s.on_join_request(
+                &request(3),
+                MacVersionName::V1_0_3,
+                &TTN,
+                0,
+                || 3,
+                |_| false
+            )
+            .err(),
             Some(JoinRefusal::JoinNoncesExhausted)
         );
     }
 
     #[test]
     fn net_id_prefixes_agree_with_lrwn() {
-        for net_id in [0x000000u32, 0x000013, 0x60002d, 0xc00053, 0xe0003f, 0x3fffff] {
+        for net_id in [
+            0x000000u32,
+            0x000013,
+            0x60002d,
+            0xc00053,
+            0xe0003f,
+            0x3fffff,
+        ] {
             let ours = AddrPrefix::of_net_id(net_id);
             let b = net_id.to_be_bytes();
             let theirs = lrwn::NetID::from_be_bytes([b[1], b[2], b[3]]).dev_addr_prefix();

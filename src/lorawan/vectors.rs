@@ -221,8 +221,19 @@ mod join_vectors {
 
     #[test]
     fn session_keys_1_0() {
-        let (nwk, app) = session_keys(&key("01020304050607080102030405060708"), 65536, 0x010203, 258);
-        assert_eq!(hex::encode(nwk.expose()), "df53c35f3034ccced0ff354c70de04df");
-        assert_eq!(hex::encode(app.expose()), "927b9c911183cffe4cb2ff4b75545f6d");
+        let (nwk, app) = session_keys(
+            &key("01020304050607080102030405060708"),
+            65536,
+            0x010203,
+            258,
+        );
+        assert_eq!(
+            hex::encode(nwk.expose()),
+            "df53c35f3034ccced0ff354c70de04df"
+        );
+        assert_eq!(
+            hex::encode(app.expose()),
+            "927b9c911183cffe4cb2ff4b75545f6d"
+        );
     }
 }

@@ -2,16 +2,18 @@
 //! device its prepared crypto and compiled codec, looked up by DevAddr on the
 //! uplink path and by DevEUI for application-integration uplinks.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::codec::{Codec, CodecError, CodecKind, DeviceProfile};
-use crate::lorawan::radio::RxSettings;
+mod registry;
+mod rx_windows;
+pub use registry::{Device, Registry};
+pub use rx_windows::RxWindows;
+
+use crate::codec::{CodecError, CodecKind};
 use crate::lorawan::region::RegionName;
-use crate::lorawan::{AesKey, DataRate, DevAddr, Eui64, FcntPolicy, SessionCrypto};
+use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevicesError {
@@ -67,97 +69,6 @@ pub struct DeviceEntry {
     /// Its band plan, if not the site's (`Region.Name`).
     #[serde(default)]
     pub region: Option<RegionName>,
-}
-
-/// A device's receive windows (`rxWindows:` in the devices file): what its
-/// firmware sets (for ABP; an OTAA join sets them). Each one left out is the
-/// configuration's `Downlink` value, the region's default. The downlink
-/// scheduler sends only where these say, so they must match the firmware:
-/// `firmware/lorawan-mote/settings.h` is written from the same values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RxWindows {
-    /// RECEIVE_DELAY1 in seconds, 1..=15 (RX2 opens a second later).
-    #[serde(default, deserialize_with = "rx1_delay")]
-    pub rx1_delay: Option<u8>,
-    /// RX1DROffset, 0..=5: RX1 answers this many data rates below the uplink.
-    #[serde(default, deserialize_with = "rx1_dr_offset")]
-    pub rx1_dr_offset: Option<u8>,
-    /// RX2 channel in Hz.
-    #[serde(default, deserialize_with = "rx2_frequency")]
-    pub rx2_frequency: Option<u32>,
-    /// RX2 data rate, as the packet forwarder writes it (`SF9BW125`).
-    #[serde(default, deserialize_with = "rx2_data_rate")]
-    pub rx2_data_rate: Option<DataRate>,
-}
-
-impl RxWindows {
-    /// These windows over `defaults`.
-    pub fn over(&self, defaults: RxSettings) -> RxSettings {
-        RxSettings {
-            rx1_delay: self.rx1_delay.map_or(defaults.rx1_delay, |s| {
-                std::time::Duration::from_secs(s.into())
-            }),
-            rx1_dr_offset: self.rx1_dr_offset.unwrap_or(defaults.rx1_dr_offset),
-            rx2_frequency: self.rx2_frequency.unwrap_or(defaults.rx2_frequency),
-            rx2_datr: self.rx2_data_rate.unwrap_or(defaults.rx2_datr),
-        }
-    }
-
-    fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-
-    fn to_json(self) -> serde_json::Value {
-        let mut v = serde_json::Map::new();
-        if let Some(d) = self.rx1_delay {
-            v.insert("rx1Delay".into(), d.into());
-        }
-        if let Some(o) = self.rx1_dr_offset {
-            v.insert("rx1DrOffset".into(), o.into());
-        }
-        if let Some(f) = self.rx2_frequency {
-            v.insert("rx2Frequency".into(), f.into());
-        }
-        if let Some(dr) = self.rx2_data_rate {
-            v.insert("rx2DataRate".into(), dr.to_string().into());
-        }
-        v.into()
-    }
-}
-
-fn ranged<'de, D: Deserializer<'de>, T>(
-    d: D,
-    range: std::ops::RangeInclusive<T>,
-    what: &str,
-) -> Result<Option<T>, D::Error>
-where
-    T: Deserialize<'de> + PartialOrd + std::fmt::Display,
-{
-    let v = T::deserialize(d)?;
-    if !range.contains(&v) {
-        return Err(serde::de::Error::custom(format!(
-            "{what} must be between {} and {}",
-            range.start(),
-            range.end()
-        )));
-    }
-    Ok(Some(v))
-}
-fn rx1_delay<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    ranged(d, 1..=15, "rx1Delay (seconds)")
-}
-fn rx1_dr_offset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    ranged(d, 0..=5, "rx1DrOffset")
-}
-fn rx2_frequency<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    ranged(d, 137_000_000..=1_020_000_000, "rx2Frequency (Hz)")
-}
-fn rx2_data_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DataRate>, D::Error> {
-    let text = String::deserialize(d)?;
-    DataRate::parse(&text).map(Some).ok_or_else(|| {
-        serde::de::Error::custom("rx2DataRate must be a LoRa data rate like SF9BW125")
-    })
 }
 
 /// EdgeX admin state of a device.
@@ -225,158 +136,6 @@ fn eui<'de, D: Deserializer<'de>>(d: D) -> Result<Eui64, D::Error> {
 }
 fn devaddr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DevAddr>, D::Error> {
     hex_field(d, DevAddr::from_hex).map(Some)
-}
-
-/// A device ready for the uplink path.
-#[derive(Debug)]
-pub struct Device {
-    pub name: Arc<str>,
-    pub dev_eui: Eui64,
-    pub dev_addr: Option<DevAddr>,
-    /// Prepared ABP session; `None` for application-stream-only devices.
-    pub crypto: Option<SessionCrypto>,
-    pub codec: Codec,
-    pub fcnt_policy: FcntPolicy,
-    pub admin_state: AdminState,
-    pub rx_windows: RxWindows,
-    /// `None`: the site's region.
-    pub region: Option<RegionName>,
-}
-
-/// All devices, indexed for the uplink path. Device ids are indices.
-#[derive(Debug, Default)]
-pub struct Registry {
-    devices: Vec<Device>,
-    /// (DevAddr, device id), sorted: a binary search per uplink, no hashing
-    /// of attacker-chosen addresses.
-    by_addr: Vec<(DevAddr, u32)>,
-    by_eui: HashMap<Eui64, u32>,
-}
-
-impl Registry {
-    pub fn build(
-        entries: Vec<DeviceEntry>,
-        profiles: &BTreeMap<String, DeviceProfile>,
-    ) -> Result<Self, DevicesError> {
-        let profiles: BTreeMap<&str, Arc<DeviceProfile>> = profiles
-            .iter()
-            .map(|(k, v)| (k.as_str(), Arc::new(v.clone())))
-            .collect();
-        let mut reg = Registry::default();
-        let mut names = std::collections::HashSet::new();
-        for e in entries {
-            let profile =
-                profiles
-                    .get(e.profile.as_str())
-                    .ok_or_else(|| DevicesError::UnknownProfile {
-                        device: e.name.clone(),
-                        profile: e.profile.clone(),
-                    })?;
-            let codec =
-                Codec::compile(profile.clone(), e.codec).map_err(|source| DevicesError::Codec {
-                    device: e.name.clone(),
-                    source,
-                })?;
-            let id = reg.devices.len() as u32;
-            if !names.insert(e.name.clone()) || reg.by_eui.insert(e.dev_eui, id).is_some() {
-                return Err(DevicesError::Duplicate(e.name));
-            }
-            let crypto = match (e.dev_addr, e.nwk_s_key, e.app_s_key) {
-                (Some(addr), Some(nwk), Some(app)) => {
-                    reg.by_addr.push((addr, id));
-                    Some(SessionCrypto::new(&nwk, &app))
-                }
-                (None, None, None) => None,
-                _ => return Err(DevicesError::PartialSession(e.name)),
-            };
-            reg.devices.push(Device {
-                name: e.name.into(),
-                dev_eui: e.dev_eui,
-                dev_addr: e.dev_addr,
-                crypto,
-                codec,
-                fcnt_policy: e.fcnt_policy,
-                admin_state: e.admin_state,
-                rx_windows: e.rx_windows,
-                region: e.region,
-            });
-        }
-        reg.by_addr.sort_unstable();
-        Ok(reg)
-    }
-
-    /// Add a device at run time (one handed over by another edge), or give
-    /// the device with its DevEUI the entry's session. Returns its id.
-    pub fn adopt(
-        &mut self,
-        e: DeviceEntry,
-        profile: Arc<DeviceProfile>,
-    ) -> Result<u32, DevicesError> {
-        if let Some(id) = self.by_eui(e.dev_eui) {
-            if let (Some(addr), Some(nwk), Some(app)) = (e.dev_addr, e.nwk_s_key, e.app_s_key) {
-                self.set_session(id, addr, &nwk, &app);
-            }
-            return Ok(id);
-        }
-        if self.by_name(&e.name).is_some() {
-            return Err(DevicesError::Duplicate(e.name));
-        }
-        let mut one = Registry::build(
-            vec![e],
-            &BTreeMap::from([(profile.name.clone(), (*profile).clone())]),
-        )?;
-        let d = one.devices.pop().expect("built one");
-        let id = self.devices.len() as u32;
-        if let Some(addr) = d.dev_addr {
-            self.by_addr.push((addr, id));
-            self.by_addr.sort_unstable();
-        }
-        self.by_eui.insert(d.dev_eui, id);
-        self.devices.push(d);
-        Ok(id)
-    }
-
-    /// Give device `id` an ABP session (keys that arrived through the
-    /// secret API), replacing any it had.
-    pub fn set_session(&mut self, id: u32, addr: DevAddr, nwk: &AesKey, app: &AesKey) {
-        let d = &mut self.devices[id as usize];
-        d.dev_addr = Some(addr);
-        d.crypto = Some(SessionCrypto::new(nwk, app));
-        self.by_addr.retain(|(_, i)| *i != id);
-        self.by_addr.push((addr, id));
-        self.by_addr.sort_unstable();
-    }
-
-    pub fn by_name(&self, name: &str) -> Option<u32> {
-        self.devices
-            .iter()
-            .position(|d| &*d.name == name)
-            .map(|i| i as u32)
-    }
-
-    /// Devices sharing `addr` (usually one; the MIC tells them apart).
-    pub fn by_addr(&self, addr: DevAddr) -> impl Iterator<Item = u32> + '_ {
-        let start = self.by_addr.partition_point(|(a, _)| *a < addr);
-        self.by_addr[start..]
-            .iter()
-            .take_while(move |(a, _)| *a == addr)
-            .map(|(_, id)| *id)
-    }
-    pub fn by_eui(&self, eui: Eui64) -> Option<u32> {
-        self.by_eui.get(&eui).copied()
-    }
-    pub fn get(&self, id: u32) -> &Device {
-        &self.devices[id as usize]
-    }
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &Device> {
-        self.devices.iter()
-    }
 }
 
 /// Parse a devices file's text.
@@ -448,6 +207,8 @@ pub fn group_or_world_readable(path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lorawan::radio::RxSettings;
+    use crate::lorawan::DataRate;
 
     const ONE: &str = r#"
 devices:

@@ -1,0 +1,164 @@
+//! The devices of the devices file, ready for the uplink path: each with
+//! its prepared session crypto and compiled codec, found by DevAddr (a
+//! sorted list, binary-searched: no hashing of attacker-chosen addresses)
+//! or by DevEUI.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{AdminState, DeviceEntry, DevicesError, RxWindows};
+use crate::codec::{Codec, DeviceProfile};
+use crate::lorawan::region::RegionName;
+use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
+
+/// A device ready for the uplink path.
+#[derive(Debug)]
+pub struct Device {
+    pub name: Arc<str>,
+    pub dev_eui: Eui64,
+    pub dev_addr: Option<DevAddr>,
+    /// Prepared ABP session; `None` for application-stream-only devices.
+    pub crypto: Option<SessionCrypto>,
+    pub codec: Codec,
+    pub fcnt_policy: FcntPolicy,
+    pub admin_state: AdminState,
+    pub rx_windows: RxWindows,
+    /// `None`: the site's region.
+    pub region: Option<RegionName>,
+}
+
+/// All devices, indexed for the uplink path. Device ids are indices.
+#[derive(Debug, Default)]
+pub struct Registry {
+    devices: Vec<Device>,
+    /// (DevAddr, device id), sorted: a binary search per uplink, no hashing
+    /// of attacker-chosen addresses.
+    by_addr: Vec<(DevAddr, u32)>,
+    by_eui: HashMap<Eui64, u32>,
+}
+
+impl Registry {
+    pub fn build(
+        entries: Vec<DeviceEntry>,
+        profiles: &BTreeMap<String, DeviceProfile>,
+    ) -> Result<Self, DevicesError> {
+        let profiles: BTreeMap<&str, Arc<DeviceProfile>> = profiles
+            .iter()
+            .map(|(k, v)| (k.as_str(), Arc::new(v.clone())))
+            .collect();
+        let mut reg = Registry::default();
+        let mut names = std::collections::HashSet::new();
+        for e in entries {
+            let profile =
+                profiles
+                    .get(e.profile.as_str())
+                    .ok_or_else(|| DevicesError::UnknownProfile {
+                        device: e.name.clone(),
+                        profile: e.profile.clone(),
+                    })?;
+            let codec =
+                Codec::compile(profile.clone(), e.codec).map_err(|source| DevicesError::Codec {
+                    device: e.name.clone(),
+                    source,
+                })?;
+            let id = reg.devices.len() as u32;
+            if !names.insert(e.name.clone()) || reg.by_eui.insert(e.dev_eui, id).is_some() {
+                return Err(DevicesError::Duplicate(e.name));
+            }
+            let crypto = match (e.dev_addr, e.nwk_s_key, e.app_s_key) {
+                (Some(addr), Some(nwk), Some(app)) => {
+                    reg.by_addr.push((addr, id));
+                    Some(SessionCrypto::new(&nwk, &app))
+                }
+                (None, None, None) => None,
+                _ => return Err(DevicesError::PartialSession(e.name)),
+            };
+            reg.devices.push(Device {
+                name: e.name.into(),
+                dev_eui: e.dev_eui,
+                dev_addr: e.dev_addr,
+                crypto,
+                codec,
+                fcnt_policy: e.fcnt_policy,
+                admin_state: e.admin_state,
+                rx_windows: e.rx_windows,
+                region: e.region,
+            });
+        }
+        reg.by_addr.sort_unstable();
+        Ok(reg)
+    }
+
+    /// Add a device at run time (one handed over by another edge), or give
+    /// the device with its DevEUI the entry's session. Returns its id.
+    pub fn adopt(
+        &mut self,
+        e: DeviceEntry,
+        profile: Arc<DeviceProfile>,
+    ) -> Result<u32, DevicesError> {
+        if let Some(id) = self.by_eui(e.dev_eui) {
+            if let (Some(addr), Some(nwk), Some(app)) = (e.dev_addr, e.nwk_s_key, e.app_s_key) {
+                self.set_session(id, addr, &nwk, &app);
+            }
+            return Ok(id);
+        }
+        if self.by_name(&e.name).is_some() {
+            return Err(DevicesError::Duplicate(e.name));
+        }
+        let mut one = Registry::build(
+            vec![e],
+            &BTreeMap::from([(profile.name.clone(), (*profile).clone())]),
+        )?;
+        let d = one.devices.pop().expect("built one");
+        let id = self.devices.len() as u32;
+        if let Some(addr) = d.dev_addr {
+            self.by_addr.push((addr, id));
+            self.by_addr.sort_unstable();
+        }
+        self.by_eui.insert(d.dev_eui, id);
+        self.devices.push(d);
+        Ok(id)
+    }
+
+    /// Give device `id` an ABP session (keys that arrived through the
+    /// secret API), replacing any it had.
+    pub fn set_session(&mut self, id: u32, addr: DevAddr, nwk: &AesKey, app: &AesKey) {
+        let d = &mut self.devices[id as usize];
+        d.dev_addr = Some(addr);
+        d.crypto = Some(SessionCrypto::new(nwk, app));
+        self.by_addr.retain(|(_, i)| *i != id);
+        self.by_addr.push((addr, id));
+        self.by_addr.sort_unstable();
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<u32> {
+        self.devices
+            .iter()
+            .position(|d| &*d.name == name)
+            .map(|i| i as u32)
+    }
+
+    /// Devices sharing `addr` (usually one; the MIC tells them apart).
+    pub fn by_addr(&self, addr: DevAddr) -> impl Iterator<Item = u32> + '_ {
+        let start = self.by_addr.partition_point(|(a, _)| *a < addr);
+        self.by_addr[start..]
+            .iter()
+            .take_while(move |(a, _)| *a == addr)
+            .map(|(_, id)| *id)
+    }
+    pub fn by_eui(&self, eui: Eui64) -> Option<u32> {
+        self.by_eui.get(&eui).copied()
+    }
+    pub fn get(&self, id: u32) -> &Device {
+        &self.devices[id as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter()
+    }
+}
