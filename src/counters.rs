@@ -160,6 +160,17 @@ impl CounterStore {
         self.write(eui, c)
     }
 
+    /// A new session (an OTAA join the device started using): uplink
+    /// counting starts again at 0 in `epoch` (a new one, so event ids of the
+    /// new session never repeat the old one's), and FCntDown at 0.
+    pub fn start_session(&mut self, eui: Eui64, epoch: u32) -> Result<(), CounterStoreError> {
+        let c = Counters {
+            up: FcntState { last: None, epoch },
+            down: 0,
+        };
+        self.write(eui, c)
+    }
+
     fn write(&mut self, eui: Eui64, c: Counters) -> Result<(), CounterStoreError> {
         let io = |source| CounterStoreError::Io {
             path: self.path.clone(),

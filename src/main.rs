@@ -182,6 +182,18 @@ struct SimulateArgs {
     /// channels, data rates and windows; written as each device's `region`.
     #[arg(long, value_parser = parse_region)]
     region: Option<device_lorawan::lorawan::region::RegionName>,
+    /// OTAA motes besides the ABP ones: they join first (and after a reboot).
+    #[arg(long, default_value_t = 0)]
+    otaa: usize,
+    /// The OTAA motes' LoRaWAN version: 1.0.2, 1.0.3 (random DevNonces) or
+    /// 1.0.4 (counted).
+    #[arg(long, default_value = "1.0.3", value_parser = parse_mac_version)]
+    mac_version: device_lorawan::lorawan::region::MacVersionName,
+}
+
+fn parse_mac_version(s: &str) -> Result<device_lorawan::lorawan::region::MacVersionName, String> {
+    serde_yaml_ng::from_str(&format!("\"{s}\""))
+        .map_err(|_| format!("{s}: want 1.0.2, 1.0.3 or 1.0.4"))
 }
 
 fn parse_region(s: &str) -> Result<device_lorawan::lorawan::region::RegionName, String> {
@@ -368,6 +380,10 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             e.rx_windows = rx_windows;
             e.region = a.region;
         }
+        for mut e in sim::mote::otaa_entries(a.otaa, a.seed, a.mac_version) {
+            e.region = a.region;
+            entries.push(e);
+        }
         let text = sim::mote::devices_yaml(&entries);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -378,7 +394,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         f.write_all(text.as_bytes())?;
         println!(
             "wrote {} simulated devices to {}",
-            a.devices,
+            a.devices + a.otaa,
             path.display()
         );
         return Ok(());
@@ -422,6 +438,9 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         linger: a.linger,
         rx_windows,
         region: a.region.unwrap_or_default(),
+        otaa_devices: a.otaa,
+        mac_version: a.mac_version,
+        lost_join_accepts: 0,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -436,6 +455,12 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         report.garbage,
         report.duplicates
     );
+    for j in &report.joins {
+        println!(
+            "{} joined: DevAddr {}, JoinAccept {} µs after the JoinRequest at {} Hz {}",
+            j.device, j.dev_addr, j.delay_us, j.frequency, j.datr
+        );
+    }
     for d in &report.downlinks {
         println!(
             "downlink to {}: FCntDown {}, ack {}, port {:?}, payload {}, {} µs after the uplink at {} Hz {}; interval now {} s",

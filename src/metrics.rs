@@ -37,6 +37,10 @@ reasons! {
     Retransmission => "retransmission",
     Codec => "codec",
     UnknownTopic => "unknown_topic",
+    NotOtaa => "not_otaa",
+    JoinEui => "join_eui",
+    DevNonce => "dev_nonce",
+    JoinRefused => "join_refused",
 }
 
 /// Where an uplink came from.
@@ -62,15 +66,19 @@ impl Source {
 #[derive(Default)]
 pub struct Metrics {
     received: [AtomicU64; 3],
-    rejected: [AtomicU64; 16],
-    last_logged_ms: [AtomicU64; 16],
-    logged_count: [AtomicU64; 16],
+    rejected: [AtomicU64; 24],
+    last_logged_ms: [AtomicU64; 24],
+    logged_count: [AtomicU64; 24],
     pub decoded: AtomicU64,
     pub duplicates: AtomicU64,
     pub counter_resets: AtomicU64,
     pub published: AtomicU64,
     pub unmapped_values: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// JoinRequests answered with a JoinAccept.
+    pub joins_accepted: AtomicU64,
+    /// Joined sessions the device started using (its first uplink under one).
+    pub sessions_activated: AtomicU64,
     /// Streaks of MQTT sessions closed by the broker right after it accepted
     /// them: another client is using our id (see `ingest::kicked`).
     pub mqtt_client_id_conflicts: AtomicU64,
@@ -206,6 +214,8 @@ impl Metrics {
             ("lorawan_unmapped_values_total", &self.unmapped_values),
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
             ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
+            ("lorawan_joins_accepted_total", &self.joins_accepted),
+            ("lorawan_sessions_activated_total", &self.sessions_activated),
             (
                 "lorawan_mqtt_client_id_conflicts_total",
                 &self.mqtt_client_id_conflicts,
@@ -285,6 +295,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("lorawan_uplinks_received_total{source=\"udp\"} 1"));
-        assert!(Reason::ALL.len() <= 16);
+        assert!(Reason::ALL.len() <= 24, "the per-reason arrays hold 24");
     }
 }

@@ -11,7 +11,8 @@ use crate::codec::{CodecError, DeviceProfile, Reading};
 use crate::devices::Registry;
 use crate::lorawan::uplink::{mac_commands, MacCommand};
 use crate::lorawan::{
-    check_counter, decrypt, parse_uplink, verify_mic, DataFrame, FcntState, PayloadBuf, UplinkError,
+    check_counter, decrypt, parse_uplink, verify_mic, DataFrame, FcntPolicy, FcntState, PayloadBuf,
+    UplinkError,
 };
 use crate::lorawan::{DevAddr, Eui64, FrameError};
 use crate::metrics::{Reason, Source};
@@ -92,6 +93,9 @@ pub struct Decoded {
     pub confirmed: bool,
     pub mac_commands: Vec<MacCommand>,
     pub unmapped: u32,
+    /// It verified under the device's pending (joined) session: that
+    /// session is the device's now.
+    pub activates: bool,
 }
 
 /// Decode one data uplink into `readings` (reused across frames).
@@ -121,12 +125,20 @@ pub fn decode_parsed(
     let mut last_err = None;
     for id in registry.by_addr(frame.dev_addr) {
         let device = registry.get(id);
-        let Some(crypto) = device.crypto.as_ref() else {
-            continue;
+        // The device's session, or (OTAA) the one its last JoinAccept
+        // offered: that one starts a new counter epoch at 0.
+        let (crypto, state, policy, activates) = match (&device.crypto, &device.pending) {
+            (Some(c), _) if device.dev_addr == Some(frame.dev_addr) => {
+                (c, states[id as usize], device.fcnt_policy, false)
+            }
+            (_, Some((addr, c))) if *addr == frame.dev_addr => {
+                let epoch = states[id as usize].epoch.wrapping_add(1);
+                (c, FcntState { last: None, epoch }, FcntPolicy::Strict, true)
+            }
+            _ => continue,
         };
-        let state = states[id as usize];
         let accepted = match verify_mic(frame, crypto, &state)
-            .and_then(|auth| check_counter(auth, &state, device.fcnt_policy, reset_window))
+            .and_then(|auth| check_counter(auth, &state, policy, reset_window))
         {
             Ok(a) => a,
             Err(source) => {
@@ -169,6 +181,7 @@ pub fn decode_parsed(
             confirmed: accepted.frame.confirmed,
             mac_commands: macs,
             unmapped: unmapped.unmapped,
+            activates,
         });
     }
     Err((

@@ -150,6 +150,10 @@ fn app_only(name: &str, eui: u64) -> DeviceEntry {
         admin_state: Default::default(),
         rx_windows: Default::default(),
         region: None,
+        activation: Default::default(),
+        join_eui: None,
+        app_key: None,
+        mac_version: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub ingest: IngestConfig,
     pub region: RegionConfig,
+    pub join: JoinConfig,
     pub downlink: DownlinkConfig,
     pub readings: ReadingsConfig,
     pub edgex: EdgexConfig,
@@ -335,6 +336,41 @@ impl RegionConfig {
     }
 }
 
+/// This service as the join server of its OTAA devices.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct JoinConfig {
+    /// The network's NetID, 6 hex digits (000000: experimental/private;
+    /// 000013 is The Things Network's).
+    pub net_id: String,
+    /// Where DevAddrs are drawn from, `26011b00/24` (hex/bits); empty: the
+    /// NetID's whole address space.
+    pub dev_addr_prefix: String,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        Self {
+            net_id: "000000".into(),
+            dev_addr_prefix: String::new(),
+        }
+    }
+}
+
+impl JoinConfig {
+    /// The network part of joins (validated at load).
+    pub fn network(&self) -> crate::lorawan::otaa::Network {
+        let net_id = u32::from_str_radix(&self.net_id, 16).unwrap_or(0) & 0xff_ffff;
+        crate::lorawan::otaa::Network {
+            net_id,
+            prefix: self
+                .dev_addr_prefix
+                .parse()
+                .unwrap_or_else(|_| crate::lorawan::otaa::AddrPrefix::of_net_id(net_id)),
+        }
+    }
+}
+
 /// Class A downlinks. The receive windows and power default to the
 /// region's (RP002); set one here to override it for every device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -389,6 +425,7 @@ impl Default for Config {
             devices: DevicesConfig::default(),
             ingest: IngestConfig::default(),
             region: RegionConfig::default(),
+            join: JoinConfig::default(),
             downlink: DownlinkConfig::default(),
             readings: ReadingsConfig {
                 json_lines: "-".into(),
@@ -649,6 +686,21 @@ impl Config {
         }
         if dl.rx1_dr_offset.is_some_and(|o| o > 7) {
             return bad("Downlink.Rx1DrOffset", "must be between 0 and 7");
+        }
+        if self.join.net_id.len() != 6 || u32::from_str_radix(&self.join.net_id, 16).is_err() {
+            return bad("Join.NetId", "must be 6 hex digits, like 000013");
+        }
+        if !self.join.dev_addr_prefix.is_empty() {
+            if let Err(e) = self
+                .join
+                .dev_addr_prefix
+                .parse::<crate::lorawan::otaa::AddrPrefix>()
+            {
+                return Err(ConfigError::Invalid {
+                    key: "Join.DevAddrPrefix",
+                    message: e,
+                });
+            }
         }
         if self.region.sub_band > 8 {
             return bad(

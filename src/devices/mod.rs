@@ -1,6 +1,7 @@
-//! The devices file (ABP sessions) and the registry built from it: for each
-//! device its prepared crypto and compiled codec, looked up by DevAddr on the
-//! uplink path and by DevEUI for application-integration uplinks.
+//! The devices file (ABP sessions, OTAA root keys) and the registry built
+//! from it: for each device its prepared crypto and compiled codec, looked up
+//! by DevAddr on the uplink path, by DevEUI for joins and
+//! application-integration uplinks.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,7 @@ pub use registry::{Device, Registry};
 pub use rx_windows::RxWindows;
 
 use crate::codec::{CodecError, CodecKind};
-use crate::lorawan::region::RegionName;
+use crate::lorawan::region::{MacVersionName, RegionName};
 use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,24 @@ pub enum DevicesError {
     PartialSession(String),
     #[error("device {0} is defined twice (by name or DevEUI)")]
     Duplicate(String),
+    #[error("device {device}: {message}")]
+    Activation {
+        device: String,
+        message: &'static str,
+    },
+}
+
+/// How a device gets its session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// By personalization: the session is in the entry, or arrives through
+    /// `POST /api/v3/secret`.
+    #[default]
+    Abp,
+    /// Over the air: the device joins with its AppKey, and this service is
+    /// its join server.
+    Otaa,
 }
 
 #[derive(Deserialize)]
@@ -40,7 +59,7 @@ struct DevicesFile {
     devices: Vec<DeviceEntry>,
 }
 
-/// One ABP device as written in the devices file.
+/// One device as written in the devices file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceEntry {
@@ -69,6 +88,18 @@ pub struct DeviceEntry {
     /// Its band plan, if not the site's (`Region.Name`).
     #[serde(default)]
     pub region: Option<RegionName>,
+    #[serde(default)]
+    pub activation: Activation,
+    /// OTAA: the JoinEUI (AppEUI) its JoinRequests carry.
+    #[serde(default, deserialize_with = "eui_opt")]
+    pub join_eui: Option<Eui64>,
+    /// OTAA: the root key (never logged, never in an error or API answer).
+    #[serde(default, deserialize_with = "key")]
+    pub app_key: Option<AesKey>,
+    /// The LoRaWAN version it speaks (1.0.2, 1.0.3 default, 1.0.4): how its
+    /// DevNonces are checked.
+    #[serde(default)]
+    pub mac_version: MacVersionName,
 }
 
 /// EdgeX admin state of a device.
@@ -134,6 +165,9 @@ fn key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AesKey>, D::Error> {
 fn eui<'de, D: Deserializer<'de>>(d: D) -> Result<Eui64, D::Error> {
     hex_field(d, Eui64::from_hex)
 }
+fn eui_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Eui64>, D::Error> {
+    hex_field(d, Eui64::from_hex).map(Some)
+}
 fn devaddr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DevAddr>, D::Error> {
     hex_field(d, DevAddr::from_hex).map(Some)
 }
@@ -173,6 +207,12 @@ pub fn to_yaml(entries: &[DeviceEntry]) -> String {
             }
             if let Some(r) = e.region {
                 v["region"] = r.to_string().into();
+            }
+            if let (Activation::Otaa, Some(j), Some(k)) = (e.activation, e.join_eui, &e.app_key) {
+                v["activation"] = "otaa".into();
+                v["joinEui"] = j.to_string().into();
+                v["appKey"] = hex::encode(k.expose()).into();
+                v["macVersion"] = serde_json::to_value(e.mac_version).expect("a version");
             }
             v
         })

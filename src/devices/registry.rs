@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{AdminState, DeviceEntry, DevicesError, RxWindows};
+use super::{Activation, AdminState, DeviceEntry, DevicesError, RxWindows};
 use crate::codec::{Codec, DeviceProfile};
-use crate::lorawan::region::RegionName;
+use crate::lorawan::region::{MacVersionName, RegionName};
 use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
 
 /// A device ready for the uplink path.
@@ -25,6 +25,19 @@ pub struct Device {
     pub rx_windows: RxWindows,
     /// `None`: the site's region.
     pub region: Option<RegionName>,
+    pub mac_version: MacVersionName,
+    /// OTAA devices: what their joins are checked and answered with.
+    pub otaa: Option<OtaaKeys>,
+    /// OTAA: the session of the last JoinAccept, until the device's first
+    /// uplink under it (then it replaces `crypto`).
+    pub pending: Option<(DevAddr, SessionCrypto)>,
+}
+
+/// An OTAA device's JoinEUI and root key.
+#[derive(Debug, Clone, Copy)]
+pub struct OtaaKeys {
+    pub join_eui: Eui64,
+    pub app_key: AesKey,
 }
 
 /// All devices, indexed for the uplink path. Device ids are indices.
@@ -65,6 +78,27 @@ impl Registry {
             if !names.insert(e.name.clone()) || reg.by_eui.insert(e.dev_eui, id).is_some() {
                 return Err(DevicesError::Duplicate(e.name));
             }
+            let bad = |message| DevicesError::Activation {
+                device: e.name.clone(),
+                message,
+            };
+            let otaa = match (e.activation, e.join_eui, e.app_key) {
+                (Activation::Otaa, Some(join_eui), Some(app_key)) => {
+                    if e.dev_addr.is_some() || e.nwk_s_key.is_some() || e.app_s_key.is_some() {
+                        return Err(bad("an OTAA device gets its DevAddr and session keys by joining: remove devAddr, nwkSKey and appSKey"));
+                    }
+                    Some(OtaaKeys { join_eui, app_key })
+                }
+                (Activation::Otaa, _, _) => {
+                    return Err(bad("an OTAA device needs joinEui and appKey"))
+                }
+                (Activation::Abp, None, None) => None,
+                (Activation::Abp, _, _) => {
+                    return Err(bad(
+                        "joinEui and appKey are for OTAA devices: add activation: otaa",
+                    ))
+                }
+            };
             let crypto = match (e.dev_addr, e.nwk_s_key, e.app_s_key) {
                 (Some(addr), Some(nwk), Some(app)) => {
                     reg.by_addr.push((addr, id));
@@ -79,10 +113,18 @@ impl Registry {
                 dev_addr: e.dev_addr,
                 crypto,
                 codec,
-                fcnt_policy: e.fcnt_policy,
                 admin_state: e.admin_state,
                 rx_windows: e.rx_windows,
                 region: e.region,
+                mac_version: e.mac_version,
+                // An OTAA device rejoins when it reboots: no reset heuristics.
+                fcnt_policy: if otaa.is_some() {
+                    FcntPolicy::Strict
+                } else {
+                    e.fcnt_policy
+                },
+                otaa,
+                pending: None,
             });
         }
         reg.by_addr.sort_unstable();
@@ -120,14 +162,47 @@ impl Registry {
         Ok(id)
     }
 
-    /// Give device `id` an ABP session (keys that arrived through the
-    /// secret API), replacing any it had.
+    /// Give device `id` a session (ABP keys that arrived through the
+    /// secret API, or an OTAA device's joined session), replacing any it had.
     pub fn set_session(&mut self, id: u32, addr: DevAddr, nwk: &AesKey, app: &AesKey) {
         let d = &mut self.devices[id as usize];
         d.dev_addr = Some(addr);
         d.crypto = Some(SessionCrypto::new(nwk, app));
+        self.index_addrs(id);
+    }
+
+    /// Give OTAA device `id` the session of the JoinAccept just sent: its
+    /// uplinks are tried under it too, until one verifies (see [`Self::activate`]).
+    pub fn set_pending(&mut self, id: u32, addr: DevAddr, nwk: &AesKey, app: &AesKey) {
+        self.devices[id as usize].pending = Some((addr, SessionCrypto::new(nwk, app)));
+        self.index_addrs(id);
+    }
+
+    /// The device used its pending session: it is its session now.
+    pub fn activate(&mut self, id: u32) -> bool {
+        let d = &mut self.devices[id as usize];
+        let Some((addr, crypto)) = d.pending.take() else {
+            return false;
+        };
+        d.dev_addr = Some(addr);
+        d.crypto = Some(crypto);
+        self.index_addrs(id);
+        true
+    }
+
+    /// Whether `addr` is in use by a session, active or pending.
+    pub fn addr_in_use(&self, addr: DevAddr) -> bool {
+        self.by_addr(addr).next().is_some()
+    }
+
+    /// Put device `id`'s addresses (active, pending) in the DevAddr index.
+    fn index_addrs(&mut self, id: u32) {
         self.by_addr.retain(|(_, i)| *i != id);
-        self.by_addr.push((addr, id));
+        let d = &self.devices[id as usize];
+        let addrs = d.dev_addr.filter(|_| d.crypto.is_some()).into_iter();
+        for a in addrs.chain(d.pending.as_ref().map(|(a, _)| *a)) {
+            self.by_addr.push((a, id));
+        }
         self.by_addr.sort_unstable();
     }
 

@@ -29,7 +29,7 @@ use crate::lorawan::radio::Window;
 use crate::lorawan::region::{MacVersionName, Region, RegionName};
 use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Source};
-use crate::uplink::Uplink;
+use crate::uplink::{RxMeta, Uplink};
 
 /// The site's region and any other a device names, each built once.
 pub struct Regions {
@@ -62,7 +62,8 @@ struct InFlight {
     device: u32,
     name: Arc<str>,
     dev_eui: Eui64,
-    fcnt: u32,
+    /// Its FCntDown; `None` for a JoinAccept (no counter to spend).
+    fcnt: Option<u32>,
     /// The queued command carried; `None` for a bare ACK.
     seq: Option<u64>,
     req: TxRequest,
@@ -180,7 +181,7 @@ impl Scheduler {
             device: id,
             name: name.clone(),
             dev_eui: device.dev_eui,
-            fcnt,
+            fcnt: Some(fcnt),
             seq,
             rx2_left: plan.fallback,
             req,
@@ -189,6 +190,68 @@ impl Scheduler {
         };
         tracing::debug!(device = %name, fcnt, command = ?seq, ack = up.confirmed, "downlink scheduled");
         self.send(flight);
+    }
+
+    /// Send JoinAccept `phy` to device `id`, answering a JoinRequest heard
+    /// as `rx` through `source`: in the region's join windows (RX1 at
+    /// JOIN_ACCEPT_DELAY1 on the uplink's channel, RX2 a second later),
+    /// through the gateway that heard it best.
+    pub fn on_join(&mut self, id: u32, device: &Device, phy: Vec<u8>, rx: &RxMeta, source: Source) {
+        let name = &device.name;
+        let Some(tmst) = rx.tmst else {
+            self.fail(
+                name,
+                "the JoinRequest carried no concentrator timestamp to time the JoinAccept from",
+            );
+            return;
+        };
+        let region = self.regions.get(device.region);
+        // A joining device listens with its region's defaults.
+        let defaults = region.rx_defaults();
+        let heard = rx.frequency.zip(rx.datr);
+        let plan = match plan(
+            region,
+            device.mac_version,
+            &defaults,
+            Timing::JoinAccept,
+            heard,
+            0,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail(name, &e.to_string());
+                return;
+            }
+        };
+        let power_dbm = self
+            .cfg
+            .tx_power
+            .unwrap_or_else(|| region.downlink_power(plan.first.frequency));
+        let req = TxRequest {
+            id: self.new_id(),
+            gateway: rx.gateway,
+            phy,
+            uplink_tmst: tmst,
+            window: plan.first,
+            power_dbm,
+        };
+        tracing::debug!(device = %name, gateway = %rx.gateway, "JoinAccept scheduled");
+        self.send(InFlight {
+            device: id,
+            name: name.clone(),
+            dev_eui: device.dev_eui,
+            fcnt: None,
+            seq: None,
+            rx2_left: plan.fallback,
+            req,
+            source,
+            deadline: Instant::now(),
+        });
+    }
+
+    /// The region of a device naming `name` (`None`: the site's).
+    pub fn region_of(&mut self, name: Option<RegionName>) -> &Region {
+        self.regions.get(name)
     }
 
     fn new_id(&mut self) -> u32 {
@@ -244,7 +307,9 @@ impl Scheduler {
         match ack.result {
             Ok(()) => {
                 self.metrics.downlinks_acked.fetch_add(1, Relaxed);
-                store.record_down(f.dev_eui, f.fcnt)?;
+                if let Some(fcnt) = f.fcnt {
+                    store.record_down(f.dev_eui, fcnt)?;
+                }
                 tracing::info!(device = %f.name, fcnt = f.fcnt, command = ?f.seq, window = %f.req.window.datr, "downlink sent by gateway {}", f.req.gateway);
                 if let Some(seq) = f.seq {
                     if let Err(e) = self.queue.done(&f.name, seq) {
@@ -313,7 +378,9 @@ impl Scheduler {
         for id in late {
             let f = self.in_flight.remove(&id).expect("listed");
             // It may have gone out: never reuse its counter.
-            store.record_down(f.dev_eui, f.fcnt)?;
+            if let Some(fcnt) = f.fcnt {
+                store.record_down(f.dev_eui, fcnt)?;
+            }
             self.fail(
                 &f.name,
                 &format!("gateway {} did not acknowledge it", f.req.gateway),

@@ -205,7 +205,16 @@ pub async fn start(
         transmitters,
         parts.metrics.clone(),
     );
-    let mut pipeline = Pipeline::new(config.clone(), parts, store, devices, control_rx, scheduler);
+    let joins = crate::joins::JoinStore::open(&config.service.data_dir)?;
+    let mut pipeline = Pipeline::new(
+        config.clone(),
+        parts,
+        store,
+        devices,
+        control_rx,
+        scheduler,
+        joins,
+    );
     for eui in standby {
         pipeline.stand_by(eui);
     }

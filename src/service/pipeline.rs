@@ -27,6 +27,27 @@ use crate::sink::Sink;
 use crate::uplink::{decode_parsed, RxMeta, Uplink};
 
 use super::{Adopted, Control, Parts};
+use crate::joins::JoinStore;
+
+#[path = "join.rs"]
+mod join;
+use join::{is_join_request, PendingJoin};
+
+/// Random 32-bit values (DevAddrs of joins): SipHash of a counter under
+/// the process's random key, no extra dependency.
+#[derive(Default)]
+struct Rng {
+    keys: std::collections::hash_map::RandomState,
+    n: u64,
+}
+
+impl Rng {
+    fn next_u32(&mut self) -> u32 {
+        use std::hash::BuildHasher;
+        self.n += 1;
+        self.keys.hash_one(self.n) as u32
+    }
+}
 
 /// A frame that would reset its device's counter. After a reboot, an LMIC
 /// mote's frames are byte-identical to the previous boot's frames with the
@@ -104,6 +125,33 @@ pub(super) struct Pipeline {
     /// the device: uplinks up to it are settled (counter saved, message
     /// acknowledged) but not published again. Cleared by the first later one.
     covered: HashMap<u32, FcntState>,
+    /// OTAA join state (durable).
+    joins: JoinStore,
+    /// JoinAccepts waiting for the de-duplication window.
+    joining: Dedup<PendingJoin>,
+    rng: Rng,
+}
+
+/// Give OTAA devices the sessions their joins made (derived again from the
+/// AppKey): the active one, and a JoinAccept's the device has not used yet.
+fn restore_joined_sessions(registry: &mut Registry, joins: &JoinStore, devices: &DeviceStates) {
+    for (eui, state) in joins.iter() {
+        let Some(id) = registry.by_eui(*eui) else {
+            continue;
+        };
+        let Some(keys) = registry.get(id).otaa else {
+            continue;
+        };
+        if let Some(s) = state.active {
+            let (nwk, app) = s.keys(&keys.app_key);
+            registry.set_session(id, s.dev_addr, &nwk, &app);
+            *devices.get(id).dev_addr.lock().expect("device state lock") = Some(s.dev_addr);
+        }
+        if let Some(s) = state.pending {
+            let (nwk, app) = s.keys(&keys.app_key);
+            registry.set_pending(id, s.dev_addr, &nwk, &app);
+        }
+    }
 }
 
 fn now_ns() -> i64 {
@@ -120,13 +168,19 @@ impl Pipeline {
         devices: Arc<DeviceStates>,
         control: mpsc::UnboundedReceiver<Control>,
         scheduler: Scheduler,
+        joins: JoinStore,
     ) -> Self {
+        let mut parts = parts;
+        restore_joined_sessions(&mut parts.registry, &joins, &devices);
         let states = parts
             .registry
             .iter()
             .map(|d| store.get(d.dev_eui))
             .collect();
         Self {
+            joining: Dedup::new(config.ingest.dedup_window),
+            joins,
+            rng: Rng::default(),
             dedup: Dedup::new(config.ingest.dedup_window),
             config,
             registry: parts.registry,
@@ -160,10 +214,14 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let mut sync = tokio::time::interval(self.config.service.sync_interval);
         loop {
-            let deadline = match (self.dedup.next_deadline(), self.scheduler.next_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.dedup.next_deadline(),
+                self.joining.next_deadline(),
+                self.scheduler.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle(ev)?,
@@ -172,6 +230,7 @@ impl Pipeline {
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                     let now = Instant::now();
                     self.emit_due(now)?;
+                    self.emit_joins(now);
                     self.scheduler.expire(now, &mut self.store)?;
                 }
                 c = async { match &mut self.control { Some(c) => c.recv().await, None => std::future::pending().await } } => match c {
@@ -180,6 +239,7 @@ impl Pipeline {
                 },
                 _ = sync.tick() => {
                     self.store.sync()?;
+                    self.joins.sync()?;
                     self.sink.flush()?;
                 }
                 _ = &mut shutdown => break,
@@ -195,6 +255,7 @@ impl Pipeline {
         }
         self.sink.flush()?;
         self.store.sync()?;
+        self.joins.sync()?;
         Ok(())
     }
 
@@ -321,6 +382,9 @@ impl Pipeline {
         source: Source,
         ack: Option<Ack>,
     ) -> anyhow::Result<()> {
+        if is_join_request(phy) {
+            return self.handle_join(phy, rx, source, ack);
+        }
         let key = self.dedup.key_of_bytes(phy);
         let pending = match self.dedup.get_mut(key) {
             Some(h) => Some(h),
@@ -347,6 +411,7 @@ impl Pipeline {
             }
         };
         let window = self.config.devices.reset_window;
+        let addr = frame.dev_addr;
         let mut decoded = match decode_parsed(
             &self.registry,
             &self.states,
@@ -356,6 +421,17 @@ impl Pipeline {
         ) {
             Ok(d) => d,
             Err((rejection, spent)) => {
+                // An authentic frame under a joined session is the device
+                // using that session, whatever its payload.
+                if let Some((id, next)) = spent.filter(|(id, _)| {
+                    self.registry
+                        .get(*id)
+                        .pending
+                        .as_ref()
+                        .is_some_and(|(a, _)| *a == addr)
+                }) {
+                    self.activate(id, next.epoch)?;
+                }
                 // An authentic frame whose payload did not decode still spends
                 // its counter (unless it would reset it: that needs confirming).
                 if let Some((id, next)) =
@@ -373,6 +449,9 @@ impl Pipeline {
             }
         };
         let id = decoded.device;
+        if decoded.activates {
+            self.activate(id, decoded.next.epoch)?;
+        }
         self.metrics
             .unmapped_values
             .fetch_add(u64::from(decoded.unmapped), Relaxed);

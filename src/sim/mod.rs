@@ -80,6 +80,14 @@ pub struct SimOptions {
     /// The motes' band plan: the channels and data rates they send on, and
     /// the windows they listen in.
     pub region: crate::lorawan::region::RegionName,
+    /// OTAA motes besides the `devices` ABP ones (`mote::otaa_entries`):
+    /// each joins first, and again after a reboot.
+    pub otaa_devices: usize,
+    /// The LoRaWAN version of the OTAA motes.
+    pub mac_version: crate::lorawan::region::MacVersionName,
+    /// Each OTAA mote misses this many JoinAccepts before it hears one (as
+    /// if out of range): it asks again with a new DevNonce.
+    pub lost_join_accepts: u32,
 }
 
 impl Default for SimOptions {
@@ -98,6 +106,9 @@ impl Default for SimOptions {
             refuse_rx1: false,
             rx_windows: Default::default(),
             region: Default::default(),
+            otaa_devices: 0,
+            mac_version: Default::default(),
+            lost_join_accepts: 0,
             linger: Duration::ZERO,
         }
     }
@@ -130,6 +141,23 @@ pub struct SimReport {
     /// Downlinks sent where or when their mote was not listening (not in
     /// its RX1 or RX2 window: another delay, channel or data rate).
     pub downlinks_missed: u64,
+    /// JoinRequests sent (each counts once, whatever the gateways).
+    pub join_requests: u64,
+    /// JoinAccepts the OTAA motes took, in arrival order.
+    pub joins: Vec<JoinedByMote>,
+    /// JoinAccepts the motes missed on purpose (`lost_join_accepts`).
+    pub joins_lost: u64,
+}
+
+/// A JoinAccept one mote took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinedByMote {
+    pub device: String,
+    pub dev_addr: crate::lorawan::DevAddr,
+    /// Transmit time minus the JoinRequest's, in µs (5 s in RX1, 6 s in RX2).
+    pub delay_us: u32,
+    pub frequency: u32,
+    pub datr: String,
 }
 
 /// A downlink one mote accepted.
@@ -204,6 +232,11 @@ impl Rx1Refuser {
         false
     }
 }
+
+/// How long an OTAA mote waits for its JoinAccept before it asks again
+/// (LMIC waits for both join windows, 5 and 6 s; the simulator's clock is
+/// compressed, the service's de-duplication window is not).
+const JOIN_PATIENCE: Duration = Duration::from_secs(2);
 
 /// One uplink as its mote sent it: a downlink must come in one of the
 /// windows it opens.
@@ -452,6 +485,11 @@ pub async fn run(
     for e in &mut entries {
         e.rx_windows = opts.rx_windows;
     }
+    entries.extend(mote::otaa_entries(
+        opts.otaa_devices,
+        opts.seed,
+        opts.mac_version,
+    ));
     let mut motes: Vec<Mote> = entries
         .iter()
         .map(|e| Mote::in_region(e, &region))
@@ -460,6 +498,8 @@ pub async fn run(
         m.fcnt = opts.start_fcnt;
         m.confirmed = opts.confirmed;
     }
+    // JoinAccepts each mote has yet to miss.
+    let mut lost: Vec<u32> = vec![opts.lost_join_accepts; motes.len()];
     let mut history: Vec<Vec<Vec<u8>>> = vec![Vec::new(); motes.len()];
     // Each mote's recent uplinks, to check a downlink's window.
     let mut uplinks_sent: Vec<Vec<SentUplink>> = vec![Vec::new(); motes.len()];
@@ -490,7 +530,7 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {}
             Some(t) = down_rx.recv() => {
-                deliver(&mut motes, &region, &uplinks_sent, t, &mut report);
+                deliver(&mut motes, &region, &uplinks_sent, t, &mut report, &mut lost);
                 continue;
             }
             _ = &mut stop => break,
@@ -505,9 +545,23 @@ pub async fn run(
             // reset-tolerant (see README, "Frame counters").
             history[m].clear();
         }
-        let (fcnt, mut frame) = mote.next_frame();
+        let now = std::time::Instant::now();
+        // An OTAA mote joins first; while its JoinAccept may still come (the
+        // join windows, compressed here), it sends nothing.
+        let joining = mote.must_join(now, JOIN_PATIENCE);
+        if !joining && mote.joining() {
+            continue;
+        }
+        let (fcnt, mut frame) = if joining {
+            report.join_requests += 1;
+            (0, mote.join_request(now))
+        } else {
+            mote.next_frame()
+        };
         let sample = mote.sample(fcnt);
-        if rng.chance(opts.faults.bad_mic) {
+        if joining {
+            // Not a data frame: nothing to expect, no fault injected.
+        } else if rng.chance(opts.faults.bad_mic) {
             let last = frame.len() - 1;
             frame[last] ^= 0x5a;
             report.bad_mic += 1;
@@ -611,11 +665,75 @@ pub async fn run(
     }
     let end = tokio::time::Instant::now() + opts.linger;
     while let Ok(Some(t)) = tokio::time::timeout_at(end, down_rx.recv()).await {
-        deliver(&mut motes, &region, &uplinks_sent, t, &mut report);
+        deliver(
+            &mut motes,
+            &region,
+            &uplinks_sent,
+            t,
+            &mut report,
+            &mut lost,
+        );
     }
     report.refused = refused.load(std::sync::atomic::Ordering::Relaxed);
     transport.finish().await?;
     Ok(report)
+}
+
+/// A JoinAccept reaches the motes: a joining mote takes it if it comes in
+/// one of its join windows (JOIN_ACCEPT_DELAY1 on RX1 with no data-rate
+/// offset, JOIN_ACCEPT_DELAY2 on the region's default RX2) and decrypts
+/// with its AppKey.
+fn deliver_join_accept(
+    motes: &mut [Mote],
+    region: &Region,
+    sent: &[Vec<SentUplink>],
+    t: Transmission,
+    report: &mut SimReport,
+    lost: &mut [u32],
+) {
+    let (d1, d2) = region.join_accept_delays();
+    let rx2 = region.rx_defaults();
+    for (i, mote) in motes.iter_mut().enumerate() {
+        if !mote.joining() {
+            continue;
+        }
+        let heard = sent[i].iter().find_map(|u| {
+            let delay = t.tmst.wrapping_sub(u.tmst);
+            let w1 = region.rx1(u.frequency, u.datr, 0, d1);
+            let w2 = crate::lorawan::radio::Window {
+                delay: d2,
+                frequency: rx2.rx2_frequency,
+                datr: rx2.rx2_datr,
+            };
+            [w1, Some(w2)]
+                .iter()
+                .flatten()
+                .any(|w| {
+                    delay as u128 == w.delay.as_micros()
+                        && t.frequency == w.frequency
+                        && t.datr == w.datr
+                })
+                .then_some(delay)
+        });
+        let Some(delay_us) = heard else { continue };
+        if lost[i] > 0 && mote.can_open(&t.phy) {
+            lost[i] -= 1;
+            report.joins_lost += 1;
+            return;
+        }
+        if mote.accept(&t.phy, region) {
+            report.joins.push(JoinedByMote {
+                device: mote.name.clone(),
+                dev_addr: mote.dev_addr,
+                delay_us,
+                frequency: t.frequency,
+                datr: t.datr.to_string(),
+            });
+            return;
+        }
+    }
+    tracing::warn!(frequency = t.frequency, datr = %t.datr, "no simulated mote took a JoinAccept");
+    report.downlinks_missed += 1;
 }
 
 /// A transmission reaches the motes: the one it is addressed to takes it,
@@ -629,12 +747,19 @@ fn deliver(
     sent: &[Vec<SentUplink>],
     t: Transmission,
     report: &mut SimReport,
+    lost: &mut [u32],
 ) {
+    if t.phy.first() == Some(&0x20) {
+        return deliver_join_accept(motes, region, sent, t, report, lost);
+    }
     let addr = t
         .phy
         .get(1..5)
         .map(|b| crate::lorawan::DevAddr::from_wire(b.try_into().expect("4 bytes")));
-    let Some(i) = motes.iter().position(|m| Some(m.dev_addr) == addr) else {
+    let Some(i) = motes
+        .iter()
+        .position(|m| Some(m.dev_addr) == addr && m.otaa.as_ref().is_none_or(|o| o.joined))
+    else {
         report.downlinks_dropped += 1;
         return;
     };

@@ -7,6 +7,7 @@ use crate::codec::lpp;
 use crate::devices::DeviceEntry;
 use crate::lorawan::crypto::Direction;
 use crate::lorawan::encode::{DownlinkError, ReceivedDownlink};
+use crate::lorawan::region::MacVersionName;
 use crate::lorawan::{encode, AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
 
 /// Mote profile name in `profiles/`.
@@ -46,8 +47,52 @@ pub fn entries(n: usize, seed: u64) -> Vec<DeviceEntry> {
             admin_state: Default::default(),
             rx_windows: Default::default(),
             region: None,
+            activation: Default::default(),
+            join_eui: None,
+            app_key: None,
+            mac_version: Default::default(),
         })
         .collect()
+}
+
+/// The devices-file entries of `n` simulated OTAA motes (LMIC-like: random
+/// DevNonces, LoRaWAN `version`), their AppKeys derived from `seed`.
+pub fn otaa_entries(n: usize, seed: u64, version: MacVersionName) -> Vec<DeviceEntry> {
+    (0..n as u64)
+        .map(|i| DeviceEntry {
+            name: format!("sim-otaa-{}", i + 1),
+            dev_eui: Eui64::from_u64(0x70b3_d57e_d001_0000 + i + 1),
+            dev_addr: None,
+            nwk_s_key: None,
+            app_s_key: None,
+            profile: PROFILE.into(),
+            codec: Default::default(),
+            fcnt_policy: FcntPolicy::Strict,
+            admin_state: Default::default(),
+            rx_windows: Default::default(),
+            region: None,
+            activation: crate::devices::Activation::Otaa,
+            join_eui: Some(JOIN_EUI),
+            app_key: Some(key(seed, i, 3)),
+            mac_version: version,
+        })
+        .collect()
+}
+
+/// The JoinEUI of the simulated OTAA motes.
+pub const JOIN_EUI: Eui64 = Eui64([0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0x00, 0x00, 0x00]);
+
+/// What an OTAA mote keeps to join (LMIC's `os_getArtEui`, `os_getDevKey`).
+pub struct OtaaMote {
+    pub join_eui: Eui64,
+    app_key: AesKey,
+    /// The DevNonce of the next JoinRequest (a per-mote counter from a
+    /// random start: never repeats, and increases as 1.0.4 wants).
+    next_nonce: u16,
+    /// The DevNonce of the JoinRequest in flight, and when it went out.
+    pub waiting: Option<(u16, std::time::Instant)>,
+    /// A session from a JoinAccept is in use.
+    pub joined: bool,
 }
 
 /// The devices file text for `entries` (keys in hex: the file is secret).
@@ -76,6 +121,8 @@ pub struct Mote {
     /// Where it listens after an uplink (LMIC `rxDelay`, `rx1DrOffset`,
     /// `dn2Freq`, `dn2Dr`).
     pub rx: crate::lorawan::radio::RxSettings,
+    /// OTAA motes: their join keys and state. `boots` counts their joins.
+    pub otaa: Option<OtaaMote>,
 }
 
 /// The one downlink the firmware understands (firmware/lorawan-mote/payload.h):
@@ -103,11 +150,24 @@ impl Mote {
     /// A mote of `e` listening with `region`'s default windows, unless its
     /// entry sets its own.
     pub fn in_region(e: &DeviceEntry, region: &crate::lorawan::region::Region) -> Self {
+        let otaa = e
+            .join_eui
+            .zip(e.app_key)
+            .map(|(join_eui, app_key)| OtaaMote {
+                join_eui,
+                app_key,
+                next_nonce: (splitmix(e.dev_eui.as_u64()) as u16) & 0x7fff,
+                waiting: None,
+                joined: false,
+            });
+        // An OTAA mote has no session until it joins.
+        let none = AesKey::new([0; 16]);
         Self {
             name: e.name.clone(),
             dev_eui: e.dev_eui,
-            dev_addr: e.dev_addr.expect("sim devices have addresses"),
-            crypto: SessionCrypto::new(&e.nwk_s_key.expect("key"), &e.app_s_key.expect("key")),
+            dev_addr: e.dev_addr.unwrap_or(DevAddr(0)),
+            crypto: SessionCrypto::new(&e.nwk_s_key.unwrap_or(none), &e.app_s_key.unwrap_or(none)),
+            otaa,
             fcnt: 0,
             boots: 0,
             interval_s: 60,
@@ -174,10 +234,76 @@ impl Mote {
         Ok(d)
     }
 
-    /// What LMIC does on power-up with a hard-coded ABP session.
+    /// What LMIC does on power-up: with a hard-coded ABP session, start
+    /// again at 0; an OTAA mote joins again.
     pub fn reboot(&mut self) {
         self.fcnt = 0;
         self.fcnt_down = None;
+        match &mut self.otaa {
+            Some(o) => {
+                o.joined = false;
+                o.waiting = None;
+            }
+            None => self.boots += 1,
+        }
+    }
+
+    /// An OTAA mote without a session, not waiting for an answer (or given
+    /// up on it after `patience`): it should send a JoinRequest.
+    pub fn must_join(&self, now: std::time::Instant, patience: std::time::Duration) -> bool {
+        self.otaa
+            .as_ref()
+            .is_some_and(|o| !o.joined && o.waiting.is_none_or(|(_, at)| now >= at + patience))
+    }
+
+    /// Waiting for a JoinAccept.
+    pub fn joining(&self) -> bool {
+        self.otaa.as_ref().is_some_and(|o| o.waiting.is_some())
+    }
+
+    /// The next JoinRequest (LMIC's `LMIC_startJoining`).
+    pub fn join_request(&mut self, now: std::time::Instant) -> Vec<u8> {
+        let o = self.otaa.as_mut().expect("an OTAA mote");
+        let nonce = o.next_nonce;
+        o.next_nonce = o.next_nonce.wrapping_add(1);
+        o.waiting = Some((nonce, now));
+        crate::lorawan::join::build_join_request(&o.app_key, o.join_eui, self.dev_eui, nonce)
+    }
+
+    /// Whether `phy` is a JoinAccept for this (joining) mote.
+    pub fn can_open(&self, phy: &[u8]) -> bool {
+        self.otaa.as_ref().is_some_and(|o| {
+            o.waiting.is_some() && crate::lorawan::join::open_join_accept(&o.app_key, phy).is_some()
+        })
+    }
+
+    /// Take a JoinAccept as LMIC does: decrypt, check the MIC, derive the
+    /// session and start counting at 0, listening where it says. `false` if
+    /// it is not for this mote.
+    pub fn accept(&mut self, phy: &[u8], region: &crate::lorawan::region::Region) -> bool {
+        let Some(o) = self.otaa.as_mut() else {
+            return false;
+        };
+        let Some((nonce, _)) = o.waiting else {
+            return false;
+        };
+        let Some(f) = crate::lorawan::join::open_join_accept(&o.app_key, phy) else {
+            return false;
+        };
+        let (nwk, app) =
+            crate::lorawan::join::session_keys(&o.app_key, f.join_nonce, f.net_id, nonce);
+        o.waiting = None;
+        o.joined = true;
+        self.dev_addr = f.dev_addr;
+        self.crypto = SessionCrypto::new(&nwk, &app);
+        self.fcnt = 0;
+        self.fcnt_down = None;
         self.boots += 1;
+        self.rx.rx1_dr_offset = f.rx1_dr_offset;
+        self.rx.rx1_delay = std::time::Duration::from_secs(u64::from(f.rx_delay.max(1)));
+        if let Some(dr) = region.data_rate(f.rx2_dr) {
+            self.rx.rx2_datr = dr;
+        }
+        true
     }
 }

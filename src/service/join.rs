@@ -1,0 +1,193 @@
+//! The pipeline as join server: JoinRequest → checks → durable decision →
+//! JoinAccept through the best gateway, and the switch to a joined session
+//! on the device's first uplink under it. The decisions are
+//! `lorawan::otaa`'s; this part only finds the device, persists and sends.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::Pipeline;
+use crate::ingest::dedup::GatewaySet;
+use crate::ingest::{ack_all, Ack};
+use crate::lorawan::join::{build_join_accept, parse_join_request, JoinError};
+use crate::lorawan::otaa::{accept_fields, JoinRefusal};
+use crate::lorawan::{DevAddr, FcntState};
+use crate::metrics::{Reason, Source};
+use crate::uplink::RxMeta;
+
+/// A JoinAccept waiting for the de-duplication window to close, so that
+/// every gateway's copy of the JoinRequest is in and the best one answers.
+pub(super) struct PendingJoin {
+    device: u32,
+    accept: Vec<u8>,
+    best: RxMeta,
+    source: Source,
+    heard: GatewaySet,
+}
+
+/// The MType of a PHYPayload (its top three bits): 0 is a JoinRequest.
+pub(super) fn is_join_request(phy: &[u8]) -> bool {
+    phy.first().is_some_and(|b| b >> 5 == 0)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Pipeline {
+    /// A JoinRequest heard by a gateway.
+    pub(super) fn handle_join(
+        &mut self,
+        phy: &[u8],
+        rx: RxMeta,
+        source: Source,
+        ack: Option<Ack>,
+    ) -> anyhow::Result<()> {
+        let key = self.joining.key_of_bytes(phy);
+        if let Some(p) = self.joining.get_mut(key) {
+            p.heard.insert(rx.gateway);
+            if rx.better_than(&p.best) {
+                (p.best, p.source) = (rx, source);
+            }
+            self.metrics.duplicates.fetch_add(1, Relaxed);
+            ack_all(ack);
+            return Ok(());
+        }
+        let req = match parse_join_request(phy) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refuse(
+                    Reason::BadFrame,
+                    &format_args!("gateway {}: {e}", rx.gateway),
+                    ack,
+                );
+                return Ok(());
+            }
+        };
+        let Some(id) = self.registry.by_eui(req.dev_eui) else {
+            let why = format_args!("JoinRequest from unknown DevEUI {}", req.dev_eui);
+            self.refuse(Reason::UnknownDevEui, &why, ack);
+            return Ok(());
+        };
+        let device = self.registry.get(id);
+        let name = device.name.clone();
+        let Some(keys) = device.otaa else {
+            let why = format_args!("device {name} sent a JoinRequest but is not an OTAA device");
+            self.refuse(Reason::NotOtaa, &why, ack);
+            return Ok(());
+        };
+        if req.join_eui != keys.join_eui {
+            let why = format_args!(
+                "device {name}: JoinRequest for JoinEUI {}, not its own",
+                req.join_eui
+            );
+            self.refuse(Reason::JoinEui, &why, ack);
+            return Ok(());
+        }
+        if let Err(JoinError::Mic) = req.verify(&keys.app_key) {
+            let why =
+                format_args!("device {name}: JoinRequest MIC does not verify with its AppKey");
+            self.refuse(Reason::Mic, &why, ack);
+            return Ok(());
+        }
+        let mut state = self.joins.get(req.dev_eui);
+        let network = self.config.join.network();
+        let (registry, rng) = (&self.registry, &mut self.rng);
+        let decision = state.on_join_request(
+            &req,
+            device.mac_version,
+            &network,
+            unix_now(),
+            || rng.next_u32(),
+            |a: DevAddr| registry.addr_in_use(a),
+        );
+        let session = match decision {
+            Ok(d) => d.session,
+            Err(e) => {
+                let reason = match e {
+                    JoinRefusal::NonceReused { .. } | JoinRefusal::NonceNotIncreasing { .. } => {
+                        Reason::DevNonce
+                    }
+                    _ => Reason::JoinRefused,
+                };
+                self.refuse(
+                    reason,
+                    &format_args!("device {name}: JoinRequest refused: {e}"),
+                    ack,
+                );
+                return Ok(());
+            }
+        };
+        // Durable before anything goes out: a replay of this JoinRequest is
+        // refused even after a crash, and the session is found again.
+        self.joins.record(req.dev_eui, state)?;
+        ack_all(ack);
+        let (nwk, app) = session.keys(&keys.app_key);
+        self.registry.set_pending(id, session.dev_addr, &nwk, &app);
+        let device = self.registry.get(id);
+        let region = self.scheduler.region_of(device.region);
+        let rx_settings = device
+            .rx_windows
+            .over(self.config.downlink.rx_defaults(region));
+        let rx2_dr = region.dr_index(rx_settings.rx2_datr, false).unwrap_or(0);
+        let fields = accept_fields(
+            &session,
+            rx_settings.rx1_dr_offset,
+            rx2_dr,
+            rx_settings.rx1_delay.as_secs().clamp(1, 15) as u8,
+            region.cf_list(device.mac_version),
+        );
+        let accept = build_join_accept(&keys.app_key, &fields);
+        self.metrics.joins_accepted.fetch_add(1, Relaxed);
+        tracing::info!(device = %name, dev_eui = %req.dev_eui, dev_addr = %session.dev_addr,
+            dev_nonce = req.dev_nonce, join_nonce = session.join_nonce, gateway = %rx.gateway, "JoinRequest accepted");
+        self.joining.insert(
+            key,
+            PendingJoin {
+                device: id,
+                accept,
+                heard: GatewaySet::new(rx.gateway),
+                best: rx,
+                source,
+            },
+            Instant::now(),
+        );
+        Ok(())
+    }
+
+    /// Send the JoinAccepts whose de-duplication window has closed.
+    pub(super) fn emit_joins(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.joining.due(now, |p| due.push(p));
+        for p in due {
+            let device = self.registry.get(p.device);
+            self.scheduler
+                .on_join(p.device, device, p.accept, &p.best, p.source);
+        }
+    }
+
+    /// Device `id`'s first uplink under its pending session arrived: the
+    /// session is its own now, with counters from 0 in `epoch`.
+    pub(super) fn activate(&mut self, id: u32, epoch: u32) -> anyhow::Result<()> {
+        let eui = self.registry.get(id).dev_eui;
+        let mut state = self.joins.get(eui);
+        if state.activate().is_none() || !self.registry.activate(id) {
+            return Ok(());
+        }
+        self.joins.record(eui, state)?;
+        self.store.start_session(eui, epoch)?;
+        self.states[id as usize] = FcntState { last: None, epoch };
+        let device = self.registry.get(id);
+        *self
+            .devices
+            .get(id)
+            .dev_addr
+            .lock()
+            .expect("device state lock") = device.dev_addr;
+        self.metrics.sessions_activated.fetch_add(1, Relaxed);
+        tracing::info!(device = %device.name, dev_addr = ?device.dev_addr, epoch, "joined session in use");
+        Ok(())
+    }
+}
