@@ -282,3 +282,108 @@ async fn a_lost_join_accept_is_asked_for_again() {
     assert_eq!(m.joins_accepted.load(Relaxed), 4);
     assert_eq!(m.sessions_activated.load(Relaxed), 2);
 }
+
+/// A gateway of our own on a UDP socket: PULL_DATA so the service can
+/// answer, PUSH_DATA of one frame, and PULL_RESP → TX_ACK.
+struct FakeGateway {
+    sock: tokio::net::UdpSocket,
+    eui: Eui64,
+    service: std::net::SocketAddr,
+}
+
+impl FakeGateway {
+    async fn new(service: std::net::SocketAddr) -> Self {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let g = Self {
+            sock,
+            eui: Eui64::from_u64(0xb827_ebff_fe00_0099),
+            service,
+        };
+        let mut pull = vec![2, 0, 1, device_lorawan::ingest::udp::PULL_DATA];
+        pull.extend_from_slice(&g.eui.0);
+        g.sock.send_to(&pull, service).await.unwrap();
+        g
+    }
+
+    async fn send(&self, phy: Vec<u8>, tmst: u32) {
+        let up = GatewayUplink {
+            phy,
+            rx: RxMeta {
+                gateway: self.eui,
+                rssi: -50,
+                snr: 7.0,
+                tmst: Some(tmst),
+                frequency: Some(868_100_000),
+                datr: device_lorawan::lorawan::DataRate::parse("SF7BW125"),
+            },
+        };
+        let d = device_lorawan::ingest::udp::push_data(3, self.eui, &[up]);
+        self.sock.send_to(&d, self.service).await.unwrap();
+    }
+
+    /// The next transmission asked of this gateway (acknowledged as sent).
+    async fn transmission(&self) -> device_lorawan::downlink::wire::Transmission {
+        use device_lorawan::downlink::wire;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(10), self.sock.recv_from(&mut buf))
+                .await
+                .expect("a PULL_RESP")
+                .unwrap();
+            if n > 4 && buf[3] == wire::PULL_RESP {
+                let t = wire::decode_pull_resp(&buf[4..n]).unwrap();
+                let ack = wire::tx_ack([buf[1], buf[2]], self.eui, "NONE");
+                self.sock.send_to(&ack, self.service).await.unwrap();
+                return t;
+            }
+        }
+    }
+}
+
+/// The real binary killed (SIGKILL) between the JoinAccept and the
+/// device's first uplink under it: after the restart the pending session
+/// is still there, the device's data decodes under it (a new epoch at
+/// FCnt 0), and the JoinRequest it answered stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_join_accept_and_first_uplink_loses_nothing() {
+    let devices = mote::otaa_entries(1, SEED, MacVersionName::V1_0_3);
+    let env = common::binary_env(&mote::devices_yaml(&devices), "", "DedupWindow: 50ms", "");
+    let mut svc = common::start_binary(&env.config);
+    let gw = FakeGateway::new(env.udp).await;
+    let mut m = mote::Mote::new(&devices[0]);
+    let join = m.join_request(std::time::Instant::now());
+    gw.send(join.clone(), 1_000_000).await;
+    let accept = gw.transmission().await;
+    assert_eq!(accept.tmst, 6_000_000, "RX1: 5 s after the JoinRequest");
+    let eu868 = device_lorawan::lorawan::region::Region::new(
+        device_lorawan::lorawan::region::RegionSettings::new(RegionName::EU868),
+    );
+    assert!(m.accept(&accept.phy, &eu868), "the JoinAccept is for this mote");
+    svc.kill().unwrap(); // SIGKILL: no shutdown path runs
+    svc.wait().unwrap();
+
+    let mut svc = common::start_binary(&env.config);
+    let gw = FakeGateway::new(env.udp).await;
+    for i in 0..3u32 {
+        let (_, frame) = m.next_frame();
+        gw.send(frame, 20_000_000 + i * 10_000_000).await;
+    }
+    common::until("three uplinks under the joined session", Duration::from_secs(10), || {
+        common::published_lines(&env.out).len() == 3
+    })
+    .await;
+    let lines = common::published_lines(&env.out);
+    assert_eq!(
+        lines,
+        (0..3)
+            .map(|f| ("sim-otaa-1".to_string(), f, 1))
+            .collect::<Vec<_>>()
+    );
+    gw.send(join, 90_000_000).await;
+    common::until("the replayed JoinRequest refused", Duration::from_secs(10), || {
+        common::scrape(env.api, "lorawan_inputs_rejected_total{reason=\"dev_nonce\"}") == Some(1)
+    })
+    .await;
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+}
