@@ -12,6 +12,36 @@ use crate::devices::{AdminState, Registry};
 use crate::lorawan::{DevAddr, Eui64};
 use crate::uplink::Uplink;
 
+/// What the API shows of an OTAA device's joins: never a key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinView {
+    /// The JoinAccept's DevAddr the device has not used yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_dev_addr: Option<DevAddr>,
+    /// Unix seconds of the last JoinRequest answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_join: Option<u64>,
+    pub next_join_nonce: u32,
+    /// 1.0.4: the next DevNonce must be above this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_dev_nonce: Option<u16>,
+    /// 1.0.2/1.0.3: DevNonces remembered as used.
+    pub used_dev_nonces: usize,
+}
+
+impl JoinView {
+    pub fn of(s: &crate::lorawan::otaa::JoinState) -> Self {
+        Self {
+            pending_dev_addr: s.pending.map(|p| p.dev_addr),
+            last_join: s.pending.or(s.active).map(|p| p.joined_at),
+            next_join_nonce: s.next_join_nonce,
+            last_dev_nonce: s.last_dev_nonce,
+            used_dev_nonces: s.used_dev_nonces.len(),
+        }
+    }
+}
+
 /// A resource's last value and when it was received (ns since the epoch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastValue {
@@ -23,8 +53,11 @@ pub struct DeviceState {
     pub name: Arc<str>,
     pub dev_eui: Eui64,
     pub profile: Arc<DeviceProfile>,
-    /// Known once the device has an ABP session (devices file or `secret`).
+    /// Known once the device has a session (devices file, `secret`, a join).
     pub dev_addr: Mutex<Option<DevAddr>>,
+    /// OTAA devices: their join state as the API shows it (no keys).
+    pub join: Mutex<Option<JoinView>>,
+    pub otaa: bool,
     /// The largest downlink payload its region allows at any data rate:
     /// a command longer than this could never be sent.
     pub max_downlink: usize,
@@ -78,6 +111,8 @@ impl DeviceStates {
                 dev_eui: d.dev_eui,
                 profile: d.codec.profile().clone(),
                 dev_addr: Mutex::new(d.dev_addr),
+                join: Mutex::new(None),
+                otaa: d.otaa.is_some(),
                 locked: AtomicBool::new(d.admin_state == AdminState::Locked),
                 last: Mutex::new(vec![None; d.codec.profile().device_resources.len()]),
             })

@@ -93,6 +93,36 @@ async fn otaa_motes_join_and_send_data_beside_abp_ones() {
     assert_eq!(m.rejected_count(Reason::DevNonce), 0);
 }
 
+/// The API shows an OTAA device's session and join state, never a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_join_state_without_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = entries(1, 1, MacVersionName::V1_0_3);
+    let svc = common::Service::start(common::config(data.path()), devices.clone()).await;
+    let api = svc.bound.api;
+    let (code, body) = common::http(api, "GET", "/api/v3/lorawan/device/sim-otaa-1", "").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["activation"].as_str(), v["devAddr"].is_null()), (Some("otaa"), true));
+    let report = sim::run(Target::Udp(svc.bound.udp.unwrap()), opts(1, 1, 8), std::future::pending())
+        .await
+        .unwrap();
+    assert_joined_in_rx1(&report, 1);
+    let (_, body) = common::http(api, "GET", "/api/v3/lorawan/device/sim-otaa-1", "").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["devAddr"], report.joins[0].dev_addr.to_string(), "{v}");
+    assert_eq!(v["join"]["nextJoinNonce"], 1);
+    assert_eq!(v["join"]["usedDevNonces"], 1);
+    assert!(v["join"]["lastJoin"].as_u64().unwrap() > 1_700_000_000);
+    assert!(v["join"].get("pendingDevAddr").is_none(), "the session is in use: {v}");
+    let key = hex::encode(devices[1].app_key.unwrap().expose());
+    assert!(!body.to_lowercase().contains(&key), "no AppKey in {body}");
+    let (_, abp) = common::http(api, "GET", "/api/v3/lorawan/device/sim-mote-1", "").await;
+    assert!(abp.contains("\"activation\":\"abp\""), "{abp}");
+    let (code, _) = common::http(api, "GET", "/api/v3/lorawan/device/nobody", "").await;
+    assert_eq!(code, 404);
+}
+
 /// A JoinRequest of mote `i` with DevNonce `nonce`, as its gateway sends it.
 async fn send_join_request(udp: std::net::SocketAddr, i: usize, nonce: u16, valid_key: bool) {
     let e = &mote::otaa_entries(i + 1, SEED, MacVersionName::V1_0_3)[i];

@@ -119,6 +119,12 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
     if let Some(rest) = path.strip_prefix("/api/v3/device/name/") {
         return respond(command::route(state, method, rest, body));
     }
+    if let Some(name) = path.strip_prefix("/api/v3/lorawan/device/") {
+        return respond(match method {
+            &Method::GET => lorawan_device(state, name),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, format_args!("{method} not allowed")),
+        });
+    }
     match (method, path) {
         (&Method::GET, "/api/v3/ping") => json_response(
             StatusCode::OK,
@@ -181,6 +187,26 @@ fn handover_status(state: &ApiState) -> Answer {
         json!({"apiVersion": API_VERSION, "statusCode": 200,
                "provider": provider, "customer": customer}),
     )
+}
+
+/// A device's LoRaWAN session as this service holds it: activation, DevAddr,
+/// and for OTAA devices the join state. Never a key. Not an EdgeX route.
+fn lorawan_device(state: &ApiState, name: &str) -> Answer {
+    let Some(name) = command::percent_decode(name) else {
+        return error(StatusCode::BAD_REQUEST, "the device name is not valid percent-encoding");
+    };
+    let Some(id) = state.devices.id(&name) else {
+        return error(StatusCode::NOT_FOUND, format_args!("no device {name}"));
+    };
+    let d = state.devices.get(id);
+    let dev_addr = *d.dev_addr.lock().expect("device state lock");
+    let mut body = json!({"apiVersion": API_VERSION, "statusCode": 200, "name": &*d.name,
+        "devEui": d.dev_eui, "activation": if d.otaa { "otaa" } else { "abp" },
+        "devAddr": dev_addr.map(|a| a.to_string())});
+    if let Some(j) = d.join.lock().expect("device state lock").clone() {
+        body["join"] = serde_json::to_value(j).expect("join view serialises");
+    }
+    (StatusCode::OK, body)
 }
 
 /// Where each item registered with core-metadata stands (the last pass).

@@ -122,7 +122,9 @@ impl Pipeline {
         };
         // Durable before anything goes out: a replay of this JoinRequest is
         // refused even after a crash, and the session is found again.
+        let view = crate::device_state::JoinView::of(&state);
         self.joins.record(req.dev_eui, state)?;
+        *self.devices.get(id).join.lock().expect("device state lock") = Some(view);
         ack_all(ack);
         let (nwk, app) = session.keys(&keys.app_key);
         self.registry.set_pending(id, session.dev_addr, &nwk, &app);
@@ -176,7 +178,9 @@ impl Pipeline {
         if state.activate().is_none() || !self.registry.activate(id) {
             return Ok(());
         }
+        let view = crate::device_state::JoinView::of(&state);
         self.joins.record(eui, state)?;
+        *self.devices.get(id).join.lock().expect("device state lock") = Some(view);
         self.store.start_session(eui, epoch)?;
         self.states[id as usize] = FcntState { last: None, epoch };
         let device = self.registry.get(id);
