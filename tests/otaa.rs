@@ -103,10 +103,17 @@ async fn the_api_shows_join_state_without_keys() {
     let (code, body) = common::http(api, "GET", "/api/v3/lorawan/device/sim-otaa-1", "").await;
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["activation"].as_str(), v["devAddr"].is_null()), (Some("otaa"), true));
-    let report = sim::run(Target::Udp(svc.bound.udp.unwrap()), opts(1, 1, 8), std::future::pending())
-        .await
-        .unwrap();
+    assert_eq!(
+        (v["activation"].as_str(), v["devAddr"].is_null()),
+        (Some("otaa"), true)
+    );
+    let report = sim::run(
+        Target::Udp(svc.bound.udp.unwrap()),
+        opts(1, 1, 8),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     assert_joined_in_rx1(&report, 1);
     let (_, body) = common::http(api, "GET", "/api/v3/lorawan/device/sim-otaa-1", "").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -114,7 +121,10 @@ async fn the_api_shows_join_state_without_keys() {
     assert_eq!(v["join"]["nextJoinNonce"], 1);
     assert_eq!(v["join"]["usedDevNonces"], 1);
     assert!(v["join"]["lastJoin"].as_u64().unwrap() > 1_700_000_000);
-    assert!(v["join"].get("pendingDevAddr").is_none(), "the session is in use: {v}");
+    assert!(
+        v["join"].get("pendingDevAddr").is_none(),
+        "the session is in use: {v}"
+    );
     let key = hex::encode(devices[1].app_key.unwrap().expose());
     assert!(!body.to_lowercase().contains(&key), "no AppKey in {body}");
     let (_, abp) = common::http(api, "GET", "/api/v3/lorawan/device/sim-mote-1", "").await;
@@ -356,10 +366,11 @@ impl FakeGateway {
         use device_lorawan::downlink::wire;
         let mut buf = vec![0u8; 2048];
         loop {
-            let (n, _) = tokio::time::timeout(Duration::from_secs(10), self.sock.recv_from(&mut buf))
-                .await
-                .expect("a PULL_RESP")
-                .unwrap();
+            let (n, _) =
+                tokio::time::timeout(Duration::from_secs(10), self.sock.recv_from(&mut buf))
+                    .await
+                    .expect("a PULL_RESP")
+                    .unwrap();
             if n > 4 && buf[3] == wire::PULL_RESP {
                 let t = wire::decode_pull_resp(&buf[4..n]).unwrap();
                 let ack = wire::tx_ack([buf[1], buf[2]], self.eui, "NONE");
@@ -388,7 +399,10 @@ async fn kill_9_between_join_accept_and_first_uplink_loses_nothing() {
     let eu868 = device_lorawan::lorawan::region::Region::new(
         device_lorawan::lorawan::region::RegionSettings::new(RegionName::EU868),
     );
-    assert!(m.accept(&accept.phy, &eu868), "the JoinAccept is for this mote");
+    assert!(
+        m.accept(&accept.phy, &eu868),
+        "the JoinAccept is for this mote"
+    );
     svc.kill().unwrap(); // SIGKILL: no shutdown path runs
     svc.wait().unwrap();
 
@@ -398,9 +412,11 @@ async fn kill_9_between_join_accept_and_first_uplink_loses_nothing() {
         let (_, frame) = m.next_frame();
         gw.send(frame, 20_000_000 + i * 10_000_000).await;
     }
-    common::until("three uplinks under the joined session", Duration::from_secs(10), || {
-        common::published_lines(&env.out).len() == 3
-    })
+    common::until(
+        "three uplinks under the joined session",
+        Duration::from_secs(10),
+        || common::published_lines(&env.out).len() == 3,
+    )
     .await;
     let lines = common::published_lines(&env.out);
     assert_eq!(
@@ -410,9 +426,16 @@ async fn kill_9_between_join_accept_and_first_uplink_loses_nothing() {
             .collect::<Vec<_>>()
     );
     gw.send(join, 90_000_000).await;
-    common::until("the replayed JoinRequest refused", Duration::from_secs(10), || {
-        common::scrape(env.api, "lorawan_inputs_rejected_total{reason=\"dev_nonce\"}") == Some(1)
-    })
+    common::until(
+        "the replayed JoinRequest refused",
+        Duration::from_secs(10),
+        || {
+            common::scrape(
+                env.api,
+                "lorawan_inputs_rejected_total{reason=\"dev_nonce\"}",
+            ) == Some(1)
+        },
+    )
     .await;
     svc.kill().unwrap();
     svc.wait().unwrap();

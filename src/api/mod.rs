@@ -122,7 +122,10 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
     if let Some(name) = path.strip_prefix("/api/v3/lorawan/device/") {
         return respond(match method {
             &Method::GET => lorawan_device(state, name),
-            _ => error(StatusCode::METHOD_NOT_ALLOWED, format_args!("{method} not allowed")),
+            _ => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format_args!("{method} not allowed"),
+            ),
         });
     }
     match (method, path) {
@@ -193,7 +196,10 @@ fn handover_status(state: &ApiState) -> Answer {
 /// and for OTAA devices the join state. Never a key. Not an EdgeX route.
 fn lorawan_device(state: &ApiState, name: &str) -> Answer {
     let Some(name) = command::percent_decode(name) else {
-        return error(StatusCode::BAD_REQUEST, "the device name is not valid percent-encoding");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the device name is not valid percent-encoding",
+        );
     };
     let Some(id) = state.devices.id(&name) else {
         return error(StatusCode::NOT_FOUND, format_args!("no device {name}"));
