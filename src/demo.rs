@@ -84,7 +84,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     )?;
     let profiles = [(profile.name.clone(), profile)].into_iter().collect();
     let seed = 2026;
-    let registry = Registry::build(sim::mote::entries(opts.devices, seed), &profiles)?;
+    // The ABP motes, and one OTAA mote that joins first (and after each reboot).
+    let mut entries = sim::mote::entries(opts.devices, seed);
+    entries.extend(sim::mote::otaa_entries(1, seed, Default::default()));
+    let registry = Registry::build(entries, &profiles)?;
     let metrics = Arc::new(Metrics::default());
     let parts = Parts {
         registry,
@@ -98,7 +101,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     .await?;
     let udp = bound.udp.expect("demo enables UDP");
     println!(
-        "device-lorawan demo: {} simulated LMIC ABP motes, {} gateways -> Semtech UDP {udp}; {:?}, Ctrl-C to stop early",
+        "device-lorawan demo: {} simulated LMIC ABP motes and 1 OTAA mote, {} gateways -> Semtech UDP {udp}; {:?}, Ctrl-C to stop early",
         opts.devices, opts.gateways, opts.duration
     );
     let sim_opts = SimOptions {
@@ -116,6 +119,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
         reboot_every: Some(8),
         start_fcnt: 0,
+        otaa_devices: 1,
         ..Default::default()
     };
     let ctrl_c = async {
@@ -132,14 +136,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .map(|r| format!("{} {}", r.as_str(), metrics.rejected_count(*r)))
         .collect();
     println!(
-        "\nsent {} frames ({} datagrams; injected {} bad MIC, {} replays, {} garbage, {} duplicates)\n\
-         published {} uplinks, {} counter resets, {} copies merged across gateways; rejected: {}",
+        "\nsent {} frames ({} datagrams; injected {} bad MIC, {} replays, {} garbage, {} duplicates), {} JoinRequests\n\
+         answered {} joins ({} sessions in use); published {} uplinks, {} counter resets, {} copies merged across gateways; rejected: {}",
         report.expected.len() + report.bad_mic as usize,
         report.copies,
         report.bad_mic,
         report.replays,
         report.garbage,
         report.duplicates,
+        report.join_requests,
+        metrics.joins_accepted.load(Relaxed),
+        metrics.sessions_activated.load(Relaxed),
         metrics.published.load(Relaxed),
         metrics.counter_resets.load(Relaxed),
         metrics.duplicates.load(Relaxed),
