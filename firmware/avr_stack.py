@@ -19,7 +19,8 @@ program itself (`avr-objdump -d`):
   do not nest unless they re-enable interrupts, which the Arduino core's
   and SoftwareSerial's do not).
 
-Recursion is reported and cut at the repeated function.
+Recursion (call cycles, most of them only through the indirect-call rule
+above) is counted once around: every function of the cycle on the path.
 
 Usage: avr_stack.py program.elf  →  prints `worst-case stack: N bytes` and
 the deepest path.
@@ -95,38 +96,78 @@ def analyse(funcs):
     return frame, calls, tails, vectors
 
 
-def deepest(root, frame, calls, tails, memo, stack, cycles):
-    if root in memo:
-        return memo[root]
-    if root in stack:
-        cycles.add(root)
-        return (0, [root + " (recursion)"])
-    stack.add(root)
-    best = (0, [])
-    for c in calls[root]:
-        d, path = deepest(c, frame, calls, tails, memo, stack, cycles)
-        best = max(best, (d + 2, path))
-    for t in tails[root]:
-        d, path = deepest(t, frame, calls, tails, memo, stack, cycles)
-        best = max(best, (d, path))
-    stack.discard(root)
-    memo[root] = (frame[root] + best[0], [root] + best[1])
-    return memo[root]
+def sccs(nodes, succ):
+    """Tarjan's strongly connected components, in a deterministic order."""
+    index, low, on, stack, out = {}, {}, set(), [], []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(succ(v)):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            out.append(sorted(comp))
+
+    for v in sorted(nodes):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def worst_paths(frame, calls, tails):
+    """Deepest stack from each function. Recursion (a cycle of calls) is
+    counted once around: every function of the cycle, and a return address
+    for each call inside it, as if each were entered once on the path."""
+    sys.setrecursionlimit(10000)
+    comps = sccs(frame.keys(), lambda f: calls[f] | tails[f])
+    comp_of = {f: i for i, c in enumerate(comps) for f in c}
+    depth, path = {}, {}
+    cycles = [c for c in comps if len(c) > 1]
+    # Tarjan emits components callees first: each one's successors are done.
+    for i, comp in enumerate(comps):
+        members = set(comp)
+        own = sum(frame[f] for f in comp) + 2 * (len(comp) - 1)
+        best, best_path = 0, []
+        for f in comp:
+            for succ, cost in [(c, 2) for c in sorted(calls[f])] + [(t, 0) for t in sorted(tails[f])]:
+                if succ in members:
+                    continue
+                j = comp_of[succ]
+                if cost + depth[j] > best:
+                    best, best_path = cost + depth[j], path[j]
+        depth[i] = own + best
+        name = comp[0] if len(comp) == 1 else "{" + ", ".join(comp) + "}"
+        path[i] = [name] + best_path
+    return {f: (depth[comp_of[f]], path[comp_of[f]]) for f in frame}, cycles
 
 
 def main():
     funcs = disassemble(sys.argv[1])
     frame, calls, tails, vectors = analyse(funcs)
-    memo, cycles = {}, set()
-    main_depth, main_path = deepest("main", frame, calls, tails, memo, set(), cycles)
-    isr = max((deepest(v, frame, calls, tails, memo, set(), cycles) for v in vectors), default=(0, []))
+    worst, cycles = worst_paths(frame, calls, tails)
+    main_depth, main_path = worst["main"]
+    isr = max((worst[v] for v in sorted(vectors)), default=(0, []))
     total = main_depth + isr[0] + (2 if isr[1] else 0)
     print(f"worst-case stack: {total} bytes (main {main_depth}, deepest interrupt {isr[0] + 2 if isr[1] else 0})")
     print("deepest path from main: " + " > ".join(main_path))
     if isr[1]:
         print("deepest interrupt: " + " > ".join(isr[1]))
     if cycles:
-        print("recursion (counted once): " + ", ".join(sorted(cycles)))
+        print("recursion (each cycle counted once around): " + "; ".join(", ".join(c) for c in cycles))
 
 
 if __name__ == "__main__":

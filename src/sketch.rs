@@ -27,6 +27,9 @@ fn c_bytes(b: &[u8]) -> String {
 
 /// The header text for `e`, its windows over `defaults`.
 pub fn settings_h(e: &DeviceEntry, defaults: RxSettings) -> Result<String, SketchError> {
+    if let (Some(join_eui), Some(app_key)) = (e.join_eui, &e.app_key) {
+        return Ok(otaa_settings_h(e, join_eui, app_key));
+    }
     let (Some(addr), Some(nwk), Some(app)) = (e.dev_addr, &e.nwk_s_key, &e.app_s_key) else {
         return Err(SketchError::NoSession(e.name.clone()));
     };
@@ -70,6 +73,43 @@ pub fn settings_h(e: &DeviceEntry, defaults: RxSettings) -> Result<String, Sketc
     ))
 }
 
+/// An OTAA mote's settings (the sketch built with `MOTE_OTAA`): its EUIs as
+/// LMIC wants them (least significant byte first) and its AppKey (most
+/// significant first). The receive windows come from the JoinAccept.
+fn otaa_settings_h(
+    e: &DeviceEntry,
+    join_eui: crate::lorawan::Eui64,
+    app_key: &crate::lorawan::AesKey,
+) -> String {
+    let lsb_first = |eui: crate::lorawan::Eui64| {
+        let mut b = eui.0;
+        b.reverse();
+        c_bytes(&b)
+    };
+    format!(
+        "// Settings of the device-lorawan OTAA mote `{name}`, written by\n\
+         //   device-lorawan sketch-settings --device {name}\n\
+         // from the devices file. It holds the AppKey: for a real mote, keep it\n\
+         // out of version control.\n\
+         #ifndef LORAWAN_MOTE_SETTINGS_H\n\
+         #define LORAWAN_MOTE_SETTINGS_H\n\
+         \n\
+         #define MOTE_NAME \"{name}\"\n\
+         #define MOTE_OTAA 1\n\
+         // JoinEUI (AppEUI) and DevEUI least significant byte first, as LMIC reads them.\n\
+         #define MOTE_JOINEUI {join}\n\
+         #define MOTE_DEVEUI {dev}\n\
+         // AppKey, most significant byte first as printed in the devices file.\n\
+         #define MOTE_APPKEY {key}\n\
+         \n\
+         #endif\n",
+        name = e.name,
+        join = lsb_first(join_eui),
+        dev = lsb_first(e.dev_eui),
+        key = c_bytes(app_key.expose()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +139,23 @@ mod tests {
             settings_h(&e, RxSettings::EU868),
             Err(SketchError::NoSession(_))
         ));
+    }
+
+    #[test]
+    fn otaa_motes_get_their_euis_lsb_first() {
+        let e = crate::sim::mote::otaa_entries(1, 7, Default::default()).remove(0);
+        let h = settings_h(&e, RxSettings::EU868).unwrap();
+        assert!(h.contains("#define MOTE_OTAA 1"), "{h}");
+        // 70b3d57ed0010001 → 01 00 01 d0 7e d5 b3 70
+        assert!(
+            h.contains("#define MOTE_DEVEUI { 0x01, 0x00, 0x01, 0xd0, 0x7e, 0xd5, 0xb3, 0x70 }"),
+            "{h}"
+        );
+        let k = e.app_key.unwrap();
+        assert!(
+            h.contains(&format!("#define MOTE_APPKEY {{ 0x{:02x}, ", k.expose()[0])),
+            "{h}"
+        );
+        assert!(!h.contains("MOTE_DEVADDR"));
     }
 }

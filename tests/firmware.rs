@@ -171,7 +171,26 @@ fn our_firmware_code_compiles_for_the_atmega328p() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for layout in [false, true] {
+    // The OTAA build: the sketch beside the settings.h an OTAA entry gives.
+    let otaa = dir.path().join("lorawan-mote");
+    std::fs::create_dir(&otaa).unwrap();
+    for f in std::fs::read_dir(common::repo_path("firmware/lorawan-mote")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, otaa.join(f.file_name().unwrap())).unwrap();
+    }
+    let entry = device_lorawan::sim::mote::otaa_entries(1, 1, Default::default()).remove(0);
+    let settings = device_lorawan::sketch::settings_h(
+        &entry,
+        device_lorawan::config::Config::default().rx_defaults(),
+    )
+    .unwrap();
+    std::fs::write(otaa.join("settings.h"), settings).unwrap();
+    let abp = common::repo_path("firmware/lorawan-mote/lorawan-mote.ino");
+    for (sketch, layout) in [
+        (abp.clone(), false),
+        (abp, true),
+        (otaa.join("lorawan-mote.ino"), false),
+    ] {
         let mut cmd = Command::new("avr-g++");
         cmd.args([
             "-mmcu=atmega328p",
@@ -204,14 +223,15 @@ fn our_firmware_code_compiles_for_the_atmega328p() {
                 common::repo_path("firmware/test/lmic_stub").display()
             ))
             .args(["-x", "c++", "-include", "Arduino.h", "-c"])
-            .arg(common::repo_path("firmware/lorawan-mote/lorawan-mote.ino"))
+            .arg(&sketch)
             .arg("-o")
             .arg(dir.path().join("mote.o"))
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "the sketch (layout: {layout}) does not compile for the ATmega328P:\n{}",
+            "{} (layout: {layout}) does not compile for the ATmega328P:\n{}",
+            sketch.display(),
             String::from_utf8_lossy(&out.stderr)
         );
     }

@@ -20,6 +20,11 @@
  * where the service sends. Like the classic ttn-abp sketch, the uplink
  * counter restarts at 0 on every boot; the service's default
  * `reset-tolerant` counter policy expects that.
+ *
+ * An OTAA device's entry (`activation: otaa`) gives a settings.h with
+ * MOTE_OTAA: the sketch then joins (the service is its join server), takes
+ * its session and windows from the JoinAccept, and joins again after every
+ * boot. The payload encoder is the same.
  */
 #include <lmic.h>
 #include <hal/hal.h>
@@ -41,6 +46,14 @@
 #error "Use firmware/lmic_project_config.h (class A only): without it LMIC does not fit the UNO"
 #endif
 
+#ifdef MOTE_OTAA
+static const u1_t PROGMEM JOINEUI[8] = MOTE_JOINEUI;
+static const u1_t PROGMEM DEVEUI[8] = MOTE_DEVEUI;
+static const u1_t PROGMEM APPKEY[16] = MOTE_APPKEY;
+void os_getArtEui(u1_t *buf) { memcpy_P(buf, JOINEUI, 8); }
+void os_getDevEui(u1_t *buf) { memcpy_P(buf, DEVEUI, 8); }
+void os_getDevKey(u1_t *buf) { memcpy_P(buf, APPKEY, 16); }
+#else
 static const PROGMEM u1_t NWKSKEY[16] = MOTE_NWKSKEY;
 static const PROGMEM u1_t APPSKEY[16] = MOTE_APPSKEY;
 
@@ -48,6 +61,7 @@ static const PROGMEM u1_t APPSKEY[16] = MOTE_APPSKEY;
 void os_getArtEui(u1_t *) {}
 void os_getDevEui(u1_t *) {}
 void os_getDevKey(u1_t *) {}
+#endif
 
 // Dragino LoRa/GPS shield v1.4 on an UNO.
 const lmic_pinmap lmic_pins = {
@@ -96,6 +110,13 @@ static void do_send(osjob_t *j) {
 }
 
 void onEvent(ev_t ev) {
+#ifdef MOTE_OTAA
+  if (ev == EV_JOINED) {
+    // As LMIC's OTAA examples do: no link-check requests.
+    LMIC_setLinkCheckMode(0);
+    return;
+  }
+#endif
   if (ev == EV_TXCOMPLETE) {
     if (LMIC.dataLen > 0) {
       uint8_t port = LMIC.frame[LMIC.dataBeg - 1];
@@ -114,6 +135,10 @@ void setup() {
   gga_init(&gps);
   os_init();
   LMIC_reset();
+#ifdef MOTE_OTAA
+  // The first LMIC_setTxData2 starts the join: the JoinAccept brings the
+  // session, the RX1 offset, the RX2 rate and the RX1 delay.
+#else
   uint8_t appskey[sizeof(APPSKEY)], nwkskey[sizeof(NWKSKEY)];
   memcpy_P(appskey, APPSKEY, sizeof(APPSKEY));
   memcpy_P(nwkskey, NWKSKEY, sizeof(NWKSKEY));
@@ -129,6 +154,7 @@ void setup() {
   LMIC.rx1DrOffset = MOTE_RX1_DR_OFFSET;
   LMIC.dn2Freq = MOTE_RX2_FREQUENCY_HZ;
   LMIC.dn2Dr = MOTE_RX2_DR;
+#endif
   // The UNO's 16 MHz ceramic resonator is good to about +/-0.5%; MCCI's
   // timing notes ask boards worse than 100 ppm to declare it, and LMIC
   // honours up to 0.4% (it folds larger values back to that), so declare

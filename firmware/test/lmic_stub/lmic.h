@@ -24,7 +24,7 @@ struct osjob_t {
   osjobcb_t func;
 };
 
-enum { EV_TXCOMPLETE = 10 };
+enum { EV_JOINED = 6, EV_TXCOMPLETE = 10 };
 enum { OP_TXRXPEND = 0x0080 };
 enum { BAND_CENTI = 1 };
 enum { MAX_CLOCK_ERROR = 65535 };
