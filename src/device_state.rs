@@ -133,6 +133,12 @@ impl DeviceStates {
         &self.devices[id as usize]
     }
 
+    /// Device `id`'s state, if the API knows it (devices adopted at run
+    /// time in a handover are not in it).
+    pub fn get_opt(&self, id: u32) -> Option<&DeviceState> {
+        self.devices.get(id as usize)
+    }
+
     /// Keep the values of an uplink just published.
     pub fn record(&self, id: u32, up: &Uplink) {
         let Some(d) = self.devices.get(id as usize) else {

@@ -347,6 +347,7 @@ fn session(fcnt: u32) -> DeviceSession {
         }),
         rx_windows: None,
         region: String::new(),
+        otaa: None,
     }
 }
 

@@ -689,6 +689,16 @@ pub fn write_data_dir(
         let json = serde_json::to_vec_pretty(&*profile).map_err(|e| invalid(e.to_string()))?;
         crate::fsutil::write_atomic(&path, &json, 0o644)?;
     }
+    // OTAA devices' join state: the container restores their sessions from it.
+    let mut joins = crate::joins::JoinStore::open(dir).map_err(std::io::Error::other)?;
+    for s in sessions {
+        if let Some(state) = adopted(s).map_err(invalid)?.join {
+            joins
+                .record(Eui64::from_u64(s.dev_eui), state)
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    joins.sync().map_err(std::io::Error::other)?;
     let mut counters = crate::counters::CounterStore::open(dir).map_err(std::io::Error::other)?;
     let after: HashMap<Eui64, FcntState> = delivered.iter().copied().collect();
     for s in sessions {
@@ -736,6 +746,7 @@ mod tests {
                 ..Default::default()
             }),
             region: String::new(),
+            otaa: None,
         }
     }
 

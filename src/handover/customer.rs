@@ -230,7 +230,18 @@ impl Customer {
                     }
                     let known = reply.delivered.iter().map(counter_of).collect();
                     let after = after_for(&self.signed.dev_euis(), &known);
-                    self.ask(|done| Control::Resume { after, done }).await;
+                    let joins = reply
+                        .joins
+                        .iter()
+                        .filter_map(|j| {
+                            let state = serde_json::from_str(&j.join_state)
+                                .map_err(|e| tracing::error!(contract = %id, error = %e, "unreadable join state from the provider"))
+                                .ok()?;
+                            Some((Eui64::from_u64(j.dev_eui), state))
+                        })
+                        .collect();
+                    self.ask(|done| Control::Resume { after, joins, done })
+                        .await;
                     self.metrics
                         .handover_releases
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -249,7 +260,12 @@ impl Customer {
                             .into_iter()
                             .map(|e| (e, FcntState::default()))
                             .collect();
-                        self.ask(|done| Control::Resume { after, done }).await;
+                        self.ask(|done| Control::Resume {
+                            after,
+                            joins: Vec::new(),
+                            done,
+                        })
+                        .await;
                         return epoch;
                     }
                 }
@@ -290,7 +306,14 @@ impl Customer {
             })
             .await
             .unwrap_or_default();
-        let devices = match sessions(&self.config, &wanted, &counters) {
+        let joins = self
+            .ask(|reply| Control::JoinStates {
+                devices: wanted.clone(),
+                reply,
+            })
+            .await
+            .unwrap_or_default();
+        let devices = match sessions(&self.config, &wanted, &counters, &joins) {
             Ok(d) => d,
             Err(e) => return Err(Hitch::Down(format!("collecting sessions: {e}"))),
         };
@@ -312,6 +335,7 @@ pub fn sessions(
     config: &Config,
     wanted: &[Eui64],
     counters: &[(Eui64, FcntState, u32)],
+    joins: &[(Eui64, crate::lorawan::otaa::JoinState)],
 ) -> anyhow::Result<Vec<DeviceSession>> {
     let profiles = crate::codec::profile::load_dir(&config.devices.profiles_dir)?;
     let entries = crate::devices::load(&config.devices.file)?;
@@ -319,10 +343,36 @@ pub fn sessions(
     let mut out = Vec::new();
     for e in entries.into_iter().filter(|e| wanted.contains(&e.dev_eui)) {
         let secret = secrets.iter().find(|(n, _)| *n == e.name).map(|(_, s)| s);
-        let (addr, nwk, app) = match (e.dev_addr, &e.nwk_s_key, &e.app_s_key, secret) {
-            (_, _, _, Some(s)) => (s.dev_addr, s.nwk_s_key, s.app_s_key),
-            (Some(a), Some(n), Some(k), None) => (a, *n, *k),
-            _ => anyhow::bail!("device {} has no ABP session to hand over", e.name),
+        // An OTAA device's session is its join state's active one (none
+        // yet: the provider gets its keys and join state only).
+        let otaa = match (e.join_eui, e.app_key) {
+            (Some(join_eui), Some(app_key)) => {
+                let state = joins
+                    .iter()
+                    .find(|(eui, _)| *eui == e.dev_eui)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                Some((join_eui, app_key, state))
+            }
+            _ => None,
+        };
+        let (addr, nwk, app) = match (&otaa, e.dev_addr, &e.nwk_s_key, &e.app_s_key, secret) {
+            (Some((_, key, state)), ..) => match state.active {
+                Some(s) => {
+                    let (n, a) = s.keys(key);
+                    (s.dev_addr, n.expose().to_vec(), a.expose().to_vec())
+                }
+                None => (crate::lorawan::DevAddr(0), Vec::new(), Vec::new()),
+            },
+            (None, _, _, _, Some(s)) => (
+                s.dev_addr,
+                s.nwk_s_key.expose().to_vec(),
+                s.app_s_key.expose().to_vec(),
+            ),
+            (None, Some(a), Some(n), Some(k), None) => {
+                (a, n.expose().to_vec(), k.expose().to_vec())
+            }
+            _ => anyhow::bail!("device {} has no session to hand over", e.name),
         };
         let profile = profiles
             .get(&e.profile)
@@ -335,8 +385,8 @@ pub fn sessions(
             name: e.name.clone(),
             dev_eui: e.dev_eui.as_u64(),
             dev_addr: addr.0,
-            nwk_s_key: nwk.expose().to_vec(),
-            app_s_key: app.expose().to_vec(),
+            nwk_s_key: nwk,
+            app_s_key: app,
             profile_json: serde_json::to_string(profile)?,
             codec: enum_to_str(&e.codec),
             fcnt_policy: enum_to_str(&e.fcnt_policy),
@@ -348,6 +398,12 @@ pub fn sessions(
                 rx2_data_rate: e.rx_windows.rx2_data_rate.map(|d| d.to_string()),
             }),
             region: e.region.map(|r| r.to_string()).unwrap_or_default(),
+            otaa: otaa.map(|(join_eui, key, state)| crate::handover::pb::Otaa {
+                join_eui: join_eui.as_u64(),
+                app_key: key.expose().to_vec(),
+                mac_version: enum_to_str(&e.mac_version),
+                join_state: serde_json::to_string(&state).expect("join state serialises"),
+            }),
         });
     }
     Ok(out)

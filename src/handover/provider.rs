@@ -634,6 +634,7 @@ impl Handover for Shared {
             )));
         }
         let mut holding = current.clone();
+        let mut joins = Vec::new();
         if current.holder == Holder::Provider {
             let t = p
                 .takeover
@@ -647,6 +648,19 @@ impl Handover for Shared {
                 .await
                 .map_err(|e| Status::internal(format!("standing down: {e}")))?;
             holding.note(mine);
+            joins = t
+                .join_states(Handed {
+                    contract: &signed,
+                    sessions: &sessions,
+                })
+                .await
+                .map_err(|e| Status::internal(format!("join states: {e}")))?
+                .into_iter()
+                .map(|(eui, s)| super::pb::JoinStateMsg {
+                    dev_eui: eui.as_u64(),
+                    join_state: serde_json::to_string(&s).expect("join state serialises"),
+                })
+                .collect();
             p.metrics.handover_releases.fetch_add(1, Relaxed);
             tracing::warn!(contract = %id, epoch, "customer is back: handed its devices back");
         }
@@ -662,7 +676,11 @@ impl Handover for Shared {
         let e = m.get_mut(&id).expect("present");
         e.holding = holding;
         e.heard = Instant::now();
-        Ok(Response::new(ReleaseReply { epoch, delivered }))
+        Ok(Response::new(ReleaseReply {
+            epoch,
+            delivered,
+            joins,
+        }))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {

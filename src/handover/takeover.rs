@@ -39,6 +39,15 @@ pub trait Takeover: Send + Sync {
     /// delivered (never later than what EdgeX confirmed: the customer
     /// publishes again everything after it).
     async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String>;
+    /// The join state of the handed-over OTAA devices, as this edge has it
+    /// (after standing down: joins it answered go back to the customer).
+    /// The container mode keeps its own, and gives none back.
+    async fn join_states(
+        &self,
+        _handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, String> {
+        Ok(Vec::new())
+    }
     /// The container running contract `id`'s devices, if any (for status).
     fn container(&self, _id: &str) -> Option<super::container::RunningContainer> {
         None
@@ -117,13 +126,34 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             })
             .transpose()?,
     };
+    // An OTAA device comes with its root key and join state; its session
+    // is restored from that state, not written in the entry.
+    let otaa = match &s.otaa {
+        Some(o) => Some((
+            Eui64::from_u64(o.join_eui),
+            key(&o.app_key, "AppKey")?,
+            enum_from_str::<crate::lorawan::region::MacVersionName>(&o.mac_version, "MAC version")?,
+            serde_json::from_str::<crate::lorawan::otaa::JoinState>(&o.join_state)
+                .map_err(|e| format!("device {}: join state: {e}", s.name))?,
+        )),
+        None => None,
+    };
+    let (dev_addr, nwk_s_key, app_s_key) = match otaa {
+        Some(_) => (None, None, None),
+        None => (
+            Some(DevAddr(s.dev_addr)),
+            Some(key(&s.nwk_s_key, "NwkSKey")?),
+            Some(key(&s.app_s_key, "AppSKey")?),
+        ),
+    };
     Ok(Adopted {
+        join: otaa.as_ref().map(|o| o.3.clone()),
         entry: DeviceEntry {
             name: s.name.clone(),
             dev_eui: Eui64::from_u64(s.dev_eui),
-            dev_addr: Some(DevAddr(s.dev_addr)),
-            nwk_s_key: Some(key(&s.nwk_s_key, "NwkSKey")?),
-            app_s_key: Some(key(&s.app_s_key, "AppSKey")?),
+            dev_addr,
+            nwk_s_key,
+            app_s_key,
             profile: profile.name.clone(),
             codec,
             fcnt_policy,
@@ -136,10 +166,14 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
                         .map_err(|_| format!("device {}: unknown region {r:?}", s.name))?,
                 ),
             },
-            activation: Default::default(),
-            join_eui: None,
-            app_key: None,
-            mac_version: Default::default(),
+            activation: if otaa.is_some() {
+                crate::devices::Activation::Otaa
+            } else {
+                crate::devices::Activation::Abp
+            },
+            join_eui: otaa.as_ref().map(|o| o.0),
+            app_key: otaa.as_ref().map(|o| o.1),
+            mac_version: otaa.as_ref().map_or(Default::default(), |o| o.2),
         },
         profile: Arc::new(profile),
         up: counter_of(&counter).1,
@@ -170,7 +204,24 @@ impl Takeover for InProcess {
         delivered: &[(Eui64, FcntState)],
     ) -> Result<(), String> {
         let after = delivered.to_vec();
-        Control::ask(&self.control, |done| Control::Resume { after, done }).await
+        Control::ask(&self.control, |done| Control::Resume {
+            after,
+            joins: Vec::new(),
+            done,
+        })
+        .await
+    }
+
+    async fn join_states(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, String> {
+        let devices = handed.contract.dev_euis();
+        Control::ask(&self.control, |reply| Control::JoinStates {
+            devices,
+            reply,
+        })
+        .await
     }
 
     async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {

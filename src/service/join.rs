@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::Pipeline;
+use super::{restore_joined, Pipeline};
 use crate::ingest::dedup::GatewaySet;
 use crate::ingest::{ack_all, Ack};
 use crate::lorawan::join::{build_join_accept, parse_join_request, JoinError};
@@ -73,6 +73,13 @@ impl Pipeline {
         };
         let device = self.registry.get(id);
         let name = device.name.clone();
+        if self.standby.contains_key(&id) {
+            // Another edge holds this device (a handover): the holder of the
+            // current epoch answers, never both.
+            tracing::debug!(device = %name, "JoinRequest left to the edge that holds the device");
+            ack_all(ack);
+            return Ok(());
+        }
         let Some(keys) = device.otaa else {
             let why = format_args!("device {name} sent a JoinRequest but is not an OTAA device");
             self.refuse(Reason::NotOtaa, &why, ack);
@@ -124,7 +131,9 @@ impl Pipeline {
         // refused even after a crash, and the session is found again.
         let view = crate::device_state::JoinView::of(&state);
         self.joins.record(req.dev_eui, state)?;
-        *self.devices.get(id).join.lock().expect("device state lock") = Some(view);
+        if let Some(d) = self.devices.get_opt(id) {
+            *d.join.lock().expect("device state lock") = Some(view);
+        }
         ack_all(ack);
         let (nwk, app) = session.keys(&keys.app_key);
         self.registry.set_pending(id, session.dev_addr, &nwk, &app);
@@ -170,6 +179,36 @@ impl Pipeline {
         }
     }
 
+    /// The other edge's join state of device `id` (a handover sync or a
+    /// hand-back): taken if it has seen more joins than this edge (a
+    /// higher next JoinNonce), with its sessions, so the device never has to
+    /// join again because its edge changed. When that puts the device in
+    /// another session than this edge counted, its counters start again in
+    /// the other edge's epoch `epoch` (or the next one of ours, if later).
+    pub(super) fn take_join_state(
+        &mut self,
+        id: u32,
+        theirs: crate::lorawan::otaa::JoinState,
+        epoch: u32,
+    ) -> anyhow::Result<()> {
+        let eui = self.registry.get(id).dev_eui;
+        let ours = self.joins.get(eui);
+        if theirs.next_join_nonce <= ours.next_join_nonce {
+            return Ok(());
+        }
+        let moved = theirs.active.is_some()
+            && theirs.active.map(|s| s.dev_addr) != ours.active.map(|s| s.dev_addr);
+        self.joins.record(eui, theirs.clone())?;
+        restore_joined(&mut self.registry, id, &theirs, &self.devices);
+        if moved {
+            let epoch = epoch.max(self.states[id as usize].epoch + 1);
+            self.store.start_session(eui, epoch)?;
+            self.states[id as usize] = FcntState { last: None, epoch };
+            tracing::info!(device = %self.registry.get(id).name, epoch, "joined session taken from the other edge");
+        }
+        Ok(())
+    }
+
     /// Device `id`'s first uplink under its pending session arrived: the
     /// session is its own now, with counters from 0 in `epoch`.
     pub(super) fn activate(&mut self, id: u32, epoch: u32) -> anyhow::Result<()> {
@@ -180,7 +219,9 @@ impl Pipeline {
         }
         let view = crate::device_state::JoinView::of(&state);
         self.joins.record(eui, state)?;
-        *self.devices.get(id).join.lock().expect("device state lock") = Some(view);
+        if let Some(d) = self.devices.get_opt(id) {
+            *d.join.lock().expect("device state lock") = Some(view);
+        }
         self.store.start_session(eui, epoch)?;
         self.states[id as usize] = FcntState { last: None, epoch };
         let device = self.registry.get(id);

@@ -253,12 +253,19 @@ pub enum Control {
     /// counter given (what the other edge delivered), then live.
     Resume {
         after: Vec<(Eui64, FcntState)>,
+        /// The join state of devices the other edge answered joins of.
+        joins: Vec<(Eui64, crate::lorawan::otaa::JoinState)>,
         done: oneshot::Sender<()>,
     },
     /// The uplink counter and next FCntDown of these devices.
     Counters {
         devices: Vec<Eui64>,
         reply: oneshot::Sender<Vec<(Eui64, FcntState, u32)>>,
+    },
+    /// The join state of these devices (the OTAA ones).
+    JoinStates {
+        devices: Vec<Eui64>,
+        reply: oneshot::Sender<Vec<(Eui64, crate::lorawan::otaa::JoinState)>>,
     },
 }
 
@@ -283,6 +290,8 @@ pub struct Adopted {
     pub profile: Arc<crate::codec::DeviceProfile>,
     pub up: FcntState,
     pub down: u32,
+    /// OTAA devices: their join state as the other edge had it.
+    pub join: Option<crate::lorawan::otaa::JoinState>,
 }
 
 impl std::fmt::Debug for Adopted {

@@ -136,21 +136,37 @@ pub(super) struct Pipeline {
 /// AppKey): the active one, and a JoinAccept's the device has not used yet.
 fn restore_joined_sessions(registry: &mut Registry, joins: &JoinStore, devices: &DeviceStates) {
     for (eui, state) in joins.iter() {
-        let Some(id) = registry.by_eui(*eui) else {
-            continue;
-        };
-        let Some(keys) = registry.get(id).otaa else {
-            continue;
-        };
-        if let Some(s) = state.active {
-            let (nwk, app) = s.keys(&keys.app_key);
-            registry.set_session(id, s.dev_addr, &nwk, &app);
-            *devices.get(id).dev_addr.lock().expect("device state lock") = Some(s.dev_addr);
+        if let Some(id) = registry.by_eui(*eui) {
+            restore_joined(registry, id, state, devices);
         }
-        if let Some(s) = state.pending {
-            let (nwk, app) = s.keys(&keys.app_key);
-            registry.set_pending(id, s.dev_addr, &nwk, &app);
+    }
+}
+
+/// Give OTAA device `id` the sessions of `state`, and show its join state.
+fn restore_joined(
+    registry: &mut Registry,
+    id: u32,
+    state: &crate::lorawan::otaa::JoinState,
+    devices: &DeviceStates,
+) {
+    let Some(keys) = registry.get(id).otaa else {
+        return;
+    };
+    // Devices adopted at run time have no API state (see DEVELOPERS).
+    let api = devices.get_opt(id);
+    if let Some(d) = api {
+        *d.join.lock().expect("device state lock") = Some(crate::device_state::JoinView::of(state));
+    }
+    if let Some(s) = state.active {
+        let (nwk, app) = s.keys(&keys.app_key);
+        registry.set_session(id, s.dev_addr, &nwk, &app);
+        if let Some(d) = api {
+            *d.dev_addr.lock().expect("device state lock") = Some(s.dev_addr);
         }
+    }
+    if let Some(s) = state.pending {
+        let (nwk, app) = s.keys(&keys.app_key);
+        registry.set_pending(id, s.dev_addr, &nwk, &app);
     }
 }
 
@@ -279,7 +295,19 @@ impl Pipeline {
                 }
                 let _ = done.send(());
             }
-            Control::Resume { after, done } => {
+            Control::Resume { after, joins, done } => {
+                // Joins the other edge answered: their sessions first, so
+                // the device's frames decode here again.
+                for (eui, state) in joins {
+                    let Some(id) = self.registry.by_eui(eui) else {
+                        continue;
+                    };
+                    let epoch = after
+                        .iter()
+                        .find(|(e, _)| *e == eui)
+                        .map_or(0, |(_, d)| d.epoch);
+                    self.take_join_state(id, state, epoch)?;
+                }
                 for (eui, delivered) in after {
                     self.resume(eui, delivered)?;
                 }
@@ -294,6 +322,18 @@ impl Pipeline {
                     })
                     .collect();
                 let _ = reply.send(counters);
+            }
+            Control::JoinStates { devices, reply } => {
+                let states = devices
+                    .into_iter()
+                    .filter(|eui| {
+                        self.registry
+                            .by_eui(*eui)
+                            .is_some_and(|id| self.registry.get(id).otaa.is_some())
+                    })
+                    .map(|eui| (eui, self.joins.get(eui)))
+                    .collect();
+                let _ = reply.send(states);
             }
         }
         Ok(())
@@ -325,6 +365,10 @@ impl Pipeline {
             if a.down > self.store.down(eui) {
                 self.store
                     .record_down(eui, a.down - 1)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(theirs) = a.join {
+                self.take_join_state(id, theirs, a.up.epoch)
                     .map_err(|e| e.to_string())?;
             }
         }
