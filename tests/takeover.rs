@@ -124,7 +124,11 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
         return;
     };
     let core = common::core_data::CoreData::start().await;
-    let devices = mote::devices_yaml(&mote::entries(DEVICES, SEED));
+    // The ABP motes and an OTAA one: it joins at the customer, and its
+    // session must reach the provider so that nothing it sends is lost.
+    let mut entries = mote::entries(DEVICES, SEED);
+    entries.extend(mote::otaa_entries(1, SEED, Default::default()));
+    let devices = mote::devices_yaml(&entries);
     let provider_port = common::free_port();
     let b = edge(
         "edge-b",
@@ -148,6 +152,7 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
     // 3 motes, 6 frames a second: frames before, during and after the outage.
     let opts = SimOptions {
         devices: DEVICES,
+        otaa_devices: 1,
         gateways: 2,
         rate: 6.0,
         frames: Some(frames),
@@ -191,10 +196,14 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
     }
     kill9(&mut customer);
     let killed = Instant::now();
-    common::until("the provider taking over", Duration::from_secs(10), || {
-        metric(b.api, "handover_takeovers_total") >= 1
-    })
-    .await;
+    let t = Instant::now();
+    while metric(b.api, "handover_takeovers_total") < 1 {
+        if t.elapsed() > Duration::from_secs(10) {
+            logs();
+            panic!("the provider did not take over");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let takeover = killed.elapsed();
     let before_restart = core.stored();
 
@@ -227,7 +236,21 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
 
     // Everything sent is stored exactly once.
     let want = common::expected_ids(&report, SEED, DEVICES);
-    assert_eq!(want.len() as u64, frames);
+    assert_eq!(want.len(), report.expected.len());
+    assert_eq!(
+        report.joins.len(),
+        1,
+        "the OTAA mote joined once, at the customer"
+    );
+    assert!(
+        report
+            .expected
+            .iter()
+            .filter(|e| e.device == "sim-otaa-1")
+            .count()
+            > 5,
+        "the OTAA mote sent data through the outage"
+    );
     common::until("every frame stored", Duration::from_secs(20), || {
         core.stored() >= want.len()
     })
@@ -281,7 +304,8 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
     assert_eq!(s["customer"][0]["id"], id, "{s}");
     assert_eq!(
         s["customer"][0]["devices"].as_array().unwrap().len(),
-        DEVICES
+        DEVICES + 1,
+        "the ABP motes and the OTAA one"
     );
     kill9(&mut customer);
     kill9(&mut provider);

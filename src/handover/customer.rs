@@ -161,12 +161,26 @@ impl Customer {
         epoch = self.take_back(&mut client, epoch).await;
         let mut beats: u32 = 0;
         let mut down_logged = false;
+        // Joins answered and joined sessions taken up change what the
+        // provider needs to decode these devices: sync at the next beat.
+        let joins_seen = || {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.metrics.joins_accepted.load(Relaxed)
+                + self.metrics.sessions_activated.load(Relaxed)
+        };
+        let mut synced_joins = joins_seen();
         let mut tick = tokio::time::interval(self.beat());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let step = if beats % self.config.handover.sync_every == 0 {
-                self.sync(&mut client, epoch).await
+            let joins_now = joins_seen();
+            let step = if beats % self.config.handover.sync_every == 0 || joins_now != synced_joins
+            {
+                let r = self.sync(&mut client, epoch).await;
+                if r.is_ok() {
+                    synced_joins = joins_now;
+                }
+                r
             } else {
                 Ok(())
             };

@@ -182,7 +182,8 @@ impl Pipeline {
     /// The other edge's join state of device `id` (a handover sync or a
     /// hand-back): taken if it has seen more joins than this edge (a
     /// higher next JoinNonce), with its sessions, so the device never has to
-    /// join again because its edge changed. When that puts the device in
+    /// join again because its edge changed (or: the same join, whose
+    /// session the device uses there and not yet here). When that puts the device in
     /// another session than this edge counted, its counters start again in
     /// the other edge's epoch `epoch` (or the next one of ours, if later).
     pub(super) fn take_join_state(
@@ -193,7 +194,11 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let eui = self.registry.get(id).dev_eui;
         let ours = self.joins.get(eui);
-        if theirs.next_join_nonce <= ours.next_join_nonce {
+        // Further along: more joins answered, or the same join and its
+        // session in use where ours is still pending.
+        let progress =
+            |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
+        if progress(&theirs) <= progress(&ours) {
             return Ok(());
         }
         let moved = theirs.active.is_some()
@@ -225,12 +230,9 @@ impl Pipeline {
         self.store.start_session(eui, epoch)?;
         self.states[id as usize] = FcntState { last: None, epoch };
         let device = self.registry.get(id);
-        *self
-            .devices
-            .get(id)
-            .dev_addr
-            .lock()
-            .expect("device state lock") = device.dev_addr;
+        if let Some(d) = self.devices.get_opt(id) {
+            *d.dev_addr.lock().expect("device state lock") = device.dev_addr;
+        }
         self.metrics.sessions_activated.fetch_add(1, Relaxed);
         tracing::info!(device = %device.name, dev_addr = ?device.dev_addr, epoch, "joined session in use");
         Ok(())

@@ -294,8 +294,14 @@ pub fn expected_ids(
     seed: u64,
     devices: usize,
 ) -> std::collections::BTreeSet<String> {
+    // The ABP motes, and any OTAA motes of the same seed.
     let euis: BTreeMap<String, String> = device_lorawan::sim::mote::entries(devices, seed)
         .into_iter()
+        .chain(device_lorawan::sim::mote::otaa_entries(
+            8,
+            seed,
+            Default::default(),
+        ))
         .map(|e| (e.name, e.dev_eui.to_string()))
         .collect();
     report
