@@ -120,6 +120,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         reboot_every: Some(8),
         start_fcnt: 0,
         otaa_devices: 1,
+        otaa_rejoin_every: Some(8),
         ..Default::default()
     };
     let ctrl_c = async {

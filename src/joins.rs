@@ -154,6 +154,7 @@ mod tests {
             join_nonce: n - 1,
             net_id: 0x13,
             joined_at: 1_700_000_000,
+            epoch: None,
         });
         s
     }

@@ -441,6 +441,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         otaa_devices: a.otaa,
         mac_version: a.mac_version,
         lost_join_accepts: 0,
+        otaa_rejoin_every: a.reboot_every,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -424,6 +424,9 @@ impl Shared {
                     .handover_container_failures
                     .fetch_add(1, Relaxed);
                 tracing::error!(contract = %id, error = %e, "container takeover failed: this edge goes on publishing the devices itself");
+                if let Err(e) = self.inner.answer_joins(handed, true).await {
+                    tracing::error!(contract = %id, error = %e, "cannot take the devices' joins back");
+                }
             }
         }
     }
@@ -522,6 +525,9 @@ impl Takeover for Container {
         handed: Handed<'_>,
         delivered: &[(Eui64, FcntState)],
     ) -> Result<(), String> {
+        // The container answers the devices' joins: one answered here
+        // before it runs would be a session it does not know.
+        self.0.inner.answer_joins(handed, false).await?;
         self.0.inner.activate(handed, delivered).await?;
         let me = self.0.clone();
         let (gate, _) = me.gate(&handed.contract.contract.id);
@@ -562,6 +568,31 @@ impl Takeover for Container {
             tracing::info!(contract = %id, container = %running.name, "container stopped and removed");
         }
         me.inner.stand_down(handed).await
+    }
+
+    /// The joins this edge answered itself, and those the container did
+    /// (its `joins.log`, in its data directory, read once it is removed):
+    /// the later of the two for each device.
+    async fn join_states(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, String> {
+        let mut states = self.0.inner.join_states(handed).await?;
+        let dir = self.0.dir.join(&handed.contract.contract.id);
+        if !dir.join("joins.log").exists() {
+            return Ok(states);
+        }
+        let store = crate::joins::JoinStore::open(&dir).map_err(|e| e.to_string())?;
+        let progress =
+            |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
+        for (eui, theirs) in store.iter() {
+            match states.iter_mut().find(|(e, _)| e == eui) {
+                Some((_, ours)) if progress(theirs) > progress(ours) => *ours = theirs.clone(),
+                Some(_) => {}
+                None => states.push((*eui, theirs.clone())),
+            }
+        }
+        Ok(states)
     }
 
     fn container(&self, contract: &str) -> Option<RunningContainer> {
@@ -892,6 +923,18 @@ mod tests {
                         let _ = done.send(());
                         "standby"
                     }
+                    Control::AnswerJoins { answer, done, .. } => {
+                        let _ = done.send(());
+                        if answer {
+                            "answer-joins"
+                        } else {
+                            "leave-joins"
+                        }
+                    }
+                    Control::JoinStates { reply, .. } => {
+                        let _ = reply.send(Vec::new());
+                        "join-states"
+                    }
                     _ => "other",
                 };
                 noted.lock().unwrap().push(what);
@@ -978,8 +1021,14 @@ mod tests {
         assert_eq!(c.container("bridge-1"), None);
         assert_eq!(
             *seen.lock().unwrap(),
-            ["resume", "standby"],
-            "this edge published until the hand-back"
+            [
+                "leave-joins",  // the container would answer joins...
+                "resume",       // ...while this edge publishes
+                "answer-joins", // the start failed: this edge answers them
+                "answer-joins", // the hand-back
+                "standby"
+            ],
+            "this edge published until the hand-back, answering joins once the container failed"
         );
     }
 }

@@ -187,6 +187,19 @@ pub struct InProcess {
     pub delivered: Arc<Delivered>,
 }
 
+impl InProcess {
+    /// Whether this edge's pipeline answers the devices' JoinRequests.
+    pub async fn answer_joins(&self, handed: Handed<'_>, answer: bool) -> Result<(), String> {
+        let devices = handed.contract.dev_euis();
+        Control::ask(&self.control, |done| Control::AnswerJoins {
+            devices,
+            answer,
+            done,
+        })
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl Takeover for InProcess {
     async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
@@ -225,6 +238,9 @@ impl Takeover for InProcess {
     }
 
     async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
+        // Standby leaves the joins to the holder; answering is the default
+        // again for the next takeover.
+        self.answer_joins(handed, true).await?;
         let devices = handed.contract.dev_euis();
         let list = devices.clone();
         Control::ask(&self.control, |done| Control::Standby {

@@ -38,6 +38,10 @@ pub struct JoinedSession {
     pub net_id: u32,
     /// When the JoinRequest was accepted (Unix seconds).
     pub joined_at: u64,
+    /// The counter epoch its frames are counted in, once the device uses
+    /// it (event ids carry it: both edges of a handover must agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
 }
 
 impl JoinedSession {
@@ -147,6 +151,7 @@ impl JoinState {
             join_nonce: self.next_join_nonce,
             net_id: net.net_id,
             joined_at: now,
+            epoch: None,
         };
         self.next_join_nonce += 1;
         self.pending = Some(session);
@@ -154,9 +159,10 @@ impl JoinState {
     }
 
     /// The device sent its first uplink under the pending session: it is
-    /// the active one now.
-    pub fn activate(&mut self) -> Option<JoinedSession> {
-        let s = self.pending.take()?;
+    /// the active one now, counted in `epoch`.
+    pub fn activate(&mut self, epoch: u32) -> Option<JoinedSession> {
+        let mut s = self.pending.take()?;
+        s.epoch = Some(epoch);
         self.active = Some(s);
         Some(s)
     }
@@ -319,8 +325,12 @@ mod tests {
             .unwrap();
         assert_eq!(d2.session.join_nonce, 1);
         assert_ne!(d2.session.dev_addr, d.session.dev_addr);
-        assert_eq!(s.activate(), Some(d2.session));
-        assert_eq!((s.active, s.pending), (Some(d2.session), None));
+        let active = s.activate(4).unwrap();
+        assert_eq!(
+            (active.dev_addr, active.epoch),
+            (d2.session.dev_addr, Some(4))
+        );
+        assert_eq!((s.active, s.pending), (Some(active), None));
     }
 
     #[test]

@@ -30,6 +30,23 @@ pub(super) fn is_join_request(phy: &[u8]) -> bool {
     phy.first().is_some_and(|b| b >> 5 == 0)
 }
 
+/// The DevAddrs a join tries, in order: a function of the device, the
+/// JoinNonce and the DevNonce only, so that two edges with the same join
+/// state take the same decision (a handover's standby edge shadows the
+/// holder's joins this way).
+fn address_draws(
+    eui: crate::lorawan::Eui64,
+    join_nonce: u32,
+    dev_nonce: u16,
+) -> impl FnMut() -> u32 {
+    let seed = eui.as_u64() ^ (u64::from(join_nonce) << 16) ^ u64::from(dev_nonce);
+    let mut attempt = 0u64;
+    move || {
+        attempt += 1;
+        crate::sim::mote::splitmix(seed ^ attempt.rotate_left(48)) as u32
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -73,13 +90,13 @@ impl Pipeline {
         };
         let device = self.registry.get(id);
         let name = device.name.clone();
-        if self.standby.contains_key(&id) {
-            // Another edge holds this device (a handover): the holder of the
-            // current epoch answers, never both.
-            tracing::debug!(device = %name, "JoinRequest left to the edge that holds the device");
-            ack_all(ack);
-            return Ok(());
-        }
+        // Another edge holds this device (a handover), or a container taking
+        // it over will: the holder of the current epoch answers, never both.
+        // This edge still takes the same decision, silently: JoinNonce and
+        // DevAddr follow from the synced join state and the request alone,
+        // so it knows the session the holder gave and decodes the device's
+        // frames even if the holder dies before its next sync.
+        let shadow = self.standby.contains_key(&id) || self.no_joins.contains(&id);
         let Some(keys) = device.otaa else {
             let why = format_args!("device {name} sent a JoinRequest but is not an OTAA device");
             self.refuse(Reason::NotOtaa, &why, ack);
@@ -101,17 +118,22 @@ impl Pipeline {
         }
         let mut state = self.joins.get(req.dev_eui);
         let network = self.config.join.network();
-        let (registry, rng) = (&self.registry, &mut self.rng);
+        let registry = &self.registry;
+        let draw = address_draws(req.dev_eui, state.next_join_nonce, req.dev_nonce);
         let decision = state.on_join_request(
             &req,
             device.mac_version,
             &network,
             unix_now(),
-            || rng.next_u32(),
+            draw,
             |a: DevAddr| registry.addr_in_use(a),
         );
         let session = match decision {
             Ok(d) => d.session,
+            Err(_) if shadow => {
+                ack_all(ack);
+                return Ok(());
+            }
             Err(e) => {
                 let reason = match e {
                     JoinRefusal::NonceReused { .. } | JoinRefusal::NonceNotIncreasing { .. } => {
@@ -137,6 +159,10 @@ impl Pipeline {
         ack_all(ack);
         let (nwk, app) = session.keys(&keys.app_key);
         self.registry.set_pending(id, session.dev_addr, &nwk, &app);
+        if shadow {
+            tracing::debug!(device = %name, dev_addr = %session.dev_addr, "JoinRequest left to the edge that holds the device; its session noted");
+            return Ok(());
+        }
         let device = self.registry.get(id);
         let region = self.scheduler.region_of(device.region);
         let rx_settings = device
@@ -180,36 +206,39 @@ impl Pipeline {
     }
 
     /// The other edge's join state of device `id` (a handover sync or a
-    /// hand-back): taken if it has seen more joins than this edge (a
-    /// higher next JoinNonce), with its sessions, so the device never has to
-    /// join again because its edge changed (or: the same join, whose
-    /// session the device uses there and not yet here). When that puts the device in
-    /// another session than this edge counted, its counters start again in
-    /// the other edge's epoch `epoch` (or the next one of ours, if later).
+    /// hand-back): taken if it is further along than this edge's (more
+    /// joins answered, or the same join and its session in use where ours
+    /// is still pending), with its sessions, so the device never has to
+    /// join again because its edge changed. Its active session's counter
+    /// epoch becomes this edge's for the device, so both count its frames
+    /// alike (event ids carry the epoch).
     pub(super) fn take_join_state(
         &mut self,
         id: u32,
         theirs: crate::lorawan::otaa::JoinState,
-        epoch: u32,
     ) -> anyhow::Result<()> {
         let eui = self.registry.get(id).dev_eui;
         let ours = self.joins.get(eui);
-        // Further along: more joins answered, or the same join and its
-        // session in use where ours is still pending.
         let progress =
             |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
-        if progress(&theirs) <= progress(&ours) {
+        let addrs = |s: &crate::lorawan::otaa::JoinState| {
+            (s.active.map(|a| a.dev_addr), s.pending.map(|p| p.dev_addr))
+        };
+        // The same join with other sessions: the other edge answered it
+        // (this one shadowed it), so its sessions are the device's.
+        let differs = progress(&theirs) == progress(&ours) && addrs(&theirs) != addrs(&ours);
+        if progress(&theirs) < progress(&ours) || (progress(&theirs) == progress(&ours) && !differs)
+        {
             return Ok(());
         }
-        let moved = theirs.active.is_some()
-            && theirs.active.map(|s| s.dev_addr) != ours.active.map(|s| s.dev_addr);
         self.joins.record(eui, theirs.clone())?;
         restore_joined(&mut self.registry, id, &theirs, &self.devices);
-        if moved {
-            let epoch = epoch.max(self.states[id as usize].epoch + 1);
-            self.store.start_session(eui, epoch)?;
-            self.states[id as usize] = FcntState { last: None, epoch };
-            tracing::info!(device = %self.registry.get(id).name, epoch, "joined session taken from the other edge");
+        if let Some(epoch) = theirs.active.and_then(|s| s.epoch) {
+            if epoch > self.states[id as usize].epoch {
+                self.store.start_session(eui, epoch)?;
+                self.states[id as usize] = FcntState { last: None, epoch };
+                tracing::info!(device = %self.registry.get(id).name, epoch, "joined session taken from the other edge");
+            }
         }
         Ok(())
     }
@@ -219,7 +248,7 @@ impl Pipeline {
     pub(super) fn activate(&mut self, id: u32, epoch: u32) -> anyhow::Result<()> {
         let eui = self.registry.get(id).dev_eui;
         let mut state = self.joins.get(eui);
-        if state.activate().is_none() || !self.registry.activate(id) {
+        if state.activate(epoch).is_none() || !self.registry.activate(id) {
             return Ok(());
         }
         let view = crate::device_state::JoinView::of(&state);

@@ -262,6 +262,14 @@ pub enum Control {
         devices: Vec<Eui64>,
         reply: oneshot::Sender<Vec<(Eui64, FcntState, u32)>>,
     },
+    /// Whether this edge answers the JoinRequests of these devices (a
+    /// container taking them over answers them: the joins it would not
+    /// know of are left to it).
+    AnswerJoins {
+        devices: Vec<Eui64>,
+        answer: bool,
+        done: oneshot::Sender<()>,
+    },
     /// The join state of these devices (the OTAA ones).
     JoinStates {
         devices: Vec<Eui64>,

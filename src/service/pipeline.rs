@@ -33,22 +33,6 @@ use crate::joins::JoinStore;
 mod join;
 use join::{is_join_request, PendingJoin};
 
-/// Random 32-bit values (DevAddrs of joins): SipHash of a counter under
-/// the process's random key, no extra dependency.
-#[derive(Default)]
-struct Rng {
-    keys: std::collections::hash_map::RandomState,
-    n: u64,
-}
-
-impl Rng {
-    fn next_u32(&mut self) -> u32 {
-        use std::hash::BuildHasher;
-        self.n += 1;
-        self.keys.hash_one(self.n) as u32
-    }
-}
-
 /// A frame that would reset its device's counter. After a reboot, an LMIC
 /// mote's frames are byte-identical to the previous boot's frames with the
 /// same counter, so one frame cannot tell a reboot from a replay of a
@@ -127,9 +111,11 @@ pub(super) struct Pipeline {
     covered: HashMap<u32, FcntState>,
     /// OTAA join state (durable).
     joins: JoinStore,
+    /// Devices whose JoinRequests another runner answers (a container
+    /// taking them over).
+    no_joins: std::collections::HashSet<u32>,
     /// JoinAccepts waiting for the de-duplication window.
     joining: Dedup<PendingJoin>,
-    rng: Rng,
 }
 
 /// Give OTAA devices the sessions their joins made (derived again from the
@@ -196,7 +182,7 @@ impl Pipeline {
         Self {
             joining: Dedup::new(config.ingest.dedup_window),
             joins,
-            rng: Rng::default(),
+            no_joins: Default::default(),
             dedup: Dedup::new(config.ingest.dedup_window),
             config,
             registry: parts.registry,
@@ -299,14 +285,9 @@ impl Pipeline {
                 // Joins the other edge answered: their sessions first, so
                 // the device's frames decode here again.
                 for (eui, state) in joins {
-                    let Some(id) = self.registry.by_eui(eui) else {
-                        continue;
-                    };
-                    let epoch = after
-                        .iter()
-                        .find(|(e, _)| *e == eui)
-                        .map_or(0, |(_, d)| d.epoch);
-                    self.take_join_state(id, state, epoch)?;
+                    if let Some(id) = self.registry.by_eui(eui) {
+                        self.take_join_state(id, state)?;
+                    }
                 }
                 for (eui, delivered) in after {
                     self.resume(eui, delivered)?;
@@ -322,6 +303,20 @@ impl Pipeline {
                     })
                     .collect();
                 let _ = reply.send(counters);
+            }
+            Control::AnswerJoins {
+                devices,
+                answer,
+                done,
+            } => {
+                for id in devices.into_iter().filter_map(|e| self.registry.by_eui(e)) {
+                    if answer {
+                        self.no_joins.remove(&id);
+                    } else {
+                        self.no_joins.insert(id);
+                    }
+                }
+                let _ = done.send(());
             }
             Control::JoinStates { devices, reply } => {
                 let states = devices
@@ -368,7 +363,7 @@ impl Pipeline {
                     .map_err(|e| e.to_string())?;
             }
             if let Some(theirs) = a.join {
-                self.take_join_state(id, theirs, a.up.epoch)
+                self.take_join_state(id, theirs)
                     .map_err(|e| e.to_string())?;
             }
         }

@@ -88,6 +88,9 @@ pub struct SimOptions {
     /// Each OTAA mote misses this many JoinAccepts before it hears one (as
     /// if out of range): it asks again with a new DevNonce.
     pub lost_join_accepts: u32,
+    /// An OTAA mote reboots, and so joins again, after this many frames of
+    /// a session (ABP motes follow `reboot_every`).
+    pub otaa_rejoin_every: Option<u32>,
 }
 
 impl Default for SimOptions {
@@ -109,6 +112,7 @@ impl Default for SimOptions {
             otaa_devices: 0,
             mac_version: Default::default(),
             lost_join_accepts: 0,
+            otaa_rejoin_every: None,
             linger: Duration::ZERO,
         }
     }
@@ -538,7 +542,11 @@ pub async fn run(
         let m = (n % motes.len() as u64) as usize;
         n += 1;
         let mote = &mut motes[m];
-        if opts.reboot_every.is_some_and(|k| mote.fcnt >= k) {
+        let (k, otaa) = match mote.otaa.is_some() {
+            true => (opts.otaa_rejoin_every, true),
+            false => (opts.reboot_every, false),
+        };
+        if k.is_some_and(|k| mote.fcnt >= k) && !(otaa && mote.joining()) {
             mote.reboot();
             // Replays are drawn from this boot only: a replay of an earlier
             // boot's frames is indistinguishable from a reboot under
@@ -697,7 +705,10 @@ fn deliver_join_accept(
         if !mote.joining() {
             continue;
         }
-        let heard = sent[i].iter().find_map(|u| {
+        // Only the windows of its latest JoinRequest: an answer to an
+        // earlier one (it asked again meanwhile) comes when it no longer
+        // listens, and would be opened with the wrong DevNonce.
+        let heard = sent[i].last().and_then(|u| {
             let delay = t.tmst.wrapping_sub(u.tmst);
             let w1 = region.rx1(u.frequency, u.datr, 0, d1);
             let w2 = crate::lorawan::radio::Window {
