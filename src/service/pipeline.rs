@@ -173,7 +173,20 @@ impl Pipeline {
         joins: JoinStore,
     ) -> Self {
         let mut parts = parts;
+        let mut store = store;
         restore_joined_sessions(&mut parts.registry, &joins, &devices);
+        // A joined session's frames are counted in its epoch: counters
+        // written from an older one (a container's, from what EdgeX had
+        // confirmed when it started) must not count it in another.
+        for (eui, state) in joins.iter() {
+            if let Some(epoch) = state.active.and_then(|s| s.epoch) {
+                if epoch > store.get(*eui).epoch {
+                    if let Err(e) = store.start_session(*eui, epoch) {
+                        tracing::error!(dev_eui = %eui, error = %e, "cannot move the counters to the joined session's epoch");
+                    }
+                }
+            }
+        }
         let states = parts
             .registry
             .iter()
