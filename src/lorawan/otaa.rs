@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 use super::join::{session_keys, AcceptFields, JoinRequest};
-use super::keys::{AesKey, DevAddr};
+use super::keys::{AesKey, DevAddr, Eui64};
 use super::region::MacVersionName;
 
 /// Accepted random DevNonces kept per 1.0.2/1.0.3 device.
@@ -168,6 +168,22 @@ impl JoinState {
     }
 }
 
+/// The DevAddrs a join tries, in order: a function of the device, the
+/// JoinNonce and the DevNonce only, so that two edges with the same join
+/// state take the same decision (a handover's standby edge shadows the
+/// holder's joins this way). SplitMix64 of a counter from that seed.
+pub fn address_draws(eui: Eui64, join_nonce: u32, dev_nonce: u16) -> impl FnMut() -> u32 {
+    let seed = eui.as_u64() ^ (u64::from(join_nonce) << 16) ^ u64::from(dev_nonce);
+    let mut attempt = 0u64;
+    move || {
+        attempt += 1;
+        let mut x = (seed ^ attempt.rotate_left(48)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (x ^ (x >> 31)) as u32
+    }
+}
+
 /// The JoinAccept fields for `session` with the device's windows.
 pub fn accept_fields(
     session: &JoinedSession,
@@ -258,7 +274,6 @@ impl AddrPrefix {
 mod tests {
     use super::*;
     use crate::lorawan::join::{build_join_request, parse_join_request};
-    use crate::lorawan::Eui64;
 
     fn request(nonce: u16) -> JoinRequest {
         let k = AesKey::new([7; 16]);
@@ -418,6 +433,22 @@ mod tests {
             .err(),
             Some(JoinRefusal::JoinNoncesExhausted)
         );
+    }
+
+    #[test]
+    fn address_draws_are_the_same_on_every_edge() {
+        let a: Vec<u32> = std::iter::repeat_with(address_draws(Eui64::from_u64(7), 3, 9))
+            .take(4)
+            .collect();
+        let b: Vec<u32> = std::iter::repeat_with(address_draws(Eui64::from_u64(7), 3, 9))
+            .take(4)
+            .collect();
+        assert_eq!(a, b);
+        let c: Vec<u32> = std::iter::repeat_with(address_draws(Eui64::from_u64(7), 4, 9))
+            .take(4)
+            .collect();
+        assert_ne!(a, c, "another JoinNonce, other addresses");
+        assert!(a.windows(2).all(|w| w[0] != w[1]));
     }
 
     #[test]

@@ -30,23 +30,6 @@ pub(super) fn is_join_request(phy: &[u8]) -> bool {
     phy.first().is_some_and(|b| b >> 5 == 0)
 }
 
-/// The DevAddrs a join tries, in order: a function of the device, the
-/// JoinNonce and the DevNonce only, so that two edges with the same join
-/// state take the same decision (a handover's standby edge shadows the
-/// holder's joins this way).
-fn address_draws(
-    eui: crate::lorawan::Eui64,
-    join_nonce: u32,
-    dev_nonce: u16,
-) -> impl FnMut() -> u32 {
-    let seed = eui.as_u64() ^ (u64::from(join_nonce) << 16) ^ u64::from(dev_nonce);
-    let mut attempt = 0u64;
-    move || {
-        attempt += 1;
-        crate::sim::mote::splitmix(seed ^ attempt.rotate_left(48)) as u32
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -119,7 +102,8 @@ impl Pipeline {
         let mut state = self.joins.get(req.dev_eui);
         let network = self.config.join.network();
         let registry = &self.registry;
-        let draw = address_draws(req.dev_eui, state.next_join_nonce, req.dev_nonce);
+        let draw =
+            crate::lorawan::otaa::address_draws(req.dev_eui, state.next_join_nonce, req.dev_nonce);
         let decision = state.on_join_request(
             &req,
             device.mac_version,

@@ -193,7 +193,14 @@ impl Pipeline {
             .map(|d| store.get(d.dev_eui))
             .collect();
         Self {
-            joining: Dedup::new(config.ingest.dedup_window),
+            // A JoinAccept must reach its gateway before RX1 (5 s): the
+            // wait for other gateways' copies is capped well below that.
+            joining: Dedup::new(
+                config
+                    .ingest
+                    .dedup_window
+                    .min(std::time::Duration::from_millis(500)),
+            ),
             joins,
             no_joins: Default::default(),
             dedup: Dedup::new(config.ingest.dedup_window),

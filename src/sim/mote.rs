@@ -16,7 +16,7 @@ pub const PROFILE: &str = "Dragino-LPP-Mote";
 pub const FPORT: u8 = 1;
 
 /// The splitmix64 output function of `x + γ`: keys here, the simulator's RNG in `sim`.
-pub fn splitmix(mut x: u64) -> u64 {
+pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
