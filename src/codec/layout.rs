@@ -40,9 +40,18 @@ impl Field {
             key: key.into(),
             message: message.into(),
         };
-        let offset = offset
+        let offset: usize = offset
             .parse()
             .map_err(|_| bad("offset", "not a byte offset"))?;
+        // No LoRaWAN payload is longer than 242 bytes (255 less the frame
+        // around it): a field beyond that can never be read or sent, and
+        // bounding it here keeps `offset + length` from overflowing.
+        if offset >= 242 {
+            return Err(bad(
+                "offset",
+                "beyond any LoRaWAN payload (at most 242 bytes)",
+            ));
+        }
         let length: usize = attrs
             .get("length")
             .ok_or_else(|| bad("length", "missing"))?
@@ -246,5 +255,13 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("endianness"), "{err}");
         assert_eq!(Field::from_attributes("t", &attrs(&[])).unwrap(), None);
+        // Offsets past any LoRaWAN payload (issue 17: 242 crashed the
+        // scheduler, one near usize::MAX the PUT handler).
+        for offset in ["242", "18446744073709551615"] {
+            let err = Field::from_attributes("t", &attrs(&[("offset", offset), ("length", "1")]))
+                .unwrap_err();
+            assert!(err.to_string().contains("offset"), "{err}");
+        }
+        assert!(Field::from_attributes("t", &attrs(&[("offset", "241"), ("length", "1")])).is_ok());
     }
 }

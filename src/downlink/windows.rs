@@ -10,6 +10,10 @@ use crate::lorawan::radio::{RxSettings, Window};
 use crate::lorawan::region::{MacVersionName, Region};
 use crate::lorawan::DataRate;
 
+/// The largest FRMPayload any PHYPayload can carry: 255 bytes less MHDR
+/// (1), FHDR without FOpts (7), FPort (1) and MIC (4).
+pub const MAX_FRM_PAYLOAD: usize = 242;
+
 /// The windows to try, in order: the first one, and RX2 if the first is
 /// RX1 and a gateway's refusal can still fall back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +67,13 @@ pub fn plan(
         frequency: rx.rx2_frequency,
         datr: rx.rx2_datr,
     };
-    // A rate the region has no table for (a custom RX2) is not limited here.
-    let limit = |w: &Window| region.max_payload(version, w.datr);
+    // A rate the region has no table for (a custom RX2) gets LoRaWAN's own
+    // bound: no PHYPayload over 255 bytes is ever built.
+    let limit = |w: &Window| {
+        region
+            .max_payload(version, w.datr)
+            .or(Some(MAX_FRM_PAYLOAD))
+    };
     let fits = |w: &Window| limit(w).is_none_or(|n| len <= n);
     match rx1 {
         Some(w1) if fits(&w1) => Ok(Plan {
@@ -147,6 +156,13 @@ mod tests {
         let p = plan(&eu, v, &rx, Timing::Data, None, 2).unwrap();
         assert_eq!((p.first.delay, p.fallback), (Duration::from_secs(2), None));
         assert_eq!(region_max_payload(&eu, v), 242);
+        // A custom RX2 rate with no table: LoRaWAN's own bound still holds.
+        let custom = RxSettings {
+            rx2_datr: dr("SF7BW500"),
+            ..rx
+        };
+        assert!(plan(&eu, v, &custom, Timing::Data, None, 242).is_ok());
+        assert!(plan(&eu, v, &custom, Timing::Data, None, 243).is_err());
     }
 
     #[test]

@@ -132,6 +132,14 @@ fn scan(path: &Path, strict: bool) -> Result<(u64, Hash, Vec<Entry>, u64), Journ
         });
     }
     let base_seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8"));
+    // Sequences start at 1 and grow by one per event: a base of 0 (it
+    // would make every record look delivered) or anywhere near u64::MAX
+    // is damage, refused with the file named, never acted on.
+    if base_seq == 0 || base_seq > u64::MAX / 2 {
+        return Err(JournalError::BadHeader {
+            path: path.to_owned(),
+        });
+    }
     let anchor: Hash = bytes[16..48].try_into().expect("32");
     let (mut at, mut prev, mut expect_seq) = (HEADER, anchor, base_seq);
     let mut entries = Vec::new();
@@ -471,6 +479,31 @@ mod tests {
 
     /// The running sums agree with a recount, through acks, compactions,
     /// drops and a reopen.
+    #[test]
+    fn a_damaged_base_sequence_is_refused_not_taken_as_delivered() {
+        for base in [0u64, u64::MAX, u64::MAX / 2 + 1] {
+            let d = tempfile::tempdir().unwrap();
+            {
+                let mut j = open(d.path());
+                j.append(b"waiting").unwrap();
+            }
+            let path = d.path().join(LOG);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[8..16].copy_from_slice(&base.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let e = Journal::open(d.path(), 1 << 20, FullPolicy::Reject).err();
+            assert!(
+                matches!(e, Some(JournalError::BadHeader { .. })),
+                "base {base}: {e:?}"
+            );
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bytes,
+                "the file is left as it is"
+            );
+        }
+    }
+
     #[test]
     fn running_sums_match_a_recount() {
         let d = tempfile::tempdir().unwrap();
