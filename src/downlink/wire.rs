@@ -229,7 +229,14 @@ pub fn decode_downlink_frame(payload: &[u8]) -> Result<(u32, Transmission), Mess
         return Err(field("txInfo.modulation.lora"));
     };
     let ctx: [u8; 4] = tx.context.try_into().map_err(|_| field("txInfo.context"))?;
-    let delay_us = d.seconds as u64 * 1_000_000 + d.nanos as u64 / 1000;
+    // A negative or absurd delay is refused, not wrapped (a class A delay
+    // is a few seconds; the concentrator counter wraps at 2^32 µs anyway).
+    let delay_us = u64::try_from(d.seconds)
+        .ok()
+        .filter(|s| *s <= 4_294)
+        .zip(u64::try_from(d.nanos).ok())
+        .map(|(s, n)| s * 1_000_000 + n / 1000)
+        .ok_or_else(|| field("txInfo.timing.delay"))?;
     Ok((
         pbf.downlink_id,
         Transmission {
@@ -407,6 +414,20 @@ mod tests {
         }
         assert!(decode_pull_resp(b"{\"txpk\":{}}").is_err());
         assert!(decode_downlink_frame(b"{\"items\":[]}").is_err());
+        // A negative delay (issue 17: an overflow in debug builds, a wrap
+        // in release) is refused.
+        let mut pbf =
+            pb::DownlinkFrame::decode(&downlink_frame(&r, Marshaler::Protobuf)[..]).unwrap();
+        if let Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo { delay: Some(d) })) = pbf
+            .items[0]
+            .tx_info
+            .as_mut()
+            .and_then(|t| t.timing.as_mut())
+            .and_then(|t| t.parameters.as_mut())
+        {
+            d.seconds = -1;
+        }
+        assert!(decode_downlink_frame(&pbf.encode_to_vec()).is_err());
         let d = tx_ack(*b"\x12\x34", r.gateway, "TOO_LATE");
         assert_eq!(tx_ack_result(&d[12..]), Ok(Err("TOO_LATE".into())));
     }
