@@ -138,23 +138,7 @@ async fn broker_restart_loses_nothing_sent_after_reconnect() {
 }
 
 fn app_only(name: &str, eui: u64) -> DeviceEntry {
-    DeviceEntry {
-        name: name.into(),
-        dev_eui: Eui64::from_u64(eui),
-        dev_addr: None,
-        nwk_s_key: None,
-        app_s_key: None,
-        profile: mote::PROFILE.into(),
-        codec: Default::default(),
-        fcnt_policy: Default::default(),
-        admin_state: Default::default(),
-        rx_windows: Default::default(),
-        region: None,
-        activation: Default::default(),
-        join_eui: None,
-        app_key: None,
-        mac_version: Default::default(),
-    }
+    DeviceEntry::new(name, Eui64::from_u64(eui), mote::PROFILE)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

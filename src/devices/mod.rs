@@ -102,6 +102,31 @@ pub struct DeviceEntry {
     pub mac_version: MacVersionName,
 }
 
+impl DeviceEntry {
+    /// A device of `profile` with nothing else set: no session, default
+    /// codec, counter policy, windows and region (fill the rest with
+    /// struct update syntax).
+    pub fn new(name: impl Into<String>, dev_eui: Eui64, profile: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            dev_eui,
+            dev_addr: None,
+            nwk_s_key: None,
+            app_s_key: None,
+            profile: profile.into(),
+            codec: Default::default(),
+            fcnt_policy: Default::default(),
+            admin_state: Default::default(),
+            rx_windows: Default::default(),
+            region: None,
+            activation: Default::default(),
+            join_eui: None,
+            app_key: None,
+            mac_version: Default::default(),
+        }
+    }
+}
+
 /// EdgeX admin state of a device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]

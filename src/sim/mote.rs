@@ -36,21 +36,15 @@ fn key(seed: u64, i: u64, which: u64) -> AesKey {
 pub fn entries(n: usize, seed: u64) -> Vec<DeviceEntry> {
     (0..n as u64)
         .map(|i| DeviceEntry {
-            name: format!("sim-mote-{}", i + 1),
-            dev_eui: Eui64::from_u64(0x70b3_d57e_d000_0000 + i + 1),
             dev_addr: Some(DevAddr(0x2601_0000 + i as u32 + 1)),
             nwk_s_key: Some(key(seed, i, 1)),
             app_s_key: Some(key(seed, i, 2)),
-            profile: PROFILE.into(),
-            codec: Default::default(),
             fcnt_policy: FcntPolicy::ResetTolerant,
-            admin_state: Default::default(),
-            rx_windows: Default::default(),
-            region: None,
-            activation: Default::default(),
-            join_eui: None,
-            app_key: None,
-            mac_version: Default::default(),
+            ..DeviceEntry::new(
+                format!("sim-mote-{}", i + 1),
+                Eui64::from_u64(0x70b3_d57e_d000_0000 + i + 1),
+                PROFILE,
+            )
         })
         .collect()
 }
@@ -60,21 +54,16 @@ pub fn entries(n: usize, seed: u64) -> Vec<DeviceEntry> {
 pub fn otaa_entries(n: usize, seed: u64, version: MacVersionName) -> Vec<DeviceEntry> {
     (0..n as u64)
         .map(|i| DeviceEntry {
-            name: format!("sim-otaa-{}", i + 1),
-            dev_eui: Eui64::from_u64(0x70b3_d57e_d001_0000 + i + 1),
-            dev_addr: None,
-            nwk_s_key: None,
-            app_s_key: None,
-            profile: PROFILE.into(),
-            codec: Default::default(),
             fcnt_policy: FcntPolicy::Strict,
-            admin_state: Default::default(),
-            rx_windows: Default::default(),
-            region: None,
             activation: crate::devices::Activation::Otaa,
             join_eui: Some(JOIN_EUI),
             app_key: Some(key(seed, i, 3)),
             mac_version: version,
+            ..DeviceEntry::new(
+                format!("sim-otaa-{}", i + 1),
+                Eui64::from_u64(0x70b3_d57e_d001_0000 + i + 1),
+                PROFILE,
+            )
         })
         .collect()
 }
