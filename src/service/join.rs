@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{restore_joined, Pipeline};
-use crate::ingest::dedup::GatewaySet;
 use crate::ingest::{ack_all, Ack};
 use crate::lorawan::join::{build_join_accept, parse_join_request, JoinError};
 use crate::lorawan::otaa::{accept_fields, JoinRefusal};
@@ -22,7 +21,6 @@ pub(super) struct PendingJoin {
     accept: Vec<u8>,
     best: RxMeta,
     source: Source,
-    heard: GatewaySet,
 }
 
 /// The MType of a PHYPayload (its top three bits): 0 is a JoinRequest.
@@ -47,7 +45,6 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let key = self.joining.key_of_bytes(phy);
         if let Some(p) = self.joining.get_mut(key) {
-            p.heard.insert(rx.gateway);
             if rx.better_than(&p.best) {
                 (p.best, p.source) = (rx, source);
             }
@@ -169,7 +166,6 @@ impl Pipeline {
             PendingJoin {
                 device: id,
                 accept,
-                heard: GatewaySet::new(rx.gateway),
                 best: rx,
                 source,
             },
