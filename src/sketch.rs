@@ -5,7 +5,8 @@
 //! had RX2 at SF9 while the service sent at the EU868 default, SF12).
 
 use crate::devices::DeviceEntry;
-use crate::lorawan::radio::{eu868_index, RxSettings};
+use crate::lorawan::radio::RxSettings;
+use crate::lorawan::region::{Region, RegionName, RegionSettings};
 
 /// LMIC's names of the EU868 data rates, by index (`lmic/lorabase_eu868.h`).
 const LMIC_EU868_DR: [&str; 7] = [
@@ -34,7 +35,12 @@ pub fn settings_h(e: &DeviceEntry, defaults: RxSettings) -> Result<String, Sketc
         return Err(SketchError::NoSession(e.name.clone()));
     };
     let rx = e.rx_windows.over(defaults);
-    let dr = eu868_index(rx.rx2_datr)
+    // The sketch is EU868's (it refuses other regions): LMIC's names for
+    // EU868's data-rate indices.
+    let eu868 = Region::new(RegionSettings::new(RegionName::EU868));
+    let dr = eu868
+        .dr_index(rx.rx2_datr, false)
+        .filter(|i| usize::from(*i) < LMIC_EU868_DR.len())
         .map(|i| LMIC_EU868_DR[usize::from(i)])
         .ok_or_else(|| SketchError::DataRate {
             device: e.name.clone(),

@@ -131,23 +131,8 @@ async fn udp_round_trip_in_rx1_with_a_persisted_downlink_counter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_uplinks_are_acked_in_rx2_when_gateways_refuse_rx1() {
-    let data = tempfile::tempdir().unwrap();
-    let mut svc = common::Service::start(common::config(data.path()), mote::entries(2, SEED)).await;
-    let o = SimOptions {
-        devices: 2,
-        frames: Some(6),
-        confirmed: true,
-        refuse_rx1: true,
-        ..opts(6, 0)
-    };
-    let report = sim::run(
-        Target::Udp(svc.bound.udp.unwrap()),
-        o,
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
-    settled(&svc.metrics).await;
+    let none = device_lorawan::devices::RxWindows::default();
+    let (report, m) = region_run(none, none, true, RegionName::EU868).await;
     // Every confirmed uplink is acknowledged, in RX2 with the EU868 defaults.
     assert_eq!(report.refused, 6, "each RX1 was refused once");
     assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
@@ -171,12 +156,10 @@ async fn confirmed_uplinks_are_acked_in_rx2_when_gateways_refuse_rx1() {
             "{device}: a refused RX1 does not spend a counter"
         );
     }
-    let m = &svc.metrics;
     assert_eq!(
         [&m.downlinks_sent, &m.downlinks_acked, &m.downlinks_failed].map(|c| c.load(Relaxed)),
         [12, 6, 6]
     );
-    svc.stop().await;
 }
 
 /// Confirmed uplinks of two motes whose firmware sets `motes`, sent to a
@@ -187,7 +170,9 @@ async fn windows_run(
     motes: device_lorawan::devices::RxWindows,
     refuse_rx1: bool,
 ) -> SimReport {
-    region_run(service, motes, refuse_rx1, RegionName::EU868).await
+    region_run(service, motes, refuse_rx1, RegionName::EU868)
+        .await
+        .0
 }
 
 /// [`windows_run`] with motes of `region` (named by their devices-file entries).
@@ -196,7 +181,7 @@ async fn region_run(
     motes: device_lorawan::devices::RxWindows,
     refuse_rx1: bool,
     region: RegionName,
-) -> SimReport {
+) -> (SimReport, std::sync::Arc<Metrics>) {
     let data = tempfile::tempdir().unwrap();
     let mut entries = mote::entries(2, SEED);
     for e in &mut entries {
@@ -221,8 +206,9 @@ async fn region_run(
     .await
     .unwrap();
     settled(&svc.metrics).await;
+    let metrics = svc.metrics.clone();
     svc.stop().await;
-    report
+    (report, metrics)
 }
 
 /// The receive windows are the device's own (devices file `rxWindows`),
@@ -281,7 +267,7 @@ async fn downlinks_follow_each_devices_receive_windows() {
 async fn downlinks_follow_each_devices_region() {
     use device_lorawan::devices::RxWindows;
     let none = RxWindows::default();
-    let report = region_run(none, none, false, RegionName::US915).await;
+    let (report, _) = region_run(none, none, false, RegionName::US915).await;
     assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
     let us915_down: Vec<u32> = (0..8).map(|k| 923_300_000 + 600_000 * k).collect();
     for d in &report.downlinks {
@@ -289,7 +275,7 @@ async fn downlinks_follow_each_devices_region() {
         assert!(d.datr.ends_with("BW500"), "{d:?}");
         assert_eq!(d.delay_us, 1_000_000);
     }
-    let report = region_run(none, none, true, RegionName::US915).await;
+    let (report, _) = region_run(none, none, true, RegionName::US915).await;
     assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
     for d in &report.downlinks {
         assert_eq!(
@@ -297,7 +283,7 @@ async fn downlinks_follow_each_devices_region() {
             (923_300_000, "SF12BW500", 2_000_000)
         );
     }
-    let report = region_run(none, none, true, RegionName::AS923).await;
+    let (report, _) = region_run(none, none, true, RegionName::AS923).await;
     assert_eq!(report.downlinks.len(), 6, "{:?}", report.downlinks);
     for d in &report.downlinks {
         assert_eq!((d.frequency, d.datr.as_str()), (923_200_000, "SF10BW125"));

@@ -72,9 +72,9 @@ pub fn plan(
     let limit = |w: &Window| {
         region
             .max_payload(version, w.datr)
-            .or(Some(MAX_FRM_PAYLOAD))
+            .unwrap_or(MAX_FRM_PAYLOAD)
     };
-    let fits = |w: &Window| limit(w).is_none_or(|n| len <= n);
+    let fits = |w: &Window| len <= limit(w);
     match rx1 {
         Some(w1) if fits(&w1) => Ok(Plan {
             first: w1,
@@ -88,11 +88,7 @@ pub fn plan(
             let mut limits: Vec<String> = Vec::new();
             for (name, w) in [("RX1", rx1), ("RX2", Some(rx2))] {
                 if let Some(w) = w {
-                    limits.push(format!(
-                        "{name} {} ({} bytes)",
-                        w.datr,
-                        limit(&w).unwrap_or(0)
-                    ));
+                    limits.push(format!("{name} {} ({} bytes)", w.datr, limit(&w)));
                 }
             }
             Err(TooLong {

@@ -57,45 +57,6 @@ pub const RX2_DATR: DataRate = DataRate {
     bw_khz: 125,
 };
 
-/// EU868 data rates by index (RP002-1.0.x §2.4.3): DR0..DR5 are SF12..SF7 at
-/// 125 kHz, DR6 SF7 at 250 kHz (DR7, FSK, has no LoRa rate).
-const EU868_DATA_RATES: [DataRate; 7] = [
-    DataRate {
-        sf: 12,
-        bw_khz: 125,
-    },
-    DataRate {
-        sf: 11,
-        bw_khz: 125,
-    },
-    DataRate {
-        sf: 10,
-        bw_khz: 125,
-    },
-    DataRate { sf: 9, bw_khz: 125 },
-    DataRate { sf: 8, bw_khz: 125 },
-    DataRate { sf: 7, bw_khz: 125 },
-    DataRate { sf: 7, bw_khz: 250 },
-];
-
-/// The EU868 index of a data rate (`DR3` for SF9BW125).
-pub fn eu868_index(datr: DataRate) -> Option<u8> {
-    EU868_DATA_RATES
-        .iter()
-        .position(|d| *d == datr)
-        .map(|i| i as u8)
-}
-
-/// The EU868 RX1 data rate for an uplink at `up` (RP002-1.0.x §2.4.7:
-/// DR = max(0, upstream DR − RX1DROffset) for offsets 0..=5). A rate
-/// outside the table is answered at itself.
-pub fn eu868_rx1_datr(up: DataRate, rx1_dr_offset: u8) -> DataRate {
-    match eu868_index(up) {
-        Some(i) => EU868_DATA_RATES[usize::from(i.saturating_sub(rx1_dr_offset))],
-        None => up,
-    }
-}
-
 /// Where and when a device listens after an uplink: what the join accept
 /// or, for ABP, the firmware sets (LMIC `rxDelay`, `rx1DrOffset`, `dn2Freq`,
 /// `dn2Dr`). The scheduler sends only there, and the simulated motes listen
@@ -118,16 +79,8 @@ impl RxSettings {
         rx2_datr: RX2_DATR,
     };
 
-    /// RX1 for an uplink heard on `frequency` at `datr`: the same channel
-    /// (EU868), the data rate lowered by the offset.
-    pub fn rx1(&self, frequency: u32, datr: DataRate) -> Window {
-        rx1(
-            frequency,
-            eu868_rx1_datr(datr, self.rx1_dr_offset),
-            self.rx1_delay,
-        )
-    }
-
+    /// RX2, a second after RX1 (RX1 depends on the region's channels and
+    /// rates: [`super::region::Region::rx1`]).
     pub fn rx2(&self) -> Window {
         rx2(self.rx1_delay, self.rx2_frequency, self.rx2_datr)
     }
@@ -172,24 +125,11 @@ mod tests {
     }
 
     #[test]
-    fn rx1_offset_lowers_the_data_rate_down_to_dr0() {
-        let dr = |s| DataRate::parse(s).unwrap();
-        assert_eq!(eu868_index(dr("SF9BW125")), Some(3));
-        assert_eq!(eu868_index(dr("SF7BW250")), Some(6));
-        assert_eq!(eu868_rx1_datr(dr("SF7BW125"), 0), dr("SF7BW125"));
-        assert_eq!(eu868_rx1_datr(dr("SF7BW125"), 2), dr("SF9BW125"));
-        assert_eq!(eu868_rx1_datr(dr("SF11BW125"), 5), dr("SF12BW125"));
-        assert_eq!(eu868_rx1_datr(dr("SF7BW500"), 3), dr("SF7BW500"));
+    fn rx2_follows_rx1_by_a_second() {
         let s = RxSettings {
             rx1_delay: Duration::from_secs(5),
-            rx1_dr_offset: 1,
             ..RxSettings::EU868
         };
-        let w = s.rx1(868_300_000, dr("SF7BW125"));
-        assert_eq!(
-            (w.delay, w.frequency, w.datr),
-            (Duration::from_secs(5), 868_300_000, dr("SF8BW125"))
-        );
         assert_eq!(s.rx2().delay, Duration::from_secs(6));
     }
 }

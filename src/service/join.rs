@@ -55,11 +55,7 @@ impl Pipeline {
         let req = match parse_join_request(phy) {
             Ok(r) => r,
             Err(e) => {
-                self.refuse(
-                    Reason::BadFrame,
-                    &format_args!("gateway {}: {e}", rx.gateway),
-                    ack,
-                );
+                self.refuse_bad_frame(&rx, &e, ack);
                 return Ok(());
             }
         };

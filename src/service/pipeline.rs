@@ -426,6 +426,15 @@ impl Pipeline {
         }
     }
 
+    /// A gateway's frame that does not parse (data or join).
+    fn refuse_bad_frame(&self, rx: &RxMeta, e: &dyn std::fmt::Display, ack: Option<Ack>) {
+        self.refuse(
+            Reason::BadFrame,
+            &format_args!("gateway {}: {e}", rx.gateway),
+            ack,
+        );
+    }
+
     /// Count and log a refused input, and release its message: refusals are final.
     fn refuse(&self, reason: Reason, detail: &dyn std::fmt::Display, ack: Option<Ack>) {
         self.metrics.reject(reason, detail);
@@ -461,11 +470,7 @@ impl Pipeline {
         let frame = match parse_uplink(phy) {
             Ok(f) => f,
             Err(e) => {
-                self.refuse(
-                    Reason::BadFrame,
-                    &format_args!("gateway {}: {e}", rx.gateway),
-                    ack,
-                );
+                self.refuse_bad_frame(&rx, &e, ack);
                 return Ok(());
             }
         };
