@@ -18,6 +18,7 @@ pub mod fcnt;
 pub mod frame;
 pub mod join;
 pub mod keys;
+pub mod mac;
 pub mod otaa;
 pub mod radio;
 pub mod region;

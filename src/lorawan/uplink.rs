@@ -4,8 +4,6 @@
 //! is decrypted before its MIC verified, and nothing is published before its
 //! counter was judged.
 
-use serde::Serialize;
-
 use super::crypto::{Direction, SessionCrypto, MAX_PHY_PAYLOAD};
 use super::fcnt::{candidates, judge, FcntPolicy, FcntState, Verdict};
 use super::frame::DataFrame;
@@ -97,104 +95,4 @@ pub fn decrypt<'b>(
     plain
 }
 
-/// An uplink MAC command, surfaced for logs and tags (never fatal).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "command", rename_all = "camelCase")]
-pub enum MacCommand {
-    DevStatusAns {
-        battery: u8,
-        margin: i8,
-    },
-    LinkCheckReq,
-    DeviceTimeReq,
-    /// Another known answer, by CID.
-    Other {
-        cid: u8,
-    },
-    /// Bytes that do not parse as commands (unknown CID or truncated).
-    Unparsed {
-        bytes: usize,
-    },
-}
-
-/// Payload length of each uplink MAC command (LoRaWAN 1.0.4 §5), by CID.
-fn uplink_payload_len(cid: u8) -> Option<usize> {
-    Some(match cid {
-        0x02 | 0x04 | 0x08 | 0x09 | 0x0d => 0, // LinkCheckReq, DutyCycleAns, RXTimingSetupAns, TXParamSetupAns, DeviceTimeReq
-        0x03 | 0x05 | 0x07 | 0x0a => 1, // LinkADRAns, RXParamSetupAns, NewChannelAns, DlChannelAns
-        0x06 => 2,                      // DevStatusAns
-        _ => return None,
-    })
-}
-
-/// MAC commands from FOpts, or from a decrypted FPort 0 payload.
-///
-/// Our own walk, bounds-checked at every step: `lorawan` 0.9's iterator
-/// panics on a truncated command (it slices one byte past what it checked),
-/// and these bytes come from the radio.
-pub fn mac_commands(bytes: &[u8]) -> Vec<MacCommand> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let cid = bytes[at];
-        let Some(body) = uplink_payload_len(cid).and_then(|n| bytes.get(at + 1..at + 1 + n)) else {
-            out.push(MacCommand::Unparsed {
-                bytes: bytes.len() - at,
-            });
-            break;
-        };
-        out.push(match cid {
-            0x06 => MacCommand::DevStatusAns {
-                battery: body[0],
-                // 6-bit signed margin (1.0.4 §5.5).
-                margin: ((body[1] << 2) as i8) >> 2,
-            },
-            0x02 => MacCommand::LinkCheckReq,
-            0x0d => MacCommand::DeviceTimeReq,
-            cid => MacCommand::Other { cid },
-        });
-        at += 1 + body.len();
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mac_command_walk() {
-        assert_eq!(
-            mac_commands(&[0x06, 115, 7]),
-            vec![MacCommand::DevStatusAns {
-                battery: 115,
-                margin: 7
-            }]
-        );
-        assert_eq!(
-            mac_commands(&[0x06, 255, 0x3f]),
-            vec![MacCommand::DevStatusAns {
-                battery: 255,
-                margin: -1
-            }]
-        );
-        assert_eq!(
-            mac_commands(&[0x02, 0x03, 0x07, 0x0d]),
-            vec![
-                MacCommand::LinkCheckReq,
-                MacCommand::Other { cid: 3 },
-                MacCommand::DeviceTimeReq
-            ]
-        );
-        // Truncated (the input that panics lorawan 0.9) and unknown CIDs.
-        assert_eq!(
-            mac_commands(&[0x06, 1]),
-            vec![MacCommand::Unparsed { bytes: 2 }]
-        );
-        assert_eq!(
-            mac_commands(&[0x02, 0x80, 1]),
-            vec![MacCommand::LinkCheckReq, MacCommand::Unparsed { bytes: 2 }]
-        );
-        assert!(mac_commands(&[]).is_empty());
-    }
-}
+pub use super::mac::commands::{mac_commands, MacCommand};
