@@ -136,6 +136,7 @@ fn main() {
             let frame = GatewayUplink {
                 phy: phy.clone(),
                 rx: RxMeta {
+                    gps_time_ns: None,
                     gateway: *eui,
                     rssi: -50 - 10 * g as i32,
                     snr: 8.0 - 4.0 * g as f32,

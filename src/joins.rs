@@ -5,140 +5,24 @@
 //! restart or `kill -9`, and a device that joined just before a crash finds
 //! its session (pending or active) after it.
 //!
-//! An append-only log of lines `<crc32 hex> <json>`, each the whole state of
-//! one device (the last line of a device wins), handed to the kernel with
-//! one `write` each; `sync` (on the service's timer) bounds what a power cut
-//! can lose, as for the frame counters. At open a line whose CRC is wrong
-//! (a torn tail) is dropped and counted, and the log is compacted to one
-//! line per device through `fsutil::write_atomic`.
-
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+//! A [`StateLog`](crate::state_log::StateLog) in `joins.log`.
 
 use crate::lorawan::otaa::JoinState;
-use crate::lorawan::Eui64;
 
-const LOG: &str = "joins.log";
-
-#[derive(Debug, thiserror::Error)]
-pub enum JoinStoreError {
-    #[error("join store {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+impl crate::state_log::Logged for JoinState {
+    const FILE: &'static str = "joins.log";
+    const WHAT: &'static str = "join store";
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Line {
-    dev_eui: Eui64,
-    state: JoinState,
-}
-
-pub struct JoinStore {
-    path: PathBuf,
-    file: File,
-    states: HashMap<Eui64, JoinState>,
-    /// Lines dropped at open (torn or altered).
-    pub torn_lines: usize,
-}
-
-fn line(eui: Eui64, state: &JoinState) -> String {
-    let json = serde_json::to_string(&Line {
-        dev_eui: eui,
-        state: state.clone(),
-    })
-    .expect("join state serialises");
-    format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()))
-}
-
-impl JoinStore {
-    pub fn open(dir: &Path) -> Result<Self, JoinStoreError> {
-        let path = dir.join(LOG);
-        let io = |source| JoinStoreError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let text = match std::fs::read(&path) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(e)),
-        };
-        let mut states = HashMap::new();
-        let mut torn_lines = 0;
-        let mut lines = 0;
-        for l in text.lines() {
-            lines += 1;
-            let parsed = l.split_once(' ').and_then(|(crc, json)| {
-                let ok = u32::from_str_radix(crc, 16).ok()? == crc32fast::hash(json.as_bytes());
-                ok.then(|| serde_json::from_str::<Line>(json).ok())
-                    .flatten()
-            });
-            match parsed {
-                Some(Line { dev_eui, state }) => {
-                    states.insert(dev_eui, state);
-                }
-                None => torn_lines += 1,
-            }
-        }
-        if torn_lines > 0 {
-            tracing::warn!(path = %path.display(), torn_lines, "join log lines dropped (torn or altered)");
-        }
-        if lines > states.len() {
-            let all: String = states.iter().map(|(e, s)| line(*e, s)).collect();
-            crate::fsutil::write_atomic(&path, all.as_bytes(), 0o600).map_err(io)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        Ok(Self {
-            path,
-            file,
-            states,
-            torn_lines,
-        })
-    }
-
-    /// A device's state (default: never joined).
-    pub fn get(&self, eui: Eui64) -> JoinState {
-        self.states.get(&eui).cloned().unwrap_or_default()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&Eui64, &JoinState)> {
-        self.states.iter()
-    }
-
-    /// Record a device's new state (one `write`, before anything is sent).
-    pub fn record(&mut self, eui: Eui64, state: JoinState) -> Result<(), JoinStoreError> {
-        self.file
-            .write_all(line(eui, &state).as_bytes())
-            .map_err(|source| JoinStoreError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.states.insert(eui, state);
-        Ok(())
-    }
-
-    pub fn sync(&mut self) -> Result<(), JoinStoreError> {
-        self.file.sync_data().map_err(|source| JoinStoreError::Io {
-            path: self.path.clone(),
-            source,
-        })
-    }
-}
+pub type JoinStore = crate::state_log::StateLog<JoinState>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lorawan::Eui64;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    const LOG: &str = "joins.log";
     use crate::lorawan::otaa::JoinedSession;
     use crate::lorawan::DevAddr;
 

@@ -50,4 +50,5 @@ pub mod service;
 pub mod sim;
 pub mod sink;
 pub mod sketch;
+pub mod state_log;
 pub mod uplink;

@@ -29,6 +29,10 @@ pub struct RxMeta {
     pub frequency: Option<u32>,
     /// The uplink's data rate: RX1 answers at the same one.
     pub datr: Option<crate::lorawan::DataRate>,
+    /// The gateway's GPS time of the end of the uplink (ns since the GPS
+    /// epoch), when it reports one: what a DeviceTimeAns is best taken from.
+    #[serde(skip)]
+    pub gps_time_ns: Option<u64>,
 }
 
 impl RxMeta {

@@ -106,6 +106,7 @@ fn binary_readings_carry_base64_and_media_type() {
         readings,
         mac_commands: vec![],
         rx: RxMeta {
+            gps_time_ns: None,
             gateway: Eui64::from_u64(1),
             rssi: -99,
             snr: -7.5,

@@ -150,6 +150,7 @@ async fn send_join_request(udp: std::net::SocketAddr, i: usize, nonce: u16, vali
     let up = GatewayUplink {
         phy,
         rx: RxMeta {
+            gps_time_ns: None,
             gateway: Eui64::from_u64(0xb827_ebff_fe00_0001),
             rssi: -50,
             snr: 7.0,
@@ -349,6 +350,7 @@ impl FakeGateway {
         let up = GatewayUplink {
             phy,
             rx: RxMeta {
+                gps_time_ns: None,
                 gateway: self.eui,
                 rssi: -50,
                 snr: 7.0,

@@ -79,6 +79,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
             continue;
         };
         let rx = RxMeta {
+            gps_time_ns: None,
             gateway: gateway_id(gw)?,
             rssi: r.rssi,
             snr: r.snr.unwrap_or(0.0),
@@ -102,6 +103,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
             .transpose()?
             .unwrap_or_default(),
         rx: best.unwrap_or(RxMeta {
+            gps_time_ns: None,
             gateway: Eui64::default(),
             rssi: 0,
             snr: 0.0,

@@ -176,6 +176,7 @@ mod tests {
 
     fn rx(gw: u64, rssi: i32, snr: f32) -> RxMeta {
         RxMeta {
+            gps_time_ns: None,
             gateway: Eui64::from_u64(gw),
             rssi,
             snr,

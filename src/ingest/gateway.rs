@@ -10,6 +10,7 @@ use base64::Engine;
 use prost::Message;
 use serde::Deserialize;
 
+use crate::lorawan::mac::state::gps_from_unix_ns;
 use crate::lorawan::{DataRate, Eui64};
 use crate::metrics::Reason;
 use crate::uplink::RxMeta;
@@ -100,6 +101,25 @@ fn pb_datr(tx: &pb::UplinkTxInfo) -> Option<DataRate> {
     }
 }
 
+/// The gateway's GPS time of the uplink: its time since the GPS epoch, or
+/// its UTC time converted.
+fn pb_gps_time(
+    gps: Option<prost_types::Duration>,
+    utc: Option<prost_types::Timestamp>,
+) -> Option<u64> {
+    let ns = |s: i64, n: i32| {
+        u64::try_from(s)
+            .ok()?
+            .checked_mul(1_000_000_000)?
+            .checked_add(u64::try_from(n).ok()?)
+    };
+    match (gps, utc) {
+        (Some(d), _) if d.seconds > 0 => ns(d.seconds, d.nanos),
+        (_, Some(t)) if t.seconds > 0 => ns(t.seconds, t.nanos).map(gps_from_unix_ns),
+        _ => None,
+    }
+}
+
 fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
     let f = pb::UplinkFrame::decode(payload).map_err(|e| MessageError::Protobuf(e.to_string()))?;
     if f.phy_payload.is_empty() {
@@ -117,6 +137,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
             rssi: rx.rssi,
             snr: rx.snr,
             tmst: tmst_from_context(&rx.context),
+            gps_time_ns: pb_gps_time(rx.time_since_gps_epoch, rx.gw_time),
             datr: f.tx_info.as_ref().and_then(pb_datr),
             frequency: f.tx_info.map(|t| t.frequency),
         }
@@ -133,6 +154,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
                 message: "not 8 bytes".into(),
             })?;
         RxMeta {
+            gps_time_ns: None,
             gateway: Eui64(gw),
             rssi: rx.rssi,
             snr: rx.lora_snr as f32,
@@ -211,7 +233,29 @@ struct JsonRx {
     /// v4 `gwTime`, or `time` in early v4 and v3. Only validated: readings
     /// carry our own receive time, which a gateway without GPS cannot spoil.
     #[serde(rename = "gwTime", alias = "time")]
-    _time: Option<serde_json::Value>,
+    time: Option<serde_json::Value>,
+    /// v4 JSON of a protobuf Duration: `"1234.5s"`.
+    #[serde(rename = "timeSinceGpsEpoch")]
+    time_since_gps_epoch: Option<String>,
+}
+
+/// `timeSinceGpsEpoch` (`"1234.5s"`), or the UTC time (RFC 3339) converted.
+fn json_gps_time(gps: Option<&str>, utc: Option<&serde_json::Value>) -> Option<u64> {
+    if let Some(secs) = gps
+        .and_then(|g| g.strip_suffix('s'))
+        .and_then(|g| g.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e12)
+    {
+        return Some((secs * 1e9) as u64);
+    }
+    utc.and_then(|v| v.as_str()).and_then(utc_to_gps_ns)
+}
+
+/// An RFC 3339 UTC time as ns since the GPS epoch.
+pub(crate) fn utc_to_gps_ns(text: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()?;
+    let ns = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    u64::try_from(ns).ok().map(gps_from_unix_ns)
 }
 
 fn decode_json(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
@@ -250,6 +294,7 @@ fn decode_json(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
                 .as_ref()
                 .and_then(|t| t.frequency)
                 .map(|f| f as u32),
+            gps_time_ns: json_gps_time(rx.time_since_gps_epoch.as_deref(), rx.time.as_ref()),
             datr: f.tx_info.as_ref().and_then(JsonTx::datr),
         },
     })
@@ -328,6 +373,7 @@ mod tests {
         GatewayUplink {
             phy: hex::decode("400403020180010001a694642615d6c3b582").unwrap(),
             rx: RxMeta {
+                gps_time_ns: None,
                 gateway: Eui64::from_u64(0x0016c001f153a14c),
                 rssi: -57,
                 snr: 7.25,

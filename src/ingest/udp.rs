@@ -70,6 +70,12 @@ struct Rxpk {
     data: String,
     #[serde(default)]
     tmst: Option<u32>,
+    /// GPS time of the reception (ms since the GPS epoch), GPS gateways only.
+    #[serde(default)]
+    tmms: Option<u64>,
+    /// UTC time of the reception (RFC 3339), GPS gateways only.
+    #[serde(default)]
+    time: Option<String>,
     #[serde(default)]
     freq: Option<f64>,
     #[serde(default)]
@@ -150,6 +156,11 @@ fn rxpk_uplink(gateway: Eui64, p: Rxpk) -> Result<GatewayUplink, MessageError> {
             rssi: p.rssi.or(first.and_then(|r| r.rssic)).unwrap_or(0),
             snr: p.lsnr.or(first.and_then(|r| r.lsnr)).unwrap_or(0.0),
             tmst: p.tmst,
+            gps_time_ns: p.tmms.and_then(|ms| ms.checked_mul(1_000_000)).or_else(|| {
+                p.time
+                    .as_deref()
+                    .and_then(crate::ingest::gateway::utc_to_gps_ns)
+            }),
             frequency: p.freq.map(|mhz| (mhz * 1e6).round() as u32),
             // FSK frames carry a number here; only LoRa is answered.
             datr: p
@@ -326,6 +337,7 @@ mod tests {
         let up = GatewayUplink {
             phy: vec![0x40, 1, 2, 3],
             rx: RxMeta {
+                gps_time_ns: None,
                 gateway: Eui64::from_u64(7),
                 rssi: -90,
                 snr: -2.5,

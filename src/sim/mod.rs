@@ -595,6 +595,7 @@ pub async fn run(
         recent.push(sent);
         for g in 0..opts.gateways.max(1) {
             let rx = RxMeta {
+                gps_time_ns: None,
                 gateway: gateway_eui(g),
                 rssi: -40 - 17 * g as i32 - (rng.next() % 5) as i32,
                 snr: 9.5 - 4.0 * g as f32,
@@ -625,6 +626,7 @@ pub async fn run(
             let up = GatewayUplink {
                 phy: old,
                 rx: RxMeta {
+                    gps_time_ns: None,
                     gateway: gateway_eui(0),
                     rssi: -30,
                     snr: 10.0,
@@ -647,6 +649,7 @@ pub async fn run(
                     let up = GatewayUplink {
                         phy: junk,
                         rx: RxMeta {
+                            gps_time_ns: None,
                             gateway: gateway_eui(0),
                             rssi: -99,
                             snr: 0.0,
