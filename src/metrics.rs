@@ -125,6 +125,17 @@ pub struct Metrics {
     pub downlinks_failed: AtomicU64,
     /// Commands dropped after `Downlink.MaxAttempts` refusals.
     pub downlinks_dropped: AtomicU64,
+    /// MAC answers sent (LinkCheckAns, DeviceTimeAns) and requests sent
+    /// (LinkADRReq, DevStatusReq, RXParamSetupReq, RXTimingSetupReq).
+    pub mac_answers: AtomicU64,
+    pub mac_requests: AtomicU64,
+    /// Requests a device refused, or never answered.
+    pub mac_refused: AtomicU64,
+    pub mac_unanswered: AtomicU64,
+    /// LinkADRReqs a device took.
+    pub adr_changes: AtomicU64,
+    /// The last DevStatusAns of each device: battery (0..=255) and margin (dB).
+    pub dev_status: std::sync::Mutex<std::collections::BTreeMap<std::sync::Arc<str>, (u8, i8)>>,
     /// Commands waiting for their device's next uplink (a gauge).
     pub downlink_queue_depth: AtomicU64,
     /// Uplinks of handed-over devices held while the other edge publishes them.
@@ -249,6 +260,14 @@ impl Metrics {
             ("lorawan_downlinks_acked_total", &self.downlinks_acked),
             ("lorawan_downlinks_failed_total", &self.downlinks_failed),
             ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
+            ("lorawan_mac_answers_sent_total", &self.mac_answers),
+            ("lorawan_mac_requests_sent_total", &self.mac_requests),
+            ("lorawan_mac_requests_refused_total", &self.mac_refused),
+            (
+                "lorawan_mac_requests_unanswered_total",
+                &self.mac_unanswered,
+            ),
+            ("lorawan_adr_changes_total", &self.adr_changes),
             ("handover_uplinks_buffered_total", &self.handover_buffered),
             (
                 "handover_buffer_dropped_total",
@@ -273,6 +292,25 @@ impl Metrics {
             ("lorawan_downlink_queue_depth", &self.downlink_queue_depth),
         ] {
             let _ = writeln!(s, "# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
+        }
+        let status = self.dev_status.lock().expect("metrics lock");
+        if !status.is_empty() {
+            let _ = writeln!(s, "# TYPE lorawan_device_battery gauge");
+            for (d, (b, _)) in status.iter() {
+                let _ = writeln!(
+                    s,
+                    "lorawan_device_battery{{device=\"{}\"}} {b}",
+                    d.escape_default()
+                );
+            }
+            let _ = writeln!(s, "# TYPE lorawan_device_margin_db gauge");
+            for (d, (_, m)) in status.iter() {
+                let _ = writeln!(
+                    s,
+                    "lorawan_device_margin_db{{device=\"{}\"}} {m}",
+                    d.escape_default()
+                );
+            }
         }
         s
     }

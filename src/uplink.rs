@@ -96,6 +96,9 @@ pub struct Decoded {
     pub fport: Option<u8>,
     pub confirmed: bool,
     pub mac_commands: Vec<MacCommand>,
+    /// FCtrl: the device runs ADR, and asks for a downlink (ADRACKReq).
+    pub adr: bool,
+    pub adr_ack_req: bool,
     pub unmapped: u32,
     /// It verified under the device's pending (joined) session: that
     /// session is the device's now.
@@ -184,6 +187,8 @@ pub fn decode_parsed(
             fport: accepted.frame.fport,
             confirmed: accepted.frame.confirmed,
             mac_commands: macs,
+            adr: frame.fctrl & 0x80 != 0,
+            adr_ack_req: frame.fctrl & 0x40 != 0,
             unmapped: unmapped.unmapped,
             activates,
         });
@@ -226,6 +231,9 @@ pub struct Uplink {
     pub confirmed: bool,
     pub readings: Vec<Reading>,
     pub mac_commands: Vec<MacCommand>,
+    /// FCtrl's ADR and ADRACKReq bits (false when a network server relayed it).
+    pub adr: bool,
+    pub adr_ack_req: bool,
     /// The best reception, and how many gateways heard the frame.
     pub rx: RxMeta,
     pub gateways: u32,

@@ -105,6 +105,8 @@ fn binary_readings_carry_base64_and_media_type() {
         confirmed: true,
         readings,
         mac_commands: vec![],
+        adr: false,
+        adr_ack_req: false,
         rx: RxMeta {
             gps_time_ns: None,
             gateway: Eui64::from_u64(1),

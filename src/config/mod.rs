@@ -13,7 +13,7 @@ use serde_yaml_ng::Value;
 mod mqtt_clients;
 mod radio;
 pub use mqtt_clients::MqttClient;
-pub use radio::{DownlinkConfig, JoinConfig, RegionConfig};
+pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +48,7 @@ pub struct Config {
     pub region: RegionConfig,
     pub join: JoinConfig,
     pub downlink: DownlinkConfig,
+    pub mac: MacConfig,
     pub readings: ReadingsConfig,
     pub edgex: EdgexConfig,
     pub handover: HandoverConfig,
@@ -330,6 +331,7 @@ impl Default for Config {
             region: RegionConfig::default(),
             join: JoinConfig::default(),
             downlink: DownlinkConfig::default(),
+            mac: MacConfig::default(),
             readings: ReadingsConfig {
                 json_lines: "-".into(),
             },
@@ -495,6 +497,12 @@ impl Config {
                     "the container takeover needs Ingest.Mqtt: the container subscribes to the gateway stream beside this edge (a UDP port cannot be shared)",
                 );
             }
+        }
+        if !(0.0..=30.0).contains(&self.mac.installation_margin) {
+            return bad("Mac.InstallationMargin", "must be between 0 and 30 dB");
+        }
+        if self.mac.max_data_rate.is_some_and(|dr| dr > 15) {
+            return bad("Mac.MaxDataRate", "a data rate index is 0..=15");
         }
         if !self.ingest.udp.enabled && !self.ingest.mqtt.enabled {
             return bad("Ingest", "enable at least one of Udp and Mqtt");

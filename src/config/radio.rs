@@ -140,3 +140,33 @@ impl DownlinkConfig {
         }
     }
 }
+
+/// The MAC layer: what the service asks of devices (answers to what they
+/// ask — LinkCheckReq, DeviceTimeReq, ADRACKReq — are always given).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct MacConfig {
+    /// Adaptive data rate for devices that set the ADR bit (a device's
+    /// `adr: false` in the devices file turns it off for that device).
+    pub adr: bool,
+    /// dB of SNR kept in reserve by ADR (ChirpStack's default: 10).
+    pub installation_margin: f32,
+    /// The highest data rate ADR moves a device to (default: the highest
+    /// 125 kHz LoRa rate of the region's channels).
+    pub max_data_rate: Option<u8>,
+    /// How often a device is asked for its battery and link margin
+    /// (DevStatusReq); 0 for never.
+    #[serde(with = "humantime_serde")]
+    pub dev_status_interval: Duration,
+}
+
+impl Default for MacConfig {
+    fn default() -> Self {
+        Self {
+            adr: true,
+            installation_margin: 10.0,
+            max_data_rate: None,
+            dev_status_interval: Duration::from_secs(24 * 3600),
+        }
+    }
+}

@@ -100,6 +100,14 @@ pub struct DeviceEntry {
     /// DevNonces are checked.
     #[serde(default)]
     pub mac_version: MacVersionName,
+    /// Adaptive data rate for this device, when `Mac.Adr` is on and the
+    /// device sets the ADR bit (default: on).
+    #[serde(default = "yes")]
+    pub adr: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl DeviceEntry {
@@ -123,6 +131,7 @@ impl DeviceEntry {
             join_eui: None,
             app_key: None,
             mac_version: Default::default(),
+            adr: true,
         }
     }
 }
@@ -232,6 +241,9 @@ pub fn to_yaml(entries: &[DeviceEntry]) -> String {
             }
             if let Some(r) = e.region {
                 v["region"] = r.to_string().into();
+            }
+            if !e.adr {
+                v["adr"] = false.into();
             }
             if let (Activation::Otaa, Some(j), Some(k)) = (e.activation, e.join_eui, &e.app_key) {
                 v["activation"] = "otaa".into();

@@ -26,6 +26,8 @@ pub struct Device {
     /// `None`: the site's region.
     pub region: Option<RegionName>,
     pub mac_version: MacVersionName,
+    /// ADR wanted for this device (the devices file's `adr`).
+    pub adr: bool,
     /// OTAA devices: what their joins are checked and answered with.
     pub otaa: Option<OtaaKeys>,
     /// OTAA: the session of the last JoinAccept, until the device's first
@@ -117,6 +119,7 @@ impl Registry {
                 rx_windows: e.rx_windows,
                 region: e.region,
                 mac_version: e.mac_version,
+                adr: e.adr,
                 // An OTAA device rejoins when it reboots: no reset heuristics.
                 fcnt_policy: if otaa.is_some() {
                     FcntPolicy::Strict

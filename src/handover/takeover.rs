@@ -174,6 +174,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             join_eui: otaa.as_ref().map(|o| o.0),
             app_key: otaa.as_ref().map(|o| o.1),
             mac_version: otaa.as_ref().map_or(Default::default(), |o| o.2),
+            adr: true,
         },
         profile: Arc::new(profile),
         up: counter_of(&counter).1,

@@ -201,6 +201,8 @@ mod tests {
             confirmed: false,
             readings: vec![],
             mac_commands: vec![],
+            adr: false,
+            adr_ack_req: false,
             rx: meta,
             gateways: 1,
             source: Source::Udp,

@@ -276,6 +276,52 @@ impl Region {
         self.inner.get_downlink_tx_power_eirp(frequency) as i32
     }
 
+    /// The highest TX power index of the region (its lowest power).
+    pub fn max_tx_power_index(&self) -> u8 {
+        (0..16u8)
+            .take_while(|i| self.inner.get_tx_power_offset(usize::from(*i)).is_ok())
+            .last()
+            .unwrap_or(0)
+    }
+
+    /// The highest uplink data rate of the enabled channels at 125 kHz:
+    /// where ADR stops (faster rates need wider channels, not every
+    /// gateway hears them).
+    pub fn max_adr_dr(&self) -> u8 {
+        self.uplink_channels()
+            .iter()
+            .flat_map(|&(_, min, max)| min..=max)
+            .filter(|dr| self.data_rate(*dr).is_some_and(|d| d.bw_khz == 125))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The channel-mask part of a LinkADRReq block that leaves the device
+    /// on this site's channels: (ChMaskCntl, ChMask) per command.
+    /// EU-like plans: ChMaskCntl 6, every defined channel on (the device
+    /// keeps the channels its firmware or CFList gave it). US915/AU915: with
+    /// a sub-band, ChMaskCntl 7 (all 125 kHz channels off, the sub-band's
+    /// 500 kHz channel on), then the sub-band's eight channels; without,
+    /// ChMaskCntl 6 (all on).
+    pub fn adr_channel_masks(&self) -> Vec<(u8, u16)> {
+        match (self.settings.name.has_sub_bands(), self.settings.sub_band) {
+            (true, Some(b)) => {
+                let b = b.clamp(1, 8) - 1;
+                vec![(7, 1 << b), (b / 2, 0x00ff << (8 * u16::from(b % 2)))]
+            }
+            (true, None) => vec![(6, 0x00ff)],
+            (false, _) => {
+                let mask = self
+                    .inner
+                    .get_enabled_uplink_channel_indices()
+                    .into_iter()
+                    .filter(|i| *i < 16)
+                    .fold(0u16, |m, i| m | 1 << i);
+                vec![(6, mask)]
+            }
+        }
+    }
+
     /// The enabled uplink channels: (frequency, min DR, max DR).
     pub fn uplink_channels(&self) -> Vec<(u32, u8, u8)> {
         self.inner
@@ -299,6 +345,28 @@ mod tests {
     }
     fn region(n: RegionName) -> Region {
         Region::new(RegionSettings::new(n))
+    }
+
+    #[test]
+    fn adr_limits_and_channel_masks() {
+        // RP002: EU868 TXPower 0..=7; US915 0..=10 (RP002-1.0.3 adds
+        // 11..=14, which lrwn does not list: ADR asks no lower than it
+        // knows); DR5 (SF7BW125) and DR3.
+        let eu = region(RegionName::EU868);
+        assert_eq!((eu.max_tx_power_index(), eu.max_adr_dr()), (7, 5));
+        assert_eq!(eu.adr_channel_masks(), vec![(6, 0b111)]);
+        let us = Region::new(RegionSettings {
+            sub_band: Some(2),
+            ..RegionSettings::new(RegionName::US915)
+        });
+        assert_eq!((us.max_tx_power_index(), us.max_adr_dr()), (10, 3));
+        // Sub-band 2: channels 8..=15 (block 0, high byte) and 65.
+        assert_eq!(us.adr_channel_masks(), vec![(7, 0b10), (0, 0xff00)]);
+        let us3 = Region::new(RegionSettings {
+            sub_band: Some(3),
+            ..RegionSettings::new(RegionName::US915)
+        });
+        assert_eq!(us3.adr_channel_masks(), vec![(7, 0b100), (1, 0x00ff)]);
     }
 
     #[test]

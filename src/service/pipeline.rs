@@ -525,6 +525,8 @@ impl Pipeline {
             fport: decoded.fport,
             confirmed: decoded.confirmed,
             mac_commands: std::mem::take(&mut decoded.mac_commands),
+            adr: decoded.adr,
+            adr_ack_req: decoded.adr_ack_req,
             ..self.new_uplink(id, decoded.fcnt, decoded.next, rx, source)
         };
         let held = Held::new(uplink, id, decoded.next, ack);
@@ -613,6 +615,8 @@ impl Pipeline {
             confirmed: false,
             readings: std::mem::replace(&mut self.readings, Vec::with_capacity(16)),
             mac_commands: Vec::new(),
+            adr: false,
+            adr_ack_req: false,
             rx,
             gateways: 1,
             source,
