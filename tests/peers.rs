@@ -161,6 +161,7 @@ fn frames_agree_with_lora_packet_both_ways() {
                     adr: false,
                     ack: true,
                     fpending: true,
+                    adr_ack_req: false,
                     fopts: &[],
                     fport: Some(2),
                 };

@@ -18,14 +18,17 @@ use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::queue::DownlinkQueue;
-use super::windows::{plan, Timing};
+use super::windows::{plan, window_limit, Timing};
 use super::{Transmitters, TxAck, TxRequest};
 use crate::config::DownlinkConfig;
 use crate::counters::{CounterStore, CounterStoreError};
 use crate::devices::Device;
 use crate::lorawan::crypto::Direction;
 use crate::lorawan::encode::{build_frame, FrameSpec};
-use crate::lorawan::radio::Window;
+use crate::lorawan::mac::commands::encode_all;
+use crate::lorawan::mac::state::fit;
+use crate::lorawan::mac::{Decision, DownCommand};
+use crate::lorawan::radio::{RxSettings, Window};
 use crate::lorawan::region::{MacVersionName, Region, RegionName};
 use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Source};
@@ -57,6 +60,14 @@ impl Regions {
     }
 }
 
+/// MAC commands a gateway sent to `device` in the window of uplink `fcnt`.
+#[derive(Debug)]
+pub struct MacSent {
+    pub device: u32,
+    pub commands: Vec<DownCommand>,
+    pub fcnt: u32,
+}
+
 /// A transmission waiting for its gateway's answer.
 struct InFlight {
     device: u32,
@@ -66,6 +77,8 @@ struct InFlight {
     fcnt: Option<u32>,
     /// The queued command carried; `None` for a bare ACK.
     seq: Option<u64>,
+    /// The MAC commands carried, and the uplink whose window it is.
+    mac: Option<(Vec<DownCommand>, u32)>,
     req: TxRequest,
     source: Source,
     /// RX1 was asked: the device's RX2 is left to try if it is refused.
@@ -103,16 +116,28 @@ impl Scheduler {
         }
     }
 
-    /// `up` of device `id` was published: send what is due for it.
-    pub fn on_uplink(&mut self, id: u32, device: &Device, up: &Uplink, store: &CounterStore) {
-        if !self.cfg.enabled || (!up.confirmed && self.queue.is_empty()) {
+    /// `up` of device `id` was published: send what is due for it (a
+    /// queued command, the ACK of a confirmed uplink, the MAC commands of
+    /// `mac`), in the windows the device listens in (`listens`: what it
+    /// acknowledged; `None`: its configured windows).
+    pub fn on_uplink(
+        &mut self,
+        id: u32,
+        device: &Device,
+        up: &Uplink,
+        store: &CounterStore,
+        mac: &Decision,
+        listens: Option<RxSettings>,
+    ) {
+        let must = up.confirmed || mac.must_send;
+        if !self.cfg.enabled || (!must && self.queue.is_empty()) {
             return;
         }
         if self.in_flight.values().any(|f| f.device == id) {
             return; // one transmission per device at a time
         }
         let command = self.queue.front(&device.name);
-        if command.is_none() && !up.confirmed {
+        if command.is_none() && !must {
             return;
         }
         let name = &device.name;
@@ -127,22 +152,46 @@ impl Scheduler {
             );
             return;
         };
-        let (fport, payload, behind, seq) = match &command {
-            Some((c, behind)) => (Some(c.fport), &c.payload[..], *behind, Some(c.seq)),
-            None => (None, &[][..], 0, None),
+        let (mut fport, mut payload, behind, seq) = match &command {
+            Some((c, behind)) => (Some(c.fport), c.payload.clone(), *behind, Some(c.seq)),
+            None => (None, Vec::new(), 0, None),
         };
-        // Where this device listens: its region, its own windows over the
-        // defaults, and only where the region allows this payload.
+        // Where this device listens: its region, the windows it
+        // acknowledged (or its own over the defaults), and only where the
+        // region allows this payload.
         let region = self.regions.get(device.region);
-        let rx = device.rx_windows.over(self.cfg.rx_defaults(region));
+        let rx = listens.unwrap_or_else(|| device.rx_windows.over(self.cfg.rx_defaults(region)));
         let heard = up.rx.frequency.zip(up.rx.datr);
+        let version = MacVersionName::default();
+        // MAC commands ride in FOpts beside an application payload (15
+        // bytes at most), or alone as an FPort 0 payload encrypted with the
+        // NwkSKey, as many as the first window's rate allows.
+        let (fopts, mac_sent) = if fport.is_some() {
+            let room = plan(region, version, &rx, Timing::Data, heard, payload.len())
+                .map_or(0, |p| {
+                    window_limit(region, version, &p.first).saturating_sub(payload.len())
+                });
+            let sent = fit(&mac.commands, room.min(15));
+            (encode_all(&sent), sent)
+        } else if !mac.commands.is_empty() {
+            let room = plan(region, version, &rx, Timing::Data, heard, 0)
+                .map_or(0, |p| window_limit(region, version, &p.first));
+            let sent = fit(&mac.commands, room);
+            if !sent.is_empty() {
+                fport = Some(0);
+                payload = encode_all(&sent);
+            }
+            (Vec::new(), sent)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let plan = match plan(
             region,
-            MacVersionName::default(),
+            version,
             &rx,
             Timing::Data,
             heard,
-            payload.len(),
+            payload.len() + fopts.len(),
         ) {
             Ok(p) => p,
             Err(e) => {
@@ -166,13 +215,14 @@ impl Scheduler {
             adr: false,
             ack: up.confirmed,
             fpending: behind > 0,
-            fopts: &[],
+            adr_ack_req: false,
+            fopts: &fopts,
             fport,
         };
         let req = TxRequest {
             id: self.new_id(),
             gateway: up.rx.gateway,
-            phy: build_frame(crypto, &spec, payload),
+            phy: build_frame(crypto, &spec, &payload),
             uplink_tmst: tmst,
             window: plan.first,
             power_dbm,
@@ -183,12 +233,13 @@ impl Scheduler {
             dev_eui: device.dev_eui,
             fcnt: Some(fcnt),
             seq,
+            mac: (!mac_sent.is_empty()).then_some((mac_sent, up.fcnt)),
             rx2_left: plan.fallback,
             req,
             source: up.source,
             deadline: Instant::now(),
         };
-        tracing::debug!(device = %name, fcnt, command = ?seq, ack = up.confirmed, "downlink scheduled");
+        tracing::debug!(device = %name, fcnt, command = ?seq, ack = up.confirmed, mac = ?flight.mac, "downlink scheduled");
         self.send(flight);
     }
 
@@ -242,6 +293,7 @@ impl Scheduler {
             dev_eui: device.dev_eui,
             fcnt: None,
             seq: None,
+            mac: None,
             rx2_left: plan.fallback,
             req,
             source,
@@ -291,19 +343,22 @@ impl Scheduler {
         tracing::warn!(device, "downlink not sent: {why}");
     }
 
-    /// A gateway answered transmission `ack.id`.
+    /// A gateway answered transmission `ack.id`. If it sent MAC
+    /// commands, they are returned: the device's requests now wait for
+    /// answers.
     pub fn on_ack(
         &mut self,
         ack: TxAck,
         store: &mut CounterStore,
-    ) -> Result<(), CounterStoreError> {
+    ) -> Result<Option<MacSent>, CounterStoreError> {
         let Some(f) = self.in_flight.remove(&ack.id) else {
             tracing::debug!(
                 id = ack.id,
                 "acknowledgement of no pending downlink (late or foreign)"
             );
-            return Ok(());
+            return Ok(None);
         };
+        let mut sent = None;
         match ack.result {
             Ok(()) => {
                 self.metrics.downlinks_acked.fetch_add(1, Relaxed);
@@ -316,6 +371,11 @@ impl Scheduler {
                         tracing::error!(device = %f.name, error = %e, "sent command still queued");
                     }
                 }
+                sent = f.mac.map(|(commands, fcnt)| MacSent {
+                    device: f.device,
+                    commands,
+                    fcnt,
+                });
             }
             Err(reason) if f.rx2_left.is_some() => {
                 self.metrics.downlinks_failed.fetch_add(1, Relaxed);
@@ -336,7 +396,7 @@ impl Scheduler {
                 self.refused(&f);
             }
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// A refused command stays queued for the next uplink, until it has

@@ -67,13 +67,7 @@ pub fn plan(
         frequency: rx.rx2_frequency,
         datr: rx.rx2_datr,
     };
-    // A rate the region has no table for (a custom RX2) gets LoRaWAN's own
-    // bound: no PHYPayload over 255 bytes is ever built.
-    let limit = |w: &Window| {
-        region
-            .max_payload(version, w.datr)
-            .unwrap_or(MAX_FRM_PAYLOAD)
-    };
+    let limit = |w: &Window| window_limit(region, version, w);
     let fits = |w: &Window| len <= limit(w);
     match rx1 {
         Some(w1) if fits(&w1) => Ok(Plan {
@@ -98,6 +92,15 @@ pub fn plan(
             })
         }
     }
+}
+
+/// The most FOpts and FRMPayload together can carry in window `w`. A rate
+/// the region has no table for (a custom RX2) gets LoRaWAN's own bound: no
+/// PHYPayload over 255 bytes is ever built.
+pub fn window_limit(region: &Region, version: MacVersionName, w: &Window) -> usize {
+    region
+        .max_payload(version, w.datr)
+        .unwrap_or(MAX_FRM_PAYLOAD)
 }
 
 /// The most a downlink can carry in `region` at any of its downlink rates

@@ -10,7 +10,7 @@ use base64::Engine;
 use prost::Message;
 use serde::Deserialize;
 
-use crate::lorawan::mac::state::gps_from_unix_ns;
+use crate::lorawan::mac::state::{gps_from_unix_ns, GPS_EPOCH_UNIX, GPS_LEAP_SECONDS};
 use crate::lorawan::{DataRate, Eui64};
 use crate::metrics::Reason;
 use crate::uplink::RxMeta;
@@ -241,14 +241,33 @@ struct JsonRx {
 
 /// `timeSinceGpsEpoch` (`"1234.5s"`), or the UTC time (RFC 3339) converted.
 fn json_gps_time(gps: Option<&str>, utc: Option<&serde_json::Value>) -> Option<u64> {
-    if let Some(secs) = gps
-        .and_then(|g| g.strip_suffix('s'))
-        .and_then(|g| g.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e12)
-    {
-        return Some((secs * 1e9) as u64);
+    // Whole seconds and up to nine digits of fraction, exactly (an f64
+    // cannot hold nanoseconds since 1980).
+    let duration = |g: &str| -> Option<u64> {
+        let (secs, frac) = g
+            .strip_suffix('s')?
+            .split_once('.')
+            .unwrap_or((g.strip_suffix('s')?, ""));
+        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let nanos: u64 = format!("{frac:0<9}").parse().ok()?;
+        let secs: u64 = secs.parse().ok().filter(|s| *s > 0)?;
+        secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+    };
+    if let Some(ns) = gps.and_then(duration) {
+        return Some(ns);
     }
     utc.and_then(|v| v.as_str()).and_then(utc_to_gps_ns)
+}
+
+/// GPS time (ns) as an RFC 3339 UTC time (the simulator's gateways).
+fn utc_of_gps_ns(ns: u64) -> String {
+    let unix_ns = ns + (GPS_EPOCH_UNIX - GPS_LEAP_SECONDS) * 1_000_000_000;
+    humantime::format_rfc3339_nanos(
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns),
+    )
+    .to_string()
 }
 
 /// An RFC 3339 UTC time as ns since the GPS epoch.
@@ -329,24 +348,34 @@ pub fn encode(up: &GatewayUplink, format: WireFormat) -> Vec<u8> {
                 snr: up.rx.snr,
                 context: ctx,
                 crc_status: pb::CrcStatus::CrcOk as i32,
+                time_since_gps_epoch: up.rx.gps_time_ns.map(|ns| prost_types::Duration {
+                    seconds: (ns / 1_000_000_000) as i64,
+                    nanos: (ns % 1_000_000_000) as i32,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         }
         .encode_to_vec(),
-        WireFormat::JsonV4 => serde_json::to_vec(&serde_json::json!({
+        WireFormat::JsonV4 => {
+            let mut v = serde_json::json!({
             "phyPayload": b64e(&up.phy),
             "txInfo": {"frequency": up.rx.frequency.unwrap_or(868_100_000),
                        "modulation": {"lora": {"bandwidth": u32::from(dr.bw_khz) * 1000, "spreadingFactor": dr.sf, "codeRate": "CR_4_5"}}},
-            "rxInfo": {"gatewayId": up.rx.gateway.to_string(), "uplinkId": 1, "gwTime": "2026-11-24T10:00:00Z",
+            "rxInfo": {"gatewayId": up.rx.gateway.to_string(), "uplinkId": 1,
                        "rssi": up.rx.rssi, "snr": up.rx.snr, "context": b64e(&ctx), "crcStatus": "CRC_OK"},
-        }))
-        .expect("json"),
+            });
+            if let Some(ns) = up.rx.gps_time_ns {
+                v["rxInfo"]["timeSinceGpsEpoch"] =
+                    format!("{}.{:09}s", ns / 1_000_000_000, ns % 1_000_000_000).into();
+            }
+            serde_json::to_vec(&v).expect("json")
+        }
         WireFormat::JsonV3 => serde_json::to_vec(&serde_json::json!({
             "phyPayload": b64e(&up.phy),
             "txInfo": {"frequency": up.rx.frequency.unwrap_or(868_100_000), "modulation": "LORA",
                        "loRaModulationInfo": {"bandwidth": dr.bw_khz, "spreadingFactor": dr.sf, "codeRate": "4/5"}},
-            "rxInfo": {"gatewayID": b64e(&up.rx.gateway.0), "time": "2026-11-24T10:00:00Z",
+            "rxInfo": {"gatewayID": b64e(&up.rx.gateway.0), "time": up.rx.gps_time_ns.map(utc_of_gps_ns),
                        "timestamp": up.rx.tmst.unwrap_or(0), "rssi": up.rx.rssi, "loRaSNR": up.rx.snr,
                        "channel": 0, "rfChain": 0, "board": 0, "antenna": 0},
         }))
@@ -388,7 +417,23 @@ mod tests {
     fn every_format_round_trips() {
         for f in [WireFormat::Protobuf, WireFormat::JsonV4, WireFormat::JsonV3] {
             assert_eq!(decode(&encode(&sample(), f)).unwrap(), sample(), "{f:?}");
+            // A GPS gateway's time of the uplink, in each format's own field.
+            let mut gps = sample();
+            gps.rx.gps_time_ns = Some(1_451_260_818_250_000_000);
+            assert_eq!(decode(&encode(&gps, f)).unwrap(), gps, "{f:?}");
         }
+    }
+
+    #[test]
+    fn utc_times_become_gps_times() {
+        // 2026-01-01T00:00:00Z is 1451260818 s of GPS time (18 leap seconds).
+        let j = br#"{"phyPayload":"QAQDAgGAAQABppRkJhXWw7WC","rxInfo":{"gatewayId":"0016c001f153a14c","gwTime":"2026-01-01T00:00:00.5Z"}}"#;
+        assert_eq!(
+            decode(j).unwrap().rx.gps_time_ns,
+            Some(1_451_260_818_500_000_000)
+        );
+        let bad = br#"{"phyPayload":"QAQDAgGAAQABppRkJhXWw7WC","rxInfo":{"gatewayId":"0016c001f153a14c","gwTime":"yesterday","timeSinceGpsEpoch":"-5s"}}"#;
+        assert_eq!(decode(bad).unwrap().rx.gps_time_ns, None);
     }
 
     #[test]

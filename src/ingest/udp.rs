@@ -178,12 +178,16 @@ pub fn push_data(token: u16, gateway: Eui64, frames: &[GatewayUplink]) -> Vec<u8
     let rxpk: Vec<_> = frames
         .iter()
         .map(|f| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "tmst": f.rx.tmst.unwrap_or(0), "chan": 0, "rfch": 0,
                 "freq": f.rx.frequency.unwrap_or(868_100_000) as f64 / 1e6, "stat": 1, "modu": "LORA",
                 "datr": f.rx.datr.map_or("SF7BW125".to_string(), |d| d.to_string()), "codr": "4/5", "rssi": f.rx.rssi, "lsnr": f.rx.snr, "size": f.phy.len(),
                 "data": base64::engine::general_purpose::STANDARD.encode(&f.phy),
-            })
+            });
+            if let Some(ns) = f.rx.gps_time_ns {
+                v["tmms"] = (ns / 1_000_000).into();
+            }
+            v
         })
         .collect();
     let mut d = vec![2, (token >> 8) as u8, token as u8, PUSH_DATA];

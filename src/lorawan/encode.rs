@@ -17,6 +17,8 @@ pub struct FrameSpec<'a> {
     pub ack: bool,
     /// Downlinks: more are queued for the device (FCtrl bit 4).
     pub fpending: bool,
+    /// Uplinks: the device asks for a downlink (ADRACKReq, FCtrl bit 6).
+    pub adr_ack_req: bool,
     /// Plaintext MAC commands, at most 15 bytes.
     pub fopts: &'a [u8],
     pub fport: Option<u8>,
@@ -38,7 +40,9 @@ pub fn build_frame(crypto: &SessionCrypto, spec: &FrameSpec<'_>, payload: &[u8])
     out.push(mtype);
     out.extend_from_slice(&spec.dev_addr.to_wire());
     let fpending = spec.dir == Direction::Down && spec.fpending;
+    let adr_ack_req = spec.dir == Direction::Up && spec.adr_ack_req;
     let fctrl = (u8::from(spec.adr) << 7)
+        | (u8::from(adr_ack_req) << 6)
         | (u8::from(spec.ack) << 5)
         | (u8::from(fpending) << 4)
         | spec.fopts.len() as u8;
@@ -80,6 +84,7 @@ pub fn uplink(
         adr: false,
         ack: false,
         fpending: false,
+        adr_ack_req: false,
         fopts: &[],
         fport: Some(fport),
     };
@@ -98,6 +103,8 @@ pub struct ReceivedDownlink {
     pub fport: Option<u8>,
     /// The decrypted FRMPayload.
     pub payload: Vec<u8>,
+    /// MAC commands in FOpts.
+    pub fopts: Vec<u8>,
 }
 
 /// Why a mote drops a downlink.
@@ -171,6 +178,7 @@ pub fn open_downlink(
         fpending: fctrl & 0x10 != 0,
         fport,
         payload,
+        fopts: phy[8..fopts_end].to_vec(),
     })
 }
 
@@ -188,6 +196,7 @@ mod tests {
             adr: false,
             ack: true,
             fpending: true,
+            adr_ack_req: false,
             fopts: &[],
             fport,
         }
@@ -209,6 +218,7 @@ mod tests {
                 fpending: true,
                 fport: Some(2),
                 payload: vec![0x01, 0x2c],
+                fopts: vec![],
             }
         );
         // The 16 bits on air roll over into the next 64 Ki.

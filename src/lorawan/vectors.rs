@@ -70,6 +70,7 @@ fn vector_2_downlink_with_high_counter() {
         adr: true,
         ack: false,
         fpending: false,
+        adr_ack_req: false,
         fopts: &[],
         fport: Some(42),
     };

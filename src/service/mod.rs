@@ -206,6 +206,10 @@ pub async fn start(
         parts.metrics.clone(),
     );
     let joins = crate::joins::JoinStore::open(&config.service.data_dir)?;
+    let mac = pipeline::MacLayer::new(
+        config.mac.clone(),
+        pipeline::MacStore::open(&config.service.data_dir)?,
+    );
     let mut pipeline = Pipeline::new(
         config.clone(),
         parts,
@@ -214,6 +218,7 @@ pub async fn start(
         control_rx,
         scheduler,
         joins,
+        mac,
     );
     for eui in standby {
         pipeline.stand_by(eui);

@@ -33,6 +33,10 @@ use crate::joins::JoinStore;
 mod join;
 use join::{is_join_request, PendingJoin};
 
+#[path = "mac.rs"]
+mod mac;
+pub(super) use mac::{MacLayer, MacStore};
+
 /// A frame that would reset its device's counter. After a reboot, an LMIC
 /// mote's frames are byte-identical to the previous boot's frames with the
 /// same counter, so one frame cannot tell a reboot from a replay of a
@@ -116,6 +120,8 @@ pub(super) struct Pipeline {
     no_joins: std::collections::HashSet<u32>,
     /// JoinAccepts waiting for the de-duplication window.
     joining: Dedup<PendingJoin>,
+    /// Each device's MAC state (durable).
+    mac: MacLayer,
 }
 
 /// Give OTAA devices the sessions their joins made (derived again from the
@@ -171,6 +177,7 @@ impl Pipeline {
         control: mpsc::UnboundedReceiver<Control>,
         scheduler: Scheduler,
         joins: JoinStore,
+        mac: MacLayer,
     ) -> Self {
         let mut parts = parts;
         let mut store = store;
@@ -202,6 +209,7 @@ impl Pipeline {
                     .min(std::time::Duration::from_millis(500)),
             ),
             joins,
+            mac,
             no_joins: Default::default(),
             dedup: Dedup::new(config.ingest.dedup_window),
             config,
@@ -262,6 +270,7 @@ impl Pipeline {
                 _ = sync.tick() => {
                     self.store.sync()?;
                     self.joins.sync()?;
+                    self.mac.sync()?;
                     self.sink.flush()?;
                 }
                 _ = &mut shutdown => break,
@@ -278,6 +287,7 @@ impl Pipeline {
         self.sink.flush()?;
         self.store.sync()?;
         self.joins.sync()?;
+        self.mac.sync()?;
         Ok(())
     }
 
@@ -422,7 +432,19 @@ impl Pipeline {
                 ack,
             } => self.handle_phy(&phy, rx, source, ack),
             IngestEvent::App(up, ack) => self.handle_app(up, ack),
-            IngestEvent::TxAck(a) => Ok(self.scheduler.on_ack(a, &mut self.store)?),
+            IngestEvent::TxAck(a) => {
+                if let Some(sent) = self.scheduler.on_ack(a, &mut self.store)? {
+                    let device = self.registry.get(sent.device);
+                    self.mac.on_sent(
+                        sent.device,
+                        device,
+                        &sent.commands,
+                        sent.fcnt,
+                        &self.metrics,
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -742,7 +764,7 @@ impl Pipeline {
     /// acknowledge its messages. If a sink refuses (outbox full), neither
     /// happens: the loss is counted and logged, and a restart would take
     /// the broker's redelivery.
-    fn publish(&mut self, h: Held) -> anyhow::Result<()> {
+    fn publish(&mut self, mut h: Held) -> anyhow::Result<()> {
         if !self.standby.is_empty() && self.standby.contains_key(&h.device) {
             return self.hold_back(h);
         }
@@ -755,6 +777,23 @@ impl Pipeline {
             }
             self.covered.remove(&h.device);
         }
+        // The MAC layer first: a DevStatusAns adds readings to this event.
+        let device = self.registry.get(h.device);
+        let mac = match h.uplink.source {
+            // A network server relayed it: the MAC layer is its own.
+            Source::ApplicationMqtt => Default::default(),
+            _ => {
+                let region = self.scheduler.region_of(device.region);
+                self.mac.on_uplink(
+                    h.device,
+                    device,
+                    region,
+                    &self.config.downlink,
+                    &mut h.uplink,
+                    &self.metrics,
+                )?
+            }
+        };
         match self.sink.publish(&h.uplink) {
             Ok(()) => {
                 self.metrics.published.fetch_add(1, Relaxed);
@@ -762,8 +801,11 @@ impl Pipeline {
                 self.persist(h.device, h.persist)?;
                 ack_all(h.acks);
                 let device = self.registry.get(h.device);
+                let listens = self
+                    .mac
+                    .rx_of(h.device, self.scheduler.region_of(device.region));
                 self.scheduler
-                    .on_uplink(h.device, device, &h.uplink, &self.store);
+                    .on_uplink(h.device, device, &h.uplink, &self.store, &mac, listens);
             }
             Err(e) => {
                 let up = &h.uplink;

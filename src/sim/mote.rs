@@ -200,6 +200,7 @@ impl Mote {
             adr: false,
             ack: false,
             fpending: false,
+            adr_ack_req: false,
             fopts: &[],
             fport: Some(FPORT),
         };
