@@ -189,6 +189,24 @@ struct SimulateArgs {
     /// 1.0.4 (counted).
     #[arg(long, default_value = "1.0.3", value_parser = parse_mac_version)]
     mac_version: device_lorawan::lorawan::region::MacVersionName,
+    /// The motes run ADR as LMIC does (`--adr false`: fixed rates in turn).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    adr: bool,
+    /// The data rate index the motes start at (default: the region's fastest 125 kHz one).
+    #[arg(long)]
+    start_dr: Option<u8>,
+    /// Each mote's SNR at the nearest gateway, dB, comma-separated, cycled (default 9.5).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    link_snr: Vec<f32>,
+    /// Every k-th frame of a mote asks LinkCheckReq.
+    #[arg(long)]
+    link_check_every: Option<u32>,
+    /// Every k-th frame of a mote asks DeviceTimeReq.
+    #[arg(long)]
+    device_time_every: Option<u32>,
+    /// Gateways report their GPS time of each uplink.
+    #[arg(long)]
+    gateway_time: bool,
 }
 
 fn parse_mac_version(s: &str) -> Result<device_lorawan::lorawan::region::MacVersionName, String> {
@@ -414,6 +432,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         }
         (None, None) => Target::Udp("127.0.0.1:1700".parse()?),
     };
+    let adr = a.adr;
     let opts = SimOptions {
         devices: a.devices,
         gateways: a.gateways,
@@ -442,6 +461,13 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         mac_version: a.mac_version,
         lost_join_accepts: 0,
         otaa_rejoin_every: a.reboot_every,
+        adr: a.adr,
+        start_dr: a.start_dr,
+        link_snr: a.link_snr,
+        refuse_dr_above: None,
+        link_check_every: a.link_check_every,
+        device_time_every: a.device_time_every,
+        gateway_time: a.gateway_time,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -466,6 +492,22 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         println!(
             "downlink to {}: FCntDown {}, ack {}, port {:?}, payload {}, {} µs after the uplink at {} Hz {}; interval now {} s",
             d.device, d.fcnt, d.ack, d.fport, hex::encode(&d.payload), d.delay_us, d.frequency, d.datr, d.interval_s
+        );
+    }
+    for t in &report.told {
+        println!("{} was told {:?}", t.device, t.what);
+    }
+    if adr {
+        for m in &report.motes {
+            println!(
+                "{}: DR{} at TX power {} (NbTrans {}); LinkADRReq taken {}, refused {}; stepped down {} times",
+                m.device, m.dr, m.tx_power, m.nb_trans, m.adr_taken, m.adr_refused, m.steps_down
+            );
+        }
+        println!(
+            "time on air {:.1} s; {} frames heard by no gateway",
+            report.airtime.as_secs_f64(),
+            report.lost_on_air
         );
     }
     if report.refused + report.downlinks_dropped + report.downlinks_missed > 0 {

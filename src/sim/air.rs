@@ -2,7 +2,7 @@
 //! is taken only in a receive window the mote opened (its delay, channel
 //! and data rate), as LMIC listens nowhere else.
 
-use super::{mote::Mote, JoinedByMote, ReceivedByMote, SimReport};
+use super::{mote::Mote, JoinedByMote, ReceivedByMote, SimReport, Told};
 use crate::downlink::wire::Transmission;
 use crate::lorawan::radio::Window;
 use crate::lorawan::region::Region;
@@ -14,6 +14,8 @@ pub(super) struct SentUplink {
     pub(super) tmst: u32,
     pub(super) frequency: u32,
     pub(super) datr: crate::lorawan::DataRate,
+    /// The simulator's GPS time of the uplink (what its gateways report).
+    pub(super) gps_ns: u64,
 }
 
 /// The delay (µs) of `t` after uplink `u`, if `t` comes in one of `windows`.
@@ -111,27 +113,37 @@ pub(super) fn deliver(
     let rx = mote.rx;
     let heard = sent[i].iter().find_map(|u| {
         let w1 = region.rx1(u.frequency, u.datr, rx.rx1_dr_offset, rx.rx1_delay);
-        in_window(&t, u, [w1, Some(rx.rx2())])
+        in_window(&t, u, [w1, Some(rx.rx2())]).map(|d| (d, u.gps_ns))
     });
-    let Some(delay_us) = heard else {
+    let Some((delay_us, uplink_gps_ns)) = heard else {
         tracing::warn!(device = %mote.name, frequency = t.frequency, datr = %t.datr,
             "simulated mote was not listening there or then: downlink missed");
         report.downlinks_missed += 1;
         return;
     };
-    match mote.receive(&t.phy) {
-        Ok(d) => report.downlinks.push(ReceivedByMote {
-            device: mote.name.clone(),
-            fcnt: d.fcnt,
-            ack: d.ack,
-            fpending: d.fpending,
-            fport: d.fport,
-            payload: d.payload,
-            delay_us,
-            frequency: t.frequency,
-            datr: t.datr.to_string(),
-            interval_s: mote.interval_s,
-        }),
+    match mote.receive(&t.phy, region) {
+        Ok((d, told)) => {
+            for what in told {
+                report.told.push(Told {
+                    device: mote.name.clone(),
+                    what,
+                    uplink_gps_ns,
+                });
+            }
+            report.downlinks.push(ReceivedByMote {
+                device: mote.name.clone(),
+                fcnt: d.fcnt,
+                ack: d.ack,
+                fpending: d.fpending,
+                fport: d.fport,
+                payload: d.payload,
+                fopts: d.fopts,
+                delay_us,
+                frequency: t.frequency,
+                datr: t.datr.to_string(),
+                interval_s: mote.interval_s,
+            })
+        }
         Err(e) => {
             tracing::warn!(device = %mote.name, error = %e, "simulated mote dropped a downlink");
             report.downlinks_dropped += 1;

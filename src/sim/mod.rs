@@ -8,6 +8,7 @@
 //! firmware does, and the report lists what each mote received.
 
 mod air;
+pub mod lmic_mac;
 pub mod mote;
 use air::{deliver, SentUplink};
 
@@ -93,6 +94,24 @@ pub struct SimOptions {
     /// An OTAA mote reboots, and so joins again, after this many frames of
     /// a session (ABP motes follow `reboot_every`).
     pub otaa_rejoin_every: Option<u32>,
+    /// The motes run ADR as LMIC does (ADR bit, ADRACKReq, stepping down,
+    /// LinkADRReq taken), each at its own data rate, and a gateway hears a
+    /// frame only above its rate's demodulation floor.
+    pub adr: bool,
+    /// The data rate the motes start at (default: the region's fastest
+    /// 125 kHz rate, as the project's sketch sets).
+    pub start_dr: Option<u8>,
+    /// Each mote's SNR (dB) at the nearest gateway at full power, by mote
+    /// index, cycled (empty: 9.5 dB for all); each further gateway hears it
+    /// 4 dB lower, each TX power step 2 dB lower.
+    pub link_snr: Vec<f32>,
+    /// The motes' firmware refuses data rates above this (LinkADRAns NACK).
+    pub refuse_dr_above: Option<u8>,
+    /// Every k-th frame of a mote asks LinkCheckReq / DeviceTimeReq.
+    pub link_check_every: Option<u32>,
+    pub device_time_every: Option<u32>,
+    /// Gateways report their GPS time of each uplink (`tmms`, `timeSinceGpsEpoch`).
+    pub gateway_time: bool,
 }
 
 impl Default for SimOptions {
@@ -116,6 +135,13 @@ impl Default for SimOptions {
             lost_join_accepts: 0,
             otaa_rejoin_every: None,
             linger: Duration::ZERO,
+            adr: false,
+            start_dr: None,
+            link_snr: Vec::new(),
+            refuse_dr_above: None,
+            link_check_every: None,
+            device_time_every: None,
+            gateway_time: false,
         }
     }
 }
@@ -153,6 +179,36 @@ pub struct SimReport {
     pub joins: Vec<JoinedByMote>,
     /// JoinAccepts the motes missed on purpose (`lost_join_accepts`).
     pub joins_lost: u64,
+    /// Answers to the motes' LinkCheckReq and DeviceTimeReq.
+    pub told: Vec<Told>,
+    /// Frames no gateway heard (below every gateway's demodulation floor).
+    pub lost_on_air: u64,
+    /// Time on air of every uplink sent (NbTrans transmissions each).
+    pub airtime: Duration,
+    /// Each mote's MAC state at the end.
+    pub motes: Vec<MoteSummary>,
+}
+
+/// An answer the network gave a mote's question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Told {
+    pub device: String,
+    pub what: lmic_mac::Told,
+    /// The GPS time (ns) of the uplink whose window carried it.
+    pub uplink_gps_ns: u64,
+}
+
+/// Where a mote's MAC layer ended up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoteSummary {
+    pub device: String,
+    pub dr: u8,
+    pub tx_power: u8,
+    pub nb_trans: u8,
+    pub adr_taken: u32,
+    pub adr_refused: u32,
+    pub steps_down: u32,
+    pub rx: crate::lorawan::radio::RxSettings,
 }
 
 /// A JoinAccept one mote took.
@@ -175,6 +231,8 @@ pub struct ReceivedByMote {
     pub fpending: bool,
     pub fport: Option<u8>,
     pub payload: Vec<u8>,
+    /// MAC commands in FOpts.
+    pub fopts: Vec<u8>,
     /// Transmit time minus the uplink's, in µs (1 s for RX1, 2 s for RX2).
     pub delay_us: u32,
     pub frequency: u32,
@@ -494,6 +552,8 @@ pub async fn run(
     for m in &mut motes {
         m.fcnt = opts.start_fcnt;
         m.confirmed = opts.confirmed;
+        m.mac = lmic_mac::MoteMac::new(opts.adr, opts.start_dr.unwrap_or(region.max_adr_dr()));
+        m.mac.refuse_dr_above = opts.refuse_dr_above;
     }
     // JoinAccepts each mote has yet to miss.
     let mut lost: Vec<u32> = vec![opts.lost_join_accepts; motes.len()];
@@ -553,13 +613,65 @@ pub async fn run(
         if !joining && mote.joining() {
             continue;
         }
+        let every = |k: Option<u32>| k.is_some_and(|k| k > 0 && mote.fcnt % k == k - 1);
+        if every(opts.link_check_every) {
+            mote.asks
+                .push(crate::lorawan::mac::MacCommand::LinkCheckReq);
+        }
+        if every(opts.device_time_every) {
+            mote.asks
+                .push(crate::lorawan::mac::MacCommand::DeviceTimeReq);
+        }
         let (fcnt, mut frame) = if joining {
             report.join_requests += 1;
             (0, mote.join_request(now))
         } else {
             mote.next_frame()
         };
+        let (mote_dr, mote_power, nb_trans) = (mote.mac.dr, mote.mac.tx_power, mote.mac.nb_trans);
         let sample = mote.sample(fcnt);
+        // Frames are 10 s apart in concentrator time, so a downlink (1 or 2 s
+        // after its uplink) is never mistaken for the answer to another.
+        // Channels in turn, and the three fastest rates the channel allows;
+        // under ADR, the mote's own rate on the channels that have it.
+        let usable: Vec<_> = channels
+            .iter()
+            .filter(|c| !opts.adr || (c.1..=c.2).contains(&mote_dr))
+            .collect();
+        let &(frequency, min_dr, max_dr) = usable[(n % usable.len() as u64) as usize];
+        let up_dr = match opts.adr {
+            true => mote_dr,
+            false => max_dr.saturating_sub((n % 3) as u8).max(min_dr),
+        };
+        let datr = region
+            .data_rate(up_dr)
+            .or_else(|| region.data_rate(min_dr))
+            .expect("the region's uplink channels have LoRa rates");
+        report.airtime += lmic_mac::time_on_air(datr, frame.len()) * u32::from(nb_trans.max(1));
+        // Which gateways hear it: all, unless ADR's link model puts it
+        // under a gateway's demodulation floor.
+        let base_snr = opts
+            .link_snr
+            .get(m % opts.link_snr.len().max(1))
+            .copied()
+            .unwrap_or(9.5);
+        let snr_at = |g: usize| {
+            base_snr
+                - 4.0 * g as f32
+                - if opts.adr {
+                    2.0 * f32::from(mote_power)
+                } else {
+                    0.0
+                }
+        };
+        let floor = crate::lorawan::mac::adr::required_snr(datr.sf);
+        let hearing: Vec<usize> = (0..opts.gateways.max(1))
+            .filter(|&g| !opts.adr || snr_at(g) >= floor)
+            .collect();
+        if hearing.is_empty() && !joining {
+            report.lost_on_air += 1;
+            continue;
+        }
         if joining {
             // Not a data frame: nothing to expect, no fault injected.
         } else if rng.chance(opts.faults.bad_mic) {
@@ -575,30 +687,27 @@ pub async fn run(
             });
             history[m].push(frame.clone());
         }
-        // Frames are 10 s apart in concentrator time, so a downlink (1 or 2 s
-        // after its uplink) is never mistaken for the answer to another.
-        // Channels in turn, and the three fastest rates the channel allows.
-        let (frequency, min_dr, max_dr) = channels[(n % channels.len() as u64) as usize];
-        let up_dr = max_dr.saturating_sub((n % 3) as u8).max(min_dr);
+        let unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let gps_ns = crate::lorawan::mac::state::gps_from_unix_ns(unix_ns) / 1_000_000 * 1_000_000;
         let sent = SentUplink {
             tmst: (n as u32).wrapping_mul(10_000_000),
             frequency,
-            datr: region
-                .data_rate(up_dr)
-                .or_else(|| region.data_rate(min_dr))
-                .expect("the region's uplink channels have LoRa rates"),
+            datr,
+            gps_ns,
         };
         let recent = &mut uplinks_sent[m];
         if recent.len() == 8 {
             recent.remove(0);
         }
         recent.push(sent);
-        for g in 0..opts.gateways.max(1) {
+        for g in hearing {
             let rx = RxMeta {
-                gps_time_ns: None,
+                gps_time_ns: opts.gateway_time.then_some(gps_ns),
                 gateway: gateway_eui(g),
                 rssi: -40 - 17 * g as i32 - (rng.next() % 5) as i32,
-                snr: 9.5 - 4.0 * g as f32,
+                snr: snr_at(g),
                 tmst: Some(sent.tmst),
                 frequency: Some(sent.frequency),
                 datr: Some(sent.datr),
@@ -679,6 +788,19 @@ pub async fn run(
         );
     }
     report.refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    report.motes = motes
+        .iter()
+        .map(|m| MoteSummary {
+            device: m.name.clone(),
+            dr: m.mac.dr,
+            tx_power: m.mac.tx_power,
+            nb_trans: m.mac.nb_trans,
+            adr_taken: m.mac.adr_taken,
+            adr_refused: m.mac.adr_refused,
+            steps_down: m.mac.steps_down,
+            rx: m.rx,
+        })
+        .collect();
     transport.finish().await?;
     Ok(report)
 }

@@ -112,6 +112,10 @@ pub struct Mote {
     pub rx: crate::lorawan::radio::RxSettings,
     /// OTAA motes: their join keys and state. `boots` counts their joins.
     pub otaa: Option<OtaaMote>,
+    /// Its MAC layer as LMIC runs it (ADR, answers to MAC commands).
+    pub mac: super::lmic_mac::MoteMac,
+    /// MAC requests to add to the next uplink (LinkCheckReq, DeviceTimeReq).
+    pub asks: Vec<crate::lorawan::mac::MacCommand>,
 }
 
 /// The one downlink the firmware understands (firmware/lorawan-mote/payload.h):
@@ -163,6 +167,8 @@ impl Mote {
             confirmed: false,
             fcnt_down: None,
             rx: e.rx_windows.over(region.rx_defaults()),
+            mac: super::lmic_mac::MoteMac::new(false, region.max_adr_dr()),
+            asks: Vec::new(),
         }
     }
 
@@ -192,36 +198,52 @@ impl Mote {
     /// The next uplink frame; advances the counter.
     pub fn next_frame(&mut self) -> (u32, Vec<u8>) {
         let fcnt = self.fcnt;
+        let asks = std::mem::take(&mut self.asks);
+        let (adr, adr_ack_req, fopts) = self.mac.uplink(&asks);
         let spec = encode::FrameSpec {
             dir: Direction::Up,
             confirmed: self.confirmed,
             dev_addr: self.dev_addr,
             fcnt,
-            adr: false,
+            adr,
             ack: false,
             fpending: false,
-            adr_ack_req: false,
-            fopts: &[],
+            adr_ack_req,
+            fopts: &fopts,
             fport: Some(FPORT),
         };
         let frame = encode::build_frame(&self.crypto, &spec, &self.payload(&self.sample(fcnt)));
         self.fcnt += 1;
+        self.mac.sent();
         (fcnt, frame)
     }
 
     /// Receive a downlink as LMIC does: check it, keep its counter, and
     /// apply an interval command (ignored, as the firmware ignores it, when
     /// its port, length or range is wrong).
-    pub fn receive(&mut self, phy: &[u8]) -> Result<ReceivedDownlink, DownlinkError> {
+    pub fn receive(
+        &mut self,
+        phy: &[u8],
+        region: &crate::lorawan::region::Region,
+    ) -> Result<(ReceivedDownlink, Vec<super::lmic_mac::Told>), DownlinkError> {
         let d = encode::open_downlink(&self.crypto, self.dev_addr, self.fcnt_down, phy)?;
         self.fcnt_down = Some(d.fcnt);
+        let macs = match d.fport {
+            Some(0) => &d.payload,
+            _ => &d.fopts,
+        };
+        let commands = crate::lorawan::mac::commands::read_down(macs);
+        let battery = 1 + (self.dev_eui.as_u64() % 250) as u8;
+        let told = self
+            .mac
+            .on_downlink(&commands, region, &mut self.rx, battery);
         if d.fport == Some(INTERVAL_PORT) && d.payload.len() == 2 {
             let v = u16::from_be_bytes([d.payload[0], d.payload[1]]);
             if (10..=3600).contains(&v) {
                 self.interval_s = u32::from(v);
             }
         }
-        Ok(d)
+        Ok((d, told))
     }
 
     /// What LMIC does on power-up: with a hard-coded ABP session, start
