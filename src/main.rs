@@ -468,6 +468,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         link_check_every: a.link_check_every,
         device_time_every: a.device_time_every,
         gateway_time: a.gateway_time,
+        class_a_wait: Duration::ZERO,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;

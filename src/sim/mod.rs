@@ -112,6 +112,10 @@ pub struct SimOptions {
     pub device_time_every: Option<u32>,
     /// Gateways report their GPS time of each uplink (`tmms`, `timeSinceGpsEpoch`).
     pub gateway_time: bool,
+    /// A mote sends nothing for this long after an uplink, taking
+    /// downlinks meanwhile: its receive windows, compressed (class A: LMIC
+    /// never transmits while RX1 or RX2 may still come). Zero: no wait.
+    pub class_a_wait: Duration,
 }
 
 impl Default for SimOptions {
@@ -142,6 +146,7 @@ impl Default for SimOptions {
             link_check_every: None,
             device_time_every: None,
             gateway_time: false,
+            class_a_wait: Duration::ZERO,
         }
     }
 }
@@ -558,6 +563,7 @@ pub async fn run(
     // JoinAccepts each mote has yet to miss.
     let mut lost: Vec<u32> = vec![opts.lost_join_accepts; motes.len()];
     let mut history: Vec<Vec<Vec<u8>>> = vec![Vec::new(); motes.len()];
+    let mut last_sent: Vec<Option<tokio::time::Instant>> = vec![None; motes.len()];
     // Each mote's recent uplinks, to check a downlink's window.
     let mut uplinks_sent: Vec<Vec<SentUplink>> = vec![Vec::new(); motes.len()];
     let (down_tx, mut down_rx) = mpsc::channel(256);
@@ -594,6 +600,15 @@ pub async fn run(
         }
         let m = (n % motes.len() as u64) as usize;
         n += 1;
+        if let Some(ready) = last_sent[m].map(|t| t + opts.class_a_wait) {
+            while tokio::time::Instant::now() < ready {
+                tokio::select! {
+                    Some(t) = down_rx.recv() => deliver(&mut motes, &region, &uplinks_sent, t, &mut report, &mut lost),
+                    _ = tokio::time::sleep_until(ready) => break,
+                }
+            }
+        }
+        last_sent[m] = Some(tokio::time::Instant::now());
         let mote = &mut motes[m];
         let (k, otaa) = match mote.otaa.is_some() {
             true => (opts.otaa_rejoin_every, true),

@@ -1,0 +1,207 @@
+//! The MAC layer end to end, through the real binary: simulated LMIC motes
+//! (ADR, ADRACKReq, LinkCheckReq, DeviceTimeReq, DevStatusReq answers) over
+//! a Semtech UDP gateway, the service as their network server.
+
+mod common;
+
+use std::time::Duration;
+
+use device_lorawan::sim::lmic_mac::Told;
+use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
+
+const SEED: u64 = 31;
+
+fn opts(devices: usize, frames: u64) -> SimOptions {
+    SimOptions {
+        devices,
+        gateways: 1,
+        rate: 10.0,
+        frames: Some(frames),
+        duration: None,
+        seed: SEED,
+        linger: Duration::from_secs(2),
+        // Each mote waits out its (compressed) receive windows, as class A does.
+        class_a_wait: Duration::from_millis(150),
+        ..Default::default()
+    }
+}
+
+/// The real binary with `n` simulated ABP motes, `mac` as its `Mac`
+/// section and `downlink` as its `Downlink` section; runs `o` against it.
+async fn run(
+    n: usize,
+    mac: &str,
+    downlink: &str,
+    edgex: &str,
+    o: SimOptions,
+) -> (SimReport, common::BinaryEnv, String) {
+    let devices = mote::devices_yaml(&mote::entries(n, SEED));
+    let env = common::binary_env(&devices, "", "DedupWindow: 50ms", edgex);
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str(&format!("Mac: {{ {mac} }}\nDownlink: {{ {downlink} }}\n"));
+    std::fs::write(&env.config, text).unwrap();
+    let mut child = common::start_binary(&env.config);
+    let report = sim::run(Target::Udp(env.udp), o, std::future::pending())
+        .await
+        .unwrap();
+    let metrics = common::http(env.api, "GET", "/metrics", "").await.1;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (report, env, metrics)
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adr_moves_a_near_mote_up_and_leaves_a_far_one() {
+    let o = SimOptions {
+        adr: true,
+        start_dr: Some(0),
+        // Mote 1 near (9.5 dB at SF12), mote 2 far (-12 dB: 8 dB above SF12's floor).
+        link_snr: vec![9.5, -12.0],
+        ..opts(2, 60)
+    };
+    let (report, _env, metrics) = run(2, "", "", "", o).await;
+    let near = &report.motes[0];
+    let far = &report.motes[1];
+    // SF12 heard at 9.5 dB: 19.5 dB over the 10 dB margin, six 3 dB steps:
+    // DR0 → DR5 (five), then one power step; at DR5 the margin left
+    // (9.5 + 7.5 - 10 - 2) moves power once more.
+    assert_eq!(near.dr, 5, "{near:?}");
+    assert!(near.tx_power >= 1, "{near:?}");
+    assert!(near.adr_taken >= 1 && near.adr_refused == 0, "{near:?}");
+    assert_eq!((far.dr, far.tx_power, far.adr_taken), (0, 0, 0), "{far:?}");
+    assert!(
+        report.downlinks.iter().all(|d| d.device == near.device),
+        "the far mote has nothing to be told: {:?}",
+        report.downlinks
+    );
+    // Each LinkADRReq rode alone on FPort 0 (no application payload).
+    assert!(report
+        .downlinks
+        .iter()
+        .all(|d| d.fport == Some(0) && d.payload[0] == 0x03));
+    assert_eq!(
+        metric(&metrics, "lorawan_adr_changes_total"),
+        u64::from(near.adr_taken)
+    );
+    assert_eq!(report.downlinks_missed + report.downlinks_dropped, 0);
+    assert_eq!(report.lost_on_air, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mote_asking_adrackreq_gets_its_downlink_and_keeps_its_rate() {
+    // DR2 (SF10, floor -15 dB) heard at -12 dB: no headroom, so ADR never
+    // speaks; after 64 silent uplinks the mote sets ADRACKReq.
+    let o = SimOptions {
+        adr: true,
+        start_dr: Some(2),
+        link_snr: vec![-12.0],
+        rate: 40.0,
+        // An empty downlink needs no answer: no need to wait for it.
+        class_a_wait: Duration::ZERO,
+        ..opts(1, 160)
+    };
+    let (report, _env, _) = run(1, "", "", "", o.clone()).await;
+    let m = &report.motes[0];
+    assert_eq!((m.dr, m.steps_down), (2, 0), "{m:?}");
+    assert!(!report.downlinks.is_empty());
+    assert!(
+        report
+            .downlinks
+            .iter()
+            .all(|d| d.fport.is_none() && d.fopts.is_empty()),
+        "empty downlinks: {:?}",
+        report.downlinks
+    );
+    // Without downlinks the same mote steps down, as LMIC does.
+    let (report, _env, _) = run(1, "", "Enabled: false", "", o).await;
+    let m = &report.motes[0];
+    assert!(m.steps_down >= 1 && m.dr < 2, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_check_and_device_time_are_answered() {
+    let o = SimOptions {
+        gateways: 2,
+        link_check_every: Some(3),
+        device_time_every: Some(4),
+        gateway_time: true,
+        ..opts(1, 12)
+    };
+    let (report, _env, metrics) = run(1, "", "", "", o.clone()).await;
+    let checks: Vec<_> = report
+        .told
+        .iter()
+        .filter_map(|t| match t.what {
+            Told::LinkCheck { margin, gateways } => Some((margin, gateways)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks.len(), 4, "{:?}", report.told);
+    for (margin, gateways) in &checks {
+        assert_eq!(*gateways, 2);
+        // Best SNR 9.5 dB at SF7..SF9 (floors -7.5..-12.5): 17 to 22 dB.
+        assert!((17..=22).contains(margin), "{margin}");
+    }
+    let times: Vec<_> = report
+        .told
+        .iter()
+        .filter_map(|t| match t.what {
+            Told::DeviceTime { seconds, fraction } => Some((seconds, fraction, t.uplink_gps_ns)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(times.len(), 3, "{:?}", report.told);
+    for (s, f, gps) in times {
+        // From the gateway's GPS time: to the 1/256 s the answer can carry.
+        let told = u64::from(s) * 1_000_000_000 + u64::from(f) * 1_000_000_000 / 256;
+        assert!(gps.abs_diff(told) < 1_000_000_000 / 256, "{told} vs {gps}");
+    }
+    assert_eq!(metric(&metrics, "lorawan_mac_answers_sent_total"), 7);
+    // A gateway without GPS: the service's reception clock, close enough.
+    let (report, _env, _) = run(
+        1,
+        "",
+        "",
+        "",
+        SimOptions {
+            gateway_time: false,
+            ..o
+        },
+    )
+    .await;
+    for t in &report.told {
+        if let Told::DeviceTime { seconds, .. } = t.what {
+            let ours = u64::from(seconds) * 1_000_000_000;
+            assert!(t.uplink_gps_ns.abs_diff(ours) < 2_000_000_000, "{t:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_link_adr_req_is_capped_not_retried_in_a_loop() {
+    let o = SimOptions {
+        adr: true,
+        start_dr: Some(0),
+        refuse_dr_above: Some(3),
+        rate: 40.0,
+        ..opts(1, 120)
+    };
+    let (report, _env, metrics) = run(1, "", "", "", o).await;
+    let m = &report.motes[0];
+    // DR5 refused, DR4 refused (each after a longer wait), DR3 taken.
+    assert_eq!(m.dr, 3, "{m:?}");
+    assert_eq!((m.adr_refused, m.adr_taken >= 1), (2, true), "{m:?}");
+    let asked = report
+        .downlinks
+        .iter()
+        .filter(|d| d.payload.first() == Some(&0x03))
+        .count();
+    assert!(asked <= 4, "{asked} LinkADRReqs: {:?}", report.downlinks);
+    assert_eq!(metric(&metrics, "lorawan_mac_requests_refused_total"), 2);
+}
