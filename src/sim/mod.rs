@@ -99,7 +99,8 @@ pub struct SimOptions {
     /// frame only above its rate's demodulation floor.
     pub adr: bool,
     /// The data rate the motes start at (default: the region's fastest
-    /// 125 kHz rate, as the project's sketch sets).
+    /// 125 kHz rate, as the project's sketch sets). Given, the motes keep
+    /// their own rate and the link model applies even without ADR.
     pub start_dr: Option<u8>,
     /// Each mote's SNR (dB) at the nearest gateway at full power, by mote
     /// index, cycled (empty: 9.5 dB for all); each further gateway hears it
@@ -649,12 +650,14 @@ pub async fn run(
         // after its uplink) is never mistaken for the answer to another.
         // Channels in turn, and the three fastest rates the channel allows;
         // under ADR, the mote's own rate on the channels that have it.
+        // A mote keeps its own rate under ADR, or when a start rate is given.
+        let own_rate = opts.adr || opts.start_dr.is_some();
         let usable: Vec<_> = channels
             .iter()
-            .filter(|c| !opts.adr || (c.1..=c.2).contains(&mote_dr))
+            .filter(|c| !own_rate || (c.1..=c.2).contains(&mote_dr))
             .collect();
         let &(frequency, min_dr, max_dr) = usable[(n % usable.len() as u64) as usize];
-        let up_dr = match opts.adr {
+        let up_dr = match own_rate {
             true => mote_dr,
             false => max_dr.saturating_sub((n % 3) as u8).max(min_dr),
         };
@@ -681,7 +684,7 @@ pub async fn run(
         };
         let floor = crate::lorawan::mac::adr::required_snr(datr.sf);
         let hearing: Vec<usize> = (0..opts.gateways.max(1))
-            .filter(|&g| !opts.adr || snr_at(g) >= floor)
+            .filter(|&g| !own_rate || snr_at(g) >= floor)
             .collect();
         if hearing.is_empty() && !joining {
             report.lost_on_air += 1;

@@ -5,7 +5,9 @@
 //! spend them raising the data rate up to the maximum, then lowering the
 //! transmit power; a negative count raises the power back (never lowers the
 //! data rate: the device does that itself when it stops hearing us, by
-//! ADRACKReq). NbTrans follows the packet loss seen in the history.
+//! ADRACKReq). NbTrans follows the packet loss seen in the history. One
+//! change from ChirpStack's: the best SNR is taken over the frames sent at
+//! the device's current power only (see [`decide`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -98,17 +100,18 @@ pub fn decide(input: Input, history: &[Heard]) -> Output {
         out.dr = input.max_dr;
         return out;
     }
-    let Some(snr_max) = history.iter().map(|h| h.max_snr).reduce(f32::max) else {
+    // Only frames sent at the current power say what the link has now:
+    // counting louder ones would lower the power again and again until
+    // the device is lost.
+    let now = || history.iter().filter(|h| h.tx_power == input.tx_power);
+    let Some(snr_max) = now().map(|h| h.max_snr).reduce(f32::max) else {
         return out;
     };
     let margin = snr_max - required_snr(input.sf) - input.installation_margin;
     let mut steps = (margin / 3.0) as i32;
     // Raising the power on a short history would flap up and down: wait
     // for a full history at the current power.
-    let at_power = history
-        .iter()
-        .filter(|h| h.tx_power == input.tx_power)
-        .count();
+    let at_power = now().count();
     if steps < 0 && at_power < HISTORY {
         return out;
     }

@@ -317,3 +317,30 @@ fn gps_time_of_a_utc_instant() {
         1_451_260_818
     );
 }
+
+/// A device whose SNR falls 2 dB per TX power step (EU868), taking every
+/// LinkADRReq: ADR never moves it below its data rate's floor.
+#[test]
+fn adr_converges_without_losing_the_link() {
+    for base in -14..=10 {
+        let mut s = MacState::new(0, RX, 0);
+        let (mut dr, mut power) = (0u8, 0u8);
+        let mut pending: Option<(u8, u8)> = None;
+        for f in 0..200 {
+            let snr = base as f32 - 2.0 * f32::from(power);
+            let sf = 12 - dr;
+            assert!(
+                snr >= adr::required_snr(sf),
+                "base {base}: DR{dr} power {power} at frame {f}"
+            );
+            let ans = [ACK];
+            let cmds: &[MacCommand] = if pending.take().is_some() { &ans } else { &[] };
+            let d = s.on_uplink(&up(f, dr, snr, cmds), &want());
+            if let Some((r, p, _)) = adr_req(&d) {
+                s.on_sent(&d.commands, f, 0);
+                (dr, power) = (r, p);
+                pending = Some((r, p));
+            }
+        }
+    }
+}
