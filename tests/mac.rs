@@ -205,3 +205,48 @@ async fn a_refused_link_adr_req_is_capped_not_retried_in_a_loop() {
     assert!(asked <= 4, "{asked} LinkADRReqs: {:?}", report.downlinks);
     assert_eq!(metric(&metrics, "lorawan_mac_requests_refused_total"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_status_answers_reach_core_data_as_readings() {
+    let cd = common::core_data::CoreData::start().await;
+    let edgex = format!(
+        "Delivery: rest, CoreData: {{ Url: \"{}\", Timeout: 1s }}",
+        cd.url()
+    );
+    let o = SimOptions {
+        rate: 10.0,
+        ..opts(1, 24)
+    };
+    let (report, _env, metrics) = run(1, "DevStatusInterval: 1s", "", &edgex, o).await;
+    common::until("events stored", Duration::from_secs(10), || {
+        cd.stored() >= report.expected.len()
+    })
+    .await;
+    assert!(cd.state.invalid.lock().unwrap().is_empty());
+    // The simulated mote reports battery 1 + DevEUI mod 250, margin 10.
+    let battery = 1 + (0x70b3_d57e_d000_0001u64 % 250);
+    let events = cd.state.events.lock().unwrap();
+    let status: Vec<(String, String)> = events
+        .values()
+        .flat_map(|e| e["readings"].as_array().unwrap().clone())
+        .filter(|r| r["resourceName"].as_str().unwrap().starts_with("DevStatus"))
+        .map(|r| {
+            (
+                r["resourceName"].as_str().unwrap().to_string(),
+                r["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        status.contains(&("DevStatusBattery".into(), battery.to_string()))
+            && status.contains(&("DevStatusMargin".into(), "10".into())),
+        "{status:?}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "lorawan_device_battery{{device=\"sim-mote-1\"}} {battery}"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lorawan_device_margin_db{device=\"sim-mote-1\"} 10"));
+}
