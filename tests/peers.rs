@@ -444,3 +444,120 @@ fn joins_agree_with_lora_packet_both_ways() {
         assert_eq!(v["appSKey"], hex::encode(app.expose()));
     }
 }
+
+/// Our downlinks' MAC commands as a device finds them: lora-packet (npm)
+/// checks the MIC, hands over FOpts and decrypts an FPort 0 payload with
+/// the NwkSKey; lrwn (ChirpStack's crate) parses the commands it found.
+#[test]
+fn downlink_mac_commands_read_by_lora_packet_and_lrwn() {
+    use lorawan::mac::commands::encode_all;
+    use lorawan::mac::DownCommand;
+    let probe = ["-e", "require('lora-packet')"];
+    let (nwk, app) = (
+        "2b7e151628aed2a6abf7158809cf4f3c",
+        "000102030405060708090a0b0c0d0e0f",
+    );
+    let crypto = SessionCrypto::new(
+        &AesKey::from_hex(nwk).unwrap(),
+        &AesKey::from_hex(app).unwrap(),
+    );
+    let time = DownCommand::DeviceTimeAns {
+        seconds: 1_451_260_818,
+        fraction: 64,
+    };
+    let check = DownCommand::LinkCheckAns {
+        margin: 17,
+        gateways: 2,
+    };
+    let adr = DownCommand::LinkAdrReq {
+        data_rate: 5,
+        tx_power: 2,
+        channel_mask: 0x0007,
+        channel_mask_control: 6,
+        nb_trans: 1,
+    };
+    let rx = DownCommand::RxParamSetupReq {
+        rx1_dr_offset: 1,
+        rx2_data_rate: 3,
+        frequency: 869_525_000,
+    };
+    // (FOpts beside an application payload on port 2; all on port 0).
+    let cases = [
+        (
+            70_001u32,
+            encode_all(&[check, time]),
+            Some((2u8, vec![0x01, 0x2c])),
+        ),
+        (70_002, Vec::new(), None),
+    ];
+    let port0 = encode_all(&[adr, rx, DownCommand::DevStatusReq, time]);
+    let input: String = cases
+        .iter()
+        .map(|(fcnt, fopts, app_payload)| {
+            let (fport, payload) = match app_payload {
+                Some((p, d)) => (Some(*p), d.clone()),
+                None => (Some(0), port0.clone()),
+            };
+            let spec = encode::FrameSpec {
+                dir: lorawan::crypto::Direction::Down,
+                confirmed: false,
+                dev_addr: DevAddr(0x49be7df1),
+                fcnt: *fcnt,
+                adr: true,
+                ack: false,
+                fpending: false,
+                adr_ack_req: false,
+                fopts,
+                fport,
+            };
+            let f = encode::build_frame(&crypto, &spec, &payload);
+            format!(
+                "{}\n",
+                serde_json::json!({"hex": hex::encode(f), "nwk": nwk, "app": app, "fcnt32": fcnt})
+            )
+        })
+        .collect();
+    let Some(out) = peer("node", &["lora_packet_peer.js", "downmac"], &input, &probe) else {
+        return;
+    };
+    let r: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(r.len(), 2, "{out}");
+    let parse = |hex_text: &str| {
+        let mut set = lrwn::MACCommandSet::from_slice(&hex::decode(hex_text).unwrap());
+        set.decode_from_raw(false).unwrap();
+        set.iter().cloned().collect::<Vec<lrwn::MACCommand>>()
+    };
+    assert_eq!(r[0]["micOk"], true);
+    assert_eq!(
+        (r[0]["fport"].as_u64(), r[0]["payload"].as_str()),
+        (Some(2), Some("012c"))
+    );
+    let fopts = parse(r[0]["fopts"].as_str().unwrap());
+    assert!(
+        matches!(fopts[..], [lrwn::MACCommand::LinkCheckAns(ref a), lrwn::MACCommand::DeviceTimeAns(ref t)]
+        if a.margin == 17 && a.gw_cnt == 2 && t.time_since_gps_epoch.as_millis() == 1_451_260_818_250)
+    );
+    assert_eq!(r[1]["micOk"], true);
+    assert_eq!(
+        (r[1]["fport"].as_u64(), r[1]["fopts"].as_str()),
+        (Some(0), Some(""))
+    );
+    assert_eq!(
+        r[1]["payload"].as_str().unwrap(),
+        hex::encode(&port0),
+        "decrypted with the NwkSKey"
+    );
+    let cmds = parse(r[1]["payload"].as_str().unwrap());
+    assert!(
+        matches!(cmds[..], [
+        lrwn::MACCommand::LinkADRReq(ref l),
+        lrwn::MACCommand::RxParamSetupReq(ref p),
+        lrwn::MACCommand::DevStatusReq,
+        lrwn::MACCommand::DeviceTimeAns(_),
+    ] if l.dr == 5 && l.tx_power == 2 && p.frequency == 869_525_000),
+        "{cmds:?}"
+    );
+}

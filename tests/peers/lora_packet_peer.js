@@ -5,6 +5,8 @@
 //   node lora_packet_peer.js joinreq  -> JSON lines of JoinRequests it built
 //   node lora_packet_peer.js accept   <- JSON lines {hex, appKey, devNonce}
 //                                     -> JSON lines {micOk, fields, keys}
+//   node lora_packet_peer.js downmac  <- JSON lines {hex, nwk, app, fcnt32}
+//                                     -> JSON lines {micOk, fopts, fport, payload}
 const lp = require("lora-packet");
 const readline = require("readline");
 
@@ -59,6 +61,18 @@ if (process.argv[2] === "encode") {
       nwkSKey: keys.NwkSKey.toString("hex"),
       appSKey: keys.AppSKey.toString("hex"),
     }));
+  });
+} else if (process.argv[2] === "downmac") {
+  // A downlink's MAC commands as a device finds them: FOpts in clear, or an
+  // FPort 0 payload that lora-packet decrypts with the NwkSKey.
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on("line", (line) => {
+    const t = JSON.parse(line);
+    const p = lp.fromWire(hex(t.hex));
+    const micOk = lp.verifyMIC(p, hex(t.nwk), undefined, msb(t.fcnt32));
+    const fport = p.FPort === undefined ? null : p.FPort.readUInt8(0);
+    const payload = fport === null ? "" : lp.decrypt(p, hex(t.app), hex(t.nwk), msb(t.fcnt32)).toString("hex");
+    console.log(JSON.stringify({ micOk, fopts: p.FOpts.toString("hex"), fport, payload }));
   });
 } else {
   const rl = readline.createInterface({ input: process.stdin });
