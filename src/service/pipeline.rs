@@ -31,7 +31,7 @@ use crate::joins::JoinStore;
 
 #[path = "join.rs"]
 mod join;
-use join::{is_join_request, PendingJoin};
+use join::{is_join_request, restore_joined_sessions, PendingJoin};
 
 #[path = "mac.rs"]
 mod mac;
@@ -122,44 +122,6 @@ pub(super) struct Pipeline {
     joining: Dedup<PendingJoin>,
     /// Each device's MAC state (durable).
     mac: MacLayer,
-}
-
-/// Give OTAA devices the sessions their joins made (derived again from the
-/// AppKey): the active one, and a JoinAccept's the device has not used yet.
-fn restore_joined_sessions(registry: &mut Registry, joins: &JoinStore, devices: &DeviceStates) {
-    for (eui, state) in joins.iter() {
-        if let Some(id) = registry.by_eui(*eui) {
-            restore_joined(registry, id, state, devices);
-        }
-    }
-}
-
-/// Give OTAA device `id` the sessions of `state`, and show its join state.
-fn restore_joined(
-    registry: &mut Registry,
-    id: u32,
-    state: &crate::lorawan::otaa::JoinState,
-    devices: &DeviceStates,
-) {
-    let Some(keys) = registry.get(id).otaa else {
-        return;
-    };
-    // Devices adopted at run time have no API state (see DEVELOPERS).
-    let api = devices.get_opt(id);
-    if let Some(d) = api {
-        *d.join.lock().expect("device state lock") = Some(crate::device_state::JoinView::of(state));
-    }
-    if let Some(s) = state.active {
-        let (nwk, app) = s.keys(&keys.app_key);
-        registry.set_session(id, s.dev_addr, &nwk, &app);
-        if let Some(d) = api {
-            *d.dev_addr.lock().expect("device state lock") = Some(s.dev_addr);
-        }
-    }
-    if let Some(s) = state.pending {
-        let (nwk, app) = s.keys(&keys.app_key);
-        registry.set_pending(id, s.dev_addr, &nwk, &app);
-    }
 }
 
 fn now_ns() -> i64 {
