@@ -113,6 +113,11 @@ impl<T: Logged> StateLog<T> {
         self.states.get(&eui).cloned().unwrap_or_default()
     }
 
+    /// A device's state, if one was recorded.
+    pub fn find(&self, eui: Eui64) -> Option<&T> {
+        self.states.get(&eui)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&Eui64, &T)> {
         self.states.iter()
     }

@@ -105,39 +105,41 @@ impl MacLayer {
     }
 
     /// The device's state for the session of `epoch`: a new session (a
-    /// join, a reboot) starts from what its activation set.
-    fn state(
-        &mut self,
+    /// join, a reboot) starts from what its activation set, `want`.
+    fn state<'a>(
+        states: &'a mut HashMap<u32, MacState>,
+        log: &mut MacStore,
         id: u32,
         device: &Device,
         region: &Region,
-        epoch: u32,
-        now: u64,
-    ) -> &mut MacState {
-        let saved = match self.states.remove(&id) {
-            Some(s) => s,
-            None => self.log.get(device.dev_eui),
-        };
-        let s = if saved.epoch == epoch && saved.rx.rx2_frequency != 0 {
-            saved
-        } else {
-            let want = self.wanted[&id].rx;
-            // A JoinAccept sets RX1 and the RX2 rate, not the RX2 channel:
-            // that stays the region's until an RXParamSetupReq moves it.
-            let rx = match device.otaa {
-                Some(_) => RxParams {
-                    rx2_frequency: region.rx_defaults().rx2_frequency,
-                    ..want
-                },
-                None => want,
+        (epoch, now): (u32, u64),
+        want: RxParams,
+    ) -> &'a mut MacState {
+        let current = |s: &MacState| s.epoch == epoch;
+        if !states.get(&id).is_some_and(current) {
+            let s = match log.find(device.dev_eui).filter(|s| current(s)) {
+                Some(saved) => saved.clone(),
+                None => {
+                    // A JoinAccept sets RX1 and the RX2 rate, not the RX2
+                    // channel: that stays the region's until an
+                    // RXParamSetupReq moves it.
+                    let rx = match device.otaa {
+                        Some(_) => RxParams {
+                            rx2_frequency: region.rx_defaults().rx2_frequency,
+                            ..want
+                        },
+                        None => want,
+                    };
+                    let fresh = MacState::new(epoch, rx, now);
+                    if let Err(e) = log.record(device.dev_eui, fresh.clone()) {
+                        tracing::error!(device = %device.name, error = %e, "MAC state not saved");
+                    }
+                    fresh
+                }
             };
-            let fresh = MacState::new(epoch, rx, now);
-            if let Err(e) = self.log.record(device.dev_eui, fresh.clone()) {
-                tracing::error!(device = %device.name, error = %e, "MAC state not saved");
-            }
-            fresh
-        };
-        self.states.entry(id).or_insert(s)
+            states.insert(id, s);
+        }
+        states.get_mut(&id).expect("inserted")
     }
 
     /// Where the device listens now (what it acknowledged), for the scheduler.
@@ -159,8 +161,18 @@ impl MacLayer {
         metrics: &Metrics,
     ) -> Result<Decision, StateLogError> {
         let now_ns = u64::try_from(up.received_ns).unwrap_or(0);
-        let want = self.wanted(id, device, region, down).clone();
-        let state = self.state(id, device, region, up.epoch, now_ns / 1_000_000_000);
+        self.wanted(id, device, region, down);
+        let want = &self.wanted[&id];
+        let now = now_ns / 1_000_000_000;
+        let state = Self::state(
+            &mut self.states,
+            &mut self.log,
+            id,
+            device,
+            region,
+            (up.epoch, now),
+            want.rx,
+        );
         let dr = up
             .rx
             .datr
@@ -180,7 +192,7 @@ impl MacLayer {
                     .gps_time_ns
                     .unwrap_or_else(|| gps_from_unix_ns(now_ns)),
             },
-            &want,
+            want,
         );
         let changed = !d.outcomes.is_empty() || d.status.is_some();
         for o in &d.outcomes {
