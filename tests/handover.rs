@@ -18,6 +18,7 @@ use device_lorawan::handover::takeover::{Handed, Takeover};
 use device_lorawan::handover::tls;
 use device_lorawan::handover::transfer::{now, offer as offer_contract, send_image};
 use device_lorawan::image::store::Digest;
+use device_lorawan::lorawan::mac::{MacState, RxParams};
 use device_lorawan::lorawan::{Eui64, FcntState};
 use device_lorawan::metrics::Metrics;
 use tonic::transport::Channel;
@@ -42,6 +43,24 @@ struct Recorder {
     calls: std::sync::Mutex<Vec<String>>,
     /// What `stand_down` reports as delivered by the provider.
     delivered: std::sync::Mutex<Vec<(Eui64, FcntState)>>,
+    /// The MAC states the synced sessions carried, as the pipeline takes them.
+    macs: std::sync::Mutex<Vec<Option<MacState>>>,
+}
+
+/// A MAC state: the device acknowledged TX power `tx_power`.
+fn mac_state(tx_power: u8) -> MacState {
+    let mut s = MacState::new(
+        0,
+        RxParams {
+            rx1_delay: 1,
+            rx1_dr_offset: 0,
+            rx2_dr: 0,
+            rx2_frequency: 869_525_000,
+        },
+        1_700_000_000,
+    );
+    s.tx_power = tx_power;
+    s
 }
 
 #[tonic::async_trait]
@@ -51,7 +70,20 @@ impl Takeover for Recorder {
             .lock()
             .unwrap()
             .push(format!("arm {}", handed.sessions.len()));
+        for s in handed.sessions {
+            let a = device_lorawan::handover::takeover::adopted(s)?;
+            self.macs.lock().unwrap().push(a.mac);
+        }
         Ok(())
+    }
+    async fn mac_states(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, MacState)>, String> {
+        // The provider ran the devices: ADR moved them on to power 5.
+        Ok(handed
+            .contract
+            .dev_euis()
+            .into_iter()
+            .map(|e| (e, mac_state(5)))
+            .collect())
     }
     async fn activate(
         &self,
@@ -348,6 +380,7 @@ fn session(fcnt: u32) -> DeviceSession {
         rx_windows: None,
         region: String::new(),
         otaa: None,
+        mac_state: serde_json::to_string(&mac_state(3)).unwrap(),
     }
 }
 
@@ -450,6 +483,13 @@ async fn silence_takes_over_and_release_hands_back_under_fencing_epochs() {
         "the provider's own deliveries count"
     );
     assert_eq!(calls().last().unwrap(), "stand_down 1");
+    // MAC state travelled both ways: the customer's at the sync, the
+    // provider's at the release.
+    assert_eq!(*recorder.macs.lock().unwrap(), vec![Some(mac_state(3))]);
+    assert_eq!(reply.macs.len(), 1);
+    assert_eq!(reply.macs[0].dev_eui, 0x70b3d57ed0000001);
+    let back: MacState = serde_json::from_str(&reply.macs[0].mac_state).unwrap();
+    assert_eq!(back, mac_state(5));
     c.heartbeat(heartbeat(3, 15)).await.unwrap();
     let st = status(&mut c).await;
     assert_eq!((st.epoch, st.holder.as_str()), (3, "customer"));

@@ -254,8 +254,23 @@ impl Customer {
                             Some((Eui64::from_u64(j.dev_eui), state))
                         })
                         .collect();
-                    self.ask(|done| Control::Resume { after, joins, done })
-                        .await;
+                    let macs = reply
+                        .macs
+                        .iter()
+                        .filter_map(|m| {
+                            let state = serde_json::from_str(&m.mac_state)
+                                .map_err(|e| tracing::error!(contract = %id, error = %e, "unreadable MAC state from the provider"))
+                                .ok()?;
+                            Some((Eui64::from_u64(m.dev_eui), state))
+                        })
+                        .collect();
+                    self.ask(|done| Control::Resume {
+                        after,
+                        joins,
+                        macs,
+                        done,
+                    })
+                    .await;
                     self.metrics
                         .handover_releases
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -277,6 +292,7 @@ impl Customer {
                         self.ask(|done| Control::Resume {
                             after,
                             joins: Vec::new(),
+                            macs: Vec::new(),
                             done,
                         })
                         .await;
@@ -327,7 +343,14 @@ impl Customer {
             })
             .await
             .unwrap_or_default();
-        let devices = match sessions(&self.config, &wanted, &counters, &joins) {
+        let macs = self
+            .ask(|reply| Control::MacStates {
+                devices: wanted.clone(),
+                reply,
+            })
+            .await
+            .unwrap_or_default();
+        let devices = match sessions(&self.config, &wanted, &counters, &joins, &macs) {
             Ok(d) => d,
             Err(e) => return Err(Hitch::Down(format!("collecting sessions: {e}"))),
         };
@@ -350,6 +373,7 @@ pub fn sessions(
     wanted: &[Eui64],
     counters: &[(Eui64, FcntState, u32)],
     joins: &[(Eui64, crate::lorawan::otaa::JoinState)],
+    macs: &[(Eui64, crate::lorawan::mac::MacState)],
 ) -> anyhow::Result<Vec<DeviceSession>> {
     let profiles = crate::codec::profile::load_dir(&config.devices.profiles_dir)?;
     let entries = crate::devices::load(&config.devices.file)?;
@@ -418,6 +442,11 @@ pub fn sessions(
                 mac_version: enum_to_str(&e.mac_version),
                 join_state: serde_json::to_string(&state).expect("join state serialises"),
             }),
+            mac_state: macs
+                .iter()
+                .find(|(eui, _)| *eui == e.dev_eui)
+                .map(|(_, m)| serde_json::to_string(m).expect("MAC state serialises"))
+                .unwrap_or_default(),
         });
     }
     Ok(out)

@@ -635,6 +635,7 @@ impl Handover for Shared {
         }
         let mut holding = current.clone();
         let mut joins = Vec::new();
+        let mut macs = Vec::new();
         if current.holder == Holder::Provider {
             let t = p
                 .takeover
@@ -661,6 +662,19 @@ impl Handover for Shared {
                     join_state: serde_json::to_string(&s).expect("join state serialises"),
                 })
                 .collect();
+            macs = t
+                .mac_states(Handed {
+                    contract: &signed,
+                    sessions: &sessions,
+                })
+                .await
+                .map_err(|e| Status::internal(format!("MAC states: {e}")))?
+                .into_iter()
+                .map(|(eui, s)| super::pb::MacStateMsg {
+                    dev_eui: eui.as_u64(),
+                    mac_state: serde_json::to_string(&s).expect("MAC state serialises"),
+                })
+                .collect();
             p.metrics.handover_releases.fetch_add(1, Relaxed);
             tracing::warn!(contract = %id, epoch, "customer is back: handed its devices back");
         }
@@ -680,6 +694,7 @@ impl Handover for Shared {
             epoch,
             delivered,
             joins,
+            macs,
         }))
     }
 

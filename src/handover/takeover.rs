@@ -48,6 +48,14 @@ pub trait Takeover: Send + Sync {
     ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, String> {
         Ok(Vec::new())
     }
+    /// The MAC state of the handed-over devices, as this edge has it
+    /// (after standing down). The container mode gives none back.
+    async fn mac_states(
+        &self,
+        _handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, String> {
+        Ok(Vec::new())
+    }
     /// The container running contract `id`'s devices, if any (for status).
     fn container(&self, _id: &str) -> Option<super::container::RunningContainer> {
         None
@@ -146,7 +154,17 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             Some(key(&s.app_s_key, "AppSKey")?),
         ),
     };
+    // No MAC state yet is none; a state that does not read is refused
+    // like any other field (the device would otherwise start afresh unseen).
+    let mac = match s.mac_state.as_str() {
+        "" => None,
+        json => Some(
+            serde_json::from_str::<crate::lorawan::mac::MacState>(json)
+                .map_err(|e| format!("device {}: MAC state: {e}", s.name))?,
+        ),
+    };
     Ok(Adopted {
+        mac,
         join: otaa.as_ref().map(|o| o.3.clone()),
         entry: DeviceEntry {
             name: s.name.clone(),
@@ -221,9 +239,18 @@ impl Takeover for InProcess {
         Control::ask(&self.control, |done| Control::Resume {
             after,
             joins: Vec::new(),
+            macs: Vec::new(),
             done,
         })
         .await
+    }
+
+    async fn mac_states(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, String> {
+        let devices = handed.contract.dev_euis();
+        Control::ask(&self.control, |reply| Control::MacStates { devices, reply }).await
     }
 
     async fn join_states(

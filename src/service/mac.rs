@@ -278,4 +278,25 @@ impl MacLayer {
     pub(crate) fn sync(&mut self) -> Result<(), StateLogError> {
         self.log.sync()
     }
+
+    /// A device's MAC state, if it has one (handover sync).
+    pub(crate) fn get(&self, id: u32, device: &Device) -> Option<MacState> {
+        self.states
+            .get(&id)
+            .or_else(|| self.log.find(device.dev_eui))
+            .cloned()
+    }
+
+    /// The MAC state another edge ran the device with replaces ours: it
+    /// held the device since (or, at a sync, it holds it).
+    pub(crate) fn take(
+        &mut self,
+        id: u32,
+        device: &Device,
+        state: MacState,
+    ) -> Result<(), StateLogError> {
+        self.log.record(device.dev_eui, state.clone())?;
+        self.states.insert(id, state);
+        Ok(())
+    }
 }

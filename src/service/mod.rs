@@ -260,6 +260,8 @@ pub enum Control {
         after: Vec<(Eui64, FcntState)>,
         /// The join state of devices the other edge answered joins of.
         joins: Vec<(Eui64, crate::lorawan::otaa::JoinState)>,
+        /// The MAC state of the devices as the other edge left it.
+        macs: Vec<(Eui64, crate::lorawan::mac::MacState)>,
         done: oneshot::Sender<()>,
     },
     /// The uplink counter and next FCntDown of these devices.
@@ -279,6 +281,11 @@ pub enum Control {
     JoinStates {
         devices: Vec<Eui64>,
         reply: oneshot::Sender<Vec<(Eui64, crate::lorawan::otaa::JoinState)>>,
+    },
+    /// The MAC state of these devices (those that have one).
+    MacStates {
+        devices: Vec<Eui64>,
+        reply: oneshot::Sender<Vec<(Eui64, crate::lorawan::mac::MacState)>>,
     },
 }
 
@@ -305,6 +312,8 @@ pub struct Adopted {
     pub down: u32,
     /// OTAA devices: their join state as the other edge had it.
     pub join: Option<crate::lorawan::otaa::JoinState>,
+    /// Its MAC state as the other edge had it.
+    pub mac: Option<crate::lorawan::mac::MacState>,
 }
 
 impl std::fmt::Debug for Adopted {

@@ -273,12 +273,22 @@ impl Pipeline {
                 }
                 let _ = done.send(());
             }
-            Control::Resume { after, joins, done } => {
+            Control::Resume {
+                after,
+                joins,
+                macs,
+                done,
+            } => {
                 // Joins the other edge answered: their sessions first, so
                 // the device's frames decode here again.
                 for (eui, state) in joins {
                     if let Some(id) = self.registry.by_eui(eui) {
                         self.take_join_state(id, state)?;
+                    }
+                }
+                for (eui, state) in macs {
+                    if let Some(id) = self.registry.by_eui(eui) {
+                        self.mac.take(id, self.registry.get(id), state)?;
                     }
                 }
                 for (eui, delivered) in after {
@@ -322,6 +332,16 @@ impl Pipeline {
                     .collect();
                 let _ = reply.send(states);
             }
+            Control::MacStates { devices, reply } => {
+                let states = devices
+                    .into_iter()
+                    .filter_map(|eui| {
+                        let id = self.registry.by_eui(eui)?;
+                        Some((eui, self.mac.get(id, self.registry.get(id))?))
+                    })
+                    .collect();
+                let _ = reply.send(states);
+            }
         }
         Ok(())
     }
@@ -356,6 +376,11 @@ impl Pipeline {
             }
             if let Some(theirs) = a.join {
                 self.take_join_state(id, theirs)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(theirs) = a.mac {
+                self.mac
+                    .take(id, self.registry.get(id), theirs)
                     .map_err(|e| e.to_string())?;
             }
         }

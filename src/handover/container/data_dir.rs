@@ -86,6 +86,16 @@ pub fn write_data_dir(
         }
     }
     joins.sync().map_err(std::io::Error::other)?;
+    // Their MAC state: the container answers and asks as the customer did.
+    let mut macs = crate::state_log::StateLog::<crate::lorawan::mac::MacState>::open(dir)
+        .map_err(std::io::Error::other)?;
+    for s in sessions {
+        if let Some(state) = adopted(s).map_err(invalid)?.mac {
+            macs.record(Eui64::from_u64(s.dev_eui), state)
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    macs.sync().map_err(std::io::Error::other)?;
     let mut counters = crate::counters::CounterStore::open(dir).map_err(std::io::Error::other)?;
     let after: HashMap<Eui64, FcntState> = delivered.iter().copied().collect();
     for s in sessions {

@@ -30,7 +30,25 @@ fn session() -> DeviceSession {
         }),
         region: String::new(),
         otaa: None,
+        mac_state: serde_json::to_string(&mac_state()).unwrap(),
     }
+}
+
+/// A device's MAC state as the customer synced it: it acknowledged a
+/// LinkADRReq to TX power 3.
+fn mac_state() -> crate::lorawan::mac::MacState {
+    let mut s = crate::lorawan::mac::MacState::new(
+        2,
+        crate::lorawan::mac::RxParams {
+            rx1_delay: 1,
+            rx1_dr_offset: 0,
+            rx2_dr: 3,
+            rx2_frequency: 869_525_000,
+        },
+        1_700_000_000,
+    );
+    s.tx_power = 3;
+    s
 }
 
 #[test]
@@ -105,6 +123,13 @@ fn the_data_dir_is_what_the_service_reads() {
     let counters = crate::counters::CounterStore::open(dir.path()).unwrap();
     assert_eq!(counters.get(eui), after, "starts after what was delivered");
     assert_eq!(counters.down(eui), 7, "the synced next FCntDown");
+    let macs =
+        crate::state_log::StateLog::<crate::lorawan::mac::MacState>::open(dir.path()).unwrap();
+    assert_eq!(
+        macs.find(eui),
+        Some(&mac_state()),
+        "the MAC state the customer synced"
+    );
 }
 
 #[test]
@@ -186,6 +211,10 @@ fn pipeline() -> (InProcess, Arc<Mutex<Vec<&'static str>>>) {
                 Control::JoinStates { reply, .. } => {
                     let _ = reply.send(Vec::new());
                     "join-states"
+                }
+                Control::MacStates { reply, .. } => {
+                    let _ = reply.send(Vec::new());
+                    "mac-states"
                 }
                 _ => "other",
             };
