@@ -35,10 +35,27 @@ async fn run(
     edgex: &str,
     o: SimOptions,
 ) -> (SimReport, common::BinaryEnv, String) {
-    let devices = mote::devices_yaml(&mote::entries(n, SEED));
+    run_in(n, "", mac, downlink, edgex, o).await
+}
+
+/// [`run`] with `region` as the `Region` section, and `o.otaa_devices`
+/// OTAA motes in the devices file too.
+async fn run_in(
+    n: usize,
+    region: &str,
+    mac: &str,
+    downlink: &str,
+    edgex: &str,
+    o: SimOptions,
+) -> (SimReport, common::BinaryEnv, String) {
+    let mut entries = mote::entries(n, SEED);
+    entries.extend(mote::otaa_entries(o.otaa_devices, SEED, o.mac_version));
+    let devices = mote::devices_yaml(&entries);
     let env = common::binary_env(&devices, "", "DedupWindow: 50ms", edgex);
     let mut text = std::fs::read_to_string(&env.config).unwrap();
-    text.push_str(&format!("Mac: {{ {mac} }}\nDownlink: {{ {downlink} }}\n"));
+    text.push_str(&format!(
+        "Region: {{ {region} }}\nMac: {{ {mac} }}\nDownlink: {{ {downlink} }}\n"
+    ));
     std::fs::write(&env.config, text).unwrap();
     let mut child = common::start_binary(&env.config);
     let report = sim::run(Target::Udp(env.udp), o, std::future::pending())
@@ -249,4 +266,27 @@ async fn dev_status_answers_reach_core_data_as_readings() {
         "{metrics}"
     );
     assert!(metrics.contains("lorawan_device_margin_db{device=\"sim-mote-1\"} 10"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_channels_reach_devices_the_cflist_did_not_give_them() {
+    // Six extra channels: an OTAA mote gets the first five in its
+    // JoinAccept's CFList and the sixth by NewChannelReq; an ABP mote all six.
+    let region = "ExtraChannels: [\
+        {Frequency: 867100000, MinDr: 0, MaxDr: 5}, {Frequency: 867300000, MinDr: 0, MaxDr: 5}, \
+        {Frequency: 867500000, MinDr: 0, MaxDr: 5}, {Frequency: 867700000, MinDr: 0, MaxDr: 5}, \
+        {Frequency: 867900000, MinDr: 0, MaxDr: 5}, {Frequency: 868800000, MinDr: 0, MaxDr: 5}]";
+    let o = SimOptions {
+        otaa_devices: 1,
+        ..opts(1, 16)
+    };
+    let (report, _env, metrics) = run_in(1, region, "", "", "", o).await;
+    let abp = &report.motes[0];
+    let otaa = &report.motes[1];
+    assert_eq!(abp.channels, [3, 4, 5, 6, 7, 8], "{abp:?}");
+    assert_eq!(otaa.channels, [8], "the CFList gave it 3..=7: {otaa:?}");
+    assert_eq!(report.joins.len(), 1);
+    // Asked once each, all taken: 6 + 1 requests.
+    assert_eq!(metric(&metrics, "lorawan_mac_requests_sent_total"), 7);
+    assert_eq!(metric(&metrics, "lorawan_mac_requests_refused_total"), 0);
 }

@@ -498,6 +498,15 @@ impl Config {
                 );
             }
         }
+        if self.region.extra_channels.len() > crate::lorawan::region::MAX_EXTRA_CHANNELS {
+            return bad("Region.ExtraChannels", "at most 13 extra channels");
+        }
+        if let Err(e) = crate::lorawan::region::Region::try_new(self.region.settings()) {
+            return Err(ConfigError::Invalid {
+                key: "Region.ExtraChannels",
+                message: e,
+            });
+        }
         if !(0.0..=30.0).contains(&self.mac.installation_margin) {
             return bad("Mac.InstallationMargin", "must be between 0 and 30 dB");
         }

@@ -20,6 +20,11 @@ pub struct RegionConfig {
     /// AS923/AU915: whether the 400 ms uplink dwell time applies (it
     /// limits payload sizes); unset for the region's usual (AS923: on).
     pub dwell_time400ms: Option<bool>,
+    /// EU-like plans: uplink channels beyond the region's default ones
+    /// (`{Frequency: 867100000, MinDr: 0, MaxDr: 5}`, at most 13). OTAA
+    /// devices get the first five in their JoinAccept's CFList; the MAC
+    /// layer sends the rest, and all of them to ABP devices, in NewChannelReqs.
+    pub extra_channels: Vec<crate::lorawan::region::ExtraChannel>,
 }
 
 impl Default for RegionConfig {
@@ -28,6 +33,7 @@ impl Default for RegionConfig {
             name: Default::default(),
             sub_band: 0,
             dwell_time400ms: None,
+            extra_channels: Vec::new(),
         }
     }
 }
@@ -40,6 +46,9 @@ impl RegionConfig {
         }
         if let (Some(d), true) = (self.dwell_time400ms, self.name.has_dwell_time()) {
             s.dwell_time_400ms = d;
+        }
+        for (slot, c) in s.extra_channels.iter_mut().zip(&self.extra_channels) {
+            *slot = Some(*c);
         }
         s
     }

@@ -119,6 +119,19 @@ impl MacVersionName {
     }
 }
 
+/// An uplink channel a site adds to its region's default ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ExtraChannel {
+    /// Hz.
+    pub frequency: u32,
+    pub min_dr: u8,
+    pub max_dr: u8,
+}
+
+/// At most this many extra channels (EU-like plans have 16, 3 of them default).
+pub const MAX_EXTRA_CHANNELS: usize = 13;
+
 /// How a region is set up at a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionSettings {
@@ -127,6 +140,9 @@ pub struct RegionSettings {
     pub sub_band: Option<u8>,
     /// AS923/AU915: the 400 ms uplink dwell time applies.
     pub dwell_time_400ms: bool,
+    /// EU-like plans: channels beyond the default ones, in order (the
+    /// first five with DR0–5 go in the JoinAccept's CFList).
+    pub extra_channels: [Option<ExtraChannel>; MAX_EXTRA_CHANNELS],
 }
 
 impl RegionSettings {
@@ -135,6 +151,7 @@ impl RegionSettings {
             name,
             // ChirpStack's and TTS's default for US915/AU915: FSB 2.
             sub_band: name.has_sub_bands().then_some(2),
+            extra_channels: [None; MAX_EXTRA_CHANNELS],
             // AS923 networks apply it by default (RP002 §2.7.1: UplinkDwellTime = 1).
             dwell_time_400ms: matches!(
                 name,
@@ -164,7 +181,28 @@ impl PartialEq for Region {
 }
 
 impl Region {
+    /// The region with `settings`; extra channels the plan cannot take
+    /// (US-like plans, a frequency outside the band) are an error naming
+    /// the channel.
+    pub fn try_new(settings: RegionSettings) -> Result<Self, String> {
+        let mut r = Self::new(RegionSettings {
+            extra_channels: [None; MAX_EXTRA_CHANNELS],
+            ..settings
+        });
+        let inner = Arc::get_mut(&mut r.inner).expect("not shared yet");
+        for c in settings.extra_channels.iter().flatten() {
+            inner
+                .add_channel(c.frequency, c.min_dr, c.max_dr)
+                .map_err(|e| format!("extra channel {} Hz: {e}", c.frequency))?;
+        }
+        r.settings = settings;
+        Ok(r)
+    }
+
     pub fn new(settings: RegionSettings) -> Self {
+        if settings.extra_channels.iter().any(Option::is_some) {
+            return Self::try_new(settings).expect("extra channels validated at load");
+        }
         let mut inner = rp::get(
             settings.name.common_name(),
             false,
@@ -322,6 +360,34 @@ impl Region {
         }
     }
 
+    /// The site's extra channels as a device holds them: (channel index,
+    /// frequency, min DR, max DR).
+    pub fn extra_channels(&self) -> Vec<(u8, u32, u8, u8)> {
+        self.inner
+            .get_user_defined_uplink_channel_indices()
+            .into_iter()
+            .filter_map(|i| {
+                let c = self.inner.get_uplink_channel(i).ok()?;
+                Some((i as u8, c.frequency, c.min_dr, c.max_dr))
+            })
+            .collect()
+    }
+
+    /// The extra channels a JoinAccept's CFList gives a device of `version`.
+    pub fn cf_list_channels(&self, version: MacVersionName) -> Vec<u8> {
+        match self.inner.get_cf_list(version.lrwn()) {
+            Some(lrwn::CFList::Channels(chans)) => {
+                let freqs: Vec<u32> = chans.iter().copied().filter(|f| *f != 0).collect();
+                self.extra_channels()
+                    .into_iter()
+                    .filter(|(_, f, _, _)| freqs.contains(f))
+                    .map(|(i, ..)| i)
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The enabled uplink channels: (frequency, min DR, max DR).
     pub fn uplink_channels(&self) -> Vec<(u32, u8, u8)> {
         self.inner
@@ -345,6 +411,36 @@ mod tests {
     }
     fn region(n: RegionName) -> Region {
         Region::new(RegionSettings::new(n))
+    }
+
+    #[test]
+    fn extra_channels_go_to_the_cflist_five_at_most() {
+        let mut s = RegionSettings::new(RegionName::EU868);
+        let freqs = [
+            867_100_000,
+            867_300_000,
+            867_500_000,
+            867_700_000,
+            867_900_000,
+            868_800_000,
+        ];
+        for (slot, frequency) in s.extra_channels.iter_mut().zip(freqs) {
+            *slot = Some(ExtraChannel {
+                frequency,
+                min_dr: 0,
+                max_dr: 5,
+            });
+        }
+        let eu = Region::try_new(s).unwrap();
+        let extra = eu.extra_channels();
+        assert_eq!(extra.len(), 6);
+        assert_eq!(extra[0], (3, 867_100_000, 0, 5));
+        assert_eq!(extra[5], (8, 868_800_000, 0, 5));
+        assert_eq!(eu.cf_list_channels(MacVersionName::V1_0_3), [3, 4, 5, 6, 7]);
+        // US-like plans take no extra channels: a clear error.
+        let mut us = RegionSettings::new(RegionName::US915);
+        us.extra_channels[0] = s.extra_channels[0];
+        assert!(Region::try_new(us).unwrap_err().contains("867100000"));
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl MacLayer {
             channel_masks: region.adr_channel_masks(),
             rx: rx_params(region, &device.rx_windows.over(down.rx_defaults(region))),
             dev_status_every: Some(cfg.dev_status_interval.as_secs()).filter(|s| *s > 0),
+            extra_channels: region.extra_channels(),
         })
     }
 
@@ -130,7 +131,11 @@ impl MacLayer {
                         },
                         None => want,
                     };
-                    let fresh = MacState::new(epoch, rx, now);
+                    let mut fresh = MacState::new(epoch, rx, now);
+                    // A JoinAccept's CFList gave it the first extra channels.
+                    if device.otaa.is_some() {
+                        fresh.channels = region.cf_list_channels(device.mac_version);
+                    }
                     if let Err(e) = log.record(device.dev_eui, fresh.clone()) {
                         tracing::error!(device = %device.name, error = %e, "MAC state not saved");
                     }
@@ -212,6 +217,13 @@ impl MacLayer {
                 } => {
                     metrics.mac_refused.fetch_add(1, Relaxed);
                     tracing::warn!(device = %device.name, dr = asked.dr, tx_power = asked.tx_power, power, data_rate, channel_mask, "device refused a LinkADRReq: ADR capped and backing off");
+                }
+                Outcome::ChannelAdded(i) => {
+                    tracing::info!(device = %device.name, channel = i, "device took its NewChannelReq")
+                }
+                Outcome::ChannelRefused(i) => {
+                    metrics.mac_refused.fetch_add(1, Relaxed);
+                    tracing::warn!(device = %device.name, channel = i, "device refused a NewChannelReq: not asked again");
                 }
                 Outcome::RxParamsRefused(p) => {
                     metrics.mac_refused.fetch_add(1, Relaxed);

@@ -37,6 +37,8 @@ pub struct MoteMac {
     pub adr_refused: u32,
     /// Times the mote stepped its data rate down for want of a downlink.
     pub steps_down: u32,
+    /// Channels a NewChannelReq defined, by index, in order.
+    pub channels: Vec<u8>,
 }
 
 impl MoteMac {
@@ -52,6 +54,7 @@ impl MoteMac {
             adr_taken: 0,
             adr_refused: 0,
             steps_down: 0,
+            channels: Vec::new(),
         }
     }
 
@@ -162,6 +165,13 @@ impl MoteMac {
                 }
                 DownCommand::DeviceTimeAns { seconds, fraction } => {
                     told.push(Told::DeviceTime { seconds, fraction })
+                }
+                DownCommand::NewChannelReq { index, .. } => {
+                    self.channels.push(index);
+                    self.answers.push(MacCommand::NewChannelAns {
+                        data_rate_range_ok: true,
+                        channel_frequency_ok: true,
+                    });
                 }
                 DownCommand::LinkAdrReq { .. } => {}
             }

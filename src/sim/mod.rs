@@ -211,6 +211,8 @@ pub struct MoteSummary {
     pub adr_taken: u32,
     pub adr_refused: u32,
     pub steps_down: u32,
+    /// Extra channels NewChannelReqs defined, by index, in order.
+    pub channels: Vec<u8>,
     pub rx: crate::lorawan::radio::RxSettings,
 }
 
@@ -548,6 +550,7 @@ pub async fn run(
             adr_taken: m.mac.adr_taken,
             adr_refused: m.mac.adr_refused,
             steps_down: m.mac.steps_down,
+            channels: m.mac.channels.clone(),
             rx: m.rx,
         })
         .collect();

@@ -152,6 +152,14 @@ pub enum DownCommand {
     RxTimingSetupReq {
         delay: u8,
     },
+    /// Define uplink channel `index` (Hz, data rates `min_dr..=max_dr`).
+    #[serde(rename_all = "camelCase")]
+    NewChannelReq {
+        index: u8,
+        frequency: u32,
+        min_dr: u8,
+        max_dr: u8,
+    },
     /// Seconds since the GPS epoch and 1/256 fractions of a second.
     DeviceTimeAns {
         seconds: u32,
@@ -168,6 +176,7 @@ impl DownCommand {
             Self::DevStatusReq => 0,
             Self::RxParamSetupReq { .. } => 4,
             Self::RxTimingSetupReq { .. } => 1,
+            Self::NewChannelReq { .. } => 5,
             Self::DeviceTimeAns { .. } => 5,
         }
     }
@@ -211,6 +220,16 @@ impl DownCommand {
             Self::RxTimingSetupReq { delay } => {
                 out.extend_from_slice(&[cid::RX_TIMING_SETUP, delay & 0x0f])
             }
+            Self::NewChannelReq {
+                index,
+                frequency,
+                min_dr,
+                max_dr,
+            } => {
+                out.extend_from_slice(&[cid::NEW_CHANNEL, index]);
+                out.extend_from_slice(&(frequency / 100).to_le_bytes()[..3]);
+                out.push((max_dr & 0x0f) << 4 | (min_dr & 0x0f));
+            }
             Self::DeviceTimeAns { seconds, fraction } => {
                 out.push(cid::DEVICE_TIME);
                 out.extend_from_slice(&seconds.to_le_bytes());
@@ -248,7 +267,7 @@ pub fn read_down(bytes: &[u8]) -> Vec<Received> {
             cid::LINK_ADR | cid::RX_PARAM_SETUP => 4,
             cid::DEV_STATUS => 0,
             cid::RX_TIMING_SETUP => 1,
-            cid::DEVICE_TIME => 5,
+            cid::NEW_CHANNEL | cid::DEVICE_TIME => 5,
             _ => {
                 out.push(Received::Unknown(c));
                 break;
@@ -277,6 +296,12 @@ pub fn read_down(bytes: &[u8]) -> Vec<Received> {
                 frequency: u32::from_le_bytes([b[1], b[2], b[3], 0]) * 100,
             },
             cid::RX_TIMING_SETUP => DownCommand::RxTimingSetupReq { delay: b[0] & 0x0f },
+            cid::NEW_CHANNEL => DownCommand::NewChannelReq {
+                index: b[0],
+                frequency: u32::from_le_bytes([b[1], b[2], b[3], 0]) * 100,
+                min_dr: b[4] & 0x0f,
+                max_dr: b[4] >> 4,
+            },
             _ => DownCommand::DeviceTimeAns {
                 seconds: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
                 fraction: b[4],
@@ -441,6 +466,12 @@ mod tests {
                 seconds: 1_400_000_000,
                 fraction: 128,
             },
+            DownCommand::NewChannelReq {
+                index: 3,
+                frequency: 867_100_000,
+                min_dr: 0,
+                max_dr: 5,
+            },
         ];
         let bytes = encode_all(&ours);
         assert_eq!(
@@ -450,7 +481,14 @@ mod tests {
         let mut set = MACCommandSet::from_slice(&bytes);
         set.decode_from_raw(false).unwrap();
         let theirs: Vec<MACCommand> = set.iter().cloned().collect();
-        assert_eq!(theirs.len(), 6, "{theirs:?}");
+        assert_eq!(theirs.len(), 7, "{theirs:?}");
+        match &theirs[6] {
+            MACCommand::NewChannelReq(p) => {
+                assert_eq!((p.ch_index, p.freq), (3, 867_100_000));
+                assert_eq!((p.min_dr, p.max_dr), (0, 5));
+            }
+            o => panic!("{o:?}"),
+        }
         match &theirs[0] {
             MACCommand::LinkCheckAns(p) => assert_eq!((p.margin, p.gw_cnt), (20, 3)),
             o => panic!("{o:?}"),

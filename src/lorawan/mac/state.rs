@@ -39,6 +39,8 @@ pub struct Wanted {
     pub rx: RxParams,
     /// Seconds between DevStatusReqs; `None`: never.
     pub dev_status_every: Option<u64>,
+    /// The site's extra channels: (index, frequency, min DR, max DR).
+    pub extra_channels: Vec<(u8, u32, u8, u8)>,
 }
 
 /// A request a gateway sent, waiting for the device's answer.
@@ -65,6 +67,8 @@ pub struct Pending {
     pub rx_param: Option<Sent<RxParams>>,
     pub rx_timing: Option<Sent<u8>>,
     pub dev_status: Option<Sent<()>>,
+    /// NewChannelReqs, by channel index, in the order sent.
+    pub new_channels: Option<Sent<Vec<u8>>>,
 }
 
 /// The last DevStatusAns.
@@ -109,6 +113,12 @@ pub struct MacState {
     pub dev_status_at: Option<u64>,
     #[serde(default)]
     pub dev_status: Option<DevStatus>,
+    /// Extra channels the device holds (its CFList's, or acknowledged),
+    /// and those it refused (not asked again).
+    #[serde(default)]
+    pub channels: Vec<u8>,
+    #[serde(default)]
+    pub channels_refused: Vec<u8>,
 }
 
 /// Where the time of a DeviceTimeAns comes from, and so its accuracy.
@@ -164,6 +174,8 @@ pub enum Outcome {
     },
     RxParamsApplied(RxParams),
     RxParamsRefused(RxParams),
+    ChannelAdded(u8),
+    ChannelRefused(u8),
     /// A request the device did not answer in time (lost downlink).
     Unanswered(&'static str),
 }
@@ -200,6 +212,8 @@ impl MacState {
             started_at: now,
             dev_status_at: None,
             dev_status: None,
+            channels: Vec::new(),
+            channels_refused: Vec::new(),
         }
     }
 
@@ -245,6 +259,33 @@ impl MacState {
 
     fn read_answers(&mut self, up: &UplinkMac<'_>, d: &mut Decision) {
         let mut adr_ack: Option<(bool, bool, bool)> = None;
+        // NewChannelAns answer the NewChannelReqs in order.
+        let channel_answers = up.commands.iter().filter_map(|c| match c {
+            MacCommand::NewChannelAns {
+                data_rate_range_ok,
+                channel_frequency_ok,
+            } => Some(*data_rate_range_ok && *channel_frequency_ok),
+            _ => None,
+        });
+        if up
+            .commands
+            .iter()
+            .any(|c| matches!(c, MacCommand::NewChannelAns { .. }))
+        {
+            if let Some(s) = self.pending.new_channels.take() {
+                for (i, ok) in s.asked.into_iter().zip(channel_answers) {
+                    if ok {
+                        if !self.channels.contains(&i) {
+                            self.channels.push(i);
+                        }
+                        d.outcomes.push(Outcome::ChannelAdded(i));
+                    } else {
+                        self.channels_refused.push(i);
+                        d.outcomes.push(Outcome::ChannelRefused(i));
+                    }
+                }
+            }
+        }
         for c in up.commands {
             match *c {
                 MacCommand::LinkAdrAns {
@@ -344,6 +385,15 @@ impl MacState {
             self.pending.rx_timing = None;
             d.outcomes.push(Outcome::Unanswered("RXTimingSetupReq"));
         }
+        if self
+            .pending
+            .new_channels
+            .as_ref()
+            .is_some_and(|s| late(s.after_fcnt))
+        {
+            self.pending.new_channels = None;
+            d.outcomes.push(Outcome::Unanswered("NewChannelReq"));
+        }
         if self.pending.dev_status.is_some_and(|s| late(s.after_fcnt)) {
             self.pending.dev_status = None;
             d.outcomes.push(Outcome::Unanswered("DevStatusReq"));
@@ -394,6 +444,18 @@ impl MacState {
             d.commands.push(DownCommand::RxTimingSetupReq {
                 delay: new.rx1_delay,
             });
+        }
+        if self.pending.new_channels.is_none() {
+            for &(index, frequency, min_dr, max_dr) in &want.extra_channels {
+                if !self.channels.contains(&index) && !self.channels_refused.contains(&index) {
+                    d.commands.push(DownCommand::NewChannelReq {
+                        index,
+                        frequency,
+                        min_dr,
+                        max_dr,
+                    });
+                }
+            }
         }
         if let Some(every) = want.dev_status_every {
             let since = self.dev_status_at.unwrap_or(self.started_at);
@@ -451,6 +513,15 @@ impl MacState {
                     });
                     self.dev_status_at = Some(now);
                 }
+                DownCommand::NewChannelReq { index, .. } => match &mut self.pending.new_channels {
+                    Some(s) if s.after_fcnt == fcnt => s.asked.push(index),
+                    p => {
+                        *p = Some(Sent {
+                            asked: vec![index],
+                            after_fcnt: fcnt,
+                        })
+                    }
+                },
                 DownCommand::LinkCheckAns { .. } | DownCommand::DeviceTimeAns { .. } => {}
             }
         }

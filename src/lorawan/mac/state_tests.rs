@@ -16,6 +16,7 @@ fn want() -> Wanted {
         channel_masks: vec![(6, 0x0007)],
         rx: RX,
         dev_status_every: None,
+        extra_channels: Vec::new(),
     }
 }
 
@@ -343,4 +344,55 @@ fn adr_converges_without_losing_the_link() {
             }
         }
     }
+}
+
+#[test]
+fn extra_channels_are_defined_once_and_refusals_not_repeated() {
+    let mut s = MacState::new(0, RX, 0);
+    s.channels = vec![3]; // from its CFList
+    let w = Wanted {
+        adr: false,
+        extra_channels: vec![
+            (3, 867_100_000, 0, 5),
+            (4, 867_300_000, 0, 5),
+            (5, 867_500_000, 0, 5),
+        ],
+        ..want()
+    };
+    let d = s.on_uplink(&up(0, 0, 0.0, &[]), &w);
+    let asked: Vec<u8> = d
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            DownCommand::NewChannelReq { index, .. } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [4, 5], "channel 3 came with the CFList");
+    s.on_sent(&d.commands, 0, 0);
+    assert!(
+        s.on_uplink(&up(1, 0, 0.0, &[]), &w).commands.is_empty(),
+        "pending"
+    );
+    let ans = [
+        MacCommand::NewChannelAns {
+            data_rate_range_ok: true,
+            channel_frequency_ok: true,
+        },
+        MacCommand::NewChannelAns {
+            data_rate_range_ok: true,
+            channel_frequency_ok: false,
+        },
+    ];
+    let d = s.on_uplink(&up(2, 0, 0.0, &ans), &w);
+    assert_eq!(
+        d.outcomes,
+        vec![Outcome::ChannelAdded(4), Outcome::ChannelRefused(5)]
+    );
+    assert!(
+        d.commands.is_empty(),
+        "nothing left to ask: {:?}",
+        d.commands
+    );
+    assert_eq!(s.channels, [3, 4]);
 }
