@@ -720,6 +720,31 @@ mod tests {
     }
 
     #[test]
+    fn mac_and_extra_channels_are_checked() {
+        let c = load(
+            "Region: { ExtraChannels: [{Frequency: 867100000, MinDr: 0, MaxDr: 5}] }\nMac: { Adr: false, DevStatusInterval: 0s }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.site_region().extra_channels(), [(3, 867_100_000, 0, 5)]);
+        assert!(!c.mac.adr && c.mac.dev_status_interval.is_zero());
+        let e = load(
+            "Region: { Name: US915, ExtraChannels: [{Frequency: 903000000, MinDr: 0, MaxDr: 3}] }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Region.ExtraChannels") && e.contains("903000000"),
+            "{e}"
+        );
+        let e = load("Mac: { InstallationMargin: -3 }\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Mac.InstallationMargin"), "{e}");
+    }
+
+    #[test]
     fn password_is_redacted() {
         let c = load(
             "Ingest:\n  Mqtt: { Password: hunter2 }\nEdgex:\n  MessageBus: { Password: swordfish }\n",
