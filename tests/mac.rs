@@ -290,3 +290,27 @@ async fn extra_channels_reach_devices_the_cflist_did_not_give_them() {
     assert_eq!(metric(&metrics, "lorawan_mac_requests_sent_total"), 7);
     assert_eq!(metric(&metrics, "lorawan_mac_requests_refused_total"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_windows_move_when_the_device_acknowledges() {
+    // The site's RX2 channel is 869.1 MHz; an OTAA mote's JoinAccept cannot
+    // say so (it listens on the region's 869.525 MHz), an RXParamSetupReq
+    // does. Gateways refuse RX1, so every downlink goes in RX2: the first
+    // (with the request) on 869.525, the later ones on 869.1, once the mote
+    // answered. None is missed.
+    let o = SimOptions {
+        devices: 0,
+        otaa_devices: 1,
+        confirmed: true,
+        refuse_rx1: true,
+        ..opts(0, 10)
+    };
+    let (report, _env, _) = run_in(0, "", "", "Rx2Frequency: 869100000", "", o).await;
+    let m = &report.motes[0];
+    assert_eq!(m.rx.rx2_frequency, 869_100_000, "{m:?}");
+    assert_eq!(report.downlinks_missed + report.downlinks_dropped, 0);
+    let freqs: Vec<u32> = report.downlinks.iter().map(|d| d.frequency).collect();
+    assert_eq!(freqs.first(), Some(&869_525_000), "{freqs:?}");
+    assert!(freqs[1..].iter().all(|f| *f == 869_100_000), "{freqs:?}");
+    assert!(freqs.len() >= 3, "{freqs:?}");
+}
