@@ -11,16 +11,12 @@
 //! non-zero if ADR moved a mote where no gateway hears it (a frame lost on
 //! air), or saved nothing.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-#[path = "../tests/common/scrape.rs"]
-mod scrape;
 #[path = "support/mod.rs"]
 mod support;
 
 use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
-use support::{free_port, Killed};
 
 fn arg(name: &str, default: u64) -> u64 {
     let argv: Vec<String> = std::env::args().collect();
@@ -30,47 +26,10 @@ fn arg(name: &str, default: u64) -> u64 {
         .map_or(default, |v| v.parse().expect("a number"))
 }
 
-fn service(dir: &std::path::Path, motes: usize) -> (Killed, SocketAddr) {
-    let devices = dir.join("devices.yaml");
-    std::fs::write(&devices, mote::devices_yaml(&mote::entries(motes, 9))).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&devices, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "Service: {{ DataDir: {data}, ApiBind: \"{api}\" }}\n\
-             Devices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
-             Ingest: {{ Udp: {{ Bind: \"{udp}\" }}, DedupWindow: 50ms }}\n\
-             Readings: {{ JsonLines: \"\" }}\n\
-             Log: {{ Level: warn }}\n",
-            data = dir.join("data").display(),
-            devices = devices.display(),
-            profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles"),
-        ),
-    )
-    .unwrap();
-    let svc = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let up = std::time::Instant::now() + Duration::from_secs(20);
-    while scrape::scrape(api, "lorawan_adr_changes_total").is_none() {
-        assert!(std::time::Instant::now() < up, "the service did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (svc, udp)
-}
-
 fn run(motes: usize, minutes: u64, adr: bool) -> SimReport {
     let dir = tempfile::tempdir().unwrap();
-    let (_svc, udp) = service(dir.path(), motes);
+    let devices = mote::devices_yaml(&mote::entries(motes, 9));
+    let (_svc, udp, _) = support::service(dir.path(), &devices, "DedupWindow: 50ms");
     let frames = motes as u64 * minutes;
     let opts = SimOptions {
         devices: motes,

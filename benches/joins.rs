@@ -27,7 +27,6 @@ use device_lorawan::lorawan::region::MacVersionName;
 use device_lorawan::lorawan::{DataRate, Eui64};
 use device_lorawan::sim::mote;
 use device_lorawan::uplink::RxMeta;
-use support::{free_port, Killed};
 
 const RX1_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -58,35 +57,7 @@ fn main() {
     let seconds = arg("--seconds", 10);
     let dir = tempfile::tempdir().unwrap();
     let entries = mote::otaa_entries(motes, 7, MacVersionName::V1_0_3);
-    let devices = dir.path().join("devices.yaml");
-    std::fs::write(&devices, mote::devices_yaml(&entries)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&devices, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "Service: {{ DataDir: {data}, ApiBind: \"{api}\" }}\n\
-             Devices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
-             Ingest: {{ Udp: {{ Bind: \"{udp}\" }} }}\n\
-             Readings: {{ JsonLines: \"\" }}\n\
-             Log: {{ Level: warn }}\n",
-            data = dir.path().join("data").display(),
-            devices = devices.display(),
-            profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles"),
-        ),
-    )
-    .unwrap();
-    let _svc = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_svc, udp, api) = support::service(dir.path(), &mote::devices_yaml(&entries), "");
     let up = Instant::now() + Duration::from_secs(20);
     while scrape::scrape(api, "lorawan_joins_accepted_total").is_none() {
         assert!(Instant::now() < up, "the service did not start");

@@ -64,3 +64,50 @@ pub fn mosquitto(dir: &Path, extra: &str) -> (Killed, u16) {
     wait_port(port);
     (broker, port)
 }
+
+/// The real `device-lorawan run` on loopback: `devices` (a devices file's
+/// text, mode 0600) with the bundled profiles, UDP ingest with `ingest`
+/// added (e.g. `"DedupWindow: 50ms"`), no readings written, warnings only.
+/// Waits until its API serves metrics. Killed on drop.
+pub fn service(
+    dir: &Path,
+    devices: &str,
+    ingest: &str,
+) -> (Killed, std::net::SocketAddr, std::net::SocketAddr) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("devices.yaml");
+    std::fs::write(&path, devices).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let udp: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.join("config.yaml");
+    let ingest = if ingest.is_empty() {
+        String::new()
+    } else {
+        format!(", {ingest}")
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "Service: {{ DataDir: {data}, ApiBind: \"{api}\" }}\n\
+             Devices: {{ File: {devices}, ProfilesDir: {profiles} }}\n\
+             Ingest: {{ Udp: {{ Bind: \"{udp}\" }}{ingest} }}\n\
+             Readings: {{ JsonLines: \"\" }}\n\
+             Log: {{ Level: warn }}\n",
+            data = dir.join("data").display(),
+            devices = path.display(),
+            profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles"),
+        ),
+    )
+    .unwrap();
+    let svc = Killed(
+        Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(api.port());
+    (svc, udp, api)
+}
