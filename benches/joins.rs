@@ -108,6 +108,7 @@ fn main() {
                 phy: phy.clone(),
                 rx: RxMeta {
                     gps_time_ns: None,
+                    station: None,
                     gateway: *eui,
                     rssi: -50 - 10 * g as i32,
                     snr: 8.0 - 4.0 * g as f32,

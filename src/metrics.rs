@@ -41,6 +41,21 @@ reasons! {
     JoinEui => "join_eui",
     DevNonce => "dev_nonce",
     JoinRefused => "join_refused",
+    StationMessage => "malformed_station",
+    GatewayRefused => "gateway_refused",
+}
+
+/// One Basics Station gateway, as its metrics show it.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StationStats {
+    pub connected: bool,
+    /// Unix seconds of its last message.
+    pub last_seen: u64,
+    pub uplinks: u64,
+    pub downlinks: u64,
+    /// The last WebSocket ping's round trip, ms.
+    pub round_trip_ms: Option<f64>,
 }
 
 /// Where an uplink came from.
@@ -50,22 +65,29 @@ pub enum Source {
     Udp,
     GatewayMqtt,
     ApplicationMqtt,
+    BasicStation,
 }
 
 impl Source {
-    pub const ALL: [Source; 3] = [Source::Udp, Source::GatewayMqtt, Source::ApplicationMqtt];
+    pub const ALL: [Source; 4] = [
+        Source::Udp,
+        Source::GatewayMqtt,
+        Source::ApplicationMqtt,
+        Source::BasicStation,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Udp => "udp",
             Source::GatewayMqtt => "gateway-mqtt",
             Source::ApplicationMqtt => "application-mqtt",
+            Source::BasicStation => "basic-station",
         }
     }
 }
 
 #[derive(Default)]
 pub struct Metrics {
-    received: [AtomicU64; 3],
+    received: [AtomicU64; 4],
     rejected: [AtomicU64; 24],
     last_logged_ms: [AtomicU64; 24],
     logged_count: [AtomicU64; 24],
@@ -136,6 +158,8 @@ pub struct Metrics {
     pub adr_changes: AtomicU64,
     /// The last DevStatusAns of each device: battery (0..=255) and margin (dB).
     pub dev_status: std::sync::Mutex<std::collections::BTreeMap<std::sync::Arc<str>, (u8, i8)>>,
+    /// Basics Station gateways that connected since start, by EUI.
+    pub stations: std::sync::Mutex<std::collections::BTreeMap<crate::lorawan::Eui64, StationStats>>,
     /// Commands waiting for their device's next uplink (a gauge).
     pub downlink_queue_depth: AtomicU64,
     /// Uplinks of handed-over devices held while the other edge publishes them.
@@ -293,6 +317,36 @@ impl Metrics {
         ] {
             let _ = writeln!(s, "# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
         }
+        let stations = self.stations.lock().expect("metrics lock");
+        if !stations.is_empty() {
+            type Field = fn(&StationStats) -> Option<f64>;
+            let fields: [(&str, &str, Field); 5] = [
+                ("lorawan_station_connected", "gauge", |s| {
+                    Some(f64::from(u8::from(s.connected)))
+                }),
+                ("lorawan_station_last_seen_seconds", "gauge", |s| {
+                    Some(s.last_seen as f64)
+                }),
+                ("lorawan_station_uplinks_total", "counter", |s| {
+                    Some(s.uplinks as f64)
+                }),
+                ("lorawan_station_downlinks_total", "counter", |s| {
+                    Some(s.downlinks as f64)
+                }),
+                ("lorawan_station_round_trip_ms", "gauge", |s| {
+                    s.round_trip_ms
+                }),
+            ];
+            for (name, kind, f) in fields {
+                let _ = writeln!(s, "# TYPE {name} {kind}");
+                for (g, st) in stations.iter() {
+                    if let Some(v) = f(st) {
+                        let _ = writeln!(s, "{name}{{gateway=\"{g}\"}} {v}");
+                    }
+                }
+            }
+        }
+        drop(stations);
         let status = self.dev_status.lock().expect("metrics lock");
         if !status.is_empty() {
             let _ = writeln!(s, "# TYPE lorawan_device_battery gauge");

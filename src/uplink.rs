@@ -33,6 +33,18 @@ pub struct RxMeta {
     /// epoch), when it reports one: what a DeviceTimeAns is best taken from.
     #[serde(skip)]
     pub gps_time_ns: Option<u64>,
+    /// Basics Station gateways: the reception's context, which a downlink
+    /// answering it must carry back.
+    #[serde(skip)]
+    pub station: Option<StationCtx>,
+}
+
+/// A Basics Station reception's `xtime` (the station's µs clock, session
+/// and radio in its high bits) and `rctx` (the radio that heard it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StationCtx {
+    pub xtime: i64,
+    pub rctx: i64,
 }
 
 impl RxMeta {

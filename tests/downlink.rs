@@ -371,6 +371,7 @@ async fn a_command_for_a_silent_gateway_is_refused_and_kept() {
         phy,
         rx: device_lorawan::uplink::RxMeta {
             gps_time_ns: None,
+            station: None,
             gateway: device_lorawan::lorawan::Eui64::from_u64(99),
             rssi: -50,
             snr: 5.0,

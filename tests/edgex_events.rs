@@ -109,6 +109,7 @@ fn binary_readings_carry_base64_and_media_type() {
         adr_ack_req: false,
         rx: RxMeta {
             gps_time_ns: None,
+            station: None,
             gateway: Eui64::from_u64(1),
             rssi: -99,
             snr: -7.5,

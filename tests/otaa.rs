@@ -151,6 +151,7 @@ async fn send_join_request(udp: std::net::SocketAddr, i: usize, nonce: u16, vali
         phy,
         rx: RxMeta {
             gps_time_ns: None,
+            station: None,
             gateway: Eui64::from_u64(0xb827_ebff_fe00_0001),
             rssi: -50,
             snr: 7.0,
@@ -351,6 +352,7 @@ impl FakeGateway {
             phy,
             rx: RxMeta {
                 gps_time_ns: None,
+                station: None,
                 gateway: self.eui,
                 rssi: -50,
                 snr: 7.0,

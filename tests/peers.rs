@@ -239,6 +239,7 @@ fn downlinks_agree_with_chirpstack_api() {
                 RX1_DELAY,
             ),
             power_dbm: 14,
+            station: None,
         },
         TxRequest {
             id: 78,
@@ -247,6 +248,7 @@ fn downlinks_agree_with_chirpstack_api() {
             uplink_tmst: u32::MAX,
             window: rx2(RX1_DELAY, RX2_FREQUENCY, RX2_DATR),
             power_dbm: 27,
+            station: None,
         },
     ];
     let input: String = reqs

@@ -12,8 +12,10 @@ use serde_yaml_ng::Value;
 
 mod mqtt_clients;
 mod radio;
+mod station;
 pub use mqtt_clients::MqttClient;
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
+pub use station::{BasicStationConfig, StationTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -257,6 +259,7 @@ pub struct IngestConfig {
     pub max_message_bytes: usize,
     pub udp: UdpConfig,
     pub mqtt: MqttConfig,
+    pub basic_station: BasicStationConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -371,6 +374,7 @@ impl Default for IngestConfig {
             max_message_bytes: 8192,
             udp: UdpConfig::default(),
             mqtt: MqttConfig::default(),
+            basic_station: BasicStationConfig::default(),
         }
     }
 }
@@ -513,8 +517,17 @@ impl Config {
         if self.mac.max_data_rate.is_some_and(|dr| dr > 15) {
             return bad("Mac.MaxDataRate", "a data rate index is 0..=15");
         }
-        if !self.ingest.udp.enabled && !self.ingest.mqtt.enabled {
-            return bad("Ingest", "enable at least one of Udp and Mqtt");
+        if !self.ingest.udp.enabled
+            && !self.ingest.mqtt.enabled
+            && !self.ingest.basic_station.enabled
+        {
+            return bad(
+                "Ingest",
+                "enable at least one of Udp, Mqtt and BasicStation",
+            );
+        }
+        if let Err((key, message)) = self.ingest.basic_station.validate() {
+            return Err(ConfigError::Invalid { key, message });
         }
         if self.ingest.mqtt.enabled && self.ingest.mqtt.subscriptions.is_empty() {
             return bad(

@@ -24,6 +24,23 @@ pub struct TxRequest {
     pub uplink_tmst: u32,
     pub window: Window,
     pub power_dbm: i32,
+    /// For a Basics Station gateway: what its `dnmsg` needs.
+    pub station: Option<StationTx>,
+}
+
+/// A Basics Station downlink's windows, in the region's terms: the station
+/// itself tries RX1, then RX2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StationTx {
+    pub dev_eui: Eui64,
+    /// The uplink's `xtime` and `rctx`.
+    pub xtime: i64,
+    pub rctx: i64,
+    /// RX1 delay in seconds (JOIN_ACCEPT_DELAY1 for a JoinAccept).
+    pub rx_delay: u64,
+    /// (DR, Hz); no RX1 when the payload does not fit its rate.
+    pub rx1: Option<(u8, u32)>,
+    pub rx2: (u8, u32),
 }
 
 impl TxRequest {
@@ -46,4 +63,5 @@ pub struct TxAck {
 pub struct Transmitters {
     pub udp: Option<mpsc::Sender<TxRequest>>,
     pub mqtt: Option<mpsc::Sender<TxRequest>>,
+    pub station: Option<mpsc::Sender<TxRequest>>,
 }

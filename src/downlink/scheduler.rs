@@ -60,6 +60,31 @@ impl Regions {
     }
 }
 
+/// What a Basics Station's `dnmsg` needs, for an uplink heard by one:
+/// RX1 when the plan starts there (`rx1_delay` after the uplink), and RX2.
+fn station_tx(
+    region: &Region,
+    dev_eui: Eui64,
+    up: &RxMeta,
+    plan: &super::windows::Plan,
+    rx2: &Window,
+    rx1_delay: std::time::Duration,
+) -> Option<super::StationTx> {
+    let ctx = up.station?;
+    let dr = |w: &Window| region.dr_index(w.datr, false);
+    let rx1 = (plan.first.delay == rx1_delay)
+        .then(|| Some((dr(&plan.first)?, plan.first.frequency)))
+        .flatten();
+    Some(super::StationTx {
+        dev_eui,
+        xtime: ctx.xtime,
+        rctx: ctx.rctx,
+        rx_delay: rx1_delay.as_secs(),
+        rx1,
+        rx2: (dr(rx2)?, rx2.frequency),
+    })
+}
+
 /// MAC commands a gateway sent to `device` in the window of uplink `fcnt`.
 #[derive(Debug)]
 pub struct MacSent {
@@ -219,6 +244,14 @@ impl Scheduler {
             fopts: &fopts,
             fport,
         };
+        let station = station_tx(
+            region,
+            device.dev_eui,
+            &up.rx,
+            &plan,
+            &rx.rx2(),
+            rx.rx1_delay,
+        );
         let req = TxRequest {
             id: self.new_id(),
             gateway: up.rx.gateway,
@@ -226,6 +259,7 @@ impl Scheduler {
             uplink_tmst: tmst,
             window: plan.first,
             power_dbm,
+            station,
         };
         let flight = InFlight {
             device: id,
@@ -234,7 +268,8 @@ impl Scheduler {
             fcnt: Some(fcnt),
             seq,
             mac: (!mac_sent.is_empty()).then_some((mac_sent, up.fcnt)),
-            rx2_left: plan.fallback,
+            // A station tries RX2 itself.
+            rx2_left: plan.fallback.filter(|_| station.is_none()),
             req,
             source: up.source,
             deadline: Instant::now(),
@@ -278,6 +313,13 @@ impl Scheduler {
             .cfg
             .tx_power
             .unwrap_or_else(|| region.downlink_power(plan.first.frequency));
+        let (d1, d2) = region.join_accept_delays();
+        let rx2 = Window {
+            delay: d2,
+            frequency: defaults.rx2_frequency,
+            datr: defaults.rx2_datr,
+        };
+        let station = station_tx(region, device.dev_eui, rx, &plan, &rx2, d1);
         let req = TxRequest {
             id: self.new_id(),
             gateway: rx.gateway,
@@ -285,6 +327,7 @@ impl Scheduler {
             uplink_tmst: tmst,
             window: plan.first,
             power_dbm,
+            station,
         };
         tracing::debug!(device = %name, gateway = %rx.gateway, "JoinAccept scheduled");
         self.send(InFlight {
@@ -294,7 +337,7 @@ impl Scheduler {
             fcnt: None,
             seq: None,
             mac: None,
-            rx2_left: plan.fallback,
+            rx2_left: plan.fallback.filter(|_| station.is_none()),
             req,
             source,
             deadline: Instant::now(),
@@ -317,6 +360,7 @@ impl Scheduler {
         let sender = match f.source {
             Source::Udp => self.tx.udp.as_ref(),
             Source::GatewayMqtt => self.tx.mqtt.as_ref(),
+            Source::BasicStation => self.tx.station.as_ref(),
             Source::ApplicationMqtt => None,
         };
         let Some(sender) = sender else {

@@ -378,6 +378,7 @@ mod tests {
             uplink_tmst: u32::MAX - 10,
             window: rx1(868_300_000, DataRate::parse("SF9BW125").unwrap(), RX1_DELAY),
             power_dbm: 14,
+            station: None,
         }
     }
 

@@ -80,6 +80,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
         };
         let rx = RxMeta {
             gps_time_ns: None,
+            station: None,
             gateway: gateway_id(gw)?,
             rssi: r.rssi,
             snr: r.snr.unwrap_or(0.0),
@@ -104,6 +105,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
             .unwrap_or_default(),
         rx: best.unwrap_or(RxMeta {
             gps_time_ns: None,
+            station: None,
             gateway: Eui64::default(),
             rssi: 0,
             snr: 0.0,

@@ -130,6 +130,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
             return Err(MessageError::BadCrc);
         }
         RxMeta {
+            station: None,
             gateway: Eui64::from_hex(&rx.gateway_id).map_err(|e| MessageError::Field {
                 field: "rx_info.gateway_id",
                 message: e.to_string(),
@@ -155,6 +156,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
             })?;
         RxMeta {
             gps_time_ns: None,
+            station: None,
             gateway: Eui64(gw),
             rssi: rx.rssi,
             snr: rx.lora_snr as f32,
@@ -302,6 +304,7 @@ fn decode_json(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
     Ok(GatewayUplink {
         phy: b64("phyPayload", &f.phy_payload)?,
         rx: RxMeta {
+            station: None,
             gateway,
             rssi: rx.rssi,
             snr: rx.snr.or(rx.lora_snr).unwrap_or(0.0),
@@ -403,6 +406,7 @@ mod tests {
             phy: hex::decode("400403020180010001a694642615d6c3b582").unwrap(),
             rx: RxMeta {
                 gps_time_ns: None,
+                station: None,
                 gateway: Eui64::from_u64(0x0016c001f153a14c),
                 rssi: -57,
                 snr: 7.25,

@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod gateway;
 pub mod kicked;
 pub mod mqtt;
+pub mod station;
 pub mod udp;
 
 use crate::metrics::Source;

@@ -152,6 +152,7 @@ fn rxpk_uplink(gateway: Eui64, p: Rxpk) -> Result<GatewayUplink, MessageError> {
     Ok(GatewayUplink {
         phy: b64("rxpk.data", &p.data)?,
         rx: RxMeta {
+            station: None,
             gateway,
             rssi: p.rssi.or(first.and_then(|r| r.rssic)).unwrap_or(0),
             snr: p.lsnr.or(first.and_then(|r| r.lsnr)).unwrap_or(0.0),
@@ -342,6 +343,7 @@ mod tests {
             phy: vec![0x40, 1, 2, 3],
             rx: RxMeta {
                 gps_time_ns: None,
+                station: None,
                 gateway: Eui64::from_u64(7),
                 rssi: -90,
                 snr: -2.5,

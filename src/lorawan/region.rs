@@ -388,6 +388,49 @@ impl Region {
         }
     }
 
+    /// The data-rate table as a Basics Station's `router_config` wants it:
+    /// (SF, bandwidth kHz, downlink only) per index; SF 0 for FSK, -1 for
+    /// an index the region does not define.
+    pub fn station_dr_table(&self) -> [(i32, u32, u8); 16] {
+        let mut t = [(-1, 0, 0); 16];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let dr = i as u8;
+            *slot = match self.inner.get_data_rate(dr) {
+                Ok(DataRateModulation::Lora(l)) => {
+                    let up = self
+                        .inner
+                        .get_data_rate_index(true, &DataRateModulation::Lora(l.clone()))
+                        .is_ok_and(|i| i == dr);
+                    (
+                        i32::from(l.spreading_factor),
+                        l.bandwidth / 1000,
+                        u8::from(!up),
+                    )
+                }
+                Ok(DataRateModulation::Fsk(_)) => (0, 0, 0),
+                // LR-FHSS and undefined indices: nothing a station can use.
+                _ => (-1, 0, 0),
+            };
+        }
+        t
+    }
+
+    /// The band's frequency range (Hz), for a station's transmitter.
+    pub fn frequency_range(&self) -> (u32, u32) {
+        match self.settings.name {
+            RegionName::EU868 => (863_000_000, 870_000_000),
+            RegionName::US915 => (902_000_000, 928_000_000),
+            RegionName::AU915 => (915_000_000, 928_000_000),
+            RegionName::CN470 => (470_000_000, 510_000_000),
+            RegionName::KR920 => (920_900_000, 923_300_000),
+            RegionName::IN865 => (865_000_000, 867_000_000),
+            RegionName::EU433 => (433_175_000, 434_665_000),
+            RegionName::RU864 => (864_000_000, 870_000_000),
+            // AS923-1..4 share 915–928 MHz.
+            _ => (915_000_000, 928_000_000),
+        }
+    }
+
     /// The enabled uplink channels: (frequency, min DR, max DR).
     pub fn uplink_channels(&self) -> Vec<(u32, u8, u8)> {
         self.inner

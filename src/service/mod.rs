@@ -37,6 +37,8 @@ pub struct Parts {
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub udp: Option<std::net::SocketAddr>,
+    /// The Basics Station endpoints, when `Ingest.BasicStation` is on.
+    pub station: Option<std::net::SocketAddr>,
     pub api: std::net::SocketAddr,
     /// The provider's handover endpoint, when `Handover.Listen` is set.
     pub handover: Option<std::net::SocketAddr>,
@@ -81,6 +83,7 @@ pub async fn start(
         .with_context(|| format!("binding the API on {}", config.service.api_bind))?;
     let mut bound = Bound {
         udp: None,
+        station: None,
         api: api.local_addr()?,
         handover: None,
     };
@@ -129,6 +132,25 @@ pub async fn start(
             down_rx,
             parts.metrics.clone(),
             max,
+        )));
+    }
+    if config.ingest.basic_station.enabled {
+        let cfg = config.ingest.basic_station.clone();
+        let listener = tokio::net::TcpListener::bind(cfg.bind)
+            .await
+            .with_context(|| format!("binding Basics Station {}", cfg.bind))?;
+        bound.station = Some(listener.local_addr()?);
+        tracing::info!(addr = %listener.local_addr()?, tls = cfg.tls.is_some(), "Basics Station LNS listening");
+        let (down_tx, down_rx) = mpsc::channel(DOWNLINKS_IN_FLIGHT);
+        transmitters.station = Some(down_tx);
+        sources.push(tokio::spawn(crate::ingest::station::server::serve(
+            listener,
+            cfg,
+            max,
+            config.site_region(),
+            tx.clone(),
+            down_rx,
+            parts.metrics.clone(),
         )));
     }
     if config.ingest.mqtt.enabled {

@@ -457,6 +457,7 @@ pub async fn run(
         for g in hearing {
             let rx = RxMeta {
                 gps_time_ns: opts.gateway_time.then_some(gps_ns),
+                station: None,
                 gateway: gateway_eui(g),
                 rssi: -40 - 17 * g as i32 - (rng.next() % 5) as i32,
                 snr: snr_at(g),
@@ -488,6 +489,7 @@ pub async fn run(
                 phy: old,
                 rx: RxMeta {
                     gps_time_ns: None,
+                    station: None,
                     gateway: gateway_eui(0),
                     rssi: -30,
                     snr: 10.0,
@@ -511,6 +513,7 @@ pub async fn run(
                         phy: junk,
                         rx: RxMeta {
                             gps_time_ns: None,
+                            station: None,
                             gateway: gateway_eui(0),
                             rssi: -99,
                             snr: 0.0,
