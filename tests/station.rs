@@ -1,0 +1,376 @@
+//! LoRa Basics Station gateways through the real binary, driven by an
+//! independent client written from Semtech's LNS protocol specification
+//! in Python (`tests/peers/station_peer.py`, PyPI `websockets`): discovery,
+//! `router_config`, uplinks, join accepts and downlinks with the uplink's
+//! context, de-duplication across protocols, allow-list and tokens, TLS
+//! and mutual TLS, malformed input.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use device_lorawan::lorawan::region::{Region, RegionName, RegionSettings};
+use device_lorawan::lorawan::Eui64;
+use device_lorawan::sim::mote::{self, Mote};
+use serde_json::Value;
+
+const SEED: u64 = 41;
+const GW: u64 = 0xb827_ebff_fe00_0001;
+
+/// The real binary with ABP mote 1 and OTAA mote 1 of `SEED`, Semtech UDP
+/// and Basics Station (`station` added to its section) on free ports.
+fn service(station: &str, top: &str) -> (common::BinaryEnv, std::process::Child, u16) {
+    service_with("50ms", station, top)
+}
+
+/// [`service`] with de-duplication window `window`.
+fn service_with(
+    window: &str,
+    station: &str,
+    top: &str,
+) -> (common::BinaryEnv, std::process::Child, u16) {
+    let mut entries = mote::entries(1, SEED);
+    entries.extend(mote::otaa_entries(1, SEED, Default::default()));
+    let port = common::free_port();
+    let more = if station.is_empty() {
+        String::new()
+    } else {
+        format!(", {station}")
+    };
+    let env = common::binary_env(
+        &mote::devices_yaml(&entries),
+        "",
+        &format!("DedupWindow: {window}, BasicStation: {{ Enabled: true, Bind: \"127.0.0.1:{port}\"{more} }}"),
+        "",
+    );
+    if !top.is_empty() {
+        let mut text = std::fs::read_to_string(&env.config).unwrap();
+        text.push_str(top);
+        std::fs::write(&env.config, text).unwrap();
+    }
+    let child = common::start_binary(&env.config);
+    (env, child, port)
+}
+
+/// Run the Python station as gateway `gw` against `base`, sending `lines`;
+/// its events. `None` (skip) without python3 and websockets, outside CI.
+fn station(base: &str, gw: u64, extra: &[&str], lines: &[String]) -> Option<Vec<Value>> {
+    if !common::require("python3") {
+        return None;
+    }
+    let probe = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "PyPI websockets missing in CI (see .ci/run)"
+        );
+        eprintln!("SKIPPED: PyPI websockets not installed (run .ci/run)");
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .arg(common::repo_path("tests/peers/station_peer.py"))
+        .args([base, &format!("{gw:016x}")])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    Some(events)
+}
+
+fn events<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    all.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// An uplink line for the station: `phy` heard at `dr` on `freq`, at `xtime`.
+fn up(phy: &[u8], dr: u8, freq: u32, xtime: i64) -> String {
+    serde_json::json!({"phy": hex::encode(phy), "DR": dr, "Freq": freq, "xtime": xtime}).to_string()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics(api: std::net::SocketAddr) -> String {
+    common::http(api, "GET", "/metrics", "").await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abp_and_otaa_motes_through_a_station() {
+    let (env, mut child, port) = service("", "");
+    let base = format!("ws://127.0.0.1:{port}");
+    let region = Region::new(RegionSettings::new(RegionName::EU868));
+    let entries = {
+        let mut e = mote::entries(1, SEED);
+        e.extend(mote::otaa_entries(1, SEED, Default::default()));
+        e
+    };
+    let mut abp = Mote::new(&entries[0]);
+    let mut otaa = Mote::new(&entries[1]);
+    // ABP frames (the last one confirmed) and a JoinRequest.
+    let mut lines: Vec<String> = (0..3)
+        .map(|i| up(&abp.next_frame().1, 5, 868_100_000, 1_000_000 * (i + 1)))
+        .collect();
+    abp.confirmed = true;
+    lines.push(up(
+        &abp.next_frame().1,
+        4,
+        868_300_000,
+        0x0001_0000_0400_0000,
+    ));
+    let jreq_xtime = 0x0001_0000_0500_0000i64;
+    lines.push(up(
+        &otaa.join_request(std::time::Instant::now()),
+        0,
+        868_500_000,
+        jreq_xtime,
+    ));
+    let Some(ev) = station(&base, GW, &["--linger", "6"], &lines) else {
+        return;
+    };
+    let info = events(&ev, "router-info");
+    assert_eq!(
+        info[0]["uri"],
+        format!("ws://127.0.0.1:{port}/traffic/B8-27-EB-FF-FE-00-00-01"),
+        "{ev:?}"
+    );
+    let rc = events(&ev, "router_config");
+    assert_eq!(rc[0]["region"], "EU868");
+    assert_eq!(rc[0]["DRs"][5], serde_json::json!([7, 125, 0]));
+    assert_eq!(rc[0]["upchannels"].as_array().unwrap().len(), 3);
+    let ts = events(&ev, "timesync");
+    assert_eq!(ts[0]["txtime"], 123456.0);
+    assert!(ts[0]["gpstime"].as_i64().unwrap() > 1_400_000_000_000_000);
+
+    let dn = events(&ev, "dnmsg");
+    assert_eq!(dn.len(), 2, "the JoinAccept and the ACK: {dn:?}");
+    let accept = dn.iter().find(|d| d["RxDelay"] == 5).expect("a JoinAccept");
+    // JOIN_ACCEPT_DELAY1 after the JoinRequest, on its channel and rate;
+    // RX2 on EU868's 869.525 MHz at DR0.
+    assert_eq!(accept["xtime"].as_i64(), Some(jreq_xtime));
+    assert_eq!(
+        (accept["RX1DR"].as_u64(), accept["RX1Freq"].as_u64()),
+        (Some(0), Some(868_500_000))
+    );
+    assert_eq!(
+        (accept["RX2DR"].as_u64(), accept["RX2Freq"].as_u64()),
+        (Some(0), Some(869_525_000))
+    );
+    assert_eq!(accept["DevEui"], "70-B3-D5-7E-D0-01-00-01");
+    let pdu = hex::decode(accept["pdu"].as_str().unwrap()).unwrap();
+    assert!(otaa.accept(&pdu, &region), "the mote opens its JoinAccept");
+    let ack = dn.iter().find(|d| d["RxDelay"] == 1).expect("the ACK");
+    assert_eq!(ack["xtime"].as_i64(), Some(0x0001_0000_0400_0000));
+    assert_eq!(
+        (ack["RX1DR"].as_u64(), ack["RX1Freq"].as_u64()),
+        (Some(4), Some(868_300_000))
+    );
+    let got = abp
+        .receive(&hex::decode(ack["pdu"].as_str().unwrap()).unwrap(), &region)
+        .unwrap()
+        .0;
+    assert!(got.ack);
+
+    // The joined mote's data, through a new connection of the same gateway.
+    let lines: Vec<String> = (0..2)
+        .map(|i| up(&otaa.next_frame().1, 5, 868_100_000, 2_000_000 * (i + 1)))
+        .collect();
+    let ev = station(&base, GW, &["--linger", "1"], &lines).unwrap();
+    assert_eq!(events(&ev, "router_config").len(), 1);
+    common::until("6 uplinks published", Duration::from_secs(10), || {
+        common::published_lines(&env.out).len() >= 6
+    })
+    .await;
+    let published = common::published_lines(&env.out);
+    assert_eq!(published.iter().filter(|p| p.0 == "sim-mote-1").count(), 4);
+    assert_eq!(published.iter().filter(|p| p.0 == "sim-otaa-1").count(), 2);
+    let m = metrics(env.api).await;
+    assert_eq!(
+        metric(&m, "lorawan_downlinks_acked_total"),
+        2,
+        "dntxed acknowledged both"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "lorawan_uplinks_received_total{source=\"basic-station\"}"
+        ),
+        7
+    );
+    assert!(
+        m.contains(&format!(
+            "lorawan_station_uplinks_total{{gateway=\"{}\"}} 7",
+            Eui64::from_u64(GW)
+        )),
+        "{m}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_frame_heard_by_a_station_and_a_udp_gateway_is_one_reading() {
+    // A window long enough for the Python station to start and connect.
+    let (env, mut child, port) = service_with("4s", "", "");
+    let entries = mote::entries(1, SEED);
+    let mut abp = Mote::new(&entries[0]);
+    let (_, phy) = abp.next_frame();
+    // The UDP gateway's copy...
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rx = device_lorawan::uplink::RxMeta {
+        gateway: Eui64::from_u64(0xb827_ebff_fe00_0002),
+        rssi: -80,
+        snr: 2.0,
+        tmst: Some(5),
+        frequency: Some(868_100_000),
+        datr: device_lorawan::lorawan::DataRate::parse("SF7BW125"),
+        gps_time_ns: None,
+        station: None,
+    };
+    let gwu = device_lorawan::ingest::gateway::GatewayUplink {
+        phy: phy.clone(),
+        rx,
+    };
+    sock.send_to(
+        &device_lorawan::ingest::udp::push_data(1, rx.gateway, &[gwu]),
+        env.udp,
+    )
+    .unwrap();
+    // ...and the station's, within the de-duplication window.
+    let Some(_) = station(
+        &format!("ws://127.0.0.1:{port}"),
+        GW,
+        &["--linger", "1"],
+        &[up(&phy, 5, 868_100_000, 7)],
+    ) else {
+        return;
+    };
+    common::until("the uplink published", Duration::from_secs(10), || {
+        !common::published_lines(&env.out).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = std::fs::read_to_string(&env.out).unwrap();
+    let published: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0]["gateways"], 2, "both gateways counted");
+    let m = metrics(env.api).await;
+    assert_eq!(metric(&m, "lorawan_uplinks_duplicate_total"), 1, "{m}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_gateways_with_their_token_get_in() {
+    let (env, mut child, port) = service(
+        &format!("AllowedGateways: [\"{GW:016x}\"], Tokens: {{ \"{GW:016x}\": \"s3cret\" }}"),
+        "",
+    );
+    let base = format!("ws://127.0.0.1:{port}");
+    let Some(ev) = station(&base, 0xb827_ebff_fe00_0009, &[], &[]) else {
+        return;
+    };
+    let info = events(&ev, "router-info");
+    assert!(
+        info[0]["error"].as_str().unwrap().contains("not allowed"),
+        "{ev:?}"
+    );
+    assert!(events(&ev, "router_config").is_empty());
+    let ev = station(&base, GW, &[], &[]).unwrap();
+    assert_eq!(events(&ev, "refused")[0]["status"], 401, "no token: {ev:?}");
+    let ev = station(&base, GW, &["--token", "wrong"], &[]).unwrap();
+    assert_eq!(events(&ev, "refused")[0]["status"], 401);
+    let ev = station(&base, GW, &["--token", "s3cret", "--linger", "0.2"], &[]).unwrap();
+    assert_eq!(events(&ev, "router_config").len(), 1, "{ev:?}");
+    let m = metrics(env.api).await;
+    assert_eq!(
+        metric(
+            &m,
+            "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}"
+        ),
+        3,
+        "{m}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_counted_and_the_connection_kept() {
+    let (env, mut child, port) = service("", "");
+    let entries = mote::entries(1, SEED);
+    let mut abp = Mote::new(&entries[0]);
+    let raw = |t: &str| serde_json::json!({ "raw": t }).to_string();
+    let lines = vec![
+        raw("not json"),
+        raw(r#"{"msgtype":"updf","DevAddr":"x"}"#),
+        raw(
+            r#"{"msgtype":"updf","MHdr":64,"DevAddr":1,"FCtrl":2,"FCnt":1,"FOpts":"","FPort":1,"FRMPayload":"","MIC":0,"DR":5,"Freq":868100000,"upinfo":{"xtime":1}}"#,
+        ),
+        raw(r#"{"msgtype":"rmtsh"}"#),
+        up(&abp.next_frame().1, 5, 868_100_000, 9),
+        raw(&"x".repeat(9000)),
+        up(&abp.next_frame().1, 5, 868_100_000, 10),
+    ];
+    let Some(ev) = station(
+        &format!("ws://127.0.0.1:{port}"),
+        GW,
+        &["--linger", "1"],
+        &lines,
+    ) else {
+        return;
+    };
+    assert_eq!(
+        events(&ev, "closed").len(),
+        1,
+        "the oversize message closes it: {ev:?}"
+    );
+    common::until("the good frame", Duration::from_secs(10), || {
+        common::published_lines(&env.out).len() == 1
+    })
+    .await;
+    let m = metrics(env.api).await;
+    assert_eq!(
+        metric(
+            &m,
+            "lorawan_inputs_rejected_total{reason=\"malformed_station\"}"
+        ),
+        4,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "lorawan_inputs_rejected_total{reason=\"oversize\"}"),
+        1,
+        "{m}"
+    );
+    // The service and other gateways go on.
+    let ev = station(
+        &format!("ws://127.0.0.1:{port}"),
+        GW + 1,
+        &["--linger", "0.2"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(events(&ev, "router_config").len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
