@@ -220,6 +220,20 @@ async fn abp_and_otaa_motes_through_a_station() {
         )),
         "{m}"
     );
+    let (status, body) = common::http(env.api, "GET", "/api/v3/lorawan/gateways", "").await;
+    assert_eq!(status, 200);
+    let g: Value = serde_json::from_str(&body).unwrap();
+    let g = &g["gateways"][0];
+    assert_eq!(
+        (
+            g["gateway"].as_str(),
+            g["uplinks"].as_u64(),
+            g["downlinks"].as_u64()
+        ),
+        (Some("b827ebfffe000001"), Some(7), Some(2)),
+        "{g}"
+    );
+    assert_eq!(g["connected"], false, "both connections closed");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -371,6 +385,209 @@ async fn malformed_messages_are_counted_and_the_connection_kept() {
     )
     .unwrap();
     assert_eq!(events(&ev, "router_config").len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate for
+/// the gateway, made with the openssl CLI in `dir`.
+fn certificates(dir: &std::path::Path) -> Option<()> {
+    if !common::require("openssl") {
+        return None;
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=test-ca",
+            "-days",
+            "2",
+        ],
+    ]
+    .concat());
+    for (name, cn, ext) in [
+        (
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "client",
+            "b827ebfffe000001",
+            "extendedKeyUsage=clientAuth\n",
+        ),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let subj = format!("/CN={cn}");
+        let (key, csr, crt, extf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        run(&[
+            &["req"][..],
+            &ec,
+            &["-keyout", &key, "-out", &csr, "-subj", &subj],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &extf,
+        ]);
+    }
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let Some(()) = certificates(certs.path()) else {
+        return;
+    };
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let ca = p("ca.crt");
+    // Server certificate only.
+    let (env, mut child, port) = service(
+        &format!(
+            "Tls: {{ Cert: \"{}\", Key: \"{}\" }}",
+            p("server.crt"),
+            p("server.key")
+        ),
+        "",
+    );
+    let base = format!("wss://127.0.0.1:{port}");
+    let Some(ev) = station(&base, GW, &["--ca", &ca, "--linger", "0.2"], &[]) else {
+        return;
+    };
+    assert!(
+        events(&ev, "router-info")[0]["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("wss://127.0.0.1:"),
+        "{ev:?}"
+    );
+    assert_eq!(events(&ev, "router_config").len(), 1, "{ev:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(env);
+    // Mutual TLS: a station without a certificate the client CA signed is refused.
+    let (env, mut child, port) = service(
+        &format!(
+            "Tls: {{ Cert: \"{}\", Key: \"{}\", ClientCa: \"{ca}\" }}",
+            p("server.crt"),
+            p("server.key")
+        ),
+        "",
+    );
+    let base = format!("wss://127.0.0.1:{port}");
+    let ev = station(&base, GW, &["--ca", &ca], &[]).unwrap();
+    assert_eq!(
+        events(&ev, "refused").len(),
+        1,
+        "no client certificate: {ev:?}"
+    );
+    let client = [
+        "--ca",
+        &ca,
+        "--cert",
+        &p("client.crt"),
+        "--key",
+        &p("client.key"),
+        "--linger",
+        "0.2",
+    ];
+    let ev = station(&base, GW, &client, &[]).unwrap();
+    assert_eq!(events(&ev, "router_config").len(), 1, "{ev:?}");
+    let m = metrics(env.api).await;
+    assert!(
+        metric(
+            &m,
+            "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}"
+        ) >= 1,
+        "{m}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn us915_join_accept_windows() {
+    // US915 sub-band 2: a JoinRequest at DR0 on 903.9 MHz (channel 8) is
+    // answered in RX1 at DR10 on 923.3 MHz (channel 8 mod 8 = 0), RX2 at
+    // DR8 on 923.3 MHz (RP002 §2.5).
+    let (_env, mut child, port) = service("", "Region: { Name: US915, SubBand: 2 }\n");
+    let region = Region::new(RegionSettings::new(RegionName::US915));
+    let mut otaa = Mote::in_region(&mote::otaa_entries(1, SEED, Default::default())[0], &region);
+    let jreq = otaa.join_request(std::time::Instant::now());
+    let Some(ev) = station(
+        &format!("ws://127.0.0.1:{port}"),
+        GW,
+        &["--linger", "1.5"],
+        &[up(&jreq, 0, 903_900_000, 77)],
+    ) else {
+        return;
+    };
+    let rc = events(&ev, "router_config");
+    assert_eq!(rc[0]["region"], "US915");
+    assert_eq!(
+        rc[0]["upchannels"].as_array().unwrap().len(),
+        9,
+        "sub-band 2: 8 + 1"
+    );
+    let dn = events(&ev, "dnmsg");
+    assert_eq!(dn.len(), 1, "{ev:?}");
+    let d = dn[0];
+    assert_eq!(
+        (d["RxDelay"].as_u64(), d["xtime"].as_i64()),
+        (Some(5), Some(77))
+    );
+    assert_eq!(
+        (d["RX1DR"].as_u64(), d["RX1Freq"].as_u64()),
+        (Some(10), Some(923_300_000))
+    );
+    assert_eq!(
+        (d["RX2DR"].as_u64(), d["RX2Freq"].as_u64()),
+        (Some(8), Some(923_300_000))
+    );
+    assert!(otaa.accept(&hex::decode(d["pdu"].as_str().unwrap()).unwrap(), &region));
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -144,6 +144,7 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
         ),
         (&Method::POST, "/api/v3/secret") => respond(secret::post(state, body)),
         (&Method::GET, "/api/v3/handover") => respond(handover_status(state)),
+        (&Method::GET, "/api/v3/lorawan/gateways") => respond(gateways(state)),
         (&Method::GET, "/api/v3/registration") => respond(registration_status(state)),
         (&Method::POST, "/api/v3/registration") => respond(registration_again(state)),
         (&Method::GET, "/metrics") => Response::builder()
@@ -157,6 +158,7 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
             | "/api/v3/config"
             | "/api/v3/secret"
             | "/api/v3/handover"
+            | "/api/v3/lorawan/gateways"
             | "/api/v3/registration"
             | "/metrics",
         ) => respond(error(
@@ -165,6 +167,25 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
         )),
         _ => respond(error(StatusCode::NOT_FOUND, "no such route")),
     }
+}
+
+/// The Basics Station gateways that connected since start: connected or
+/// not, last seen, uplinks, downlinks, round trip. Not an EdgeX route.
+fn gateways(state: &ApiState) -> Answer {
+    let stations = state.metrics.stations.lock().expect("metrics lock");
+    let list: Vec<serde_json::Value> = stations
+        .iter()
+        .map(|(eui, s)| {
+            let mut v = serde_json::to_value(s).expect("plain fields");
+            v["gateway"] = eui.to_string().into();
+            v["protocol"] = "basic-station".into();
+            v
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        json!({"apiVersion": API_VERSION, "statusCode": 200, "gateways": list}),
+    )
 }
 
 /// The handover contracts of this edge: as provider (holder, epoch,

@@ -751,6 +751,26 @@ mod tests {
             e.contains("Region.ExtraChannels") && e.contains("903000000"),
             "{e}"
         );
+        let e = load(
+            "Ingest: { BasicStation: { Enabled: true, Tls: { Cert: /nonexistent/cert.pem, Key: /nonexistent/key.pem } } }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Ingest.BasicStation.Tls") && e.contains("/nonexistent/cert.pem"),
+            "{e}"
+        );
+        let e = load(
+            "Ingest: { BasicStation: { Enabled: true, AllowedGateways: [nope] } }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Ingest.BasicStation.AllowedGateways") && e.contains("nope"),
+            "{e}"
+        );
         let e = load("Mac: { InstallationMargin: -3 }\n", &[])
             .unwrap_err()
             .to_string();
