@@ -122,8 +122,11 @@ struct SimulateArgs {
     #[arg(long, conflicts_with = "mqtt")]
     udp: Option<std::net::SocketAddr>,
     /// Send as a gateway bridge to this MQTT broker (host:port).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "station")]
     mqtt: Option<String>,
+    /// Connect as LoRa Basics Station gateways to this LNS (`ws://host:3001`).
+    #[arg(long, conflicts_with = "udp")]
+    station: Option<String>,
     #[arg(long, value_enum, default_value = "protobuf")]
     format: WireFormat,
     /// Topic prefix before `gateway/...` (e.g. `eu868/`).
@@ -418,6 +421,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let target = match (a.udp, a.mqtt) {
+        _ if a.station.is_some() => Target::Station(a.station.clone().expect("guarded")),
         (Some(addr), _) => Target::Udp(addr),
         (None, Some(hp)) => {
             let (host, port) = hp

@@ -591,3 +591,67 @@ async fn us915_join_accept_windows() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The simulator's Station gateways against the service in process: ABP
+/// and OTAA motes heard by two stations, with faults; every good frame
+/// published exactly once, a queued command and the joins delivered in
+/// RX1 (or RX2 when the stations cannot do RX1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_site_over_station_gateways() {
+    use device_lorawan::sim::{self, SimOptions, Target};
+    for refuse_rx1 in [false, true] {
+        let data = tempfile::tempdir().unwrap();
+        let mut cfg = common::config(data.path());
+        cfg.ingest.basic_station.enabled = true;
+        cfg.ingest.basic_station.bind = "127.0.0.1:0".parse().unwrap();
+        let mut entries = mote::entries(3, SEED);
+        entries.extend(mote::otaa_entries(1, SEED, Default::default()));
+        let mut svc = common::Service::start(cfg, entries).await;
+        let base = format!("ws://{}", svc.bound.station.unwrap());
+        let body = r#"{"reportInterval":"300"}"#;
+        let (status, _) = common::http(
+            svc.bound.api,
+            "PUT",
+            "/api/v3/device/name/sim-mote-1/reportInterval",
+            body,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let opts = SimOptions {
+            devices: 3,
+            otaa_devices: 1,
+            gateways: 2,
+            rate: 20.0,
+            frames: Some(40),
+            duration: None,
+            seed: SEED,
+            refuse_rx1,
+            linger: Duration::from_secs(2),
+            faults: sim::Faults {
+                bad_mic: 0.05,
+                duplicate: 0.1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let report = sim::run(Target::Station(base), opts, std::future::pending())
+            .await
+            .unwrap();
+        let got = svc.stop().await;
+        common::assert_exactly(&report, &got);
+        assert_eq!(report.joins.len(), 1, "{:?}", report.joins);
+        let d: Vec<_> = report
+            .downlinks
+            .iter()
+            .filter(|d| d.device == "sim-mote-1")
+            .collect();
+        assert_eq!(d.len(), 1, "{:?}", report.downlinks);
+        assert_eq!(d[0].interval_s, 300);
+        let delay = if refuse_rx1 { 2_000_000 } else { 1_000_000 };
+        assert_eq!(d[0].delay_us, delay, "{refuse_rx1}: {:?}", d[0]);
+        let join_delay = if refuse_rx1 { 6_000_000 } else { 5_000_000 };
+        assert_eq!(report.joins[0].delay_us, join_delay);
+        assert_eq!(report.downlinks_missed + report.downlinks_dropped, 0);
+        assert!(report.bad_mic > 0 && report.duplicates > 0);
+    }
+}

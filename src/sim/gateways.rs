@@ -17,6 +17,10 @@ use crate::lorawan::Eui64;
 
 /// How simulated gateways deliver their receptions.
 pub(super) enum Transport {
+    Station {
+        links: Vec<super::station_gw::StationLink>,
+        region: crate::lorawan::region::Region,
+    },
     Udp {
         socks: Vec<Arc<UdpSocket>>,
         token: u16,
@@ -108,6 +112,25 @@ impl Transport {
         refused: Arc<std::sync::atomic::AtomicU64>,
     ) -> anyhow::Result<Self> {
         match target {
+            Target::Station(base) => {
+                let region = crate::lorawan::region::Region::new(
+                    crate::lorawan::region::RegionSettings::new(sim_opts.region),
+                );
+                let mut links = Vec::new();
+                for g in 0..gateways {
+                    links.push(
+                        super::station_gw::connect(
+                            base,
+                            gateway_eui(g),
+                            region.clone(),
+                            down.clone(),
+                            sim_opts.refuse_rx1,
+                        )
+                        .await?,
+                    );
+                }
+                Ok(Transport::Station { links, region })
+            }
             Target::Udp(addr) => {
                 let mut socks = Vec::new();
                 for g in 0..gateways {
@@ -214,6 +237,16 @@ impl Transport {
         up: &GatewayUplink,
     ) -> anyhow::Result<()> {
         match self {
+            Transport::Station { links, region } => {
+                if let Some(text) =
+                    crate::ingest::station::messages::upstream(&up.phy, &up.rx, region)
+                {
+                    links[gw].send(text).await?;
+                } else {
+                    // Bytes no station would forward: sent as they are.
+                    links[gw].send(hex::encode(&up.phy)).await?;
+                }
+            }
             Transport::Udp { socks, token } => {
                 *token = token.wrapping_add(1);
                 socks[gw]
@@ -248,6 +281,11 @@ impl Transport {
         bytes: Vec<u8>,
     ) -> anyhow::Result<()> {
         match self {
+            Transport::Station { links, .. } => {
+                links[gw]
+                    .send(String::from_utf8_lossy(&bytes).into_owned())
+                    .await?;
+            }
             Transport::Udp { socks, .. } => {
                 socks[gw].send(&bytes).await?;
             }

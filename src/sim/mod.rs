@@ -9,6 +9,7 @@
 
 mod air;
 mod gateways;
+mod station_gw;
 use gateways::Transport;
 pub mod lmic_mac;
 pub mod mote;
@@ -31,6 +32,8 @@ use mote::{Mote, Sample};
 #[derive(Debug, Clone)]
 pub enum Target {
     Udp(SocketAddr),
+    /// Basics Station gateways: the service's `ws://host:port`.
+    Station(String),
     Mqtt {
         host: String,
         port: u16,

@@ -320,6 +320,59 @@ pub fn eui_text(e: Eui64) -> String {
         .join("-")
 }
 
+/// The `updf` or `jreq` a station sends for `phy` heard as `rx` (the
+/// simulator's Station gateways): the frame split as Station's lora.c does.
+/// `None` for bytes no station would forward.
+pub fn upstream(phy: &[u8], rx: &RxMeta, region: &Region) -> Option<String> {
+    let dr = region.dr_index(rx.datr?, true)?;
+    let ctx = rx.station.unwrap_or(crate::uplink::StationCtx {
+        xtime: i64::from(rx.tmst.unwrap_or(0)),
+        rctx: 0,
+    });
+    let info = serde_json::json!({
+        "rctx": ctx.rctx, "xtime": ctx.xtime, "gpstime": rx.gps_time_ns.map_or(0, |n| n / 1000),
+        "fts": -1, "rssi": rx.rssi, "snr": rx.snr, "rxtime": mux_time(),
+    });
+    let n = phy.len();
+    let i32_at = |at: usize| i32::from_le_bytes([phy[at], phy[at + 1], phy[at + 2], phy[at + 3]]);
+    let m = match phy.first()? >> 5 {
+        0 if n == 23 => {
+            let eui = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&phy[at..at + 8]);
+                b.reverse();
+                eui_text(Eui64(b))
+            };
+            serde_json::json!({
+                "msgtype": "jreq", "MHdr": phy[0], "JoinEui": eui(1), "DevEui": eui(9),
+                "DevNonce": u16::from_le_bytes([phy[17], phy[18]]), "MIC": i32_at(19),
+            })
+        }
+        2 | 4 if n >= 12 => {
+            let port_at = 8 + usize::from(phy[5] & 0x0f);
+            if port_at > n - 4 {
+                return None;
+            }
+            let (port, payload) = match port_at < n - 4 {
+                true => (i32::from(phy[port_at]), &phy[port_at + 1..n - 4]),
+                false => (-1, &[][..]),
+            };
+            serde_json::json!({
+                "msgtype": "updf", "MHdr": phy[0], "DevAddr": i32_at(1), "FCtrl": phy[5],
+                "FCnt": u16::from_le_bytes([phy[6], phy[7]]), "FOpts": hex::encode(&phy[8..port_at]),
+                "FPort": port, "FRMPayload": hex::encode(payload), "MIC": i32_at(n - 4),
+            })
+        }
+        _ => return None,
+    };
+    let mut m = m;
+    m["DR"] = dr.into();
+    m["Freq"] = rx.frequency.unwrap_or(0).into();
+    m["RefTime"] = 0.0.into();
+    m["upinfo"] = info;
+    Some(m.to_string())
+}
+
 /// Unix seconds now, as `MuxTime`.
 pub fn mux_time() -> f64 {
     std::time::SystemTime::now()

@@ -240,3 +240,35 @@ fn dnmsg_carries_the_uplinks_context_and_both_windows() {
         (Some(1), Some(0))
     );
 }
+
+#[test]
+fn the_simulators_messages_read_back_exactly() {
+    let c = SessionCrypto::new(&AesKey::new([1; 16]), &AesKey::new([2; 16]));
+    let key = AesKey::new([7; 16]);
+    let frames = [
+        encode::uplink(&c, DevAddr(0xfc00_0001), 9, 2, b"abc"),
+        crate::lorawan::join::build_join_request(&key, Eui64::from_u64(1), Eui64::from_u64(2), 3),
+    ];
+    let rx = RxMeta {
+        gateway: GW,
+        rssi: -70,
+        snr: 4.5,
+        tmst: Some(77),
+        frequency: Some(868_300_000),
+        datr: crate::lorawan::DataRate::parse("SF9BW125"),
+        gps_time_ns: None,
+        station: None,
+    };
+    for phy in frames {
+        let text = upstream(&phy, &rx, &eu868()).unwrap();
+        let Upstream::Frame { phy: got, rx: back } = parse(&text, GW, &eu868()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(got, phy);
+        assert_eq!(
+            (back.tmst, back.datr, back.frequency),
+            (Some(77), rx.datr, rx.frequency)
+        );
+    }
+    assert_eq!(upstream(&[0xe0, 1, 2], &rx, &eu868()), None, "proprietary");
+}
