@@ -25,6 +25,8 @@ pub struct DemoOptions {
     pub devices: usize,
     pub gateways: usize,
     pub rate: f64,
+    /// Basics Station gateways instead of Semtech UDP ones.
+    pub station: bool,
 }
 
 /// Prints one line per uplink.
@@ -77,6 +79,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.service.data_dir = data.path().to_owned();
     config.ingest.udp.bind = "127.0.0.1:0".parse()?;
+    config.ingest.basic_station.enabled = opts.station;
+    config.ingest.basic_station.bind = "127.0.0.1:0".parse()?;
     config.service.api_bind = "127.0.0.1:0".parse()?;
     let profile = DeviceProfile::from_yaml(
         std::path::Path::new("profiles/Dragino-LPP-Mote.yaml"),
@@ -99,9 +103,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     })
     .await?;
-    let udp = bound.udp.expect("demo enables UDP");
+    let (target, via) = match bound.station {
+        Some(addr) => (
+            Target::Station(format!("ws://{addr}")),
+            format!("LoRa Basics Station ws://{addr}"),
+        ),
+        None => {
+            let udp = bound.udp.expect("demo enables UDP");
+            (Target::Udp(udp), format!("Semtech UDP {udp}"))
+        }
+    };
     println!(
-        "device-lorawan demo: {} simulated LMIC ABP motes and 1 OTAA mote, {} gateways -> Semtech UDP {udp}; {:?}, Ctrl-C to stop early",
+        "device-lorawan demo: {} simulated LMIC ABP motes and 1 OTAA mote, {} gateways -> {via}; {:?}, Ctrl-C to stop early",
         opts.devices, opts.gateways, opts.duration
     );
     let sim_opts = SimOptions {
@@ -126,7 +139,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let report = sim::run(Target::Udp(udp), sim_opts, ctrl_c).await?;
+    let report = sim::run(target, sim_opts, ctrl_c).await?;
     // Let the last de-duplication window close, then stop the service.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let _ = stop_tx.send(());

@@ -84,6 +84,10 @@ enum Command {
         /// Frames per second, all motes together.
         #[arg(long, default_value_t = 4.0)]
         rate: f64,
+        /// The gateways are LoRa Basics Stations (WebSockets) instead of
+        /// Semtech UDP packet forwarders.
+        #[arg(long)]
+        station: bool,
     },
 }
 
@@ -372,6 +376,7 @@ async fn main() -> anyhow::Result<()> {
             devices,
             gateways,
             rate,
+            station,
         } => {
             init_logging("warn", LogFormat::Text);
             demo::run(demo::DemoOptions {
@@ -379,6 +384,7 @@ async fn main() -> anyhow::Result<()> {
                 devices,
                 gateways,
                 rate,
+                station,
             })
             .await
         }

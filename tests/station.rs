@@ -655,3 +655,75 @@ async fn a_simulated_site_over_station_gateways() {
         assert!(report.bad_mic > 0 && report.duplicates > 0);
     }
 }
+
+#[test]
+fn the_demo_runs_with_station_gateways() {
+    let out = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+        .args(["demo", "--station", "--duration", "3s"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("-> LoRa Basics Station ws://127.0.0.1:"),
+        "{text}"
+    );
+    let published: u64 = text
+        .split("published ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(published >= 5, "{text}");
+    assert!(text.contains("answered 1 joins"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_is_bounded_and_the_service_goes_on() {
+    let (env, mut child, port) = service("MaxConnections: 4", "");
+    // Ten connections that never finish a handshake: four are held (until
+    // they close or their handshake times out), six are refused at once.
+    let flood: Vec<_> = (0..10)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let refused = || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(env.api).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        metric(
+            &text,
+            "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}",
+        )
+    };
+    common::until("six refusals", Duration::from_secs(10), || refused() >= 6).await;
+    drop(flood);
+    // The slots come back: a station connects and is served.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Some(ev) = station(
+        &format!("ws://127.0.0.1:{port}"),
+        GW,
+        &["--linger", "0.2"],
+        &[],
+    ) else {
+        return;
+    };
+    assert_eq!(events(&ev, "router_config").len(), 1, "{ev:?}");
+    let m = metrics(env.api).await;
+    assert_eq!(
+        metric(
+            &m,
+            "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}"
+        ),
+        6,
+        "{m}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
