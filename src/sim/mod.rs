@@ -9,7 +9,7 @@
 
 mod air;
 mod gateways;
-mod station_gw;
+pub mod station_gw;
 use gateways::Transport;
 pub mod lmic_mac;
 pub mod mote;

@@ -14,10 +14,10 @@ use crate::lorawan::region::Region;
 use crate::lorawan::Eui64;
 
 /// One connected simulated station: where its messages go.
-pub(super) type StationLink = mpsc::Sender<String>;
+pub type StationLink = mpsc::Sender<String>;
 
 /// Connect gateway `eui` to the service at `base` (`ws://host:port`).
-pub(super) async fn connect(
+pub async fn connect(
     base: &str,
     eui: Eui64,
     region: Region,

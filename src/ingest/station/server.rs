@@ -76,9 +76,13 @@ pub async fn serve(
         .as_ref()
         .map(|t| super::tls::server_config(t).expect("validated at load"))
         .map(tokio_rustls::TlsAcceptor::from);
-    let mut ws = WebSocketConfig::default();
-    ws.max_message_size = Some(max_message_bytes);
-    ws.max_frame_size = Some(max_message_bytes);
+    // Small buffers: station messages are small, and an idle connection
+    // should cost little on a Pi (tungstenite's default is 128 KiB each way).
+    let ws = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes));
     let shared = Arc::new(Shared {
         region,
         allowed: cfg.allowed().expect("validated at load"),
