@@ -315,13 +315,21 @@ async fn only_allowed_gateways_with_their_token_get_in() {
     assert_eq!(events(&ev, "refused")[0]["status"], 401);
     let ev = station(&base, GW, &["--token", "s3cret", "--linger", "0.2"], &[]).unwrap();
     assert_eq!(events(&ev, "router_config").len(), 1, "{ev:?}");
+    // Straight to the traffic endpoint, skipping discovery: refused too.
+    let err = tokio_tungstenite::connect_async(format!("{base}/traffic/B8-27-EB-FF-FE-00-00-09"))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 403),
+        e => panic!("{e}"),
+    }
     let m = metrics(env.api).await;
     assert_eq!(
         metric(
             &m,
             "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}"
         ),
-        3,
+        4,
         "{m}"
     );
     child.kill().unwrap();
