@@ -402,24 +402,22 @@ async fn handle_text(text: &str, eui: Eui64, shared: &Shared) -> Option<String> 
 /// not connected is a refusal (the command stays queued).
 async fn transmit(shared: Arc<Shared>, mut downlinks: mpsc::Receiver<TxRequest>) {
     while let Some(req) = downlinks.recv().await {
-        let Some(s) = req.station else {
-            continue;
-        };
         let conn = shared
             .gateways
             .lock()
             .expect("gateways lock")
             .get(&req.gateway)
             .cloned();
-        let result = match conn {
-            Some(c) => match c.try_send(Message::text(messages::dnmsg(&req, &s))) {
+        let result = match (conn, req.station) {
+            (_, None) => Err("no station context: the uplink came another way".to_string()),
+            (Some(c), Some(s)) => match c.try_send(Message::text(messages::dnmsg(&req, &s))) {
                 Ok(()) => {
                     shared.stats(req.gateway, |st| st.downlinks += 1);
                     continue; // the station confirms with dntxed
                 }
                 Err(_) => Err(format!("gateway {} is not keeping up", req.gateway)),
             },
-            None => Err(format!("gateway {} is not connected", req.gateway)),
+            (None, Some(_)) => Err(format!("gateway {} is not connected", req.gateway)),
         };
         if shared
             .tx
