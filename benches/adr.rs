@@ -18,14 +18,6 @@ mod support;
 
 use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
-
 fn run(motes: usize, minutes: u64, adr: bool) -> SimReport {
     let dir = tempfile::tempdir().unwrap();
     let devices = mote::devices_yaml(&mote::entries(motes, 9));
@@ -53,8 +45,8 @@ fn run(motes: usize, minutes: u64, adr: bool) -> SimReport {
 }
 
 fn main() {
-    let motes = arg("--motes", 200) as usize;
-    let minutes = arg("--minutes", 30);
+    let motes = support::arg("--motes", 200) as usize;
+    let minutes = support::arg("--minutes", 30);
     let off = run(motes, minutes, false);
     let on = run(motes, minutes, true);
     let (a_off, a_on) = (off.airtime.as_secs_f64(), on.airtime.as_secs_f64());

@@ -30,14 +30,6 @@ use device_lorawan::uplink::RxMeta;
 
 const RX1_DEADLINE: Duration = Duration::from_secs(5);
 
-fn arg(name: &str, default: u64) -> u64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
-
 fn gateway(i: u64, service: SocketAddr) -> (UdpSocket, Eui64) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(service).unwrap();
@@ -53,8 +45,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let motes = arg("--motes", 1000) as usize;
-    let seconds = arg("--seconds", 10);
+    let motes = support::arg("--motes", 1000) as usize;
+    let seconds = support::arg("--seconds", 10);
     let dir = tempfile::tempdir().unwrap();
     let entries = mote::otaa_entries(motes, 7, MacVersionName::V1_0_3);
     let (_svc, udp, api) = support::service(dir.path(), &mote::devices_yaml(&entries), "");

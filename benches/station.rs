@@ -17,14 +17,6 @@ use device_lorawan::lorawan::region::{Region, RegionSettings};
 use device_lorawan::lorawan::Eui64;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
-}
-
 fn rss_kb(pid: u32) -> u64 {
     support::proc_kb(pid, "VmRSS:")
 }
@@ -55,26 +47,22 @@ fn throughput(
         .block_on(sim::run(target, opts, std::future::pending()))
         .unwrap();
     let want = report.expected.len() as u64;
+    let published = || scrape::scrape(api, "lorawan_uplinks_published_total").unwrap_or(0) - before;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = 0;
-    while Instant::now() < deadline {
-        got = scrape::scrape(api, "lorawan_uplinks_published_total").unwrap_or(0) - before;
-        if got >= want {
-            break;
-        }
+    while Instant::now() < deadline && published() < want {
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = t.elapsed().as_secs_f64();
     // Late copies would show as more publications.
     std::thread::sleep(Duration::from_millis(300));
-    got = scrape::scrape(api, "lorawan_uplinks_published_total").unwrap_or(0) - before;
+    let got = published();
     (got as f64 / secs, want, got)
 }
 
 fn main() {
-    let stations = arg("--stations", 100) as usize;
-    let frames = arg("--frames", 20_000);
-    let rate = arg("--rate", 4_000) as f64;
+    let stations = support::arg("--stations", 100) as usize;
+    let frames = support::arg("--frames", 20_000);
+    let rate = support::arg("--rate", 4_000) as f64;
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let devices = mote::devices_yaml(&mote::entries(200, 5));

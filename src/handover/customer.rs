@@ -244,26 +244,16 @@ impl Customer {
                     }
                     let known = reply.delivered.iter().map(counter_of).collect();
                     let after = after_for(&self.signed.dev_euis(), &known);
-                    let joins = reply
-                        .joins
-                        .iter()
-                        .filter_map(|j| {
-                            let state = serde_json::from_str(&j.join_state)
-                                .map_err(|e| tracing::error!(contract = %id, error = %e, "unreadable join state from the provider"))
-                                .ok()?;
-                            Some((Eui64::from_u64(j.dev_eui), state))
-                        })
-                        .collect();
-                    let macs = reply
-                        .macs
-                        .iter()
-                        .filter_map(|m| {
-                            let state = serde_json::from_str(&m.mac_state)
-                                .map_err(|e| tracing::error!(contract = %id, error = %e, "unreadable MAC state from the provider"))
-                                .ok()?;
-                            Some((Eui64::from_u64(m.dev_eui), state))
-                        })
-                        .collect();
+                    let joins = states(
+                        &id,
+                        "join",
+                        reply.joins.iter().map(|j| (j.dev_eui, &j.join_state)),
+                    );
+                    let macs = states(
+                        &id,
+                        "MAC",
+                        reply.macs.iter().map(|m| (m.dev_eui, &m.mac_state)),
+                    );
                     self.ask(|done| Control::Resume {
                         after,
                         joins,
@@ -368,6 +358,24 @@ impl Customer {
 
 /// The sessions of `wanted` devices as this edge runs them: the devices
 /// file, keys set through the secret API, profiles, and counters.
+/// Per-device states the provider gave back as JSON; one that does not
+/// read is logged and left out (the customer keeps its own).
+fn states<T: serde::de::DeserializeOwned>(
+    contract: &str,
+    what: &str,
+    given: impl Iterator<Item = (u64, impl AsRef<str>)>,
+) -> Vec<(Eui64, T)> {
+    given
+        .filter_map(|(eui, json)| match serde_json::from_str(json.as_ref()) {
+            Ok(s) => Some((Eui64::from_u64(eui), s)),
+            Err(e) => {
+                tracing::error!(contract, error = %e, "unreadable {what} state from the provider");
+                None
+            }
+        })
+        .collect()
+}
+
 pub fn sessions(
     config: &Config,
     wanted: &[Eui64],
