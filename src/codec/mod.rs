@@ -8,6 +8,7 @@
 //! A [`Codec`] is compiled once per (profile, codec kind): decoding a frame
 //! is then a table walk that writes into a caller's reused `Vec`.
 
+pub mod js;
 pub mod layout;
 pub mod lpp;
 pub mod profile;

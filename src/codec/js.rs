@@ -1,0 +1,353 @@
+//! Vendors' JavaScript payload codecs, run as The Things Stack and
+//! ChirpStack run them (LoRa Alliance TS013 Payload Codec API):
+//! `decodeUplink({bytes, fPort, recvTime, variables})` → `{data, warnings,
+//! errors}` and `encodeDownlink({data, variables})` → `{bytes, fPort}`.
+//!
+//! The engine is QuickJS (through `rquickjs`, as ChirpStack uses it):
+//! ES2020, small (about 1 MB of code), and embeddable with an interrupt
+//! hook and a memory limit, which a sandbox needs. Each script is compiled
+//! once, in its own runtime and context that every call reuses. The
+//! sandbox: no filesystem, network, timers or module loader exist in that
+//! context; every call has a CPU budget (the interrupt hook stops the
+//! script past its deadline) and the runtime a memory limit. A script that
+//! throws, loops or allocates without end is stopped with an error naming
+//! its file; the next call works again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rquickjs::{Context, Ctx, Function, Runtime};
+
+/// Per-call CPU budget and per-codec memory, by default.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(20);
+pub const DEFAULT_MEMORY: usize = 16 << 20;
+
+/// What the engine adds around a vendor's script: the calls the service
+/// makes, in and out as JSON text (one parse each way, no per-field FFI).
+const GLUE: &str = r#"
+function __lorawan_decode(bytes, fPort, recvTime, variables) {
+  var out = decodeUplink({ bytes: bytes, fPort: fPort, recvTime: new Date(recvTime), variables: JSON.parse(variables) });
+  return JSON.stringify(out === undefined ? null : out);
+}
+function __lorawan_encode(data, variables) {
+  if (typeof encodeDownlink !== "function") throw new Error("the codec has no encodeDownlink");
+  var out = encodeDownlink({ data: JSON.parse(data), variables: JSON.parse(variables) });
+  return JSON.stringify(out === undefined ? null : out);
+}
+"#;
+
+/// Why a script did not load or a call failed; always names the file.
+#[derive(Debug, thiserror::Error, PartialEq, Clone)]
+pub enum JsError {
+    #[error("codec {file}: {message}")]
+    Load { file: String, message: String },
+    #[error("codec {file}: {message}")]
+    Threw { file: String, message: String },
+    #[error("codec {file}: stopped after its {ms} ms budget")]
+    Budget { file: String, ms: u128 },
+    #[error("codec {file}: stopped at its {mb} MB memory limit (or it threw null)")]
+    Memory { file: String, mb: usize },
+    #[error("codec {file}: {message}")]
+    Output { file: String, message: String },
+}
+
+/// A decode's result, as the script gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub data: serde_json::Value,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// One loaded script.
+pub struct JsCodec {
+    file: String,
+    runtime: Runtime,
+    context: Context,
+    /// ns since `epoch` after which the running call is interrupted; 0: none.
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
+    budget: Duration,
+    memory: usize,
+    pub has_encoder: bool,
+}
+
+impl std::fmt::Debug for JsCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JsCodec({})", self.file)
+    }
+}
+
+fn exception(ctx: &Ctx<'_>, e: rquickjs::Error) -> (String, Option<u32>) {
+    if !matches!(e, rquickjs::Error::Exception) {
+        return (e.to_string(), None);
+    }
+    let v = ctx.catch();
+    if let Some(obj) = v.as_object() {
+        let message: String = obj.get("message").unwrap_or_default();
+        let name: String = obj.get("name").unwrap_or_default();
+        // QuickJS puts `file:line` in the stack ("    at file.js:4").
+        let stack: String = obj.get("stack").unwrap_or_default();
+        let line = stack.lines().find_map(|l| {
+            l.trim()
+                .rsplit(':')
+                .next()?
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        });
+        let text = if name.is_empty() {
+            message
+        } else {
+            format!("{name}: {message}")
+        };
+        return (text, line);
+    }
+    let text = v
+        .as_string()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| format!("{v:?}"));
+    (text, None)
+}
+
+impl JsCodec {
+    /// Compile `source` (from `path`); a syntax error names the file and line.
+    pub fn load(
+        path: &Path,
+        source: &str,
+        budget: Duration,
+        memory: usize,
+    ) -> Result<Self, JsError> {
+        let file = path.display().to_string();
+        let load = |message: String| JsError::Load {
+            file: file.clone(),
+            message,
+        };
+        let runtime = Runtime::new().map_err(|e| load(e.to_string()))?;
+        runtime.set_memory_limit(memory);
+        runtime.set_max_stack_size(256 << 10);
+        let deadline = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
+        let d = deadline.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            let at = d.load(Relaxed);
+            at != 0 && epoch.elapsed().as_nanos() as u64 > at
+        })));
+        // The base intrinsics only: no std/os modules, no loader.
+        let context = Context::full(&runtime).map_err(|e| load(e.to_string()))?;
+        let codec = Self {
+            file: file.clone(),
+            runtime,
+            context,
+            deadline,
+            epoch,
+            budget,
+            memory,
+            has_encoder: false,
+        };
+        codec.arm();
+        let loaded = codec.context.with(|ctx| {
+            let mut opts = rquickjs::context::EvalOptions::default();
+            opts.global = true;
+            opts.strict = false;
+            opts.filename = Some(file.clone());
+            ctx.eval_with_options::<(), _>(source, opts)
+                .map_err(|e| exception(&ctx, e))?;
+            ctx.eval::<(), _>(GLUE).map_err(|e| exception(&ctx, e))?;
+            let has = |name: &str| ctx.globals().get::<_, Function>(name).is_ok();
+            if !has("decodeUplink") {
+                return Err(("defines no decodeUplink function".to_string(), None));
+            }
+            Ok(has("encodeDownlink"))
+        });
+        codec.disarm();
+        match loaded {
+            Ok(enc) => Ok(Self {
+                has_encoder: enc,
+                ..codec
+            }),
+            Err((message, line)) => Err(load(match line {
+                Some(l) => format!("line {l}: {message}"),
+                None => message,
+            })),
+        }
+    }
+
+    fn arm(&self) {
+        let at = self.epoch.elapsed() + self.budget;
+        self.deadline.store(at.as_nanos().max(1) as u64, Relaxed);
+    }
+
+    fn disarm(&self) {
+        self.deadline.store(0, Relaxed);
+    }
+
+    /// Call glue function `name` with `args`; its JSON text result.
+    fn call<A>(&self, name: &str, args: A) -> Result<serde_json::Value, JsError>
+    where
+        A: for<'js> rquickjs::function::IntoArgs<'js>,
+    {
+        self.arm();
+        let started = Instant::now();
+        let out = self.context.with(|ctx| {
+            let f: Function = ctx.globals().get(name).map_err(|e| (e.to_string(), None))?;
+            f.call::<_, String>(args).map_err(|e| exception(&ctx, e))
+        });
+        self.disarm();
+        match out {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| JsError::Output {
+                file: self.file.clone(),
+                message: format!("its result is not JSON: {e}"),
+            }),
+            Err((message, _)) => {
+                // QuickJS may have no memory left to build the error itself.
+                // QuickJS throws `null` when it cannot even allocate the
+                // out-of-memory error (a script throwing null looks the same).
+                let full = message == "null" || message.starts_with("Null");
+                // After an interrupt or an out-of-memory, collect what the
+                // stopped call left, so the next call starts clean.
+                self.runtime.run_gc();
+                Err(
+                    if message.contains("interrupted") || started.elapsed() >= self.budget {
+                        JsError::Budget {
+                            file: self.file.clone(),
+                            ms: self.budget.as_millis(),
+                        }
+                    } else if full
+                        || message.contains("out of memory")
+                        || message.contains("stack overflow")
+                    {
+                        JsError::Memory {
+                            file: self.file.clone(),
+                            mb: self.memory >> 20,
+                        }
+                    } else {
+                        JsError::Threw {
+                            file: self.file.clone(),
+                            message,
+                        }
+                    },
+                )
+            }
+        }
+    }
+
+    /// `decodeUplink` of `bytes` on `fport`; `variables` is a JSON object.
+    pub fn decode(
+        &self,
+        bytes: &[u8],
+        fport: u8,
+        recv_ms: f64,
+        variables: &str,
+    ) -> Result<Decoded, JsError> {
+        let out = self.call(
+            "__lorawan_decode",
+            (bytes.to_vec(), fport, recv_ms, variables),
+        )?;
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let Some(obj) = out.as_object() else {
+            return Err(JsError::Output {
+                file: self.file.clone(),
+                message: "decodeUplink returned no object".into(),
+            });
+        };
+        Ok(Decoded {
+            data: obj.get("data").cloned().unwrap_or(serde_json::Value::Null),
+            warnings: obj.get("warnings").map(strings).unwrap_or_default(),
+            errors: obj.get("errors").map(strings).unwrap_or_default(),
+        })
+    }
+
+    /// `encodeDownlink` of `data`: the bytes and the FPort.
+    pub fn encode(
+        &self,
+        data: &serde_json::Value,
+        variables: &str,
+    ) -> Result<(Vec<u8>, u8), JsError> {
+        let out = self.call(
+            "__lorawan_encode",
+            (data.to_string(), variables.to_string()),
+        )?;
+        let bad = |message: String| JsError::Output {
+            file: self.file.clone(),
+            message,
+        };
+        let errors: Vec<String> = out["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            return Err(bad(errors.join("; ")));
+        }
+        let bytes = out["bytes"]
+            .as_array()
+            .ok_or_else(|| bad("encodeDownlink returned no bytes".into()))?
+            .iter()
+            .map(|b| b.as_u64().filter(|b| *b <= 255).map(|b| b as u8))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| bad("encodeDownlink's bytes are not all 0..=255".into()))?;
+        let fport = out["fPort"]
+            .as_u64()
+            .filter(|p| (1..=223).contains(p))
+            .ok_or_else(|| bad("encodeDownlink's fPort is not 1..=223".into()))?
+            as u8;
+        Ok((bytes, fport))
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+}
+
+/// A profile's script beside its YAML, compiled on first use and shared by
+/// every device of the profile.
+#[derive(Debug)]
+pub struct Script {
+    pub path: PathBuf,
+    pub source: String,
+    compiled: std::sync::OnceLock<Result<Arc<JsCodec>, JsError>>,
+}
+
+impl PartialEq for Script {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.source == other.source
+    }
+}
+
+impl Script {
+    pub fn new(path: PathBuf, source: String) -> Self {
+        Self {
+            path,
+            source,
+            compiled: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The compiled codec (compiled once).
+    pub fn codec(&self) -> Result<Arc<JsCodec>, JsError> {
+        self.compiled
+            .get_or_init(|| {
+                JsCodec::load(&self.path, &self.source, DEFAULT_BUDGET, DEFAULT_MEMORY)
+                    .map(Arc::new)
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+#[path = "js_tests.rs"]
+mod tests;
