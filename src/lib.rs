@@ -30,6 +30,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod codec_cli;
 pub mod config;
 pub mod counters;
 pub mod demo;

@@ -57,6 +57,11 @@ enum Command {
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Run a profile's JavaScript codec outside the service.
+    Codec {
+        #[command(subcommand)]
+        command: CodecCommand,
+    },
     /// Inspect the outbox journal.
     Journal {
         #[command(subcommand)]
@@ -88,6 +93,26 @@ enum Command {
         /// Semtech UDP packet forwarders.
         #[arg(long)]
         station: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CodecCommand {
+    /// Run `<profile>.examples.yaml` against `<profile>.js`; fails on a failed example.
+    Test {
+        profile: String,
+        #[arg(long, default_value = "profiles")]
+        profiles_dir: PathBuf,
+    },
+    /// Decode one payload (hex) into the readings the service would publish.
+    Decode {
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        fport: u8,
+        hex: String,
+        #[arg(long, default_value = "profiles")]
+        profiles_dir: PathBuf,
     },
 }
 
@@ -337,6 +362,32 @@ async fn main() -> anyhow::Result<()> {
             println!("manifest {}", p.manifest_digest);
             println!("config {}", p.config_digest);
             Ok(())
+        }
+        Command::Codec { command } => {
+            let mut out = std::io::stdout().lock();
+            match command {
+                CodecCommand::Test {
+                    profile,
+                    profiles_dir,
+                } => {
+                    if !device_lorawan::codec_cli::test(&profiles_dir, &profile, &mut out)? {
+                        anyhow::bail!("codec {profile}: an example failed");
+                    }
+                    Ok(())
+                }
+                CodecCommand::Decode {
+                    profile,
+                    fport,
+                    hex,
+                    profiles_dir,
+                } => device_lorawan::codec_cli::decode(
+                    &profiles_dir,
+                    &profile,
+                    fport,
+                    &hex,
+                    &mut out,
+                ),
+            }
         }
         Command::Journal {
             command: JournalCommand::Verify { dir, config },

@@ -147,6 +147,8 @@ pub struct Metrics {
     pub downlinks_failed: AtomicU64,
     /// Commands dropped after `Downlink.MaxAttempts` refusals.
     pub downlinks_dropped: AtomicU64,
+    /// Warnings JavaScript codecs returned.
+    pub codec_warnings: AtomicU64,
     /// MAC answers sent (LinkCheckAns, DeviceTimeAns) and requests sent
     /// (LinkADRReq, DevStatusReq, RXParamSetupReq, RXTimingSetupReq).
     pub mac_answers: AtomicU64,
@@ -284,6 +286,7 @@ impl Metrics {
             ("lorawan_downlinks_acked_total", &self.downlinks_acked),
             ("lorawan_downlinks_failed_total", &self.downlinks_failed),
             ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
+            ("lorawan_codec_warnings_total", &self.codec_warnings),
             ("lorawan_mac_answers_sent_total", &self.mac_answers),
             ("lorawan_mac_requests_sent_total", &self.mac_requests),
             ("lorawan_mac_requests_refused_total", &self.mac_refused),

@@ -112,6 +112,8 @@ pub struct Decoded {
     pub adr: bool,
     pub adr_ack_req: bool,
     pub unmapped: u32,
+    /// The JavaScript codec's warnings.
+    pub warnings: u32,
     /// It verified under the device's pending (joined) session: that
     /// session is the device's now.
     pub activates: bool,
@@ -178,14 +180,17 @@ pub fn decode_parsed(
             macs.extend(mac_commands(plain));
         }
         let unmapped = match accepted.frame.fport {
-            Some(p) if p > 0 => device.codec.decode(plain, readings).map_err(|source| {
-                let e = Rejection::Codec {
-                    device: device.name.clone(),
-                    fcnt: accepted.fcnt,
-                    source,
-                };
-                (e, Some((id, accepted.next)))
-            })?,
+            Some(p) if p > 0 => device
+                .codec
+                .decode(plain, p, &device.variables, readings)
+                .map_err(|source| {
+                    let e = Rejection::Codec {
+                        device: device.name.clone(),
+                        fcnt: accepted.fcnt,
+                        source,
+                    };
+                    (e, Some((id, accepted.next)))
+                })?,
             _ => {
                 readings.clear();
                 Default::default()
@@ -202,6 +207,7 @@ pub fn decode_parsed(
             adr: frame.fctrl & 0x80 != 0,
             adr_ack_req: frame.fctrl & 0x40 != 0,
             unmapped: unmapped.unmapped,
+            warnings: unmapped.warnings,
             activates,
         });
     }

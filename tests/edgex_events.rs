@@ -93,7 +93,9 @@ fn binary_readings_carry_base64_and_media_type() {
     let profile = Arc::new(common::profiles()["Raw-Payload-Mote"].clone());
     let codec = Codec::compile(profile.clone(), CodecKind::Raw).unwrap();
     let mut readings: Vec<Reading> = Vec::new();
-    codec.decode(b"Hello, world!", &mut readings).unwrap();
+    codec
+        .decode(b"Hello, world!", 1, "{}", &mut readings)
+        .unwrap();
     let up = Uplink {
         device: Arc::from("ttn-abp mote"),
         dev_eui: Eui64::from_u64(0x0004a30b001c0530),

@@ -8,7 +8,9 @@
 //! A [`Codec`] is compiled once per (profile, codec kind): decoding a frame
 //! is then a table walk that writes into a caller's reused `Vec`.
 
+pub mod examples;
 pub mod js;
+mod js_map;
 pub mod layout;
 pub mod lpp;
 pub mod profile;
@@ -56,6 +58,13 @@ pub enum CodecError {
     },
     #[error("profile {profile} has no resource the {codec:?} codec can fill")]
     NothingToDecode { profile: String, codec: CodecKind },
+    #[error("profile {profile} has no {profile}.js codec script beside it")]
+    NoScript { profile: String },
+    #[error("{0}")]
+    Script(#[from] js::JsError),
+    /// The codec's `errors`: it refused the payload.
+    #[error("codec {file}: {message}")]
+    Refused { file: String, message: String },
 }
 
 /// How a device's payload is read.
@@ -71,6 +80,9 @@ pub enum CodecKind {
     Raw,
     /// The whole payload, hex, into the profile's first `String` resource.
     RawHex,
+    /// The vendor's TS013 JavaScript codec (`<ProfilesDir>/<profile>.js`);
+    /// `data` fields go to resources by name, or by a `jsPath` attribute.
+    Javascript,
 }
 
 /// One decoded reading: an index into the profile's resources and a value.
@@ -99,13 +111,19 @@ pub struct Codec {
     lpp: Vec<LppBinding>,
     layout: Vec<(u16, layout::Field, value::Transform)>,
     raw: Option<u16>,
+    js: Option<Arc<js::JsCodec>>,
+    /// JavaScript: (resource, path into `data`, transform).
+    js_fields: Vec<(u16, Vec<String>, value::Transform)>,
 }
 
 /// What a decode noticed without failing.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeStats {
-    /// LPP values with no resource bound to their channel and type.
+    /// LPP values with no resource bound to their channel and type, or
+    /// JavaScript `data` fields no resource takes.
     pub unmapped: u32,
+    /// The JavaScript codec's warnings.
+    pub warnings: u32,
 }
 
 impl Codec {
@@ -116,7 +134,18 @@ impl Codec {
             lpp: Vec::new(),
             layout: Vec::new(),
             raw: None,
+            js: None,
+            js_fields: Vec::new(),
         };
+        if kind == CodecKind::Javascript {
+            let script = profile
+                .script
+                .as_ref()
+                .ok_or_else(|| CodecError::NoScript {
+                    profile: profile.name.clone(),
+                })?;
+            c.js = Some(script.codec()?);
+        }
         for (i, r) in profile.device_resources.iter().enumerate() {
             let idx = i as u16;
             match kind {
@@ -141,10 +170,19 @@ impl Codec {
                 CodecKind::RawHex if r.properties.value_type == ValueType::String => {
                     c.raw = c.raw.or(Some(idx));
                 }
+                // Every resource a device reports (not the ones written by downlink).
+                CodecKind::Javascript if !r.attributes.contains_key("downlinkFPort") => {
+                    let path = r.attributes.get("jsPath").unwrap_or(&r.name);
+                    c.js_fields.push((
+                        idx,
+                        path.split('.').map(str::to_owned).collect(),
+                        value::Transform::of(&r.properties),
+                    ));
+                }
                 _ => {}
             }
         }
-        if c.lpp.is_empty() && c.layout.is_empty() && c.raw.is_none() {
+        if c.lpp.is_empty() && c.layout.is_empty() && c.raw.is_none() && c.js_fields.is_empty() {
             return Err(CodecError::NothingToDecode {
                 profile: profile.name.clone(),
                 codec: kind,
@@ -161,16 +199,37 @@ impl Codec {
         self.kind
     }
 
-    /// Decode `payload` into `out` (cleared first).
+    /// Decode `payload` into `out` (cleared first). `fport` and the
+    /// device's `variables` (a JSON object) are for JavaScript codecs.
     pub fn decode(
         &self,
         payload: &[u8],
+        fport: u8,
+        variables: &str,
         out: &mut Vec<Reading>,
     ) -> Result<DecodeStats, CodecError> {
         out.clear();
         let mut stats = DecodeStats::default();
         let res = &self.profile.device_resources;
         match self.kind {
+            CodecKind::Javascript => {
+                let js = self.js.as_ref().expect("compiled with its script");
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+                let d = js.decode(payload, fport, now_ms, variables)?;
+                if !d.errors.is_empty() {
+                    return Err(CodecError::Refused {
+                        file: js.file().to_owned(),
+                        message: d.errors.join("; "),
+                    });
+                }
+                stats.warnings = d.warnings.len() as u32;
+                if let Some(w) = d.warnings.first() {
+                    tracing::debug!(codec = js.file(), warning = %w, "codec warning");
+                }
+                stats.unmapped = js_map::readings(&d.data, &self.js_fields, res, out)?;
+            }
             CodecKind::CayenneLpp => lpp::decode(payload, |v| {
                 let Some(b) = self.lpp.iter().find(|b| {
                     b.channel == v.channel && b.type_id == v.type_id && b.field == v.field
@@ -288,6 +347,8 @@ deviceResources:
         let stats = c
             .decode(
                 &hex::decode("03670110056700FF018806765ff2960a0003e8").unwrap(),
+                1,
+                "{}",
                 &mut out,
             )
             .unwrap();
@@ -324,7 +385,7 @@ deviceResources:
         let mut out = Vec::new();
         Codec::compile(profile(y), CodecKind::Raw)
             .unwrap()
-            .decode(&[1, 2], &mut out)
+            .decode(&[1, 2], 1, "{}", &mut out)
             .unwrap();
         assert_eq!(
             out[0],
@@ -335,7 +396,7 @@ deviceResources:
         );
         Codec::compile(profile(y), CodecKind::RawHex)
             .unwrap()
-            .decode(&[0xab], &mut out)
+            .decode(&[0xab], 1, "{}", &mut out)
             .unwrap();
         assert_eq!(
             out[0],

@@ -24,6 +24,8 @@ pub enum ProfileError {
     Invalid { profile: String, message: String },
     #[error("two profiles are named {0}")]
     Duplicate(String),
+    #[error("{0}")]
+    Script(#[from] super::js::JsError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,6 +43,10 @@ pub struct DeviceProfile {
     pub device_resources: Vec<DeviceResource>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_commands: Vec<serde_json::Value>,
+    /// The vendor's JavaScript codec beside the YAML (`<name>.js`): local
+    /// only, never sent to core-metadata.
+    #[serde(skip)]
+    pub script: Option<std::sync::Arc<super::js::Script>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -157,11 +163,16 @@ impl DeviceProfile {
     }
 }
 
-/// The profile files of `dir` (`*.yaml`, `*.yml`), in name order.
+/// The profile files of `dir` (`*.yaml`, `*.yml`, not `*.examples.yaml`), in name order.
 pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        // A codec's examples live beside its profile: not a profile.
+        .filter(|p| {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            !stem.ends_with(".examples")
+        })
         .collect();
     paths.sort();
     Ok(paths)
@@ -179,7 +190,19 @@ pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, DeviceProfile>, ProfileEr
             path: path.clone(),
             source,
         })?;
-        let p = DeviceProfile::from_yaml(&path, &text)?;
+        let mut p = DeviceProfile::from_yaml(&path, &text)?;
+        // A codec script beside it: compiled now, so a broken one stops
+        // the start with its file and line.
+        let js = dir.join(format!("{}.js", p.name));
+        if js.is_file() {
+            let source = std::fs::read_to_string(&js).map_err(|source| ProfileError::Io {
+                path: js.clone(),
+                source,
+            })?;
+            let script = super::js::Script::new(js, source);
+            script.codec()?;
+            p.script = Some(std::sync::Arc::new(script));
+        }
         if out.contains_key(&p.name) {
             return Err(ProfileError::Duplicate(p.name));
         }

@@ -104,6 +104,10 @@ pub struct DeviceEntry {
     /// device sets the ADR bit (default: on).
     #[serde(default = "yes")]
     pub adr: bool,
+    /// Values a JavaScript codec reads as `input.variables` (ChirpStack's
+    /// device variables): not secret, not keys.
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -132,6 +136,7 @@ impl DeviceEntry {
             app_key: None,
             mac_version: Default::default(),
             adr: true,
+            variables: Default::default(),
         }
     }
 }
@@ -244,6 +249,9 @@ pub fn to_yaml(entries: &[DeviceEntry]) -> String {
             }
             if !e.adr {
                 v["adr"] = false.into();
+            }
+            if !e.variables.is_empty() {
+                v["variables"] = serde_json::to_value(&e.variables).expect("strings");
             }
             if let (Activation::Otaa, Some(j), Some(k)) = (e.activation, e.join_eui, &e.app_key) {
                 v["activation"] = "otaa".into();

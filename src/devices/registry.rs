@@ -28,6 +28,8 @@ pub struct Device {
     pub mac_version: MacVersionName,
     /// ADR wanted for this device (the devices file's `adr`).
     pub adr: bool,
+    /// Its codec variables, as the JSON object a JavaScript codec gets.
+    pub variables: Arc<str>,
     /// OTAA devices: what their joins are checked and answered with.
     pub otaa: Option<OtaaKeys>,
     /// OTAA: the session of the last JoinAccept, until the device's first
@@ -120,6 +122,7 @@ impl Registry {
                 region: e.region,
                 mac_version: e.mac_version,
                 adr: e.adr,
+                variables: serde_json::to_string(&e.variables).expect("strings").into(),
                 // An OTAA device rejoins when it reboots: no reset heuristics.
                 fcnt_policy: if otaa.is_some() {
                     FcntPolicy::Strict

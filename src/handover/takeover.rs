@@ -193,6 +193,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             app_key: otaa.as_ref().map(|o| o.1),
             mac_version: otaa.as_ref().map_or(Default::default(), |o| o.2),
             adr: true,
+            variables: Default::default(),
         },
         profile: Arc::new(profile),
         up: counter_of(&counter).1,

@@ -528,6 +528,9 @@ impl Pipeline {
         self.metrics
             .unmapped_values
             .fetch_add(u64::from(decoded.unmapped), Relaxed);
+        self.metrics
+            .codec_warnings
+            .fetch_add(u64::from(decoded.warnings), Relaxed);
         tracing::debug!(device = %self.registry.get(id).name, fcnt = decoded.fcnt, gateway = %rx.gateway, "uplink accepted");
         let uplink = Uplink {
             counter_reset: decoded.counter_reset,
@@ -675,7 +678,12 @@ impl Pipeline {
         let decoded = match up.fport {
             Some(p) if p > 0 => device
                 .codec
-                .decode(&up.data, &mut self.readings)
+                .decode(
+                    &up.data,
+                    up.fport.unwrap_or(1),
+                    &device.variables,
+                    &mut self.readings,
+                )
                 .map(|_| ()),
             _ => {
                 self.readings.clear();
