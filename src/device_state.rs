@@ -61,6 +61,9 @@ pub struct DeviceState {
     /// The largest downlink payload its region allows at any data rate:
     /// a command longer than this could never be sent.
     pub max_downlink: usize,
+    /// A JavaScript codec with `encodeDownlink`, and the device's variables:
+    /// its settings go through the codec, not the profile's byte layout.
+    pub js_encoder: Option<(Arc<crate::codec::js::JsCodec>, Arc<str>)>,
     locked: AtomicBool,
     /// Indexed like `profile.device_resources`.
     last: Mutex<Vec<Option<LastValue>>>,
@@ -113,6 +116,10 @@ impl DeviceStates {
                 dev_addr: Mutex::new(d.dev_addr),
                 join: Mutex::new(None),
                 otaa: d.otaa.is_some(),
+                js_encoder: d
+                    .codec
+                    .js_encoder()
+                    .map(|j| (j.clone(), d.variables.clone())),
                 locked: AtomicBool::new(d.admin_state == AdminState::Locked),
                 last: Mutex::new(vec![None; d.codec.profile().device_resources.len()]),
             })

@@ -203,7 +203,11 @@ fn put(
             );
         }
     }
-    let downlink = match crate::codec::setting::encode(&device.profile, &settings) {
+    let encoded = match &device.js_encoder {
+        Some((js, vars)) => crate::codec::setting::encode_js(&device.profile, &settings, js, vars),
+        None => crate::codec::setting::encode(&device.profile, &settings),
+    };
+    let downlink = match encoded {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };

@@ -88,15 +88,16 @@ fn exception(ctx: &Ctx<'_>, e: rquickjs::Error) -> (String, Option<u32>) {
     if let Some(obj) = v.as_object() {
         let message: String = obj.get("message").unwrap_or_default();
         let name: String = obj.get("name").unwrap_or_default();
-        // QuickJS puts `file:line` in the stack ("    at file.js:4").
+        // QuickJS puts `file:line:column` in the stack ("    at file.js:4:12").
         let stack: String = obj.get("stack").unwrap_or_default();
         let line = stack.lines().find_map(|l| {
-            l.trim()
-                .rsplit(':')
-                .next()?
-                .trim_end_matches(')')
-                .parse()
-                .ok()
+            let mut parts = l.trim().trim_end_matches(')').rsplit(':');
+            let (last, before) = (parts.next()?, parts.next()?);
+            match (before.parse::<u32>(), last.parse::<u32>()) {
+                (Ok(line), Ok(_)) => Some(line),
+                (_, Ok(line)) => Some(line),
+                _ => None,
+            }
         });
         let text = if name.is_empty() {
             message

@@ -199,6 +199,11 @@ impl Codec {
         self.kind
     }
 
+    /// The JavaScript codec, when it can encode downlinks.
+    pub fn js_encoder(&self) -> Option<&Arc<js::JsCodec>> {
+        self.js.as_ref().filter(|j| j.has_encoder)
+    }
+
     /// Decode `payload` into `out` (cleared first). `fport` and the
     /// device's `variables` (a JSON object) are for JavaScript codecs.
     pub fn decode(

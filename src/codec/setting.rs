@@ -52,6 +52,9 @@ pub enum SettingError {
     Ports(String, String),
     #[error("resources {0:?} and {1:?} overlap in the payload")]
     Overlap(String, String),
+    /// The JavaScript codec's `encodeDownlink` refused or failed.
+    #[error("{0}")]
+    Codec(String),
 }
 
 /// `value` as a `vt`, or `None`.
@@ -81,6 +84,54 @@ fn parse(vt: ValueType, value: &str) -> Option<Value> {
             .map(Value::Float),
         ValueType::String | ValueType::Binary | ValueType::Object => None,
     }
+}
+
+/// A setting through the profile's JavaScript `encodeDownlink`: the
+/// values typed by their resources into `data` (`{"reportInterval": 300}`),
+/// the codec's bytes and FPort back.
+pub fn encode_js(
+    profile: &DeviceProfile,
+    settings: &BTreeMap<String, String>,
+    codec: &super::js::JsCodec,
+    variables: &str,
+) -> Result<Downlink, SettingError> {
+    if settings.is_empty() {
+        return Err(SettingError::Empty);
+    }
+    let mut data = serde_json::Map::new();
+    for (name, text) in settings {
+        let res = profile
+            .resource_index(name)
+            .map(|i| &profile.device_resources[i])
+            .ok_or_else(|| SettingError::UnknownResource(name.clone()))?;
+        let vt = res.properties.value_type;
+        let value = match vt {
+            ValueType::String => serde_json::Value::String(text.clone()),
+            ValueType::Object => serde_json::from_str(text).map_err(|_| SettingError::Parse {
+                resource: name.clone(),
+                value: text.clone(),
+                value_type: vt.as_str(),
+            })?,
+            _ => match parse(vt, text) {
+                Some(Value::Bool(b)) => b.into(),
+                Some(Value::Uint(u)) => u.into(),
+                Some(Value::Int(i)) => i.into(),
+                Some(Value::Float(f)) => f.into(),
+                _ => {
+                    return Err(SettingError::Parse {
+                        resource: name.clone(),
+                        value: text.clone(),
+                        value_type: vt.as_str(),
+                    })
+                }
+            },
+        };
+        data.insert(name.clone(), value);
+    }
+    let (payload, fport) = codec
+        .encode(&serde_json::Value::Object(data), variables)
+        .map_err(|e| SettingError::Codec(e.to_string()))?;
+    Ok(Downlink { fport, payload })
 }
 
 fn as_f64(v: &Value) -> Option<f64> {

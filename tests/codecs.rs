@@ -1,0 +1,230 @@
+//! Vendors' JavaScript codecs: the examples of every codec the project
+//! ships (and the test codec's), the mote's codec giving the readings its
+//! Cayenne LPP profile gives, the type mapping, and a JavaScript device
+//! end to end through the real binary: readings stored by the core-data
+//! stand-in, and a PUT command turned into a downlink by `encodeDownlink`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use device_lorawan::codec::{Codec, CodecError, CodecKind};
+use device_lorawan::sim::{self, mote, SimOptions, Target};
+
+fn examples_pass(dir: &std::path::Path, name: &str) {
+    let mut out = Vec::new();
+    let ok = device_lorawan::codec_cli::test(dir, name, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains(", 0 failed"), "{text}");
+}
+
+#[test]
+fn every_shipped_codec_passes_its_examples() {
+    let dir = common::repo_path("profiles");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) == Some("js") {
+            let name = p.file_stem().unwrap().to_str().unwrap();
+            assert!(
+                dir.join(format!("{name}.examples.yaml")).is_file(),
+                "{name} ships without examples"
+            );
+            examples_pass(&dir, name);
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+    examples_pass(&common::repo_path("tests/codecs"), "Example-Climate-Sensor");
+}
+
+#[test]
+fn the_motes_javascript_codec_reads_what_its_lpp_codec_reads() {
+    let profiles =
+        device_lorawan::codec::profile::load_dir(&common::repo_path("profiles")).unwrap();
+    let p = Arc::new(profiles["Dragino-LPP-Mote"].clone());
+    let lpp = Codec::compile(p.clone(), CodecKind::CayenneLpp).unwrap();
+    let js = Codec::compile(p.clone(), CodecKind::Javascript).unwrap();
+    let m = mote::Mote::new(&mote::entries(1, 3)[0]);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for fcnt in 0..200 {
+        let payload = m.payload(&m.sample(fcnt));
+        lpp.decode(&payload, 1, "{}", &mut a).unwrap();
+        js.decode(&payload, 1, "{}", &mut b).unwrap();
+        let text = |r: &[device_lorawan::codec::Reading]| -> Vec<(u16, String)> {
+            r.iter()
+                .map(|x| {
+                    let vt = p.device_resources[usize::from(x.resource)]
+                        .properties
+                        .value_type;
+                    (x.resource, x.value.to_edgex_string(vt))
+                })
+                .collect()
+        };
+        let (mut ta, mut tb) = (text(&a), text(&b));
+        ta.sort();
+        tb.sort();
+        assert_eq!(ta, tb, "frame {fcnt}");
+        assert_eq!(a.len(), 6);
+    }
+}
+
+#[test]
+fn data_fields_are_typed_by_their_resources() {
+    let profiles =
+        device_lorawan::codec::profile::load_dir(&common::repo_path("tests/codecs")).unwrap();
+    let p = Arc::new(profiles["Example-Climate-Sensor"].clone());
+    let c = Codec::compile(p.clone(), CodecKind::Javascript).unwrap();
+    let mut out = Vec::new();
+    let stats = c
+        .decode(
+            &[255, 56, 90, 12, 228, 128, 19],
+            1,
+            r#"{"model":"X"}"#,
+            &mut out,
+        )
+        .unwrap();
+    let got: Vec<(String, String)> = out
+        .iter()
+        .map(|r| {
+            let res = &p.device_resources[usize::from(r.resource)];
+            (
+                res.name.clone(),
+                r.value.to_edgex_string(res.properties.value_type),
+            )
+        })
+        .collect();
+    let want = [
+        ("temperature", "-2e+01"),
+        ("humidity", "4.5e+01"),
+        ("batteryVoltage", "3.3e+00"),
+        ("batteryLow", "true"),
+        ("status", "3"),
+        ("firstChannel", "-200"),
+        ("model", "X"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    assert_eq!(
+        (stats.unmapped, stats.warnings),
+        (1, 1),
+        "firmware has no resource; one warning"
+    );
+    // A codec error refuses the uplink with its message.
+    let e = c.decode(&[1, 2], 1, "{}", &mut out).unwrap_err();
+    assert!(
+        matches!(&e, CodecError::Refused { message, .. } if message == "payload too short: 2 bytes"),
+        "{e}"
+    );
+    // The interval port: a Uint16 resource; out of its range is an error.
+    c.decode(&[1, 44], 2, "{}", &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    let e = c.decode(&[0xff], 9, "{}", &mut out).unwrap_err();
+    assert!(e.to_string().contains("unknown fPort 9"), "{e}");
+}
+
+#[test]
+fn a_codec_that_does_not_compile_stops_the_start_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::repo_path("tests/codecs/Example-Climate-Sensor.yaml"),
+        dir.path().join("x.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Example-Climate-Sensor.js"),
+        "function decodeUplink(i) {\n  return {{;\n}\n",
+    )
+    .unwrap();
+    let e = device_lorawan::codec::profile::load_dir(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Example-Climate-Sensor.js") && e.contains("line 2"),
+        "{e}"
+    );
+}
+
+/// A JavaScript device through the real binary: UDP uplinks decoded by the
+/// mote's JavaScript codec into EdgeX events (types and units checked by
+/// the core-data stand-in's OpenAPI schema and here), and a PUT turned
+/// into the downlink `encodeDownlink` built, taken by the simulated mote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_device_end_to_end() {
+    let cd = common::core_data::CoreData::start().await;
+    let mut entries = mote::entries(1, 51);
+    entries[0].codec = CodecKind::Javascript;
+    let env = common::binary_env(
+        &mote::devices_yaml(&entries),
+        "",
+        "DedupWindow: 50ms",
+        &format!(
+            "Delivery: rest, CoreData: {{ Url: \"{}\", Timeout: 1s }}",
+            cd.url()
+        ),
+    );
+    let mut child = common::start_binary(&env.config);
+    let (status, body) = common::http(
+        env.api,
+        "PUT",
+        "/api/v3/device/name/sim-mote-1/reportInterval",
+        r#"{"reportInterval":"300"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let opts = SimOptions {
+        devices: 1,
+        gateways: 1,
+        rate: 10.0,
+        frames: Some(4),
+        duration: None,
+        seed: 51,
+        linger: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let report = sim::run(Target::Udp(env.udp), opts, std::future::pending())
+        .await
+        .unwrap();
+    common::until("4 events stored", Duration::from_secs(10), || {
+        cd.stored() >= 4
+    })
+    .await;
+    assert!(cd.state.invalid.lock().unwrap().is_empty());
+    {
+        let events = cd.state.events.lock().unwrap();
+        let e = events.values().next().unwrap();
+        let readings = e["readings"].as_array().unwrap();
+        assert_eq!(readings.len(), 6, "{e}");
+        let t = readings
+            .iter()
+            .find(|r| r["resourceName"] == "temperature")
+            .unwrap();
+        assert_eq!(
+            (t["valueType"].as_str(), t["units"].as_str()),
+            (Some("Float32"), Some("degC"))
+        );
+    }
+    // The PUT went out as encodeDownlink built it: fPort 2, 0x012c.
+    assert_eq!(report.downlinks.len(), 1, "{:?}", report.downlinks);
+    let d = &report.downlinks[0];
+    assert_eq!(
+        (d.fport, d.payload.clone(), d.interval_s),
+        (Some(2), vec![1, 44], 300)
+    );
+    // A setting the codec refuses is a 400 with its message, nothing queued.
+    let (status, body) = common::http(
+        env.api,
+        "PUT",
+        "/api/v3/device/name/sim-mote-1/reportInterval",
+        r#"{"reportInterval":"5"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("whole number of seconds in 10..3600"),
+        "{body}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
