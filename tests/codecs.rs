@@ -137,12 +137,21 @@ fn a_codec_that_does_not_compile_stops_the_start_naming_file_and_line() {
         "function decodeUplink(i) {\n  return {{;\n}\n",
     )
     .unwrap();
-    let e = device_lorawan::codec::profile::load_dir(dir.path())
+    let profiles = device_lorawan::codec::profile::load_dir(dir.path()).unwrap();
+    let mut e = device_lorawan::devices::DeviceEntry::new(
+        "ecs-1",
+        device_lorawan::lorawan::Eui64::from_u64(1),
+        "Example-Climate-Sensor",
+    );
+    e.codec = CodecKind::Javascript;
+    let err = device_lorawan::devices::Registry::build(vec![e], &profiles)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("Example-Climate-Sensor.js") && e.contains("line 2"),
-        "{e}"
+        err.contains("ecs-1")
+            && err.contains("Example-Climate-Sensor.js")
+            && err.contains("line 2"),
+        "{err}"
     );
 }
 

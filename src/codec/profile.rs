@@ -191,17 +191,16 @@ pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, DeviceProfile>, ProfileEr
             source,
         })?;
         let mut p = DeviceProfile::from_yaml(&path, &text)?;
-        // A codec script beside it: compiled now, so a broken one stops
-        // the start with its file and line.
+        // A codec script beside it, compiled when a device first uses it
+        // (building the registry at start: a broken one stops the start
+        // with its file and line; unused, it costs no memory).
         let js = dir.join(format!("{}.js", p.name));
         if js.is_file() {
             let source = std::fs::read_to_string(&js).map_err(|source| ProfileError::Io {
                 path: js.clone(),
                 source,
             })?;
-            let script = super::js::Script::new(js, source);
-            script.codec()?;
-            p.script = Some(std::sync::Arc::new(script));
+            p.script = Some(std::sync::Arc::new(super::js::Script::new(js, source)));
         }
         if out.contains_key(&p.name) {
             return Err(ProfileError::Duplicate(p.name));
