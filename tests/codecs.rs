@@ -237,3 +237,59 @@ async fn a_javascript_device_end_to_end() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The same JavaScript device heard through a ChirpStack gateway bridge
+/// on MQTT (protobuf), the real binary decoding it with the codec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_device_through_the_gateway_bridge() {
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
+    let port = broker.port;
+    let mut entries = mote::entries(3, 52);
+    for e in &mut entries {
+        e.codec = CodecKind::Javascript;
+    }
+    let env = common::binary_env(
+        &mote::devices_yaml(&entries),
+        "",
+        &format!(
+            "DedupWindow: 50ms, Mqtt: {{ Enabled: true, Host: 127.0.0.1, Port: {port}, \
+             Subscriptions: [{{ Topic: \"gateway/+/event/up\", Kind: gateway }}] }}"
+        ),
+        "",
+    );
+    let mut child = common::start_binary(&env.config);
+    let target = Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port,
+        format: device_lorawan::ingest::gateway::WireFormat::Protobuf,
+        prefix: String::new(),
+    };
+    let report = sim::run(target, common::sim_opts(52, 10, 0), std::future::pending())
+        .await
+        .unwrap();
+    common::until("10 uplinks", Duration::from_secs(10), || {
+        common::published_lines(&env.out).len() >= 10
+    })
+    .await;
+    let text = std::fs::read_to_string(&env.out).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let names: Vec<&str> = first["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 6, "{first}");
+    assert!(
+        names.contains(&"latitude") && names.contains(&"battery"),
+        "{names:?}"
+    );
+    assert_eq!(
+        common::published_lines(&env.out).len(),
+        report.expected.len()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
