@@ -104,6 +104,7 @@ fn data_fields_are_typed_by_their_resources() {
         ("status", "3"),
         ("firstChannel", "-200"),
         ("model", "X"),
+        ("battery", r#"{"low":true,"voltage":3.3}"#),
     ];
     assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
     assert_eq!(

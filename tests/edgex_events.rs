@@ -154,3 +154,58 @@ fn binary_readings_carry_base64_and_media_type() {
         .remove("valueType");
     assert!(!validator.is_valid(&bad));
 }
+
+#[test]
+fn object_readings_carry_the_codecs_structure() {
+    let validator = common::openapi_validator("core-data.yaml", "AddEventRequest");
+    let profiles =
+        device_lorawan::codec::profile::load_dir(&common::repo_path("tests/codecs")).unwrap();
+    let profile = Arc::new(profiles["Example-Climate-Sensor"].clone());
+    let codec = Codec::compile(profile.clone(), CodecKind::Javascript).unwrap();
+    let mut readings: Vec<Reading> = Vec::new();
+    codec
+        .decode(&[255, 56, 90, 12, 228, 128, 19], 1, "{}", &mut readings)
+        .unwrap();
+    let up = Uplink {
+        device: Arc::from("ecs-1"),
+        dev_eui: Eui64::from_u64(7),
+        profile,
+        fcnt: 1,
+        epoch: 0,
+        counter_reset: false,
+        fport: Some(1),
+        confirmed: false,
+        readings,
+        mac_commands: vec![],
+        adr: false,
+        adr_ack_req: false,
+        rx: RxMeta {
+            gps_time_ns: None,
+            station: None,
+            gateway: Eui64::from_u64(1),
+            rssi: -99,
+            snr: -7.5,
+            tmst: None,
+            frequency: None,
+            datr: None,
+        },
+        gateways: 1,
+        source: Source::Udp,
+        received_ns: 1_764_000_000_000_000_000,
+    };
+    let doc = serde_json::to_value(add_event_request(&up)).unwrap();
+    assert!(
+        common::schema_errors(&validator, &doc).is_empty(),
+        "{doc:#}"
+    );
+    let readings = doc["event"]["readings"].as_array().unwrap();
+    let b = readings
+        .iter()
+        .find(|r| r["resourceName"] == "battery")
+        .unwrap();
+    assert_eq!(b["valueType"], "Object");
+    let object: serde_json::Value =
+        serde_json::from_str(b["objectValue"].as_str().unwrap()).unwrap();
+    assert_eq!(object, serde_json::json!({"voltage": 3.3, "low": true}));
+    assert!(b.get("value").is_none());
+}

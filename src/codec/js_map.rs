@@ -37,6 +37,8 @@ pub fn readings(
         let value = match (v, vt) {
             (serde_json::Value::Bool(b), ValueType::Bool) => Value::Bool(*b),
             (serde_json::Value::String(s), ValueType::String) => Value::Text(s.clone()),
+            // An Object resource takes any JSON value (EdgeX `objectValue`).
+            (_, ValueType::Object) => Value::Text(v.to_string()),
             // Structured values a String resource takes as JSON text.
             (serde_json::Value::Object(_) | serde_json::Value::Array(_), ValueType::String) => {
                 Value::Text(v.to_string())

@@ -72,6 +72,11 @@ pub struct Reading<'a> {
     pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binary_value: Option<String>,
+    /// `Object` resources: the value as JSON text. core-data's OpenAPI
+    /// types `objectValue` as a string (device-sdk-go sends the object
+    /// itself; core-data stores either).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_type: Option<&'a str>,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -91,11 +96,17 @@ pub fn reading<'a>(
 ) -> Reading<'a> {
     let res = &profile.device_resources[resource];
     let vt = res.properties.value_type;
+    let mut object_value = None;
     let (value, binary_value) = match (value, vt) {
         (Value::Binary(b), ValueType::Binary) => (
             None,
             Some(base64::engine::general_purpose::STANDARD.encode(b)),
         ),
+        // A codec's structure, as JSON text.
+        (Value::Text(t), ValueType::Object) => {
+            object_value = Some(t.clone());
+            (None, None)
+        }
         (v, vt) => (Some(v.to_edgex_string(vt)), None),
     };
     Reading {
@@ -113,6 +124,7 @@ pub fn reading<'a>(
         }),
         value,
         binary_value,
+        object_value,
         units: &res.properties.units,
     }
 }
