@@ -112,8 +112,12 @@ fn data_fields_are_typed_by_their_resources() {
         (1, 1),
         "firmware has no resource; one warning"
     );
-    // A codec error refuses the uplink with its message.
-    let e = c.decode(&[1, 2], 1, "{}", &mut out).unwrap_err();
+    // A codec error refuses the uplink with its message, and never with
+    // the device's variables.
+    let e = c
+        .decode(&[1, 2], 1, r#"{"apiKey":"s3cr3t-value"}"#, &mut out)
+        .unwrap_err();
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
     assert!(
         matches!(&e, CodecError::Refused { message, .. } if message == "payload too short: 2 bytes"),
         "{e}"

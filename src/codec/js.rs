@@ -72,6 +72,8 @@ pub struct JsCodec {
     budget: Duration,
     memory: usize,
     pub has_encoder: bool,
+    /// When a warning was last logged (s since `epoch`): at most one a minute.
+    warned_at: AtomicU64,
 }
 
 impl std::fmt::Debug for JsCodec {
@@ -147,6 +149,7 @@ impl JsCodec {
             budget,
             memory,
             has_encoder: false,
+            warned_at: AtomicU64::new(0),
         };
         codec.arm();
         let loaded = codec.context.with(|ctx| {
@@ -311,6 +314,18 @@ impl JsCodec {
 
     pub fn file(&self) -> &str {
         &self.file
+    }
+
+    /// Whether a warning may be logged now (one a minute per codec; the
+    /// rest are only counted).
+    pub fn may_log_warning(&self) -> bool {
+        let now = self.epoch.elapsed().as_secs() + 60;
+        let last = self.warned_at.load(Relaxed);
+        (last == 0 || now >= last + 60)
+            && self
+                .warned_at
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
     }
 }
 

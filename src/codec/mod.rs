@@ -230,8 +230,8 @@ impl Codec {
                     });
                 }
                 stats.warnings = d.warnings.len() as u32;
-                if let Some(w) = d.warnings.first() {
-                    tracing::debug!(codec = js.file(), warning = %w, "codec warning");
+                if let Some(w) = d.warnings.first().filter(|_| js.may_log_warning()) {
+                    tracing::warn!(codec = js.file(), warning = %w, "codec warning (at most one a minute is logged; all are counted)");
                 }
                 stats.unmapped = js_map::readings(&d.data, &self.js_fields, res, out)?;
             }
