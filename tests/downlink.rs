@@ -397,3 +397,78 @@ async fn a_command_for_a_silent_gateway_is_refused_and_kept() {
     );
     svc.stop().await;
 }
+
+/// Semtech UDP has no authentication: a PULL_DATA in a gateway's name from
+/// another address must not take its downlinks (address pinning), unless
+/// the site follows moving gateways (`FollowAddress`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_pull_data_does_not_redirect_downlinks() {
+    use device_lorawan::ingest::udp::{push_data, PULL_DATA};
+    use device_lorawan::lorawan::Eui64;
+    for follow in [false, true] {
+        let data = tempfile::tempdir().unwrap();
+        let mut cfg = common::config(data.path());
+        cfg.ingest.udp.follow_address = follow;
+        let entries = mote::entries(1, SEED);
+        let mut svc = common::Service::start(cfg, entries.clone()).await;
+        let udp = svc.bound.udp.unwrap();
+        let gw = Eui64::from_u64(0xb827_ebff_fe00_0001);
+        let pull = |s: &std::net::UdpSocket| {
+            let mut p = vec![2, 0, 1, PULL_DATA];
+            p.extend_from_slice(&gw.0);
+            s.send_to(&p, udp).unwrap();
+        };
+        let real = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let spoof = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        for s in [&real, &spoof] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        pull(&real);
+        let mut buf = [0u8; 2048];
+        assert_eq!(real.recv(&mut buf).unwrap(), 4, "PULL_ACK");
+        pull(&spoof);
+        put_interval(svc.bound.api, 300).await;
+        let mut m = mote::Mote::new(&entries[0]);
+        let (_, phy) = m.next_frame();
+        let up = device_lorawan::ingest::gateway::GatewayUplink {
+            phy,
+            rx: device_lorawan::uplink::RxMeta {
+                gateway: gw,
+                rssi: -50,
+                snr: 9.0,
+                tmst: Some(1_000_000),
+                frequency: Some(868_100_000),
+                datr: device_lorawan::lorawan::DataRate::parse("SF7BW125"),
+                gps_time_ns: None,
+                station: None,
+            },
+        };
+        real.send_to(&push_data(1, gw, &[up]), udp).unwrap();
+        // The PULL_RESP (type 3) goes to one of the two sockets.
+        let got = |s: &std::net::UdpSocket| {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut b = [0u8; 2048];
+            while Instant::now() < deadline {
+                if let Ok(n) = s.recv(&mut b) {
+                    if n > 4 && b[3] == 3 {
+                        return true;
+                    }
+                }
+            }
+            false
+        };
+        if follow {
+            assert!(got(&spoof), "followed to the new address");
+        } else {
+            assert!(got(&real), "the downlink reached the real gateway");
+            assert!(!got(&spoof), "the spoofer got nothing");
+            assert_eq!(
+                svc.metrics
+                    .rejected_count(device_lorawan::metrics::Reason::GatewayRefused),
+                1
+            );
+        }
+        svc.stop().await;
+    }
+}

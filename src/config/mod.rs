@@ -268,6 +268,33 @@ pub struct UdpConfig {
     pub enabled: bool,
     /// Semtech packet-forwarder port (protocol v2).
     pub bind: SocketAddr,
+    /// Gateway EUIs allowed to send (empty: any).
+    pub allowed_gateways: Vec<String>,
+    /// A gateway's downlinks go to the IP its first PULL_DATA came from
+    /// (the port may change); set this for gateways whose IP moves (DHCP).
+    pub follow_address: bool,
+}
+
+impl UdpConfig {
+    /// The gate the UDP ingest applies, or the allow-list entry that is not an EUI.
+    pub fn gate(&self) -> Result<crate::ingest::udp_gate::Gate, String> {
+        let allowed = match self.allowed_gateways.is_empty() {
+            true => None,
+            false => Some(
+                self.allowed_gateways
+                    .iter()
+                    .map(|g| {
+                        crate::ingest::station::eui_of_text(g)
+                            .ok_or_else(|| format!("{g:?} is not a gateway EUI"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(crate::ingest::udp_gate::Gate::new(
+            allowed,
+            self.follow_address,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -383,6 +410,8 @@ impl Default for UdpConfig {
         Self {
             enabled: true,
             bind: "0.0.0.0:1700".parse().expect("literal"),
+            allowed_gateways: Vec::new(),
+            follow_address: false,
         }
     }
 }
@@ -525,6 +554,12 @@ impl Config {
                 "Ingest",
                 "enable at least one of Udp, Mqtt and BasicStation",
             );
+        }
+        if let Err(message) = self.ingest.udp.gate() {
+            return Err(ConfigError::Invalid {
+                key: "Ingest.Udp.AllowedGateways",
+                message,
+            });
         }
         if let Err((key, message)) = self.ingest.basic_station.validate() {
             return Err(ConfigError::Invalid { key, message });

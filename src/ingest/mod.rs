@@ -11,6 +11,7 @@ pub mod kicked;
 pub mod mqtt;
 pub mod station;
 pub mod udp;
+pub mod udp_gate;
 
 use crate::metrics::Source;
 use crate::uplink::RxMeta;

@@ -204,6 +204,7 @@ pub async fn serve(
     mut downlinks: mpsc::Receiver<TxRequest>,
     metrics: Arc<Metrics>,
     max_bytes: usize,
+    gate: super::udp_gate::Gate,
 ) {
     let mut buf = vec![0u8; 65_536];
     // Where each gateway pulls from, and its protocol version.
@@ -243,6 +244,13 @@ pub async fn serve(
                 gateway,
                 frames,
             }) => {
+                if let Err(why) = gate.allows(gateway) {
+                    metrics.reject(
+                        Reason::GatewayRefused,
+                        &format_args!("PUSH_DATA from {peer}: {why}"),
+                    );
+                    continue;
+                }
                 let ack = [2, token[0], token[1], PUSH_ACK];
                 let _ = socket.send_to(&ack, peer).await;
                 for f in frames {
@@ -270,7 +278,10 @@ pub async fn serve(
                 token,
                 gateway,
             }) => {
-                pull_addrs.insert(gateway, (peer, version));
+                if let Err(why) = gate.pull(&mut pull_addrs, gateway, peer, version) {
+                    metrics.reject(Reason::GatewayRefused, &why);
+                    continue;
+                }
                 let ack = [version, token[0], token[1], PULL_ACK];
                 let _ = socket.send_to(&ack, peer).await;
             }

@@ -132,6 +132,7 @@ pub async fn start(
             down_rx,
             parts.metrics.clone(),
             max,
+            config.ingest.udp.gate().expect("validated at load"),
         )));
     }
     if config.ingest.basic_station.enabled {
