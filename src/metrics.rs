@@ -147,6 +147,8 @@ pub struct Metrics {
     pub downlinks_failed: AtomicU64,
     /// Commands dropped after `Downlink.MaxAttempts` refusals.
     pub downlinks_dropped: AtomicU64,
+    /// API requests refused for want of the bearer token.
+    pub api_unauthorised: AtomicU64,
     /// Warnings JavaScript codecs returned.
     pub codec_warnings: AtomicU64,
     /// MAC answers sent (LinkCheckAns, DeviceTimeAns) and requests sent
@@ -287,6 +289,7 @@ impl Metrics {
             ("lorawan_downlinks_failed_total", &self.downlinks_failed),
             ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
             ("lorawan_codec_warnings_total", &self.codec_warnings),
+            ("edgex_api_unauthorized_total", &self.api_unauthorised),
             ("lorawan_mac_answers_sent_total", &self.mac_answers),
             ("lorawan_mac_requests_sent_total", &self.mac_requests),
             ("lorawan_mac_requests_refused_total", &self.mac_refused),

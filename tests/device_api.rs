@@ -234,3 +234,95 @@ async fn device_commands_and_secrets() {
         assert!(!config.contains(k.as_str()));
     }
 }
+
+/// One request with `headers` added: (status, head, body).
+async fn request_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_routes_need_the_bearer_token() {
+    let token = "k8s-style-token-0123456789abcdef";
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.service.api_token = Some(token.into());
+    let mut svc = common::Service::start(config, mote::entries(1, 4)).await;
+    let api = svc.bound.api;
+    let put = r#"{"reportInterval":"300"}"#;
+    let path = "/api/v3/device/name/sim-mote-1/reportInterval";
+    let (status, head, body) = request_with(api, "PUT", path, "", put).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["apiVersion"].as_str(), v["statusCode"].as_u64()),
+        (Some("v3"), Some(401))
+    );
+    let (status, _, _) =
+        request_with(api, "PUT", path, "Authorization: Bearer wrong\r\n", put).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = request_with(api, "POST", "/api/v3/secret", "", "{}").await;
+    assert_eq!(status, 401, "secrets too");
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (status, _, body) = request_with(api, "PUT", path, &auth, put).await;
+    assert_eq!(status, 200, "{body}");
+    // Reading routes stay open (Service.ApiTokenForReads is off); the token
+    // is never shown, not even in the configuration.
+    let (status, _, body) = request_with(api, "GET", "/api/v3/config", "", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains(token) && body.contains("<redacted>"),
+        "{body}"
+    );
+    let (_, _, metrics) = request_with(api, "GET", "/metrics", "", "").await;
+    assert!(
+        metrics.contains("edgex_api_unauthorized_total 3"),
+        "{metrics}"
+    );
+    svc.stop().await;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.service.api_token = Some(token.into());
+    config.service.api_token_for_reads = true;
+    let mut svc = common::Service::start(config, mote::entries(1, 4)).await;
+    let api = svc.bound.api;
+    assert_eq!(
+        request_with(api, "GET", "/api/v3/config", "", "").await.0,
+        401
+    );
+    assert_eq!(request_with(api, "GET", "/metrics", "", "").await.0, 401);
+    assert_eq!(
+        request_with(api, "GET", "/api/v3/ping", "", "").await.0,
+        200,
+        "ping stays open"
+    );
+    assert_eq!(request_with(api, "GET", "/metrics", &auth, "").await.0, 200);
+    svc.stop().await;
+}

@@ -51,6 +51,9 @@ pub struct ApiState {
     pub data_dir: std::path::PathBuf,
     /// Registration with core-metadata, when enabled.
     pub registration: std::sync::OnceLock<Arc<crate::edgex::registration::Registration>>,
+    /// `Service.ApiToken`, and whether reads need it too.
+    token: Option<String>,
+    token_for_reads: bool,
 }
 
 impl ApiState {
@@ -67,6 +70,8 @@ impl ApiState {
         Self {
             service_name: config.service.name.clone(),
             config: redacted,
+            token: config.service.api_token.clone(),
+            token_for_reads: config.service.api_token_for_reads,
             metrics,
             devices,
             secrets: Mutex::new(secrets),
@@ -270,9 +275,45 @@ fn registration_again(state: &ApiState) -> Answer {
     }
 }
 
+/// Whether a request may go on: the write routes (and, if configured, the
+/// reading ones) need the bearer token; compared in constant time.
+fn authorised(state: &ApiState, parts: &hyper::http::request::Parts) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let reading = matches!(parts.method, Method::GET | Method::HEAD);
+    if parts.uri.path() == "/api/v3/ping" || (reading && !state.token_for_reads) {
+        return true;
+    }
+    let given = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
+}
+
 /// Read a request's body (bounded) and route it.
 async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
+    // Refused before its body is read.
+    if !authorised(&state, &parts) {
+        state
+            .metrics
+            .api_unauthorised
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(method = %parts.method, path = parts.uri.path(), "API request without the right bearer token refused");
+        let mut r = respond(error(
+            StatusCode::UNAUTHORIZED,
+            "this route needs Authorization: Bearer <Service.ApiToken>",
+        ));
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {

@@ -235,6 +235,12 @@ pub struct ServiceConfig {
     /// so a killed process loses nothing; this bounds loss on power cut).
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
+    /// A bearer token the API's write routes (POST `/secret`, PUT commands,
+    /// POST `/registration`) require (`Authorization: Bearer <token>`);
+    /// unset: they are open (a warning at start). Never echoed.
+    pub api_token: Option<String>,
+    /// The token is required for reading routes too (all but `/api/v3/ping`).
+    pub api_token_for_reads: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -382,6 +388,8 @@ impl Default for ServiceConfig {
             api_bind: "0.0.0.0:59995".parse().expect("literal"),
             data_dir: "data".into(),
             sync_interval: Duration::from_secs(1),
+            api_token: None,
+            api_token_for_reads: false,
         }
     }
 }
@@ -540,6 +548,14 @@ impl Config {
                 message: e,
             });
         }
+        if self
+            .service
+            .api_token
+            .as_deref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return bad("Service.ApiToken", "must be at least 16 characters");
+        }
         if !(0.0..=30.0).contains(&self.mac.installation_margin) {
             return bad("Mac.InstallationMargin", "must be between 0 and 30 dB");
         }
@@ -667,6 +683,7 @@ impl Config {
         for p in [
             &mut c.ingest.mqtt.password,
             &mut c.edgex.message_bus.password,
+            &mut c.service.api_token,
         ] {
             if p.is_some() {
                 *p = Some("<redacted>".into());
@@ -722,104 +739,4 @@ fn apply_env(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    pub(super) fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(yaml.as_bytes()).unwrap();
-        Config::load_with_env(Some(f.path()), |k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    #[test]
-    fn file_then_env() {
-        let c = load(
-            "Ingest:\n  DedupWindow: 50ms\n  Udp: { Bind: 127.0.0.1:1800 }\n",
-            &[("INGEST_MQTT_ENABLED", "true")],
-        )
-        .unwrap();
-        assert_eq!(c.ingest.dedup_window, Duration::from_millis(50));
-        assert_eq!(c.ingest.udp.bind.port(), 1800);
-        assert!(c.ingest.mqtt.enabled);
-        assert_eq!(c.ingest.mqtt.port, 1883, "untouched defaults stay");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let e = load("Ingest:\n  Udp: { Bnd: 1 }\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("Ingest.Udp") && e.contains("Bnd"), "{e}");
-        let e = load("Ingest:\n  Mqtt: { Qos: 3 }\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("Ingest.Mqtt.Qos"), "{e}");
-        let e = load("Ingest: [\n", &[]).unwrap_err().to_string();
-        assert!(e.starts_with("config "), "{e}");
-        let e = load("", &[("INGEST_UDP_BIND", "nowhere")])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("Ingest.Udp.Bind"), "{e}");
-    }
-
-    #[test]
-    fn mac_and_extra_channels_are_checked() {
-        let c = load(
-            "Region: { ExtraChannels: [{Frequency: 867100000, MinDr: 0, MaxDr: 5}] }\nMac: { Adr: false, DevStatusInterval: 0s }\n",
-            &[],
-        )
-        .unwrap();
-        assert_eq!(c.site_region().extra_channels(), [(3, 867_100_000, 0, 5)]);
-        assert!(!c.mac.adr && c.mac.dev_status_interval.is_zero());
-        let e = load(
-            "Region: { Name: US915, ExtraChannels: [{Frequency: 903000000, MinDr: 0, MaxDr: 3}] }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("Region.ExtraChannels") && e.contains("903000000"),
-            "{e}"
-        );
-        let e = load(
-            "Ingest: { BasicStation: { Enabled: true, Tls: { Cert: /nonexistent/cert.pem, Key: /nonexistent/key.pem } } }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("Ingest.BasicStation.Tls") && e.contains("/nonexistent/cert.pem"),
-            "{e}"
-        );
-        let e = load(
-            "Ingest: { BasicStation: { Enabled: true, AllowedGateways: [nope] } }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("Ingest.BasicStation.AllowedGateways") && e.contains("nope"),
-            "{e}"
-        );
-        let e = load("Mac: { InstallationMargin: -3 }\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("Mac.InstallationMargin"), "{e}");
-    }
-
-    #[test]
-    fn password_is_redacted() {
-        let c = load(
-            "Ingest:\n  Mqtt: { Password: hunter2 }\nEdgex:\n  MessageBus: { Password: swordfish }\n",
-            &[],
-        )
-        .unwrap();
-        let y = c.redacted_yaml();
-        assert!(!y.contains("hunter2") && !y.contains("swordfish"), "{y}");
-    }
-}
+mod tests;

@@ -88,6 +88,9 @@ pub async fn start(
         handover: None,
     };
     tracing::info!(addr = %bound.api, "device-service API listening");
+    if config.service.api_token.is_none() && !bound.api.ip().is_loopback() {
+        tracing::warn!(addr = %bound.api, "Service.ApiToken is not set: the API's write routes (secrets, commands) are open to anyone who can reach this address");
+    }
     let max = config.ingest.max_message_bytes;
     let mut parts = parts;
     let secrets = SecretStore::open(&config.service.data_dir)?;

@@ -1,0 +1,99 @@
+use super::*;
+use std::io::Write;
+
+pub(super) fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(yaml.as_bytes()).unwrap();
+    Config::load_with_env(Some(f.path()), |k| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
+#[test]
+fn file_then_env() {
+    let c = load(
+        "Ingest:\n  DedupWindow: 50ms\n  Udp: { Bind: 127.0.0.1:1800 }\n",
+        &[("INGEST_MQTT_ENABLED", "true")],
+    )
+    .unwrap();
+    assert_eq!(c.ingest.dedup_window, Duration::from_millis(50));
+    assert_eq!(c.ingest.udp.bind.port(), 1800);
+    assert!(c.ingest.mqtt.enabled);
+    assert_eq!(c.ingest.mqtt.port, 1883, "untouched defaults stay");
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = load("Ingest:\n  Udp: { Bnd: 1 }\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Ingest.Udp") && e.contains("Bnd"), "{e}");
+    let e = load("Ingest:\n  Mqtt: { Qos: 3 }\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Ingest.Mqtt.Qos"), "{e}");
+    let e = load("Ingest: [\n", &[]).unwrap_err().to_string();
+    assert!(e.starts_with("config "), "{e}");
+    let e = load("", &[("INGEST_UDP_BIND", "nowhere")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Ingest.Udp.Bind"), "{e}");
+}
+
+#[test]
+fn mac_and_extra_channels_are_checked() {
+    let c = load(
+        "Region: { ExtraChannels: [{Frequency: 867100000, MinDr: 0, MaxDr: 5}] }\nMac: { Adr: false, DevStatusInterval: 0s }\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.site_region().extra_channels(), [(3, 867_100_000, 0, 5)]);
+    assert!(!c.mac.adr && c.mac.dev_status_interval.is_zero());
+    let e = load(
+        "Region: { Name: US915, ExtraChannels: [{Frequency: 903000000, MinDr: 0, MaxDr: 3}] }\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("Region.ExtraChannels") && e.contains("903000000"),
+        "{e}"
+    );
+    let e = load(
+        "Ingest: { BasicStation: { Enabled: true, Tls: { Cert: /nonexistent/cert.pem, Key: /nonexistent/key.pem } } }\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("Ingest.BasicStation.Tls") && e.contains("/nonexistent/cert.pem"),
+        "{e}"
+    );
+    let e = load(
+        "Ingest: { BasicStation: { Enabled: true, AllowedGateways: [nope] } }\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("Ingest.BasicStation.AllowedGateways") && e.contains("nope"),
+        "{e}"
+    );
+    let e = load("Mac: { InstallationMargin: -3 }\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Mac.InstallationMargin"), "{e}");
+}
+
+#[test]
+fn password_is_redacted() {
+    let c = load(
+        "Ingest:\n  Mqtt: { Password: hunter2 }\nEdgex:\n  MessageBus: { Password: swordfish }\n",
+        &[],
+    )
+    .unwrap();
+    let y = c.redacted_yaml();
+    assert!(!y.contains("hunter2") && !y.contains("swordfish"), "{y}");
+}
