@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 mod mqtt_clients;
+mod mqtt_tls;
+pub use mqtt_tls::MqttTls;
 mod radio;
 mod station;
 pub use mqtt_clients::MqttClient;
@@ -146,6 +148,8 @@ pub struct MessageBusConfig {
     pub keep_alive: Duration,
     /// Events published and not yet acknowledged by the broker, at most.
     pub max_in_flight: u16,
+    /// TLS to the broker (`mqtts`): its CA, and our certificate and key.
+    pub tls: Option<MqttTls>,
 }
 
 impl Default for MessageBusConfig {
@@ -160,6 +164,7 @@ impl Default for MessageBusConfig {
             qos: 1,
             keep_alive: Duration::from_secs(30),
             max_in_flight: 64,
+            tls: None,
         }
     }
 }
@@ -317,6 +322,8 @@ pub struct MqttConfig {
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
     pub subscriptions: Vec<Subscription>,
+    /// TLS to the broker (`mqtts`): its CA, and our certificate and key.
+    pub tls: Option<MqttTls>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -444,6 +451,7 @@ impl Default for MqttConfig {
                     kind: StreamKind::Application,
                 },
             ],
+            tls: None,
         }
     }
 }
@@ -555,6 +563,15 @@ impl Config {
             .is_some_and(|t| t.len() < 16)
         {
             return bad("Service.ApiToken", "must be at least 16 characters");
+        }
+        for (key, tls) in [
+            ("Ingest.Mqtt.Tls", &self.ingest.mqtt.tls),
+            ("Edgex.MessageBus.Tls", &self.edgex.message_bus.tls),
+        ] {
+            if let Some(t) = tls {
+                t.client_config()
+                    .map_err(|message| ConfigError::Invalid { key, message })?;
+            }
         }
         if !(0.0..=30.0).contains(&self.mac.installation_margin) {
             return bad("Mac.InstallationMargin", "must be between 0 and 30 dB");

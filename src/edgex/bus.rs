@@ -126,6 +126,7 @@ impl Bus {
             c.port,
             c.keep_alive,
             c.username.as_deref().zip(c.password.as_deref()),
+            c.tls.as_ref(),
         );
         opts.set_clean_session(true);
         opts.set_inflight(c.max_in_flight);

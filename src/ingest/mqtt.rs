@@ -26,18 +26,26 @@ use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Reason, Source};
 
 /// Connection options for one of our MQTT clients (this ingest, and the
-/// EdgeX message bus): keep-alive of at least 5 s, credentials if given.
+/// EdgeX message bus): keep-alive of at least 5 s, credentials and TLS if
+/// given (the TLS material was checked at load).
 pub fn options(
     client_id: &str,
     host: &str,
     port: u16,
     keep_alive: Duration,
     credentials: Option<(&str, &str)>,
+    tls: Option<&crate::config::MqttTls>,
 ) -> MqttOptions {
     let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(keep_alive.max(Duration::from_secs(5)));
     if let Some((u, p)) = credentials {
         opts.set_credentials(u, p);
+    }
+    if let Some(t) = tls {
+        let config = t.client_config().expect("checked at load");
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config),
+        ));
     }
     opts
 }
@@ -85,6 +93,7 @@ pub async fn run(
         cfg.port,
         cfg.keep_alive,
         cfg.username.as_deref().zip(cfg.password.as_deref()),
+        cfg.tls.as_ref(),
     );
     opts.set_clean_session(false);
     opts.set_manual_acks(true);

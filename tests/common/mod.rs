@@ -278,6 +278,7 @@ pub fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
 }
 
 pub mod bus;
+pub mod certs;
 pub mod core_data;
 pub mod engine;
 pub mod metadata;
