@@ -19,6 +19,37 @@ use crate::metrics::Metrics;
 use crate::state_log::{Logged, StateLog, StateLogError};
 use crate::uplink::Uplink;
 
+impl super::Pipeline {
+    /// Uplink `up` of device `id` through its MAC state, before it is
+    /// published (a network server's relayed uplink: its MAC layer is its own).
+    pub(super) fn mac_step(&mut self, id: u32, up: &mut Uplink) -> anyhow::Result<Decision> {
+        if up.source == crate::metrics::Source::ApplicationMqtt {
+            return Ok(Decision::default());
+        }
+        let device = self.registry.get(id);
+        let region = self.scheduler.region_of(device.region);
+        Ok(self
+            .mac
+            .on_uplink(id, device, region, &self.config.downlink, up, &self.metrics)?)
+    }
+
+    /// A gateway's answer to a transmission: the MAC requests it carried
+    /// now wait for the device's answers.
+    pub(super) fn tx_ack(&mut self, ack: crate::downlink::TxAck) -> anyhow::Result<()> {
+        if let Some(sent) = self.scheduler.on_ack(ack, &mut self.store)? {
+            let device = self.registry.get(sent.device);
+            self.mac.on_sent(
+                sent.device,
+                device,
+                &sent.commands,
+                sent.fcnt,
+                &self.metrics,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Logged for MacState {
     const FILE: &'static str = "mac.log";
     const WHAT: &'static str = "MAC state store";

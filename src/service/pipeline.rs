@@ -419,19 +419,7 @@ impl Pipeline {
                 ack,
             } => self.handle_phy(&phy, rx, source, ack),
             IngestEvent::App(up, ack) => self.handle_app(up, ack),
-            IngestEvent::TxAck(a) => {
-                if let Some(sent) = self.scheduler.on_ack(a, &mut self.store)? {
-                    let device = self.registry.get(sent.device);
-                    self.mac.on_sent(
-                        sent.device,
-                        device,
-                        &sent.commands,
-                        sent.fcnt,
-                        &self.metrics,
-                    )?;
-                }
-                Ok(())
-            }
+            IngestEvent::TxAck(a) => self.tx_ack(a),
         }
     }
 
@@ -773,22 +761,7 @@ impl Pipeline {
             self.covered.remove(&h.device);
         }
         // The MAC layer first: a DevStatusAns adds readings to this event.
-        let device = self.registry.get(h.device);
-        let mac = match h.uplink.source {
-            // A network server relayed it: the MAC layer is its own.
-            Source::ApplicationMqtt => Default::default(),
-            _ => {
-                let region = self.scheduler.region_of(device.region);
-                self.mac.on_uplink(
-                    h.device,
-                    device,
-                    region,
-                    &self.config.downlink,
-                    &mut h.uplink,
-                    &self.metrics,
-                )?
-            }
-        };
+        let mac = self.mac_step(h.device, &mut h.uplink)?;
         match self.sink.publish(&h.uplink) {
             Ok(()) => {
                 self.metrics.published.fetch_add(1, Relaxed);
