@@ -265,6 +265,11 @@ async fn a_javascript_device_through_the_gateway_bridge() {
         "",
     );
     let mut child = common::start_binary(&env.config);
+    // The ingest session must exist before frames are sent to it.
+    common::until("the ingest subscription", Duration::from_secs(20), || {
+        common::scrape(env.api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 1)
+    })
+    .await;
     let target = Target::Mqtt {
         host: "127.0.0.1".into(),
         port,

@@ -113,7 +113,11 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
     // The right material: uplinks through the TLS ingest, events on the TLS bus.
     let env = service(certs.path(), tls, "s3cret-pass", "ca.crt");
     let mut svc = common::start_binary(&env.config);
-    tokio::time::sleep(Duration::from_millis(500)).await; // the ingest's SUBSCRIBE
+    // The ingest session must exist before frames are sent to it.
+    common::until("the ingest subscription", Duration::from_secs(20), || {
+        common::scrape(env.api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 1)
+    })
+    .await;
     let report = sim::run(
         target.clone(),
         common::sim_opts(71, 9, 0),
