@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use device_lorawan::codec::{Codec, CodecKind, Reading, Value};
+use device_lorawan::codec::{Codec, CodecKind, DeviceProfile, Reading, Value};
 use device_lorawan::edgex::event::{add_event_request, event_id, event_path};
 use device_lorawan::lorawan::Eui64;
 use device_lorawan::metrics::Source;
@@ -166,8 +166,28 @@ fn object_readings_carry_the_codecs_structure() {
     codec
         .decode(&[255, 56, 90, 12, 228, 128, 19], 1, "{}", &mut readings)
         .unwrap();
-    let up = Uplink {
-        device: Arc::from("ecs-1"),
+    let up = uplink_of("ecs-1", profile, readings);
+    let doc = serde_json::to_value(add_event_request(&up)).unwrap();
+    assert!(
+        common::schema_errors(&validator, &doc).is_empty(),
+        "{doc:#}"
+    );
+    let readings = doc["event"]["readings"].as_array().unwrap();
+    let b = readings
+        .iter()
+        .find(|r| r["resourceName"] == "battery")
+        .unwrap();
+    assert_eq!(b["valueType"], "Object");
+    let object: serde_json::Value =
+        serde_json::from_str(b["objectValue"].as_str().unwrap()).unwrap();
+    assert_eq!(object, serde_json::json!({"voltage": 3.3, "low": true}));
+    assert!(b.get("value").is_none());
+}
+
+/// An uplink of device `name` carrying `readings`, heard once over UDP.
+fn uplink_of(name: &str, profile: Arc<DeviceProfile>, readings: Vec<Reading>) -> Uplink {
+    Uplink {
+        device: Arc::from(name),
         dev_eui: Eui64::from_u64(7),
         profile,
         fcnt: 1,
@@ -192,20 +212,5 @@ fn object_readings_carry_the_codecs_structure() {
         gateways: 1,
         source: Source::Udp,
         received_ns: 1_764_000_000_000_000_000,
-    };
-    let doc = serde_json::to_value(add_event_request(&up)).unwrap();
-    assert!(
-        common::schema_errors(&validator, &doc).is_empty(),
-        "{doc:#}"
-    );
-    let readings = doc["event"]["readings"].as_array().unwrap();
-    let b = readings
-        .iter()
-        .find(|r| r["resourceName"] == "battery")
-        .unwrap();
-    assert_eq!(b["valueType"], "Object");
-    let object: serde_json::Value =
-        serde_json::from_str(b["objectValue"].as_str().unwrap()).unwrap();
-    assert_eq!(object, serde_json::json!({"voltage": 3.3, "low": true}));
-    assert!(b.get("value").is_none());
+    }
 }

@@ -107,6 +107,14 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Gateways refused so far, from the metrics text.
+fn refused(m: &str) -> u64 {
+    metric(
+        m,
+        "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}",
+    )
+}
+
 async fn metrics(api: std::net::SocketAddr) -> String {
     common::http(api, "GET", "/metrics", "").await.1
 }
@@ -324,14 +332,7 @@ async fn only_allowed_gateways_with_their_token_get_in() {
         e => panic!("{e}"),
     }
     let m = metrics(env.api).await;
-    assert_eq!(
-        metric(
-            &m,
-            "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}"
-        ),
-        4,
-        "{m}"
-    );
+    assert_eq!(refused(&m), 4, "{m}");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -458,13 +459,7 @@ async fn tls_and_mutual_tls() {
     let ev = station(&base, GW, &client, &[]).unwrap();
     assert_eq!(events(&ev, "router_config").len(), 1, "{ev:?}");
     let m = metrics(env.api).await;
-    assert!(
-        metric(
-            &m,
-            "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}"
-        ) >= 1,
-        "{m}"
-    );
+    assert!(refused(&m) >= 1, "{m}");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -611,7 +606,7 @@ async fn a_flood_of_connections_is_bounded_and_the_service_goes_on() {
     let flood: Vec<_> = (0..10)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    let refused = || {
+    let refusals = || {
         use std::io::Read;
         let mut s = std::net::TcpStream::connect(env.api).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -623,7 +618,7 @@ async fn a_flood_of_connections_is_bounded_and_the_service_goes_on() {
             "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}",
         )
     };
-    common::until("six refusals", Duration::from_secs(10), || refused() >= 6).await;
+    common::until("six refusals", Duration::from_secs(10), || refusals() >= 6).await;
     drop(flood);
     // The slots come back: a station connects and is served.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -637,14 +632,7 @@ async fn a_flood_of_connections_is_bounded_and_the_service_goes_on() {
     };
     assert_eq!(events(&ev, "router_config").len(), 1, "{ev:?}");
     let m = metrics(env.api).await;
-    assert_eq!(
-        metric(
-            &m,
-            "lorawan_inputs_rejected_total{reason=\"gateway_refused\"}"
-        ),
-        6,
-        "{m}"
-    );
+    assert_eq!(refused(&m), 6, "{m}");
     child.kill().unwrap();
     child.wait().unwrap();
 }
