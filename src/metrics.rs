@@ -149,6 +149,8 @@ pub struct Metrics {
     pub downlinks_dropped: AtomicU64,
     /// API requests refused for want of the bearer token.
     pub api_unauthorised: AtomicU64,
+    /// API connections closed at accept (`Service.ApiMaxConnections` open).
+    pub api_connections_refused: AtomicU64,
     /// Warnings JavaScript codecs returned.
     pub codec_warnings: AtomicU64,
     /// MAC answers sent (LinkCheckAns, DeviceTimeAns) and requests sent
@@ -290,6 +292,10 @@ impl Metrics {
             ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
             ("lorawan_codec_warnings_total", &self.codec_warnings),
             ("edgex_api_unauthorized_total", &self.api_unauthorised),
+            (
+                "edgex_api_connections_refused_total",
+                &self.api_connections_refused,
+            ),
             ("lorawan_mac_answers_sent_total", &self.mac_answers),
             ("lorawan_mac_requests_sent_total", &self.mac_requests),
             ("lorawan_mac_requests_refused_total", &self.mac_refused),

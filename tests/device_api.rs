@@ -326,3 +326,37 @@ async fn write_routes_need_the_bearer_token() {
     assert_eq!(request_with(api, "GET", "/metrics", &auth, "").await.0, 200);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_bounds_its_connections() {
+    use tokio::io::AsyncReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.service.api_max_connections = 4;
+    let mut svc = common::Service::start(config, mote::entries(1, 4)).await;
+    let api = svc.bound.api;
+    // Four idle connections hold every slot...
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(api).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so a fifth is closed at once, counted.
+    let mut fifth = tokio::net::TcpStream::connect(api).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut buf))
+        .await
+        .expect("closed, not left hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = get(api, "GET", "/api/v3/ping").await;
+    assert_eq!(status, 200, "the slots came back");
+    let (_, metrics) = get(api, "GET", "/metrics").await;
+    assert!(
+        metrics.contains("edgex_api_connections_refused_total 1"),
+        "{metrics}"
+    );
+    svc.stop().await;
+}

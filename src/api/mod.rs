@@ -54,6 +54,8 @@ pub struct ApiState {
     /// `Service.ApiToken`, and whether reads need it too.
     token: Option<String>,
     token_for_reads: bool,
+    /// `Service.ApiMaxConnections`.
+    max_connections: usize,
 }
 
 impl ApiState {
@@ -72,6 +74,7 @@ impl ApiState {
             config: redacted,
             token: config.service.api_token.clone(),
             token_for_reads: config.service.api_token_for_reads,
+            max_connections: config.service.api_max_connections.max(1),
             metrics,
             devices,
             secrets: Mutex::new(secrets),
@@ -294,7 +297,12 @@ fn authorised(state: &ApiState, parts: &hyper::http::request::Parts) -> bool {
     subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
 }
 
-/// Read a request's body (bounded) and route it.
+/// A request's headers must arrive within this, and its body within
+/// `BODY_TIME`: a slow client cannot hold a connection (or the API).
+const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read a request's body (bounded in size and time) and route it.
 async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
     // Refused before its body is read.
@@ -314,12 +322,18 @@ async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
         );
         return r;
     }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let body = match tokio::time::timeout(BODY_TIME, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return respond(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format_args!("request bodies are limited to {MAX_BODY} bytes"),
+            ))
+        }
+        Err(_) => {
+            return respond(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format_args!("the request body did not arrive within {BODY_TIME:?}"),
             ))
         }
     };
@@ -328,6 +342,7 @@ async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
 
 /// Serve until the task is aborted.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -336,13 +351,24 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state
+                .metrics
+                .api_connections_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%peer, "API connection refused: Service.ApiMaxConnections are open");
+            continue; // dropped: closed at once
+        };
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIME)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {

@@ -246,6 +246,8 @@ pub struct ServiceConfig {
     pub api_token: Option<String>,
     /// The token is required for reading routes too (all but `/api/v3/ping`).
     pub api_token_for_reads: bool,
+    /// API connections open at once; more are closed at accept, counted.
+    pub api_max_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -397,6 +399,7 @@ impl Default for ServiceConfig {
             sync_interval: Duration::from_secs(1),
             api_token: None,
             api_token_for_reads: false,
+            api_max_connections: 64,
         }
     }
 }
