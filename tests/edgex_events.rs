@@ -97,31 +97,11 @@ fn binary_readings_carry_base64_and_media_type() {
         .decode(b"Hello, world!", 1, "{}", &mut readings)
         .unwrap();
     let up = Uplink {
-        device: Arc::from("ttn-abp mote"),
         dev_eui: Eui64::from_u64(0x0004a30b001c0530),
-        profile,
         fcnt: 70_000,
         epoch: 2,
-        counter_reset: false,
-        fport: Some(1),
         confirmed: true,
-        readings,
-        mac_commands: vec![],
-        adr: false,
-        adr_ack_req: false,
-        rx: RxMeta {
-            gps_time_ns: None,
-            station: None,
-            gateway: Eui64::from_u64(1),
-            rssi: -99,
-            snr: -7.5,
-            tmst: None,
-            frequency: None,
-            datr: None,
-        },
-        gateways: 1,
-        source: Source::Udp,
-        received_ns: 1_764_000_000_000_000_000,
+        ..uplink_of("ttn-abp mote", profile, readings)
     };
     let doc = serde_json::to_value(add_event_request(&up)).unwrap();
     assert!(

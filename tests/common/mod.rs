@@ -44,6 +44,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// mosquitto with config file `conf`, once it listens on loopback `port`.
+pub fn run_mosquitto(conf: &Path, port: u16) -> Child {
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// A mosquitto broker on a loopback port; killed on drop.
 pub struct Mosquitto {
     pub port: u16,
@@ -79,22 +99,7 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
+        run_mosquitto(&conf, port)
     }
 
     /// Stop the broker cleanly (SIGTERM: it saves its sessions and queued
