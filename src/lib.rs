@@ -39,6 +39,8 @@ pub mod devices;
 pub mod downlink;
 pub mod edgex;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handover;
 pub mod image;
 pub mod ingest;

@@ -360,3 +360,102 @@ async fn the_api_bounds_its_connections() {
     );
     svc.stop().await;
 }
+
+/// EdgeX secure mode: guarded routes need an EdgeX JWT, which the secret
+/// store judges (a stand-in of its `/v1/identity/oidc/introspect`, checking
+/// the service's own token from `SecretStore.TokenFile`); a verdict is
+/// cached, an unreachable store is a 500, a bad JWT a 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_mode_checks_edgex_jwts_with_the_secret_store() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let service_token = "hvs.device-lorawan-service-token";
+    let good_jwt = "eyJhbGciOiJFUzM4NCJ9.eyJpc3MiOiIvdjEvaWRlbnRpdHkvb2lkYyIsInN1YiI6ImNvcmUtY29tbWFuZCJ9.c2ln";
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = asked.clone();
+    let mut store = common::standin::StandIn::start_with_headers(Arc::new(
+        move |method, path, headers, body| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(
+                (method.as_str(), path),
+                ("POST", "/v1/identity/oidc/introspect")
+            );
+            if headers.get("x-vault-token").and_then(|v| v.to_str().ok()) != Some(service_token) {
+                return (
+                    hyper::StatusCode::FORBIDDEN,
+                    serde_json::json!({"errors": ["permission denied"]}),
+                );
+            }
+            let req: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let active = req["token"] == good_jwt;
+            (
+                hyper::StatusCode::OK,
+                serde_json::json!({ "active": active }),
+            )
+        },
+    ))
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let token_file = data.path().join("secrets-token.json");
+    std::fs::write(
+        &token_file,
+        format!(r#"{{"auth":{{"client_token":"{service_token}"}}}}"#),
+    )
+    .unwrap();
+    let mut config = common::config(data.path());
+    config.secret_store.enabled = true;
+    config.secret_store.host = "127.0.0.1".into();
+    config.secret_store.port = store.addr.port();
+    config.secret_store.token_file = token_file;
+    let mut svc = common::Service::start(config, mote::entries(1, 4)).await;
+    let api = svc.bound.api;
+    let put = r#"{"reportInterval":"300"}"#;
+    let path = "/api/v3/device/name/sim-mote-1/reportInterval";
+    assert_eq!(request_with(api, "PUT", path, "", put).await.0, 401);
+    let (status, _, body) = request_with(
+        api,
+        "PUT",
+        path,
+        "Authorization: Bearer eyJ.forged.jwt\r\n",
+        put,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("EdgeX JWT") && !body.contains("forged"),
+        "{body}"
+    );
+    let auth = format!("Authorization: Bearer {good_jwt}\r\n");
+    let (status, _, body) = request_with(api, "PUT", path, &auth, put).await;
+    assert_eq!(status, 200, "{body}");
+    let before = asked.load(Ordering::SeqCst);
+    let (status, _, _) = request_with(api, "PUT", path, &auth, put).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        before,
+        "a valid JWT is cached, not asked again"
+    );
+    // Reads stay open; the store is asked nothing for them.
+    assert_eq!(
+        request_with(api, "GET", "/api/v3/version", "", "").await.0,
+        200
+    );
+    // The store gone: a new JWT cannot be judged (500, as EdgeX answers).
+    store.stop();
+    let (status, _, body) = request_with(
+        api,
+        "PUT",
+        path,
+        "Authorization: Bearer eyJ.other.jwt\r\n",
+        put,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    let (_, _, metrics) = request_with(api, "GET", "/metrics", "", "").await;
+    assert!(
+        metrics.contains("edgex_api_unauthorized_total 2"),
+        "{metrics}"
+    );
+    svc.stop().await;
+}

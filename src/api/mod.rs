@@ -5,6 +5,7 @@
 //! `/metrics`. Answers validate against the official device-sdk OpenAPI
 //! spec (tested).
 
+pub mod auth;
 pub mod command;
 pub mod secret;
 
@@ -51,9 +52,8 @@ pub struct ApiState {
     pub data_dir: std::path::PathBuf,
     /// Registration with core-metadata, when enabled.
     pub registration: std::sync::OnceLock<Arc<crate::edgex::registration::Registration>>,
-    /// `Service.ApiToken`, and whether reads need it too.
-    token: Option<String>,
-    token_for_reads: bool,
+    /// Who may call which route.
+    guard: auth::Guard,
     /// `Service.ApiMaxConnections`.
     max_connections: usize,
 }
@@ -72,8 +72,7 @@ impl ApiState {
         Self {
             service_name: config.service.name.clone(),
             config: redacted,
-            token: config.service.api_token.clone(),
-            token_for_reads: config.service.api_token_for_reads,
+            guard: auth::Guard::new(config),
             max_connections: config.service.api_max_connections.max(1),
             metrics,
             devices,
@@ -278,25 +277,6 @@ fn registration_again(state: &ApiState) -> Answer {
     }
 }
 
-/// Whether a request may go on: the write routes (and, if configured, the
-/// reading ones) need the bearer token; compared in constant time.
-fn authorised(state: &ApiState, parts: &hyper::http::request::Parts) -> bool {
-    let Some(token) = &state.token else {
-        return true;
-    };
-    let reading = matches!(parts.method, Method::GET | Method::HEAD);
-    if parts.uri.path() == "/api/v3/ping" || (reading && !state.token_for_reads) {
-        return true;
-    }
-    let given = parts
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
-    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
-}
-
 /// A request's headers must arrive within this, and its body within
 /// `BODY_TIME`: a slow client cannot hold a connection (or the API).
 const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
@@ -306,21 +286,27 @@ const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
     // Refused before its body is read.
-    if !authorised(&state, &parts) {
-        state
-            .metrics
-            .api_unauthorised
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(method = %parts.method, path = parts.uri.path(), "API request without the right bearer token refused");
-        let mut r = respond(error(
-            StatusCode::UNAUTHORIZED,
-            "this route needs Authorization: Bearer <Service.ApiToken>",
-        ));
-        r.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+    match state.guard.check(&parts).await {
+        auth::Verdict::Allowed => {}
+        auth::Verdict::Refused(why) => {
+            state
+                .metrics
+                .api_unauthorised
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(method = %parts.method, path = parts.uri.path(), why, "API request refused");
+            let mut r = respond(error(StatusCode::UNAUTHORIZED, state.guard.wanted()));
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        auth::Verdict::Unavailable => {
+            return respond(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the JWT could not be checked with the secret store",
+            ))
+        }
     }
     let body = match tokio::time::timeout(BODY_TIME, Limited::new(body, MAX_BODY).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),

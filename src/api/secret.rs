@@ -14,10 +14,10 @@ use crate::service::Control;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SecretRequest {
+pub(crate) struct SecretRequest {
     #[serde(default)]
     request_id: Option<String>,
-    secret_name: String,
+    pub(crate) secret_name: String,
     secret_data: Vec<KeyValue>,
 }
 
@@ -27,34 +27,41 @@ struct KeyValue {
     value: String,
 }
 
+/// The secret's name and its key/value pairs. serde's own messages may
+/// quote input (a key, say): the error keeps only where it failed.
+pub(crate) fn parse_request(body: &[u8]) -> Result<SecretRequest, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "not a SecretRequest (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+impl SecretRequest {
+    pub(crate) fn pairs(&self) -> Vec<(String, String)> {
+        self.secret_data
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect()
+    }
+}
+
 pub fn post(state: &ApiState, body: &[u8]) -> Answer {
-    // serde's own messages may quote input: keep only where it failed.
-    let req: SecretRequest = match serde_json::from_slice(body) {
+    let req = match parse_request(body) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format_args!(
-                    "not a SecretRequest (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let Some(id) = state.devices.id(&req.secret_name) else {
+    let (name, data) = (&req.secret_name, req.pairs());
+    let Some(id) = state.devices.id(name) else {
         return error(
             StatusCode::BAD_REQUEST,
-            format_args!("no device named {:?}", req.secret_name),
+            format_args!("no device named {name:?}"),
         );
     };
-    let data: Vec<(String, String)> = req
-        .secret_data
-        .into_iter()
-        .map(|kv| (kv.key, kv.value))
-        .collect();
     let known = *state.devices.get(id).dev_addr.lock().expect("lock");
-    let session = match session_from_secret_data(&req.secret_name, &data, known) {
+    let session = match session_from_secret_data(name, &data, known) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -62,7 +69,7 @@ pub fn post(state: &ApiState, body: &[u8]) -> Answer {
         .secrets
         .lock()
         .expect("secrets lock")
-        .put(&req.secret_name, &session)
+        .put(name, &session)
     {
         tracing::error!(error = %e, "secret not stored");
         return error(

@@ -14,9 +14,11 @@ mod mqtt_clients;
 mod mqtt_tls;
 pub use mqtt_tls::MqttTls;
 mod radio;
+mod secret_store;
 mod station;
 pub use mqtt_clients::MqttClient;
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
+pub use secret_store::{client_token, SecretStoreConfig};
 pub use station::{BasicStationConfig, StationTls};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,7 @@ pub struct Config {
     pub readings: ReadingsConfig,
     pub edgex: EdgexConfig,
     pub handover: HandoverConfig,
+    pub secret_store: SecretStoreConfig,
     pub log: LogConfig,
 }
 
@@ -382,6 +385,7 @@ impl Default for Config {
             },
             edgex: EdgexConfig::default(),
             handover: HandoverConfig::default(),
+            secret_store: SecretStoreConfig::default(),
             log: LogConfig {
                 level: "info".into(),
                 format: LogFormat::Text,
@@ -484,24 +488,48 @@ impl Config {
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let origin = path.map_or("defaults".to_string(), |p| p.display().to_string());
+        Self::from_yaml(&origin, text.as_deref(), env)
+    }
+
+    /// Defaults, overlaid with the YAML `text` (read from `origin`) and then
+    /// the environment.
+    pub fn from_yaml(
+        origin: &str,
+        text: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut tree = serde_yaml_ng::to_value(Config::default()).expect("defaults serialise");
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-            let file: Value = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Yaml {
-                origin: path.display().to_string(),
+        if let Some(text) = text {
+            let file: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
+                origin: origin.to_string(),
                 message: e.to_string(),
             })?;
             merge(&mut tree, file);
         }
         apply_env(&mut tree, &mut Vec::new(), &env)?;
-        let origin = path.map_or("defaults".to_string(), |p| p.display().to_string());
         let mut config: Config =
             serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Yaml {
-                origin,
+                origin: origin.to_string(),
                 message: format!("at `{}`: {}", e.path(), e.inner()),
+            })?;
+        config
+            .secret_store
+            .apply_edgex_env(&env)
+            .map_err(|message| ConfigError::Invalid {
+                key: "SecretStore.Enabled",
+                message,
             })?;
         config.derive_client_ids();
         config.validate()?;
@@ -509,6 +537,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.secret_store
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })?;
         let bad = |key, message: &str| {
             Err(ConfigError::Invalid {
                 key,

@@ -60,11 +60,27 @@ impl JsonClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), HttpError> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// As [`send`](Self::send), with extra headers (never logged: they may
+    /// carry a token).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), HttpError> {
         let url = format!("{}{path}", self.base);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method.clone())
             .uri(&url)
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
             .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
             .map_err(|e| HttpError::Request {
                 method: method.clone(),

@@ -88,8 +88,9 @@ pub async fn start(
         handover: None,
     };
     tracing::info!(addr = %bound.api, "device-service API listening");
-    if config.service.api_token.is_none() && !bound.api.ip().is_loopback() {
-        tracing::warn!(addr = %bound.api, "Service.ApiToken is not set: the API's write routes (secrets, commands) are open to anyone who can reach this address");
+    let jwt = config.secret_store.enabled && !config.secret_store.disable_jwt_validation;
+    if config.service.api_token.is_none() && !jwt && !bound.api.ip().is_loopback() {
+        tracing::warn!(addr = %bound.api, "neither Service.ApiToken nor EdgeX secure mode (SecretStore) is set: the API's write routes (secrets, commands) are open to anyone who can reach this address");
     }
     let max = config.ingest.max_message_bytes;
     let mut parts = parts;

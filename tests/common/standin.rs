@@ -15,14 +15,26 @@ use hyper_util::rt::TokioIo;
 pub type Handler =
     Arc<dyn Fn(&Method, &str, &[u8]) -> (StatusCode, serde_json::Value) + Send + Sync>;
 
+/// A handler that also sees the request's headers.
+pub type HeaderHandler = Arc<
+    dyn Fn(&Method, &str, &hyper::HeaderMap, &[u8]) -> (StatusCode, serde_json::Value)
+        + Send
+        + Sync,
+>;
+
 pub struct StandIn {
     pub addr: SocketAddr,
-    handler: Handler,
+    handler: HeaderHandler,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl StandIn {
     pub async fn start(handler: Handler) -> Self {
+        Self::start_with_headers(Arc::new(move |m, p, _, b| handler(m, p, b))).await
+    }
+
+    #[allow(dead_code)]
+    pub async fn start_with_headers(handler: HeaderHandler) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut s = Self {
             addr: listener.local_addr().unwrap(),
@@ -83,18 +95,19 @@ impl Drop for StandIn {
 }
 
 async fn handle(
-    handler: Handler,
+    handler: HeaderHandler,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let headers = req.headers().clone();
     let body = req
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let (status, json) = handler(&method, &path, &body);
+    let (status, json) = handler(&method, &path, &headers, &body);
     Ok(Response::builder()
         .status(status)
         .header("content-type", "application/json")
