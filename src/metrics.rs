@@ -97,6 +97,8 @@ pub struct Metrics {
     pub published: AtomicU64,
     pub unmapped_values: AtomicU64,
     pub mqtt_reconnects: AtomicU64,
+    /// Connection attempts that failed before a CONNACK, by reason.
+    pub mqtt_connect_failures: [AtomicU64; 4],
     /// JoinRequests answered with a JoinAccept.
     pub joins_accepted: AtomicU64,
     /// Joined sessions the device started using (its first uplink under one).
@@ -124,6 +126,8 @@ pub struct Metrics {
     pub system_events: AtomicU64,
     /// Message-bus connections lost (or never made).
     pub bus_reconnects: AtomicU64,
+    /// Connection attempts that failed before a CONNACK, by reason.
+    pub bus_connect_failures: [AtomicU64; 4],
     /// SUBACKs received: how many subscriptions are live (per connection).
     pub mqtt_subacks: AtomicU64,
     /// Events core-data stored (201), or already had (409).
@@ -237,6 +241,26 @@ impl Metrics {
                 src.as_str(),
                 self.received_count(src)
             );
+        }
+        for (name, counts) in [
+            (
+                "lorawan_mqtt_connect_failures_total",
+                &self.mqtt_connect_failures,
+            ),
+            (
+                "edgex_bus_connect_failures_total",
+                &self.bus_connect_failures,
+            ),
+        ] {
+            let _ = writeln!(s, "# TYPE {name} counter");
+            for f in crate::ingest::mqtt_refusal::ConnectFailure::ALL {
+                let _ = writeln!(
+                    s,
+                    "{name}{{reason=\"{}\"}} {}",
+                    f.as_str(),
+                    counts[f.index()].load(Relaxed)
+                );
+            }
         }
         let _ = writeln!(s, "# TYPE lorawan_inputs_rejected_total counter");
         for r in Reason::ALL {

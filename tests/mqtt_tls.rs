@@ -53,22 +53,27 @@ impl Drop for Killed {
     }
 }
 
-/// The binary with ingest and bus on the TLS listener (`password`, `ca`).
-fn service(dir: &std::path::Path, tls: u16, password: &str, ca: &str) -> common::BinaryEnv {
+/// The binary with ingest and bus on the TLS listener (`password`, `ca`;
+/// no `ca`: plain TCP to that TLS port).
+fn service(dir: &std::path::Path, tls: u16, password: &str, ca: Option<&str>) -> common::BinaryEnv {
     let d = dir.display();
-    let material =
-        format!("Tls: {{ Ca: \"{d}/{ca}\", Cert: \"{d}/client.crt\", Key: \"{d}/client.key\" }}");
+    let material = match ca {
+        Some(ca) => format!(
+            "Tls: {{ Ca: \"{d}/{ca}\", Cert: \"{d}/client.crt\", Key: \"{d}/client.key\" }}, "
+        ),
+        None => String::new(),
+    };
     common::binary_env(
         &mote::devices_yaml(&mote::entries(3, 71)),
         "",
         &format!(
             "DedupWindow: 50ms, Mqtt: {{ Enabled: true, Host: 127.0.0.1, Port: {tls}, \
-             Username: edge, Password: \"{password}\", {material}, \
+             Username: edge, Password: \"{password}\", {material}\
              Subscriptions: [{{ Topic: \"gateway/+/event/up\", Kind: gateway }}] }}"
         ),
         &format!(
             "Delivery: message-bus, MessageBus: {{ Host: 127.0.0.1, Port: {tls}, \
-             Username: edge, Password: \"{password}\", {material} }}"
+             Username: edge, Password: \"{password}\", {material}MaxInFlight: 64 }}"
         ),
     )
 }
@@ -99,7 +104,7 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
     };
 
     // The right material: uplinks through the TLS ingest, events on the TLS bus.
-    let env = service(certs.path(), tls, "s3cret-pass", "ca.crt");
+    let env = service(certs.path(), tls, "s3cret-pass", Some("ca.crt"));
     let mut svc = common::start_binary(&env.config);
     // The ingest session must exist before frames are sent to it.
     common::until("the ingest subscription", Duration::from_secs(20), || {
@@ -124,11 +129,28 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
     svc.kill().unwrap();
     svc.wait().unwrap();
 
-    // A wrong password, then a CA that did not sign the broker: refused,
-    // said in the log, nothing through.
-    for (password, ca, said) in [
-        ("wrong-password", "ca.crt", "refused"),
-        ("s3cret-pass", "other-ca.crt", "certificate"),
+    // A wrong password, a CA that did not sign the broker, plain TCP to the
+    // TLS port: refused, said in the log with what to fix, counted by
+    // reason, nothing through.
+    for (password, ca, said, reasons) in [
+        (
+            "wrong-password",
+            Some("ca.crt"),
+            "Username/Password",
+            &["refused"][..],
+        ),
+        (
+            "s3cret-pass",
+            Some("other-ca.crt"),
+            "certificate",
+            &["tls"][..],
+        ),
+        (
+            "s3cret-pass",
+            None,
+            "Ingest.Mqtt.Tls",
+            &["network", "protocol"][..],
+        ),
     ] {
         let env = service(certs.path(), tls, password, ca);
         let mut svc = common::start_binary(&env.config);
@@ -136,8 +158,18 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
         common::until("the refusal logged", Duration::from_secs(15), || {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
-                .to_lowercase()
                 .contains(said)
+        })
+        .await;
+        let failures = |metric: &str| {
+            reasons
+                .iter()
+                .filter_map(|r| common::scrape(env.api, &format!("{metric}{{reason=\"{r}\"}}")))
+                .sum::<u64>()
+        };
+        common::until("the failures counted", Duration::from_secs(15), || {
+            failures("lorawan_mqtt_connect_failures_total") >= 1
+                && failures("edgex_bus_connect_failures_total") >= 1
         })
         .await;
         sim::run(
@@ -150,7 +182,12 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             common::published_lines(&env.out).is_empty(),
-            "{password} {ca}"
+            "{password} {ca:?}"
+        );
+        assert_eq!(
+            common::scrape(env.api, "lorawan_mqtt_subacks_total"),
+            Some(0),
+            "{password} {ca:?}"
         );
         svc.kill().unwrap();
         svc.wait().unwrap();

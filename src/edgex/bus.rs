@@ -181,6 +181,12 @@ impl Bus {
                 ev = el.poll() => match ev {
                     Err(e) => {
                         self.settle(&mut s, true);
+                        if !connected {
+                            let (kind, why) =
+                                crate::ingest::mqtt_refusal::classify(&e, "Edgex.MessageBus");
+                            self.metrics.bus_connect_failures[kind.index()].fetch_add(1, Relaxed);
+                            return (format!("could not connect ({}): {why}", kind.as_str()), false);
+                        }
                         return (e.to_string(), connected);
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {

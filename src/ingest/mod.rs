@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod gateway;
 pub mod kicked;
 pub mod mqtt;
+pub mod mqtt_refusal;
 pub mod station;
 pub mod udp;
 pub mod udp_gate;

@@ -105,6 +105,9 @@ pub async fn run(
     // ack the broker's in-flight window allows (the queue grows on demand).
     let (client, mut events) = AsyncClient::new(opts, 1 << 16);
     let mut backoff = Duration::from_millis(100);
+    // Connected (a CONNACK since the last error): an error then is a lost
+    // connection, before it a failed attempt.
+    let mut up = false;
     // Received but not yet taken by the pipeline. The event loop is polled
     // all the time, so acks and pings flow while the pipeline is busy; the
     // broker's in-flight window (unacknowledged messages per client) bounds
@@ -142,6 +145,7 @@ pub async fn run(
         };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                up = true;
                 kicks.connected(std::time::Instant::now());
                 backoff = Duration::from_millis(100);
                 tracing::info!(host = %cfg.host, port = cfg.port, "MQTT connected; subscribing");
@@ -227,6 +231,16 @@ pub async fn run(
                 metrics
                     .mqtt_reconnects
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if !std::mem::take(&mut up) {
+                    let (kind, why) = crate::ingest::mqtt_refusal::classify(&e, "Ingest.Mqtt");
+                    metrics.mqtt_connect_failures[kind.index()]
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(host = %cfg.host, port = cfg.port, reason = kind.as_str(), retry_in = ?backoff,
+                        "MQTT ingest could not connect: {why}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
                 if kicks.lost(std::time::Instant::now()) {
                     metrics
                         .mqtt_client_id_conflicts
