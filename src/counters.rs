@@ -106,7 +106,8 @@ impl CounterStore {
             }
         }
         if torn > 0 {
-            tracing::warn!(path = %path.display(), torn, "dropped torn or corrupt counter records");
+            let kept = crate::fsutil::keep_aside(&path).map_err(io)?;
+            tracing::warn!(path = %path.display(), torn, kept = %kept.display(), "dropped torn or corrupt counter records (the file as it was is kept)");
         }
         let file = Self::rewrite(&path, &states).map_err(io)?;
         let records = states.len();
@@ -246,10 +247,18 @@ mod tests {
             down: 0,
         };
         bytes.extend_from_slice(&encode(a, &c)[..10]); // and a torn third
-        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
         let s = CounterStore::open(dir.path()).unwrap();
         assert_eq!(s.get(a), st(5, 0));
         assert_eq!(s.torn_records, 2, "one corrupt record, one torn tail");
+        // The file as it was is kept aside for inspection.
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("fcnt.log.damaged-"))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), bytes);
     }
 
     #[test]

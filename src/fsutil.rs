@@ -23,3 +23,74 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     }
     Ok(())
 }
+
+/// Copies of a damaged file kept per file; older ones are removed.
+const KEPT_ASIDE: usize = 3;
+
+/// Keep a copy of `path` as it was before a repair drops what did not
+/// verify (`<file>.damaged-<unix seconds>`, owner-only), for inspection;
+/// at most [`KEPT_ASIDE`] per file, the oldest removed. Returns the copy.
+pub fn keep_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("file")
+        .to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prefix = format!("{name}.damaged-");
+    let mut copy = dir.join(format!("{prefix}{secs}"));
+    let mut n = 1;
+    while copy.exists() {
+        copy = dir.join(format!("{prefix}{secs}.{n}"));
+        n += 1;
+    }
+    let bytes = std::fs::read(path)?;
+    write_atomic(&copy, &bytes, 0o600)?;
+    let mut kept: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|f| f.starts_with(&prefix))
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    kept.sort();
+    while kept.len() > KEPT_ASIDE {
+        let (_, old) = kept.remove(0);
+        if old != copy {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+    Ok(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_copies_are_kept_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("fcnt.log");
+        std::fs::write(&f, b"torn").unwrap();
+        let copies: Vec<_> = (0..5).map(|_| keep_aside(&f).unwrap()).collect();
+        assert_eq!(std::fs::read(&copies[4]).unwrap(), b"torn");
+        let left = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("fcnt.log.damaged-")
+            })
+            .count();
+        assert_eq!(left, KEPT_ASIDE);
+        assert!(copies[4].exists(), "the newest copy stays");
+    }
+}

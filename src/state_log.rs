@@ -88,7 +88,8 @@ impl<T: Logged> StateLog<T> {
             }
         }
         if torn_lines > 0 {
-            tracing::warn!(path = %path.display(), torn_lines, "{} lines dropped (torn or altered)", T::WHAT);
+            let kept = crate::fsutil::keep_aside(&path).map_err(io)?;
+            tracing::warn!(path = %path.display(), torn_lines, kept = %kept.display(), "{} lines dropped (torn or altered; the file as it was is kept)", T::WHAT);
         }
         if lines > states.len() {
             let all: String = states.iter().map(|(e, s)| line(*e, s)).collect();

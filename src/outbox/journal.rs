@@ -218,7 +218,8 @@ impl Journal {
         let len = std::fs::metadata(&path).map_err(io(&path))?.len();
         let torn = u64::from(intact < len);
         if torn > 0 {
-            tracing::warn!(path = %path.display(), cut = len - intact, "outbox: cutting a torn tail");
+            let kept = crate::fsutil::keep_aside(&path).map_err(io(&path))?;
+            tracing::warn!(path = %path.display(), cut = len - intact, kept = %kept.display(), "outbox: cutting a torn tail (the file as it was is kept)");
             OpenOptions::new()
                 .write(true)
                 .open(&path)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A fuzzing campaign over every target (nightly + cargo-fuzz; overflow and
+# debug assertions on, AddressSanitizer): RUNS executions each (default
+# 10 million), seeds written first, the corpus grown in place, then
+# minimised. One line per target goes to fuzz/campaign.log: executions,
+# seconds, execs/s, corpus size, and whether it crashed (the reproducer is
+# then in fuzz/artifacts/<target>/; copy it to fuzz/regressions/<target>/).
+#   fuzz/campaign.sh [RUNS] [target...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-10000000}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(grep -o 'name = "[a-z_]*"' fuzz/Cargo.toml | sed 's/name = "\(.*\)"/\1/' | grep -v device-lorawan-fuzz)
+fi
+cargo test --quiet --test fuzz_corpora -- --ignored write_seeds >/dev/null
+# AddressSanitizer for the target that runs C (QuickJS); the others are
+# safe Rust, fuzzed faster without it (SANITIZER=address to force it).
+build() { cargo +nightly fuzz build -O -a -s "$1" --target-dir "fuzz/target/$1" "${@:2}" >/dev/null 2>&1 || { echo "fuzz build failed" >&2; exit 1; }; }
+# The binaries are copied out: editing the crate mid-campaign changes nothing.
+bin=$(mktemp -d)
+build "${SANITIZER:-none}"
+cp fuzz/target/"${SANITIZER:-none}"/x86_64-unknown-linux-gnu/release/* "$bin/" 2>/dev/null
+build address js_output
+cp fuzz/target/address/x86_64-unknown-linux-gnu/release/js_output "$bin/"
+mkdir -p fuzz/artifacts
+for t in "${targets[@]}"; do
+  start=$(date +%s)
+  mkdir -p "fuzz/artifacts/$t"
+  out=$("$bin/$t" -artifact_prefix="fuzz/artifacts/$t/" -runs="$runs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 "fuzz/corpus/$t" 2>&1)
+  status=$?
+  secs=$(( $(date +%s) - start ))
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" | grep -o '[0-9]*$')
+  [ $status -eq 0 ] && verdict=clean || verdict="CRASH (exit $status)"
+  printf '%s %s executions=%s seconds=%s execs_per_s=%s corpus=%s %s\n' \
+    "$(date -u +%FT%TZ)" "$t" "${execs:-?}" "$secs" "$(( ${execs:-0} / (secs > 0 ? secs : 1) ))" \
+    "$(ls "fuzz/corpus/$t" | wc -l)" "$verdict" | tee -a fuzz/campaign.log
+  [ $status -eq 0 ] || grep -A30 -m1 'panicked\|ERROR: AddressSanitizer\|deadly signal' <<<"$out" | head -40
+done
