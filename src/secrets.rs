@@ -1,7 +1,8 @@
-//! Device session keys that arrived the EdgeX way (`POST /api/v3/secret`),
-//! kept in `DataDir/secrets.yaml`: owner-only (0600), replaced atomically,
-//! and merged into the devices file's entries at start. Errors never carry
-//! a key.
+//! Secrets that arrived the EdgeX way (`POST /api/v3/secret`), kept in
+//! `DataDir/secrets.yaml`: owner-only (0600), replaced atomically. A secret
+//! named for a device is its session keys, merged into its entry at start;
+//! any other name is kept as given (credentials for a broker, say), as the
+//! device SDK keeps it. Errors never carry a key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,9 +52,17 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// A stored secret: a device's session, or any other secret's data.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Session(Stored),
+    Other(BTreeMap<String, String>),
+}
+
 pub struct SecretStore {
     path: PathBuf,
-    stored: BTreeMap<String, Stored>,
+    stored: BTreeMap<String, Entry>,
 }
 
 impl SecretStore {
@@ -78,14 +87,29 @@ impl SecretStore {
 
     /// Store `device`'s session durably (before it is used).
     pub fn put(&mut self, device: &str, s: &Session) -> Result<(), SecretError> {
-        self.stored.insert(
-            device.to_string(),
-            Stored {
-                dev_addr: s.dev_addr.to_string(),
-                nwk_s_key: hex::encode(s.nwk_s_key.expose()),
-                app_s_key: hex::encode(s.app_s_key.expose()),
-            },
-        );
+        let entry = Entry::Session(Stored {
+            dev_addr: s.dev_addr.to_string(),
+            nwk_s_key: hex::encode(s.nwk_s_key.expose()),
+            app_s_key: hex::encode(s.app_s_key.expose()),
+        });
+        self.insert(device, entry)
+    }
+
+    /// Store a secret that is not a device's session, as given.
+    pub fn put_other(&mut self, name: &str, data: &[(String, String)]) -> Result<(), SecretError> {
+        self.insert(name, Entry::Other(data.iter().cloned().collect()))
+    }
+
+    /// A secret that is not a device's session (its key/value pairs).
+    pub fn other(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        match self.stored.get(name)? {
+            Entry::Other(m) => Some(m),
+            Entry::Session(_) => None,
+        }
+    }
+
+    fn insert(&mut self, name: &str, entry: Entry) -> Result<(), SecretError> {
+        self.stored.insert(name.to_string(), entry);
         let io = |source| SecretError::Io {
             path: self.path.clone(),
             source,
@@ -98,6 +122,10 @@ impl SecretStore {
     pub fn sessions(&self) -> Result<Vec<(String, Session)>, SecretError> {
         self.stored
             .iter()
+            .filter_map(|(name, e)| match e {
+                Entry::Session(s) => Some((name, s)),
+                Entry::Other(_) => None,
+            })
             .map(|(name, s)| {
                 // Stored as a request would carry it: one parser for both.
                 let data = [

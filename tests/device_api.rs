@@ -183,10 +183,28 @@ async fn device_commands_and_secrets() {
     let (status, body) = send(api, "POST", "/api/v3/secret", &secret(&keys[4])).await;
     assert_eq!(status, 201, "{body}");
     assert_schema(&body, "BaseResponse");
+    // Any other name is a secret kept as given (as the device SDK does),
+    // never shown again; an empty one too, as the spec allows.
+    let other = r#"{"apiVersion":"v3","secretName":"broker-credentials","secretData":[
+        {"key":"username","value":"edge"},{"key":"password","value":"hunter2-broker"}]}"#;
+    let (status, body) = send(api, "POST", "/api/v3/secret", other).await;
+    assert_eq!(status, 201, "{body}");
+    assert_schema(&body, "BaseResponse");
+    let empty = r#"{"apiVersion":"v3","secretName":"nothing","secretData":[]}"#;
+    assert_eq!(send(api, "POST", "/api/v3/secret", empty).await.0, 201);
     {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(data.path().join("secrets.yaml")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner-only");
+        let store = device_lorawan::secrets::SecretStore::open(data.path()).unwrap();
+        assert_eq!(
+            store
+                .other("broker-credentials")
+                .and_then(|m| m.get("password"))
+                .map(String::as_str),
+            Some("hunter2-broker")
+        );
+        assert_eq!(store.sessions().unwrap().len(), 1, "one device session");
     }
 
     // All three motes report; sim-mote-3 decodes with the keys just given.
@@ -457,5 +475,113 @@ async fn secure_mode_checks_edgex_jwts_with_the_secret_store() {
         metrics.contains("edgex_api_unauthorized_total 2"),
         "{metrics}"
     );
+    svc.stop().await;
+}
+
+/// What device-sdk-go gives every device service: `X-Correlation-ID` on
+/// every answer (the caller's, else a new one; a non-UUID refused), `Allow`
+/// on a 405, and GET commands honouring `ds-returnevent=false` (no event)
+/// and `ds-pushevent=true` (the event also reaches core-data, here the
+/// OpenAPI-validating stand-in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_ids_allow_and_command_options() {
+    let cd = common::core_data::CoreData::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.edgex.delivery = device_lorawan::config::Delivery::Rest;
+    config.edgex.core_data.url = cd.url();
+    let mut svc = common::Service::start(config, mote::entries(3, 6)).await;
+    let api = svc.bound.api;
+    let report = common::sim_udp(svc.bound.udp.unwrap(), 6, 6, 0).await;
+    let sent = report.expected.len();
+    svc.wait_published(sent as u64, Duration::from_secs(10))
+        .await;
+    common::until("the events in core-data", Duration::from_secs(10), || {
+        cd.stored() >= sent
+    })
+    .await;
+
+    let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let (status, head, _) = request_with(
+        api,
+        "GET",
+        "/api/v3/ping",
+        &format!("X-Correlation-ID: {id}\r\n"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("x-correlation-id: {id}")),
+        "{head}"
+    );
+    let (_, head, _) = request_with(api, "GET", "/api/v3/nowhere", "", "").await;
+    let given = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-correlation-id: ")
+                .map(str::to_owned)
+        })
+        .expect("a correlation id on a 404 too");
+    assert!(uuid::Uuid::parse_str(&given).is_ok(), "{given}");
+    let (status, _, _) = request_with(
+        api,
+        "GET",
+        "/api/v3/ping",
+        "X-Correlation-ID: not-a-uuid\r\n",
+        "",
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    for (method, path, allow) in [
+        ("DELETE", "/api/v3/ping", "GET"),
+        ("GET", "/api/v3/secret", "POST"),
+        ("POST", "/api/v3/device/name/sim-mote-1/climate", "GET, PUT"),
+        ("PATCH", "/api/v3/discovery", "POST, DELETE"),
+    ] {
+        let (status, head, _) = request_with(api, method, path, "", "").await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("allow: {}", allow.to_ascii_lowercase())),
+            "{head}"
+        );
+    }
+
+    let climate = "/api/v3/device/name/sim-mote-1/climate";
+    let (status, _, body) = request_with(
+        api,
+        "GET",
+        &format!("{climate}?ds-returnevent=false"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v = assert_schema(&body, "EventResponse");
+    assert!(v.get("event").is_none(), "{body}");
+    let before = cd.stored();
+    let (status, _, body) = request_with(
+        api,
+        "GET",
+        &format!("{climate}?ds-pushevent=true&ds-returnevent=true"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v = assert_schema(&body, "EventResponse");
+    let pushed = v["event"]["id"].as_str().unwrap().to_string();
+    common::until(
+        "the pushed event in core-data",
+        Duration::from_secs(10),
+        || cd.stored() > before,
+    )
+    .await;
+    assert!(cd.state.events.lock().unwrap().contains_key(&pushed));
+    assert!(cd.state.invalid.lock().unwrap().is_empty());
     svc.stop().await;
 }

@@ -78,13 +78,62 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A GET command's options (device-sdk query parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// `ds-pushevent=true`: the answer's event is also sent to EdgeX.
+    pub push_event: bool,
+    /// `ds-returnevent=false`: the answer carries no event.
+    pub return_event: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            push_event: false,
+            return_event: true,
+        }
+    }
+}
+
+impl Options {
+    /// From `key=value` pairs (a URL query, or a bus request's queryParams).
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut o = Self::default();
+        for (k, v) in pairs {
+            let v = v.eq_ignore_ascii_case("true") || v == "yes";
+            match k {
+                "ds-pushevent" => o.push_event = v,
+                "ds-returnevent" => o.return_event = v,
+                _ => {}
+            }
+        }
+        o
+    }
+
+    pub fn from_query(query: Option<&str>) -> Self {
+        Self::from_pairs(
+            query
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('=')),
+        )
+    }
+}
+
 /// `rest` is `{name}/{command}` (percent-encoded).
-pub fn route(state: &ApiState, method: &Method, rest: &str, body: &[u8]) -> Answer {
+pub fn route(
+    state: &ApiState,
+    method: &Method,
+    rest: &str,
+    options: &Options,
+    body: &[u8],
+) -> Answer {
     let parts: Option<Vec<String>> = rest.split('/').map(percent_decode).collect();
     let Some([name, command]) = parts.as_deref() else {
         return error(StatusCode::NOT_FOUND, "no such route");
     };
-    execute(state, method, name, command, body)
+    execute(state, method, name, command, options, body)
 }
 
 /// Run `command` of device `name` (names already decoded).
@@ -93,6 +142,7 @@ pub fn execute(
     method: &Method,
     name: &str,
     command: &str,
+    options: &Options,
     body: &[u8],
 ) -> Answer {
     let Some(id) = state.devices.id(name) else {
@@ -112,7 +162,7 @@ pub fn execute(
         );
     };
     match *method {
-        Method::GET => get(device, command, &cmd),
+        Method::GET => get(state, device, command, &cmd, options),
         Method::PUT => put(state, device, command, &cmd, body),
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -121,7 +171,13 @@ pub fn execute(
     }
 }
 
-fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Answer {
+fn get(
+    state: &ApiState,
+    device: &DeviceState,
+    command: &str,
+    cmd: &Resolved,
+    options: &Options,
+) -> Answer {
     if !cmd.readable {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -154,13 +210,30 @@ fn get(device: &DeviceState, command: &str, cmd: &Resolved) -> Answer {
             )
         })
         .collect();
-    (
-        StatusCode::OK,
-        json!({"apiVersion": API_VERSION, "statusCode": 200, "event": {
-            "apiVersion": API_VERSION, "id": Uuid::new_v4(), "deviceName": &*device.name,
-            "profileName": device.profile.name, "sourceName": command, "origin": origin,
-            "readings": readings}}),
-    )
+    let event = json!({
+        "apiVersion": API_VERSION, "id": Uuid::new_v4(), "deviceName": &*device.name,
+        "profileName": device.profile.name, "sourceName": command, "origin": origin,
+        "readings": readings});
+    if options.push_event {
+        let Some(pusher) = state.events.get() else {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ds-pushevent: no EdgeX delivery is configured (Edgex.Delivery)",
+            );
+        };
+        if let Err(e) = pusher.push(&device.profile.name, &device.name, command, &event) {
+            tracing::warn!(device = %device.name, command, error = %e, "ds-pushevent: event not queued");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format_args!("ds-pushevent: the event could not be queued: {e}"),
+            );
+        }
+    }
+    let mut body = json!({"apiVersion": API_VERSION, "statusCode": 200});
+    if options.return_event {
+        body["event"] = event;
+    }
+    (StatusCode::OK, body)
 }
 
 /// Encode the setting into a downlink and queue it for the device's next
@@ -184,11 +257,13 @@ fn put(
             format_args!("device {} is locked", device.name),
         );
     }
+    // The spec lists no 400 for PUT: a body that names no resource of the
+    // command (unreadable, empty, or others') is answered 404.
     let Ok(settings) = serde_json::from_slice::<std::collections::BTreeMap<String, String>>(body)
     else {
         return error(
-            StatusCode::BAD_REQUEST,
-            "the body must be a SettingRequest (resource name to value string)",
+            StatusCode::NOT_FOUND,
+            "no setting found: the body must be a SettingRequest (resource name to value string)",
         );
     };
     for key in settings.keys() {
@@ -198,10 +273,16 @@ fn put(
             .any(|&i| device.profile.device_resources[i].name == *key);
         if !known {
             return error(
-                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
                 format_args!("{command} has no resource {key:?}"),
             );
         }
+    }
+    if settings.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format_args!("the request names none of {command}'s resources"),
+        );
     }
     let encoded = match &device.js_encoder {
         Some((js, vars)) => crate::codec::setting::encode_js(&device.profile, &settings, js, vars),

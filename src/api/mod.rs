@@ -54,6 +54,9 @@ pub struct ApiState {
     pub registration: std::sync::OnceLock<Arc<crate::edgex::registration::Registration>>,
     /// Who may call which route.
     guard: auth::Guard,
+    /// Where a GET command's `ds-pushevent` event goes (the EdgeX outbox,
+    /// when EdgeX delivery is on).
+    pub events: std::sync::OnceLock<crate::edgex::outbox::EventPusher>,
     /// `Service.ApiMaxConnections`.
     max_connections: usize,
 }
@@ -73,6 +76,7 @@ impl ApiState {
             service_name: config.service.name.clone(),
             config: redacted,
             guard: auth::Guard::new(config),
+            events: std::sync::OnceLock::new(),
             max_connections: config.service.api_max_connections.max(1),
             metrics,
             devices,
@@ -121,10 +125,17 @@ fn respond((status, body): Answer) -> Reply {
 }
 
 /// Route one request.
-pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Reply {
+pub fn route(
+    state: &ApiState,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Reply {
     let name = &state.service_name;
     if let Some(rest) = path.strip_prefix("/api/v3/device/name/") {
-        return respond(command::route(state, method, rest, body));
+        let options = command::Options::from_query(query);
+        return respond(command::route(state, method, rest, &options, body));
     }
     if let Some(name) = path.strip_prefix("/api/v3/lorawan/device/") {
         return respond(match method {
@@ -154,6 +165,18 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
         (&Method::GET, "/api/v3/lorawan/gateways") => respond(gateways(state)),
         (&Method::GET, "/api/v3/registration") => respond(registration_status(state)),
         (&Method::POST, "/api/v3/registration") => respond(registration_again(state)),
+        (&Method::POST, "/api/v3/discovery") => respond(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "device discovery is disabled",
+        )),
+        (&Method::DELETE, "/api/v3/discovery") => respond(error(
+            StatusCode::NOT_IMPLEMENTED,
+            "no discovery is running to stop",
+        )),
+        (&Method::POST, "/api/v3/profilescan") => respond(error(
+            StatusCode::NOT_IMPLEMENTED,
+            "profile scanning is not supported: LoRaWAN devices are described by their profile and codec",
+        )),
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(state.metrics.render())))
@@ -167,11 +190,32 @@ pub fn route(state: &ApiState, method: &Method, path: &str, body: &[u8]) -> Repl
             | "/api/v3/handover"
             | "/api/v3/lorawan/gateways"
             | "/api/v3/registration"
+            | "/api/v3/discovery"
+            | "/api/v3/profilescan"
             | "/metrics",
         ) => respond(error(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),
         )),
+        (&Method::DELETE, p) if p.starts_with("/api/v3/discovery/requestId/") => respond(error(
+            StatusCode::NOT_FOUND,
+            "no discovery with this request id is running",
+        )),
+        (&Method::DELETE, p) if p.starts_with("/api/v3/profilescan/device/name/") => {
+            respond(error(
+                StatusCode::NOT_IMPLEMENTED,
+                "profile scanning is not supported",
+            ))
+        }
+        (_, p)
+            if p.starts_with("/api/v3/discovery/requestId/")
+                || p.starts_with("/api/v3/profilescan/device/name/") =>
+        {
+            respond(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format_args!("{method} not allowed"),
+            ))
+        }
         _ => respond(error(StatusCode::NOT_FOUND, "no such route")),
     }
 }
@@ -282,8 +326,74 @@ fn registration_again(state: &ApiState) -> Answer {
 const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Read a request's body (bounded in size and time) and route it.
+/// The request's `X-Correlation-ID` (a UUID, as the spec has it), or a new
+/// one if it sent none: every answer carries it, and every log line of the
+/// request (a span field). `Err`: it sent one that is not a UUID.
+fn correlation_id(headers: &hyper::HeaderMap) -> Result<String, ()> {
+    match headers.get("x-correlation-id") {
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(h) => h
+            .to_str()
+            .ok()
+            .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
+            .map(|u| u.to_string())
+            .ok_or(()),
+    }
+}
+
+/// The methods a route serves (the `Allow` of a 405), by path.
+fn allowed(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/v3/");
+    Some(match rest {
+        Some(r) if r.starts_with("device/name/") => "GET, PUT",
+        Some(r) if r.starts_with("lorawan/device/") => "GET",
+        Some(r) if r.starts_with("discovery/requestId/") => "DELETE",
+        Some(r) if r.starts_with("profilescan/device/name/") => "DELETE",
+        Some("ping" | "version" | "config" | "handover" | "lorawan/gateways") => "GET",
+        Some("secret" | "profilescan") => "POST",
+        Some("discovery") => "POST, DELETE",
+        Some("registration") => "GET, POST",
+        _ if path == "/metrics" => "GET",
+        _ => return None,
+    })
+}
+
+/// Answer one request: authorised, routed, with its correlation id (and
+/// `Allow` on a 405).
 async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
+    use tracing::Instrument;
+    let path = req.uri().path().to_owned();
+    let (id, mut reply) = match correlation_id(req.headers()) {
+        Ok(id) => {
+            let span = tracing::info_span!("api", correlation_id = %id);
+            let reply = answer(state, req).instrument(span).await;
+            (id, reply)
+        }
+        Err(()) => (
+            uuid::Uuid::new_v4().to_string(),
+            respond(error(
+                StatusCode::BAD_REQUEST,
+                "X-Correlation-ID must be a UUID",
+            )),
+        ),
+    };
+    let headers = reply.headers_mut();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+        headers.insert("x-correlation-id", v);
+    }
+    if reply.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(methods) = allowed(&path) {
+            reply.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(methods),
+            );
+        }
+    }
+    reply
+}
+
+/// Read a request's body (bounded in size and time) and route it.
+async fn answer(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
     // Refused before its body is read.
     match state.guard.check(&parts).await {
@@ -323,7 +433,13 @@ async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
             ))
         }
     };
-    route(&state, &parts.method, parts.uri.path(), &body)
+    route(
+        &state,
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &body,
+    )
 }
 
 /// Serve until the task is aborted.

@@ -1,8 +1,9 @@
-//! `POST /api/v3/secret`: device session keys the EdgeX way. `secretName`
-//! names the device; `secretData` carries NwkSKey, AppSKey and (unless the
-//! device has one) DevAddr. The session is stored first (owner-only file),
-//! then handed to the pipeline, which decodes the device's frames from then
-//! on. Nothing in an answer or a log repeats a key.
+//! `POST /api/v3/secret`: secrets the EdgeX way. A `secretName` naming a
+//! device carries its session: NwkSKey, AppSKey and (unless the device has
+//! one) DevAddr in `secretData`; it is stored first (owner-only file), then
+//! handed to the pipeline, which decodes the device's frames from then on.
+//! Any other name is stored as given, as the device SDK does. Nothing in an
+//! answer or a log repeats a secret.
 
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -55,10 +56,20 @@ pub fn post(state: &ApiState, body: &[u8]) -> Answer {
     };
     let (name, data) = (&req.secret_name, req.pairs());
     let Some(id) = state.devices.id(name) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format_args!("no device named {name:?}"),
-        );
+        if let Err(e) = state
+            .secrets
+            .lock()
+            .expect("secrets lock")
+            .put_other(name, &data)
+        {
+            tracing::error!(error = %e, "secret not stored");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the secret could not be stored",
+            );
+        }
+        tracing::info!(secret = %name, "secret stored");
+        return created(req.request_id);
     };
     let known = *state.devices.get(id).dev_addr.lock().expect("lock");
     let session = match session_from_secret_data(name, &data, known) {
@@ -89,8 +100,12 @@ pub fn post(state: &ApiState, body: &[u8]) -> Answer {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "the service is stopping");
     }
     tracing::info!(device = %req.secret_name, "session keys stored");
+    created(req.request_id)
+}
+
+fn created(request_id: Option<String>) -> Answer {
     let mut body = json!({"apiVersion": API_VERSION, "statusCode": 201});
-    if let Some(r) = req.request_id.filter(|r| uuid::Uuid::parse_str(r).is_ok()) {
+    if let Some(r) = request_id.filter(|r| uuid::Uuid::parse_str(r).is_ok()) {
         body["requestId"] = json!(r);
     }
     (StatusCode::CREATED, body)

@@ -33,6 +33,41 @@ pub fn split(record: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(&record[..nl]).ok()?, &record[nl + 1..]))
 }
 
+/// Appends an event built outside the pipeline (a GET command answered with
+/// `ds-pushevent=true`) to the same journal, so it is delivered as durably.
+#[derive(Clone)]
+pub struct EventPusher {
+    pub service: String,
+    pub journal: Arc<Mutex<Journal>>,
+    pub wake: Arc<Notify>,
+}
+
+impl EventPusher {
+    /// `event` is an EdgeX `Event` DTO of `profile`/`device`/`source`.
+    pub fn push(
+        &self,
+        profile: &str,
+        device: &str,
+        source: &str,
+        event: &serde_json::Value,
+    ) -> Result<(), JournalError> {
+        let seg = super::event::encode_segment;
+        let mut r = format!(
+            "/api/v3/event/{}/{}/{}/{}\n",
+            seg(&self.service),
+            seg(profile),
+            seg(device),
+            seg(source)
+        )
+        .into_bytes();
+        let body = serde_json::json!({"apiVersion": "v3", "requestId": uuid::Uuid::new_v4(), "event": event});
+        serde_json::to_writer(&mut r, &body).expect("event serialises");
+        self.journal.lock().expect("journal lock").append(&r)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
 /// Appends every uplink's event to the outbox and wakes the delivery task.
 pub struct OutboxSink {
     pub service: String,

@@ -48,6 +48,8 @@ struct Incoming {
     correlation_id: String,
     #[serde(default)]
     payload: Value,
+    #[serde(rename = "queryParams", default)]
+    query_params: std::collections::BTreeMap<String, String>,
 }
 
 /// Answer requests from `rx` until it closes; replies go to `tx`.
@@ -96,7 +98,12 @@ pub fn handle(api: &ApiState, prefix: &str, m: &BusMessage) -> Option<BusMessage
             };
             let body = serde_json::to_vec(&env.payload).unwrap_or_default();
             api.metrics.bus_commands.fetch_add(1, Relaxed);
-            execute(api, &method, &device, &command, &body)
+            let options = crate::api::command::Options::from_pairs(
+                env.query_params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+            execute(api, &method, &device, &command, &options, &body)
         }
         ["system-events", "core-metadata", "device", action, ..] => {
             system_event(api, action, &env.payload);

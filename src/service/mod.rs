@@ -178,6 +178,11 @@ pub async fn start(
     let mut delivered = None;
     if config.edgex.delivery != Delivery::None {
         let mut outbox = start_delivery(&config, &parts.metrics, &api_state, &mut sources)?;
+        let _ = api_state.events.set(crate::edgex::outbox::EventPusher {
+            service: outbox.service.clone(),
+            journal: outbox.journal.clone(),
+            wake: outbox.wake.clone(),
+        });
         if handover {
             let d = Arc::new(Delivered::new(Some(outbox.journal.clone())));
             outbox.delivered = Some(d.clone());
