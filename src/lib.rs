@@ -36,6 +36,7 @@ pub mod counters;
 pub mod demo;
 pub mod device_state;
 pub mod devices;
+pub mod discovery;
 pub mod downlink;
 pub mod edgex;
 pub mod fsutil;

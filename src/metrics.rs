@@ -118,6 +118,8 @@ pub struct Metrics {
     pub registered: AtomicU64,
     /// Commands that arrived over the message bus.
     pub bus_commands: AtomicU64,
+    /// Devices discovery admitted (a provision watcher matched).
+    pub devices_discovered: AtomicU64,
     /// Bus messages we could not read (or answer: no request id).
     pub bus_requests_malformed: AtomicU64,
     /// Devices refused when core-metadata asked us to validate them.
@@ -302,6 +304,7 @@ impl Metrics {
                 &self.registration_refusals,
             ),
             ("edgex_bus_commands_total", &self.bus_commands),
+            ("edgex_devices_discovered_total", &self.devices_discovered),
             (
                 "edgex_bus_requests_malformed_total",
                 &self.bus_requests_malformed,

@@ -1,6 +1,6 @@
 //! Schemathesis (PyPI) with every check against the running binary and the
 //! official device-sdk OpenAPI spec, authentication on: devices, uplinks
-//! (so GET commands have values), a writable command and a secret set up,
+//! (so GET commands have values), a writable command and discovery set up,
 //! so that every operation is reached. Zero failures.
 
 mod common;
@@ -22,7 +22,11 @@ async fn schemathesis_finds_nothing_with_every_check() {
         "",
         "",
     );
-    let mut svc = common::start_binary(&env.config);
+    let mut svc = common::start_binary_with(
+        &env.config,
+        &[("DEVICES_DISCOVERY_ENABLED".into(), "true".into())],
+        &env.config.with_file_name("service.log"),
+    );
     common::until("the API", Duration::from_secs(20), || {
         common::scrape(env.api, "lorawan_uplinks_published_total").is_some()
     })

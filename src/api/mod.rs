@@ -57,6 +57,8 @@ pub struct ApiState {
     /// Where a GET command's `ds-pushevent` event goes (the EdgeX outbox,
     /// when EdgeX delivery is on).
     pub events: std::sync::OnceLock<crate::edgex::outbox::EventPusher>,
+    /// Device discovery (`/api/v3/discovery`).
+    pub discovery: std::sync::OnceLock<Arc<crate::service::discovery::DiscoveryService>>,
     /// `Service.ApiMaxConnections`.
     max_connections: usize,
 }
@@ -77,6 +79,7 @@ impl ApiState {
             config: redacted,
             guard: auth::Guard::new(config),
             events: std::sync::OnceLock::new(),
+            discovery: std::sync::OnceLock::new(),
             max_connections: config.service.api_max_connections.max(1),
             metrics,
             devices,
@@ -95,6 +98,17 @@ impl ApiState {
                     .iter()
                     .any(|s| s.kind == crate::config::StreamKind::Application),
         }
+    }
+}
+
+impl ApiState {
+    /// The AppKey in the secret named `name`, if it has one.
+    pub fn app_key_of(&self, name: &str) -> Option<crate::lorawan::AesKey> {
+        let secrets = self.secrets.lock().expect("secrets lock");
+        let data = secrets.other(name)?;
+        data.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("AppKey"))
+            .and_then(|(_, v)| crate::lorawan::AesKey::from_hex(v.trim()).ok())
     }
 }
 
@@ -165,14 +179,16 @@ pub fn route(
         (&Method::GET, "/api/v3/lorawan/gateways") => respond(gateways(state)),
         (&Method::GET, "/api/v3/registration") => respond(registration_status(state)),
         (&Method::POST, "/api/v3/registration") => respond(registration_again(state)),
-        (&Method::POST, "/api/v3/discovery") => respond(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "device discovery is disabled",
-        )),
-        (&Method::DELETE, "/api/v3/discovery") => respond(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "no discovery is running to stop",
-        )),
+        (&Method::POST, "/api/v3/discovery") => respond(discover(state)),
+        (&Method::DELETE, "/api/v3/discovery") => {
+            if let Some(d) = state.discovery.get() {
+                d.stop(None);
+            }
+            json_response(
+                StatusCode::OK,
+                json!({"apiVersion": API_VERSION, "statusCode": 200}),
+            )
+        }
         (&Method::POST, "/api/v3/profilescan") => respond(error(
             StatusCode::NOT_IMPLEMENTED,
             "profile scanning is not supported: LoRaWAN devices are described by their profile and codec",
@@ -197,10 +213,19 @@ pub fn route(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),
         )),
-        (&Method::DELETE, p) if p.starts_with("/api/v3/discovery/requestId/") => respond(error(
-            StatusCode::NOT_FOUND,
-            "no discovery with this request id is running",
-        )),
+        (&Method::DELETE, p) if p.starts_with("/api/v3/discovery/requestId/") => {
+            let id = &p["/api/v3/discovery/requestId/".len()..];
+            match state.discovery.get().is_some_and(|d| d.stop(Some(id))) {
+                true => json_response(
+                    StatusCode::OK,
+                    json!({"apiVersion": API_VERSION, "statusCode": 200}),
+                ),
+                false => respond(error(
+                    StatusCode::NOT_FOUND,
+                    "no discovery with this request id is running",
+                )),
+            }
+        }
         (&Method::DELETE, p) if p.starts_with("/api/v3/profilescan/device/name/") => {
             respond(error(
                 StatusCode::NOT_IMPLEMENTED,
@@ -241,6 +266,25 @@ fn gateways(state: &ApiState) -> Answer {
 
 /// The handover contracts of this edge: as provider (holder, epoch,
 /// sessions, image held) and as customer (provider, devices, image).
+/// `POST /api/v3/discovery`: 202 and the request id (the running one's, if
+/// a discovery runs); 503 when discovery is off, as device-sdk-go answers.
+fn discover(state: &ApiState) -> Answer {
+    let Some(d) = state.discovery.get().filter(|d| d.enabled) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "device discovery is disabled (Devices.Discovery.Enabled)",
+        );
+    };
+    let id = d.start(uuid::Uuid::new_v4().to_string(), |name| {
+        state.app_key_of(name)
+    });
+    (
+        StatusCode::ACCEPTED,
+        json!({"apiVersion": API_VERSION, "requestId": id, "statusCode": 202,
+               "message": "device discovery is triggered"}),
+    )
+}
+
 /// Not an EdgeX route: the orchestration status this service adds.
 fn handover_status(state: &ApiState) -> Answer {
     let provider = state.provider.get().map(|p| p.status()).unwrap_or_default();
@@ -327,17 +371,25 @@ const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The request's `X-Correlation-ID` (a UUID, as the spec has it), or a new
-/// one if it sent none: every answer carries it, and every log line of the
-/// request (a span field). `Err`: it sent one that is not a UUID.
-fn correlation_id(headers: &hyper::HeaderMap) -> Result<String, ()> {
-    match headers.get("x-correlation-id") {
-        None => Ok(uuid::Uuid::new_v4().to_string()),
-        Some(h) => h
-            .to_str()
+/// one: every answer carries it, and every log line of the request (a span
+/// field). One that is not a UUID is replaced, except where the spec has
+/// the route refuse bad input with 400 (the routes taking a request DTO):
+/// there it is refused (`Err`).
+fn correlation_id(method: &Method, path: &str, headers: &hyper::HeaderMap) -> Result<String, ()> {
+    let given = headers.get("x-correlation-id").map(|h| {
+        h.to_str()
             .ok()
             .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
-            .map(|u| u.to_string())
-            .ok_or(()),
+    });
+    match given {
+        Some(Some(u)) => Ok(u.to_string()),
+        Some(None)
+            if *method == Method::POST
+                && matches!(path, "/api/v3/secret" | "/api/v3/profilescan") =>
+        {
+            Err(())
+        }
+        _ => Ok(uuid::Uuid::new_v4().to_string()),
     }
 }
 
@@ -363,7 +415,7 @@ fn allowed(path: &str) -> Option<&'static str> {
 async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
     use tracing::Instrument;
     let path = req.uri().path().to_owned();
-    let (id, mut reply) = match correlation_id(req.headers()) {
+    let (id, mut reply) = match correlation_id(req.method(), &path, req.headers()) {
         Ok(id) => {
             let span = tracing::info_span!("api", correlation_id = %id);
             let reply = answer(state, req).instrument(span).await;

@@ -16,6 +16,9 @@ use crate::service::Control;
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SecretRequest {
+    /// Required, as every EdgeX request DTO's (`BaseRequest`).
+    #[allow(dead_code)]
+    api_version: String,
     #[serde(default)]
     request_id: Option<String>,
     pub(crate) secret_name: String,
@@ -31,13 +34,21 @@ struct KeyValue {
 /// The secret's name and its key/value pairs. serde's own messages may
 /// quote input (a key, say): the error keeps only where it failed.
 pub(crate) fn parse_request(body: &[u8]) -> Result<SecretRequest, String> {
-    serde_json::from_slice(body).map_err(|e| {
+    let req: SecretRequest = serde_json::from_slice(body).map_err(|e| {
         format!(
             "not a SecretRequest (line {}, column {})",
             e.line(),
             e.column()
         )
-    })
+    })?;
+    if req
+        .request_id
+        .as_deref()
+        .is_some_and(|r| uuid::Uuid::parse_str(r).is_err())
+    {
+        return Err("requestId must be a UUID".into());
+    }
+    Ok(req)
 }
 
 impl SecretRequest {
@@ -69,6 +80,9 @@ pub fn post(state: &ApiState, body: &[u8]) -> Answer {
             );
         }
         tracing::info!(secret = %name, "secret stored");
+        if let Some(d) = state.discovery.get() {
+            d.secret_arrived(name, &data);
+        }
         return created(req.request_id);
     };
     let known = *state.devices.get(id).dev_addr.lock().expect("lock");
@@ -105,7 +119,7 @@ pub fn post(state: &ApiState, body: &[u8]) -> Answer {
 
 fn created(request_id: Option<String>) -> Answer {
     let mut body = json!({"apiVersion": API_VERSION, "statusCode": 201});
-    if let Some(r) = request_id.filter(|r| uuid::Uuid::parse_str(r).is_ok()) {
+    if let Some(r) = request_id {
         body["requestId"] = json!(r);
     }
     (StatusCode::CREATED, body)

@@ -13,9 +13,11 @@ use serde_yaml_ng::Value;
 mod mqtt_clients;
 mod mqtt_tls;
 pub use mqtt_tls::MqttTls;
+mod discovery;
 mod radio;
 mod secret_store;
 mod station;
+pub use discovery::DiscoveryConfig;
 pub use mqtt_clients::MqttClient;
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
 pub use secret_store::{client_token, SecretStoreConfig};
@@ -262,6 +264,10 @@ pub struct DevicesConfig {
     /// Under `reset-tolerant`, a counter that went backwards is accepted as a
     /// device reboot only if it is below this.
     pub reset_window: u32,
+    /// EdgeX provision watchers (one per YAML or JSON file, the device
+    /// SDK's format): which discovered devices are added, and how.
+    pub provision_watchers_dir: Option<PathBuf>,
+    pub discovery: DiscoveryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -413,6 +419,8 @@ impl Default for DevicesConfig {
             file: "devices.yaml".into(),
             profiles_dir: "profiles".into(),
             reset_window: 32,
+            provision_watchers_dir: None,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }

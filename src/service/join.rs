@@ -105,6 +105,7 @@ impl Pipeline {
             }
         };
         let Some(id) = self.registry.by_eui(req.dev_eui) else {
+            self.found(req.dev_eui, req.join_eui, &rx);
             let why = format_args!("JoinRequest from unknown DevEUI {}", req.dev_eui);
             self.refuse(Reason::UnknownDevEui, &why, ack);
             return Ok(());

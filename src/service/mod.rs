@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::secrets::{SecretStore, Session};
 use crate::sink::Sink;
 
+pub mod discovery;
 mod pipeline;
 use pipeline::Pipeline;
 
@@ -120,8 +121,25 @@ pub async fn start(
         control_tx.clone(),
         queue.clone(),
     ));
+    let discovery = Arc::new(discovery::DiscoveryService::new(
+        &config,
+        crate::codec::profile::load_dir(&config.devices.profiles_dir)?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect(),
+        control_tx.clone(),
+        parts.metrics.clone(),
+    )?);
+    let _ = api_state.discovery.set(discovery.clone());
     let mut transmitters = Transmitters::default();
     let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state.clone()))];
+    if discovery.enabled && !config.devices.discovery.interval.is_zero() {
+        sources.push(tokio::spawn(discovery::every(
+            discovery.clone(),
+            api_state.clone(),
+            config.devices.discovery.interval,
+        )));
+    }
     if config.ingest.udp.enabled {
         let sock = UdpSocket::bind(config.ingest.udp.bind)
             .await
@@ -226,6 +244,10 @@ pub async fn start(
             devices: crate::edgex::metadata::DeviceSpec::from_registry(&parts.registry),
             metrics: parts.metrics.clone(),
         };
+        let _ = discovery.metadata.set(discovery::MetadataTarget {
+            client: crate::edgex::http::JsonClient::new(&md.url, md.timeout),
+            service: config.service.name.clone(),
+        });
         let shared = Arc::new(crate::edgex::registration::Registration::default());
         let _ = api_state.registration.set(shared.clone());
         sources.push(tokio::spawn(registrar.run(shared)));
@@ -252,6 +274,7 @@ pub async fn start(
         joins,
         mac,
     );
+    pipeline.discovery = Some(discovery);
     for eui in standby {
         pipeline.stand_by(eui);
     }
@@ -274,6 +297,11 @@ const DOWNLINKS_IN_FLIGHT: usize = 256;
 pub enum Control {
     /// Keys that arrived through `POST /api/v3/secret` (already stored).
     Session { device: u32, session: Session },
+    /// A device discovery admitted (an OTAA device with its AppKey).
+    AddDevice {
+        entry: crate::devices::DeviceEntry,
+        profile: Arc<crate::codec::DeviceProfile>,
+    },
     /// Devices handed over by another edge: decode them, and hold their
     /// uplinks (standby) until told to publish. Known devices get the
     /// sessions given, keep their counters, and keep publishing if they did.
@@ -389,6 +417,12 @@ fn start_delivery(
             let (req_tx, req_rx) = mpsc::channel(256);
             let (rep_tx, rep_rx) = mpsc::channel(256);
             let prefix = bus.base_topic_prefix.clone();
+            if let Some(d) = api.discovery.get() {
+                let _ = d.events.set(crate::service::discovery::EventTarget {
+                    out: rep_tx.clone(),
+                    prefix: prefix.clone(),
+                });
+            }
             tasks.push(tokio::spawn(crate::edgex::requests::serve(
                 req_rx,
                 rep_tx,

@@ -35,6 +35,9 @@ use join::{is_join_request, restore_joined_sessions, PendingJoin};
 
 #[path = "mac.rs"]
 mod mac;
+
+#[path = "discovered.rs"]
+mod discovered;
 pub(super) use mac::{MacLayer, MacStore};
 
 /// A frame that would reset its device's counter. After a reboot, an LMIC
@@ -122,6 +125,8 @@ pub(super) struct Pipeline {
     joining: Dedup<PendingJoin>,
     /// Each device's MAC state (durable).
     mac: MacLayer,
+    /// Where unknown DevEUIs' JoinRequests are remembered.
+    pub(super) discovery: Option<Arc<super::discovery::DiscoveryService>>,
 }
 
 fn now_ns() -> i64 {
@@ -187,6 +192,7 @@ impl Pipeline {
             scheduler,
             standby: HashMap::new(),
             covered: HashMap::new(),
+            discovery: None,
         }
     }
 
@@ -261,6 +267,7 @@ impl Pipeline {
                     .set_session(device, s.dev_addr, &s.nwk_s_key, &s.app_s_key);
                 tracing::info!(device = %self.registry.get(device).name, dev_addr = %s.dev_addr, "ABP session set");
             }
+            Control::AddDevice { entry, profile } => self.add_device(entry, profile),
             Control::Adopt { devices, done } => {
                 let r = self.adopt(devices);
                 let _ = done.send(r);

@@ -1,0 +1,326 @@
+//! Discovery in the running service: the pipeline records the JoinRequests
+//! of unknown DevEUIs; `POST /api/v3/discovery` (or the interval) matches
+//! them against the provision watchers, adds each match to the pipeline as
+//! an OTAA device (once its AppKey is a secret named for it: until then it
+//! waits) and to core-metadata, and publishes the SDK's progress system
+//! events on the message bus.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::Control;
+use crate::codec::{CodecKind, DeviceProfile};
+use crate::devices::{Activation, DeviceEntry};
+use crate::discovery::{Found, FoundDevice, ProvisionWatcher};
+use crate::edgex::bus::BusMessage;
+use crate::lorawan::{AesKey, Eui64};
+use crate::metrics::Metrics;
+
+/// Where discovered devices are registered with core-metadata.
+pub struct MetadataTarget {
+    pub client: crate::edgex::http::JsonClient,
+    pub service: String,
+}
+
+/// Where progress system events go (the message bus, when it is on).
+pub struct EventTarget {
+    pub out: mpsc::Sender<BusMessage>,
+    pub prefix: String,
+}
+
+pub struct DiscoveryService {
+    pub enabled: bool,
+    service: String,
+    found: Mutex<Found>,
+    watchers: Vec<ProvisionWatcher>,
+    profiles: BTreeMap<String, Arc<DeviceProfile>>,
+    /// Devices added by discovery whose AppKey has not arrived, by name.
+    waiting: Mutex<BTreeMap<String, (DeviceEntry, Arc<DeviceProfile>)>>,
+    /// The request id of the discovery running, if one is.
+    running: Mutex<Option<(String, tokio::task::AbortHandle)>>,
+    control: mpsc::UnboundedSender<Control>,
+    pub metadata: std::sync::OnceLock<MetadataTarget>,
+    pub events: std::sync::OnceLock<EventTarget>,
+    metrics: Arc<Metrics>,
+}
+
+/// The name a discovered device gets.
+pub fn device_name(eui: Eui64) -> String {
+    format!("lorawan-{eui}")
+}
+
+impl DiscoveryService {
+    pub fn new(
+        config: &crate::config::Config,
+        profiles: BTreeMap<String, Arc<DeviceProfile>>,
+        control: mpsc::UnboundedSender<Control>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let watchers = match &config.devices.provision_watchers_dir {
+            Some(dir) => crate::discovery::watcher::load_dir(dir)?,
+            None => Vec::new(),
+        };
+        for w in &watchers {
+            if !profiles.contains_key(&w.profile) {
+                anyhow::bail!(
+                    "provision watcher {}: no profile {:?} in {}",
+                    w.name,
+                    w.profile,
+                    config.devices.profiles_dir.display()
+                );
+            }
+        }
+        let d = &config.devices.discovery;
+        Ok(Self {
+            enabled: d.enabled,
+            service: config.service.name.clone(),
+            found: Mutex::new(Found::new(d.max_found)),
+            watchers,
+            profiles,
+            waiting: Mutex::new(BTreeMap::new()),
+            running: Mutex::new(None),
+            control,
+            metadata: std::sync::OnceLock::new(),
+            events: std::sync::OnceLock::new(),
+            metrics,
+        })
+    }
+
+    /// A JoinRequest from a DevEUI no device has.
+    pub fn heard(&self, d: FoundDevice) {
+        self.found.lock().expect("found lock").heard(d);
+    }
+
+    pub fn found(&self) -> Vec<FoundDevice> {
+        self.found.lock().expect("found lock").all()
+    }
+
+    pub fn watchers(&self) -> &[ProvisionWatcher] {
+        &self.watchers
+    }
+
+    /// Names of devices added by discovery that wait for their AppKey.
+    pub fn waiting(&self) -> Vec<String> {
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Run a discovery (unless one runs: its request id is returned).
+    /// `app_key` looks a secret's AppKey up by name.
+    pub fn start(
+        self: &Arc<Self>,
+        request_id: String,
+        app_key: impl Fn(&str) -> Option<AesKey>,
+    ) -> String {
+        let mut running = self.running.lock().expect("running lock");
+        if let Some((id, task)) = running.as_ref() {
+            if !task.is_finished() {
+                return id.clone();
+            }
+        }
+        let found = self.found();
+        let picked: Vec<(FoundDevice, String)> =
+            crate::discovery::matches(&found, &self.watchers, |_| false)
+                .into_iter()
+                .map(|(d, w)| (d.clone(), w.name.clone()))
+                .collect();
+        let mut added = Vec::new();
+        for (d, watcher) in &picked {
+            let w = self
+                .watchers
+                .iter()
+                .find(|w| &w.name == watcher)
+                .expect("matched");
+            let (entry, profile) = self.entry(d, w);
+            self.found.lock().expect("found lock").remove(d.dev_eui);
+            tracing::info!(device = %entry.name, dev_eui = %d.dev_eui, watcher = %w.name, "discovered device admitted");
+            self.metrics.devices_discovered.fetch_add(1, Relaxed);
+            added.push(dto(&self.service, &entry, w));
+            match app_key(&entry.name) {
+                Some(k) => self.add(entry, k, profile),
+                None => {
+                    tracing::info!(device = %entry.name, "waiting for its AppKey (POST /api/v3/secret, secretName {0}, key AppKey)", entry.name);
+                    self.waiting
+                        .lock()
+                        .expect("waiting lock")
+                        .insert(entry.name.clone(), (entry, profile));
+                }
+            }
+        }
+        let me = self.clone();
+        let id = request_id.clone();
+        let task = tokio::spawn(async move { me.report(&id, added).await });
+        *running = Some((request_id.clone(), task.abort_handle()));
+        request_id
+    }
+
+    /// Stop the discovery `request_id` (any, if `None`); whether one ran.
+    pub fn stop(&self, request_id: Option<&str>) -> bool {
+        let mut running = self.running.lock().expect("running lock");
+        match running.as_ref() {
+            Some((id, task)) if request_id.is_none_or(|r| r == id) && !task.is_finished() => {
+                task.abort();
+                *running = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A secret arrived: a waiting device named by it is added once it
+    /// carries an `AppKey`. Whether it was one.
+    pub fn secret_arrived(&self, name: &str, data: &[(String, String)]) -> bool {
+        let Some(key) = data
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("AppKey"))
+            .and_then(|(_, v)| AesKey::from_hex(v.trim()).ok())
+        else {
+            return false;
+        };
+        let Some((entry, profile)) = self.waiting.lock().expect("waiting lock").remove(name) else {
+            return false;
+        };
+        self.add(entry, key, profile);
+        true
+    }
+
+    fn add(&self, entry: DeviceEntry, app_key: AesKey, profile: Arc<DeviceProfile>) {
+        let entry = DeviceEntry {
+            app_key: Some(app_key),
+            ..entry
+        };
+        let _ = self.control.send(Control::AddDevice { entry, profile });
+    }
+
+    fn entry(&self, d: &FoundDevice, w: &ProvisionWatcher) -> (DeviceEntry, Arc<DeviceProfile>) {
+        let profile = self.profiles[&w.profile].clone();
+        let prop = |k: &str| w.properties.get(k).cloned();
+        let codec = prop("codec")
+            .and_then(|v| serde_json::from_value::<CodecKind>(v).ok())
+            .unwrap_or(if profile.script.is_some() {
+                CodecKind::Javascript
+            } else {
+                CodecKind::CayenneLpp
+            });
+        let entry = DeviceEntry {
+            activation: Activation::Otaa,
+            join_eui: Some(d.join_eui),
+            codec,
+            admin_state: w.device_admin_state,
+            region: Some(d.region),
+            mac_version: prop("macVersion")
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+            ..DeviceEntry::new(device_name(d.dev_eui), d.dev_eui, &w.profile)
+        };
+        (entry, profile)
+    }
+
+    /// Register the added devices with core-metadata and publish progress.
+    async fn report(&self, request_id: &str, added: Vec<serde_json::Value>) {
+        self.progress(request_id, 0, 0, "").await;
+        let n = added.len();
+        if let (Some(md), false) = (self.metadata.get(), added.is_empty()) {
+            for dto in added {
+                let body =
+                    json!([{"apiVersion": "v3", "requestId": uuid::Uuid::new_v4(), "device": dto}]);
+                let name = dto["name"].as_str().unwrap_or_default().to_string();
+                match md
+                    .client
+                    .send(
+                        hyper::Method::POST,
+                        "/api/v3/device",
+                        Some(serde_json::to_vec(&body).expect("JSON")),
+                    )
+                    .await
+                {
+                    Ok((status, reply)) if status.is_success() => {
+                        let item = serde_json::from_slice::<serde_json::Value>(&reply)
+                            .ok()
+                            .and_then(|v| v[0]["statusCode"].as_u64());
+                        tracing::info!(device = %name, status = ?item, "discovered device added to core-metadata");
+                    }
+                    Ok((status, reply)) => {
+                        tracing::warn!(device = %name, %status, message = %crate::edgex::http::error_message(&reply), "core-metadata refused a discovered device");
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %name, error = %e, "a discovered device could not be sent to core-metadata");
+                    }
+                }
+            }
+            self.progress(request_id, 50, n, "").await;
+        }
+        self.progress(request_id, 100, n, "").await;
+    }
+
+    /// The device SDK's discovery progress system event.
+    async fn progress(&self, request_id: &str, progress: i32, count: usize, message: &str) {
+        let Some(ev) = self.events.get() else {
+            return;
+        };
+        let svc = crate::edgex::event::encode_segment(&self.service);
+        let system_event = json!({
+            "apiVersion": "v3", "type": "device", "action": "discovery",
+            "source": self.service, "owner": self.service,
+            "details": {"requestId": request_id, "progress": progress,
+                        "message": message, "discoveredDeviceCount": count},
+            "timestamp": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
+        });
+        let envelope = json!({
+            "apiVersion": "v3", "receivedTopic": "", "correlationID": request_id,
+            "requestID": uuid::Uuid::new_v4(), "errorCode": 0,
+            "payload": system_event, "contentType": "application/json",
+        });
+        let m = BusMessage {
+            topic: format!("{}/system-events/{svc}/device/discovery/{svc}", ev.prefix),
+            payload: serde_json::to_vec(&envelope).expect("JSON"),
+        };
+        if ev.out.send(m).await.is_err() {
+            tracing::warn!("discovery progress not published: the bus task has stopped");
+        }
+    }
+}
+
+/// The core-metadata `Device` DTO of a discovered device (never a key).
+fn dto(service: &str, e: &DeviceEntry, w: &ProvisionWatcher) -> serde_json::Value {
+    let mut labels = w.labels.clone();
+    labels.push("lorawan".into());
+    labels.push("discovered".into());
+    json!({
+        "name": e.name, "serviceName": service, "profileName": e.profile,
+        "adminState": e.admin_state, "operatingState": "UP", "labels": labels,
+        "description": format!("discovered by its JoinRequest; provision watcher {}", w.name),
+        "protocols": {"lorawan": {
+            "DevEUI": e.dev_eui.to_string(),
+            "JoinEUI": e.join_eui.map(|j| j.to_string()).unwrap_or_default(),
+            "Activation": "OTAA", "Class": "A",
+            "Region": e.region.map(|r| r.to_string()).unwrap_or_default(),
+        }},
+    })
+}
+
+/// Run a discovery every `every` (the configured interval).
+pub async fn every(
+    discovery: Arc<DiscoveryService>,
+    api: Arc<crate::api::ApiState>,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        discovery.start(uuid::Uuid::new_v4().to_string(), |name| {
+            api.app_key_of(name)
+        });
+    }
+}
