@@ -15,10 +15,18 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(grep -o 'name = "[a-z_]*"' fuzz/Cargo.toml | sed 's/name = "\(.*\)"/\1/' | grep -v device-lorawan-fuzz)
 fi
 cargo test --quiet --test fuzz_corpora -- --ignored write_seeds >/dev/null
-# AddressSanitizer for the target that runs C (QuickJS); the others are
-# safe Rust, fuzzed faster without it (SANITIZER=address to force it).
-build() { cargo +nightly fuzz build -O -a -s "$1" --target-dir "fuzz/target/$1" "${@:2}" >/dev/null 2>&1 || { echo "fuzz build failed" >&2; exit 1; }; }
-# The binaries are copied out: editing the crate mid-campaign changes nothing.
+# The binaries are built from a snapshot of HEAD (a git worktree) and
+# copied out: editing the crate mid-campaign changes nothing. AddressSanitizer
+# for the target that runs C (QuickJS); the others are safe Rust, fuzzed
+# faster without it (SANITIZER=address to force it).
+root=$PWD
+src=$(mktemp -d)/src
+git worktree add --detach -q "$src" HEAD
+trap 'git -C "$root" worktree remove --force "$src"' EXIT
+build() {
+  (cd "$src/fuzz" && cargo +nightly fuzz build -O -a -s "$1" --target-dir "$root/fuzz/target/$1" "${@:2}") >/dev/null 2>&1 \
+    || { echo "fuzz build failed (sanitizer $1)" >&2; exit 1; }
+}
 bin=$(mktemp -d)
 build "${SANITIZER:-none}"
 cp fuzz/target/"${SANITIZER:-none}"/x86_64-unknown-linux-gnu/release/* "$bin/" 2>/dev/null
