@@ -121,12 +121,18 @@ pub async fn start(
         control_tx.clone(),
         queue.clone(),
     ));
-    let discovery = Arc::new(discovery::DiscoveryService::new(
-        &config,
-        crate::codec::profile::load_dir(&config.devices.profiles_dir)?
+    // The profiles watchers may name (read only when there are watchers:
+    // the demo runs on embedded profiles, with no profiles directory).
+    let watched_profiles = match &config.devices.provision_watchers_dir {
+        Some(_) => crate::codec::profile::load_dir(&config.devices.profiles_dir)?
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
             .collect(),
+        None => Default::default(),
+    };
+    let discovery = Arc::new(discovery::DiscoveryService::new(
+        &config,
+        watched_profiles,
         control_tx.clone(),
         parts.metrics.clone(),
     )?);
