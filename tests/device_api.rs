@@ -526,12 +526,23 @@ async fn correlation_ids_allow_and_command_options() {
         })
         .expect("a correlation id on a 404 too");
     assert!(uuid::Uuid::parse_str(&given).is_ok(), "{given}");
-    let (status, _, _) = request_with(
+    // A malformed one is replaced, or refused where the spec has a 400.
+    let (status, head, _) = request_with(
         api,
         "GET",
         "/api/v3/ping",
         "X-Correlation-ID: not-a-uuid\r\n",
         "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!head.contains("not-a-uuid"), "{head}");
+    let (status, _, _) = request_with(
+        api,
+        "POST",
+        "/api/v3/secret",
+        "X-Correlation-ID: not-a-uuid\r\n",
+        r#"{"apiVersion":"v3","secretName":"x","secretData":[]}"#,
     )
     .await;
     assert_eq!(status, 400);
