@@ -120,6 +120,8 @@ pub struct Metrics {
     pub bus_commands: AtomicU64,
     /// Devices discovery admitted (a provision watcher matched).
     pub devices_discovered: AtomicU64,
+    /// Devices EdgeX defines that the devices file defines too (it wins).
+    pub device_conflicts: AtomicU64,
     /// Bus messages we could not read (or answer: no request id).
     pub bus_requests_malformed: AtomicU64,
     /// Devices refused when core-metadata asked us to validate them.
@@ -305,6 +307,7 @@ impl Metrics {
             ),
             ("edgex_bus_commands_total", &self.bus_commands),
             ("edgex_devices_discovered_total", &self.devices_discovered),
+            ("edgex_device_conflicts_total", &self.device_conflicts),
             (
                 "edgex_bus_requests_malformed_total",
                 &self.bus_requests_malformed,

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub events: std::sync::OnceLock<crate::edgex::outbox::EventPusher>,
     /// Device discovery (`/api/v3/discovery`).
     pub discovery: std::sync::OnceLock<Arc<crate::service::discovery::DiscoveryService>>,
+    /// Devices served from EdgeX or discovery (waiting for keys, or served).
+    pub provisioning: std::sync::OnceLock<Arc<crate::service::provisioning::Provisioning>>,
     /// `Service.ApiMaxConnections`.
     max_connections: usize,
 }
@@ -80,6 +82,7 @@ impl ApiState {
             guard: auth::Guard::new(config),
             events: std::sync::OnceLock::new(),
             discovery: std::sync::OnceLock::new(),
+            provisioning: std::sync::OnceLock::new(),
             max_connections: config.service.api_max_connections.max(1),
             metrics,
             devices,
@@ -102,13 +105,12 @@ impl ApiState {
 }
 
 impl ApiState {
-    /// The AppKey in the secret named `name`, if it has one.
-    pub fn app_key_of(&self, name: &str) -> Option<crate::lorawan::AesKey> {
+    /// The data of the secret named `name` (one not of a devices-file
+    /// device), if there is one.
+    pub fn secret_data(&self, name: &str) -> Option<Vec<(String, String)>> {
         let secrets = self.secrets.lock().expect("secrets lock");
         let data = secrets.other(name)?;
-        data.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("AppKey"))
-            .and_then(|(_, v)| crate::lorawan::AesKey::from_hex(v.trim()).ok())
+        Some(data.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 
@@ -276,7 +278,7 @@ fn discover(state: &ApiState) -> Answer {
         );
     };
     let id = d.start(uuid::Uuid::new_v4().to_string(), |name| {
-        state.app_key_of(name)
+        state.secret_data(name)
     });
     (
         StatusCode::ACCEPTED,

@@ -80,8 +80,8 @@ pub fn post(state: &ApiState, body: &[u8]) -> Answer {
             );
         }
         tracing::info!(secret = %name, "secret stored");
-        if let Some(d) = state.discovery.get() {
-            d.secret_arrived(name, &data);
+        if let Some(p) = state.provisioning.get() {
+            p.secret_arrived(name, &data);
         }
         return created(req.request_id);
     };

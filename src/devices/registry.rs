@@ -35,6 +35,9 @@ pub struct Device {
     /// OTAA: the session of the last JoinAccept, until the device's first
     /// uplink under it (then it replaces `crypto`).
     pub pending: Option<(DevAddr, SessionCrypto)>,
+    /// Deleted at run time (core-metadata): no longer found by EUI, address
+    /// or name; its id stays taken.
+    pub removed: bool,
 }
 
 /// An OTAA device's JoinEUI and root key.
@@ -131,6 +134,7 @@ impl Registry {
                 },
                 otaa,
                 pending: None,
+                removed: false,
             });
         }
         reg.by_addr.sort_unstable();
@@ -215,8 +219,55 @@ impl Registry {
     pub fn by_name(&self, name: &str) -> Option<u32> {
         self.devices
             .iter()
-            .position(|d| &*d.name == name)
+            .position(|d| !d.removed && &*d.name == name)
             .map(|i| i as u32)
+    }
+
+    /// Give device `id` what `e` says (profile, codec, policies, admin
+    /// state: a core-metadata update), keeping its session and join keys
+    /// unless `e` brings new ones.
+    pub fn update(
+        &mut self,
+        id: u32,
+        mut e: DeviceEntry,
+        profile: Arc<DeviceProfile>,
+    ) -> Result<(), DevicesError> {
+        if let (None, Some(k)) = (e.app_key, self.devices[id as usize].otaa) {
+            if e.activation == Activation::Otaa {
+                e.app_key = Some(k.app_key);
+                e.join_eui = e.join_eui.or(Some(k.join_eui));
+            }
+        }
+        if e.nwk_s_key.is_none() {
+            // No new session: the one it has stays (below).
+            e.dev_addr = None;
+        }
+        let mut one = Registry::build(
+            vec![e],
+            &BTreeMap::from([(profile.name.clone(), (*profile).clone())]),
+        )?;
+        let mut d = one.devices.pop().expect("built one");
+        let old = &mut self.devices[id as usize];
+        if d.crypto.is_none() {
+            d.crypto = old.crypto.take();
+            d.dev_addr = old.dev_addr;
+        }
+        if d.otaa.is_none() {
+            d.otaa = old.otaa;
+        }
+        d.pending = old.pending.take();
+        *old = d;
+        self.index_addrs(id);
+        Ok(())
+    }
+
+    /// Stop serving device `id` (deleted in core-metadata).
+    pub fn remove(&mut self, id: u32) {
+        let d = &mut self.devices[id as usize];
+        d.removed = true;
+        let eui = d.dev_eui;
+        self.by_eui.remove(&eui);
+        self.by_addr.retain(|(_, i)| *i != id);
     }
 
     /// Devices sharing `addr` (usually one; the MIC tells them apart).

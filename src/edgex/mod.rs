@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod core_data;
+pub mod device_dto;
 pub mod event;
 pub mod http;
 pub mod metadata;

@@ -1,23 +1,22 @@
 //! Discovery in the running service: the pipeline records the JoinRequests
 //! of unknown DevEUIs; `POST /api/v3/discovery` (or the interval) matches
-//! them against the provision watchers, adds each match to the pipeline as
-//! an OTAA device (once its AppKey is a secret named for it: until then it
-//! waits) and to core-metadata, and publishes the SDK's progress system
-//! events on the message bus.
+//! them against the provision watchers, hands each match to
+//! [`Provisioning`](super::provisioning::Provisioning) as an OTAA device
+//! (served once its AppKey is a secret named for it) and adds it to
+//! core-metadata, and publishes the SDK's progress system events on the bus.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::Control;
-use crate::codec::{CodecKind, DeviceProfile};
+use super::provisioning::Provisioning;
+use crate::codec::CodecKind;
 use crate::devices::{Activation, DeviceEntry};
 use crate::discovery::{Found, FoundDevice, ProvisionWatcher};
 use crate::edgex::bus::BusMessage;
-use crate::lorawan::{AesKey, Eui64};
+use crate::lorawan::Eui64;
 use crate::metrics::Metrics;
 
 /// Where discovered devices are registered with core-metadata.
@@ -37,12 +36,9 @@ pub struct DiscoveryService {
     service: String,
     found: Mutex<Found>,
     watchers: Vec<ProvisionWatcher>,
-    profiles: BTreeMap<String, Arc<DeviceProfile>>,
-    /// Devices added by discovery whose AppKey has not arrived, by name.
-    waiting: Mutex<BTreeMap<String, (DeviceEntry, Arc<DeviceProfile>)>>,
     /// The request id of the discovery running, if one is.
     running: Mutex<Option<(String, tokio::task::AbortHandle)>>,
-    control: mpsc::UnboundedSender<Control>,
+    provisioning: Arc<Provisioning>,
     pub metadata: std::sync::OnceLock<MetadataTarget>,
     pub events: std::sync::OnceLock<EventTarget>,
     metrics: Arc<Metrics>,
@@ -56,8 +52,7 @@ pub fn device_name(eui: Eui64) -> String {
 impl DiscoveryService {
     pub fn new(
         config: &crate::config::Config,
-        profiles: BTreeMap<String, Arc<DeviceProfile>>,
-        control: mpsc::UnboundedSender<Control>,
+        provisioning: Arc<Provisioning>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let watchers = match &config.devices.provision_watchers_dir {
@@ -65,7 +60,7 @@ impl DiscoveryService {
             None => Vec::new(),
         };
         for w in &watchers {
-            if !profiles.contains_key(&w.profile) {
+            if provisioning.profile(&w.profile).is_none() {
                 anyhow::bail!(
                     "provision watcher {}: no profile {:?} in {}",
                     w.name,
@@ -80,10 +75,8 @@ impl DiscoveryService {
             service: config.service.name.clone(),
             found: Mutex::new(Found::new(d.max_found)),
             watchers,
-            profiles,
-            waiting: Mutex::new(BTreeMap::new()),
             running: Mutex::new(None),
-            control,
+            provisioning,
             metadata: std::sync::OnceLock::new(),
             events: std::sync::OnceLock::new(),
             metrics,
@@ -103,22 +96,13 @@ impl DiscoveryService {
         &self.watchers
     }
 
-    /// Names of devices added by discovery that wait for their AppKey.
-    pub fn waiting(&self) -> Vec<String> {
-        self.waiting
-            .lock()
-            .expect("waiting lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
-
     /// Run a discovery (unless one runs: its request id is returned).
-    /// `app_key` looks a secret's AppKey up by name.
+    /// `secret` looks a secret's data up by name (an admitted device's
+    /// AppKey may be there already).
     pub fn start(
         self: &Arc<Self>,
         request_id: String,
-        app_key: impl Fn(&str) -> Option<AesKey>,
+        secret: impl Fn(&str) -> Option<Vec<(String, String)>>,
     ) -> String {
         let mut running = self.running.lock().expect("running lock");
         if let Some((id, task)) = running.as_ref() {
@@ -139,21 +123,17 @@ impl DiscoveryService {
                 .iter()
                 .find(|w| &w.name == watcher)
                 .expect("matched");
-            let (entry, profile) = self.entry(d, w);
+            let entry = self.entry(d, w);
             self.found.lock().expect("found lock").remove(d.dev_eui);
             tracing::info!(device = %entry.name, dev_eui = %d.dev_eui, watcher = %w.name, "discovered device admitted");
             self.metrics.devices_discovered.fetch_add(1, Relaxed);
             added.push(dto(&self.service, &entry, w));
-            match app_key(&entry.name) {
-                Some(k) => self.add(entry, k, profile),
-                None => {
-                    tracing::info!(device = %entry.name, "waiting for its AppKey (POST /api/v3/secret, secretName {0}, key AppKey)", entry.name);
-                    self.waiting
-                        .lock()
-                        .expect("waiting lock")
-                        .insert(entry.name.clone(), (entry, profile));
-                }
-            }
+            let device = crate::edgex::device_dto::EdgexDevice {
+                secret_name: entry.name.clone(),
+                entry,
+                uplink_interval: None,
+            };
+            self.provisioning.provide(device, &secret);
         }
         let me = self.clone();
         let id = request_id.clone();
@@ -175,33 +155,11 @@ impl DiscoveryService {
         }
     }
 
-    /// A secret arrived: a waiting device named by it is added once it
-    /// carries an `AppKey`. Whether it was one.
-    pub fn secret_arrived(&self, name: &str, data: &[(String, String)]) -> bool {
-        let Some(key) = data
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("AppKey"))
-            .and_then(|(_, v)| AesKey::from_hex(v.trim()).ok())
-        else {
-            return false;
-        };
-        let Some((entry, profile)) = self.waiting.lock().expect("waiting lock").remove(name) else {
-            return false;
-        };
-        self.add(entry, key, profile);
-        true
-    }
-
-    fn add(&self, entry: DeviceEntry, app_key: AesKey, profile: Arc<DeviceProfile>) {
-        let entry = DeviceEntry {
-            app_key: Some(app_key),
-            ..entry
-        };
-        let _ = self.control.send(Control::AddDevice { entry, profile });
-    }
-
-    fn entry(&self, d: &FoundDevice, w: &ProvisionWatcher) -> (DeviceEntry, Arc<DeviceProfile>) {
-        let profile = self.profiles[&w.profile].clone();
+    fn entry(&self, d: &FoundDevice, w: &ProvisionWatcher) -> DeviceEntry {
+        let profile = self
+            .provisioning
+            .profile(&w.profile)
+            .expect("checked at start");
         let prop = |k: &str| w.properties.get(k).cloned();
         let codec = prop("codec")
             .and_then(|v| serde_json::from_value::<CodecKind>(v).ok())
@@ -210,7 +168,7 @@ impl DiscoveryService {
             } else {
                 CodecKind::CayenneLpp
             });
-        let entry = DeviceEntry {
+        DeviceEntry {
             activation: Activation::Otaa,
             join_eui: Some(d.join_eui),
             codec,
@@ -220,8 +178,7 @@ impl DiscoveryService {
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default(),
             ..DeviceEntry::new(device_name(d.dev_eui), d.dev_eui, &w.profile)
-        };
-        (entry, profile)
+        }
     }
 
     /// Register the added devices with core-metadata and publish progress.
@@ -320,7 +277,7 @@ pub async fn every(
     loop {
         tick.tick().await;
         discovery.start(uuid::Uuid::new_v4().to_string(), |name| {
-            api.app_key_of(name)
+            api.secret_data(name)
         });
     }
 }

@@ -25,6 +25,7 @@ use crate::sink::Sink;
 
 pub mod discovery;
 mod pipeline;
+pub mod provisioning;
 use pipeline::Pipeline;
 
 /// What `run` needs besides the config: the devices, and where uplinks go.
@@ -121,19 +122,26 @@ pub async fn start(
         control_tx.clone(),
         queue.clone(),
     ));
-    // The profiles watchers may name (read only when there are watchers:
-    // the demo runs on embedded profiles, with no profiles directory).
-    let watched_profiles = match &config.devices.provision_watchers_dir {
-        Some(_) => crate::codec::profile::load_dir(&config.devices.profiles_dir)?
+    // Every profile a device from EdgeX or a watcher may name (the demo
+    // runs on embedded profiles, with no profiles directory).
+    let profiles = if config.devices.profiles_dir.is_dir() {
+        crate::codec::profile::load_dir(&config.devices.profiles_dir)?
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
-            .collect(),
-        None => Default::default(),
+            .collect()
+    } else {
+        Default::default()
     };
+    let provisioning = Arc::new(provisioning::Provisioning::new(
+        profiles,
+        &parts.registry,
+        control_tx.clone(),
+        parts.metrics.clone(),
+    ));
+    let _ = api_state.provisioning.set(provisioning.clone());
     let discovery = Arc::new(discovery::DiscoveryService::new(
         &config,
-        watched_profiles,
-        control_tx.clone(),
+        provisioning,
         parts.metrics.clone(),
     )?);
     let _ = api_state.discovery.set(discovery.clone());
@@ -303,11 +311,18 @@ const DOWNLINKS_IN_FLIGHT: usize = 256;
 pub enum Control {
     /// Keys that arrived through `POST /api/v3/secret` (already stored).
     Session { device: u32, session: Session },
-    /// A device discovery admitted (an OTAA device with its AppKey).
+    /// A device from EdgeX or discovery, with its keys: served from now on.
     AddDevice {
         entry: crate::devices::DeviceEntry,
         profile: Arc<crate::codec::DeviceProfile>,
     },
+    /// A served device changed in EdgeX (profile, codec, admin state...).
+    UpdateDevice {
+        entry: crate::devices::DeviceEntry,
+        profile: Arc<crate::codec::DeviceProfile>,
+    },
+    /// A device deleted in EdgeX: no longer served.
+    RemoveDevice { dev_eui: Eui64 },
     /// Devices handed over by another edge: decode them, and hold their
     /// uplinks (standby) until told to publish. Known devices get the
     /// sessions given, keep their counters, and keep publishing if they did.

@@ -36,8 +36,8 @@ use join::{is_join_request, restore_joined_sessions, PendingJoin};
 #[path = "mac.rs"]
 mod mac;
 
-#[path = "discovered.rs"]
-mod discovered;
+#[path = "provisioned.rs"]
+mod provisioned;
 pub(super) use mac::{MacLayer, MacStore};
 
 /// A frame that would reset its device's counter. After a reboot, an LMIC
@@ -268,6 +268,8 @@ impl Pipeline {
                 tracing::info!(device = %self.registry.get(device).name, dev_addr = %s.dev_addr, "ABP session set");
             }
             Control::AddDevice { entry, profile } => self.add_device(entry, profile),
+            Control::UpdateDevice { entry, profile } => self.update_device(entry, profile),
+            Control::RemoveDevice { dev_eui } => self.remove_device(dev_eui),
             Control::Adopt { devices, done } => {
                 let r = self.adopt(devices);
                 let _ = done.send(r);

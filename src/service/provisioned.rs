@@ -1,5 +1,6 @@
-//! The pipeline's side of discovery: unknown DevEUIs' JoinRequests
-//! remembered, admitted devices added (see `service::discovery`).
+//! The pipeline's side of devices served beyond the devices file: unknown
+//! DevEUIs' JoinRequests remembered for discovery, devices from EdgeX or
+//! discovery added, changed and removed (see `service::provisioning`).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use crate::discovery::FoundDevice;
 use crate::lorawan::Eui64;
 
 impl Pipeline {
-    /// A device discovery admitted, with its AppKey: served from now on.
+    /// A device from EdgeX or discovery, with its keys: served from now on.
     pub(super) fn add_device(&mut self, entry: DeviceEntry, profile: Arc<DeviceProfile>) {
         let eui = entry.dev_eui;
         let name = entry.name.clone();
@@ -22,6 +23,33 @@ impl Pipeline {
                 tracing::info!(device = %name, dev_eui = %eui, "device added; its next JoinRequest is answered");
             }
             Err(e) => tracing::error!(device = %name, error = %e, "discovered device not added"),
+        }
+    }
+
+    /// A served device changed in EdgeX: applied in place (its session,
+    /// counters and join state stay).
+    pub(super) fn update_device(&mut self, entry: DeviceEntry, profile: Arc<DeviceProfile>) {
+        let Some(id) = self.registry.by_eui(entry.dev_eui) else {
+            return self.add_device(entry, profile);
+        };
+        let name = entry.name.clone();
+        let admin = entry.admin_state;
+        match self.registry.update(id, entry, profile) {
+            Ok(()) => {
+                if let Some(d) = self.devices.get_opt(id) {
+                    d.set_admin_state(admin);
+                }
+                tracing::info!(device = %name, "device updated");
+            }
+            Err(e) => tracing::error!(device = %name, error = %e, "device update not applied"),
+        }
+    }
+
+    /// A device deleted in EdgeX: its frames are unknown from now on.
+    pub(super) fn remove_device(&mut self, dev_eui: Eui64) {
+        if let Some(id) = self.registry.by_eui(dev_eui) {
+            self.registry.remove(id);
+            tracing::info!(device = %self.registry.get(id).name, "device removed");
         }
     }
 

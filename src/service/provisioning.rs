@@ -1,0 +1,240 @@
+//! Devices served beyond the devices file: those core-metadata holds for
+//! this service (added, changed or deleted live through its system events)
+//! and those discovery admits. Each is served once its keys are in a secret
+//! (`POST /api/v3/secret`, named by the device or its `SecretName`): ABP
+//! session keys, or an OTAA AppKey. Until then it waits, and says so.
+//!
+//! The devices file wins: a device defined there (by name or DevEUI) is not
+//! taken from EdgeX; the conflict is logged and counted.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::Control;
+use crate::codec::DeviceProfile;
+use crate::devices::{Activation, DeviceEntry};
+use crate::edgex::device_dto::EdgexDevice;
+use crate::lorawan::{AesKey, Eui64};
+use crate::metrics::Metrics;
+
+/// What became of a device offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from now on.
+    Added,
+    /// Already served: changed live.
+    Updated,
+    /// Waiting for the secret with its keys (named here).
+    WaitingForKeys(String),
+    /// Not taken: the reason.
+    Conflict(String),
+}
+
+struct Waiting {
+    device: EdgexDevice,
+    profile: Arc<DeviceProfile>,
+}
+
+/// A device served from EdgeX: its DevEUI and the secret its keys came in.
+#[derive(Debug, Clone)]
+struct Served {
+    dev_eui: Eui64,
+    secret_name: String,
+}
+
+pub struct Provisioning {
+    profiles: BTreeMap<String, Arc<DeviceProfile>>,
+    file_names: HashSet<String>,
+    file_euis: HashSet<Eui64>,
+    served: Mutex<BTreeMap<String, Served>>,
+    /// By secret name.
+    waiting: Mutex<BTreeMap<String, Waiting>>,
+    control: mpsc::UnboundedSender<Control>,
+    metrics: Arc<Metrics>,
+}
+
+/// `entry` with the keys in a secret's `data`, or why they do not do.
+fn with_keys(entry: &DeviceEntry, data: &[(String, String)]) -> Result<DeviceEntry, String> {
+    match entry.activation {
+        Activation::Otaa => {
+            let key = data
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("AppKey"))
+                .ok_or("no AppKey in the secret")?;
+            let key = AesKey::from_hex(key.1.trim()).map_err(|_| "AppKey is not valid")?;
+            Ok(DeviceEntry {
+                app_key: Some(key),
+                ..entry.clone()
+            })
+        }
+        Activation::Abp => {
+            let s = crate::secrets::session_from_secret_data(&entry.name, data, entry.dev_addr)
+                .map_err(|e| e.to_string())?;
+            Ok(DeviceEntry {
+                dev_addr: Some(s.dev_addr),
+                nwk_s_key: Some(s.nwk_s_key),
+                app_s_key: Some(s.app_s_key),
+                ..entry.clone()
+            })
+        }
+    }
+}
+
+impl Provisioning {
+    pub fn new(
+        profiles: BTreeMap<String, Arc<DeviceProfile>>,
+        file: &crate::devices::Registry,
+        control: mpsc::UnboundedSender<Control>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            profiles,
+            file_names: file.iter().map(|d| d.name.to_string()).collect(),
+            file_euis: file.iter().map(|d| d.dev_eui).collect(),
+            served: Mutex::new(BTreeMap::new()),
+            waiting: Mutex::new(BTreeMap::new()),
+            control,
+            metrics,
+        }
+    }
+
+    pub fn profile(&self, name: &str) -> Option<Arc<DeviceProfile>> {
+        self.profiles.get(name).cloned()
+    }
+
+    /// Whether this device comes from the devices file (which wins).
+    pub fn from_file(&self, name: &str, eui: Eui64) -> bool {
+        self.file_names.contains(name) || self.file_euis.contains(&eui)
+    }
+
+    /// Serve `device` (or change it, if served): at once if `secret` finds
+    /// its keys, else once they arrive.
+    pub fn provide(
+        &self,
+        device: EdgexDevice,
+        secret: impl Fn(&str) -> Option<Vec<(String, String)>>,
+    ) -> Outcome {
+        let name = device.entry.name.clone();
+        let eui = device.entry.dev_eui;
+        if self.from_file(&name, eui) {
+            self.metrics.device_conflicts.fetch_add(1, Relaxed);
+            let why = format!(
+                "{name} (DevEUI {eui}) is also in the devices file, which wins: the EdgeX definition is not used"
+            );
+            tracing::warn!(device = %name, "{why}");
+            return Outcome::Conflict(why);
+        }
+        let Some(profile) = self.profile(&device.entry.profile) else {
+            return Outcome::Conflict(format!("no profile {:?}", device.entry.profile));
+        };
+        let mut served = self.served.lock().expect("served lock");
+        if let Some(s) = served.get(&name).cloned() {
+            if s.dev_eui == eui {
+                let _ = self.control.send(Control::UpdateDevice {
+                    entry: device.entry,
+                    profile,
+                });
+                tracing::info!(device = %name, "device changed in EdgeX: applied");
+                return Outcome::Updated;
+            }
+            // Another DevEUI under the same name: another device.
+            let _ = self
+                .control
+                .send(Control::RemoveDevice { dev_eui: s.dev_eui });
+            served.remove(&name);
+        }
+        let keys = secret(&device.secret_name).map(|data| with_keys(&device.entry, &data));
+        match keys {
+            Some(Ok(entry)) => {
+                served.insert(
+                    name.clone(),
+                    Served {
+                        dev_eui: eui,
+                        secret_name: device.secret_name.clone(),
+                    },
+                );
+                let _ = self.control.send(Control::AddDevice { entry, profile });
+                Outcome::Added
+            }
+            other => {
+                if let Some(Err(why)) = other {
+                    tracing::warn!(device = %name, secret = %device.secret_name, why, "the device's secret does not hold its keys");
+                }
+                let secret_name = device.secret_name.clone();
+                tracing::info!(device = %name, secret = %secret_name, "device waits for its keys (POST /api/v3/secret)");
+                self.waiting
+                    .lock()
+                    .expect("waiting lock")
+                    .insert(secret_name.clone(), Waiting { device, profile });
+                Outcome::WaitingForKeys(secret_name)
+            }
+        }
+    }
+
+    /// A secret arrived: the device waiting for it is served if it holds
+    /// its keys. Whether one was.
+    pub fn secret_arrived(&self, secret_name: &str, data: &[(String, String)]) -> bool {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        let Some(w) = waiting.get(secret_name) else {
+            return false;
+        };
+        let entry = match with_keys(&w.device.entry, data) {
+            Ok(e) => e,
+            Err(why) => {
+                tracing::warn!(secret = %secret_name, why, "a waiting device's secret does not hold its keys");
+                return false;
+            }
+        };
+        let w = waiting.remove(secret_name).expect("present");
+        drop(waiting);
+        tracing::info!(device = %entry.name, "keys arrived: device served");
+        self.served.lock().expect("served lock").insert(
+            entry.name.clone(),
+            Served {
+                dev_eui: entry.dev_eui,
+                secret_name: secret_name.to_string(),
+            },
+        );
+        let _ = self.control.send(Control::AddDevice {
+            entry,
+            profile: w.profile,
+        });
+        true
+    }
+
+    /// Stop serving a device deleted in EdgeX (or stop waiting for it).
+    pub fn remove(&self, name: &str) -> bool {
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .retain(|_, w| w.device.entry.name != name);
+        match self.served.lock().expect("served lock").remove(name) {
+            Some(s) => {
+                let _ = self
+                    .control
+                    .send(Control::RemoveDevice { dev_eui: s.dev_eui });
+                tracing::info!(device = %name, secret = %s.secret_name, "device deleted in EdgeX: no longer served");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Names of the devices waiting for their keys.
+    pub fn waiting(&self) -> Vec<String> {
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .values()
+            .map(|w| w.device.entry.name.clone())
+            .collect()
+    }
+
+    /// Whether `name` is served from EdgeX (or discovery).
+    pub fn serves(&self, name: &str) -> bool {
+        self.served.lock().expect("served lock").contains_key(name)
+    }
+}
