@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::requester::Requester;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -159,95 +161,6 @@ async fn broker_restart_and_kill_9_lose_nothing_on_the_bus() {
     assert_stored_exactly(&core, &want);
 }
 
-/// A client on the bus: publishes requests in envelopes and collects the
-/// responses on `edgex/response/device-lorawan/#` by request id.
-struct Requester {
-    client: rumqttc::AsyncClient,
-    responses:
-        std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Requester {
-    async fn start(port: u16) -> Self {
-        use rumqttc::{Event, MqttOptions, Packet, QoS};
-        let (client, mut el) = rumqttc::AsyncClient::new(
-            MqttOptions::new("core-command-standin", "127.0.0.1", port),
-            64,
-        );
-        let responses =
-            std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
-        let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (r, sub, c) = (responses.clone(), subscribed.clone(), client.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ =
-                            c.try_subscribe("edgex/response/device-lorawan/#", QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => sub.store(true, Relaxed),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                        let id = p.topic.rsplit('/').next().unwrap().to_string();
-                        r.lock().unwrap().insert(id, v);
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
-        until(
-            "the requester's subscription",
-            Duration::from_secs(10),
-            || subscribed.load(Relaxed),
-        )
-        .await;
-        Self {
-            client,
-            responses,
-            task,
-        }
-    }
-
-    async fn publish(&self, topic: &str, bytes: Vec<u8>) {
-        self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
-            .await
-            .unwrap();
-    }
-
-    /// Publish `payload` on `topic` in an envelope; returns its request id.
-    async fn send(&self, topic: &str, payload: serde_json::Value) -> String {
-        let id = uuid::Uuid::new_v4().to_string();
-        let env = serde_json::json!({"apiVersion": "v3", "receivedTopic": "", "correlationID": id,
-            "requestID": id, "errorCode": 0, "payload": payload, "contentType": "application/json"});
-        self.publish(topic, serde_json::to_vec(&env).unwrap()).await;
-        id
-    }
-
-    /// [`send`](Self::send), then wait for the answer.
-    async fn ask(&self, topic: &str, payload: serde_json::Value) -> serde_json::Value {
-        let id = self.send(topic, payload).await;
-        until(
-            &format!("an answer on {topic}"),
-            Duration::from_secs(10),
-            || self.responses.lock().unwrap().contains_key(&id),
-        )
-        .await;
-        let answer = self.responses.lock().unwrap()[&id].clone();
-        assert_eq!(answer["requestID"], id.as_str());
-        assert_eq!(answer["apiVersion"], "v3");
-        answer
-    }
-}
-
-impl Drop for Requester {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_requests_validation_commands_and_system_events() {
     let Some(broker) = common::Mosquitto::start() else {
@@ -295,16 +208,32 @@ async fn bus_requests_validation_commands_and_system_events() {
     assert_eq!(ok["errorCode"], 0, "{ok}");
     assert!(common::schema_errors(&sdk("BaseResponse"), &ok["payload"]).is_empty());
 
-    let no = asker
-        .ask(validate, device("stranger", "Dragino-LPP-Mote"))
+    // A device the devices file lacks is served from EdgeX if it can be:
+    // accepted when it reads, refused with the reason when not.
+    let yes = asker
+        .ask(validate, device("stranger-7", "Dragino-LPP-Mote"))
         .await;
+    assert_eq!(yes["errorCode"], 0, "{yes}");
+    let mut bad = device("stranger", "Dragino-LPP-Mote");
+    bad["device"]["protocols"]["lorawan"]["DevEUI"] = "not-hex".into();
+    let no = asker.ask(validate, bad).await;
     assert_eq!(no["errorCode"], 1);
     assert!(
         no["payload"]["message"]
             .as_str()
             .unwrap()
-            .contains("devices file"),
+            .contains("DevEUI"),
         "{no}"
+    );
+    let no = asker
+        .ask(validate, device("stranger-1", "Dragino-LPP-Mote"))
+        .await;
+    assert!(
+        no["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("devices file"),
+        "the DevEUI of a devices-file device: {no}"
     );
     let no = asker
         .ask(validate, device("sim-mote-1", "Raw-Payload-Mote"))

@@ -150,9 +150,22 @@ fn validate(api: &ApiState, payload: &Value) -> Answer {
         error(StatusCode::BAD_REQUEST, why)
     };
     let Some(id) = api.devices.id(name) else {
-        return refuse(format!(
-            "{name:?} is not in device-lorawan's devices file: add it there with its ABP session"
-        ));
+        // Not in the devices file: served from EdgeX if we can read it (its
+        // keys may come later, as a secret).
+        let Some(p) = api.provisioning.get() else {
+            return refuse(format!("{name:?} is not in device-lorawan's devices file"));
+        };
+        return match super::device_dto::read(device, |n| p.profile(n).is_some()) {
+            Ok(d) if p.from_file(&d.entry.name, d.entry.dev_eui) => refuse(format!(
+                "{name:?}: its DevEUI {} belongs to a device of the devices file",
+                d.entry.dev_eui
+            )),
+            Ok(_) => (
+                StatusCode::OK,
+                json!({"apiVersion": "v3", "statusCode": 200}),
+            ),
+            Err(why) => refuse(why),
+        };
     };
     let state = api.devices.get(id);
     if state.profile.name != profile {
@@ -181,11 +194,7 @@ fn system_event(api: &ApiState, action: &str, payload: &Value) {
     let device = &payload["details"];
     let name = device["name"].as_str().unwrap_or_default();
     let Some(id) = api.devices.id(name) else {
-        tracing::info!(
-            action,
-            device = name,
-            "device changed in core-metadata; not one of ours"
-        );
+        edgex_device_event(api, action, name, device);
         return;
     };
     match (action, device["adminState"].as_str()) {
@@ -208,6 +217,35 @@ fn system_event(api: &ApiState, action: &str, payload: &Value) {
                 device = name,
                 "device deleted in core-metadata: commands refused until it is back"
             );
+        }
+        _ => tracing::info!(action, device = name, "device event from core-metadata"),
+    }
+}
+
+/// A device core-metadata holds for us that the devices file does not: added
+/// or changed, it is served (once its keys are in); deleted, it is not.
+fn edgex_device_event(api: &ApiState, action: &str, name: &str, device: &Value) {
+    let Some(p) = api.provisioning.get() else {
+        return;
+    };
+    match action {
+        "add" | "update" => match super::device_dto::read(device, |n| p.profile(n).is_some()) {
+            Ok(d) => {
+                let outcome = p.provide(d, |secret| api.secret_data(secret));
+                tracing::info!(action, device = name, ?outcome, "device from core-metadata");
+            }
+            Err(why) => {
+                api.metrics.devices_refused.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    action,
+                    device = name,
+                    why,
+                    "device from core-metadata not served"
+                );
+            }
+        },
+        "delete" => {
+            p.remove(name);
         }
         _ => tracing::info!(action, device = name, "device event from core-metadata"),
     }

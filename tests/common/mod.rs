@@ -287,6 +287,7 @@ pub mod certs;
 pub mod core_data;
 pub mod engine;
 pub mod metadata;
+pub mod requester;
 pub mod scrape;
 pub mod standin;
 

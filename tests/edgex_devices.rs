@@ -1,0 +1,179 @@
+//! Devices from EdgeX: a device a third party adds in core-metadata for this
+//! service (a system event on the bus, as core-metadata publishes it) waits
+//! for its keys, decodes once its secret arrives, changes profile live on
+//! an update, and stops on a delete; one that the devices file also defines
+//! is reported, and the file wins.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use common::requester::Requester;
+use common::until;
+use device_lorawan::config::Delivery;
+use device_lorawan::metrics::Reason;
+use device_lorawan::sim::mote;
+
+const SEED: u64 = 47;
+
+fn event(action: &str, device: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"apiVersion": "v3", "receivedTopic": "",
+        "correlationID": uuid::Uuid::new_v4(), "requestID": uuid::Uuid::new_v4(),
+        "errorCode": 0, "contentType": "application/json",
+        "payload": {"apiVersion": "v3", "type": "device", "action": action,
+            "source": "core-metadata", "owner": "device-lorawan", "details": device}}))
+    .unwrap()
+}
+
+fn topic(action: &str, profile: &str) -> String {
+    format!("edgex/system-events/core-metadata/device/{action}/device-lorawan/{profile}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
+    let motes = mote::entries(2, SEED);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.edgex.delivery = Delivery::MessageBus;
+    config.edgex.message_bus.host = "127.0.0.1".into();
+    config.edgex.message_bus.port = broker.port;
+    config.edgex.message_bus.client_id = "edgex-devices-test".into();
+    // Only the first mote is in the devices file.
+    let mut svc = common::Service::start(config, motes[..1].to_vec()).await;
+    let api = svc.bound.api;
+    let udp = svc.bound.udp.unwrap();
+    let metadata = Requester::start(broker.port).await;
+
+    // Added by a third party, named its own way, keys in a secret of its own.
+    let second = &motes[1];
+    let dto = |profile: &str, codec: &str| {
+        serde_json::json!({"name": "field-sensor-2", "serviceName": "device-lorawan",
+            "profileName": profile, "adminState": "UNLOCKED", "operatingState": "UP",
+            "protocols": {"lorawan": {"DevEUI": second.dev_eui.to_string(),
+                "DevAddr": second.dev_addr.unwrap().to_string(), "Activation": "ABP",
+                "Codec": codec, "SecretName": "field-sensor-2-keys"}}})
+    };
+    let add = event("add", dto("Dragino-LPP-Mote", "cayenne-lpp"));
+    // The service's subscription may be younger than this test's: repeat
+    // the event until it is counted (a duplicate add is an update).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while svc.metrics.system_events.load(Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no system event counted"
+        );
+        metadata
+            .publish(&topic("add", "Dragino-LPP-Mote"), add.clone())
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Waiting for its keys: its frames are not decoded.
+    common::sim_udp(udp, SEED, 4, 0).await;
+    svc.wait_published(2, Duration::from_secs(10)).await;
+    until(
+        "the second mote's frames refused",
+        Duration::from_secs(10),
+        || svc.metrics.rejected_count(Reason::UnknownDevAddr) >= 2,
+    )
+    .await;
+
+    let secret = format!(
+        r#"{{"apiVersion":"v3","secretName":"field-sensor-2-keys","secretData":[
+            {{"key":"NwkSKey","value":"{}"}},{{"key":"AppSKey","value":"{}"}}]}}"#,
+        hex::encode(second.nwk_s_key.unwrap().expose()),
+        hex::encode(second.app_s_key.unwrap().expose())
+    );
+    let (status, body) = common::http(api, "POST", "/api/v3/secret", &secret).await;
+    assert_eq!(status, 201, "{body}");
+    let report = common::sim_udp(udp, SEED, 6, 4).await;
+    let from_second = report
+        .expected
+        .iter()
+        .filter(|e| e.device == "sim-mote-2")
+        .count();
+    assert!(from_second >= 2, "{from_second}");
+    let before = svc.metrics.published.load(Relaxed);
+    svc.wait_published(
+        before.max(2 + report.expected.len() as u64),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // An update: another profile and codec, live.
+    metadata
+        .publish(
+            &topic("update", "Raw-Payload-Mote"),
+            event("update", dto("Raw-Payload-Mote", "raw")),
+        )
+        .await;
+    until("the update counted", Duration::from_secs(10), || {
+        svc.metrics.system_events.load(Relaxed) >= 2
+    })
+    .await;
+    let report2 = common::sim_udp(udp, SEED, 4, 10).await;
+    let published = svc.metrics.published.load(Relaxed);
+    svc.wait_published(
+        published + report2.expected.len() as u64 - 4,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // A delete: its frames are unknown again.
+    metadata
+        .publish(
+            &topic("delete", "Raw-Payload-Mote"),
+            event("delete", dto("Raw-Payload-Mote", "raw")),
+        )
+        .await;
+    until("the delete counted", Duration::from_secs(10), || {
+        svc.metrics.system_events.load(Relaxed) >= 3
+    })
+    .await;
+    let refused = svc.metrics.rejected_count(Reason::UnknownDevAddr);
+    common::sim_udp(udp, SEED, 4, 14).await;
+    until(
+        "the deleted device's frames refused",
+        Duration::from_secs(10),
+        || svc.metrics.rejected_count(Reason::UnknownDevAddr) >= refused + 2,
+    )
+    .await;
+
+    // A device the devices file defines too: the file wins, reported.
+    let mut clash = dto("Dragino-LPP-Mote", "cayenne-lpp");
+    clash["name"] = "someone-elses-name".into();
+    clash["protocols"]["lorawan"]["DevEUI"] = motes[0].dev_eui.to_string().into();
+    metadata
+        .publish(&topic("add", "Dragino-LPP-Mote"), event("add", clash))
+        .await;
+    until("the conflict counted", Duration::from_secs(10), || {
+        svc.metrics.device_conflicts.load(Relaxed) >= 1
+    })
+    .await;
+
+    let got = svc.stop().await;
+    let second_lpp: Vec<_> = got
+        .iter()
+        .filter(|u| &*u.device == "field-sensor-2")
+        .collect();
+    let lpp = second_lpp
+        .iter()
+        .filter(|u| u.profile.name == "Dragino-LPP-Mote")
+        .count();
+    let raw = second_lpp
+        .iter()
+        .filter(|u| u.profile.name == "Raw-Payload-Mote")
+        .count();
+    assert_eq!(
+        lpp, from_second,
+        "decoded under its EdgeX name once its keys arrived"
+    );
+    assert!(raw >= 1, "decoded with the new profile after the update");
+    assert!(
+        got.iter().all(|u| &*u.device != "sim-mote-2"),
+        "never under the sim's name"
+    );
+}
