@@ -177,3 +177,83 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
         "never under the sim's name"
     );
 }
+
+/// Devices core-metadata already holds for us at start (added in the UI
+/// while the service was away) and devices of a definition file
+/// (`Devices.DevicesDir`, the SDK's `deviceList`, registered with
+/// core-metadata at start) are served once their secrets arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definition_files_and_devices_already_in_core_metadata_are_served() {
+    let md = common::metadata::Metadata::start().await;
+    let motes = mote::entries(3, SEED + 1);
+    let lorawan = |m: &device_lorawan::devices::DeviceEntry| serde_json::json!({"DevEUI": m.dev_eui.to_string(), "DevAddr": m.dev_addr.unwrap().to_string()});
+    md.state.devices.lock().unwrap().insert(
+        "from-the-ui".into(),
+        serde_json::json!({"name": "from-the-ui", "serviceName": "device-lorawan",
+            "profileName": "Dragino-LPP-Mote", "adminState": "UNLOCKED", "operatingState": "UP",
+            "protocols": {"lorawan": lorawan(&motes[1])}}),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let defs = data.path().join("devices.d");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("field.yaml"),
+        format!(
+            "deviceList:\n  - name: from-a-file\n    profileName: Dragino-LPP-Mote\n    labels: [field]\n    protocols:\n      lorawan: {}\n",
+            lorawan(&motes[2])
+        ),
+    )
+    .unwrap();
+    let mut config = common::config(data.path());
+    config.service.host = "127.0.0.1".into();
+    config.devices.devices_dir = Some(defs);
+    config.edgex.metadata.enabled = true;
+    config.edgex.metadata.url = md.url();
+    let mut svc = common::Service::start(config, motes[..1].to_vec()).await;
+    let api = svc.bound.api;
+    until("the definition registered", Duration::from_secs(10), || {
+        md.state.devices.lock().unwrap().contains_key("from-a-file")
+    })
+    .await;
+    assert!(
+        md.state.invalid.lock().unwrap().is_empty(),
+        "{:?}",
+        md.state.invalid.lock().unwrap()
+    );
+    until(
+        "core-metadata asked for our devices",
+        Duration::from_secs(10),
+        || {
+            md.state
+                .requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.starts_with("GET /api/v3/device/service/name/device-lorawan"))
+        },
+    )
+    .await;
+    for (name, m) in [("from-the-ui", &motes[1]), ("from-a-file", &motes[2])] {
+        let secret = format!(
+            r#"{{"apiVersion":"v3","secretName":"{name}","secretData":[
+                {{"key":"NwkSKey","value":"{}"}},{{"key":"AppSKey","value":"{}"}}]}}"#,
+            hex::encode(m.nwk_s_key.unwrap().expose()),
+            hex::encode(m.app_s_key.unwrap().expose())
+        );
+        let (status, body) = common::http(api, "POST", "/api/v3/secret", &secret).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let report = common::sim_udp(svc.bound.udp.unwrap(), SEED + 1, 9, 0).await;
+    svc.wait_published(report.expected.len() as u64, Duration::from_secs(10))
+        .await;
+    let got = svc.stop().await;
+    for (name, sim) in [("from-the-ui", "sim-mote-2"), ("from-a-file", "sim-mote-3")] {
+        let sent = report.expected.iter().filter(|e| e.device == sim).count();
+        assert!(sent >= 2);
+        assert_eq!(
+            got.iter().filter(|u| &*u.device == name).count(),
+            sent,
+            "{name}"
+        );
+    }
+}

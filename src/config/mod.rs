@@ -264,6 +264,9 @@ pub struct DevicesConfig {
     /// Under `reset-tolerant`, a counter that went backwards is accepted as a
     /// device reboot only if it is below this.
     pub reset_window: u32,
+    /// EdgeX device definition files (the device SDK's `deviceList`
+    /// format): served once their keys arrive, registered with core-metadata.
+    pub devices_dir: Option<PathBuf>,
     /// EdgeX provision watchers (one per YAML or JSON file, the device
     /// SDK's format): which discovered devices are added, and how.
     pub provision_watchers_dir: Option<PathBuf>,
@@ -419,6 +422,7 @@ impl Default for DevicesConfig {
             file: "devices.yaml".into(),
             profiles_dir: "profiles".into(),
             reset_window: 32,
+            devices_dir: None,
             provision_watchers_dir: None,
             discovery: DiscoveryConfig::default(),
         }

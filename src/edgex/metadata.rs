@@ -108,6 +108,11 @@ pub struct Registrar {
     pub base_address: String,
     pub profiles_dir: PathBuf,
     pub devices: Vec<DeviceSpec>,
+    /// Device DTOs of the device definition files, registered as they are.
+    pub definitions: Vec<Value>,
+    /// Given the devices core-metadata holds for this service after each
+    /// pass (it serves those the devices file lacks).
+    pub on_devices: Option<Arc<dyn Fn(Vec<Value>) + Send + Sync>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -213,6 +218,9 @@ impl Registrar {
             };
             let refused = report.refused().count() as u64;
             self.metrics.registration_refused.store(refused, Relaxed);
+            if report.error.is_none() {
+                self.take_devices().await;
+            }
             *shared.report.lock().expect("registration lock") = Report { passes, ..report };
             if transient {
                 tokio::select! {
@@ -224,6 +232,31 @@ impl Registrar {
                 backoff = Duration::from_secs(1);
                 shared.again.notified().await;
             }
+        }
+    }
+
+    /// Hand the devices core-metadata holds for us to `on_devices` (those
+    /// added while we were away are served as if their events had come).
+    async fn take_devices(&self) {
+        let Some(on_devices) = &self.on_devices else {
+            return;
+        };
+        let path = format!(
+            "{API}/device/service/name/{}?offset=0&limit=-1",
+            super::event::encode_segment(&self.service)
+        );
+        match self.client.send(Method::GET, &path, None).await {
+            Ok((StatusCode::OK, body)) => {
+                let devices = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["devices"].as_array().cloned())
+                    .unwrap_or_default();
+                on_devices(devices);
+            }
+            Ok((status, body)) => {
+                tracing::warn!(%status, message = %error_message(&body), "core-metadata did not list our devices");
+            }
+            Err(e) => tracing::warn!(error = %e, "core-metadata did not list our devices"),
         }
     }
 
@@ -451,7 +484,8 @@ impl Registrar {
                 None => send.push(d),
             }
         }
-        let dtos: Vec<Value> = send
+        let mut names: Vec<String> = send.iter().map(|d| d.name.clone()).collect();
+        let mut dtos: Vec<Value> = send
             .iter()
             .map(|d| {
                 json!({"name": d.name, "adminState": "UNLOCKED", "operatingState": "UP",
@@ -459,14 +493,34 @@ impl Registrar {
                        "labels": ["lorawan"], "protocols": d.protocols()})
             })
             .collect();
+        for d in &self.definitions {
+            let name = d["name"].as_str().unwrap_or_default().to_string();
+            let profile = d["profileName"].as_str().unwrap_or_default();
+            if let Some(p) = report.profile_refusal(profile) {
+                let why = format!("its profile {profile} was refused: {}", p.message);
+                report
+                    .items
+                    .push(Item::refused(Kind::Device, &name, None, why));
+                continue;
+            }
+            let mut dto = d.clone();
+            if dto.get("adminState").is_none() {
+                dto["adminState"] = "UNLOCKED".into();
+            }
+            if dto.get("operatingState").is_none() {
+                dto["operatingState"] = "UP".into();
+            }
+            names.push(name);
+            dtos.push(dto);
+        }
         let answers = self
             .send_items("the devices", Method::POST, "/device", "device", &dtos)
             .await?;
-        for (d, (status, message)) in send.into_iter().zip(answers) {
+        for (name, (status, message)) in names.into_iter().zip(answers) {
             report.items.push(match status {
-                201 => Item::ok(Kind::Device, &d.name, State::Added),
-                409 => Item::ok(Kind::Device, &d.name, State::Existing),
-                s => Item::refused(Kind::Device, &d.name, Some(s), message),
+                201 => Item::ok(Kind::Device, &name, State::Added),
+                409 => Item::ok(Kind::Device, &name, State::Existing),
+                s => Item::refused(Kind::Device, &name, Some(s), message),
             });
         }
         Ok(())

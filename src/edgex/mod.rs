@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod core_data;
 pub mod device_dto;
+pub mod device_files;
 pub mod event;
 pub mod http;
 pub mod metadata;

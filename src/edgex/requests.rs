@@ -229,24 +229,32 @@ fn edgex_device_event(api: &ApiState, action: &str, name: &str, device: &Value) 
         return;
     };
     match action {
-        "add" | "update" => match super::device_dto::read(device, |n| p.profile(n).is_some()) {
-            Ok(d) => {
-                let outcome = p.provide(d, |secret| api.secret_data(secret));
+        "add" | "update" => {
+            if let Some(outcome) = serve_edgex_device(api, device) {
                 tracing::info!(action, device = name, ?outcome, "device from core-metadata");
             }
-            Err(why) => {
-                api.metrics.devices_refused.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    action,
-                    device = name,
-                    why,
-                    "device from core-metadata not served"
-                );
-            }
-        },
+        }
         "delete" => {
             p.remove(name);
         }
         _ => tracing::info!(action, device = name, "device event from core-metadata"),
+    }
+}
+
+/// Serve `device` (a `Device` DTO from core-metadata or a definition file)
+/// once its keys are in; `None` (logged, counted) when it cannot be served.
+pub fn serve_edgex_device(
+    api: &ApiState,
+    device: &Value,
+) -> Option<crate::service::provisioning::Outcome> {
+    let p = api.provisioning.get()?;
+    let name = device["name"].as_str().unwrap_or_default();
+    match super::device_dto::read(device, |n| p.profile(n).is_some()) {
+        Ok(d) => Some(p.provide(d, |secret| api.secret_data(secret))),
+        Err(why) => {
+            api.metrics.devices_refused.fetch_add(1, Relaxed);
+            tracing::warn!(device = name, why, "device from EdgeX not served");
+            None
+        }
     }
 }

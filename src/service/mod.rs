@@ -139,6 +139,15 @@ pub async fn start(
         parts.metrics.clone(),
     ));
     let _ = api_state.provisioning.set(provisioning.clone());
+    // Device definition files: served once their keys are in, registered
+    // with core-metadata (below) as device-sdk-go does.
+    let definitions = match &config.devices.devices_dir {
+        Some(dir) => crate::edgex::device_files::load_dir(dir, &config.service.name)?,
+        None => Vec::new(),
+    };
+    for d in &definitions {
+        crate::edgex::requests::serve_edgex_device(&api_state, d);
+    }
     let discovery = Arc::new(discovery::DiscoveryService::new(
         &config,
         provisioning,
@@ -250,12 +259,23 @@ pub async fn start(
     };
     if config.edgex.metadata.enabled {
         let md = &config.edgex.metadata;
+        let api = api_state.clone();
         let registrar = crate::edgex::metadata::Registrar {
             client: crate::edgex::http::JsonClient::new(&md.url, md.timeout),
             service: config.service.name.clone(),
             base_address: format!("http://{}:{}", config.service.host, bound.api.port()),
             profiles_dir: config.devices.profiles_dir.clone(),
             devices: crate::edgex::metadata::DeviceSpec::from_registry(&parts.registry),
+            definitions: definitions.clone(),
+            on_devices: Some(Arc::new(move |devices: Vec<serde_json::Value>| {
+                for d in devices {
+                    let name = d["name"].as_str().unwrap_or_default();
+                    let served = api.provisioning.get().is_some_and(|p| p.serves(name));
+                    if api.devices.id(name).is_none() && !served {
+                        crate::edgex::requests::serve_edgex_device(&api, &d);
+                    }
+                }
+            })),
             metrics: parts.metrics.clone(),
         };
         let _ = discovery.metadata.set(discovery::MetadataTarget {

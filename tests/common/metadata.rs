@@ -92,6 +92,21 @@ impl State {
             )
         };
         if method == Method::GET {
+            if let Some(service) = path.strip_prefix("/api/v3/device/service/name/") {
+                let devices: Vec<Value> = self
+                    .devices
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .filter(|d| d["serviceName"] == service)
+                    .cloned()
+                    .collect();
+                return (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v3", "statusCode": 200,
+                           "totalCount": devices.len(), "devices": devices}),
+                );
+            }
             let Some(name) = path.strip_prefix("/api/v3/deviceservice/name/") else {
                 return not_found(path);
             };
