@@ -122,6 +122,10 @@ pub struct Metrics {
     pub devices_discovered: AtomicU64,
     /// Devices EdgeX defines that the devices file defines too (it wins).
     pub device_conflicts: AtomicU64,
+    /// Devices whose operating state is DOWN (silent), now.
+    pub devices_down: AtomicU64,
+    /// Operating-state changes (DOWN and UP).
+    pub operating_state_changes: AtomicU64,
     /// Bus messages we could not read (or answer: no request id).
     pub bus_requests_malformed: AtomicU64,
     /// Devices refused when core-metadata asked us to validate them.
@@ -308,6 +312,11 @@ impl Metrics {
             ("edgex_bus_commands_total", &self.bus_commands),
             ("edgex_devices_discovered_total", &self.devices_discovered),
             ("edgex_device_conflicts_total", &self.device_conflicts),
+            ("edgex_devices_down", &self.devices_down),
+            (
+                "edgex_operating_state_changes_total",
+                &self.operating_state_changes,
+            ),
             (
                 "edgex_bus_requests_malformed_total",
                 &self.bus_requests_malformed,

@@ -257,3 +257,50 @@ async fn definition_files_and_devices_already_in_core_metadata_are_served() {
         );
     }
 }
+
+/// A device silent for its expected uplinks goes DOWN in core-metadata (an
+/// OpenAPI-valid `PATCH /api/v3/device`), and UP at its next uplink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_device_goes_down_and_comes_back_up() {
+    let md = common::metadata::Metadata::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.service.host = "127.0.0.1".into();
+    config.edgex.metadata.enabled = true;
+    config.edgex.metadata.url = md.url();
+    config.devices.operating_state.missed_uplinks = 2;
+    config.devices.operating_state.uplink_interval = Some(Duration::from_millis(400));
+    let mut svc = common::Service::start(config, mote::entries(1, SEED + 2)).await;
+    let state = |md: &common::metadata::Metadata| {
+        md.state
+            .devices
+            .lock()
+            .unwrap()
+            .get("sim-mote-1")
+            .map(|d| d["operatingState"].clone())
+    };
+    until("the device registered", Duration::from_secs(10), || {
+        state(&md).is_some()
+    })
+    .await;
+    common::sim_udp(svc.bound.udp.unwrap(), SEED + 2, 2, 0).await;
+    until(
+        "DOWN after two silent intervals",
+        Duration::from_secs(10),
+        || state(&md) == Some("DOWN".into()),
+    )
+    .await;
+    assert_eq!(svc.metrics.devices_down.load(Relaxed), 1);
+    common::sim_udp(svc.bound.udp.unwrap(), SEED + 2, 1, 2).await;
+    until("UP at its next uplink", Duration::from_secs(10), || {
+        state(&md) == Some("UP".into())
+    })
+    .await;
+    assert!(
+        md.state.invalid.lock().unwrap().is_empty(),
+        "{:?}",
+        md.state.invalid.lock().unwrap()
+    );
+    assert!(svc.metrics.operating_state_changes.load(Relaxed) >= 2);
+    svc.stop().await;
+}

@@ -1,5 +1,6 @@
 //! `Devices.Discovery` and `Devices.ProvisionWatchersDir`: devices found by
-//! their JoinRequests, added the device-sdk way (see `src/discovery`).
+//! their JoinRequests, added the device-sdk way (see `src/discovery`); and
+//! `Devices.OperatingState`: when a silent device goes DOWN.
 
 use std::time::Duration;
 
@@ -24,6 +25,26 @@ impl Default for DiscoveryConfig {
             enabled: false,
             interval: Duration::ZERO,
             max_found: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct OperatingStateConfig {
+    /// Expected uplinks missed before a device is set DOWN.
+    pub missed_uplinks: u32,
+    /// The interval devices without an `UplinkInterval` property are
+    /// expected at (none: only those with one are watched).
+    #[serde(with = "humantime_serde")]
+    pub uplink_interval: Option<Duration>,
+}
+
+impl Default for OperatingStateConfig {
+    fn default() -> Self {
+        Self {
+            missed_uplinks: 3,
+            uplink_interval: None,
         }
     }
 }

@@ -17,7 +17,7 @@ mod discovery;
 mod radio;
 mod secret_store;
 mod station;
-pub use discovery::DiscoveryConfig;
+pub use discovery::{DiscoveryConfig, OperatingStateConfig};
 pub use mqtt_clients::MqttClient;
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
 pub use secret_store::{client_token, SecretStoreConfig};
@@ -271,6 +271,7 @@ pub struct DevicesConfig {
     /// SDK's format): which discovered devices are added, and how.
     pub provision_watchers_dir: Option<PathBuf>,
     pub discovery: DiscoveryConfig,
+    pub operating_state: OperatingStateConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -425,6 +426,7 @@ impl Default for DevicesConfig {
             devices_dir: None,
             provision_watchers_dir: None,
             discovery: DiscoveryConfig::default(),
+            operating_state: OperatingStateConfig::default(),
         }
     }
 }

@@ -239,6 +239,33 @@ pub async fn start(
         });
         delivered = Some(d);
     }
+    // Operating state: silent devices go DOWN in core-metadata.
+    let os = &config.devices.operating_state;
+    let (operating, changes) = crate::edgex::operating::OperatingState::new(
+        os.missed_uplinks,
+        os.uplink_interval,
+        parts.metrics.clone(),
+    );
+    for d in parts.registry.iter() {
+        operating.expect(d.name.clone(), None);
+    }
+    if let Some(p) = api_state.provisioning.get() {
+        let _ = p.operating.set(operating.clone());
+    }
+    parts.sink = Box::new(crate::edgex::operating::Observed {
+        inner: parts.sink,
+        state: operating.clone(),
+    });
+    sources.push(tokio::spawn(crate::edgex::operating::run(
+        operating,
+        config.edgex.metadata.enabled.then(|| {
+            crate::edgex::http::JsonClient::new(
+                &config.edgex.metadata.url,
+                config.edgex.metadata.timeout,
+            )
+        }),
+        changes,
+    )));
     let standby = match &delivered {
         Some(d) => {
             let roles = crate::handover::Roles {

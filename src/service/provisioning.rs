@@ -54,6 +54,8 @@ pub struct Provisioning {
     waiting: Mutex<BTreeMap<String, Waiting>>,
     control: mpsc::UnboundedSender<Control>,
     metrics: Arc<Metrics>,
+    /// Where served devices' expected uplink intervals go.
+    pub operating: std::sync::OnceLock<Arc<crate::edgex::operating::OperatingState>>,
 }
 
 /// `entry` with the keys in a secret's `data`, or why they do not do.
@@ -98,6 +100,13 @@ impl Provisioning {
             waiting: Mutex::new(BTreeMap::new()),
             control,
             metrics,
+            operating: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn watch(&self, device: &EdgexDevice) {
+        if let Some(o) = self.operating.get() {
+            o.expect(device.entry.name.as_str().into(), device.uplink_interval);
         }
     }
 
@@ -133,6 +142,7 @@ impl Provisioning {
         let mut served = self.served.lock().expect("served lock");
         if let Some(s) = served.get(&name).cloned() {
             if s.dev_eui == eui {
+                self.watch(&device);
                 let _ = self.control.send(Control::UpdateDevice {
                     entry: device.entry,
                     profile,
@@ -149,6 +159,7 @@ impl Provisioning {
         let keys = secret(&device.secret_name).map(|data| with_keys(&device.entry, &data));
         match keys {
             Some(Ok(entry)) => {
+                self.watch(&device);
                 served.insert(
                     name.clone(),
                     Served {
@@ -190,6 +201,7 @@ impl Provisioning {
         };
         let w = waiting.remove(secret_name).expect("present");
         drop(waiting);
+        self.watch(&w.device);
         tracing::info!(device = %entry.name, "keys arrived: device served");
         self.served.lock().expect("served lock").insert(
             entry.name.clone(),
@@ -211,6 +223,9 @@ impl Provisioning {
             .lock()
             .expect("waiting lock")
             .retain(|_, w| w.device.entry.name != name);
+        if let Some(o) = self.operating.get() {
+            o.forget(name);
+        }
         match self.served.lock().expect("served lock").remove(name) {
             Some(s) => {
                 let _ = self

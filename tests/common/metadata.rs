@@ -40,6 +40,7 @@ impl Metadata {
             "AddDeviceProfileRequest",
             "UpdateDeviceProfileRequest",
             "AddDeviceRequest",
+            "UpdateDeviceRequest",
         ]
         .into_iter()
         .map(|s| (s, super::openapi_validator("core-metadata.yaml", s)))
@@ -124,6 +125,7 @@ impl State {
             ("POST", "/api/v3/deviceprofile") => ("AddDeviceProfileRequest", "profile"),
             ("PUT", "/api/v3/deviceprofile") => ("UpdateDeviceProfileRequest", "profile"),
             ("POST", "/api/v3/device") => ("AddDeviceRequest", "device"),
+            ("PATCH", "/api/v3/device") => ("UpdateDeviceRequest", "device"),
             _ => return not_found(path),
         };
         let Ok(Value::Array(reqs)) = serde_json::from_slice::<Value>(body) else {
@@ -168,7 +170,7 @@ impl State {
             "profile" => &self.profiles,
             _ => &self.devices,
         };
-        if key == "device" {
+        if key == "device" && *method == Method::POST {
             if self.refuse_devices.lock().unwrap().contains(&name) {
                 return item(400, "refused by the test");
             }
