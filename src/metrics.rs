@@ -126,6 +126,8 @@ pub struct Metrics {
     pub devices_down: AtomicU64,
     /// Operating-state changes (DOWN and UP).
     pub operating_state_changes: AtomicU64,
+    /// Readings of the uplinks published (the `ReadingsSent` telemetry).
+    pub readings_published: AtomicU64,
     /// Bus messages we could not read (or answer: no request id).
     pub bus_requests_malformed: AtomicU64,
     /// Devices refused when core-metadata asked us to validate them.
@@ -284,6 +286,7 @@ impl Metrics {
             ("lorawan_uplinks_duplicate_total", &self.duplicates),
             ("lorawan_counter_resets_total", &self.counter_resets),
             ("lorawan_uplinks_published_total", &self.published),
+            ("lorawan_readings_published_total", &self.readings_published),
             ("lorawan_unmapped_values_total", &self.unmapped_values),
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
             ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),

@@ -304,3 +304,129 @@ async fn a_silent_device_goes_down_and_comes_back_up() {
     assert!(svc.metrics.operating_state_changes.load(Relaxed) >= 2);
     svc.stop().await;
 }
+
+/// Telemetry as device-sdk-go publishes it: `EventsSent`, `ReadingsSent`
+/// and per-device `LastConnected` Metric DTOs on
+/// `edgex/telemetry/device-lorawan/<metric>`, each switchable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_on_the_bus() {
+    use rumqttc::{Event, MqttOptions, Packet, QoS};
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
+    let (client, mut el) = rumqttc::AsyncClient::new(
+        MqttOptions::new("telemetry-listener", "127.0.0.1", broker.port),
+        64,
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(String, serde_json::Value)>::new(),
+    ));
+    let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, sub) = (seen.clone(), subscribed.clone());
+    let listener = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("edgex/telemetry/#", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => sub.store(true, Relaxed),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    s.lock().unwrap().push((p.topic.clone(), v));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    until(
+        "the listener's subscription",
+        Duration::from_secs(10),
+        || subscribed.load(Relaxed),
+    )
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::config(data.path());
+    config.edgex.delivery = Delivery::MessageBus;
+    config.edgex.message_bus.host = "127.0.0.1".into();
+    config.edgex.message_bus.port = broker.port;
+    config.edgex.message_bus.client_id = "telemetry-test".into();
+    config.edgex.telemetry.interval = Duration::from_millis(200);
+    config
+        .edgex
+        .telemetry
+        .metrics
+        .insert("LastConnected".into(), true);
+    config
+        .edgex
+        .telemetry
+        .metrics
+        .insert("ReadingsSent".into(), false);
+    config
+        .edgex
+        .telemetry
+        .tags
+        .insert("site".into(), "field-3".into());
+    let mut svc = common::Service::start(config, mote::entries(3, SEED + 3)).await;
+    let report = common::sim_udp(svc.bound.udp.unwrap(), SEED + 3, 4, 0).await;
+    let sent = report.expected.len() as i64;
+    svc.wait_published(sent as u64, Duration::from_secs(10))
+        .await;
+    let payload = |topic: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(t, _)| t == topic)
+            .map(|(_, v)| v["payload"].clone())
+    };
+    until(
+        "EventsSent counting every uplink",
+        Duration::from_secs(10),
+        || {
+            payload("edgex/telemetry/device-lorawan/EventsSent")
+                .is_some_and(|m| m["fields"][0]["value"].as_i64() == Some(sent))
+        },
+    )
+    .await;
+    let m = payload("edgex/telemetry/device-lorawan/EventsSent").unwrap();
+    assert_eq!(m["apiVersion"], "v3");
+    assert_eq!(m["name"], "EventsSent");
+    assert_eq!(m["fields"][0]["name"], "counter-count");
+    let tags = m["tags"].as_array().unwrap();
+    assert!(
+        tags.contains(&serde_json::json!({"name": "service", "value": "device-lorawan"})),
+        "{m}"
+    );
+    assert!(
+        tags.contains(&serde_json::json!({"name": "site", "value": "field-3"})),
+        "{m}"
+    );
+    assert!(m["timestamp"].as_i64().unwrap() > 0);
+    until(
+        "LastConnected for both motes",
+        Duration::from_secs(10),
+        || {
+            let s = seen.lock().unwrap();
+            let devices: std::collections::BTreeSet<String> = s
+                .iter()
+                .filter(|(t, _)| t == "edgex/telemetry/device-lorawan/LastConnected")
+                .filter_map(|(_, v)| {
+                    v["payload"]["tags"]
+                        .as_array()?
+                        .iter()
+                        .find(|t| t["name"] == "device")
+                        .and_then(|t| t["value"].as_str().map(str::to_owned))
+                })
+                .collect();
+            devices.len() == 3
+        },
+    )
+    .await;
+    assert!(
+        payload("edgex/telemetry/device-lorawan/ReadingsSent").is_none(),
+        "switched off"
+    );
+    svc.stop().await;
+    listener.abort();
+}

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub events: std::sync::OnceLock<crate::edgex::outbox::EventPusher>,
     /// Device discovery (`/api/v3/discovery`).
     pub discovery: std::sync::OnceLock<Arc<crate::service::discovery::DiscoveryService>>,
+    /// Our own messages out on the bus (when delivery is on the bus).
+    pub bus_out: std::sync::OnceLock<crate::edgex::bus::BusOut>,
     /// Devices served from EdgeX or discovery (waiting for keys, or served).
     pub provisioning: std::sync::OnceLock<Arc<crate::service::provisioning::Provisioning>>,
     /// `Service.ApiMaxConnections`.
@@ -83,6 +85,7 @@ impl ApiState {
             events: std::sync::OnceLock::new(),
             discovery: std::sync::OnceLock::new(),
             provisioning: std::sync::OnceLock::new(),
+            bus_out: std::sync::OnceLock::new(),
             max_connections: config.service.api_max_connections.max(1),
             metrics,
             devices,

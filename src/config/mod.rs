@@ -17,11 +17,13 @@ mod discovery;
 mod radio;
 mod secret_store;
 mod station;
+mod telemetry;
 pub use discovery::{DiscoveryConfig, OperatingStateConfig};
 pub use mqtt_clients::MqttClient;
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
 pub use secret_store::{client_token, SecretStoreConfig};
 pub use station::{BasicStationConfig, StationTls};
+pub use telemetry::TelemetryConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -121,6 +123,7 @@ pub struct EdgexConfig {
     pub metadata: MetadataConfig,
     pub core_data: CoreDataConfig,
     pub outbox: OutboxConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// How events reach EdgeX.

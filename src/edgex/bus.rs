@@ -36,6 +36,30 @@ pub struct BusMessage {
     pub payload: Vec<u8>,
 }
 
+/// Where messages of our own go out on the bus (system events, telemetry),
+/// when EdgeX delivery is on the bus: the bus task publishes them.
+#[derive(Clone)]
+pub struct BusOut {
+    pub out: tokio::sync::mpsc::Sender<BusMessage>,
+    pub prefix: String,
+}
+
+impl BusOut {
+    /// `payload` in a v4 message envelope, on `topic` (under the prefix).
+    pub async fn publish(&self, topic: &str, payload: serde_json::Value) -> bool {
+        let envelope = serde_json::json!({
+            "apiVersion": "v3", "receivedTopic": "", "correlationID": uuid::Uuid::new_v4(),
+            "requestID": uuid::Uuid::new_v4(), "errorCode": 0,
+            "payload": payload, "contentType": "application/json",
+        });
+        let m = BusMessage {
+            topic: format!("{}/{topic}", self.prefix),
+            payload: serde_json::to_vec(&envelope).expect("JSON"),
+        };
+        self.out.send(m).await.is_ok()
+    }
+}
+
 /// The v4 `MessageEnvelope`, as written to and read from the bus.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

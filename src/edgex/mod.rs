@@ -14,3 +14,4 @@ pub mod operating;
 pub mod outbox;
 pub mod registration;
 pub mod requests;
+pub mod telemetry;

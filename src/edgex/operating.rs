@@ -20,6 +20,9 @@ use crate::uplink::Uplink;
 
 pub struct OperatingState {
     liveness: Mutex<Liveness>,
+    /// Each device's last published uplink (ns since the epoch), for the
+    /// `LastConnected` telemetry.
+    last_seen: Mutex<std::collections::BTreeMap<Arc<str>, i64>>,
     default_interval: Option<Duration>,
     changes: mpsc::UnboundedSender<Change>,
     metrics: Arc<Metrics>,
@@ -34,6 +37,7 @@ impl OperatingState {
         let (tx, rx) = mpsc::unbounded_channel();
         let s = Arc::new(Self {
             liveness: Mutex::new(Liveness::new(missed)),
+            last_seen: Mutex::new(Default::default()),
             default_interval,
             changes: tx,
             metrics,
@@ -58,6 +62,12 @@ impl OperatingState {
 
     pub fn is_down(&self, device: &str) -> bool {
         self.liveness.lock().expect("liveness lock").is_down(device)
+    }
+
+    /// Every device's last published uplink (ns since the epoch).
+    pub fn last_seen(&self) -> Vec<(Arc<str>, i64)> {
+        let seen = self.last_seen.lock().expect("last seen lock");
+        seen.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     fn heard(&self, device: &str) {
@@ -92,6 +102,16 @@ impl Sink for Observed {
     fn publish(&mut self, up: &Uplink) -> std::io::Result<()> {
         self.inner.publish(up)?;
         self.state.heard(&up.device);
+        let m = &self.state.metrics;
+        m.readings_published
+            .fetch_add(up.readings.len() as u64, Relaxed);
+        let mut seen = self.state.last_seen.lock().expect("last seen lock");
+        match seen.get_mut(&*up.device) {
+            Some(t) => *t = up.received_ns,
+            None => {
+                seen.insert(up.device.clone(), up.received_ns);
+            }
+        }
         Ok(())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::provisioning::Provisioning;
 use crate::codec::CodecKind;
@@ -25,12 +24,6 @@ pub struct MetadataTarget {
     pub service: String,
 }
 
-/// Where progress system events go (the message bus, when it is on).
-pub struct EventTarget {
-    pub out: mpsc::Sender<BusMessage>,
-    pub prefix: String,
-}
-
 pub struct DiscoveryService {
     pub enabled: bool,
     service: String,
@@ -40,7 +33,7 @@ pub struct DiscoveryService {
     running: Mutex<Option<(String, tokio::task::AbortHandle)>>,
     provisioning: Arc<Provisioning>,
     pub metadata: std::sync::OnceLock<MetadataTarget>,
-    pub events: std::sync::OnceLock<EventTarget>,
+    pub events: std::sync::OnceLock<crate::edgex::bus::BusOut>,
     metrics: Arc<Metrics>,
 }
 

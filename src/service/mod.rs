@@ -256,6 +256,15 @@ pub async fn start(
         inner: parts.sink,
         state: operating.clone(),
     });
+    if !config.edgex.telemetry.interval.is_zero() {
+        sources.push(tokio::spawn(crate::edgex::telemetry::run(
+            config.edgex.telemetry.clone(),
+            config.service.name.clone(),
+            parts.metrics.clone(),
+            operating.clone(),
+            api_state.clone(),
+        )));
+    }
     sources.push(tokio::spawn(crate::edgex::operating::run(
         operating,
         config.edgex.metadata.enabled.then(|| {
@@ -485,12 +494,14 @@ fn start_delivery(
             let (req_tx, req_rx) = mpsc::channel(256);
             let (rep_tx, rep_rx) = mpsc::channel(256);
             let prefix = bus.base_topic_prefix.clone();
+            let bus_out = crate::edgex::bus::BusOut {
+                out: rep_tx.clone(),
+                prefix: prefix.clone(),
+            };
             if let Some(d) = api.discovery.get() {
-                let _ = d.events.set(crate::service::discovery::EventTarget {
-                    out: rep_tx.clone(),
-                    prefix: prefix.clone(),
-                });
+                let _ = d.events.set(bus_out.clone());
             }
+            let _ = api.bus_out.set(bus_out);
             tasks.push(tokio::spawn(crate::edgex::requests::serve(
                 req_rx,
                 rep_tx,
