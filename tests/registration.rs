@@ -277,3 +277,82 @@ async fn a_refused_profile_leaves_the_rest_registered() {
     assert!(md.state.invalid.lock().unwrap().is_empty());
     assert_no_keys_sent(&md, &entries);
 }
+
+/// core-keeper (EdgeX v4's registry): the service registers itself with a
+/// health check on `/api/v3/ping` (an OpenAPI-valid request), updates the
+/// registration when it is there already, and deregisters when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_keeper_registration_and_deregistration() {
+    use std::sync::{Arc, Mutex};
+    let add = common::openapi_validator("core-keeper.yaml", "AddRegistrationRequest");
+    let update = common::openapi_validator("core-keeper.yaml", "UpdateRegistrationRequest");
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let registered: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
+    let (l, r) = (log.clone(), registered.clone());
+    let keeper = common::standin::StandIn::start(Arc::new(move |m, p, b| {
+        l.lock().unwrap().push(format!("{m} {p}"));
+        let ok = |code: u16| {
+            (
+                hyper::StatusCode::from_u16(code).unwrap(),
+                serde_json::json!({"apiVersion": "v3", "statusCode": code}),
+            )
+        };
+        match (m.as_str(), p) {
+            ("POST", "/api/v3/registry") => {
+                let v: serde_json::Value = serde_json::from_slice(b).unwrap();
+                let errors = common::schema_errors(&add, &v);
+                assert!(errors.is_empty(), "{errors:?}");
+                let mut reg = r.lock().unwrap();
+                if reg.is_some() {
+                    return ok(409);
+                }
+                *reg = Some(v["registration"].clone());
+                ok(201)
+            }
+            ("PUT", "/api/v3/registry") => {
+                let v: serde_json::Value = serde_json::from_slice(b).unwrap();
+                let errors = common::schema_errors(&update, &v);
+                assert!(errors.is_empty(), "{errors:?}");
+                *r.lock().unwrap() = Some(v["registration"].clone());
+                ok(204)
+            }
+            ("DELETE", "/api/v3/registry/serviceId/device-lorawan") => {
+                *r.lock().unwrap() = None;
+                ok(204)
+            }
+            _ => ok(404),
+        }
+    }))
+    .await;
+    for round in 0..2 {
+        let data = tempfile::tempdir().unwrap();
+        let mut c = common::config(data.path());
+        c.service.host = "127.0.0.1".into();
+        c.edgex.registry.enabled = true;
+        c.edgex.registry.url = keeper.url();
+        if round == 1 {
+            // Registered already (a crash left it): the second start updates.
+            *registered.lock().unwrap() = Some(serde_json::json!({"serviceId": "device-lorawan"}));
+        }
+        let mut svc = common::Service::start(c, mote::entries(1, 5)).await;
+        until("registered", Duration::from_secs(10), || {
+            registered
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|r| r["port"].is_u64())
+        })
+        .await;
+        let reg = registered.lock().unwrap().clone().unwrap();
+        assert_eq!(reg["serviceId"], "device-lorawan");
+        assert_eq!(reg["port"], svc.bound.api.port());
+        assert_eq!(reg["healthCheck"]["path"], "/api/v3/ping");
+        svc.stop().await;
+        assert!(
+            registered.lock().unwrap().is_none(),
+            "deregistered at a clean stop"
+        );
+    }
+    let log = log.lock().unwrap();
+    assert!(log.iter().any(|l| l == "PUT /api/v3/registry"), "{log:?}");
+}

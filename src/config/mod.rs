@@ -124,6 +124,8 @@ pub struct EdgexConfig {
     pub core_data: CoreDataConfig,
     pub outbox: OutboxConfig,
     pub telemetry: TelemetryConfig,
+    /// core-keeper (EdgeX v4's registry).
+    pub registry: crate::edgex::keeper::RegistryConfig,
 }
 
 /// How events reach EdgeX.

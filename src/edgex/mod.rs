@@ -8,6 +8,7 @@ pub mod device_dto;
 pub mod device_files;
 pub mod event;
 pub mod http;
+pub mod keeper;
 pub mod liveness;
 pub mod metadata;
 pub mod operating;

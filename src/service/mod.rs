@@ -256,6 +256,18 @@ pub async fn start(
         inner: parts.sink,
         state: operating.clone(),
     });
+    let keeper = config.edgex.registry.enabled.then(|| {
+        let r = &config.edgex.registry;
+        let make = || crate::edgex::keeper::Keeper {
+            client: crate::edgex::http::JsonClient::new(&r.url, r.timeout),
+            service: config.service.name.clone(),
+            host: config.service.host.clone(),
+            port: bound.api.port(),
+            interval: r.health_check_interval,
+        };
+        sources.push(tokio::spawn(make().run()));
+        make()
+    });
     if !config.edgex.telemetry.interval.is_zero() {
         sources.push(tokio::spawn(crate::edgex::telemetry::run(
             config.edgex.telemetry.clone(),
@@ -352,6 +364,9 @@ pub async fn start(
         let result = pipeline.run(rx, shutdown).await;
         for s in sources {
             s.abort();
+        }
+        if let Some(k) = keeper {
+            k.deregister().await;
         }
         result
     });
