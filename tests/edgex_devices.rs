@@ -71,7 +71,14 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
             .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Waiting for its keys: its frames are not decoded.
+    // Waiting for its keys (and shown so): its frames are not decoded.
+    let (status, shown) =
+        common::http(api, "GET", "/api/v3/lorawan/device/field-sensor-2", "").await;
+    assert_eq!(status, 200, "{shown}");
+    assert!(
+        shown.contains("waiting-for-keys") && shown.contains("field-sensor-2-keys"),
+        "{shown}"
+    );
     common::sim_udp(udp, SEED, 4, 0).await;
     svc.wait_published(2, Duration::from_secs(10)).await;
     until(
@@ -89,6 +96,8 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
     );
     let (status, body) = common::http(api, "POST", "/api/v3/secret", &secret).await;
     assert_eq!(status, 201, "{body}");
+    let (_, shown) = common::http(api, "GET", "/api/v3/lorawan/device/field-sensor-2", "").await;
+    assert!(shown.contains("\"served\""), "{shown}");
     let report = common::sim_udp(udp, SEED, 6, 4).await;
     let from_second = report
         .expected

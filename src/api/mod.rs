@@ -323,11 +323,28 @@ fn lorawan_device(state: &ApiState, name: &str) -> Answer {
         );
     };
     let Some(id) = state.devices.id(&name) else {
+        // A device from EdgeX or discovery: served, or waiting for its keys.
+        let p = state.provisioning.get();
+        if let Some(secret) = p.and_then(|p| p.waiting_for(&name)) {
+            return (
+                StatusCode::OK,
+                json!({"apiVersion": API_VERSION, "statusCode": 200, "name": name,
+                       "source": "edgex", "state": "waiting-for-keys", "secretName": secret}),
+            );
+        }
+        if p.is_some_and(|p| p.serves(&name)) {
+            return (
+                StatusCode::OK,
+                json!({"apiVersion": API_VERSION, "statusCode": 200, "name": name,
+                       "source": "edgex", "state": "served"}),
+            );
+        }
         return error(StatusCode::NOT_FOUND, format_args!("no device {name}"));
     };
     let d = state.devices.get(id);
     let dev_addr = *d.dev_addr.lock().expect("device state lock");
     let mut body = json!({"apiVersion": API_VERSION, "statusCode": 200, "name": &*d.name,
+        "source": "devices-file", "state": "served",
         "devEui": d.dev_eui, "activation": if d.otaa { "otaa" } else { "abp" },
         "devAddr": dev_addr.map(|a| a.to_string())});
     if let Some(j) = d.join.lock().expect("device state lock").clone() {

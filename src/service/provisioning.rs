@@ -248,6 +248,16 @@ impl Provisioning {
             .collect()
     }
 
+    /// The secret device `name` waits for, if it waits.
+    pub fn waiting_for(&self, name: &str) -> Option<String> {
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .iter()
+            .find(|(_, w)| w.device.entry.name == name)
+            .map(|(secret, _)| secret.clone())
+    }
+
     /// Whether `name` is served from EdgeX (or discovery).
     pub fn serves(&self, name: &str) -> bool {
         self.served.lock().expect("served lock").contains_key(name)
