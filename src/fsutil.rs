@@ -94,3 +94,18 @@ mod tests {
         assert!(copies[4].exists(), "the newest copy stays");
     }
 }
+
+/// The YAML and JSON files of `dir` (`*.yaml`, `*.yml`, `*.json`), sorted:
+/// how EdgeX's definition directories (devices, provision watchers) are read.
+pub fn definition_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}

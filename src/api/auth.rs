@@ -30,7 +30,7 @@ pub enum Verdict {
 enum Mode {
     Open,
     Token(String),
-    Jwt(Introspector),
+    Jwt(Box<Introspector>),
 }
 
 pub struct Guard {
@@ -56,13 +56,13 @@ impl Guard {
     pub fn new(config: &Config) -> Self {
         let s = &config.secret_store;
         let mode = if s.enabled && !s.disable_jwt_validation {
-            Mode::Jwt(Introspector {
+            Mode::Jwt(Box::new(Introspector {
                 store: JsonClient::new(&s.base_url(), Duration::from_secs(5)),
                 token_file: s.token_file.clone(),
                 token: Mutex::new(None),
                 valid: Mutex::new(HashMap::new()),
                 ttl: s.jwt_cache,
-            })
+            }))
         } else if let Some(t) = &config.service.api_token {
             Mode::Token(t.clone())
         } else {

@@ -140,16 +140,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ProvisionWatcher>, WatcherError> {
         path: dir.to_owned(),
         source,
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        })
-        .collect();
-    paths.sort();
+    let paths = crate::fsutil::definition_files(dir).map_err(io)?;
     let mut out: Vec<ProvisionWatcher> = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(&p).map_err(|source| WatcherError::Io {

@@ -57,16 +57,7 @@ pub fn load_dir(dir: &Path, service: &str) -> Result<Vec<Value>, DeviceFileError
         let path = path.to_owned();
         move |source| DeviceFileError::Io { path, source }
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        })
-        .collect();
-    paths.sort();
+    let paths = crate::fsutil::definition_files(dir).map_err(io(dir))?;
     let mut out = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(&p).map_err(io(&p))?;

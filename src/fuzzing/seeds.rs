@@ -57,7 +57,11 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     // Network.
     s.push((
         "udp_datagram",
-        udp::push_data(1, Eui64::from_u64(0x16c001f153a14c), &[up_frame.clone()]),
+        udp::push_data(
+            1,
+            Eui64::from_u64(0x16c001f153a14c),
+            std::slice::from_ref(&up_frame),
+        ),
     ));
     let mut pull = vec![2, 0, 1, 2];
     pull.extend_from_slice(&[0, 0x16, 0xc0, 0x01, 0xf1, 0x53, 0xa1, 0x4c]);
