@@ -54,21 +54,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Dynamic, ElfError> {
             path: path.to_owned(),
         });
     }
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |o: usize| {
-        bytes
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
-    };
+    // Every offset comes from the file: sums are checked, never wrapped.
+    let field = |o: usize, n: usize| bytes.get(o..o.checked_add(n)?);
+    let u16_at = |o: usize| field(o, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| field(o, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+    let u64_at = |o: usize| field(o, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8")));
+    let plus = |a: usize, b: usize| a.checked_add(b).ok_or_else(bad);
     let machine = u16_at(0x12).ok_or_else(bad)?;
     let phoff = u64_at(0x20).ok_or_else(bad)? as usize;
     let phentsize = usize::from(u16_at(0x36).ok_or_else(bad)?);
@@ -81,9 +72,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Dynamic, ElfError> {
             .ok_or_else(bad)?;
         headers.push((
             u32_at(h).ok_or_else(bad)?,
-            u64_at(h + 8).ok_or_else(bad)? as usize,
-            u64_at(h + 16).ok_or_else(bad)?,
-            u64_at(h + 32).ok_or_else(bad)? as usize,
+            u64_at(plus(h, 8)?).ok_or_else(bad)? as usize,
+            u64_at(plus(h, 16)?).ok_or_else(bad)?,
+            u64_at(plus(h, 32)?).ok_or_else(bad)? as usize,
         ));
     }
     let cstr = |at: usize| -> Option<String> {
@@ -105,8 +96,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Dynamic, ElfError> {
     };
     let mut strtab_vaddr = None;
     let mut needed_offsets = Vec::new();
-    for e in (dyn_off..dyn_off + dyn_size).step_by(16) {
-        match (u64_at(e).ok_or_else(bad)?, u64_at(e + 8).ok_or_else(bad)?) {
+    for e in (dyn_off..plus(dyn_off, dyn_size)?).step_by(16) {
+        match (
+            u64_at(e).ok_or_else(bad)?,
+            u64_at(plus(e, 8)?).ok_or_else(bad)?,
+        ) {
             (0, _) => break,
             (1, v) => needed_offsets.push(v as usize),
             (5, v) => strtab_vaddr = Some(v),
@@ -120,11 +114,13 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Dynamic, ElfError> {
     let vaddr = strtab_vaddr.ok_or_else(bad)?;
     let strtab = headers
         .iter()
-        .find(|&&(kind, _, va, size)| kind == 1 && vaddr >= va && vaddr < va + size as u64)
-        .map(|&(_, off, va, _)| off + (vaddr - va) as usize)
+        .find(|&&(kind, _, va, size)| {
+            kind == 1 && vaddr >= va && va.checked_add(size as u64).is_some_and(|end| vaddr < end)
+        })
+        .and_then(|&(_, off, va, _)| off.checked_add(usize::try_from(vaddr - va).ok()?))
         .ok_or_else(bad)?;
     for n in needed_offsets {
-        out.needed.push(cstr(strtab + n).ok_or_else(bad)?);
+        out.needed.push(cstr(plus(strtab, n)?).ok_or_else(bad)?);
     }
     Ok(out)
 }
