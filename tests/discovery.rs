@@ -31,11 +31,30 @@ async fn a_watched_otaa_device_is_discovered_added_and_joins() {
     let mut config = common::config(data.path());
     config.devices.discovery.enabled = true;
     config.devices.provision_watchers_dir = Some(watchers);
+    config.service.host = "127.0.0.1".into();
     config.edgex.metadata.enabled = true;
     config.edgex.metadata.url = md.url();
     let mut svc = common::Service::start(config, mote::entries(1, SEED)).await;
     let api = svc.bound.api;
     let udp = svc.bound.udp.unwrap();
+
+    // The watcher is registered with core-metadata, as device-sdk-go does.
+    common::until(
+        "the watcher in core-metadata",
+        Duration::from_secs(10),
+        || {
+            md.state
+                .watchers
+                .lock()
+                .unwrap()
+                .contains_key("sim-otaa-motes")
+        },
+    )
+    .await;
+    assert_eq!(
+        md.state.watchers.lock().unwrap()["sim-otaa-motes"]["serviceName"],
+        "device-lorawan"
+    );
 
     // Two unknown motes ask to join (nothing answers them yet).
     let motes = mote::otaa_entries(2, SEED, MacVersionName::V1_0_3);

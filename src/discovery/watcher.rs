@@ -71,6 +71,8 @@ pub struct ProvisionWatcher {
     pub device_admin_state: AdminState,
     /// `discoveredDevice.properties` (e.g. `codec`).
     pub properties: BTreeMap<String, serde_json::Value>,
+    /// The document as written (JSON), for core-metadata.
+    pub document: serde_json::Value,
 }
 
 impl ProvisionWatcher {
@@ -83,6 +85,8 @@ impl ProvisionWatcher {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let f: WatcherFile = serde_path_to_error::deserialize(de)
             .map_err(|e| invalid(format!("at `{}`: {}", e.path(), e.inner())))?;
+        let document: serde_json::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if f.name.trim().is_empty() {
             return Err(invalid("empty name".into()));
         }
@@ -113,6 +117,7 @@ impl ProvisionWatcher {
             profile: f.discovered_device.profile_name,
             device_admin_state: f.discovered_device.admin_state,
             properties: f.discovered_device.properties,
+            document,
         })
     }
 

@@ -110,6 +110,8 @@ pub struct Registrar {
     pub devices: Vec<DeviceSpec>,
     /// Device DTOs of the device definition files, registered as they are.
     pub definitions: Vec<Value>,
+    /// The provision watchers' documents, registered as device-sdk-go does.
+    pub watchers: Vec<Value>,
     /// Given the devices core-metadata holds for this service after each
     /// pass (it serves those the devices file lacks).
     pub on_devices: Option<Arc<dyn Fn(Vec<Value>) + Send + Sync>>,
@@ -235,6 +237,51 @@ impl Registrar {
         }
     }
 
+    /// Our provision watchers (a watcher already there is left as it is).
+    async fn register_watchers(&self, report: &mut Report) -> Result<(), RegistrationError> {
+        let dtos: Vec<Value> = self
+            .watchers
+            .iter()
+            .map(|w| {
+                let mut w = w.clone();
+                if w.get("serviceName")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    w["serviceName"] = self.service.clone().into();
+                }
+                if w.get("adminState").is_none() {
+                    w["adminState"] = "UNLOCKED".into();
+                }
+                // The spec's DiscoveredDevice names its service too.
+                if let Some(d) = w.get_mut("discoveredDevice").and_then(Value::as_object_mut) {
+                    d.entry("serviceName")
+                        .or_insert_with(|| self.service.clone().into());
+                    d.entry("adminState").or_insert_with(|| "UNLOCKED".into());
+                }
+                w
+            })
+            .collect();
+        let answers = self
+            .send_items(
+                "the provision watchers",
+                Method::POST,
+                "/provisionwatcher",
+                "provisionwatcher",
+                &dtos,
+            )
+            .await?;
+        for (w, (status, message)) in dtos.iter().zip(answers) {
+            let name = w["name"].as_str().unwrap_or_default();
+            report.items.push(match status {
+                201 => Item::ok(Kind::ProvisionWatcher, name, State::Added),
+                409 => Item::ok(Kind::ProvisionWatcher, name, State::Existing),
+                s => Item::refused(Kind::ProvisionWatcher, name, Some(s), message),
+            });
+        }
+        Ok(())
+    }
+
     /// Hand the devices core-metadata holds for us to `on_devices` (those
     /// added while we were away are served as if their events had come).
     async fn take_devices(&self) {
@@ -294,6 +341,7 @@ impl Registrar {
         ));
         self.register_profiles(&mut report).await?;
         self.register_devices(&mut report).await?;
+        self.register_watchers(&mut report).await?;
         Ok(report)
     }
 

@@ -21,6 +21,8 @@ pub enum Kind {
     Service,
     Profile,
     Device,
+    #[serde(rename = "provisionwatcher")]
+    ProvisionWatcher,
 }
 
 /// Where one item stands after a pass.

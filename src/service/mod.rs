@@ -315,6 +315,11 @@ pub async fn start(
             profiles_dir: config.devices.profiles_dir.clone(),
             devices: crate::edgex::metadata::DeviceSpec::from_registry(&parts.registry),
             definitions: definitions.clone(),
+            watchers: discovery
+                .watchers()
+                .iter()
+                .map(|w| w.document.clone())
+                .collect(),
             on_devices: Some(Arc::new(move |devices: Vec<serde_json::Value>| {
                 for d in devices {
                     let name = d["name"].as_str().unwrap_or_default();

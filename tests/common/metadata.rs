@@ -16,6 +16,7 @@ pub struct State {
     pub services: Mutex<BTreeMap<String, Value>>,
     pub profiles: Mutex<BTreeMap<String, Value>>,
     pub devices: Mutex<BTreeMap<String, Value>>,
+    pub watchers: Mutex<BTreeMap<String, Value>>,
     /// Every request: "METHOD path body".
     pub requests: Mutex<Vec<String>>,
     pub invalid: Mutex<Vec<String>>,
@@ -41,6 +42,7 @@ impl Metadata {
             "UpdateDeviceProfileRequest",
             "AddDeviceRequest",
             "UpdateDeviceRequest",
+            "AddProvisionWatcherRequest",
         ]
         .into_iter()
         .map(|s| (s, super::openapi_validator("core-metadata.yaml", s)))
@@ -49,6 +51,7 @@ impl Metadata {
             services: Mutex::default(),
             profiles: Mutex::default(),
             devices: Mutex::default(),
+            watchers: Mutex::default(),
             requests: Mutex::default(),
             invalid: Mutex::default(),
             refuse_devices: Mutex::default(),
@@ -126,6 +129,9 @@ impl State {
             ("PUT", "/api/v3/deviceprofile") => ("UpdateDeviceProfileRequest", "profile"),
             ("POST", "/api/v3/device") => ("AddDeviceRequest", "device"),
             ("PATCH", "/api/v3/device") => ("UpdateDeviceRequest", "device"),
+            ("POST", "/api/v3/provisionwatcher") => {
+                ("AddProvisionWatcherRequest", "provisionwatcher")
+            }
             _ => return not_found(path),
         };
         let Ok(Value::Array(reqs)) = serde_json::from_slice::<Value>(body) else {
@@ -168,6 +174,7 @@ impl State {
         let table = match key {
             "service" => &self.services,
             "profile" => &self.profiles,
+            "provisionwatcher" => &self.watchers,
             _ => &self.devices,
         };
         if key == "device" && *method == Method::POST {
