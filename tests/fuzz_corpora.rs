@@ -43,7 +43,9 @@ fn committed_corpora_and_reproducers_replay() {
             .iter()
             .chain(&inputs(&root.join("regressions").join(t.name)))
         {
-            let data = std::fs::read(p).unwrap();
+            // (A campaign running beside this test replaces inputs as it
+            // shrinks them: one that just went is skipped.)
+            let Ok(data) = std::fs::read(p) else { continue };
             let outcome = std::panic::catch_unwind(|| fuzzing::run(t.name, &data));
             assert!(outcome.is_ok(), "{} panics on {}", t.name, p.display());
             replayed += 1;
