@@ -122,7 +122,14 @@ pub fn secrets_file(data: &[u8]) {
     std::fs::write(dir.join("secrets.yaml"), data).expect("scratch write");
     if let Ok(store) = crate::secrets::SecretStore::open(&dir) {
         if let Err(e) = store.sessions() {
-            let message = e.to_string();
+            // The error names the device (a name may look like anything);
+            // what follows the name must not repeat a value.
+            let message = match &e {
+                crate::secrets::SecretError::Invalid { field, .. } => {
+                    format!("{field} is not valid")
+                }
+                other => other.to_string(),
+            };
             let text = String::from_utf8_lossy(data);
             for word in text.split(|c: char| !c.is_ascii_hexdigit()) {
                 if word.len() == 32 {
