@@ -410,7 +410,12 @@ impl Config {
         text: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut tree = serde_yaml_ng::to_value(Config::default()).expect("defaults serialise");
+        // The defaults as a tree, built once (a fuzz campaign reads
+        // millions of configurations).
+        static DEFAULTS: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        let mut tree = DEFAULTS
+            .get_or_init(|| serde_yaml_ng::to_value(Config::default()).expect("defaults serialise"))
+            .clone();
         if let Some(text) = text {
             let file: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
                 origin: origin.to_string(),
