@@ -109,3 +109,65 @@ pub fn definition_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> 
     paths.sort();
     Ok(paths)
 }
+
+/// A parser's error message with the values it quotes taken out: serde
+/// quotes a refused scalar (`invalid type: string "…"`), and in the devices
+/// file or the configuration that scalar may be a key or a password. Every
+/// double-quoted part becomes `"…"`, and any run of 32 or more hex digits
+/// (a key written where a name was expected) `<redacted>`.
+pub fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            // Skip to the closing quote (escapes included).
+            while let Some(q) = chars.next() {
+                match q {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            out.push_str("\"…\"");
+        } else {
+            out.push(c);
+        }
+    }
+    let mut redacted = String::with_capacity(out.len());
+    let mut run = String::new();
+    for c in out.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= 32 {
+            redacted.push_str("<redacted>");
+        } else {
+            redacted.push_str(&run);
+        }
+        run.clear();
+        redacted.push(c);
+    }
+    redacted.pop();
+    redacted
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_values;
+
+    #[test]
+    fn quoted_values_and_key_like_runs_are_taken_out() {
+        let m = r#"at `.`: invalid type: string "appSKey; \"000102030405060708090a0b0c0d0e0f\" x", expected struct DevicesFile at line 4 column 5"#;
+        let r = redact_values(m);
+        assert_eq!(
+            r,
+            "at `.`: invalid type: string \"…\", expected struct DevicesFile at line 4 column 5"
+        );
+        let r = redact_values("unknown field `000102030405060708090a0b0c0d0e0f`, expected `name`");
+        assert_eq!(r, "unknown field `<redacted>`, expected `name`");
+        assert_eq!(redact_values("line 26011bda"), "line 26011bda");
+    }
+}

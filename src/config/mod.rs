@@ -419,7 +419,8 @@ impl Config {
         if let Some(text) = text {
             let file: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
                 origin: origin.to_string(),
-                message: e.to_string(),
+                // Never a password or token: serde quotes what it refuses.
+                message: crate::fsutil::redact_values(&e.to_string()),
             })?;
             merge(&mut tree, file);
         }
@@ -427,7 +428,7 @@ impl Config {
         let mut config: Config =
             serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Yaml {
                 origin: origin.to_string(),
-                message: format!("at `{}`: {}", e.path(), e.inner()),
+                message: crate::fsutil::redact_values(&format!("at `{}`: {}", e.path(), e.inner())),
             })?;
         config
             .secret_store

@@ -216,7 +216,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<DeviceEntry>, DevicesError> 
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let f: DevicesFile = serde_path_to_error::deserialize(de).map_err(|e| DevicesError::Yaml {
         path: path.to_owned(),
-        message: format!("at `{}`: {}", e.path(), e.inner()),
+        // Never a key: serde quotes the scalars it refuses.
+        message: crate::fsutil::redact_values(&format!("at `{}`: {}", e.path(), e.inner())),
     })?;
     Ok(f.devices)
 }
