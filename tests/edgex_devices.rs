@@ -26,6 +26,16 @@ fn event(action: &str, device: serde_json::Value) -> Vec<u8> {
     .unwrap()
 }
 
+/// A `SecretRequest` carrying `m`'s ABP session keys under `name`.
+fn abp_secret(name: &str, m: &device_lorawan::devices::DeviceEntry) -> String {
+    format!(
+        r#"{{"apiVersion":"v3","secretName":"{name}","secretData":[
+            {{"key":"NwkSKey","value":"{}"}},{{"key":"AppSKey","value":"{}"}}]}}"#,
+        hex::encode(m.nwk_s_key.unwrap().expose()),
+        hex::encode(m.app_s_key.unwrap().expose())
+    )
+}
+
 fn topic(action: &str, profile: &str) -> String {
     format!("edgex/system-events/core-metadata/device/{action}/device-lorawan/{profile}")
 }
@@ -88,12 +98,7 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
     )
     .await;
 
-    let secret = format!(
-        r#"{{"apiVersion":"v3","secretName":"field-sensor-2-keys","secretData":[
-            {{"key":"NwkSKey","value":"{}"}},{{"key":"AppSKey","value":"{}"}}]}}"#,
-        hex::encode(second.nwk_s_key.unwrap().expose()),
-        hex::encode(second.app_s_key.unwrap().expose())
-    );
+    let secret = abp_secret("field-sensor-2-keys", second);
     let (status, body) = common::http(api, "POST", "/api/v3/secret", &secret).await;
     assert_eq!(status, 201, "{body}");
     let (_, shown) = common::http(api, "GET", "/api/v3/lorawan/device/field-sensor-2", "").await;
@@ -243,12 +248,7 @@ async fn definition_files_and_devices_already_in_core_metadata_are_served() {
     )
     .await;
     for (name, m) in [("from-the-ui", &motes[1]), ("from-a-file", &motes[2])] {
-        let secret = format!(
-            r#"{{"apiVersion":"v3","secretName":"{name}","secretData":[
-                {{"key":"NwkSKey","value":"{}"}},{{"key":"AppSKey","value":"{}"}}]}}"#,
-            hex::encode(m.nwk_s_key.unwrap().expose()),
-            hex::encode(m.app_s_key.unwrap().expose())
-        );
+        let secret = abp_secret(name, m);
         let (status, body) = common::http(api, "POST", "/api/v3/secret", &secret).await;
         assert_eq!(status, 201, "{body}");
     }
