@@ -130,6 +130,8 @@ pub struct Metrics {
     pub readings_published: AtomicU64,
     /// Bus messages we could not read (or answer: no request id).
     pub bus_requests_malformed: AtomicU64,
+    /// Reads and writes the EdgeX secret store failed (secure mode).
+    pub secret_store_errors: AtomicU64,
     /// Devices refused when core-metadata asked us to validate them.
     pub devices_refused: AtomicU64,
     /// core-metadata device events received.
@@ -325,6 +327,7 @@ impl Metrics {
                 &self.bus_requests_malformed,
             ),
             ("edgex_devices_refused_total", &self.devices_refused),
+            ("edgex_secret_store_errors_total", &self.secret_store_errors),
             ("edgex_system_events_total", &self.system_events),
             ("edgex_outbox_full_total", &self.outbox_full),
             ("lorawan_downlinks_queued_total", &self.downlinks_queued),

@@ -63,6 +63,9 @@ enum Entry {
 pub struct SecretStore {
     path: PathBuf,
     stored: BTreeMap<String, Entry>,
+    /// Written to `path` (not in EdgeX secure mode, where the EdgeX secret
+    /// store keeps them and this is only what arrived while running).
+    persist: bool,
 }
 
 impl SecretStore {
@@ -74,7 +77,18 @@ impl SecretStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(SecretError::Io { path, source }),
         };
-        Ok(Self { path, stored })
+        Ok(Self {
+            path,
+            stored,
+            persist: true,
+        })
+    }
+
+    /// Keep what arrives from now on in memory only (EdgeX secure mode: the
+    /// secret store holds it); what the file already held is still read.
+    pub fn memory_only(mut self) -> Self {
+        self.persist = false;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -100,6 +114,11 @@ impl SecretStore {
         self.insert(name, Entry::Other(data.iter().cloned().collect()))
     }
 
+    /// Whether `device`'s session is here.
+    pub fn has_session(&self, device: &str) -> bool {
+        matches!(self.stored.get(device), Some(Entry::Session(_)))
+    }
+
     /// A secret that is not a device's session (its key/value pairs).
     pub fn other(&self, name: &str) -> Option<&BTreeMap<String, String>> {
         match self.stored.get(name)? {
@@ -110,6 +129,9 @@ impl SecretStore {
 
     fn insert(&mut self, name: &str, entry: Entry) -> Result<(), SecretError> {
         self.stored.insert(name.to_string(), entry);
+        if !self.persist {
+            return Ok(());
+        }
         let io = |source| SecretError::Io {
             path: self.path.clone(),
             source,
@@ -138,6 +160,19 @@ impl SecretStore {
             })
             .collect()
     }
+}
+
+/// A session as the key/value pairs a `SecretRequest` carries: what the
+/// EdgeX secret store is given, and reads back through
+/// [`session_from_secret_data`].
+pub fn session_data(s: &Session) -> Vec<(String, String)> {
+    [
+        ("DevAddr", s.dev_addr.to_string()),
+        ("NwkSKey", hex::encode(s.nwk_s_key.expose())),
+        ("AppSKey", hex::encode(s.app_s_key.expose())),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .to_vec()
 }
 
 /// The session in an EdgeX `SecretRequest`'s `secretData` (keys NwkSKey,

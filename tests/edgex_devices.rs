@@ -439,3 +439,115 @@ async fn telemetry_on_the_bus() {
     svc.stop().await;
     listener.abort();
 }
+
+/// EdgeX secure mode: secrets are kept in the EdgeX secret store (KV at
+/// `/v1/secret/edgex/<service>/<name>`, the service's own token), never on
+/// this service's disk. A devices-file device without keys takes its
+/// session from the store at start; a definition-file device starts the
+/// moment an operator puts its keys in the store; a secret posted to the
+/// API lands in the store; the store down is a 500 and a counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_mode_keeps_keys_in_the_edgex_secret_store() {
+    let data = tempfile::tempdir().unwrap();
+    let mut store =
+        common::secret_store::SecretStore::start(data.path(), "hvs.device-lorawan-token").await;
+    let motes = mote::entries(3, SEED + 3);
+    let pairs = |m: &device_lorawan::devices::DeviceEntry| {
+        vec![
+            ("DevAddr", m.dev_addr.unwrap().to_string()),
+            ("NwkSKey", hex::encode(m.nwk_s_key.unwrap().expose())),
+            ("AppSKey", hex::encode(m.app_s_key.unwrap().expose())),
+        ]
+    };
+    store.put("edgex/device-lorawan/sim-mote-1", &pairs(&motes[0]));
+    let defs = data.path().join("devices.d");
+    std::fs::create_dir(&defs).unwrap();
+    let mut list = String::from("deviceList:\n");
+    for (name, m) in [("from-the-store", &motes[1]), ("from-the-api", &motes[2])] {
+        list += &format!(
+            "  - name: {name}\n    profileName: Dragino-LPP-Mote\n    protocols:\n      lorawan: {{DevEUI: \"{}\", DevAddr: \"{}\"}}\n",
+            m.dev_eui,
+            m.dev_addr.unwrap()
+        );
+    }
+    std::fs::write(defs.join("field.yaml"), list).unwrap();
+    let mut config = common::config(data.path());
+    store.configure(&mut config);
+    // The API gateway checks JWTs in this deployment (EdgeX's switch).
+    config.secret_store.disable_jwt_validation = true;
+    config.secret_store.key_poll = Duration::from_secs(1);
+    config.devices.devices_dir = Some(defs);
+    // The devices file holds the first mote without its keys.
+    let keyless = device_lorawan::devices::DeviceEntry {
+        dev_addr: None,
+        nwk_s_key: None,
+        app_s_key: None,
+        ..motes[0].clone()
+    };
+    let mut svc = common::Service::start(config, vec![keyless]).await;
+    let api = svc.bound.api;
+    let state = |name: &'static str| async move {
+        let (_, body) =
+            common::http(api, "GET", &format!("/api/v3/lorawan/device/{name}"), "").await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["state"].clone()
+    };
+    assert_eq!(state("from-the-store").await, "waiting-for-keys");
+    store.put("edgex/device-lorawan/from-the-store", &pairs(&motes[1]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state("from-the-store").await != "served" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keys in the store never read"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secret = abp_secret("from-the-api", &motes[2]);
+    let (status, body) = common::http(api, "POST", "/api/v3/secret", &secret).await;
+    assert_eq!(status, 201, "{body}");
+    let kept = store
+        .get("edgex/device-lorawan/from-the-api")
+        .expect("stored in the store");
+    assert_eq!(
+        kept["NwkSKey"],
+        hex::encode(motes[2].nwk_s_key.unwrap().expose())
+    );
+
+    let report = common::sim_udp(svc.bound.udp.unwrap(), SEED + 3, 9, 0).await;
+    svc.wait_published(report.expected.len() as u64, Duration::from_secs(10))
+        .await;
+
+    // The store away: a secret cannot be kept, so it is refused.
+    store.stop();
+    let other = r#"{"apiVersion":"v3","secretName":"broker","secretData":[{"key":"password","value":"s3cr3t-broker-pw"}]}"#;
+    let (status, body) = common::http(api, "POST", "/api/v3/secret", other).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.contains("s3cr3t"), "{body}");
+    assert!(svc.metrics.secret_store_errors.load(Relaxed) >= 1);
+    let got = svc.stop().await;
+    for (name, sim) in [
+        ("sim-mote-1", "sim-mote-1"),
+        ("from-the-store", "sim-mote-2"),
+        ("from-the-api", "sim-mote-3"),
+    ] {
+        let sent = report.expected.iter().filter(|e| e.device == sim).count();
+        assert!(sent >= 2);
+        assert_eq!(
+            got.iter().filter(|u| &*u.device == name).count(),
+            sent,
+            "{name}"
+        );
+    }
+    // No key reached this service's disk.
+    let mut files = vec![data.path().to_path_buf()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p != store.token_file {
+            let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).to_lowercase();
+            for m in &motes {
+                let key = hex::encode(m.nwk_s_key.unwrap().expose());
+                assert!(!text.contains(&key), "a key in {}", p.display());
+            }
+        }
+    }
+}

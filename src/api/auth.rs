@@ -6,7 +6,6 @@
 //! and a short cache remembers. No token is ever logged or echoed.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::edgex::http::JsonClient;
+use crate::edgex::secret_store::{ServiceToken, StoreError};
 
 /// What the guard says about a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,10 +43,8 @@ const CACHE_MAX: usize = 1024;
 
 struct Introspector {
     store: JsonClient,
-    token_file: PathBuf,
-    /// The service's own secret-store token (read again after a 403: the
-    /// store may have rotated it).
-    token: Mutex<Option<String>>,
+    /// The service's own secret-store token.
+    token: ServiceToken,
     /// sha256(JWT) → believed valid until.
     valid: Mutex<HashMap<[u8; 32], Instant>>,
     ttl: Duration,
@@ -58,8 +56,7 @@ impl Guard {
         let mode = if s.enabled && !s.disable_jwt_validation {
             Mode::Jwt(Box::new(Introspector {
                 store: JsonClient::new(&s.base_url(), Duration::from_secs(5)),
-                token_file: s.token_file.clone(),
-                token: Mutex::new(None),
+                token: ServiceToken::new(s.token_file.clone()),
                 valid: Mutex::new(HashMap::new()),
                 ttl: s.jwt_cache,
             }))
@@ -126,19 +123,6 @@ fn expiry(jwt: &str) -> Option<u64> {
 }
 
 impl Introspector {
-    fn service_token(&self, fresh: bool) -> Option<String> {
-        let mut t = self.token.lock().expect("token lock");
-        if fresh || t.is_none() {
-            *t = std::fs::read_to_string(&self.token_file)
-                .ok()
-                .and_then(|text| crate::config::client_token(&text));
-            if t.is_none() {
-                tracing::error!(file = %self.token_file.display(), "no secret-store token in SecretStore.TokenFile: JWTs cannot be checked");
-            }
-        }
-        t.clone()
-    }
-
     async fn judge(&self, jwt: &str) -> Verdict {
         let key: [u8; 32] = Sha256::digest(jwt.as_bytes()).into();
         let now = Instant::now();
@@ -153,36 +137,21 @@ impl Introspector {
             }
         }
         let body = serde_json::json!({ "token": jwt }).to_string().into_bytes();
-        let mut answer = None;
-        for fresh in [false, true] {
-            let Some(token) = self.service_token(fresh) else {
+        let path = "/v1/identity/oidc/introspect";
+        let (status, reply) = match self
+            .token
+            .exchange(&self.store, Method::POST, path, Some(body))
+            .await
+        {
+            Ok(r) => r,
+            Err(StoreError::NoToken { file }) => {
+                tracing::error!(file = %file.display(), "no secret-store token in SecretStore.TokenFile: JWTs cannot be checked");
                 return Verdict::Unavailable;
-            };
-            let headers = [("X-Vault-Token", token.as_str())];
-            match self
-                .store
-                .send_with(
-                    Method::POST,
-                    "/v1/identity/oidc/introspect",
-                    &headers,
-                    Some(body.clone()),
-                )
-                .await
-            {
-                // The service's own token was refused: read the file again once.
-                Ok((StatusCode::FORBIDDEN, _)) if !fresh => continue,
-                Ok(r) => {
-                    answer = Some(r);
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the secret store could not check a JWT");
-                    return Verdict::Unavailable;
-                }
             }
-        }
-        let Some((status, reply)) = answer else {
-            return Verdict::Unavailable;
+            Err(e) => {
+                tracing::error!(error = %e, "the secret store could not check a JWT");
+                return Verdict::Unavailable;
+            }
         };
         if status != StatusCode::OK {
             tracing::error!(%status, "the secret store refused to check a JWT");

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub devices: Arc<DeviceStates>,
     pub secrets: Mutex<SecretStore>,
+    /// The EdgeX secret store (secure mode): where secrets are kept.
+    pub store: Option<Arc<crate::edgex::secret_store::SecretStoreClient>>,
     /// To the pipeline (keys that arrived through `secret`).
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
     /// An application stream is ingested: devices need no keys of ours.
@@ -90,6 +92,12 @@ impl ApiState {
             metrics,
             devices,
             secrets: Mutex::new(secrets),
+            store: config.secret_store.enabled.then(|| {
+                Arc::new(crate::edgex::secret_store::SecretStoreClient::new(
+                    &config.secret_store,
+                    &config.service.name,
+                ))
+            }),
             control,
             downlinks,
             downlinks_enabled: config.downlink.enabled,
@@ -144,7 +152,7 @@ fn respond((status, body): Answer) -> Reply {
 }
 
 /// Route one request.
-pub fn route(
+pub async fn route(
     state: &ApiState,
     method: &Method,
     path: &str,
@@ -179,7 +187,7 @@ pub fn route(
             StatusCode::OK,
             json!({"apiVersion": API_VERSION, "serviceName": name, "config": state.config}),
         ),
-        (&Method::POST, "/api/v3/secret") => respond(secret::post(state, body)),
+        (&Method::POST, "/api/v3/secret") => respond(secret::post(state, body).await),
         (&Method::GET, "/api/v3/handover") => respond(handover_status(state)),
         (&Method::GET, "/api/v3/lorawan/gateways") => respond(gateways(state)),
         (&Method::GET, "/api/v3/registration") => respond(registration_status(state)),
@@ -514,6 +522,7 @@ async fn answer(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
         parts.uri.query(),
         &body,
     )
+    .await
 }
 
 /// Serve until the task is aborted.

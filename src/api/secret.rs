@@ -1,7 +1,7 @@
 //! `POST /api/v3/secret`: secrets the EdgeX way. A `secretName` naming a
 //! device carries its session: NwkSKey, AppSKey and (unless the device has
-//! one) DevAddr in `secretData`; it is stored first (owner-only file), then
-//! handed to the pipeline, which decodes the device's frames from then on.
+//! one) DevAddr in `secretData`; it is stored first (an owner-only file, or
+//! in EdgeX secure mode the EdgeX secret store), then handed to the pipeline, which decodes the device's frames from then on.
 //! Any other name is stored as given, as the device SDK does. Nothing in an
 //! answer or a log repeats a secret.
 
@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{error, Answer, ApiState, API_VERSION};
-use crate::secrets::session_from_secret_data;
+use crate::secrets::{session_data, session_from_secret_data, SecretError, SecretStore, Session};
 use crate::service::Control;
+use std::sync::atomic::Ordering::Relaxed;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -60,24 +61,16 @@ impl SecretRequest {
     }
 }
 
-pub fn post(state: &ApiState, body: &[u8]) -> Answer {
+pub async fn post(state: &ApiState, body: &[u8]) -> Answer {
     let req = match parse_request(body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (name, data) = (&req.secret_name, req.pairs());
     let Some(id) = state.devices.id(name) else {
-        if let Err(e) = state
-            .secrets
-            .lock()
-            .expect("secrets lock")
-            .put_other(name, &data)
-        {
-            tracing::error!(error = %e, "secret not stored");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the secret could not be stored",
-            );
+        let local = |s: &mut SecretStore| s.put_other(name, &data);
+        if let Err(a) = keep(state, name, &data, local).await {
+            return a;
         }
         tracing::info!(secret = %name, "secret stored");
         if let Some(p) = state.provisioning.get() {
@@ -90,31 +83,54 @@ pub fn post(state: &ApiState, body: &[u8]) -> Answer {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(e) = state
-        .secrets
-        .lock()
-        .expect("secrets lock")
-        .put(name, &session)
-    {
-        tracing::error!(error = %e, "secret not stored");
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the secret could not be stored",
-        );
+    let local = |s: &mut SecretStore| s.put(name, &session);
+    if let Err(a) = keep(state, name, &session_data(&session), local).await {
+        return a;
     }
+    if !use_session(state, id, session) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "the service is stopping");
+    }
+    tracing::info!(device = %req.secret_name, "session keys stored");
+    created(req.request_id)
+}
+
+/// Hand a devices-file device's session (already kept) to the pipeline;
+/// false when the service is stopping.
+pub(crate) fn use_session(state: &ApiState, id: u32, session: Session) -> bool {
     *state.devices.get(id).dev_addr.lock().expect("lock") = Some(session.dev_addr);
-    if state
+    state
         .control
         .send(Control::Session {
             device: id,
             session,
         })
-        .is_err()
-    {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "the service is stopping");
+        .is_ok()
+}
+
+/// Keep a secret before it is used: in the EdgeX secret store in secure
+/// mode (then `local` only remembers it in memory), and by `local` in
+/// `DataDir/secrets.yaml` otherwise. A failure is the 500 to answer (logged
+/// and counted; never with the secret's data).
+async fn keep(
+    state: &ApiState,
+    name: &str,
+    data: &[(String, String)],
+    local: impl FnOnce(&mut SecretStore) -> Result<(), SecretError>,
+) -> Result<(), Answer> {
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "secret not stored");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the secret could not be stored",
+        )
+    };
+    if let Some(store) = &state.store {
+        store.put(name, data).await.map_err(|e| {
+            state.metrics.secret_store_errors.fetch_add(1, Relaxed);
+            failed(&e)
+        })?;
     }
-    tracing::info!(device = %req.secret_name, "session keys stored");
-    created(req.request_id)
+    local(&mut state.secrets.lock().expect("secrets lock")).map_err(|e| failed(&e))
 }
 
 fn created(request_id: Option<String>) -> Answer {

@@ -1,7 +1,9 @@
 //! `SecretStore`: EdgeX secure mode. The EdgeX secret store (OpenBao, or
 //! Vault before EdgeX 4) is where this service checks the JWTs other EdgeX
-//! services send (`/v1/identity/oidc/introspect`, as go-mod-bootstrap does),
-//! with the token `security-secretstore-setup` left in `TokenFile`.
+//! services send (`/v1/identity/oidc/introspect`, as go-mod-bootstrap does)
+//! and keeps the secrets it is given, devices' keys among them
+//! (`/v1/secret/edgex/<service>/<name>`), with the token
+//! `security-secretstore-setup` left in `TokenFile`.
 //!
 //! As in EdgeX, `EDGEX_SECURITY_SECRET_STORE=true|false` switches secure mode
 //! on or off and `EDGEX_DISABLE_JWT_VALIDATION=true` leaves JWTs unchecked
@@ -29,6 +31,10 @@ pub struct SecretStoreConfig {
     pub jwt_cache: Duration,
     /// `EDGEX_DISABLE_JWT_VALIDATION`: secure mode without JWT checks.
     pub disable_jwt_validation: bool,
+    /// How often the store is asked again for the keys devices still wait
+    /// for (it is also asked the moment a device starts waiting).
+    #[serde(with = "humantime_serde")]
+    pub key_poll: Duration,
 }
 
 impl Default for SecretStoreConfig {
@@ -41,6 +47,7 @@ impl Default for SecretStoreConfig {
             token_file: "/tmp/edgex/secrets/device-lorawan/secrets-token.json".into(),
             jwt_cache: Duration::from_secs(30),
             disable_jwt_validation: false,
+            key_poll: Duration::from_secs(30),
         }
     }
 }
@@ -84,6 +91,9 @@ impl SecretStoreConfig {
         }
         if self.enabled && self.host.is_empty() {
             return Err(("SecretStore.Host", "is empty"));
+        }
+        if self.key_poll < Duration::from_secs(1) {
+            return Err(("SecretStore.KeyPoll", "must be at least 1s"));
         }
         if self.jwt_cache > Duration::from_secs(300) {
             return Err((

@@ -15,4 +15,5 @@ pub mod operating;
 pub mod outbox;
 pub mod registration;
 pub mod requests;
+pub mod secret_store;
 pub mod telemetry;

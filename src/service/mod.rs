@@ -24,6 +24,7 @@ use crate::secrets::{SecretStore, Session};
 use crate::sink::Sink;
 
 pub mod discovery;
+pub mod keys;
 mod pipeline;
 pub mod provisioning;
 use pipeline::Pipeline;
@@ -96,7 +97,11 @@ pub async fn start(
     }
     let max = config.ingest.max_message_bytes;
     let mut parts = parts;
-    let secrets = SecretStore::open(&config.service.data_dir)?;
+    let mut secrets = SecretStore::open(&config.service.data_dir)?;
+    if config.secret_store.enabled {
+        // Secure mode: the EdgeX secret store keeps what arrives.
+        secrets = secrets.memory_only();
+    }
     for (name, s) in secrets.sessions()? {
         match parts.registry.by_name(&name) {
             Some(id) => parts
@@ -107,6 +112,14 @@ pub async fn start(
             }
         }
     }
+    // Devices-file devices with no keys yet (none are needed for an
+    // application stream): secure mode reads them from the secret store.
+    let keyless: std::collections::BTreeSet<String> = parts
+        .registry
+        .iter()
+        .filter(|d| d.crypto.is_none() && d.otaa.is_none() && !d.removed)
+        .map(|d| d.name.to_string())
+        .collect();
     let devices = Arc::new(DeviceStates::new(&parts.registry, &config.site_region()));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let queue = Arc::new(DownlinkQueue::open(
@@ -156,6 +169,19 @@ pub async fn start(
     let _ = api_state.discovery.set(discovery.clone());
     let mut transmitters = Transmitters::default();
     let mut sources = vec![tokio::spawn(crate::api::serve(api, api_state.clone()))];
+    if let (Some(store), Some(p)) = (&api_state.store, api_state.provisioning.get()) {
+        sources.push(tokio::spawn(keys::fetch(
+            store.clone(),
+            api_state.clone(),
+            p.clone(),
+            if api_state.app_stream {
+                Default::default()
+            } else {
+                keyless
+            },
+            config.secret_store.key_poll,
+        )));
+    }
     if discovery.enabled && !config.devices.discovery.interval.is_zero() {
         sources.push(tokio::spawn(discovery::every(
             discovery.clone(),

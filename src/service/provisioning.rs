@@ -54,6 +54,9 @@ pub struct Provisioning {
     waiting: Mutex<BTreeMap<String, Waiting>>,
     control: mpsc::UnboundedSender<Control>,
     metrics: Arc<Metrics>,
+    /// Told when a device starts waiting for its keys (in secure mode the
+    /// EdgeX secret store is asked for them at once).
+    pub keys_wanted: tokio::sync::Notify,
     /// Where served devices' expected uplink intervals go.
     pub operating: std::sync::OnceLock<Arc<crate::edgex::operating::OperatingState>>,
 }
@@ -98,6 +101,7 @@ impl Provisioning {
             file_euis: file.iter().map(|d| d.dev_eui).collect(),
             served: Mutex::new(BTreeMap::new()),
             waiting: Mutex::new(BTreeMap::new()),
+            keys_wanted: tokio::sync::Notify::new(),
             control,
             metrics,
             operating: std::sync::OnceLock::new(),
@@ -180,6 +184,7 @@ impl Provisioning {
                     .lock()
                     .expect("waiting lock")
                     .insert(secret_name.clone(), Waiting { device, profile });
+                self.keys_wanted.notify_one();
                 Outcome::WaitingForKeys(secret_name)
             }
         }
@@ -249,6 +254,16 @@ impl Provisioning {
     }
 
     /// The secret device `name` waits for, if it waits.
+    /// The names of the secrets devices wait for.
+    pub fn waiting_secrets(&self) -> Vec<String> {
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     pub fn waiting_for(&self, name: &str) -> Option<String> {
         self.waiting
             .lock()

@@ -289,6 +289,7 @@ pub mod engine;
 pub mod metadata;
 pub mod requester;
 pub mod scrape;
+pub mod secret_store;
 pub mod standin;
 
 #[allow(unused_imports)] // not every test binary scrapes

@@ -1,0 +1,105 @@
+//! Keys from the EdgeX secret store (secure mode). A device whose keys are
+//! not here yet — one from EdgeX or discovery waiting for its secret, or a
+//! devices-file device with no session — is served as soon as the store
+//! holds its secret, whoever put it there (`POST /api/v3/secret` on this
+//! service or another instance, `secrets-config`, an operator): the store is
+//! asked when a device starts waiting and every `SecretStore.KeyPoll`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::ApiState;
+use crate::edgex::secret_store::{SecretStoreClient, StoreError};
+use crate::secrets::session_from_secret_data;
+use crate::service::provisioning::Provisioning;
+
+/// Ask `store` for the keys devices wait for, until the service stops.
+/// `missing`: the devices-file devices that had no session at start.
+pub async fn fetch(
+    store: Arc<SecretStoreClient>,
+    api: Arc<ApiState>,
+    provisioning: Arc<Provisioning>,
+    mut missing: BTreeSet<String>,
+    poll: Duration,
+) {
+    // One complaint per outage, not one per device and round.
+    let mut failing = false;
+    loop {
+        let mut errors = Vec::new();
+        missing.retain(|name| !api.secrets.lock().expect("secrets lock").has_session(name));
+        for name in missing.clone() {
+            match store.get(&name).await {
+                Ok(Some(data)) => {
+                    if file_device_keys(&api, &name, &data) {
+                        missing.remove(&name);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        for secret in provisioning.waiting_secrets() {
+            match store.get(&secret).await {
+                Ok(Some(data)) => {
+                    let _ = api
+                        .secrets
+                        .lock()
+                        .expect("secrets lock")
+                        .put_other(&secret, &data);
+                    if provisioning.secret_arrived(&secret, &data) {
+                        tracing::info!(secret = %secret, "keys read from the EdgeX secret store");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        api.metrics
+            .secret_store_errors
+            .fetch_add(errors.len() as u64, Relaxed);
+        match errors.first() {
+            Some(e) if !failing => {
+                failing = true;
+                log_failure(e);
+            }
+            None if failing => {
+                failing = false;
+                tracing::info!("the EdgeX secret store answers again");
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = provisioning.keys_wanted.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+fn log_failure(e: &StoreError) {
+    tracing::error!(error = %e, "keys could not be read from the EdgeX secret store: devices waiting for them stay waiting (retried every SecretStore.KeyPoll)");
+}
+
+/// A devices-file device's session from the store: used (kept in memory
+/// only). Whether it was.
+fn file_device_keys(api: &ApiState, name: &str, data: &[(String, String)]) -> bool {
+    let Some(id) = api.devices.id(name) else {
+        return true;
+    };
+    let known = *api.devices.get(id).dev_addr.lock().expect("lock");
+    let session = match session_from_secret_data(name, data, known) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(device = %name, error = %e, "the secret store's secret for this device does not hold its session");
+            return false;
+        }
+    };
+    let _ = api
+        .secrets
+        .lock()
+        .expect("secrets lock")
+        .put(name, &session);
+    tracing::info!(device = %name, "session keys read from the EdgeX secret store");
+    crate::api::secret::use_session(api, id, session)
+}
