@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::codec::{DeviceProfile, Value};
-use crate::devices::{AdminState, Registry};
+use crate::devices::{AdminState, Device, Registry};
+use crate::lorawan::region::Region;
 use crate::lorawan::{DevAddr, Eui64};
 use crate::uplink::Uplink;
 
@@ -86,69 +87,115 @@ impl DeviceState {
     }
 }
 
+/// The API's table of devices, indexed like the pipeline's registry. It
+/// grows when a device arrives from EdgeX or discovery (so commands reach
+/// it), a device changed in EdgeX gets a new entry under the same id, and a
+/// deleted one is no longer found by name (its id stays taken, as in the
+/// registry).
 pub struct DeviceStates {
-    devices: Vec<DeviceState>,
+    table: RwLock<Table>,
+    site: Region,
+}
+
+#[derive(Default)]
+struct Table {
+    /// `None`: an id the API does not serve (a device adopted in a
+    /// handover).
+    devices: Vec<Option<Arc<DeviceState>>>,
     by_name: HashMap<Arc<str>, u32>,
 }
 
 impl DeviceStates {
     /// The devices of `registry`, those naming no region in `site`.
-    pub fn new(registry: &Registry, site: &crate::lorawan::region::Region) -> Self {
-        let mut limits: HashMap<Option<crate::lorawan::region::RegionName>, usize> = HashMap::new();
-        let mut limit = |name: Option<crate::lorawan::region::RegionName>| {
-            *limits.entry(name).or_insert_with(|| {
-                let region = match name {
-                    Some(n) => crate::lorawan::region::Region::new(
-                        crate::lorawan::region::RegionSettings::new(n),
-                    ),
-                    None => site.clone(),
-                };
-                crate::downlink::windows::region_max_payload(&region, Default::default())
-            })
+    pub fn new(registry: &Registry, site: &Region) -> Self {
+        let states = Self {
+            table: RwLock::new(Table::default()),
+            site: site.clone(),
         };
-        let devices: Vec<DeviceState> = registry
-            .iter()
-            .map(|d| DeviceState {
-                max_downlink: limit(d.region),
-                name: d.name.clone(),
-                dev_eui: d.dev_eui,
-                profile: d.codec.profile().clone(),
-                dev_addr: Mutex::new(d.dev_addr),
-                join: Mutex::new(None),
-                otaa: d.otaa.is_some(),
-                js_encoder: d
-                    .codec
-                    .js_encoder()
-                    .map(|j| (j.clone(), d.variables.clone())),
-                locked: AtomicBool::new(d.admin_state == AdminState::Locked),
-                last: Mutex::new(vec![None; d.codec.profile().device_resources.len()]),
-            })
-            .collect();
-        let by_name = devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), i as u32))
-            .collect();
-        Self { devices, by_name }
+        for (id, d) in registry.iter().enumerate() {
+            if !d.removed {
+                states.put(id as u32, d);
+            }
+        }
+        states
+    }
+
+    /// The API's view of registry device `id` (added, or changed: the
+    /// session it knows and values of the same profile are kept).
+    pub fn put(&self, id: u32, d: &Device) {
+        let region = match d.region {
+            Some(n) => Region::new(crate::lorawan::region::RegionSettings::new(n)),
+            None => self.site.clone(),
+        };
+        let mut state = DeviceState {
+            max_downlink: crate::downlink::windows::region_max_payload(&region, Default::default()),
+            name: d.name.clone(),
+            dev_eui: d.dev_eui,
+            profile: d.codec.profile().clone(),
+            dev_addr: Mutex::new(d.dev_addr),
+            join: Mutex::new(None),
+            otaa: d.otaa.is_some(),
+            js_encoder: d
+                .codec
+                .js_encoder()
+                .map(|j| (j.clone(), d.variables.clone())),
+            locked: AtomicBool::new(d.admin_state == AdminState::Locked),
+            last: Mutex::new(vec![None; d.codec.profile().device_resources.len()]),
+        };
+        let mut t = self.table.write().expect("device table lock");
+        let slot = id as usize;
+        if t.devices.len() <= slot {
+            t.devices.resize(slot + 1, None);
+        }
+        if let Some(old) = t.devices[slot].take() {
+            t.by_name.remove(&old.name);
+            if state.dev_addr.get_mut().expect("fresh lock").is_none() {
+                *state.dev_addr.get_mut().expect("fresh lock") =
+                    *old.dev_addr.lock().expect("device state lock");
+            }
+            *state.join.get_mut().expect("fresh lock") =
+                old.join.lock().expect("device state lock").clone();
+            if old.profile.name == state.profile.name {
+                *state.last.get_mut().expect("fresh lock") =
+                    old.last.lock().expect("device state lock").clone();
+            }
+        }
+        t.by_name.insert(state.name.clone(), id);
+        t.devices[slot] = Some(Arc::new(state));
+    }
+
+    /// Device `id` deleted: no longer found by name.
+    pub fn remove(&self, id: u32) {
+        let mut t = self.table.write().expect("device table lock");
+        if let Some(d) = t.devices.get(id as usize).cloned().flatten() {
+            if t.by_name.get(&d.name) == Some(&id) {
+                t.by_name.remove(&d.name);
+            }
+        }
     }
 
     pub fn id(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).copied()
+        let t = self.table.read().expect("device table lock");
+        t.by_name.get(name).copied()
     }
 
-    pub fn get(&self, id: u32) -> &DeviceState {
-        &self.devices[id as usize]
+    /// Device `id`, an id [`id`](Self::id) gave (its entry outlives a
+    /// delete, so a request racing one still finds it).
+    pub fn get(&self, id: u32) -> Arc<DeviceState> {
+        self.get_opt(id).expect("an id the table gave")
     }
 
     /// Device `id`'s state, if the API knows it (devices adopted at run
     /// time in a handover are not in it).
-    pub fn get_opt(&self, id: u32) -> Option<&DeviceState> {
-        self.devices.get(id as usize)
+    pub fn get_opt(&self, id: u32) -> Option<Arc<DeviceState>> {
+        let t = self.table.read().expect("device table lock");
+        t.devices.get(id as usize).cloned().flatten()
     }
 
     /// Keep the values of an uplink just published.
     pub fn record(&self, id: u32, up: &Uplink) {
-        let Some(d) = self.devices.get(id as usize) else {
+        let t = self.table.read().expect("device table lock");
+        let Some(Some(d)) = t.devices.get(id as usize) else {
             return;
         };
         let mut last = d.last.lock().expect("device state lock");

@@ -36,6 +36,22 @@ fn abp_secret(name: &str, m: &device_lorawan::devices::DeviceEntry) -> String {
     )
 }
 
+/// Wait until `path` answers 404.
+async fn gone(api: std::net::SocketAddr, path: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = common::http(api, "GET", path, "").await;
+        if status == 404 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn topic(action: &str, profile: &str) -> String {
     format!("edgex/system-events/core-metadata/device/{action}/device-lorawan/{profile}")
 }
@@ -116,6 +132,15 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
         Duration::from_secs(10),
     )
     .await;
+    // Commands reach it as they reach a devices-file device (core-command
+    // calls these): its last values, a setting queued as a downlink.
+    let climate = "/api/v3/device/name/field-sensor-2/climate";
+    let (status, body) = common::http(api, "GET", climate, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""deviceName":"field-sensor-2""#), "{body}");
+    let interval = "/api/v3/device/name/field-sensor-2/reportInterval";
+    let (status, body) = common::http(api, "PUT", interval, r#"{"reportInterval":"300"}"#).await;
+    assert_eq!(status, 200, "{body}");
 
     // An update: another profile and codec, live.
     metadata
@@ -128,6 +153,9 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
         svc.metrics.system_events.load(Relaxed) >= 2
     })
     .await;
+    // The new profile has no climate (the pipeline applies it a moment
+    // after the event).
+    gone(api, climate).await;
     let report2 = common::sim_udp(udp, SEED, 4, 10).await;
     let published = svc.metrics.published.load(Relaxed);
     svc.wait_published(
@@ -147,6 +175,7 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
         svc.metrics.system_events.load(Relaxed) >= 3
     })
     .await;
+    gone(api, climate).await;
     let refused = svc.metrics.rejected_count(Reason::UnknownDevAddr);
     common::sim_udp(udp, SEED, 4, 14).await;
     until(

@@ -162,8 +162,8 @@ pub fn execute(
         );
     };
     match *method {
-        Method::GET => get(state, device, command, &cmd, options),
-        Method::PUT => put(state, device, command, &cmd, body),
+        Method::GET => get(state, &device, command, &cmd, options),
+        Method::PUT => put(state, &device, command, &cmd, body),
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format_args!("{method} not allowed"),

@@ -116,6 +116,16 @@ impl ApiState {
 }
 
 impl ApiState {
+    /// The id of `name` if the devices file defines it (not a device from
+    /// EdgeX or discovery, which the table also holds once served).
+    pub fn file_device(&self, name: &str) -> Option<u32> {
+        let id = self.devices.id(name)?;
+        match self.provisioning.get() {
+            Some(p) if !p.in_file(name) => None,
+            _ => Some(id),
+        }
+    }
+
     /// The data of the secret named `name` (one not of a devices-file
     /// device), if there is one.
     pub fn secret_data(&self, name: &str) -> Option<Vec<(String, String)>> {
@@ -330,17 +340,22 @@ fn lorawan_device(state: &ApiState, name: &str) -> Answer {
             "the device name is not valid percent-encoding",
         );
     };
+    // A device from EdgeX or discovery: waiting for its keys, or served.
+    let p = state.provisioning.get();
+    if let Some(secret) = p.and_then(|p| p.waiting_for(&name)) {
+        return (
+            StatusCode::OK,
+            json!({"apiVersion": API_VERSION, "statusCode": 200, "name": name,
+                   "source": "edgex", "state": "waiting-for-keys", "secretName": secret}),
+        );
+    }
+    let source = match state.file_device(&name) {
+        Some(_) => "devices-file",
+        None => "edgex",
+    };
     let Some(id) = state.devices.id(&name) else {
-        // A device from EdgeX or discovery: served, or waiting for its keys.
-        let p = state.provisioning.get();
-        if let Some(secret) = p.and_then(|p| p.waiting_for(&name)) {
-            return (
-                StatusCode::OK,
-                json!({"apiVersion": API_VERSION, "statusCode": 200, "name": name,
-                       "source": "edgex", "state": "waiting-for-keys", "secretName": secret}),
-            );
-        }
         if p.is_some_and(|p| p.serves(&name)) {
+            // Served a moment ago: the pipeline has yet to take it.
             return (
                 StatusCode::OK,
                 json!({"apiVersion": API_VERSION, "statusCode": 200, "name": name,
@@ -352,7 +367,7 @@ fn lorawan_device(state: &ApiState, name: &str) -> Answer {
     let d = state.devices.get(id);
     let dev_addr = *d.dev_addr.lock().expect("device state lock");
     let mut body = json!({"apiVersion": API_VERSION, "statusCode": 200, "name": &*d.name,
-        "source": "devices-file", "state": "served",
+        "source": source, "state": "served",
         "devEui": d.dev_eui, "activation": if d.otaa { "otaa" } else { "abp" },
         "devAddr": dev_addr.map(|a| a.to_string())});
     if let Some(j) = d.join.lock().expect("device state lock").clone() {

@@ -67,7 +67,7 @@ pub async fn post(state: &ApiState, body: &[u8]) -> Answer {
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (name, data) = (&req.secret_name, req.pairs());
-    let Some(id) = state.devices.id(name) else {
+    let Some(id) = state.file_device(name) else {
         let local = |s: &mut SecretStore| s.put_other(name, &data);
         if let Err(a) = keep(state, name, &data, local).await {
             return a;

@@ -149,7 +149,7 @@ fn validate(api: &ApiState, payload: &Value) -> Answer {
         );
         error(StatusCode::BAD_REQUEST, why)
     };
-    let Some(id) = api.devices.id(name) else {
+    let Some(id) = api.file_device(name) else {
         // Not in the devices file: served from EdgeX if we can read it (its
         // keys may come later, as a secret).
         let Some(p) = api.provisioning.get() else {
@@ -193,7 +193,7 @@ fn system_event(api: &ApiState, action: &str, payload: &Value) {
     api.metrics.system_events.fetch_add(1, Relaxed);
     let device = &payload["details"];
     let name = device["name"].as_str().unwrap_or_default();
-    let Some(id) = api.devices.id(name) else {
+    let Some(id) = api.file_device(name) else {
         edgex_device_event(api, action, name, device);
         return;
     };

@@ -50,9 +50,9 @@ fn restore_joined(
     let Some(keys) = registry.get(id).otaa else {
         return;
     };
-    // Devices adopted at run time have no API state (see DEVELOPERS).
+    // Devices adopted in a handover have no API state (see DEVELOPERS).
     let api = devices.get_opt(id);
-    if let Some(d) = api {
+    if let Some(d) = &api {
         *d.join.lock().expect("device state lock") = Some(crate::device_state::JoinView::of(state));
     }
     if let Some(s) = state.active {

@@ -773,8 +773,8 @@ impl Pipeline {
         let mac = self.mac_step(h.device, &mut h.uplink)?;
         match self.sink.publish(&h.uplink) {
             Ok(()) => {
-                self.metrics.published.fetch_add(1, Relaxed);
                 self.devices.record(h.device, &h.uplink);
+                self.metrics.published.fetch_add(1, Relaxed);
                 self.persist(h.device, h.persist)?;
                 ack_all(h.acks);
                 let device = self.registry.get(h.device);

@@ -18,8 +18,10 @@ impl Pipeline {
         let known = self.registry.by_eui(eui).is_some();
         match self.registry.adopt(entry, profile) {
             Ok(_) if known => {}
-            Ok(_) => {
+            Ok(id) => {
                 self.states.push(self.store.get(eui));
+                // The API serves it too: commands, its last values.
+                self.devices.put(id, self.registry.get(id));
                 tracing::info!(device = %name, dev_eui = %eui, "device added; its next JoinRequest is answered");
             }
             Err(e) => tracing::error!(device = %name, error = %e, "discovered device not added"),
@@ -36,10 +38,8 @@ impl Pipeline {
         let admin = entry.admin_state;
         match self.registry.update(id, entry, profile) {
             Ok(()) => {
-                if let Some(d) = self.devices.get_opt(id) {
-                    d.set_admin_state(admin);
-                }
-                tracing::info!(device = %name, "device updated");
+                self.devices.put(id, self.registry.get(id));
+                tracing::info!(device = %name, ?admin, "device updated");
             }
             Err(e) => tracing::error!(device = %name, error = %e, "device update not applied"),
         }
@@ -49,6 +49,7 @@ impl Pipeline {
     pub(super) fn remove_device(&mut self, dev_eui: Eui64) {
         if let Some(id) = self.registry.by_eui(dev_eui) {
             self.registry.remove(id);
+            self.devices.remove(id);
             tracing::info!(device = %self.registry.get(id).name, "device removed");
         }
     }

@@ -38,11 +38,14 @@ struct Waiting {
     profile: Arc<DeviceProfile>,
 }
 
-/// A device served from EdgeX: its DevEUI and the secret its keys came in.
-#[derive(Debug, Clone)]
+/// A device served from EdgeX: its DevEUI, the secret its keys came in,
+/// and its definition (for a new secret under that name: new keys).
+#[derive(Clone)]
 struct Served {
     dev_eui: Eui64,
     secret_name: String,
+    entry: DeviceEntry,
+    profile: Arc<DeviceProfile>,
 }
 
 pub struct Provisioning {
@@ -147,6 +150,15 @@ impl Provisioning {
         if let Some(s) = served.get(&name).cloned() {
             if s.dev_eui == eui {
                 self.watch(&device);
+                served.insert(
+                    name.clone(),
+                    Served {
+                        dev_eui: eui,
+                        secret_name: device.secret_name.clone(),
+                        entry: device.entry.clone(),
+                        profile: profile.clone(),
+                    },
+                );
                 let _ = self.control.send(Control::UpdateDevice {
                     entry: device.entry,
                     profile,
@@ -169,6 +181,8 @@ impl Provisioning {
                     Served {
                         dev_eui: eui,
                         secret_name: device.secret_name.clone(),
+                        entry: device.entry.clone(),
+                        profile: profile.clone(),
                     },
                 );
                 let _ = self.control.send(Control::AddDevice { entry, profile });
@@ -191,11 +205,13 @@ impl Provisioning {
     }
 
     /// A secret arrived: the device waiting for it is served if it holds
-    /// its keys. Whether one was.
+    /// its keys; devices served with keys from a secret of that name take
+    /// the new ones. Whether a device was served or changed.
     pub fn secret_arrived(&self, secret_name: &str, data: &[(String, String)]) -> bool {
         let mut waiting = self.waiting.lock().expect("waiting lock");
         let Some(w) = waiting.get(secret_name) else {
-            return false;
+            drop(waiting);
+            return self.new_keys(secret_name, data);
         };
         let entry = match with_keys(&w.device.entry, data) {
             Ok(e) => e,
@@ -213,6 +229,8 @@ impl Provisioning {
             Served {
                 dev_eui: entry.dev_eui,
                 secret_name: secret_name.to_string(),
+                entry: w.device.entry.clone(),
+                profile: w.profile.clone(),
             },
         );
         let _ = self.control.send(Control::AddDevice {
@@ -220,6 +238,29 @@ impl Provisioning {
             profile: w.profile,
         });
         true
+    }
+
+    /// New keys for the served devices whose keys came in `secret_name`
+    /// (a session re-keyed, an AppKey replaced): applied in place.
+    fn new_keys(&self, secret_name: &str, data: &[(String, String)]) -> bool {
+        let served = self.served.lock().expect("served lock");
+        let mut changed = false;
+        for s in served.values().filter(|s| s.secret_name == secret_name) {
+            match with_keys(&s.entry, data) {
+                Ok(entry) => {
+                    tracing::info!(device = %entry.name, "new keys: applied");
+                    let _ = self.control.send(Control::UpdateDevice {
+                        entry,
+                        profile: s.profile.clone(),
+                    });
+                    changed = true;
+                }
+                Err(why) => {
+                    tracing::warn!(device = %s.entry.name, secret = %secret_name, why, "a served device's new secret does not hold its keys: the old ones stay")
+                }
+            }
+        }
+        changed
     }
 
     /// Stop serving a device deleted in EdgeX (or stop waiting for it).
@@ -274,7 +315,80 @@ impl Provisioning {
     }
 
     /// Whether `name` is served from EdgeX (or discovery).
+    /// Whether the devices file defines `name`.
+    pub fn in_file(&self, name: &str) -> bool {
+        self.file_names.contains(name)
+    }
+
     pub fn serves(&self, name: &str) -> bool {
         self.served.lock().expect("served lock").contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NWK: &str = "2b7e151628aed2a6abf7158809cf4f3c";
+    const NWK2: &str = "00112233445566778899aabbccddeeff";
+    const APP: &str = "000102030405060708090a0b0c0d0e0f";
+
+    fn keys(nwk: &str) -> Vec<(String, String)> {
+        vec![
+            ("NwkSKey".into(), nwk.into()),
+            ("AppSKey".into(), APP.into()),
+        ]
+    }
+
+    fn provisioning() -> (Provisioning, mpsc::UnboundedReceiver<Control>) {
+        let profile = DeviceProfile::from_yaml(
+            "Dragino-LPP-Mote.yaml".as_ref(),
+            include_str!("../../profiles/Dragino-LPP-Mote.yaml"),
+        )
+        .unwrap();
+        let file = crate::devices::Registry::build(Vec::new(), &BTreeMap::new()).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let profiles = BTreeMap::from([(profile.name.clone(), Arc::new(profile))]);
+        let p = Provisioning::new(profiles, &file, tx, Arc::new(Metrics::default()));
+        (p, rx)
+    }
+
+    fn device() -> EdgexDevice {
+        let dto = json!({"name": "field-7", "profileName": "Dragino-LPP-Mote",
+            "adminState": "UNLOCKED", "serviceName": "device-lorawan",
+            "protocols": {"lorawan": {"DevEUI": "a840410000000001", "DevAddr": "26011bda",
+                "SecretName": "field-7-keys"}}});
+        crate::edgex::device_dto::read(&dto, |_| true).unwrap()
+    }
+
+    fn nwk_key(c: &Control) -> String {
+        match c {
+            Control::AddDevice { entry, .. } | Control::UpdateDevice { entry, .. } => {
+                hex::encode(entry.nwk_s_key.unwrap().expose())
+            }
+            _ => panic!("not a device change"),
+        }
+    }
+
+    /// Waiting, served when its secret arrives, and re-keyed in place when
+    /// a new secret of that name arrives (one without keys changes nothing).
+    #[test]
+    fn a_secret_serves_a_waiting_device_and_a_new_one_rekeys_it() {
+        let (p, mut rx) = provisioning();
+        assert_eq!(
+            p.provide(device(), |_| None),
+            Outcome::WaitingForKeys("field-7-keys".into())
+        );
+        assert_eq!(p.waiting_secrets(), ["field-7-keys"]);
+        assert!(!p.secret_arrived("another", &keys(NWK)));
+        assert!(p.secret_arrived("field-7-keys", &keys(NWK)));
+        assert_eq!(nwk_key(&rx.try_recv().unwrap()), NWK);
+        assert!(p.serves("field-7") && p.waiting_secrets().is_empty());
+
+        assert!(p.secret_arrived("field-7-keys", &keys(NWK2)));
+        assert_eq!(nwk_key(&rx.try_recv().unwrap()), NWK2);
+        assert!(!p.secret_arrived("field-7-keys", &[("password".into(), "x".into())]));
+        assert!(rx.try_recv().is_err());
     }
 }
