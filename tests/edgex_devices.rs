@@ -36,6 +36,21 @@ fn abp_secret(name: &str, m: &device_lorawan::devices::DeviceEntry) -> String {
     )
 }
 
+/// Every frame the simulator sent as `sim` (at least two) was published
+/// once under `name`.
+fn decoded_as(
+    report: &device_lorawan::sim::SimReport,
+    got: &[device_lorawan::uplink::Uplink],
+    names: &[(&str, &str)],
+) {
+    for (name, sim) in names {
+        let sent = report.expected.iter().filter(|e| e.device == *sim).count();
+        assert!(sent >= 2, "{sim} sent {sent}");
+        let published = got.iter().filter(|u| &*u.device == *name).count();
+        assert_eq!(published, sent, "{name}");
+    }
+}
+
 /// Wait until `path` answers 404.
 async fn gone(api: std::net::SocketAddr, path: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -285,15 +300,11 @@ async fn definition_files_and_devices_already_in_core_metadata_are_served() {
     svc.wait_published(report.expected.len() as u64, Duration::from_secs(10))
         .await;
     let got = svc.stop().await;
-    for (name, sim) in [("from-the-ui", "sim-mote-2"), ("from-a-file", "sim-mote-3")] {
-        let sent = report.expected.iter().filter(|e| e.device == sim).count();
-        assert!(sent >= 2);
-        assert_eq!(
-            got.iter().filter(|u| &*u.device == name).count(),
-            sent,
-            "{name}"
-        );
-    }
+    decoded_as(
+        &report,
+        &got,
+        &[("from-the-ui", "sim-mote-2"), ("from-a-file", "sim-mote-3")],
+    );
 }
 
 /// A device silent for its expected uplinks goes DOWN in core-metadata (an
@@ -553,19 +564,15 @@ async fn secure_mode_keeps_keys_in_the_edgex_secret_store() {
     assert!(!body.contains("s3cr3t"), "{body}");
     assert!(svc.metrics.secret_store_errors.load(Relaxed) >= 1);
     let got = svc.stop().await;
-    for (name, sim) in [
-        ("sim-mote-1", "sim-mote-1"),
-        ("from-the-store", "sim-mote-2"),
-        ("from-the-api", "sim-mote-3"),
-    ] {
-        let sent = report.expected.iter().filter(|e| e.device == sim).count();
-        assert!(sent >= 2);
-        assert_eq!(
-            got.iter().filter(|u| &*u.device == name).count(),
-            sent,
-            "{name}"
-        );
-    }
+    decoded_as(
+        &report,
+        &got,
+        &[
+            ("sim-mote-1", "sim-mote-1"),
+            ("from-the-store", "sim-mote-2"),
+            ("from-the-api", "sim-mote-3"),
+        ],
+    );
     // No key reached this service's disk.
     let mut files = vec![data.path().to_path_buf()];
     while let Some(p) = files.pop() {

@@ -48,6 +48,17 @@ struct Served {
     profile: Arc<DeviceProfile>,
 }
 
+impl Served {
+    fn of(device: &EdgexDevice, profile: &Arc<DeviceProfile>) -> Self {
+        Self {
+            dev_eui: device.entry.dev_eui,
+            secret_name: device.secret_name.clone(),
+            entry: device.entry.clone(),
+            profile: profile.clone(),
+        }
+    }
+}
+
 pub struct Provisioning {
     profiles: BTreeMap<String, Arc<DeviceProfile>>,
     file_names: HashSet<String>,
@@ -150,15 +161,7 @@ impl Provisioning {
         if let Some(s) = served.get(&name).cloned() {
             if s.dev_eui == eui {
                 self.watch(&device);
-                served.insert(
-                    name.clone(),
-                    Served {
-                        dev_eui: eui,
-                        secret_name: device.secret_name.clone(),
-                        entry: device.entry.clone(),
-                        profile: profile.clone(),
-                    },
-                );
+                served.insert(name.clone(), Served::of(&device, &profile));
                 let _ = self.control.send(Control::UpdateDevice {
                     entry: device.entry,
                     profile,
@@ -176,15 +179,7 @@ impl Provisioning {
         match keys {
             Some(Ok(entry)) => {
                 self.watch(&device);
-                served.insert(
-                    name.clone(),
-                    Served {
-                        dev_eui: eui,
-                        secret_name: device.secret_name.clone(),
-                        entry: device.entry.clone(),
-                        profile: profile.clone(),
-                    },
-                );
+                served.insert(name.clone(), Served::of(&device, &profile));
                 let _ = self.control.send(Control::AddDevice { entry, profile });
                 Outcome::Added
             }
@@ -224,15 +219,10 @@ impl Provisioning {
         drop(waiting);
         self.watch(&w.device);
         tracing::info!(device = %entry.name, "keys arrived: device served");
-        self.served.lock().expect("served lock").insert(
-            entry.name.clone(),
-            Served {
-                dev_eui: entry.dev_eui,
-                secret_name: secret_name.to_string(),
-                entry: w.device.entry.clone(),
-                profile: w.profile.clone(),
-            },
-        );
+        self.served
+            .lock()
+            .expect("served lock")
+            .insert(entry.name.clone(), Served::of(&w.device, &w.profile));
         let _ = self.control.send(Control::AddDevice {
             entry,
             profile: w.profile,
