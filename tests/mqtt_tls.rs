@@ -56,6 +56,17 @@ impl Drop for Killed {
 /// The binary with ingest and bus on the TLS listener (`password`, `ca`;
 /// no `ca`: plain TCP to that TLS port).
 fn service(dir: &std::path::Path, tls: u16, password: &str, ca: Option<&str>) -> common::BinaryEnv {
+    let auth = format!("Username: edge, Password: \"{password}\", ");
+    service_with(dir, tls, &auth, ca)
+}
+
+/// [`service`] with the clients' credentials given by `auth`.
+fn service_with(
+    dir: &std::path::Path,
+    tls: u16,
+    auth: &str,
+    ca: Option<&str>,
+) -> common::BinaryEnv {
     let d = dir.display();
     let material = match ca {
         Some(ca) => format!(
@@ -68,12 +79,12 @@ fn service(dir: &std::path::Path, tls: u16, password: &str, ca: Option<&str>) ->
         "",
         &format!(
             "DedupWindow: 50ms, Mqtt: {{ Enabled: true, Host: 127.0.0.1, Port: {tls}, \
-             Username: edge, Password: \"{password}\", {material}\
+             {auth}{material}\
              Subscriptions: [{{ Topic: \"gateway/+/event/up\", Kind: gateway }}] }}"
         ),
         &format!(
             "Delivery: message-bus, MessageBus: {{ Host: 127.0.0.1, Port: {tls}, \
-             Username: edge, Password: \"{password}\", {material}MaxInFlight: 64 }}"
+             {auth}{material}MaxInFlight: 64 }}"
         ),
     )
 }
@@ -192,4 +203,87 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
         svc.kill().unwrap();
         svc.wait().unwrap();
     }
+}
+
+/// EdgeX secure mode: the brokers' credentials come from the secret store
+/// (`SecretName`, as EdgeX's `message-bus` secret with `AuthMode:
+/// usernamepassword`), not the configuration; they work, and never show in
+/// `/api/v3/config`. A secret that is not in the store stops the start with
+/// an error that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_credentials_from_the_edgex_secret_store() {
+    if !common::require("mosquitto") || !common::require("openssl") {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    common::certs::certificates(certs.path()).unwrap();
+    let (plain, tls) = (common::free_port(), common::free_port());
+    let _broker = Killed(broker(certs.path(), plain, tls));
+    let bus = common::bus::BusCore::start(plain, "device-lorawan").await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = common::secret_store::SecretStore::start(store_dir.path(), "hvs.bus-test").await;
+    store.put(
+        "edgex/device-lorawan/message-bus",
+        &[
+            ("username", "edge".into()),
+            ("password", "s3cret-pass".into()),
+        ],
+    );
+    let secure = |env: &common::BinaryEnv| {
+        let mut text = std::fs::read_to_string(&env.config).unwrap();
+        text += &format!(
+            "SecretStore: {{ Enabled: true, Host: 127.0.0.1, Port: {}, TokenFile: \"{}\", DisableJwtValidation: true }}\n",
+            store.server.addr.port(),
+            store.token_file.display()
+        );
+        std::fs::write(&env.config, text).unwrap();
+    };
+
+    let env = service_with(
+        certs.path(),
+        tls,
+        "SecretName: message-bus, ",
+        Some("ca.crt"),
+    );
+    secure(&env);
+    let mut svc = common::start_binary(&env.config);
+    common::until("the ingest subscription", Duration::from_secs(20), || {
+        common::scrape(env.api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 1)
+    })
+    .await;
+    let target = Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port: plain,
+        format: device_lorawan::ingest::gateway::WireFormat::Protobuf,
+        prefix: String::new(),
+    };
+    sim::run(target, common::sim_opts(71, 6, 0), std::future::pending())
+        .await
+        .unwrap();
+    common::until("6 events on the bus", Duration::from_secs(15), || {
+        bus.stored() >= 6
+    })
+    .await;
+    let (status, config) = common::http(env.api, "GET", "/api/v3/config", "").await;
+    assert_eq!(status, 200);
+    assert!(!config.contains("s3cret-pass"), "{config}");
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+
+    // Not in the store: the start fails, saying which secret.
+    let env = service_with(
+        certs.path(),
+        tls,
+        "SecretName: no-such-secret, ",
+        Some("ca.crt"),
+    );
+    secure(&env);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+        .args(["run", "--config"])
+        .arg(&env.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no-such-secret"), "{said}");
 }

@@ -46,6 +46,10 @@ pub struct MessageBusConfig {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// EdgeX secure mode: `username` and `password` from this secret in the
+    /// secret store (EdgeX's `message-bus` secret, `AuthMode:
+    /// usernamepassword`), over the two above.
+    pub secret_name: String,
     /// QoS of published events: 1 (default) is what zero loss needs; with 0
     /// an event counts as delivered once written to the socket.
     pub qos: u8,
@@ -66,6 +70,7 @@ impl Default for MessageBusConfig {
             client_id: String::new(),
             username: None,
             password: None,
+            secret_name: String::new(),
             qos: 1,
             keep_alive: Duration::from_secs(30),
             max_in_flight: 64,

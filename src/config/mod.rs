@@ -219,6 +219,10 @@ pub struct MqttConfig {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// EdgeX secure mode: `username` and `password` from this secret in the
+    /// secret store (as EdgeX's `AuthMode: usernamepassword`), over the two
+    /// above.
+    pub secret_name: String,
     pub qos: u8,
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
@@ -345,6 +349,7 @@ impl Default for MqttConfig {
             port: 1883,
             client_id: String::new(),
             username: None,
+            secret_name: String::new(),
             password: None,
             qos: 1,
             keep_alive: Duration::from_secs(30),
@@ -514,6 +519,20 @@ impl Config {
             if let Some(t) = tls {
                 t.client_config()
                     .map_err(|message| ConfigError::Invalid { key, message })?;
+            }
+        }
+        for (key, name) in [
+            ("Ingest.Mqtt.SecretName", &self.ingest.mqtt.secret_name),
+            (
+                "Edgex.MessageBus.SecretName",
+                &self.edgex.message_bus.secret_name,
+            ),
+        ] {
+            if !name.is_empty() && !self.secret_store.enabled {
+                return bad(
+                    key,
+                    "needs EdgeX secure mode (SecretStore.Enabled): the credentials are read from the secret store",
+                );
             }
         }
         if !(0.0..=30.0).contains(&self.mac.installation_margin) {

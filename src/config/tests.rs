@@ -97,3 +97,15 @@ fn password_is_redacted() {
     let y = c.redacted_yaml();
     assert!(!y.contains("hunter2") && !y.contains("swordfish"), "{y}");
 }
+
+#[test]
+fn broker_secret_names_need_secure_mode() {
+    let yaml = "Edgex:\n  MessageBus: { SecretName: message-bus }\n";
+    let e = load(yaml, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("Edgex.MessageBus.SecretName") && e.contains("SecretStore.Enabled"),
+        "{e}"
+    );
+    let c = load(yaml, &[("EDGEX_SECURITY_SECRET_STORE", "true")]).unwrap();
+    assert_eq!(c.edgex.message_bus.secret_name, "message-bus");
+}

@@ -30,6 +30,8 @@ pub enum StoreError {
     },
     #[error("the secret store's answer for secret {name:?} is not a key/value secret")]
     Malformed { name: String },
+    #[error("the secret store holds no secret {name:?} with {key:?}")]
+    Missing { name: String, key: &'static str },
     #[error("the secret store: {0}")]
     Http(#[from] HttpError),
 }
@@ -137,6 +139,22 @@ impl SecretStoreClient {
             .collect::<Option<SecretData>>()
             .map(Some)
             .ok_or_else(malformed)
+    }
+
+    /// The `username` and `password` of secret `name` (how EdgeX keeps a
+    /// broker's credentials, its `message-bus` secret among them).
+    pub async fn credentials(&self, name: &str) -> Result<(String, String), StoreError> {
+        let data = self.get(name).await?.unwrap_or_default();
+        let get = |key: &'static str| {
+            data.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .ok_or(StoreError::Missing {
+                    name: name.to_string(),
+                    key,
+                })
+        };
+        Ok((get("username")?, get("password")?))
     }
 
     /// Store `data` as the secret `name` (replacing what was there).

@@ -1,4 +1,7 @@
-//! Keys from the EdgeX secret store (secure mode). A device whose keys are
+//! Keys and credentials from the EdgeX secret store (secure mode).
+//!
+//! The MQTT clients' usernames and passwords, when their `SecretName` says
+//! so, are read once at start ([`broker_credentials`]). A device whose keys are
 //! not here yet — one from EdgeX or discovery waiting for its secret, or a
 //! devices-file device with no session — is served as soon as the store
 //! holds its secret, whoever put it there (`POST /api/v3/secret` on this
@@ -11,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::ApiState;
+use crate::config::Config;
 use crate::edgex::secret_store::{SecretStoreClient, StoreError};
 use crate::secrets::session_from_secret_data;
 use crate::service::provisioning::Provisioning;
@@ -73,6 +77,52 @@ pub async fn fetch(
         tokio::select! {
             _ = provisioning.keys_wanted.notified() => {}
             _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// `config` with the MQTT credentials its `SecretName`s point at read from
+/// the secret store. The store may still be starting (as in EdgeX's own
+/// bootstrap): a failure to reach it is retried for a while; a secret that
+/// is not there is an error at once.
+pub async fn broker_credentials(config: Arc<Config>) -> anyhow::Result<Arc<Config>> {
+    let ingest = config.ingest.mqtt.enabled && !config.ingest.mqtt.secret_name.is_empty();
+    let bus = !config.edgex.message_bus.secret_name.is_empty();
+    if !config.secret_store.enabled || !(ingest || bus) {
+        return Ok(config);
+    }
+    let store = SecretStoreClient::new(&config.secret_store, &config.service.name);
+    let mut c = (*config).clone();
+    if ingest {
+        let (u, p) = credentials(&store, &c.ingest.mqtt.secret_name).await?;
+        (c.ingest.mqtt.username, c.ingest.mqtt.password) = (Some(u), Some(p));
+    }
+    if bus {
+        let (u, p) = credentials(&store, &c.edgex.message_bus.secret_name).await?;
+        (c.edgex.message_bus.username, c.edgex.message_bus.password) = (Some(u), Some(p));
+    }
+    Ok(Arc::new(c))
+}
+
+async fn credentials(store: &SecretStoreClient, name: &str) -> anyhow::Result<(String, String)> {
+    let mut tries = 0;
+    loop {
+        match store.credentials(name).await {
+            Ok(c) => {
+                tracing::info!(
+                    secret = name,
+                    "MQTT credentials read from the EdgeX secret store"
+                );
+                return Ok(c);
+            }
+            Err(e @ (StoreError::Http(_) | StoreError::NoToken { .. })) if tries < 10 => {
+                tries += 1;
+                tracing::warn!(error = %e, secret = name, "waiting for the EdgeX secret store");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                anyhow::bail!("the MQTT credentials in secret {name:?} could not be read: {e}")
+            }
         }
     }
 }

@@ -78,6 +78,7 @@ pub async fn start(
     } else {
         config
     };
+    let config = keys::broker_credentials(config).await?;
     // State first: if it cannot be opened, nothing has been started.
     let store = CounterStore::open(&config.service.data_dir)?;
     let (tx, rx) = mpsc::channel(4096);
