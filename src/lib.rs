@@ -17,7 +17,11 @@
 //!   state; [`sink`] is where readings go.
 //! - [`downlink`]: class A commands back to the devices: queue, RX1/RX2
 //!   scheduling, and the gateways' downlink protocols.
-//! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids).
+//! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids), the ways
+//!   to core-data, core-metadata and core-keeper, and the secret store
+//!   ([`edgex::secret_store`]) secure mode keeps secrets in; devices EdgeX
+//!   defines or [`discovery`] finds are served by [`service::provisioning`]
+//!   once [`service::keys`] or [`secrets`] hold their keys.
 //! - [`config`], [`devices`]: the typed configuration and the devices file.
 //! - [`outbox`]: the durable, hash-chained journal events wait in for EdgeX.
 //! - [`metrics`]: counters for everything above, rate-limited rejection logs;
