@@ -40,9 +40,14 @@ for t in "${targets[@]}"; do
   status=$?
   secs=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" | grep -o '[0-9]*$')
-  [ $status -eq 0 ] && verdict=clean || verdict="CRASH (exit $status)"
+  # 72: libFuzzer's exit on SIGINT (a run stopped short, no crash found).
+  case $status in
+    0) verdict=clean ;;
+    72) verdict="interrupted, no crash" ;;
+    *) verdict="CRASH (exit $status)" ;;
+  esac
   printf '%s %s executions=%s seconds=%s execs_per_s=%s corpus=%s %s\n' \
     "$(date -u +%FT%TZ)" "$t" "${execs:-?}" "$secs" "$(( ${execs:-0} / (secs > 0 ? secs : 1) ))" \
     "$(ls "fuzz/corpus/$t" | wc -l)" "$verdict" | tee -a fuzz/campaign.log
-  [ $status -eq 0 ] || grep -A30 -m1 'panicked\|ERROR: AddressSanitizer\|deadly signal' <<<"$out" | head -40
+  [ $status -eq 0 ] || [ $status -eq 72 ] || grep -A30 -m1 'panicked\|ERROR: AddressSanitizer\|deadly signal' <<<"$out" | head -40
 done
