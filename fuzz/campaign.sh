@@ -55,6 +55,7 @@ for t in "${targets[@]}"; do
     if [ $s -ne 0 ] && { [ $status -eq 0 ] || [ $status -eq 72 ]; }; then status=$s; fi
   done
   out=$(cat "$logs"/*)
+  rm -rf "$logs"
   secs=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" | grep -o '[0-9]*$' | paste -sd+ | bc)
   # 72: libFuzzer's exit on SIGINT (a run stopped short, no crash found).
