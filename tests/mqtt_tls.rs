@@ -45,6 +45,16 @@ fn broker(dir: &std::path::Path, plain: u16, tls: u16) -> Child {
     common::run_mosquitto(&conf, tls)
 }
 
+/// The simulated gateways, on the broker's plain listener.
+fn gateways(plain: u16) -> Target {
+    Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port: plain,
+        format: device_lorawan::ingest::gateway::WireFormat::Protobuf,
+        prefix: String::new(),
+    }
+}
+
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -107,12 +117,7 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
     let (plain, tls) = (common::free_port(), common::free_port());
     let _broker = Killed(broker(certs.path(), plain, tls));
     let bus = common::bus::BusCore::start(plain, "device-lorawan").await;
-    let target = Target::Mqtt {
-        host: "127.0.0.1".into(),
-        port: plain,
-        format: device_lorawan::ingest::gateway::WireFormat::Protobuf,
-        prefix: String::new(),
-    };
+    let target = gateways(plain);
 
     // The right material: uplinks through the TLS ingest, events on the TLS bus.
     let env = service(certs.path(), tls, "s3cret-pass", Some("ca.crt"));
@@ -251,12 +256,7 @@ async fn broker_credentials_from_the_edgex_secret_store() {
         common::scrape(env.api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 1)
     })
     .await;
-    let target = Target::Mqtt {
-        host: "127.0.0.1".into(),
-        port: plain,
-        format: device_lorawan::ingest::gateway::WireFormat::Protobuf,
-        prefix: String::new(),
-    };
+    let target = gateways(plain);
     sim::run(target, common::sim_opts(71, 6, 0), std::future::pending())
         .await
         .unwrap();
