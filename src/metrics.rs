@@ -178,6 +178,10 @@ pub struct Metrics {
     pub mac_unanswered: AtomicU64,
     /// LinkADRReqs a device took.
     pub adr_changes: AtomicU64,
+    /// DeviceTimeAns answered from the gateway's GPS time, and from the
+    /// service's clock at reception (no plausible gateway time).
+    pub device_time_gateway: AtomicU64,
+    pub device_time_reception: AtomicU64,
     /// The last DevStatusAns of each device: battery (0..=255) and margin (dB).
     pub dev_status: std::sync::Mutex<std::collections::BTreeMap<std::sync::Arc<str>, (u8, i8)>>,
     /// Basics Station gateways that connected since start, by EUI.
@@ -273,6 +277,17 @@ impl Metrics {
                     counts[f.index()].load(Relaxed)
                 );
             }
+        }
+        let _ = writeln!(s, "# TYPE lorawan_device_time_answers_total counter");
+        for (source, v) in [
+            ("gateway", &self.device_time_gateway),
+            ("reception", &self.device_time_reception),
+        ] {
+            let _ = writeln!(
+                s,
+                "lorawan_device_time_answers_total{{source=\"{source}\"}} {}",
+                v.load(Relaxed)
+            );
         }
         let _ = writeln!(s, "# TYPE lorawan_inputs_rejected_total counter");
         for r in Reason::ALL {

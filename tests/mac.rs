@@ -180,8 +180,15 @@ async fn link_check_and_device_time_are_answered() {
         assert!(gps.abs_diff(told) < 1_000_000_000 / 256, "{told} vs {gps}");
     }
     assert_eq!(metric(&metrics, "lorawan_mac_answers_sent_total"), 7);
+    assert_eq!(
+        metric(
+            &metrics,
+            "lorawan_device_time_answers_total{source=\"gateway\"}"
+        ),
+        3
+    );
     // A gateway without GPS: the service's reception clock, close enough.
-    let (report, _env, _) = run(
+    let (report, _env, metrics) = run(
         1,
         "",
         "",
@@ -192,12 +199,22 @@ async fn link_check_and_device_time_are_answered() {
         },
     )
     .await;
+    let mut answered = 0;
     for t in &report.told {
         if let Told::DeviceTime { seconds, .. } = t.what {
+            answered += 1;
             let ours = u64::from(seconds) * 1_000_000_000;
             assert!(t.uplink_gps_ns.abs_diff(ours) < 2_000_000_000, "{t:?}");
         }
     }
+    assert_eq!(answered, 3, "{:?}", report.told);
+    assert_eq!(
+        metric(
+            &metrics,
+            "lorawan_device_time_answers_total{source=\"reception\"}"
+        ),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,7 +88,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     for text in [
         r#"{"msgtype":"version","station":"2.0.6(rpi/std)","firmware":null,"package":null,"model":"rpi","protocol":2,"features":"rmtsh"}"#,
         r#"{"msgtype":"dntxed","diid":7,"DevEui":"00-00-00-00-00-00-00-01","rctx":0,"xtime":1234567,"txtime":12.5,"gpstime":0}"#,
+        r#"{"msgtype":"dntxed","seqno":1,"diid":1,"DR":5,"Freq":868300000,"DevEui":"70-B3-D5-7E-D0-00-00-01","rctx":0,"xtime":41658296828618877,"txtime":1029.742439,"gpstime":0}"#,
         r#"{"msgtype":"timesync","txtime":1234.5}"#,
+        r#"{"msgtype":"timesync","txtime":1024836300}"#,
         r#"{"msgtype":"propdf","FRMPayload":"00","upinfo":{"rctx":0,"xtime":1,"gpstime":0,"rssi":-50,"snr":9}}"#,
     ] {
         s.push(("station_message", text.as_bytes().to_vec()));

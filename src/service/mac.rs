@@ -11,8 +11,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::codec::{Reading, Value};
 use crate::config::{DownlinkConfig, MacConfig};
 use crate::devices::Device;
-use crate::lorawan::mac::state::{gps_from_unix_ns, Outcome};
-use crate::lorawan::mac::{Decision, DownCommand, MacState, RxParams, UplinkMac, Wanted};
+use crate::lorawan::mac::state::{device_time, Outcome, TimeSource};
+use crate::lorawan::mac::{
+    Decision, DownCommand, MacCommand, MacState, RxParams, UplinkMac, Wanted,
+};
 use crate::lorawan::radio::RxSettings;
 use crate::lorawan::region::Region;
 use crate::metrics::Metrics;
@@ -213,6 +215,19 @@ impl MacLayer {
             .rx
             .datr
             .and_then(|d| Some((region.dr_index(d, true)?, d.sf)));
+        let (gps_time_ns, time_source) = device_time(up.rx.gps_time_ns, now_ns);
+        if up
+            .mac_commands
+            .iter()
+            .any(|c| matches!(c, MacCommand::DeviceTimeReq))
+        {
+            let counter = match time_source {
+                TimeSource::Gateway => &metrics.device_time_gateway,
+                TimeSource::Reception => &metrics.device_time_reception,
+            };
+            counter.fetch_add(1, Relaxed);
+            tracing::debug!(device = %device.name, source = ?time_source, gateway_gps_ns = ?up.rx.gps_time_ns, "DeviceTimeAns");
+        }
         let d = state.on_uplink(
             &UplinkMac {
                 fcnt: up.fcnt,
@@ -223,10 +238,7 @@ impl MacLayer {
                 gateways: up.gateways,
                 commands: &up.mac_commands,
                 now: now_ns / 1_000_000_000,
-                gps_time_ns: up
-                    .rx
-                    .gps_time_ns
-                    .unwrap_or_else(|| gps_from_unix_ns(now_ns)),
+                gps_time_ns,
             },
             want,
         );

@@ -62,8 +62,11 @@ pub async fn connect(
                         continue;
                     }
                     let Some(t) = transmission(&d, &region, refuse_rx1) else { continue };
+                    // As station 2.0.6 sends it (tests/peers/recorded/):
+                    // both seqno and diid, the window's DR and frequency.
                     let dntxed = serde_json::json!({
-                        "msgtype": "dntxed", "diid": d["diid"], "DevEui": d["DevEui"],
+                        "msgtype": "dntxed", "seqno": d["diid"], "diid": d["diid"],
+                        "DR": region.dr_index(t.datr, false), "Freq": t.frequency, "DevEui": d["DevEui"],
                         "rctx": d["rctx"], "xtime": d["xtime"], "txtime": mux_time(), "gpstime": 0,
                     });
                     if sink.send(Message::text(dntxed.to_string())).await.is_err()

@@ -3,15 +3,20 @@ Semtech's specification (docs "The LNS Protocol"), independent of the Rust
 code: discovery on /router-info, the traffic connection, `version`,
 uplinks as `updf`/`jreq` built from raw PHYPayloads the way a station's
 lora.c splits them (DevAddr and MIC as signed 32-bit integers, FPort -1
-without a port), `dnmsg` answered by `dntxed`, `timesync`.
+without a port), `dnmsg` answered by `dntxed`, `timesync`. Each message has the shape
+station 2.0.6 really sends (tests/peers/recorded/): `dntxed` with both
+`seqno` and `diid`, an integer `txtime` in `timesync`, and `gpstime` as a
+station with PPS but no GPS fix sends it (0, then µs that are not GPS
+time) unless a line gives one.
 
     python3 station_peer.py <ws|wss>://host:port <gateway-eui> [--ca FILE]
         [--cert FILE --key FILE] [--token T] [--linger S]
 
 stdin: JSON lines {"phy": hex, "DR": n, "Freq": hz, "xtime": n, "rssi": n,
-"snr": x} or {"raw": text} (sent as is). stdout: JSON lines, one per event:
+"snr": x, "gpstime": n} or {"raw": text} (sent as is). stdout: JSON lines, one per event:
 {"event": "router-info", ...}, {"event": "router_config", ...},
-{"event": "dnmsg", ...}, {"event": "timesync", ...}, {"event": "closed", ...},
+{"event": "dnmsg", ...}, {"event": "timesync-sent", "txtime": n},
+{"event": "timesync", ...}, {"event": "closed", "code": n},
 {"event": "refused", "status": n}.
 """
 import json
@@ -33,13 +38,28 @@ def eui_text(n):
     return "-".join("%02X" % b for b in n.to_bytes(8, "big"))
 
 
+STARTED = time.monotonic()
+SENT_UPLINKS = [0]
+
+
+def pps_gpstime():
+    """What station 2.0.6 with PPS but no GPS fix puts in `gpstime` (see
+    tests/peers/recorded/): 0 for its first uplink, then a count of µs
+    that is not GPS time."""
+    SENT_UPLINKS[0] += 1
+    if SENT_UPLINKS[0] == 1:
+        return 0
+    return 1_000_000 + int((time.monotonic() - STARTED) * 1e6) % 1_000_000
+
+
 def frame_message(phy, up):
     """updf or jreq for PHYPayload bytes `phy` (lora.c's field split)."""
     mhdr = phy[0]
     ftype = mhdr >> 5
-    info = {"DR": up["DR"], "Freq": up["Freq"], "RefTime": 0.0,
+    gpstime = up["gpstime"] if "gpstime" in up else pps_gpstime()
+    info = {"DR": up["DR"], "Freq": up["Freq"], "RefTime": time.time(),
             "upinfo": {"rctx": up.get("rctx", 0), "xtime": up["xtime"],
-                       "gpstime": up.get("gpstime", 0), "fts": -1,
+                       "gpstime": gpstime, "fts": -1,
                        "rssi": up.get("rssi", -60), "snr": up.get("snr", 7.0),
                        "rxtime": time.time()}}
     if ftype == 0:  # JoinRequest: MHDR | JoinEUI | DevEUI | DevNonce | MIC
@@ -125,15 +145,25 @@ def main():
                     continue
                 out(m.get("msgtype", "?"), **m)
                 if m.get("msgtype") == "dnmsg":
-                    ws.send(json.dumps({"msgtype": "dntxed", "diid": m["diid"],
+                    # As station 2.0.6 sends it: both seqno and diid, the
+                    # window's DR and frequency, txtime in float seconds.
+                    rx1 = "RX1DR" in m
+                    ws.send(json.dumps({"msgtype": "dntxed", "seqno": m["diid"],
+                                        "diid": m["diid"],
+                                        "DR": m["RX1DR"] if rx1 else m["RX2DR"],
+                                        "Freq": m["RX1Freq"] if rx1 else m["RX2Freq"],
                                         "DevEui": m["DevEui"], "rctx": m.get("rctx", 0),
-                                        "xtime": m["xtime"] + m["RxDelay"] * 1_000_000,
-                                        "txtime": time.time(), "gpstime": 0}))
+                                        "xtime": m.get("xtime", 0) + m.get("RxDelay", 0) * 1_000_000,
+                                        "txtime": round(time.monotonic() - STARTED, 6),
+                                        "gpstime": 0}))
         except ConnectionClosed as e:
             out("closed", code=e.rcvd.code if e.rcvd else None)
     t = threading.Thread(target=reader)
     t.start()
-    ws.send(json.dumps({"msgtype": "timesync", "txtime": 123456.0}))
+    # The station's µs clock (ustime), an integer as the station sends it.
+    txtime = int((time.monotonic() - STARTED) * 1e6) + 1_000_000_000
+    out("timesync-sent", txtime=txtime)
+    ws.send(json.dumps({"msgtype": "timesync", "txtime": txtime}))
     for line in sys.stdin:
         line = line.strip()
         if not line:

@@ -39,7 +39,8 @@ pub struct UpInfo {
     #[serde(default)]
     pub rctx: i64,
     pub xtime: i64,
-    /// µs since the GPS epoch; 0 without GPS.
+    /// µs since the GPS epoch; 0 without GPS. A station with PPS but no
+    /// fix sends µs since the last PPS pulse here: see `mac::state::device_time`.
     #[serde(default)]
     pub gpstime: i64,
     #[serde(default)]
@@ -80,15 +81,21 @@ struct Jreq {
     upinfo: UpInfo,
 }
 
+/// A station sends both `diid` (the id we gave the `dnmsg`) and the
+/// older `seqno` (the same number, kept for old servers): `diid` wins.
 #[derive(Debug, Deserialize)]
 struct Dntxed {
-    #[serde(alias = "seqno")]
-    diid: i64,
+    #[serde(default)]
+    diid: Option<i64>,
+    #[serde(default)]
+    seqno: Option<i64>,
 }
 
+/// `txtime` is the station's monotonic µs clock (`ustime`), an integer;
+/// it must come back as an integer (the station's parser refuses a float).
 #[derive(Debug, Deserialize)]
 struct Timesync {
-    txtime: f64,
+    txtime: serde_json::Number,
 }
 
 /// A station's message, read.
@@ -108,7 +115,7 @@ pub enum Upstream {
         diid: i64,
     },
     Timesync {
-        txtime: f64,
+        txtime: i64,
     },
 }
 
@@ -148,11 +155,27 @@ pub fn parse(text: &str, gateway: Eui64, region: &Region) -> Result<Upstream, Me
         "propdf" => Upstream::Proprietary,
         "dntxed" => {
             let d: Dntxed = serde_json::from_str(text).map_err(json)?;
-            Upstream::TxConfirmed { diid: d.diid }
+            let diid = d
+                .diid
+                .or(d.seqno)
+                .ok_or_else(|| MessageError::field("diid", "neither diid nor seqno"))?;
+            Upstream::TxConfirmed { diid }
         }
         "timesync" => {
             let t: Timesync = serde_json::from_str(text).map_err(json)?;
-            Upstream::Timesync { txtime: t.txtime }
+            // Stations send an integer; a float from another peer is
+            // taken to the µs below, so the answer is always an integer.
+            let txtime = t
+                .txtime
+                .as_i64()
+                .or_else(|| {
+                    t.txtime
+                        .as_f64()
+                        .filter(|f| f.is_finite())
+                        .map(|f| f as i64)
+                })
+                .ok_or_else(|| MessageError::field("txtime", "not a 64-bit integer"))?;
+            Upstream::Timesync { txtime }
         }
         other => return Err(MessageError::UnknownType(other.chars().take(32).collect())),
     })
@@ -329,8 +352,13 @@ pub fn upstream(phy: &[u8], rx: &RxMeta, region: &Region) -> Option<String> {
         xtime: i64::from(rx.tmst.unwrap_or(0)),
         rctx: 0,
     });
+    // Without a GPS fix, what station 2.0.6 with PPS sends (see
+    // tests/peers/recorded/): µs that are not GPS time.
+    let gpstime = rx
+        .gps_time_ns
+        .map_or(1_000_000 + (mux_time().fract() * 1e6) as u64, |n| n / 1000);
     let info = serde_json::json!({
-        "rctx": ctx.rctx, "xtime": ctx.xtime, "gpstime": rx.gps_time_ns.map_or(0, |n| n / 1000),
+        "rctx": ctx.rctx, "xtime": ctx.xtime, "gpstime": gpstime,
         "fts": -1, "rssi": rx.rssi, "snr": rx.snr, "rxtime": mux_time(),
     });
     let n = phy.len();
@@ -403,8 +431,9 @@ pub fn dnmsg(req: &crate::downlink::TxRequest, s: &crate::downlink::StationTx) -
     m.to_string()
 }
 
-/// The answer to a station's `timesync`: our GPS time in µs.
-pub fn timesync(txtime: f64) -> String {
+/// The answer to a station's `timesync`: our GPS time in µs, with the
+/// station's `txtime` echoed as the integer it sent.
+pub fn timesync(txtime: i64) -> String {
     let gps_us = crate::lorawan::mac::state::gps_from_unix_ns(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

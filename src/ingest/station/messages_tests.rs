@@ -272,3 +272,97 @@ fn the_simulators_messages_read_back_exactly() {
     }
     assert_eq!(upstream(&[0xe0, 1, 2], &rx, &eu868()), None, "proprietary");
 }
+
+/// What Semtech's station 2.0.6 really sent (tests/peers/recorded/).
+const RECORDED: &str =
+    include_str!("../../../tests/peers/recorded/basicstation-2.0.6/station-to-lns.jsonl");
+
+fn recorded(path: &str) -> Vec<String> {
+    RECORDED
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a recorded line"))
+        .filter(|l| l["path"] == path)
+        .map(|l| l["message"].to_string())
+        .collect()
+}
+
+#[test]
+fn every_message_the_real_station_sent_is_read() {
+    let traffic = recorded("/traffic/<router>");
+    assert_eq!(traffic.len(), 9, "the recording's traffic messages");
+    let (mut frames, mut acks, mut syncs, mut versions) = (0, Vec::new(), Vec::new(), 0);
+    for m in &traffic {
+        match parse(m, GW, &eu868()) {
+            Ok(Upstream::Frame { phy, rx }) => {
+                frames += 1;
+                // MHDR | DevAddr 0x26010001 | FCtrl | FCnt | FPort 1 | 4 bytes | MIC.
+                assert_eq!(phy.len(), 17, "{m}");
+                assert_eq!(phy[1..5], 0x2601_0001u32.to_le_bytes(), "{m}");
+                // Not GPS time: 0 before the PPS sync, then µs since a PPS pulse.
+                let gps = rx.gps_time_ns.unwrap_or(0);
+                assert!(gps < 10_000_000_000, "{m}");
+                let (_, source) = crate::lorawan::mac::state::device_time(rx.gps_time_ns, 1);
+                assert_eq!(
+                    source,
+                    crate::lorawan::mac::state::TimeSource::Reception,
+                    "{m}"
+                );
+            }
+            Ok(Upstream::TxConfirmed { diid }) => acks.push(diid),
+            Ok(Upstream::Timesync { txtime }) => syncs.push(txtime),
+            Ok(Upstream::Version { station, protocol }) => {
+                versions += 1;
+                assert_eq!((station.as_str(), protocol), ("2.0.6(linux/testsim)", 2));
+            }
+            other => panic!("{m}: {other:?}"),
+        }
+    }
+    assert_eq!((versions, frames), (1, 3));
+    assert_eq!(acks, [1, 2], "dntxed with both seqno and diid");
+    assert_eq!(syncs, [1_024_836_300, 1_024_907_409, 1_024_978_538]);
+}
+
+#[test]
+fn timesync_answers_echo_an_integer_txtime() {
+    for m in recorded("/traffic/<router>") {
+        let Ok(Upstream::Timesync { txtime }) = parse(&m, GW, &eu868()) else {
+            continue;
+        };
+        let sent: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&timesync(txtime)).unwrap();
+        // The station's parser: `@.txtime: Expecting an integer value`.
+        assert!(answer["txtime"].is_i64(), "{answer}");
+        assert_eq!(answer["txtime"], sent["txtime"]);
+        assert!(answer["gpstime"].is_u64(), "{answer}");
+    }
+    // A peer that sends a float still gets an integer back.
+    assert_eq!(
+        parse(r#"{"msgtype":"timesync","txtime":1234.75}"#, GW, &eu868()),
+        Ok(Upstream::Timesync { txtime: 1234 })
+    );
+    assert!(matches!(
+        parse(r#"{"msgtype":"timesync","txtime":"soon"}"#, GW, &eu868()),
+        Err(MessageError::Json(_))
+    ));
+}
+
+#[test]
+fn dntxed_takes_diid_then_seqno() {
+    let dntxed = |body: &str| parse(&format!(r#"{{"msgtype":"dntxed"{body}}}"#), GW, &eu868());
+    assert_eq!(
+        dntxed(r#","seqno":3,"diid":4"#),
+        Ok(Upstream::TxConfirmed { diid: 4 })
+    );
+    assert_eq!(
+        dntxed(r#","seqno":3"#),
+        Ok(Upstream::TxConfirmed { diid: 3 })
+    );
+    assert_eq!(
+        dntxed(r#","diid":5"#),
+        Ok(Upstream::TxConfirmed { diid: 5 })
+    );
+    assert!(matches!(
+        dntxed(""),
+        Err(MessageError::Field { field: "diid", .. })
+    ));
+}

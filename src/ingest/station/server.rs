@@ -15,8 +15,11 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -258,7 +261,12 @@ where
         }),
     };
     let _ = ws.send(Message::text(answer.to_string())).await;
-    let _ = ws.close(None).await;
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await;
 }
 
 /// One station's traffic connection.
@@ -284,17 +292,23 @@ where
     ping.tick().await;
     let mut pinged: Option<Instant> = None;
     let mut heard = Instant::now();
+    // How the connection ends, said in our close frame.
+    let mut close = (CloseCode::Normal, "");
     loop {
         tokio::select! {
             m = stream.next() => {
                 let m = match m {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
-                        let reason = match e {
-                            tokio_tungstenite::tungstenite::Error::Capacity(_) => Reason::Oversize,
-                            _ => Reason::StationMessage,
-                        };
-                        shared.metrics.reject(reason, &format_args!("gateway {eui}: {e}"));
+                        match classify(&e) {
+                            Ended::Dropped => {
+                                tracing::info!(gateway = %eui, error = %e, "Basics Station dropped its connection");
+                            }
+                            Ended::Refused(reason, code, why) => {
+                                shared.metrics.reject(reason, &format_args!("gateway {eui}: {e}"));
+                                close = (code, why);
+                            }
+                        }
                         break;
                     }
                     None => break,
@@ -331,6 +345,7 @@ where
             _ = ping.tick() => {
                 if heard.elapsed() >= shared.idle {
                     tracing::warn!(gateway = %eui, "Basics Station silent for {:?}: disconnected", shared.idle);
+                    close = (CloseCode::Away, "silent for too long");
                     break;
                 }
                 pinged = Some(Instant::now());
@@ -340,6 +355,18 @@ where
             }
         }
     }
+    // A close frame with a status code (after the station's own close,
+    // this completes the closing handshake); a dropped TCP connection
+    // just fails here.
+    let frame = CloseFrame {
+        code: close.0,
+        reason: close.1.into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
+    })
+    .await;
     // Unless a newer connection of the gateway took over, it is gone.
     let mut gateways = shared.gateways.lock().expect("gateways lock");
     if gateways.get(&eui).is_some_and(|s| s.same_channel(&mine)) {
@@ -348,6 +375,37 @@ where
     }
     drop(gateways);
     tracing::info!(gateway = %eui, "Basics Station disconnected");
+}
+
+/// How a traffic connection's read failed.
+enum Ended {
+    /// The station went away without a closing handshake (TCP reset or
+    /// EOF: a reboot, a network change): not a malformed message.
+    Dropped,
+    /// The station broke the protocol: counted, and closed with `code`.
+    Refused(Reason, CloseCode, &'static str),
+}
+
+fn classify(e: &WsError) -> Ended {
+    match e {
+        WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Io(_)
+        | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ended::Dropped,
+        WsError::Capacity(_) => {
+            Ended::Refused(Reason::Oversize, CloseCode::Size, "message too big")
+        }
+        WsError::Utf8(_) => Ended::Refused(
+            Reason::StationMessage,
+            CloseCode::Invalid,
+            "text is not UTF-8",
+        ),
+        _ => Ended::Refused(
+            Reason::StationMessage,
+            CloseCode::Protocol,
+            "WebSocket protocol error",
+        ),
+    }
 }
 
 /// One text message: into the pipeline, or answered (`router_config`,

@@ -194,6 +194,24 @@ pub fn gps_from_unix_ns(unix_ns: u64) -> u64 {
     unix_ns.saturating_sub((GPS_EPOCH_UNIX - GPS_LEAP_SECONDS) * 1_000_000_000)
 }
 
+/// GPS ns of 2020-01-01 and 2100-01-01 (UTC, 18 leap seconds): a gateway
+/// time outside them is not GPS time.
+const GPS_PLAUSIBLE_NS: std::ops::RangeInclusive<u64> =
+    1_261_872_018_000_000_000..=3_786_480_018_000_000_000;
+
+/// The time a DeviceTimeAns carries (GPS ns) and where it came from: the
+/// gateway's GPS time of the uplink when it is plausible, else the
+/// service's clock at reception. Gateways report other things in the GPS
+/// field: a Basics Station with PPS but no fix sends µs since the last PPS
+/// pulse (answered as-is, that was 1980-01-06), and some packet forwarders
+/// a zero or a free-running counter.
+pub fn device_time(gateway_gps_ns: Option<u64>, reception_unix_ns: u64) -> (u64, TimeSource) {
+    match gateway_gps_ns.filter(|ns| GPS_PLAUSIBLE_NS.contains(ns)) {
+        Some(ns) => (ns, TimeSource::Gateway),
+        None => (gps_from_unix_ns(reception_unix_ns), TimeSource::Reception),
+    }
+}
+
 impl MacState {
     /// The state of a session that just started (activation, join or reboot).
     pub fn new(epoch: u32, rx: RxParams, now: u64) -> Self {

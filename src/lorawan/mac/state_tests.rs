@@ -396,3 +396,28 @@ fn extra_channels_are_defined_once_and_refusals_not_repeated() {
     );
     assert_eq!(s.channels, [3, 4]);
 }
+
+#[test]
+fn device_time_trusts_only_a_plausible_gateway_gps_time() {
+    use super::{device_time, gps_from_unix_ns, TimeSource};
+    let reception = 1_796_523_247_000_000_000u64; // 2026-12-06, Unix ns
+    let ours = gps_from_unix_ns(reception);
+    // A gateway with a GPS fix: its time, whatever our clock says.
+    let fix = ours - 1_500_000;
+    assert_eq!(
+        device_time(Some(fix), reception),
+        (fix, TimeSource::Gateway)
+    );
+    assert_eq!(device_time(Some(fix), 0), (fix, TimeSource::Gateway));
+    // None, zero, µs since a PPS pulse (Basics Station before its fix),
+    // a free-running counter, a time past 2100: our clock at reception.
+    for bad in [None, Some(0), Some(1_231_621_000), Some(u64::MAX / 2)] {
+        assert_eq!(
+            device_time(bad, reception),
+            (ours, TimeSource::Reception),
+            "{bad:?}"
+        );
+    }
+    // 1980-01-06 would have been the answer for a PPS-relative time.
+    assert!(ours > 1_261_872_018_000_000_000, "after 2020");
+}
