@@ -378,6 +378,28 @@ deviceResources:
     }
 
     #[test]
+    fn a_codecs_double_reaches_the_reading_exactly() {
+        let mut p = DeviceProfile::from_yaml(
+            std::path::Path::new("t.yaml"),
+            "name: t\ndeviceResources:\n  - { name: v, properties: { valueType: Float64, readWrite: R } }\n",
+        )
+        .unwrap();
+        // A double that needs 17 significant digits to round-trip.
+        let exact = 0.10003720455118613f64;
+        p.script = Some(Arc::new(js::Script::new(
+            "t.js".into(),
+            format!("function decodeUplink(i) {{ return {{ data: {{ v: {exact:?} }} }}; }}"),
+        )));
+        let c = Codec::compile(Arc::new(p), CodecKind::Javascript).unwrap();
+        let mut out = Vec::new();
+        c.decode(&[], 1, "{}", &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        let text = out[0].value.to_edgex_string(ValueType::Float64);
+        let back: f64 = text.parse().unwrap();
+        assert_eq!(back.to_bits(), exact.to_bits(), "{text}");
+    }
+
+    #[test]
     fn multi_field_type_needs_a_field() {
         let y = "name: t\ndeviceResources:\n  - { name: g, properties: { valueType: Float64, readWrite: R }, attributes: { lppChannel: 1, lppType: gps } }\n";
         let err = Codec::compile(profile(y), CodecKind::CayenneLpp).unwrap_err();
