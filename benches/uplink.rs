@@ -111,6 +111,7 @@ fn main() {
                     &states,
                     32,
                     black_box(&case.frame),
+                    0.0,
                     &mut readings,
                 )
                 .ok()

@@ -171,3 +171,11 @@ mod redact_tests {
         assert_eq!(redact_values("line 26011bda"), "line 26011bda");
     }
 }
+
+/// The wall clock in Unix milliseconds (fractional), as JavaScript's
+/// `Date` takes it.
+pub fn unix_ms_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}

@@ -98,21 +98,40 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CodecCommand {
-    /// Run `<profile>.examples.yaml` against `<profile>.js`; fails on a failed example.
+    /// Run a codec's examples; fails on a failed example. TARGET is a
+    /// profile name (`<profile>.examples.yaml` against `<profile>.js` in
+    /// --profiles-dir), or a vendor fixture file or folder as shipped: TTN
+    /// device-repository codec YAML (`*-codec.yaml`), ChirpStack
+    /// `test_decode_*.json` / `test_encode_*.json`, or our `*.examples.yaml`.
     Test {
-        profile: String,
+        /// A profile name, or a fixture file or folder.
+        target: String,
+        /// Where profiles are, for a profile name.
         #[arg(long, default_value = "profiles")]
         profiles_dir: PathBuf,
     },
     /// Decode one payload (hex) into the readings the service would publish.
     Decode {
+        /// The profile whose `<profile>.js` decodes.
         #[arg(long)]
         profile: String,
+        /// The frame's FPort (1..=223 for application data).
         #[arg(long)]
         fport: u8,
+        /// The FRMPayload, hex (spaces allowed).
         hex: String,
         #[arg(long, default_value = "profiles")]
         profiles_dir: PathBuf,
+        /// Print the codec's own output (data, warnings, errors) as JSON
+        /// instead of readings.
+        #[arg(long)]
+        json: bool,
+        /// The device's variables, a JSON object (the codec's `input.variables`).
+        #[arg(long)]
+        variables: Option<String>,
+        /// The reception time given to the codec (`input.recvTime`), RFC 3339; default now.
+        #[arg(long)]
+        recv_time: Option<String>,
     },
 }
 
@@ -367,11 +386,17 @@ async fn main() -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             match command {
                 CodecCommand::Test {
-                    profile,
+                    target,
                     profiles_dir,
                 } => {
-                    if !device_lorawan::codec_cli::test(&profiles_dir, &profile, &mut out)? {
-                        anyhow::bail!("codec {profile}: an example failed");
+                    let path = PathBuf::from(&target);
+                    let passed = if path.exists() {
+                        device_lorawan::codec_cli::test_fixtures(&path, &mut out)?
+                    } else {
+                        device_lorawan::codec_cli::test(&profiles_dir, &target, &mut out)?
+                    };
+                    if !passed {
+                        anyhow::bail!("codec {target}: an example failed");
                     }
                     Ok(())
                 }
@@ -380,11 +405,19 @@ async fn main() -> anyhow::Result<()> {
                     fport,
                     hex,
                     profiles_dir,
+                    json,
+                    variables,
+                    recv_time,
                 } => device_lorawan::codec_cli::decode(
                     &profiles_dir,
                     &profile,
                     fport,
                     &hex,
+                    &device_lorawan::codec_cli::DecodeOptions {
+                        json,
+                        variables,
+                        recv_time,
+                    },
                     &mut out,
                 ),
             }

@@ -120,7 +120,8 @@ pub struct Decoded {
 }
 
 /// Decode one data uplink into `readings` (reused across frames).
-/// `states` holds each device's counter state, indexed by device id.
+/// `states` holds each device's counter state, indexed by device id;
+/// `recv_ms` is the frame's reception time (Unix ms), a codec's `recvTime`.
 ///
 /// A codec failure is reported with the counter state still to commit: the
 /// frame was authentic, so its counter is spent even if its payload is bad.
@@ -129,10 +130,11 @@ pub fn decode_frame(
     states: &[FcntState],
     reset_window: u32,
     phy: &[u8],
+    recv_ms: f64,
     readings: &mut Vec<Reading>,
 ) -> Result<Decoded, (Rejection, Option<(u32, FcntState)>)> {
     let frame = parse_uplink(phy).map_err(|e| (e.into(), None))?;
-    decode_parsed(registry, states, reset_window, frame, readings)
+    decode_parsed(registry, states, reset_window, frame, recv_ms, readings)
 }
 
 pub fn decode_parsed(
@@ -140,6 +142,7 @@ pub fn decode_parsed(
     states: &[FcntState],
     reset_window: u32,
     frame: DataFrame<'_>,
+    recv_ms: f64,
     readings: &mut Vec<Reading>,
 ) -> Result<Decoded, (Rejection, Option<(u32, FcntState)>)> {
     // Devices sharing a DevAddr are told apart by the MIC.
@@ -182,7 +185,7 @@ pub fn decode_parsed(
         let unmapped = match accepted.frame.fport {
             Some(p) if p > 0 => device
                 .codec
-                .decode(plain, p, &device.variables, readings)
+                .decode(plain, p, &device.variables, recv_ms, readings)
                 .map_err(|source| {
                     let e = Rejection::Codec {
                         device: device.name.clone(),

@@ -51,8 +51,8 @@ fn the_motes_javascript_codec_reads_what_its_lpp_codec_reads() {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for fcnt in 0..200 {
         let payload = m.payload(&m.sample(fcnt));
-        lpp.decode(&payload, 1, "{}", &mut a).unwrap();
-        js.decode(&payload, 1, "{}", &mut b).unwrap();
+        lpp.decode(&payload, 1, "{}", 0.0, &mut a).unwrap();
+        js.decode(&payload, 1, "{}", 0.0, &mut b).unwrap();
         let text = |r: &[device_lorawan::codec::Reading]| -> Vec<(u16, String)> {
             r.iter()
                 .map(|x| {
@@ -83,6 +83,7 @@ fn data_fields_are_typed_by_their_resources() {
             &[255, 56, 90, 12, 228, 128, 19],
             1,
             r#"{"model":"X"}"#,
+            0.0,
             &mut out,
         )
         .unwrap();
@@ -115,7 +116,7 @@ fn data_fields_are_typed_by_their_resources() {
     // A codec error refuses the uplink with its message, and never with
     // the device's variables.
     let e = c
-        .decode(&[1, 2], 1, r#"{"apiKey":"s3cr3t-value"}"#, &mut out)
+        .decode(&[1, 2], 1, r#"{"apiKey":"s3cr3t-value"}"#, 0.0, &mut out)
         .unwrap_err();
     assert!(!e.to_string().contains("s3cr3t"), "{e}");
     assert!(
@@ -123,9 +124,9 @@ fn data_fields_are_typed_by_their_resources() {
         "{e}"
     );
     // The interval port: a Uint16 resource; out of its range is an error.
-    c.decode(&[1, 44], 2, "{}", &mut out).unwrap();
+    c.decode(&[1, 44], 2, "{}", 0.0, &mut out).unwrap();
     assert_eq!(out.len(), 1);
-    let e = c.decode(&[0xff], 9, "{}", &mut out).unwrap_err();
+    let e = c.decode(&[0xff], 9, "{}", 0.0, &mut out).unwrap_err();
     assert!(e.to_string().contains("unknown fPort 9"), "{e}");
 }
 
@@ -302,4 +303,107 @@ async fn a_javascript_device_through_the_gateway_bridge() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `codec test` on vendors' fixtures as they ship them (TTN device
+/// repository codec YAML, ChirpStack `test_*.json`), through the real
+/// binary: all pass; a broken file elsewhere does not stop the others, and
+/// a differing example shows every difference.
+#[test]
+fn codec_test_reads_vendor_fixtures_as_shipped() {
+    let run = |target: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+            .args(["codec", "test"])
+            .arg(target)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let vendors = common::repo_path("tests/codecs/vendors");
+    let (ok, text) = run(&vendors);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("PASS ").count(), 9, "{text}");
+    assert!(
+        text.contains("3 fixture file(s), 9 examples, 0 failed"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let acme = dir.path().join("acme");
+    std::fs::create_dir_all(&acme).unwrap();
+    for f in ["thermo.js", "thermo-codec.yaml"] {
+        std::fs::copy(vendors.join("ttn/acme").join(f), acme.join(f)).unwrap();
+    }
+    let yaml = std::fs::read_to_string(acme.join("thermo-codec.yaml")).unwrap();
+    std::fs::write(
+        acme.join("thermo-codec.yaml"),
+        yaml.replacen("humidity: 40\n", "humidity: 41\n", 1)
+            .replacen("hour: 12\n", "hour: 13\n", 1),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken-codec.yaml"), "uplinkDecoder: [\n").unwrap();
+    let (ok, text) = run(dir.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("broken-codec.yaml"),
+        "{text}"
+    );
+    assert!(
+        text.contains("data.humidity: got 40, want 41")
+            && text.contains("data.hour: got 12, want 13"),
+        "the whole difference: {text}"
+    );
+    assert_eq!(text.matches("PASS ").count(), 5, "the others ran: {text}");
+}
+
+/// `codec decode --json --variables --recv-time`: the codec's own output.
+#[test]
+fn codec_decode_shows_the_codecs_output_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendors = common::repo_path("tests/codecs/vendors/ttn/acme");
+    std::fs::copy(vendors.join("thermo.js"), dir.path().join("Thermo.js")).unwrap();
+    std::fs::write(
+        dir.path().join("Thermo.yaml"),
+        "name: Thermo\ndeviceResources:\n  - { name: temperature, properties: { valueType: Float64, readWrite: R } }\n  - { name: battery, properties: { valueType: Float64, readWrite: R } }\n",
+    )
+    .unwrap();
+    let decode = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+            .args([
+                "codec",
+                "decode",
+                "--profile",
+                "Thermo",
+                "--fport",
+                "1",
+                "--profiles-dir",
+            ])
+            .arg(dir.path())
+            .args(extra)
+            .arg("0866509808")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&decode(&[
+        "--json",
+        "--recv-time",
+        "2026-12-06T07:15:00Z",
+        "--variables",
+        r#"{"site":"roof"}"#,
+    ]))
+    .unwrap();
+    assert_eq!(json["data"]["hour"], 7);
+    assert_eq!(json["data"]["battery"], 2.2);
+    assert_eq!(json["warnings"], serde_json::json!(["battery low"]));
+    let text = decode(&[]);
+    assert!(text.contains("# warning: battery low"), "{text}");
+    assert!(text.contains("\"resourceName\":\"temperature\""), "{text}");
 }

@@ -94,7 +94,7 @@ fn binary_readings_carry_base64_and_media_type() {
     let codec = Codec::compile(profile.clone(), CodecKind::Raw).unwrap();
     let mut readings: Vec<Reading> = Vec::new();
     codec
-        .decode(b"Hello, world!", 1, "{}", &mut readings)
+        .decode(b"Hello, world!", 1, "{}", 0.0, &mut readings)
         .unwrap();
     let up = Uplink {
         dev_eui: Eui64::from_u64(0x0004a30b001c0530),
@@ -144,7 +144,13 @@ fn object_readings_carry_the_codecs_structure() {
     let codec = Codec::compile(profile.clone(), CodecKind::Javascript).unwrap();
     let mut readings: Vec<Reading> = Vec::new();
     codec
-        .decode(&[255, 56, 90, 12, 228, 128, 19], 1, "{}", &mut readings)
+        .decode(
+            &[255, 56, 90, 12, 228, 128, 19],
+            1,
+            "{}",
+            0.0,
+            &mut readings,
+        )
         .unwrap();
     let up = uplink_of("ecs-1", profile, readings);
     let doc = serde_json::to_value(add_event_request(&up)).unwrap();

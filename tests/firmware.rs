@@ -47,7 +47,7 @@ fn decode(profile: &str, kind: CodecKind, hex_payload: &str) -> Vec<(String, f64
     let codec = Codec::compile(Arc::new(profiles[profile].clone()), kind).unwrap();
     let mut out = Vec::new();
     codec
-        .decode(&hex::decode(hex_payload).unwrap(), 1, "{}", &mut out)
+        .decode(&hex::decode(hex_payload).unwrap(), 1, "{}", 0.0, &mut out)
         .unwrap();
     out.iter()
         .map(|r| {

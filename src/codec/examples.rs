@@ -13,7 +13,10 @@
 //! ```
 //!
 //! Each example passes when the codec's output equals the expected one
-//! (numbers compared as numbers; absent `warnings`/`errors` mean none).
+//! (numbers compared as numbers; absent `warnings`/`errors` mean none); a
+//! failing one lists every difference. `input.fPort` defaults to 1,
+//! `input.recvTime` (RFC 3339) is passed to the codec. Vendors' own fixture
+//! formats (TTN, ChirpStack) are read by [`super::fixtures`].
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -58,17 +61,68 @@ pub fn bytes_of(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
-/// JSON values equal, numbers as numbers (1 == 1.0).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+/// Every place where `got` differs from `want`, as `path: got …, want …`
+/// (numbers compared as numbers), so a failing example shows all of it.
+pub fn differences(path: &str, got: &Value, want: &Value, out: &mut Vec<String>) {
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (got, want) {
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (g, w)) in x.iter().zip(y).enumerate() {
+                differences(&format!("{path}[{i}]"), g, w, out);
+            }
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            for (k, w) in y {
+                match x.get(k) {
+                    Some(g) => differences(&at(k), g, w, out),
+                    None => out.push(format!("{}: missing, want {w}", at(k))),
+                }
+            }
+            for (k, g) in x {
+                if !y.contains_key(k) {
+                    out.push(format!("{}: got {g}, not expected", at(k)));
+                }
+            }
         }
-        _ => a == b,
+        _ if got == want => {}
+        _ => out.push(format!(
+            "{}: got {got}, want {want}",
+            if path.is_empty() { "(whole)" } else { path }
+        )),
+    }
+}
+
+/// An example's reception time (`input.recvTime`, RFC 3339) in Unix ms;
+/// none given: 0.
+fn recv_ms(input: &Value) -> Result<f64, String> {
+    match input.get("recvTime").and_then(Value::as_str) {
+        None => Ok(0.0),
+        Some(t) => humantime::parse_rfc3339_weak(t)
+            .map_err(|e| format!("input.recvTime {t:?}: {e}"))
+            .map(|at| {
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+            }),
+    }
+}
+
+/// The FPort an example names; none: 1 (the usual application port, and
+/// what vendors' fixtures that leave it out assume).
+fn fport_of(input: &Value) -> Result<u8, String> {
+    match input.get("fPort") {
+        None | Some(Value::Null) => Ok(1),
+        Some(p) => p
+            .as_u64()
+            .filter(|p| *p <= 255)
+            .map(|p| p as u8)
+            .ok_or_else(|| "input.fPort is not 0..=255".to_string()),
     }
 }
 
@@ -80,16 +134,14 @@ pub fn run(codec: &JsCodec, ex: &Examples) -> Vec<Verdict> {
         let failure = (|| {
             let bytes =
                 bytes_of(&e.input["bytes"]).ok_or("input.bytes is not hex or a byte list")?;
-            let fport = e.input["fPort"]
-                .as_u64()
-                .filter(|p| *p <= 255)
-                .ok_or("input.fPort is not 0..=255")? as u8;
+            let fport = fport_of(&e.input)?;
+            let recv = recv_ms(&e.input)?;
             let vars = e
                 .input
                 .get("variables")
                 .map_or("{}".to_string(), |v| v.to_string());
             let got = codec
-                .decode(&bytes, fport, 0.0, &vars)
+                .decode(&bytes, fport, recv, &vars)
                 .map_err(|e| e.to_string())?;
             let list = |v: &[String]| Value::from(v.to_vec());
             let empty = Value::Array(Vec::new());
@@ -111,12 +163,15 @@ pub fn run(codec: &JsCodec, ex: &Examples) -> Vec<Verdict> {
                     want.get("errors").cloned().unwrap_or(empty),
                 ),
             ];
+            let mut diff = Vec::new();
             for (name, g, w) in pairs {
-                if !same(&g, &w) {
-                    return Err(format!("{name}: got {g}, want {w}"));
-                }
+                differences(name, &g, &w, &mut diff);
             }
-            Ok::<(), String>(())
+            if diff.is_empty() {
+                Ok::<(), String>(())
+            } else {
+                Err(diff.join("; "))
+            }
         })()
         .err()
         .map(String::from);
@@ -145,15 +200,17 @@ pub fn run(codec: &JsCodec, ex: &Examples) -> Vec<Verdict> {
             (Err(err), None) => Some(err.to_string()),
             (Ok((bytes, fport)), _) => {
                 let want_bytes = bytes_of(&e.output["bytes"]);
-                let want_port = e.output["fPort"].as_u64();
-                (want_bytes.as_deref() != Some(&bytes[..]) || want_port != Some(u64::from(fport)))
-                    .then(|| {
+                // No fPort in the fixture: the codec's own port is right.
+                let want_port = e.output["fPort"].as_u64().unwrap_or(u64::from(fport));
+                (want_bytes.as_deref() != Some(&bytes[..]) || want_port != u64::from(fport)).then(
+                    || {
                         format!(
                             "got bytes {} on fPort {fport}, want {}",
                             hex::encode(&bytes),
                             e.output
                         )
-                    })
+                    },
+                )
             }
         };
         out.push(Verdict { what, failure });

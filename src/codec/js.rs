@@ -488,6 +488,21 @@ impl JsCodec {
     }
 }
 
+/// A JavaScript literal (a vendor's test file: JSON with comments, hex
+/// numbers, trailing commas) as JSON, read in a sandbox of its own.
+pub fn eval_literal(text: &str) -> Result<serde_json::Value, String> {
+    let runtime = Runtime::new().map_err(|e| e.to_string())?;
+    runtime.set_memory_limit(DEFAULT_MEMORY);
+    let deadline = thread_cpu_ns() + 1_000_000_000;
+    runtime.set_interrupt_handler(Some(Box::new(move || thread_cpu_ns() > deadline)));
+    let context = Context::full(&runtime).map_err(|e| e.to_string())?;
+    let json = context.with(|ctx| {
+        ctx.eval::<String, _>(format!("JSON.stringify((\n{text}\n))"))
+            .map_err(|e| exception(&ctx, e).0)
+    })?;
+    serde_json::from_str(&json).map_err(|e| e.to_string())
+}
+
 /// A profile's script beside its YAML, compiled on first use and shared by
 /// every device of the profile.
 #[derive(Debug)]

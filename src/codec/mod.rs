@@ -9,6 +9,7 @@
 //! is then a table walk that writes into a caller's reused `Vec`.
 
 pub mod examples;
+pub mod fixtures;
 pub mod js;
 mod js_map;
 pub mod layout;
@@ -204,13 +205,16 @@ impl Codec {
         self.js.as_ref().filter(|j| j.has_encoder)
     }
 
-    /// Decode `payload` into `out` (cleared first). `fport` and the
-    /// device's `variables` (a JSON object) are for JavaScript codecs.
+    /// Decode `payload` into `out` (cleared first). `fport`, the device's
+    /// `variables` (a JSON object) and the frame's reception time
+    /// (`recv_ms`, Unix ms: a JavaScript codec's `recvTime`) are for
+    /// JavaScript codecs.
     pub fn decode(
         &self,
         payload: &[u8],
         fport: u8,
         variables: &str,
+        recv_ms: f64,
         out: &mut Vec<Reading>,
     ) -> Result<DecodeStats, CodecError> {
         out.clear();
@@ -219,10 +223,7 @@ impl Codec {
         match self.kind {
             CodecKind::Javascript => {
                 let js = self.js.as_ref().expect("compiled with its script");
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64() * 1e3);
-                let d = js.decode(payload, fport, now_ms, variables)?;
+                let d = js.decode(payload, fport, recv_ms, variables)?;
                 if !d.errors.is_empty() {
                     return Err(CodecError::Refused {
                         file: js.file().to_owned(),
@@ -354,6 +355,7 @@ deviceResources:
                 &hex::decode("03670110056700FF018806765ff2960a0003e8").unwrap(),
                 1,
                 "{}",
+                0.0,
                 &mut out,
             )
             .unwrap();
@@ -392,7 +394,7 @@ deviceResources:
         )));
         let c = Codec::compile(Arc::new(p), CodecKind::Javascript).unwrap();
         let mut out = Vec::new();
-        c.decode(&[], 1, "{}", &mut out).unwrap();
+        c.decode(&[], 1, "{}", 0.0, &mut out).unwrap();
         assert_eq!(out.len(), 1);
         let text = out[0].value.to_edgex_string(ValueType::Float64);
         let back: f64 = text.parse().unwrap();
@@ -412,7 +414,7 @@ deviceResources:
         let mut out = Vec::new();
         Codec::compile(profile(y), CodecKind::Raw)
             .unwrap()
-            .decode(&[1, 2], 1, "{}", &mut out)
+            .decode(&[1, 2], 1, "{}", 0.0, &mut out)
             .unwrap();
         assert_eq!(
             out[0],
@@ -423,7 +425,7 @@ deviceResources:
         );
         Codec::compile(profile(y), CodecKind::RawHex)
             .unwrap()
-            .decode(&[0xab], 1, "{}", &mut out)
+            .decode(&[0xab], 1, "{}", 0.0, &mut out)
             .unwrap();
         assert_eq!(
             out[0],

@@ -96,6 +96,7 @@ pub fn profile_yaml(data: &[u8]) {
                 &[0x01, 0x67, 0x01, 0x10, 0x02, 0x68, 0x50],
                 1,
                 "{}",
+                0.0,
                 &mut out,
             );
         }

@@ -198,7 +198,7 @@ pub fn decode_behind_mic(data: &[u8]) {
         epoch: 0,
     }; 2];
     let mut readings: Vec<Reading> = Vec::new();
-    if let Ok(d) = crate::uplink::decode_frame(registry, &states, 16, &phy, &mut readings) {
+    if let Ok(d) = crate::uplink::decode_frame(registry, &states, 16, &phy, 0.0, &mut readings) {
         assert_eq!(d.device as usize, device, "decoded for the wrong device");
     }
 }
@@ -219,7 +219,7 @@ pub fn js_output(data: &[u8]) {
     }
     let mut out = Vec::new();
     CODEC.with(|c| {
-        let _ = c.decode(data, 1, "{}", &mut out);
+        let _ = c.decode(data, 1, "{}", 0.0, &mut out);
     });
 }
 

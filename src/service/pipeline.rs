@@ -487,6 +487,7 @@ impl Pipeline {
             &self.states,
             window,
             frame,
+            crate::fsutil::unix_ms_now(),
             &mut self.readings,
         ) {
             Ok(d) => d,
@@ -679,6 +680,7 @@ impl Pipeline {
                     &up.data,
                     up.fport.unwrap_or(1),
                     &device.variables,
+                    crate::fsutil::unix_ms_now(),
                     &mut self.readings,
                 )
                 .map(|_| ()),
