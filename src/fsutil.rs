@@ -179,3 +179,13 @@ pub fn unix_ms_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
+
+/// Hand the allocator's free memory back to the system (after a burst:
+/// glibc keeps freed heap otherwise, and RSS would stay at the burst's peak).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the heap to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

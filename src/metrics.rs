@@ -306,6 +306,11 @@ impl Metrics {
             ("lorawan_readings_published_total", &self.readings_published),
             ("lorawan_unmapped_values_total", &self.unmapped_values),
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
+            (
+                "lorawan_mqtt_acks_deferred_total",
+                &crate::ingest::ACKS_DEFERRED,
+            ),
+            ("lorawan_mqtt_acks_lost_total", &crate::ingest::ACKS_LOST),
             ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
             ("lorawan_joins_accepted_total", &self.joins_accepted),
             ("lorawan_sessions_activated_total", &self.sessions_activated),

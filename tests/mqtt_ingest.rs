@@ -242,8 +242,11 @@ async fn application_streams_v4_and_v3() {
     }
     assert_eq!(svc.metrics.rejected_count(Reason::MalformedJson), 1);
     assert_eq!(svc.metrics.rejected_count(Reason::UnknownDevEui), 1);
-    // The redelivered fCnt 2 arrived within the dedup window: merged, not published.
-    assert_eq!(svc.metrics.duplicates.load(Relaxed), 2);
+    // The application stream waits in no de-duplication window (its network
+    // server de-duplicated it): the redelivered fCnt 2 is refused by its
+    // counter, one per device.
+    assert_eq!(svc.metrics.duplicates.load(Relaxed), 0);
+    assert_eq!(svc.metrics.rejected_count(Reason::Retransmission), 2);
 }
 
 /// Read one counter from the service's /metrics endpoint.

@@ -103,11 +103,6 @@ impl<T> Dedup<T> {
         FrameKey(self.keys.hash_one(phy))
     }
 
-    /// The key of an uplink a network server already decoded: device and counter.
-    pub fn key_of_counter(&self, dev_eui: u64, fcnt: u32) -> FrameKey {
-        FrameKey(self.keys.hash_one((b'c', dev_eui, fcnt)))
-    }
-
     /// The pending item for `key`, to fold another copy into.
     pub fn get_mut(&mut self, key: FrameKey) -> Option<&mut T> {
         self.pending.get_mut(&key)

@@ -14,6 +14,8 @@ pub mod station;
 pub mod udp;
 pub mod udp_gate;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use crate::metrics::Source;
 use crate::uplink::RxMeta;
 
@@ -37,25 +39,77 @@ pub enum IngestEvent {
 /// once the uplink it carried is durable (journaled and its counter saved)
 /// or was rejected. Until then the broker keeps the message and redelivers it
 /// if we die: nothing acknowledged is lost.
+///
+/// It keeps only the packet id, not the message: a frame held in the
+/// de-duplication window does not hold its MQTT payload too.
 pub struct Ack {
     client: rumqttc::AsyncClient,
-    publish: rumqttc::Publish,
+    pkid: u16,
+    qos: rumqttc::QoS,
 }
 
+/// Acks that found the client's request queue full and were sent by a task
+/// once it had room, and acks that could not be sent at all (the client is
+/// gone: the broker redelivers those messages to our persistent session).
+/// Process-wide, like the MQTT clients they count.
+pub static ACKS_DEFERRED: AtomicU64 = AtomicU64::new(0);
+pub static ACKS_LOST: AtomicU64 = AtomicU64::new(0);
+/// When the last "ack not sent" line was logged (Unix s): one per 10 s.
+static ACK_WARNED_AT: AtomicU64 = AtomicU64::new(0);
+
 impl Ack {
-    pub fn new(client: rumqttc::AsyncClient, publish: rumqttc::Publish) -> Self {
-        Self { client, publish }
-    }
-    pub fn send(self) {
-        if let Err(e) = self.client.try_ack(&self.publish) {
-            tracing::warn!(error = %e, "MQTT ack not sent; the broker will redeliver (idempotent)");
+    pub fn new(client: rumqttc::AsyncClient, publish: &rumqttc::Publish) -> Self {
+        Self {
+            client,
+            pkid: publish.pkid,
+            qos: publish.qos,
         }
+    }
+
+    fn publish(&self) -> rumqttc::Publish {
+        let mut p = rumqttc::Publish::new("", self.qos, Vec::new());
+        p.pkid = self.pkid;
+        p
+    }
+
+    /// Queue the PUBACK. A full request queue never drops it: a task waits
+    /// for room (the ingest reads no more from the broker meanwhile).
+    pub fn send(self) {
+        match self.client.try_ack(&self.publish()) {
+            Ok(()) => {}
+            Err(rumqttc::ClientError::TryRequest(rumqttc::Request::PubAck(_)))
+                if tokio::runtime::Handle::try_current().is_ok() =>
+            {
+                ACKS_DEFERRED.fetch_add(1, Relaxed);
+                tokio::spawn(async move {
+                    if let Err(e) = self.client.ack(&self.publish()).await {
+                        lost(&e);
+                    }
+                });
+            }
+            Err(e) => lost(&e),
+        }
+    }
+}
+
+fn lost(e: &rumqttc::ClientError) {
+    let n = ACKS_LOST.fetch_add(1, Relaxed) + 1;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = ACK_WARNED_AT.load(Relaxed);
+    if now >= last + 10
+        && ACK_WARNED_AT
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(error = %e, lost_so_far = n, "MQTT ack not sent (the client is gone); the broker will redeliver (idempotent)");
     }
 }
 
 impl std::fmt::Debug for Ack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ack(pkid {})", self.publish.pkid)
+        write!(f, "Ack(pkid {})", self.pkid)
     }
 }
 

@@ -25,6 +25,10 @@ use crate::downlink::{TxAck, TxRequest};
 use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Reason, Source};
 
+/// Messages read from the broker and not yet taken by the pipeline, at
+/// most (the pipeline's own queue is in front of it).
+const BACKLOG_MAX: usize = 512;
+
 /// Connection options for one of our MQTT clients (this ingest, and the
 /// EdgeX message bus): keep-alive of at least 5 s, credentials and TLS if
 /// given (the TLS material was checked at load).
@@ -109,10 +113,12 @@ pub async fn run(
     // connection, before it a failed attempt.
     let mut up = false;
     // Received but not yet taken by the pipeline. The event loop is polled
-    // all the time, so acks and pings flow while the pipeline is busy; the
-    // broker's in-flight window (unacknowledged messages per client) bounds
-    // this queue.
+    // (acks and pings flow) while this queue is under BACKLOG_MAX; past it,
+    // nothing more is read from the broker until the pipeline takes some:
+    // TCP holds the rest back, so a broker that pushes a backlog of tens of
+    // thousands (no in-flight limit) costs no more memory than a few hundred.
     let mut backlog: VecDeque<IngestEvent> = VecDeque::new();
+    let mut drained = true;
     let mut kicks = super::kicked::KickWatch::default();
     loop {
         let polled = tokio::select! {
@@ -120,6 +126,12 @@ pub async fn run(
             permit = tx.reserve(), if !backlog.is_empty() => match permit {
                 Ok(p) => {
                     p.send(backlog.pop_front().expect("guarded"));
+                    if backlog.is_empty() && !drained {
+                        // After a burst: give the memory back.
+                        drained = true;
+                        backlog.shrink_to(BACKLOG_MAX / 8);
+                        crate::fsutil::release_free_memory();
+                    }
                     continue;
                 }
                 Err(_) => return,
@@ -141,8 +153,11 @@ pub async fn run(
                 }
                 continue;
             }
-            ev = events.poll() => ev,
+            ev = events.poll(), if backlog.len() < BACKLOG_MAX => ev,
         };
+        if backlog.len() >= BACKLOG_MAX / 2 {
+            drained = false;
+        }
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 up = true;
@@ -164,7 +179,7 @@ pub async fn run(
                 // Refusals are final: acknowledge them at once.
                 let refuse = |reason: Reason, detail: &dyn std::fmt::Display| {
                     metrics.reject(reason, detail);
-                    Ack::new(client.clone(), p.clone()).send();
+                    Ack::new(client.clone(), &p).send();
                 };
                 if ack_filters.iter().any(|f| topic_matches(f, &p.topic)) {
                     match decode_tx_ack(&p.payload) {
@@ -173,7 +188,7 @@ pub async fn run(
                             metrics.reject(e.reason(), &format_args!("topic {}: {e}", p.topic))
                         }
                     }
-                    Ack::new(client.clone(), p.clone()).send();
+                    Ack::new(client.clone(), &p).send();
                     continue;
                 }
                 let Some(sub) = cfg
@@ -191,7 +206,7 @@ pub async fn run(
                     );
                     continue;
                 }
-                let ack = || Some(Ack::new(client.clone(), p.clone()));
+                let ack = || Some(Ack::new(client.clone(), &p));
                 let ev = match sub.kind {
                     StreamKind::Gateway => gateway::decode(&p.payload).map(|up| {
                         metrics.received(Source::GatewayMqtt);

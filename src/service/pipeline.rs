@@ -645,12 +645,6 @@ impl Pipeline {
             );
             return Ok(());
         };
-        let key = self.dedup.key_of_counter(up.dev_eui.as_u64(), up.fcnt);
-        if let Some(h) = self.dedup.get_mut(key) {
-            h.acks.extend(ack);
-            self.metrics.duplicates.fetch_add(1, Relaxed);
-            return Ok(());
-        }
         let device = self.registry.get(id);
         let state = self.states[id as usize];
         // The network server owns the counter; a frame at or below ours is a
@@ -707,7 +701,9 @@ impl Pipeline {
             gateways: up.gateways.max(1),
             ..self.new_uplink(id, up.fcnt, next, up.rx, Source::ApplicationMqtt)
         };
-        self.hold(key, Held::new(uplink, id, next, ack))
+        // The network server de-duplicated it already: no window to wait in
+        // (a redelivered copy is refused above by its counter).
+        self.publish(Held::new(uplink, id, next, ack))
     }
 
     /// Save a device's counter state, unless a later one is already saved.
