@@ -99,6 +99,7 @@ fn main() {
             let frame = GatewayUplink {
                 phy: phy.clone(),
                 rx: RxMeta {
+                    time_ns: None,
                     gps_time_ns: None,
                     station: None,
                     gateway: *eui,

@@ -33,6 +33,12 @@ pub struct RxMeta {
     /// epoch), when it reports one: what a DeviceTimeAns is best taken from.
     #[serde(skip)]
     pub gps_time_ns: Option<u64>,
+    /// When the gateway (or the network server that relayed the frame)
+    /// says it received it, Unix ns: the event's origin when plausible
+    /// ([`reception_ns`]), so a frame redelivered from a broker's backlog
+    /// keeps its own time.
+    #[serde(skip)]
+    pub time_ns: Option<i64>,
     /// Basics Station gateways: the reception's context, which a downlink
     /// answering it must carry back.
     #[serde(skip)]
@@ -45,6 +51,23 @@ pub struct RxMeta {
 pub struct StationCtx {
     pub xtime: i64,
     pub rctx: i64,
+}
+
+/// How far back a reported reception time is believed (a broker's
+/// backlog after a long outage), and how far ahead (clock skew; a time
+/// ahead by less is taken as now, by more as wrong).
+const RECEPTION_PAST_NS: i64 = 30 * 24 * 3600 * 1_000_000_000;
+const RECEPTION_AHEAD_NS: i64 = 300 * 1_000_000_000;
+
+/// A frame's reception time (Unix ns): the one its gateway or network
+/// server reported when plausible, else `now` (a gateway without a set
+/// clock reports 1970, or a time far ahead).
+pub fn reception_ns(reported: Option<i64>, now: i64) -> i64 {
+    match reported {
+        Some(t) if t <= now && t >= now - RECEPTION_PAST_NS => t,
+        Some(t) if t > now && t <= now + RECEPTION_AHEAD_NS => now,
+        _ => now,
+    }
 }
 
 impl RxMeta {
@@ -261,4 +284,26 @@ pub struct Uplink {
     pub source: Source,
     /// When the first copy arrived, ns since the Unix epoch.
     pub received_ns: i64,
+}
+
+#[cfg(test)]
+mod reception_tests {
+    use super::reception_ns;
+
+    #[test]
+    fn a_reported_reception_time_is_taken_when_plausible() {
+        let now = 1_796_523_247_000_000_000i64;
+        let hour = 3_600_000_000_000i64;
+        // A backlog's frame keeps its own time, up to 30 days back.
+        assert_eq!(reception_ns(Some(now - hour), now), now - hour);
+        assert_eq!(
+            reception_ns(Some(now - 29 * 24 * hour), now),
+            now - 29 * 24 * hour
+        );
+        // Clock skew ahead: now; a clock far off either way, or none: now.
+        assert_eq!(reception_ns(Some(now + 1_000_000_000), now), now);
+        for wrong in [Some(0), Some(now - 31 * 24 * hour), Some(now + hour), None] {
+            assert_eq!(reception_ns(wrong, now), now, "{wrong:?}");
+        }
+    }
 }

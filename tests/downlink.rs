@@ -370,6 +370,7 @@ async fn a_command_for_a_silent_gateway_is_refused_and_kept() {
     let up = device_lorawan::ingest::gateway::GatewayUplink {
         phy,
         rx: device_lorawan::uplink::RxMeta {
+            time_ns: None,
             gps_time_ns: None,
             station: None,
             gateway: device_lorawan::lorawan::Eui64::from_u64(99),
@@ -440,6 +441,7 @@ async fn a_spoofed_pull_data_does_not_redirect_downlinks() {
                 tmst: Some(1_000_000),
                 frequency: Some(868_100_000),
                 datr: device_lorawan::lorawan::DataRate::parse("SF7BW125"),
+                time_ns: None,
                 gps_time_ns: None,
                 station: None,
             },

@@ -186,6 +186,7 @@ fn uplink_of(name: &str, profile: Arc<DeviceProfile>, readings: Vec<Reading>) ->
         adr: false,
         adr_ack_req: false,
         rx: RxMeta {
+            time_ns: None,
             gps_time_ns: None,
             station: None,
             gateway: Eui64::from_u64(1),

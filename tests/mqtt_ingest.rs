@@ -166,9 +166,18 @@ async fn application_streams_v4_and_v3() {
     let qos = rumqttc::QoS::AtLeastOnce;
     // LPP: ch1 temperature 27.2, ch2 humidity 55%.
     let data_b64 = "AWcBEAJobg==";
+    // ChirpStack's reception time, an hour ago (a backlog): the events'
+    // origin. The v3 messages carry none: theirs is our reception.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let hour_ago_ns = hour_ago
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        * 1_000_000_000;
+    let time = humantime::format_rfc3339_seconds(hour_ago).to_string();
     for fcnt in [1, 2, 2, 3] {
         let v4 = format!(
-            r#"{{"deduplicationId":"x","time":"2026-11-24T10:00:00Z","deviceInfo":{{"tenantId":"t","applicationId":"a","deviceName":"cs-v4","devEui":"0004a30b001c0530"}},"devAddr":"26011bda","fCnt":{fcnt},"fPort":1,"confirmed":false,"data":"{data_b64}","rxInfo":[{{"gatewayId":"0016c001f153a14c","rssi":-70,"snr":4.5}}]}}"#
+            r#"{{"deduplicationId":"x","time":"{time}","deviceInfo":{{"tenantId":"t","applicationId":"a","deviceName":"cs-v4","devEui":"0004a30b001c0530"}},"devAddr":"26011bda","fCnt":{fcnt},"fPort":1,"confirmed":false,"data":"{data_b64}","rxInfo":[{{"gatewayId":"0016c001f153a14c","rssi":-70,"snr":4.5}}]}}"#
         );
         client
             .publish(
@@ -239,6 +248,13 @@ async fn application_streams_v4_and_v3() {
             .as_f64()
             .unwrap();
         assert!((temp - 27.2).abs() < 1e-9);
+    }
+    for u in &got {
+        if &*u.device == "cs-v4" {
+            assert_eq!(u.received_ns, hour_ago_ns, "ChirpStack's time");
+        } else {
+            assert!(u.received_ns > hour_ago_ns + 3_000_000_000_000, "ours");
+        }
     }
     assert_eq!(svc.metrics.rejected_count(Reason::MalformedJson), 1);
     assert_eq!(svc.metrics.rejected_count(Reason::UnknownDevEui), 1);
@@ -363,4 +379,121 @@ async fn another_client_with_our_id_is_reported() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     twin.abort();
+}
+
+/// The service restarts to a backlog the broker queued for its persistent
+/// session: it takes it at its pipeline's pace, publishes every frame once
+/// and acknowledges every message. Proven by a restart after the drain: a
+/// sentinel frame sent then arrives after anything the broker would
+/// redeliver, and nothing is redelivered (no retransmission refused).
+async fn backlog_is_taken_whole(broker: common::Mosquitto, frames: u64) {
+    let devices = mote::devices_yaml(&mote::entries(20, 13));
+    let mqtt = format!(
+        "DedupWindow: 50ms, Mqtt: {{ Enabled: true, Port: {}, ClientId: backlog-test }}",
+        broker.port
+    );
+    let env = common::binary_env(&devices, "", &mqtt, "");
+    let (config, out, api) = (env.config.clone(), env.out.clone(), env.api);
+    let lines = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let subscribed = || common::scrape(api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 2);
+    let mut svc = common::start_binary(&config);
+    common::until("subscriptions", Duration::from_secs(20), subscribed).await;
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+
+    let target = Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        format: WireFormat::Protobuf,
+        prefix: String::new(),
+    };
+    let opts = SimOptions {
+        devices: 20,
+        gateways: 1,
+        rate: 4000.0,
+        frames: Some(frames),
+        duration: None,
+        seed: 13,
+        ..Default::default()
+    };
+    let report = sim::run(target.clone(), opts.clone(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(report.expected.len() as u64, frames);
+
+    let mut svc = common::start_binary(&config);
+    common::until(
+        "the whole backlog published",
+        Duration::from_secs(120),
+        || lines() >= frames as usize,
+    )
+    .await;
+    assert_eq!(common::scrape(api, "lorawan_mqtt_acks_lost_total"), Some(0));
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+
+    // Anything left unacknowledged would come back now, before the sentinel.
+    let mut svc = common::start_binary(&config);
+    common::until("subscriptions", Duration::from_secs(20), subscribed).await;
+    let last = (frames / 20) as u32 + 1;
+    let sentinel = SimOptions {
+        devices: 1,
+        frames: Some(1),
+        start_fcnt: last + 1,
+        ..opts
+    };
+    sim::run(target, sentinel, std::future::pending())
+        .await
+        .unwrap();
+    common::until("the sentinel", Duration::from_secs(20), || {
+        lines() > frames as usize
+    })
+    .await;
+    let retransmissions = common::scrape(
+        api,
+        "lorawan_inputs_rejected_total{reason=\"retransmission\"}",
+    );
+    svc.kill().unwrap();
+    svc.wait().unwrap();
+    assert_eq!(retransmissions, Some(0), "every message was acknowledged");
+    let got: Vec<(String, u64)> = common::published_lines(&out)
+        .into_iter()
+        .map(|(d, f, _)| (d, f))
+        .collect();
+    assert_eq!(got.len(), frames as usize + 1);
+    let mut sorted = got[..frames as usize].to_vec();
+    sorted.sort();
+    let mut want: Vec<(String, u64)> = report
+        .expected
+        .iter()
+        .map(|e| (e.device.clone(), u64::from(e.fcnt)))
+        .collect();
+    want.sort();
+    assert_eq!(sorted, want, "each frame of the backlog once");
+}
+
+/// mosquitto as installed: 20 messages in flight, 1,000 queued per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_under_mosquittos_defaults() {
+    let Some(broker) = common::Mosquitto::start_defaults() else {
+        return;
+    };
+    backlog_is_taken_whole(broker, 900).await;
+}
+
+/// A broker that queues everything and pushes it with no in-flight limit:
+/// tens of thousands of messages at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_tens_of_thousands_pushed_at_once() {
+    let Some(broker) =
+        common::Mosquitto::start_with("max_queued_messages 0\nmax_inflight_messages 0\n")
+    else {
+        return;
+    };
+    backlog_is_taken_whole(broker, 20_000).await;
 }

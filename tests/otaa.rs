@@ -150,6 +150,7 @@ async fn send_join_request(udp: std::net::SocketAddr, i: usize, nonce: u16, vali
     let up = GatewayUplink {
         phy,
         rx: RxMeta {
+            time_ns: None,
             gps_time_ns: None,
             station: None,
             gateway: Eui64::from_u64(0xb827_ebff_fe00_0001),
@@ -351,6 +352,7 @@ impl FakeGateway {
         let up = GatewayUplink {
             phy,
             rx: RxMeta {
+                time_ns: None,
                 gps_time_ns: None,
                 station: None,
                 gateway: self.eui,

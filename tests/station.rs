@@ -281,6 +281,7 @@ async fn one_frame_heard_by_a_station_and_a_udp_gateway_is_one_reading() {
         tmst: Some(5),
         frequency: Some(868_100_000),
         datr: device_lorawan::lorawan::DataRate::parse("SF7BW125"),
+        time_ns: None,
         gps_time_ns: None,
         station: None,
     };

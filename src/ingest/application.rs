@@ -36,6 +36,8 @@ struct Msg {
     data: Option<String>,
     #[serde(default)]
     rx_info: Vec<Rx>,
+    /// v4: when the network server received the frame (RFC 3339).
+    time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +48,9 @@ struct DeviceInfo {
 
 #[derive(Deserialize)]
 struct Rx {
+    /// v3 (`time`), v4 (`nsTime`, `gwTime`): a reception time, RFC 3339.
+    #[serde(alias = "nsTime", alias = "gwTime")]
+    time: Option<String>,
     #[serde(rename = "gatewayId", alias = "gatewayID")]
     gateway_id: Option<String>,
     #[serde(default)]
@@ -73,12 +78,19 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
     let fcnt = m
         .f_cnt
         .ok_or_else(|| MessageError::Json("missing fCnt".into()))?;
+    // The network server's time of the frame, else the first gateway's.
+    let time_ns = m
+        .time
+        .as_deref()
+        .or_else(|| m.rx_info.iter().find_map(|r| r.time.as_deref()))
+        .and_then(super::gateway::rfc3339_unix_ns);
     let mut best: Option<RxMeta> = None;
     for r in &m.rx_info {
         let Some(gw) = r.gateway_id.as_deref() else {
             continue;
         };
         let rx = RxMeta {
+            time_ns,
             gps_time_ns: None,
             station: None,
             gateway: gateway_id(gw)?,
@@ -104,6 +116,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
             .transpose()?
             .unwrap_or_default(),
         rx: best.unwrap_or(RxMeta {
+            time_ns,
             gps_time_ns: None,
             station: None,
             gateway: Eui64::default(),

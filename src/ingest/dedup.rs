@@ -171,6 +171,7 @@ mod tests {
 
     fn rx(gw: u64, rssi: i32, snr: f32) -> RxMeta {
         RxMeta {
+            time_ns: None,
             gps_time_ns: None,
             station: None,
             gateway: Eui64::from_u64(gw),

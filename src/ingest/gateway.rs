@@ -120,6 +120,23 @@ fn pb_gps_time(
     }
 }
 
+/// A protobuf Timestamp as Unix ns; `None` before 1970 or beyond i64.
+fn pb_unix_ns(t: prost_types::Timestamp) -> Option<i64> {
+    (t.seconds > 0)
+        .then(|| {
+            t.seconds
+                .checked_mul(1_000_000_000)?
+                .checked_add(i64::from(t.nanos))
+        })
+        .flatten()
+}
+
+/// An RFC 3339 time as Unix ns.
+pub(crate) fn rfc3339_unix_ns(text: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()?;
+    i64::try_from(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()).ok()
+}
+
 fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
     let f = pb::UplinkFrame::decode(payload).map_err(|e| MessageError::Protobuf(e.to_string()))?;
     if f.phy_payload.is_empty() {
@@ -138,6 +155,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
             rssi: rx.rssi,
             snr: rx.snr,
             tmst: tmst_from_context(&rx.context),
+            time_ns: rx.gw_time.or(rx.ns_time).and_then(pb_unix_ns),
             gps_time_ns: pb_gps_time(rx.time_since_gps_epoch, rx.gw_time),
             datr: f.tx_info.as_ref().and_then(pb_datr),
             frequency: f.tx_info.map(|t| t.frequency),
@@ -155,6 +173,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
                 message: "not 8 bytes".into(),
             })?;
         RxMeta {
+            time_ns: rx.time.and_then(pb_unix_ns),
             gps_time_ns: None,
             station: None,
             gateway: Eui64(gw),
@@ -232,10 +251,13 @@ struct JsonRx {
     context: Option<String>,
     #[serde(rename = "crcStatus")]
     crc_status: Option<String>,
-    /// v4 `gwTime`, or `time` in early v4 and v3. Only validated: readings
-    /// carry our own receive time, which a gateway without GPS cannot spoil.
+    /// v4 `gwTime`, or `time` in early v4 and v3: the reception time, an
+    /// event's origin when plausible (`uplink::reception_ns`).
     #[serde(rename = "gwTime", alias = "time")]
     time: Option<serde_json::Value>,
+    /// v4 `nsTime`: when the network server (or bridge) received it.
+    #[serde(rename = "nsTime")]
+    ns_time: Option<String>,
     /// v4 JSON of a protobuf Duration: `"1234.5s"`.
     #[serde(rename = "timeSinceGpsEpoch")]
     time_since_gps_epoch: Option<String>,
@@ -316,6 +338,12 @@ fn decode_json(payload: &[u8]) -> Result<GatewayUplink, MessageError> {
                 .as_ref()
                 .and_then(|t| t.frequency)
                 .map(|f| f as u32),
+            time_ns: rx
+                .time
+                .as_ref()
+                .and_then(|t| t.as_str())
+                .or(rx.ns_time.as_deref())
+                .and_then(rfc3339_unix_ns),
             gps_time_ns: json_gps_time(rx.time_since_gps_epoch.as_deref(), rx.time.as_ref()),
             datr: f.tx_info.as_ref().and_then(JsonTx::datr),
         },
@@ -405,6 +433,7 @@ mod tests {
         GatewayUplink {
             phy: hex::decode("400403020180010001a694642615d6c3b582").unwrap(),
             rx: RxMeta {
+                time_ns: None,
                 gps_time_ns: None,
                 station: None,
                 gateway: Eui64::from_u64(0x0016c001f153a14c),

@@ -157,6 +157,10 @@ fn rxpk_uplink(gateway: Eui64, p: Rxpk) -> Result<GatewayUplink, MessageError> {
             rssi: p.rssi.or(first.and_then(|r| r.rssic)).unwrap_or(0),
             snr: p.lsnr.or(first.and_then(|r| r.lsnr)).unwrap_or(0.0),
             tmst: p.tmst,
+            time_ns: p
+                .time
+                .as_deref()
+                .and_then(crate::ingest::gateway::rfc3339_unix_ns),
             gps_time_ns: p.tmms.and_then(|ms| ms.checked_mul(1_000_000)).or_else(|| {
                 p.time
                     .as_deref()
@@ -353,6 +357,7 @@ mod tests {
         let up = GatewayUplink {
             phy: vec![0x40, 1, 2, 3],
             rx: RxMeta {
+                time_ns: None,
                 gps_time_ns: None,
                 station: None,
                 gateway: Eui64::from_u64(7),

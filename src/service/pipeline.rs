@@ -487,7 +487,7 @@ impl Pipeline {
             &self.states,
             window,
             frame,
-            crate::fsutil::unix_ms_now(),
+            crate::uplink::reception_ns(rx.time_ns, now_ns()) as f64 / 1e6,
             &mut self.readings,
         ) {
             Ok(d) => d,
@@ -627,10 +627,10 @@ impl Pipeline {
             mac_commands: Vec::new(),
             adr: false,
             adr_ack_req: false,
+            received_ns: crate::uplink::reception_ns(rx.time_ns, now_ns()),
             rx,
             gateways: 1,
             source,
-            received_ns: now_ns(),
         }
     }
 
@@ -674,7 +674,7 @@ impl Pipeline {
                     &up.data,
                     up.fport.unwrap_or(1),
                     &device.variables,
-                    crate::fsutil::unix_ms_now(),
+                    crate::uplink::reception_ns(up.rx.time_ns, now_ns()) as f64 / 1e6,
                     &mut self.readings,
                 )
                 .map(|_| ()),

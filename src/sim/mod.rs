@@ -459,6 +459,7 @@ pub async fn run(
         recent.push(sent);
         for g in hearing {
             let rx = RxMeta {
+                time_ns: None,
                 gps_time_ns: opts.gateway_time.then_some(gps_ns),
                 station: None,
                 gateway: gateway_eui(g),
@@ -491,6 +492,7 @@ pub async fn run(
             let up = GatewayUplink {
                 phy: old,
                 rx: RxMeta {
+                    time_ns: None,
                     gps_time_ns: None,
                     station: None,
                     gateway: gateway_eui(0),
@@ -515,6 +517,7 @@ pub async fn run(
                     let up = GatewayUplink {
                         phy: junk,
                         rx: RxMeta {
+                            time_ns: None,
                             gps_time_ns: None,
                             station: None,
                             gateway: gateway_eui(0),

@@ -69,10 +69,24 @@ pub struct Mosquitto {
     pub port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    /// Configuration lines after the listener and persistence ones.
+    limits: String,
 }
 
 impl Mosquitto {
+    /// A broker with no queue limit, so a slow subscriber loses nothing.
     pub fn start() -> Option<Self> {
+        Self::start_with("max_queued_messages 0\n")
+    }
+
+    /// A broker with mosquitto's own defaults for queues and in-flight
+    /// windows (20 in flight, 1,000 queued per client), as a user gets it.
+    pub fn start_defaults() -> Option<Self> {
+        Self::start_with("")
+    }
+
+    /// A broker with `limits` (configuration lines) added.
+    pub fn start_with(limits: &str) -> Option<Self> {
         if !require("mosquitto") {
             return None;
         }
@@ -82,19 +96,24 @@ impl Mosquitto {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let port = free_port();
-        let child = Self::spawn(port, dir.path());
-        Some(Self { port, child, dir })
+        let child = Self::spawn(port, dir.path(), limits);
+        Some(Self {
+            port,
+            child,
+            dir,
+            limits: limits.to_string(),
+        })
     }
 
-    fn spawn(port: u16, dir: &Path) -> Child {
+    fn spawn(port: u16, dir: &Path, limits: &str) -> Child {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             // Persistence (saved at a clean stop) keeps QoS 1 sessions across
-            // `restart_clean`; no queue limit, so a slow subscriber loses nothing.
+            // `restart_clean`.
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nmax_queued_messages 0\n",
+                 persistence_location {}/\n{limits}",
                 dir.display()
             ),
         )
@@ -113,14 +132,14 @@ impl Mosquitto {
             .success();
         assert!(ok, "kill -TERM mosquitto");
         self.child.wait().unwrap();
-        self.child = Self::spawn(self.port, self.dir.path());
+        self.child = Self::spawn(self.port, self.dir.path(), &self.limits);
     }
 
     /// Kill the broker (-9) and start a new one on the same port.
     pub fn restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        self.child = Self::spawn(self.port, self.dir.path());
+        self.child = Self::spawn(self.port, self.dir.path(), &self.limits);
     }
 }
 

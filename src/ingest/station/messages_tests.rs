@@ -256,6 +256,7 @@ fn the_simulators_messages_read_back_exactly() {
         tmst: Some(77),
         frequency: Some(868_300_000),
         datr: crate::lorawan::DataRate::parse("SF9BW125"),
+        time_ns: None,
         gps_time_ns: None,
         station: None,
     };
