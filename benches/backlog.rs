@@ -6,7 +6,8 @@
 //! peak RSS under 40 MB, and the memory given back once the backlog is
 //! drained.
 //!
-//! `cargo bench --bench backlog` (options: `-- --frames N --inflight N`).
+//! `cargo bench --bench backlog` (options: `-- --frames N --inflight N`;
+//! `BENCH_WRAP="heaptrack -o /tmp/ht"` runs the service under a profiler).
 //! Prints the drain rate, peak RSS (VmHWM), RSS 5 s after the drain, acks
 //! deferred and lost. Exits non-zero on a lost or repeated uplink, a lost
 //! ack, or a peak RSS over 40 MB.
@@ -98,10 +99,22 @@ async fn main() {
     )
     .unwrap();
     drop(f);
-    let start = || {
+    // `BENCH_WRAP="heaptrack -o /tmp/ht"` runs the restarted service under
+    // a profiler (its RSS figures are then the wrapper's).
+    let wrap: Vec<String> = std::env::var("BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let start = |wrap: &[String]| {
+        let mut cmd = match wrap.split_first() {
+            Some((tool, args)) => {
+                let mut c = Command::new(tool);
+                c.args(args).arg(env!("CARGO_BIN_EXE_device-lorawan"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_device-lorawan")),
+        };
         let svc = Killed(
-            Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
-                .args(["run", "--config"])
+            cmd.args(["run", "--config"])
                 .arg(&config)
                 .stdout(Stdio::null())
                 .spawn()
@@ -119,7 +132,7 @@ async fn main() {
         svc
     };
     // Its persistent session exists; then it is down while the backlog builds.
-    drop(start());
+    drop(start(&[]));
 
     let opts = SimOptions {
         devices: 200,
@@ -143,7 +156,7 @@ async fn main() {
     eprintln!("backlog: {want} uplinks queued for the service; restarting it");
 
     let started = Instant::now();
-    let svc = start();
+    let svc = start(&wrap);
     let pid = svc.0.id();
     let mut peak_sampled = 0;
     let mut last_change = Instant::now();

@@ -208,6 +208,10 @@ struct SimulateArgs {
     /// Send confirmed uplinks (each asks for an ACK downlink).
     #[arg(long)]
     confirmed: bool,
+    /// The ABP motes are class C: they also take downlinks sent at any
+    /// time on their RX2 (declare them `class: C` in the devices file).
+    #[arg(long)]
+    class_c: bool,
     /// Gateways refuse RX1 transmissions, so downlinks must fall back to RX2.
     #[arg(long)]
     refuse_rx1: bool,
@@ -563,6 +567,7 @@ async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         device_time_every: a.device_time_every,
         gateway_time: a.gateway_time,
         class_a_wait: Duration::ZERO,
+        class_c: a.class_c,
     };
     let report = sim::run(target, opts, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -240,6 +240,7 @@ fn downlinks_agree_with_chirpstack_api() {
             ),
             power_dbm: 14,
             station: None,
+            immediately: false,
         },
         TxRequest {
             id: 78,
@@ -249,6 +250,18 @@ fn downlinks_agree_with_chirpstack_api() {
             window: rx2(RX1_DELAY, RX2_FREQUENCY, RX2_DATR),
             power_dbm: 27,
             station: None,
+            immediately: false,
+        },
+        // Class C: at once, on RX2.
+        TxRequest {
+            id: 79,
+            gateway: Eui64::from_u64(0x0016_c001_f153_a14e),
+            phy: vec![0x60, 1, 2, 3, 4, 0x20, 7, 0, 1, 2, 3, 4],
+            uplink_tmst: 42,
+            window: rx2(std::time::Duration::ZERO, RX2_FREQUENCY, RX2_DATR),
+            power_dbm: 27,
+            station: None,
+            immediately: true,
         },
     ];
     let input: String = reqs
@@ -274,7 +287,7 @@ fn downlinks_agree_with_chirpstack_api() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let (frames, acks) = lines.split_at(4);
+    let (frames, acks) = lines.split_at(6);
     for (i, f) in frames.iter().enumerate() {
         let r = &reqs[i / 2];
         let w = &r.window;
@@ -296,6 +309,11 @@ fn downlinks_agree_with_chirpstack_api() {
             (&f["ipol"], &f["codeRate"]),
             (&serde_json::json!(true), &serde_json::json!("CR_4_5"))
         );
+        if r.immediately {
+            assert_eq!(f["timing"], "immediately", "{f}");
+            continue;
+        }
+        assert_eq!(f["timing"], "delay", "{f}");
         assert_eq!(f["delayUs"].as_u64(), Some(w.delay.as_micros() as u64));
         assert_eq!(
             f["context"],

@@ -108,6 +108,21 @@ pub struct DeviceEntry {
     /// device variables): not secret, not keys.
     #[serde(default)]
     pub variables: std::collections::BTreeMap<String, String>,
+    /// `A` (default): it listens only after its uplinks. `C`: it listens
+    /// on RX2 all the time, so commands go out at once.
+    #[serde(default)]
+    pub class: DeviceClass,
+}
+
+/// When a device listens for downlinks (LoRaWAN device classes; B, beacon
+/// timed, is not supported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum DeviceClass {
+    /// RX1 and RX2 after each uplink.
+    #[default]
+    A,
+    /// RX2 whenever it is not sending: downlinks need no uplink first.
+    C,
 }
 
 fn yes() -> bool {
@@ -137,6 +152,7 @@ impl DeviceEntry {
             mac_version: Default::default(),
             adr: true,
             variables: Default::default(),
+            class: DeviceClass::A,
         }
     }
 }
@@ -250,6 +266,9 @@ pub fn to_yaml(entries: &[DeviceEntry]) -> String {
             }
             if !e.adr {
                 v["adr"] = false.into();
+            }
+            if e.class != DeviceClass::A {
+                v["class"] = serde_json::to_value(e.class).expect("a name");
             }
             if !e.variables.is_empty() {
                 v["variables"] = serde_json::to_value(&e.variables).expect("strings");

@@ -28,6 +28,8 @@ pub struct Device {
     pub mac_version: MacVersionName,
     /// ADR wanted for this device (the devices file's `adr`).
     pub adr: bool,
+    /// When it listens: class C devices get their commands at once.
+    pub class: super::DeviceClass,
     /// Its codec variables, as the JSON object a JavaScript codec gets.
     pub variables: Arc<str>,
     /// OTAA devices: what their joins are checked and answered with.
@@ -125,6 +127,7 @@ impl Registry {
                 region: e.region,
                 mac_version: e.mac_version,
                 adr: e.adr,
+                class: e.class,
                 variables: serde_json::to_string(&e.variables).expect("strings").into(),
                 // An OTAA device rejoins when it reboots: no reset heuristics.
                 fcnt_policy: if otaa.is_some() {

@@ -1,7 +1,9 @@
-//! Class A downlinks: commands queued by the API ([`queue`]), sent after
-//! the device's next uplink, in RX1 or else RX2, through the gateway that
-//! heard it best ([`scheduler`]), in that gateway's own protocol ([`wire`]:
-//! Semtech UDP PULL_RESP / TX_ACK, ChirpStack `command/down` / `event/ack`).
+//! Downlinks: commands queued by the API ([`queue`]), sent after the
+//! device's next uplink (class A), in RX1 or else RX2, or at once on RX2
+//! (class C), through the gateway that heard it best ([`scheduler`]), in
+//! that gateway's own protocol ([`wire`]: Semtech UDP PULL_RESP / TX_ACK,
+//! ChirpStack `command/down` / `event/ack`; Basics Station's `dnmsg` /
+//! `dntxed` in `ingest::station`).
 
 pub mod queue;
 pub mod scheduler;
@@ -26,6 +28,9 @@ pub struct TxRequest {
     pub power_dbm: i32,
     /// For a Basics Station gateway: what its `dnmsg` needs.
     pub station: Option<StationTx>,
+    /// Class C: transmit now, on `window` (the device's RX2); the uplink's
+    /// timestamp and the window's delay do not apply.
+    pub immediately: bool,
 }
 
 /// A Basics Station downlink's windows, in the region's terms: the station

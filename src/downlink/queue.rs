@@ -61,6 +61,8 @@ pub struct DownlinkQueue {
     max_per_device: usize,
     inner: Mutex<Stored>,
     metrics: Arc<Metrics>,
+    /// Woken on every push: class C devices get their commands at once.
+    pushed: tokio::sync::Notify,
 }
 
 impl DownlinkQueue {
@@ -85,6 +87,7 @@ impl DownlinkQueue {
             max_per_device,
             inner: Mutex::new(stored),
             metrics,
+            pushed: tokio::sync::Notify::new(),
         })
     }
 
@@ -118,6 +121,22 @@ impl DownlinkQueue {
             self.metrics.downlinks_queued.fetch_add(1, Relaxed);
             Ok(seq)
         })
+        .inspect(|_| self.pushed.notify_one())
+    }
+
+    /// Resolves after the next push (or at once if one came since the last
+    /// wait): the pipeline then sends class C devices' commands.
+    pub async fn pushed(&self) {
+        self.pushed.notified().await
+    }
+
+    /// The devices with commands waiting.
+    pub fn waiting(&self) -> Vec<String> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let s = self.inner.lock().expect("queue lock");
+        s.devices.keys().cloned().collect()
     }
 
     /// The command to send next to `device`, and how many wait behind it.

@@ -22,7 +22,7 @@ use super::windows::{plan, window_limit, Timing};
 use super::{Transmitters, TxAck, TxRequest};
 use crate::config::DownlinkConfig;
 use crate::counters::{CounterStore, CounterStoreError};
-use crate::devices::Device;
+use crate::devices::{Device, DeviceClass};
 use crate::lorawan::crypto::Direction;
 use crate::lorawan::encode::{build_frame, FrameSpec};
 use crate::lorawan::mac::commands::encode_all;
@@ -120,7 +120,16 @@ pub struct Scheduler {
     in_flight: HashMap<u32, InFlight>,
     next_id: u32,
     metrics: Arc<Metrics>,
+    /// Class C devices: the best reception of their latest uplink (the
+    /// gateway their commands go out through) and its protocol.
+    heard: HashMap<u32, (RxMeta, Source)>,
+    /// Class C commands refused or unanswered: when to try again.
+    retry_at: Option<Instant>,
 }
+
+/// How long a class C command waits after a refused or unanswered
+/// transmission before the next try.
+const CLASS_C_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Scheduler {
     pub fn new(
@@ -138,6 +147,8 @@ impl Scheduler {
             in_flight: HashMap::new(),
             next_id: 0,
             metrics,
+            heard: HashMap::new(),
+            retry_at: None,
         }
     }
 
@@ -154,6 +165,9 @@ impl Scheduler {
         mac: &Decision,
         listens: Option<RxSettings>,
     ) {
+        if device.class == DeviceClass::C && up.source != Source::ApplicationMqtt {
+            self.heard.insert(id, (up.rx, up.source));
+        }
         let must = up.confirmed || mac.must_send;
         if !self.cfg.enabled || (!must && self.queue.is_empty()) {
             return;
@@ -260,6 +274,7 @@ impl Scheduler {
             window: plan.first,
             power_dbm,
             station,
+            immediately: false,
         };
         let flight = InFlight {
             device: id,
@@ -276,6 +291,129 @@ impl Scheduler {
         };
         tracing::debug!(device = %name, fcnt, command = ?seq, ack = up.confirmed, mac = ?flight.mac, "downlink scheduled");
         self.send(flight);
+    }
+
+    /// Class C device `id` has a command queued: send it now, on the RX2
+    /// it listens on (`listens`: what it acknowledged; `None`: its
+    /// configured windows), through the gateway that heard its latest
+    /// uplink best. Nothing happens while one of its transmissions waits for
+    /// a gateway's answer (the answer sends the next), or before it was
+    /// first heard (a class C device listens only once it has sent).
+    pub fn on_queued(
+        &mut self,
+        id: u32,
+        device: &Device,
+        store: &CounterStore,
+        listens: Option<RxSettings>,
+    ) {
+        if !self.cfg.enabled || device.class != DeviceClass::C {
+            return;
+        }
+        if self.in_flight.values().any(|f| f.device == id) {
+            return;
+        }
+        let Some((command, behind)) = self.queue.front(&device.name) else {
+            return;
+        };
+        let name = &device.name;
+        let (Some(crypto), Some(dev_addr)) = (device.crypto.as_ref(), device.dev_addr) else {
+            return;
+        };
+        let Some(&(rx, source)) = self.heard.get(&id) else {
+            tracing::debug!(device = %name, "class C command waits for the device's first uplink (no gateway heard it yet)");
+            return;
+        };
+        let region = self.regions.get(device.region);
+        let settings =
+            listens.unwrap_or_else(|| device.rx_windows.over(self.cfg.rx_defaults(region)));
+        let window = Window {
+            delay: std::time::Duration::ZERO,
+            ..settings.rx2()
+        };
+        let version = MacVersionName::default();
+        if command.payload.len() > window_limit(region, version, &window) {
+            self.fail(
+                name,
+                &format!(
+                    "{} bytes do not fit RX2 at {} (class C)",
+                    command.payload.len(),
+                    window.datr
+                ),
+            );
+            self.refused_seq(name, command.seq);
+            return;
+        }
+        let power_dbm = self
+            .cfg
+            .tx_power
+            .unwrap_or_else(|| region.downlink_power(window.frequency));
+        let fcnt = store.down(device.dev_eui);
+        let spec = FrameSpec {
+            dir: Direction::Down,
+            confirmed: false,
+            dev_addr,
+            fcnt,
+            adr: false,
+            ack: false,
+            fpending: behind > 0,
+            adr_ack_req: false,
+            fopts: &[],
+            fport: Some(command.fport),
+        };
+        let station = rx.station.and_then(|ctx| {
+            Some(super::StationTx {
+                dev_eui: device.dev_eui,
+                xtime: 0,
+                rctx: ctx.rctx,
+                rx_delay: 0,
+                rx1: None,
+                rx2: (region.dr_index(window.datr, false)?, window.frequency),
+            })
+        });
+        let req = TxRequest {
+            id: self.new_id(),
+            gateway: rx.gateway,
+            phy: build_frame(crypto, &spec, &command.payload),
+            uplink_tmst: rx.tmst.unwrap_or(0),
+            window,
+            power_dbm,
+            station,
+            immediately: true,
+        };
+        tracing::debug!(device = %name, fcnt, command = command.seq, gateway = %rx.gateway, "class C downlink scheduled");
+        self.send(InFlight {
+            device: id,
+            name: name.clone(),
+            dev_eui: device.dev_eui,
+            fcnt: Some(fcnt),
+            seq: Some(command.seq),
+            mac: None,
+            rx2_left: None,
+            req,
+            source,
+            deadline: Instant::now(),
+        });
+    }
+
+    /// The devices with commands queued.
+    pub fn waiting(&self) -> Vec<String> {
+        self.queue.waiting()
+    }
+
+    /// The queue, to wait on its pushes.
+    pub fn queue(&self) -> &Arc<DownlinkQueue> {
+        &self.queue
+    }
+
+    /// When refused class C commands are due to be tried again.
+    pub fn retry_due(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// The retry time passed: the caller offers every waiting class C
+    /// command again ([`Self::on_queued`]).
+    pub fn retried(&mut self) {
+        self.retry_at = None;
     }
 
     /// Send JoinAccept `phy` to device `id`, answering a JoinRequest heard
@@ -328,6 +466,7 @@ impl Scheduler {
             window: plan.first,
             power_dbm,
             station,
+            immediately: false,
         };
         tracing::debug!(device = %name, gateway = %rx.gateway, "JoinAccept scheduled");
         self.send(InFlight {
@@ -368,6 +507,9 @@ impl Scheduler {
                 &f.name,
                 "no transmitter for the gateway the uplink came through",
             );
+            if f.req.immediately {
+                self.refused(&f);
+            }
             return;
         };
         match sender.try_send(f.req.clone()) {
@@ -378,6 +520,9 @@ impl Scheduler {
             }
             Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
                 self.fail(&f.name, "the gateway transmitter is not keeping up");
+                if f.req.immediately {
+                    self.refused(&f);
+                }
             }
         }
     }
@@ -445,9 +590,13 @@ impl Scheduler {
 
     /// A refused command stays queued for the next uplink, until it has
     /// used up its attempts.
-    fn refused(&self, f: &InFlight) {
+    fn refused(&mut self, f: &InFlight) {
         if let Some(seq) = f.seq {
             self.refused_seq(&f.name, seq);
+            // A class C command waits for no uplink: it is tried again soon.
+            if f.req.immediately {
+                self.retry_at.get_or_insert(Instant::now() + CLASS_C_RETRY);
+            }
         }
     }
 

@@ -26,11 +26,14 @@ fn b64(bytes: &[u8]) -> String {
 /// The PULL_RESP datagram for `req` (protocol v2: `token` comes back in the TX_ACK).
 pub fn pull_resp(token: u16, req: &TxRequest) -> Vec<u8> {
     let w = &req.window;
-    let txpk = serde_json::json!({"txpk": {
-        "imme": false, "tmst": req.tmst(), "freq": f64::from(w.frequency) / 1e6, "rfch": 0,
+    let mut txpk = serde_json::json!({"txpk": {
+        "imme": req.immediately, "freq": f64::from(w.frequency) / 1e6, "rfch": 0,
         "powe": req.power_dbm, "modu": "LORA", "datr": w.datr.to_string(), "codr": "4/5",
         "ipol": true, "size": req.phy.len(), "data": b64(&req.phy),
     }});
+    if !req.immediately {
+        txpk["txpk"]["tmst"] = req.tmst().into();
+    }
     let mut d = vec![2, (token >> 8) as u8, token as u8, PULL_RESP];
     d.extend_from_slice(&serde_json::to_vec(&txpk).expect("json"));
     d
@@ -82,6 +85,8 @@ pub struct Transmission {
     pub tmst: u32,
     pub frequency: u32,
     pub datr: DataRate,
+    /// Sent at once (class C), not at `tmst`.
+    pub immediately: bool,
 }
 
 fn field(name: &'static str) -> MessageError {
@@ -104,10 +109,14 @@ pub fn decode_pull_resp(body: &[u8]) -> Result<Transmission, MessageError> {
                 .and_then(|d| d.as_str())
                 .ok_or_else(|| field("txpk.data"))?,
         )?,
-        tmst: t
-            .get("tmst")
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| field("txpk.tmst"))? as u32,
+        immediately: t.get("imme").and_then(|x| x.as_bool()) == Some(true),
+        tmst: match t.get("imme").and_then(|x| x.as_bool()) {
+            Some(true) => 0,
+            _ => t
+                .get("tmst")
+                .and_then(|x| x.as_u64())
+                .ok_or_else(|| field("txpk.tmst"))? as u32,
+        },
         frequency: (t
             .get("freq")
             .and_then(|x| x.as_f64())
@@ -161,12 +170,16 @@ pub fn downlink_frame(req: &TxRequest, m: Marshaler) -> Vec<u8> {
                 board: 0,
                 antenna: 0,
                 timing: Some(pb::Timing {
-                    parameters: Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo {
-                        delay: Some(prost_types::Duration {
-                            seconds: w.delay.as_secs() as i64,
-                            nanos: w.delay.subsec_nanos() as i32,
-                        }),
-                    })),
+                    parameters: Some(if req.immediately {
+                        pb::timing::Parameters::Immediately(pb::ImmediatelyTimingInfo {})
+                    } else {
+                        pb::timing::Parameters::Delay(pb::DelayTimingInfo {
+                            delay: Some(prost_types::Duration {
+                                seconds: w.delay.as_secs() as i64,
+                                nanos: w.delay.subsec_nanos() as i32,
+                            }),
+                        })
+                    }),
                 }),
                 context: context.clone(),
             }),
@@ -185,7 +198,11 @@ pub fn downlink_frame(req: &TxRequest, m: Marshaler) -> Vec<u8> {
                     "modulation": {"lora": {"bandwidth": u32::from(w.datr.bw_khz) * 1000,
                         "spreadingFactor": w.datr.sf, "codeRate": "CR_4_5", "polarizationInversion": true}},
                     "board": 0, "antenna": 0,
-                    "timing": {"delay": {"delay": format!("{}s", w.delay.as_secs_f64())}},
+                    "timing": if req.immediately {
+                        serde_json::json!({"immediately": {}})
+                    } else {
+                        serde_json::json!({"delay": {"delay": format!("{}s", w.delay.as_secs_f64())}})
+                    },
                     "context": b64(&context),
                 },
             }],
@@ -220,28 +237,31 @@ pub fn decode_downlink_frame(payload: &[u8]) -> Result<(u32, Transmission), Mess
     };
     let item = pbf.items.into_iter().next().ok_or_else(|| field("items"))?;
     let tx = item.tx_info.ok_or_else(|| field("txInfo"))?;
-    let Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo { delay: Some(d) })) =
-        tx.timing.and_then(|t| t.parameters)
-    else {
-        return Err(field("txInfo.timing.delay"));
-    };
     let Some(pb::modulation::Parameters::Lora(l)) = tx.modulation.and_then(|m| m.parameters) else {
         return Err(field("txInfo.modulation.lora"));
     };
-    let ctx: [u8; 4] = tx.context.try_into().map_err(|_| field("txInfo.context"))?;
-    // A negative or absurd delay is refused, not wrapped (a class A delay
-    // is a few seconds; the concentrator counter wraps at 2^32 µs anyway).
-    let delay_us = u64::try_from(d.seconds)
-        .ok()
-        .filter(|s| *s <= 4_294)
-        .zip(u64::try_from(d.nanos).ok())
-        .map(|(s, n)| s * 1_000_000 + n / 1000)
-        .ok_or_else(|| field("txInfo.timing.delay"))?;
+    let tmst = match tx.timing.and_then(|t| t.parameters) {
+        Some(pb::timing::Parameters::Immediately(_)) => None,
+        Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo { delay: Some(d) })) => {
+            let ctx: [u8; 4] = tx.context.try_into().map_err(|_| field("txInfo.context"))?;
+            // A negative or absurd delay is refused, not wrapped (a class A
+            // delay is a few seconds; the counter wraps at 2^32 µs anyway).
+            let delay_us = u64::try_from(d.seconds)
+                .ok()
+                .filter(|s| *s <= 4_294)
+                .zip(u64::try_from(d.nanos).ok())
+                .map(|(s, n)| s * 1_000_000 + n / 1000)
+                .ok_or_else(|| field("txInfo.timing.delay"))?;
+            Some(u32::from_be_bytes(ctx).wrapping_add(delay_us as u32))
+        }
+        _ => return Err(field("txInfo.timing")),
+    };
     Ok((
         pbf.downlink_id,
         Transmission {
             phy: item.phy_payload,
-            tmst: u32::from_be_bytes(ctx).wrapping_add(delay_us as u32),
+            tmst: tmst.unwrap_or(0),
+            immediately: tmst.is_none(),
             frequency: tx.frequency,
             datr: DataRate::new(l.spreading_factor, l.bandwidth / 1000)
                 .ok_or_else(|| field("modulation"))?,
@@ -266,10 +286,15 @@ fn json_downlink_frame(payload: &[u8]) -> Result<pb::DownlinkFrame, MessageError
             .map(str::to_owned)
             .ok_or_else(|| field(name))
     };
-    let delay: f64 = text(tx, "/timing/delay/delay", "timing.delay")?
-        .strip_suffix('s')
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| field("timing.delay"))?;
+    let immediately = tx.pointer("/timing/immediately").is_some();
+    let delay: f64 = if immediately {
+        0.0
+    } else {
+        text(tx, "/timing/delay/delay", "timing.delay")?
+            .strip_suffix('s')
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| field("timing.delay"))?
+    };
     Ok(pb::DownlinkFrame {
         downlink_id: v
             .get("downlinkId")
@@ -291,14 +316,22 @@ fn json_downlink_frame(payload: &[u8]) -> Result<pb::DownlinkFrame, MessageError
                     })),
                 }),
                 timing: Some(pb::Timing {
-                    parameters: Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo {
-                        delay: Some(prost_types::Duration {
-                            seconds: delay.trunc() as i64,
-                            nanos: (delay.fract() * 1e9).round() as i32,
-                        }),
-                    })),
+                    parameters: Some(if immediately {
+                        pb::timing::Parameters::Immediately(pb::ImmediatelyTimingInfo {})
+                    } else {
+                        pb::timing::Parameters::Delay(pb::DelayTimingInfo {
+                            delay: Some(prost_types::Duration {
+                                seconds: delay.trunc() as i64,
+                                nanos: (delay.fract() * 1e9).round() as i32,
+                            }),
+                        })
+                    }),
                 }),
-                context: unb64("context", &text(tx, "/context", "context")?)?,
+                context: match text(tx, "/context", "context") {
+                    Ok(c) => unb64("context", &c)?,
+                    Err(e) if !immediately => return Err(e),
+                    Err(_) => Vec::new(),
+                },
                 ..Default::default()
             }),
         }],
@@ -379,6 +412,7 @@ mod tests {
             window: rx1(868_300_000, DataRate::parse("SF9BW125").unwrap(), RX1_DELAY),
             power_dbm: 14,
             station: None,
+            immediately: false,
         }
     }
 

@@ -194,6 +194,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             mac_version: otaa.as_ref().map_or(Default::default(), |o| o.2),
             adr: true,
             variables: Default::default(),
+            class: Default::default(),
         },
         profile: Arc::new(profile),
         up: counter_of(&counter).1,

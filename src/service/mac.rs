@@ -36,7 +36,8 @@ impl super::Pipeline {
     }
 
     /// A gateway's answer to a transmission: the MAC requests it carried
-    /// now wait for the device's answers.
+    /// now wait for the device's answers; a class C device's next command
+    /// goes out.
     pub(super) fn tx_ack(&mut self, ack: crate::downlink::TxAck) -> anyhow::Result<()> {
         if let Some(sent) = self.scheduler.on_ack(ack, &mut self.store)? {
             let device = self.registry.get(sent.device);
@@ -48,7 +49,24 @@ impl super::Pipeline {
                 &self.metrics,
             )?;
         }
+        self.class_c();
         Ok(())
+    }
+
+    /// Offer every class C device's waiting command to the scheduler: it
+    /// sends each device's next one at once, on RX2.
+    pub(super) fn class_c(&mut self) {
+        for name in self.scheduler.waiting() {
+            let Some(id) = self.registry.by_name(&name) else {
+                continue;
+            };
+            let device = self.registry.get(id);
+            if device.class != crate::devices::DeviceClass::C {
+                continue;
+            }
+            let listens = self.mac.rx_of(id, self.scheduler.region_of(device.region));
+            self.scheduler.on_queued(id, device, &self.store, listens);
+        }
     }
 }
 

@@ -211,11 +211,13 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let mut sync = tokio::time::interval(self.config.service.sync_interval);
+        let queue = self.scheduler.queue().clone();
         loop {
             let deadline = [
                 self.dedup.next_deadline(),
                 self.joining.next_deadline(),
                 self.scheduler.next_deadline(),
+                self.scheduler.retry_due(),
             ]
             .into_iter()
             .flatten()
@@ -230,7 +232,12 @@ impl Pipeline {
                     self.emit_due(now)?;
                     self.emit_joins(now);
                     self.scheduler.expire(now, &mut self.store)?;
+                    if self.scheduler.retry_due().is_some_and(|t| t <= now) {
+                        self.scheduler.retried();
+                        self.class_c();
+                    }
                 }
+                _ = queue.pushed() => self.class_c(),
                 c = async { match &mut self.control { Some(c) => c.recv().await, None => std::future::pending().await } } => match c {
                     Some(c) => self.apply(c)?,
                     None => self.control = None,

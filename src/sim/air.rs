@@ -86,7 +86,8 @@ fn deliver_join_accept(
 /// if it comes in a window the mote opened after one of its recent uplinks
 /// (RX1: its delay, the uplink's channel, the uplink's rate lowered by its
 /// RX1 offset; RX2: a second later, its RX2 channel and rate). LMIC listens
-/// nowhere else, so neither does the simulated mote.
+/// nowhere else, so neither does the simulated mote; a class C mote also
+/// takes what is sent at once on its RX2 channel and rate.
 pub(super) fn deliver(
     motes: &mut [Mote],
     region: &Region,
@@ -111,10 +112,16 @@ pub(super) fn deliver(
     };
     let mote = &mut motes[i];
     let rx = mote.rx;
-    let heard = sent[i].iter().find_map(|u| {
-        let w1 = region.rx1(u.frequency, u.datr, rx.rx1_dr_offset, rx.rx1_delay);
-        in_window(&t, u, [w1, Some(rx.rx2())]).map(|d| (d, u.gps_ns))
-    });
+    let heard = if t.immediately {
+        // Sent at once (class C): only a class C mote listens, on its RX2.
+        let rx2 = rx.rx2();
+        (mote.class_c && t.frequency == rx2.frequency && t.datr == rx2.datr).then_some((0, 0))
+    } else {
+        sent[i].iter().find_map(|u| {
+            let w1 = region.rx1(u.frequency, u.datr, rx.rx1_dr_offset, rx.rx1_delay);
+            in_window(&t, u, [w1, Some(rx.rx2())]).map(|d| (d, u.gps_ns))
+        })
+    };
     let Some((delay_us, uplink_gps_ns)) = heard else {
         tracing::warn!(device = %mote.name, frequency = t.frequency, datr = %t.datr,
             "simulated mote was not listening there or then: downlink missed");

@@ -94,6 +94,9 @@ pub struct SimOptions {
     /// An OTAA mote reboots, and so joins again, after this many frames of
     /// a session (ABP motes follow `reboot_every`).
     pub otaa_rejoin_every: Option<u32>,
+    /// The ABP motes are class C: they take downlinks sent at any time on
+    /// their RX2 (their entries must say `class: C` to the service).
+    pub class_c: bool,
     /// The motes run ADR as LMIC does (ADR bit, ADRACKReq, stepping down,
     /// LinkADRReq taken), each at its own data rate, and a gateway hears a
     /// frame only above its rate's demodulation floor.
@@ -139,6 +142,7 @@ impl Default for SimOptions {
             mac_version: Default::default(),
             lost_join_accepts: 0,
             otaa_rejoin_every: None,
+            class_c: false,
             linger: Duration::ZERO,
             adr: false,
             start_dr: None,
@@ -241,7 +245,8 @@ pub struct ReceivedByMote {
     pub payload: Vec<u8>,
     /// MAC commands in FOpts.
     pub fopts: Vec<u8>,
-    /// Transmit time minus the uplink's, in µs (1 s for RX1, 2 s for RX2).
+    /// Transmit time minus the uplink's, in µs (1 s for RX1, 2 s for RX2;
+    /// 0 for a class C downlink sent at once).
     pub delay_us: u32,
     pub frequency: u32,
     pub datr: String,
@@ -282,6 +287,9 @@ pub async fn run(
     let mut entries = mote::entries(opts.devices, opts.seed);
     for e in &mut entries {
         e.rx_windows = opts.rx_windows;
+        if opts.class_c {
+            e.class = crate::devices::DeviceClass::C;
+        }
     }
     entries.extend(mote::otaa_entries(
         opts.otaa_devices,

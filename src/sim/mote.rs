@@ -116,6 +116,9 @@ pub struct Mote {
     pub mac: super::lmic_mac::MoteMac,
     /// MAC requests to add to the next uplink (LinkCheckReq, DeviceTimeReq).
     pub asks: Vec<crate::lorawan::mac::MacCommand>,
+    /// Class C (its entry's `class`): it listens on RX2 whenever it is not
+    /// sending, so it takes downlinks sent at any time there.
+    pub class_c: bool,
 }
 
 /// The one downlink the firmware understands (firmware/lorawan-mote/payload.h):
@@ -169,6 +172,7 @@ impl Mote {
             rx: e.rx_windows.over(region.rx_defaults()),
             mac: super::lmic_mac::MoteMac::new(false, region.max_adr_dr()),
             asks: Vec::new(),
+            class_c: e.class == crate::devices::DeviceClass::C,
         }
     }
 

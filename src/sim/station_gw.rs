@@ -85,6 +85,16 @@ pub async fn connect(
 /// uplink's xtime), or RX2 a second later when RX1 is refused or absent.
 fn transmission(d: &serde_json::Value, region: &Region, refuse_rx1: bool) -> Option<Transmission> {
     let phy = hex::decode(d["pdu"].as_str()?).ok()?;
+    if d["dC"] == 2 {
+        // Class C: at once, on RX2 (a station's altTxTime), no xtime.
+        return Some(Transmission {
+            phy,
+            tmst: 0,
+            frequency: d["RX2Freq"].as_u64()? as u32,
+            datr: region.data_rate(d["RX2DR"].as_u64()? as u8)?,
+            immediately: true,
+        });
+    }
     let base = d["xtime"].as_i64()? as u32;
     let delay = d["RxDelay"].as_u64()? as u32 * 1_000_000;
     let rx1 = d["RX1DR"]
@@ -104,5 +114,6 @@ fn transmission(d: &serde_json::Value, region: &Region, refuse_rx1: bool) -> Opt
         tmst: at,
         frequency: freq as u32,
         datr: region.data_rate(dr as u8)?,
+        immediately: false,
     })
 }

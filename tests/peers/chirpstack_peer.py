@@ -27,6 +27,7 @@ if sys.argv[1] == "downlink":
                           "frequency": tx.frequency, "power": tx.power, "sf": lora.spreading_factor,
                           "bw": lora.bandwidth, "ipol": lora.polarization_inversion,
                           "codeRate": gw.CodeRate.Name(lora.code_rate),
+                          "timing": tx.timing.WhichOneof("parameters"),
                           "delayUs": tx.timing.delay.delay.ToMicroseconds(), "context": tx.context.hex()}))
     for status in (gw.OK, gw.TOO_LATE):
         ack = gw.DownlinkTxAck()

@@ -412,8 +412,26 @@ pub fn mux_time() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A class A downlink as `dnmsg`.
+/// A downlink as `dnmsg`: class A (`dC` 0) with the uplink's `xtime` and
+/// both windows, or class C (`dC` 2, `req.immediately`): no `xtime`, RX2
+/// only, which the station sends as soon as it can.
 pub fn dnmsg(req: &crate::downlink::TxRequest, s: &crate::downlink::StationTx) -> String {
+    if req.immediately {
+        return serde_json::json!({
+            "msgtype": "dnmsg",
+            "DevEui": eui_text(s.dev_eui),
+            "dC": 2,
+            "diid": req.id,
+            "pdu": hex::encode(&req.phy),
+            "RxDelay": 0,
+            "RX2DR": s.rx2.0,
+            "RX2Freq": s.rx2.1,
+            "priority": 0,
+            "rctx": s.rctx,
+            "MuxTime": mux_time(),
+        })
+        .to_string();
+    }
     let mut m = serde_json::json!({
         "msgtype": "dnmsg",
         "DevEui": eui_text(s.dev_eui),

@@ -209,6 +209,7 @@ fn dnmsg_carries_the_uplinks_context_and_both_windows() {
         },
         power_dbm: 14,
         station: None,
+        immediately: false,
     };
     let s = crate::downlink::StationTx {
         dev_eui: Eui64::from_u64(1),
