@@ -28,6 +28,15 @@ async fn one_put(
     }
     let env = common::binary_env(&mote::devices_yaml(&entries), "", ingest, "");
     let mut svc = common::start_binary(&env.config);
+    if ingest.contains("Mqtt") {
+        // Subscribed before the site publishes (gateway and application
+        // streams, and the gateways' acks).
+        let api = env.api;
+        common::until("subscriptions", Duration::from_secs(20), || {
+            common::scrape(api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 2)
+        })
+        .await;
+    }
     let target = target(&env);
     let opts = SimOptions {
         devices: 3,

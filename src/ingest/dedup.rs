@@ -130,6 +130,13 @@ impl<T> Dedup<T> {
                 emit(item);
             }
         }
+        // After a burst, give back what it needed (the map keeps its
+        // capacity otherwise, and its values are whole uplinks).
+        if self.pending.is_empty() && self.pending.capacity() > 1024 {
+            self.pending.shrink_to(64);
+            self.order.shrink_to(64);
+            crate::fsutil::release_free_memory();
+        }
     }
 
     /// Everything pending, regardless of deadlines (at shutdown).

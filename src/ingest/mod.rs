@@ -40,59 +40,113 @@ pub enum IngestEvent {
 /// or was rejected. Until then the broker keeps the message and redelivers it
 /// if we die: nothing acknowledged is lost.
 ///
-/// It keeps only the packet id, not the message: a frame held in the
-/// de-duplication window does not hold its MQTT payload too.
+/// It is only the packet id, handed back to the MQTT ingest task that
+/// received the message ([`AckQueue`]): a frame held in the de-duplication
+/// window does not hold its MQTT payload, and a backlog's acks waiting for
+/// the client cost two bytes each, never a dropped ack.
 pub struct Ack {
-    client: rumqttc::AsyncClient,
-    pkid: u16,
-    qos: rumqttc::QoS,
+    to: tokio::sync::mpsc::UnboundedSender<PendingAck>,
+    ack: PendingAck,
 }
 
-/// Acks that found the client's request queue full and were sent by a task
-/// once it had room, and acks that could not be sent at all (the client is
-/// gone: the broker redelivers those messages to our persistent session).
-/// Process-wide, like the MQTT clients they count.
+/// A PUBACK (or PUBREC) to send: packet id and QoS of the message.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingAck {
+    pub pkid: u16,
+    pub qos: rumqttc::QoS,
+}
+
+impl PendingAck {
+    /// The minimal `Publish` rumqttc's `try_ack` reads (its QoS and id).
+    pub fn publish(self) -> rumqttc::Publish {
+        let mut p = rumqttc::Publish::new("", self.qos, Vec::new());
+        p.pkid = self.pkid;
+        p
+    }
+}
+
+/// Acks that waited for room in the client's request queue, and acks that
+/// could not be sent at all (the ingest task is gone: the broker
+/// redelivers those messages to our persistent session). Process-wide,
+/// like the MQTT clients they count.
 pub static ACKS_DEFERRED: AtomicU64 = AtomicU64::new(0);
 pub static ACKS_LOST: AtomicU64 = AtomicU64::new(0);
 /// When the last "ack not sent" line was logged (Unix s): one per 10 s.
 static ACK_WARNED_AT: AtomicU64 = AtomicU64::new(0);
 
 impl Ack {
-    pub fn new(client: rumqttc::AsyncClient, publish: &rumqttc::Publish) -> Self {
+    pub fn new(
+        to: tokio::sync::mpsc::UnboundedSender<PendingAck>,
+        publish: &rumqttc::Publish,
+    ) -> Self {
         Self {
-            client,
-            pkid: publish.pkid,
-            qos: publish.qos,
+            to,
+            ack: PendingAck {
+                pkid: publish.pkid,
+                qos: publish.qos,
+            },
         }
     }
 
-    fn publish(&self) -> rumqttc::Publish {
-        let mut p = rumqttc::Publish::new("", self.qos, Vec::new());
-        p.pkid = self.pkid;
-        p
-    }
-
-    /// Queue the PUBACK. A full request queue never drops it: a task waits
-    /// for room (the ingest reads no more from the broker meanwhile).
+    /// Hand the ack to the ingest task, which queues it on its client.
     pub fn send(self) {
-        match self.client.try_ack(&self.publish()) {
-            Ok(()) => {}
-            Err(rumqttc::ClientError::TryRequest(rumqttc::Request::PubAck(_)))
-                if tokio::runtime::Handle::try_current().is_ok() =>
-            {
-                ACKS_DEFERRED.fetch_add(1, Relaxed);
-                tokio::spawn(async move {
-                    if let Err(e) = self.client.ack(&self.publish()).await {
-                        lost(&e);
-                    }
-                });
-            }
-            Err(e) => lost(&e),
+        if self.to.send(self.ack).is_err() {
+            lost("the MQTT ingest stopped");
         }
     }
 }
 
-fn lost(e: &rumqttc::ClientError) {
+/// The MQTT ingest task's acks: received from the pipeline, queued on the
+/// client as its request queue has room, the rest kept here in order.
+pub struct AckQueue {
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<PendingAck>,
+    waiting: std::collections::VecDeque<PendingAck>,
+}
+
+impl AckQueue {
+    pub fn new() -> (tokio::sync::mpsc::UnboundedSender<PendingAck>, Self) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let waiting = std::collections::VecDeque::new();
+        (tx, Self { rx, waiting })
+    }
+
+    /// Queue `a` and whatever waits before it on `client`, as far as its
+    /// request queue takes them.
+    pub fn push(&mut self, a: PendingAck, client: &rumqttc::AsyncClient) {
+        self.waiting.push_back(a);
+        self.flush(client);
+        if !self.waiting.is_empty() {
+            ACKS_DEFERRED.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Queue waiting acks on `client` until its request queue is full.
+    pub fn flush(&mut self, client: &rumqttc::AsyncClient) {
+        while let Some(a) = self.waiting.front() {
+            match client.try_ack(&a.publish()) {
+                Ok(()) => {
+                    self.waiting.pop_front();
+                }
+                // Full: the event loop sends some when next polled.
+                Err(rumqttc::ClientError::TryRequest(_)) => return,
+                Err(e) => {
+                    lost(&e.to_string());
+                    self.waiting.pop_front();
+                }
+            }
+        }
+        if self.waiting.capacity() > 4096 {
+            self.waiting.shrink_to(1024);
+        }
+    }
+
+    /// Acks not yet on the client.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+fn lost(e: &str) {
     let n = ACKS_LOST.fetch_add(1, Relaxed) + 1;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -109,7 +163,7 @@ fn lost(e: &rumqttc::ClientError) {
 
 impl std::fmt::Debug for Ack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ack(pkid {})", self.pkid)
+        write!(f, "Ack(pkid {})", self.ack.pkid)
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio::sync::mpsc;
 
-use super::{application, gateway, topic_matches, Ack, IngestEvent};
+use super::{application, gateway, topic_matches, Ack, AckQueue, IngestEvent};
 use crate::config::{MqttConfig, StreamKind};
 use crate::downlink::wire::{decode_tx_ack, downlink_frame, Marshaler};
 use crate::downlink::{TxAck, TxRequest};
@@ -105,9 +105,10 @@ pub async fn run(
     // ones so that *we* reject them, counted, without a reconnect loop.
     opts.set_max_packet_size(max_bytes.max(1 << 20) + 1024, 1 << 16);
     let qos = rumqttc::qos(cfg.qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
-    // Acks travel through the client's request queue: it must hold every
-    // ack the broker's in-flight window allows (the queue grows on demand).
-    let (client, mut events) = AsyncClient::new(opts, 1 << 16);
+    // Acks come back from the pipeline as packet ids (`AckQueue`) and go on
+    // the client's request queue as it has room.
+    let (client, mut events) = AsyncClient::new(opts, 4096);
+    let (ack_tx, mut acks) = AckQueue::new();
     let mut backoff = Duration::from_millis(100);
     // Connected (a CONNACK since the last error): an error then is a lost
     // connection, before it a failed attempt.
@@ -136,6 +137,10 @@ pub async fn run(
                 }
                 Err(_) => return,
             },
+            Some(a) = acks.rx.recv() => {
+                acks.push(a, &client);
+                continue;
+            }
             Some(req) = downlinks.recv() => {
                 let sent = match gateways.get(&req.gateway) {
                     Some((prefix, m)) => client
@@ -158,6 +163,9 @@ pub async fn run(
         if backlog.len() >= BACKLOG_MAX / 2 {
             drained = false;
         }
+        if acks.waiting() > 0 {
+            acks.flush(&client);
+        }
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 up = true;
@@ -179,7 +187,7 @@ pub async fn run(
                 // Refusals are final: acknowledge them at once.
                 let refuse = |reason: Reason, detail: &dyn std::fmt::Display| {
                     metrics.reject(reason, detail);
-                    Ack::new(client.clone(), &p).send();
+                    Ack::new(ack_tx.clone(), &p).send();
                 };
                 if ack_filters.iter().any(|f| topic_matches(f, &p.topic)) {
                     match decode_tx_ack(&p.payload) {
@@ -188,7 +196,7 @@ pub async fn run(
                             metrics.reject(e.reason(), &format_args!("topic {}: {e}", p.topic))
                         }
                     }
-                    Ack::new(client.clone(), &p).send();
+                    Ack::new(ack_tx.clone(), &p).send();
                     continue;
                 }
                 let Some(sub) = cfg
@@ -206,7 +214,7 @@ pub async fn run(
                     );
                     continue;
                 }
-                let ack = || Some(Ack::new(client.clone(), &p));
+                let ack = || Some(Ack::new(ack_tx.clone(), &p));
                 let ev = match sub.kind {
                     StreamKind::Gateway => gateway::decode(&p.payload).map(|up| {
                         metrics.received(Source::GatewayMqtt);

@@ -195,13 +195,20 @@ fn scan(path: &Path, strict: bool) -> Result<(u64, Hash, Vec<Entry>, u64), Journ
     Ok((base_seq, anchor, entries, at as u64))
 }
 
-fn write_log(path: &Path, base_seq: u64, anchor: &Hash, records: &[u8]) -> std::io::Result<()> {
+fn write_log(
+    path: &Path,
+    base_seq: u64,
+    anchor: &Hash,
+    mut records: impl std::io::Read,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(MAGIC)?;
     f.write_all(&base_seq.to_le_bytes())?;
     f.write_all(anchor)?;
-    f.write_all(records)?;
+    // Streamed: a compaction behind a long backlog copies it without
+    // holding it in memory.
+    std::io::copy(&mut records, &mut f)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
@@ -212,7 +219,7 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join(LOG);
         if !path.exists() {
-            write_log(&path, 1, &[0; 32], &[]).map_err(io(&path))?;
+            write_log(&path, 1, &[0; 32], std::io::empty()).map_err(io(&path))?;
         }
         let (base_seq, anchor, entries, intact) = scan(&path, false)?;
         let len = std::fs::metadata(&path).map_err(io(&path))?.len();
@@ -396,14 +403,12 @@ impl Journal {
         let last_done = self.entries[done - 1];
         let keep_from = self.entries.get(done).map_or(self.end, |e| e.offset);
         let path = self.path();
-        let mut rest = Vec::new();
         File::open(&path)
-            .and_then(|mut f| {
-                f.seek(SeekFrom::Start(keep_from))
-                    .and_then(|_| f.read_to_end(&mut rest))
+            .and_then(|mut rest| {
+                rest.seek(SeekFrom::Start(keep_from))?;
+                write_log(&path, last_done.seq + 1, &last_done.hash, rest)
             })
             .map_err(io(&path))?;
-        write_log(&path, last_done.seq + 1, &last_done.hash, &rest).map_err(io(&path))?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -412,6 +417,9 @@ impl Journal {
         self.base_seq = last_done.seq + 1;
         let shift = keep_from - HEADER as u64;
         self.entries.drain(..done);
+        if self.entries.capacity() > 4 * self.entries.len().max(1024) {
+            self.entries.shrink_to(self.entries.len().max(1024));
+        }
         for e in &mut self.entries {
             e.offset -= shift;
         }

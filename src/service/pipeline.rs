@@ -90,6 +90,10 @@ impl Held {
     }
 }
 
+/// Uplinks held in the de-duplication window at most (about 2 MB): at a
+/// 200 ms window, 20,000 distinct uplinks a second.
+const MAX_HELD: usize = 4096;
+
 pub(super) struct Pipeline {
     config: Arc<Config>,
     registry: Registry,
@@ -223,19 +227,24 @@ impl Pipeline {
             .flatten()
             .min();
             tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(ev) => self.handle(ev)?,
+                // Decoding outruns publishing (journal, counters): past
+                // MAX_HELD frames in the window, take no more until some
+                // are published, so a backlog never sits in memory whole.
+                ev = rx.recv(), if self.dedup.len() < MAX_HELD => match ev {
+                    Some(ev) => {
+                        self.handle(ev)?;
+                        // Under a flood the timer branch may not win for a
+                        // while (the queue is always ready): what is due
+                        // goes out from here too.
+                        let now = Instant::now();
+                        if deadline.is_some_and(|d| d <= now) {
+                            self.on_time(now)?;
+                        }
+                    }
                     None => break,
                 },
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
-                    let now = Instant::now();
-                    self.emit_due(now)?;
-                    self.emit_joins(now);
-                    self.scheduler.expire(now, &mut self.store)?;
-                    if self.scheduler.retry_due().is_some_and(|t| t <= now) {
-                        self.scheduler.retried();
-                        self.class_c();
-                    }
+                    self.on_time(Instant::now())?;
                 }
                 _ = queue.pushed() => self.class_c(),
                 c = async { match &mut self.control { Some(c) => c.recv().await, None => std::future::pending().await } } => match c {
@@ -263,6 +272,19 @@ impl Pipeline {
         self.store.sync()?;
         self.joins.sync()?;
         self.mac.sync()?;
+        Ok(())
+    }
+
+    /// Everything due by `now`: held uplinks, joins, unanswered and retried
+    /// downlinks.
+    fn on_time(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.emit_due(now)?;
+        self.emit_joins(now);
+        self.scheduler.expire(now, &mut self.store)?;
+        if self.scheduler.retry_due().is_some_and(|t| t <= now) {
+            self.scheduler.retried();
+            self.class_c();
+        }
         Ok(())
     }
 
