@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: CodecCommand,
     },
+    /// Make device profiles from vendors' device repositories.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
     /// Inspect the outbox journal.
     Journal {
         #[command(subcommand)]
@@ -132,6 +137,25 @@ enum CodecCommand {
         /// The reception time given to the codec (`input.recvTime`), RFC 3339; default now.
         #[arg(long)]
         recv_time: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Turn a bought sensor's entry into a profile: a TTN device-repository
+    /// device YAML (or its codec YAML), or a ChirpStack device-profiles
+    /// device TOML. Writes <NAME>.yaml (resources typed from the codec's
+    /// examples), <NAME>.js and <NAME>.examples.yaml, then runs the examples.
+    Import {
+        /// The vendor's entry: `vendor/<v>/<device>.yaml` (TTN) or
+        /// `vendors/<v>/devices/<device>.toml` (ChirpStack).
+        entry: PathBuf,
+        /// Where profiles are (`Devices.ProfilesDir`).
+        #[arg(long, default_value = "profiles")]
+        out: PathBuf,
+        /// The profile's name (default: <Vendor>-<Device>).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -384,6 +408,26 @@ async fn main() -> anyhow::Result<()> {
             println!("cid {}", p.cid);
             println!("manifest {}", p.manifest_digest);
             println!("config {}", p.config_digest);
+            Ok(())
+        }
+        Command::Profile {
+            command: ProfileCommand::Import { entry, out, name },
+        } => {
+            let done = device_lorawan::codec::import::import(&entry, &out, name.as_deref())?;
+            for f in &done.files {
+                println!("wrote {}", f.display());
+            }
+            let mut stdout = std::io::stdout().lock();
+            if !device_lorawan::codec_cli::test(&out, &done.name, &mut stdout)? {
+                anyhow::bail!(
+                    "profile {}: an example of the vendor's codec failed (the files are written)",
+                    done.name
+                );
+            }
+            println!(
+                "profile {}: give devices `profile: {}` and `codec: javascript`",
+                done.name, done.name
+            );
             Ok(())
         }
         Command::Codec { command } => {

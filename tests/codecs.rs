@@ -407,3 +407,73 @@ fn codec_decode_shows_the_codecs_output_and_warnings() {
     assert!(text.contains("# warning: battery low"), "{text}");
     assert!(text.contains("\"resourceName\":\"temperature\""), "{text}");
 }
+
+/// Onboarding a bought sensor in one command: `profile import` of a TTN
+/// device-repository entry and of a ChirpStack device-profiles entry
+/// (written for the tests in those formats), through the real binary. Each
+/// gives a profile the service loads and compiles, whose `codec test`
+/// passes, with resources typed from the vendor's examples.
+#[test]
+fn profile_import_of_ttn_and_chirpstack_entries() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {text}");
+        text
+    };
+    let dir = out.path().to_str().unwrap();
+    let vendors = common::repo_path("tests/codecs/vendors");
+    let ttn = vendors.join("ttn/acme/thermo.yaml");
+    let cs = vendors.join("chirpstack/vendors/acme/devices/valve.toml");
+    let text = run(&["profile", "import", ttn.to_str().unwrap(), "--out", dir]);
+    assert!(text.contains("acme-Thermo: 6 examples, 0 failed"), "{text}");
+    let text = run(&["profile", "import", cs.to_str().unwrap(), "--out", dir]);
+    assert!(text.contains("Acme-Valve: 3 examples, 0 failed"), "{text}");
+    for name in ["acme-Thermo", "Acme-Valve"] {
+        let text = run(&["codec", "test", name, "--profiles-dir", dir]);
+        assert!(text.contains(", 0 failed"), "{text}");
+    }
+    let profiles = device_lorawan::codec::profile::load_dir(out.path()).unwrap();
+    let types = |p: &str| -> Vec<(String, String, String)> {
+        profiles[p]
+            .device_resources
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.properties.value_type.as_str().to_string(),
+                    r.attributes.get("jsPath").cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let thermo = types("acme-Thermo");
+    for (name, vt) in [
+        ("temperature", "Float64"),
+        ("battery", "Float64"),
+        ("hour", "Float64"),
+        ("interval", "Float64"),
+    ] {
+        assert!(
+            thermo.iter().any(|(n, t, _)| n == name && t == vt),
+            "{name}: {thermo:?}"
+        );
+    }
+    let valve = types("Acme-Valve");
+    assert!(
+        valve.contains(&("open".into(), "Bool".into(), String::new())),
+        "{valve:?}"
+    );
+    assert!(
+        valve.contains(&("site".into(), "String".into(), String::new())),
+        "{valve:?}"
+    );
+    for p in ["acme-Thermo", "Acme-Valve"] {
+        Codec::compile(Arc::new(profiles[p].clone()), CodecKind::Javascript).unwrap();
+    }
+}

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::js::JsCodec;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Examples {
     #[serde(default)]
@@ -32,7 +32,7 @@ pub struct Examples {
     pub downlink: Vec<Example>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Example {
     #[serde(default)]

@@ -10,6 +10,7 @@
 
 pub mod examples;
 pub mod fixtures;
+pub mod import;
 pub mod js;
 mod js_map;
 pub mod layout;
