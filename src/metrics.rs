@@ -182,6 +182,8 @@ pub struct Metrics {
     /// service's clock at reception (no plausible gateway time).
     pub device_time_gateway: AtomicU64,
     pub device_time_reception: AtomicU64,
+    /// Confirmed downlinks the device acknowledged.
+    pub downlinks_confirmed: AtomicU64,
     /// The last DevStatusAns of each device: battery (0..=255) and margin (dB).
     pub dev_status: std::sync::Mutex<std::collections::BTreeMap<std::sync::Arc<str>, (u8, i8)>>,
     /// Basics Station gateways that connected since start, by EUI.
@@ -353,6 +355,10 @@ impl Metrics {
             ("lorawan_downlinks_queued_total", &self.downlinks_queued),
             ("lorawan_downlinks_sent_total", &self.downlinks_sent),
             ("lorawan_downlinks_acked_total", &self.downlinks_acked),
+            (
+                "lorawan_downlinks_confirmed_total",
+                &self.downlinks_confirmed,
+            ),
             ("lorawan_downlinks_failed_total", &self.downlinks_failed),
             ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
             ("lorawan_codec_warnings_total", &self.codec_warnings),
@@ -387,6 +393,7 @@ impl Metrics {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
         for (name, v) in [
+            ("lorawan_mqtt_acks_pending", &crate::ingest::ACKS_PENDING),
             ("edgex_outbox_depth", &self.outbox_depth),
             ("edgex_registered", &self.registered),
             ("edgex_registration_refused", &self.registration_refused),

@@ -134,6 +134,8 @@ pub struct Decoded {
     /// FCtrl: the device runs ADR, and asks for a downlink (ADRACKReq).
     pub adr: bool,
     pub adr_ack_req: bool,
+    /// FCtrl ACK: the device acknowledges our last confirmed downlink.
+    pub ack: bool,
     pub unmapped: u32,
     /// The JavaScript codec's warnings.
     pub warnings: u32,
@@ -232,6 +234,7 @@ pub fn decode_parsed(
             mac_commands: macs,
             adr: frame.fctrl & 0x80 != 0,
             adr_ack_req: frame.fctrl & 0x40 != 0,
+            ack: frame.fctrl & 0x20 != 0,
             unmapped: unmapped.unmapped,
             warnings: unmapped.warnings,
             activates,
@@ -278,6 +281,8 @@ pub struct Uplink {
     /// FCtrl's ADR and ADRACKReq bits (false when a network server relayed it).
     pub adr: bool,
     pub adr_ack_req: bool,
+    /// FCtrl ACK: it acknowledges our last confirmed downlink.
+    pub ack: bool,
     /// The best reception, and how many gateways heard the frame.
     pub rx: RxMeta,
     pub gateways: u32,

@@ -15,6 +15,27 @@ use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
 
 const SEED: u64 = 31;
 
+/// How a run goes beyond its gateway protocol.
+struct Plan {
+    /// Uplinks in all (three motes in turn) and their rate.
+    frames: u64,
+    rate: f64,
+    linger: Duration,
+    /// The command is a confirmed downlink (the profile says so).
+    confirmed: bool,
+    /// Top-level configuration added (`Downlink: {...}`).
+    top: &'static str,
+}
+
+/// One uplink per mote, then quiet: a class A path would never deliver.
+const ONE_EACH: Plan = Plan {
+    frames: 3,
+    rate: 20.0,
+    linger: Duration::from_secs(5),
+    confirmed: false,
+    top: "",
+};
+
 /// The real binary with three class C motes and `ingest` (an `Ingest`
 /// section's extra keys); the simulated site sends one uplink per mote
 /// through `target(env)`, then the test PUTs a command for `sim-mote-1`.
@@ -22,11 +43,41 @@ async fn one_put(
     ingest: &str,
     target: impl FnOnce(&common::BinaryEnv) -> Target,
 ) -> (SimReport, common::BinaryEnv) {
+    run_plan(ingest, target, ONE_EACH).await
+}
+
+async fn run_plan(
+    ingest: &str,
+    target: impl FnOnce(&common::BinaryEnv) -> Target,
+    plan: Plan,
+) -> (SimReport, common::BinaryEnv) {
     let mut entries = mote::entries(3, SEED);
     for e in &mut entries {
         e.class = DeviceClass::C;
     }
     let env = common::binary_env(&mote::devices_yaml(&entries), "", ingest, "");
+    let mut config = std::fs::read_to_string(&env.config).unwrap();
+    if plan.confirmed {
+        // The mote's profile, its interval command made a confirmed downlink.
+        let profiles = env.config.with_file_name("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        for f in std::fs::read_dir(common::repo_path("profiles")).unwrap() {
+            let f = f.unwrap().path();
+            let text = std::fs::read_to_string(&f).unwrap().replace(
+                r#"attributes: { downlinkFPort: "2","#,
+                r#"attributes: { confirmed: "true", downlinkFPort: "2","#,
+            );
+            std::fs::write(profiles.join(f.file_name().unwrap()), text).unwrap();
+        }
+        let shipped = common::repo_path("profiles");
+        config = config.replace(
+            &shipped.display().to_string(),
+            &profiles.display().to_string(),
+        );
+        assert!(config.contains(&*profiles.display().to_string()));
+    }
+    config.push_str(plan.top);
+    std::fs::write(&env.config, config).unwrap();
     let mut svc = common::start_binary(&env.config);
     if ingest.contains("Mqtt") {
         // Subscribed before the site publishes (gateway and application
@@ -41,12 +92,11 @@ async fn one_put(
     let opts = SimOptions {
         devices: 3,
         gateways: 1,
-        rate: 20.0,
-        frames: Some(3),
+        rate: plan.rate,
+        frames: Some(plan.frames),
         duration: None,
         seed: SEED,
-        // Long enough for the command; the motes send nothing meanwhile.
-        linger: Duration::from_secs(5),
+        linger: plan.linger,
         class_c: true,
         ..Default::default()
     };
@@ -68,10 +118,34 @@ async fn one_put(
     assert_eq!(status, 200, "{body}");
     let report = site.await.unwrap().unwrap();
     let acked = common::scrape(env.api, "lorawan_downlinks_acked_total");
+    let metrics = get_metrics(env.api);
     svc.kill().unwrap();
     svc.wait().unwrap();
-    assert_eq!(acked, Some(1), "the gateway confirmed the transmission");
+    assert!(acked >= Some(1), "the gateway confirmed the transmission");
+    std::fs::write(env.config.with_file_name("metrics.txt"), metrics).unwrap();
     (report, env)
+}
+
+fn get_metrics(api: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// A counter of the metrics the run ended with.
+fn metric(env: &common::BinaryEnv, name: &str) -> u64 {
+    std::fs::read_to_string(env.config.with_file_name("metrics.txt"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The command reached the mote at once, on EU868's RX2 (869.525 MHz,
@@ -137,4 +211,55 @@ async fn class_c_over_basics_station() {
     })
     .await;
     took_it_on_rx2(&report);
+}
+
+/// A confirmed command (the profile's resource says `confirmed: "true"`):
+/// sent at once, and done when the mote's next uplink acknowledges it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_class_c_command_is_done_when_the_device_acknowledges_it() {
+    let plan = Plan {
+        // Each mote sends every 3 s: mote 1's next uplink follows the PUT.
+        frames: 9,
+        rate: 1.0,
+        linger: Duration::from_secs(2),
+        confirmed: true,
+        top: "",
+    };
+    let (report, env) = run_plan("", |env| Target::Udp(env.udp), plan).await;
+    let got: Vec<_> = report
+        .downlinks
+        .iter()
+        .filter(|d| d.device == "sim-mote-1")
+        .collect();
+    assert_eq!(got.len(), 1, "{:?}", report.downlinks);
+    assert!(got[0].confirmed && got[0].interval_s == 300, "{:?}", got[0]);
+    assert_eq!(metric(&env, "lorawan_downlinks_confirmed_total"), 1);
+    assert_eq!(metric(&env, "lorawan_downlink_queue_depth"), 0);
+}
+
+/// A device that never acknowledges a confirmed command gets it again
+/// after `Downlink.ConfirmTimeout`, until `Downlink.MaxAttempts` drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_confirmed_command_is_retried_then_dropped() {
+    let plan = Plan {
+        linger: Duration::from_secs(6),
+        confirmed: true,
+        top: "Downlink: { ConfirmTimeout: 1s, MaxAttempts: 3 }\n",
+        ..ONE_EACH
+    };
+    let (report, env) = run_plan("", |env| Target::Udp(env.udp), plan).await;
+    let got: Vec<_> = report
+        .downlinks
+        .iter()
+        .filter(|d| d.device == "sim-mote-1")
+        .map(|d| (d.confirmed, d.fcnt, d.delay_us))
+        .collect();
+    assert_eq!(
+        got,
+        [(true, 0, 0), (true, 1, 0), (true, 2, 0)],
+        "three tries, at once each"
+    );
+    assert_eq!(metric(&env, "lorawan_downlinks_confirmed_total"), 0);
+    assert_eq!(metric(&env, "lorawan_downlinks_dropped_total"), 1);
+    assert_eq!(metric(&env, "lorawan_downlink_queue_depth"), 0);
 }

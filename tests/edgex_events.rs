@@ -185,6 +185,7 @@ fn uplink_of(name: &str, profile: Arc<DeviceProfile>, readings: Vec<Reading>) ->
         mac_commands: vec![],
         adr: false,
         adr_ack_req: false,
+        ack: false,
         rx: RxMeta {
             time_ns: None,
             gps_time_ns: None,

@@ -434,6 +434,11 @@ async fn backlog_is_taken_whole(broker: common::Mosquitto, frames: u64) {
     )
     .await;
     assert_eq!(common::scrape(api, "lorawan_mqtt_acks_lost_total"), Some(0));
+    // Acks trail the reading under a flood: all written before the kill.
+    common::until("every ack written", Duration::from_secs(20), || {
+        common::scrape(api, "lorawan_mqtt_acks_pending") == Some(0)
+    })
+    .await;
     svc.kill().unwrap();
     svc.wait().unwrap();
 

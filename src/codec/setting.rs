@@ -15,6 +15,19 @@ use super::value::{Value, ValueType};
 pub struct Downlink {
     pub fport: u8,
     pub payload: Vec<u8>,
+    /// A written resource says `confirmed: "true"`: the device must
+    /// acknowledge the frame, or it is sent again.
+    pub confirmed: bool,
+}
+
+/// Whether any resource `settings` write asks for a confirmed downlink.
+fn confirmed(profile: &DeviceProfile, settings: &BTreeMap<String, String>) -> bool {
+    settings.keys().any(|name| {
+        profile
+            .device_resources
+            .iter()
+            .any(|r| &r.name == name && r.attributes.get("confirmed").is_some_and(|v| v == "true"))
+    })
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -131,7 +144,11 @@ pub fn encode_js(
     let (payload, fport) = codec
         .encode(&serde_json::Value::Object(data), variables)
         .map_err(|e| SettingError::Codec(e.to_string()))?;
-    Ok(Downlink { fport, payload })
+    Ok(Downlink {
+        fport,
+        payload,
+        confirmed: confirmed(profile, settings),
+    })
 }
 
 fn as_f64(v: &Value) -> Option<f64> {
@@ -235,7 +252,11 @@ pub fn encode(
                 why,
             })?;
     }
-    Ok(Downlink { fport, payload })
+    Ok(Downlink {
+        fport,
+        payload,
+        confirmed: confirmed(profile, settings),
+    })
 }
 
 #[cfg(test)]
@@ -261,7 +282,8 @@ mod tests {
             d,
             Downlink {
                 fport: 2,
-                payload: vec![0, 120]
+                payload: vec![0, 120],
+                confirmed: false,
             }
         );
         let d = encode(&mote(), &set(&[("reportInterval", "3600")])).unwrap();

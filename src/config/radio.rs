@@ -112,6 +112,10 @@ pub struct DownlinkConfig {
     /// A transmission without a gateway acknowledgement by then is taken as lost.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
+    /// A class C device that has not acknowledged a confirmed downlink by
+    /// then (in an uplink with the ACK bit) is sent it again.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
 }
 
 impl Default for DownlinkConfig {
@@ -126,6 +130,7 @@ impl Default for DownlinkConfig {
             max_queued: 8,
             max_attempts: 3,
             ack_timeout: Duration::from_secs(5),
+            confirm_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -46,8 +46,12 @@ pub struct Queued {
     pub fport: u8,
     #[serde(with = "hex::serde")]
     pub payload: Vec<u8>,
-    /// Transmissions tried and refused by gateways so far.
+    /// Transmissions tried and refused by gateways (or, confirmed, not
+    /// acknowledged by the device) so far.
     pub attempts: u32,
+    /// The device must acknowledge it (confirmed data down).
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -116,6 +120,7 @@ impl DownlinkQueue {
                 fport: d.fport,
                 payload: d.payload,
                 attempts: 0,
+                confirmed: d.confirmed,
             });
             s.next_seq += 1;
             self.metrics.downlinks_queued.fetch_add(1, Relaxed);
@@ -219,6 +224,7 @@ mod tests {
         Downlink {
             fport: 2,
             payload: vec![0, b],
+            confirmed: false,
         }
     }
 

@@ -109,6 +109,16 @@ struct InFlight {
     /// RX1 was asked: the device's RX2 is left to try if it is refused.
     rx2_left: Option<Window>,
     deadline: Instant,
+    /// Confirmed data down: once sent, the command waits for the device's ACK.
+    confirmed: bool,
+}
+
+/// A confirmed command a gateway sent, waiting for the device's ACK (its
+/// next uplink with the ACK bit; class C: by `deadline`, or it is sent again).
+struct Unacked {
+    seq: u64,
+    name: Arc<str>,
+    deadline: Option<Instant>,
 }
 
 pub struct Scheduler {
@@ -125,6 +135,8 @@ pub struct Scheduler {
     heard: HashMap<u32, (RxMeta, Source)>,
     /// Class C commands refused or unanswered: when to try again.
     retry_at: Option<Instant>,
+    /// Confirmed commands sent and not yet acknowledged, by device.
+    unacked: HashMap<u32, Unacked>,
 }
 
 /// How long a class C command waits after a refused or unanswered
@@ -149,6 +161,7 @@ impl Scheduler {
             metrics,
             heard: HashMap::new(),
             retry_at: None,
+            unacked: HashMap::new(),
         }
     }
 
@@ -168,11 +181,25 @@ impl Scheduler {
         if device.class == DeviceClass::C && up.source != Source::ApplicationMqtt {
             self.heard.insert(id, (up.rx, up.source));
         }
+        // A confirmed command sent to it: this uplink acknowledges it, or
+        // says it was not received (the command goes again below).
+        if let Some(u) = self.unacked.remove(&id) {
+            if up.ack {
+                self.metrics.downlinks_confirmed.fetch_add(1, Relaxed);
+                tracing::info!(device = %u.name, command = u.seq, "the device acknowledged the confirmed downlink");
+                if let Err(e) = self.queue.done(&u.name, u.seq) {
+                    tracing::error!(device = %u.name, error = %e, "acknowledged command still queued");
+                }
+            } else {
+                tracing::info!(device = %u.name, command = u.seq, "the device did not acknowledge the confirmed downlink: sending it again");
+                self.refused_seq(&u.name, u.seq);
+            }
+        }
         let must = up.confirmed || mac.must_send;
         if !self.cfg.enabled || (!must && self.queue.is_empty()) {
             return;
         }
-        if self.in_flight.values().any(|f| f.device == id) {
+        if self.in_flight.values().any(|f| f.device == id) || self.unacked.contains_key(&id) {
             return; // one transmission per device at a time
         }
         let command = self.queue.front(&device.name);
@@ -195,6 +222,7 @@ impl Scheduler {
             Some((c, behind)) => (Some(c.fport), c.payload.clone(), *behind, Some(c.seq)),
             None => (None, Vec::new(), 0, None),
         };
+        let confirmed = command.as_ref().is_some_and(|(c, _)| c.confirmed);
         // Where this device listens: its region, the windows it
         // acknowledged (or its own over the defaults), and only where the
         // region allows this payload.
@@ -248,7 +276,7 @@ impl Scheduler {
         let fcnt = store.down(device.dev_eui);
         let spec = FrameSpec {
             dir: Direction::Down,
-            confirmed: false,
+            confirmed,
             dev_addr,
             fcnt,
             adr: false,
@@ -288,6 +316,7 @@ impl Scheduler {
             req,
             source: up.source,
             deadline: Instant::now(),
+            confirmed,
         };
         tracing::debug!(device = %name, fcnt, command = ?seq, ack = up.confirmed, mac = ?flight.mac, "downlink scheduled");
         self.send(flight);
@@ -309,7 +338,7 @@ impl Scheduler {
         if !self.cfg.enabled || device.class != DeviceClass::C {
             return;
         }
-        if self.in_flight.values().any(|f| f.device == id) {
+        if self.in_flight.values().any(|f| f.device == id) || self.unacked.contains_key(&id) {
             return;
         }
         let Some((command, behind)) = self.queue.front(&device.name) else {
@@ -350,7 +379,7 @@ impl Scheduler {
         let fcnt = store.down(device.dev_eui);
         let spec = FrameSpec {
             dir: Direction::Down,
-            confirmed: false,
+            confirmed: command.confirmed,
             dev_addr,
             fcnt,
             adr: false,
@@ -392,6 +421,7 @@ impl Scheduler {
             req,
             source,
             deadline: Instant::now(),
+            confirmed: command.confirmed,
         });
     }
 
@@ -480,6 +510,7 @@ impl Scheduler {
             req,
             source,
             deadline: Instant::now(),
+            confirmed: false,
         });
     }
 
@@ -555,10 +586,28 @@ impl Scheduler {
                     store.record_down(f.dev_eui, fcnt)?;
                 }
                 tracing::info!(device = %f.name, fcnt = f.fcnt, command = ?f.seq, window = %f.req.window.datr, "downlink sent by gateway {}", f.req.gateway);
-                if let Some(seq) = f.seq {
-                    if let Err(e) = self.queue.done(&f.name, seq) {
-                        tracing::error!(device = %f.name, error = %e, "sent command still queued");
+                match f.seq {
+                    // Confirmed: done only when the device acknowledges it.
+                    Some(seq) if f.confirmed => {
+                        let deadline = f
+                            .req
+                            .immediately
+                            .then(|| Instant::now() + self.cfg.confirm_timeout);
+                        self.unacked.insert(
+                            f.device,
+                            Unacked {
+                                seq,
+                                name: f.name.clone(),
+                                deadline,
+                            },
+                        );
                     }
+                    Some(seq) => {
+                        if let Err(e) = self.queue.done(&f.name, seq) {
+                            tracing::error!(device = %f.name, error = %e, "sent command still queued");
+                        }
+                    }
+                    None => {}
                 }
                 sent = f.mac.map(|(commands, fcnt)| MacSent {
                     device: f.device,
@@ -613,7 +662,12 @@ impl Scheduler {
 
     /// When the oldest unanswered transmission times out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.in_flight.values().map(|f| f.deadline).min()
+        let unacked = self.unacked.values().filter_map(|u| u.deadline);
+        self.in_flight
+            .values()
+            .map(|f| f.deadline)
+            .chain(unacked)
+            .min()
     }
 
     /// Give up on transmissions no gateway answered by `now`.
@@ -628,6 +682,20 @@ impl Scheduler {
             .filter(|(_, f)| f.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
+        // Class C devices that did not acknowledge a confirmed command in
+        // time: it counts as an attempt and goes again.
+        let silent: Vec<u32> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| u.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            let u = self.unacked.remove(&id).expect("listed");
+            tracing::info!(device = %u.name, command = u.seq, "no acknowledgement of the confirmed downlink in time: sending it again");
+            self.refused_seq(&u.name, u.seq);
+            self.retry_at.get_or_insert(now);
+        }
         for id in late {
             let f = self.in_flight.remove(&id).expect("listed");
             // It may have gone out: never reuse its counter.

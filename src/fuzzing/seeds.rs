@@ -199,6 +199,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             crate::codec::setting::Downlink {
                 fport: 2,
                 payload: vec![0, 60],
+                confirmed: false,
             },
         )
         .expect("seed queue");
@@ -207,6 +208,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             crate::codec::setting::Downlink {
                 fport: 3,
                 payload: vec![1],
+                confirmed: false,
             },
         )
         .expect("seed queue");

@@ -207,6 +207,7 @@ mod tests {
             mac_commands: vec![],
             adr: false,
             adr_ack_req: false,
+            ack: false,
             rx: meta,
             gateways: 1,
             source: Source::Udp,

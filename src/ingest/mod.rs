@@ -71,6 +71,14 @@ impl PendingAck {
 /// like the MQTT clients they count.
 pub static ACKS_DEFERRED: AtomicU64 = AtomicU64::new(0);
 pub static ACKS_LOST: AtomicU64 = AtomicU64::new(0);
+/// Acks handed back by the pipeline and not yet written to the broker (a
+/// gauge: what a kill now would leave for the broker to redeliver).
+pub static ACKS_PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// One ack left the client (its PUBACK was written).
+pub fn ack_written() {
+    let _ = ACKS_PENDING.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+}
 /// When the last "ack not sent" line was logged (Unix s): one per 10 s.
 static ACK_WARNED_AT: AtomicU64 = AtomicU64::new(0);
 
@@ -113,6 +121,7 @@ impl AckQueue {
     /// Queue `a` and whatever waits before it on `client`, as far as its
     /// request queue takes them.
     pub fn push(&mut self, a: PendingAck, client: &rumqttc::AsyncClient) {
+        ACKS_PENDING.fetch_add(1, Relaxed);
         self.waiting.push_back(a);
         self.flush(client);
         if !self.waiting.is_empty() {
@@ -131,6 +140,7 @@ impl AckQueue {
                 Err(rumqttc::ClientError::TryRequest(_)) => return,
                 Err(e) => {
                     lost(&e.to_string());
+                    ack_written();
                     self.waiting.pop_front();
                 }
             }

@@ -244,6 +244,9 @@ pub async fn run(
                     Err(e) => refuse(e.reason(), &format_args!("topic {}: {e}", p.topic)),
                 }
             }
+            Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(_) | rumqttc::Outgoing::PubRec(_))) => {
+                super::ack_written();
+            }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 metrics
                     .mqtt_subacks

@@ -566,6 +566,7 @@ impl Pipeline {
             mac_commands: std::mem::take(&mut decoded.mac_commands),
             adr: decoded.adr,
             adr_ack_req: decoded.adr_ack_req,
+            ack: decoded.ack,
             ..self.new_uplink(id, decoded.fcnt, decoded.next, rx, source)
         };
         let held = Held::new(uplink, id, decoded.next, ack);
@@ -656,6 +657,7 @@ impl Pipeline {
             mac_commands: Vec::new(),
             adr: false,
             adr_ack_req: false,
+            ack: false,
             received_ns: crate::uplink::reception_ns(rx.time_ns, now_ns()),
             rx,
             gateways: 1,

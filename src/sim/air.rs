@@ -140,6 +140,7 @@ pub(super) fn deliver(
             report.downlinks.push(ReceivedByMote {
                 device: mote.name.clone(),
                 fcnt: d.fcnt,
+                confirmed: d.confirmed,
                 ack: d.ack,
                 fpending: d.fpending,
                 fport: d.fport,

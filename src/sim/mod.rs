@@ -239,6 +239,8 @@ pub struct JoinedByMote {
 pub struct ReceivedByMote {
     pub device: String,
     pub fcnt: u32,
+    /// Confirmed data down: the mote acknowledges it in its next uplink.
+    pub confirmed: bool,
     pub ack: bool,
     pub fpending: bool,
     pub fport: Option<u8>,

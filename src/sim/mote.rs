@@ -119,6 +119,8 @@ pub struct Mote {
     /// Class C (its entry's `class`): it listens on RX2 whenever it is not
     /// sending, so it takes downlinks sent at any time there.
     pub class_c: bool,
+    /// It took a confirmed downlink: its next uplink sets the ACK bit.
+    pub ack_next: bool,
 }
 
 /// The one downlink the firmware understands (firmware/lorawan-mote/payload.h):
@@ -173,6 +175,7 @@ impl Mote {
             mac: super::lmic_mac::MoteMac::new(false, region.max_adr_dr()),
             asks: Vec::new(),
             class_c: e.class == crate::devices::DeviceClass::C,
+            ack_next: false,
         }
     }
 
@@ -210,7 +213,7 @@ impl Mote {
             dev_addr: self.dev_addr,
             fcnt,
             adr,
-            ack: false,
+            ack: std::mem::take(&mut self.ack_next),
             fpending: false,
             adr_ack_req,
             fopts: &fopts,
@@ -232,6 +235,7 @@ impl Mote {
     ) -> Result<(ReceivedDownlink, Vec<super::lmic_mac::Told>), DownlinkError> {
         let d = encode::open_downlink(&self.crypto, self.dev_addr, self.fcnt_down, phy)?;
         self.fcnt_down = Some(d.fcnt);
+        self.ack_next |= d.confirmed;
         let macs = match d.fport {
             Some(0) => &d.payload,
             _ => &d.fopts,
