@@ -73,6 +73,20 @@ impl StandIn {
     pub fn stop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            // Aborting is asynchronous: until another worker drops the task,
+            // its listener (and a kept-alive connection) still answer. Wait,
+            // bounded, so that the stand-in is gone once this returns.
+            let wait = || {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while !t.is_finished() && std::time::Instant::now() < end {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            };
+            if tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            {
+                tokio::task::block_in_place(wait);
+            }
         }
     }
 
