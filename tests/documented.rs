@@ -111,7 +111,7 @@ impl Site {
         }
     }
 
-    fn start(&self) -> std::process::Child {
+    fn start(&self) -> common::Running {
         common::start_binary_with(
             &common::repo_path("compose/configuration.yaml"),
             &self.env,

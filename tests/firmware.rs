@@ -164,7 +164,7 @@ fn our_firmware_code_compiles_for_the_atmega328p() {
     let core = std::path::Path::new(ARDUINO_AVR);
     if !core.join("cores/arduino/Arduino.h").exists() {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !common::in_ci(),
             "{ARDUINO_AVR} is required in CI (apt-get install arduino-core-avr)"
         );
         eprintln!("SKIPPED: no Arduino AVR core (apt-get install arduino-core-avr)");

@@ -26,7 +26,7 @@ fn peer(program: &str, args: &[&str], stdin: &str, probe: &[&str]) -> Option<Str
         .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
+            !common::in_ci(),
             "peer for {program} {probe:?} missing in CI (see .ci/run)"
         );
         eprintln!("SKIPPED: peer {program} {probe:?} not installed (run .ci/run)");

@@ -21,7 +21,7 @@ const GW: u64 = 0xb827_ebff_fe00_0001;
 
 /// The real binary with ABP mote 1 and OTAA mote 1 of `SEED`, Semtech UDP
 /// and Basics Station (`station` added to its section) on free ports.
-fn service(station: &str, top: &str) -> (common::BinaryEnv, std::process::Child, u16) {
+fn service(station: &str, top: &str) -> (common::BinaryEnv, common::Running, u16) {
     service_with("50ms", station, top)
 }
 
@@ -30,7 +30,7 @@ fn service_with(
     window: &str,
     station: &str,
     top: &str,
-) -> (common::BinaryEnv, std::process::Child, u16) {
+) -> (common::BinaryEnv, common::Running, u16) {
     let mut entries = mote::entries(1, SEED);
     entries.extend(mote::otaa_entries(1, SEED, Default::default()));
     let port = common::free_port();
@@ -65,7 +65,7 @@ fn station(base: &str, gw: u64, extra: &[&str], lines: &[String]) -> Option<Vec<
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
+            !common::in_ci(),
             "PyPI websockets missing in CI (see .ci/run)"
         );
         eprintln!("SKIPPED: PyPI websockets not installed (run .ci/run)");

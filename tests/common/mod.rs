@@ -19,7 +19,18 @@ use device_lorawan::sim::{Expected, SimReport};
 use device_lorawan::sink::ChannelSink;
 use device_lorawan::uplink::Uplink;
 
-/// A tool the test needs. Under `CI=true` a missing tool fails the test;
+/// Whether this run is CI's: `CI` set to anything but `false`/`0`/empty
+/// (`CI=true`, `CI=1`, as CI systems spell it). There a missing tool fails.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no"
+        )
+    })
+}
+
+/// A tool the test needs. In CI ([`in_ci`]) a missing tool fails the test;
 /// elsewhere it skips with a loud message.
 pub fn require(tool: &str) -> bool {
     let found = Command::new("sh")
@@ -28,7 +39,7 @@ pub fn require(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if in_ci() {
             panic!("{tool} is required in CI (see .ci/run)");
         }
         eprintln!("SKIPPED: {tool} not installed (apt-get install it, or run .ci/run)");
@@ -361,16 +372,40 @@ pub fn assert_stored_exactly(
     );
 }
 
+/// A started service, killed when dropped: a test that returns early (a
+/// peer missing outside CI, a failed assertion) leaves no process behind.
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start the real `device-lorawan run --config <config>` and wait until its
 /// UDP ingest listens; its stderr keeps being drained into `service.log`
 /// beside the config (appended across restarts), to read when a test fails.
-pub fn start_binary(config: &Path) -> Child {
+pub fn start_binary(config: &Path) -> Running {
     start_binary_with(config, &[], &config.with_file_name("service.log"))
 }
 
 /// [`start_binary`] with `env` added to the service's environment (EdgeX-style
 /// overrides, as a compose file sets them), its stderr appended to `log`.
-pub fn start_binary_with(config: &Path, env: &[(String, String)], log: &Path) -> Child {
+pub fn start_binary_with(config: &Path, env: &[(String, String)], log: &Path) -> Running {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
         .args(["run", "--config"])
@@ -406,7 +441,7 @@ pub fn start_binary_with(config: &Path, env: &[(String, String)], log: &Path) ->
             let _ = writeln!(f, "{l}");
         }
     });
-    child
+    Running(child)
 }
 
 /// A free UDP port on loopback.
