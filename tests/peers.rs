@@ -105,7 +105,8 @@ fn frames_agree_with_lora_packet_both_ways() {
     let Some(out) = peer("node", &["lora_packet_peer.js", "encode"], "", &probe) else {
         return;
     };
-    // lora-packet's frames through our steps.
+    // lora-packet's frames through our steps: all four it builds.
+    assert_eq!(out.lines().count(), 4, "lora-packet's frames: {out}");
     for line in out.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let crypto = SessionCrypto::new(
@@ -451,6 +452,12 @@ fn joins_agree_with_lora_packet_both_ways() {
     }
     assert_eq!(ours.len(), 2);
     let out = peer("node", &["lora_packet_peer.js", "accept"], &input, &probe).unwrap();
+    // One answer per JoinAccept: a missing one must not pass unnoticed.
+    assert_eq!(
+        out.lines().count(),
+        ours.len(),
+        "lora-packet's answers: {out}"
+    );
     for (line, (f, (nwk, app))) in out.lines().zip(&ours) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["micOk"], true, "{v}");
