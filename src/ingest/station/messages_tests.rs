@@ -72,8 +72,17 @@ fn updf_rebuilds_the_exact_frame() {
         panic!()
     };
     assert_eq!(got, phy);
-    // The MIC verifies as for any other path.
-    assert!(crate::lorawan::parse_uplink(&got).is_ok());
+    // The MIC verifies as for any other path (checked, under its session).
+    let frame = crate::lorawan::parse_uplink(&got).unwrap();
+    let state = crate::lorawan::FcntState {
+        last: Some(2),
+        epoch: 0,
+    };
+    assert!(crate::lorawan::verify_mic(frame, &c, &state).is_ok());
+    let mut bad = got.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    let frame = crate::lorawan::parse_uplink(&bad).unwrap();
+    assert!(crate::lorawan::verify_mic(frame, &c, &state).is_err());
 }
 
 #[test]
