@@ -118,25 +118,12 @@ async fn run_plan(
     assert_eq!(status, 200, "{body}");
     let report = site.await.unwrap().unwrap();
     let acked = common::scrape(env.api, "lorawan_downlinks_acked_total");
-    let metrics = get_metrics(env.api);
+    let metrics = common::get(env.api, "/metrics").unwrap_or_default();
     svc.kill().unwrap();
     svc.wait().unwrap();
     assert!(acked >= Some(1), "the gateway confirmed the transmission");
     std::fs::write(env.config.with_file_name("metrics.txt"), metrics).unwrap();
     (report, env)
-}
-
-fn get_metrics(api: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(api).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
 }
 
 /// A counter of the metrics the run ended with.

@@ -115,21 +115,6 @@ fn refused(m: &str) -> u64 {
     )
 }
 
-/// A GET's whole answer (head and body), blocking: for `common::until`.
-fn get(api: std::net::SocketAddr, path: &str) -> String {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(api).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split_once("\r\n\r\n")
-        .map_or(text.clone(), |(_, b)| b.to_string())
-}
-
 async fn metrics(api: std::net::SocketAddr) -> String {
     common::http(api, "GET", "/metrics", "").await.1
 }
@@ -710,7 +695,7 @@ async fn the_real_stations_recorded_traffic_is_read() {
         .collect();
     assert_eq!(echoed, syncs_sent);
     common::until("three frames refused", Duration::from_secs(10), || {
-        let m = get(env.api, "/metrics");
+        let m = common::get(env.api, "/metrics").unwrap_or_default();
         metric(&m, "lorawan_inputs_rejected_total{reason=\"mic\"}") == 3
     })
     .await;
@@ -734,7 +719,7 @@ async fn the_real_stations_recorded_traffic_is_read() {
     // a disconnection, not a malformed message.
     drop(ws);
     common::until("the gateway disconnected", Duration::from_secs(10), || {
-        let body = get(env.api, "/api/v3/lorawan/gateways");
+        let body = common::get(env.api, "/api/v3/lorawan/gateways").unwrap_or_default();
         serde_json::from_str::<Value>(&body).is_ok_and(|g| g["gateways"][0]["connected"] == false)
     })
     .await;

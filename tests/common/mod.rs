@@ -323,7 +323,7 @@ pub mod secret_store;
 pub mod standin;
 
 #[allow(unused_imports)] // not every test binary scrapes
-pub use scrape::scrape;
+pub use scrape::{get, scrape};
 
 /// The ids of the events the frames in `report` should become (3-mote
 /// fleets of `devices` made from `seed`).
