@@ -25,7 +25,6 @@ mod scrape;
 #[path = "support/mod.rs"]
 mod support;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use support::{arg, free_port, proc_kb, wait_port, Killed};
 
 const PEAK_RSS_MB: f64 = 40.0;
@@ -50,34 +49,16 @@ async fn main() {
 
     // The stand-in core-data subscriber on the bus.
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let subscribed = Arc::new(tokio::sync::Notify::new());
     {
-        let mut opts = MqttOptions::new("backlog-core-data", "127.0.0.1", port);
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut el) = AsyncClient::new(opts, 1000);
-        let (seen, subscribed) = (seen.clone(), subscribed.clone());
-        tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe("edgex/events/device/#", QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.notify_one(),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let env: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                        let id = env["payload"]["event"]["id"].as_str().unwrap().to_string();
-                        let mut s = seen.lock().unwrap();
-                        if !s.ids.insert(id) {
-                            s.copies += 1;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
+        let seen = seen.clone();
+        support::bus_subscriber(port, "backlog-core-data", move |id, _| {
+            let mut s = seen.lock().unwrap();
+            if !s.ids.insert(id) {
+                s.copies += 1;
             }
-        });
+        })
+        .await;
     }
-    subscribed.notified().await;
 
     let devices = dir.path().join("devices.yaml");
     std::fs::write(&devices, mote::devices_yaml(&mote::entries(200, 7))).unwrap();

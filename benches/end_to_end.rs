@@ -24,7 +24,6 @@ mod scrape;
 #[path = "support/mod.rs"]
 mod support;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use support::{free_port, proc_kb, wait_port, Killed};
 
 const FLOOR_PER_S: f64 = 5000.0;
@@ -92,44 +91,20 @@ async fn main() {
 
     // The stand-in core-data subscriber.
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let subscribed = Arc::new(tokio::sync::Notify::new());
     {
-        let mut opts = MqttOptions::new("bench-core-data", "127.0.0.1", port);
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        opts.set_inflight(1000);
-        let (client, mut el) = AsyncClient::new(opts, 1000);
-        let (seen, subscribed) = (seen.clone(), subscribed.clone());
-        tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe("edgex/events/device/#", QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.notify_one(),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let arrived = now_ns();
-                        let env: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                        let ev = &env["payload"]["event"];
-                        let id = ev["id"].as_str().unwrap().to_string();
-                        let origin = ev["origin"].as_i64().unwrap();
-                        let mut s = seen.lock().unwrap();
-                        if s.ids.insert(id) {
-                            s.latencies_ms.push((arrived - origin) as f64 / 1e6);
-                        } else {
-                            s.copies += 1;
-                        }
-                        s.last = Some(Instant::now());
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("bench subscriber: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+        let seen = seen.clone();
+        support::bus_subscriber(port, "bench-core-data", move |id, origin| {
+            let arrived = now_ns();
+            let mut s = seen.lock().unwrap();
+            if s.ids.insert(id) {
+                s.latencies_ms.push((arrived - origin) as f64 / 1e6);
+            } else {
+                s.copies += 1;
             }
-        });
+            s.last = Some(Instant::now());
+        })
+        .await;
     }
-    subscribed.notified().await;
 
     // The service: gateway MQTT in, outbox, message bus out.
     let devices = dir.path().join("devices.yaml");

@@ -120,3 +120,44 @@ pub fn service(
     wait_port(api.port());
     (svc, udp, api)
 }
+
+/// The stand-in core-data subscriber on the EdgeX bus at loopback `port`:
+/// `on_event(id, origin)` for every event published under
+/// `edgex/events/device/#`. Returns once it is subscribed.
+pub async fn bus_subscriber(
+    port: u16,
+    client_id: &str,
+    mut on_event: impl FnMut(String, i64) + Send + 'static,
+) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    opts.set_inflight(1000);
+    let (client, mut el) = AsyncClient::new(opts, 1000);
+    let subscribed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let ready = subscribed.clone();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("edgex/events/device/#", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => ready.notify_one(),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let env: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    let ev = &env["payload"]["event"];
+                    on_event(
+                        ev["id"].as_str().unwrap().to_string(),
+                        ev["origin"].as_i64().unwrap_or(0),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("bench subscriber: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    subscribed.notified().await;
+}

@@ -24,6 +24,7 @@ use crate::secrets::{SecretStore, Session};
 use crate::sink::Sink;
 
 pub mod discovery;
+mod held;
 pub mod keys;
 mod pipeline;
 pub mod provisioning;

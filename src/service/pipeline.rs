@@ -18,7 +18,7 @@ use crate::device_state::DeviceStates;
 use crate::devices::Registry;
 use crate::downlink::scheduler::Scheduler;
 use crate::handover::delivered::later;
-use crate::ingest::dedup::{Dedup, FrameKey, GatewaySet};
+use crate::ingest::dedup::{Dedup, FrameKey};
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, Eui64, FcntState};
@@ -26,6 +26,7 @@ use crate::metrics::{Metrics, Reason, Source};
 use crate::sink::Sink;
 use crate::uplink::{decode_parsed, RxMeta, Uplink};
 
+use super::held::{Held, Tentative, MAX_HELD};
 use super::{Adopted, Control, Parts};
 use crate::joins::JoinStore;
 
@@ -39,60 +40,6 @@ mod mac;
 #[path = "provisioned.rs"]
 mod provisioned;
 pub(super) use mac::{MacLayer, MacStore};
-
-/// A frame that would reset its device's counter. After a reboot, an LMIC
-/// mote's frames are byte-identical to the previous boot's frames with the
-/// same counter, so one frame cannot tell a reboot from a replay of a
-/// recorded frame. What comes next can: a rebooted device continues from the
-/// low counter, while after a replay the real device continues from the old
-/// one. So the reset is held here, unpublished and uncommitted, until the
-/// device's next frame confirms it (a higher low counter) or disproves it
-/// (a counter past the old one).
-struct Tentative {
-    key: FrameKey,
-    fcnt: u32,
-    held: Held,
-}
-
-/// An uplink waiting to be published, with what publishing it settles: the
-/// device's counter state to persist and the MQTT messages to acknowledge.
-/// Both happen only after the sinks (the outbox first) took the uplink, so a
-/// crash before that leaves the broker to redeliver and the stored counter
-/// ready to accept the redelivery.
-struct Held {
-    uplink: Uplink,
-    device: u32,
-    persist: FcntState,
-    acks: Vec<Ack>,
-    /// The distinct gateways heard so far (`uplink.gateways` counts them).
-    heard: GatewaySet,
-}
-
-impl Held {
-    pub(super) fn new(uplink: Uplink, device: u32, persist: FcntState, ack: Option<Ack>) -> Self {
-        Self {
-            heard: GatewaySet::new(uplink.rx.gateway),
-            uplink,
-            device,
-            persist,
-            acks: ack.into_iter().collect(),
-        }
-    }
-
-    /// Another copy: the best reception wins; a gateway counts once however
-    /// often it forwards the frame.
-    fn add_copy(&mut self, rx: &RxMeta, ack: Option<Ack>) {
-        if self.heard.insert(rx.gateway) {
-            self.uplink.gateways = self.heard.count();
-        }
-        self.uplink.add_reception(rx);
-        self.acks.extend(ack);
-    }
-}
-
-/// Uplinks held in the de-duplication window at most (about 2 MB): at a
-/// 200 ms window, 20,000 distinct uplinks a second.
-const MAX_HELD: usize = 4096;
 
 pub(super) struct Pipeline {
     config: Arc<Config>,
@@ -511,12 +458,14 @@ impl Pipeline {
         };
         let window = self.config.devices.reset_window;
         let addr = frame.dev_addr;
+        // Once per frame: the codec's recvTime and the event's origin.
+        let received_ns = crate::uplink::reception_ns(rx.time_ns, now_ns());
         let mut decoded = match decode_parsed(
             &self.registry,
             &self.states,
             window,
             frame,
-            crate::uplink::reception_ns(rx.time_ns, now_ns()) as f64 / 1e6,
+            received_ns as f64 / 1e6,
             &mut self.readings,
         ) {
             Ok(d) => d,
@@ -567,7 +516,7 @@ impl Pipeline {
             adr: decoded.adr,
             adr_ack_req: decoded.adr_ack_req,
             ack: decoded.ack,
-            ..self.new_uplink(id, decoded.fcnt, decoded.next, rx, source)
+            ..self.new_uplink(id, decoded.fcnt, decoded.next, rx, source, received_ns)
         };
         let held = Held::new(uplink, id, decoded.next, ack);
         if decoded.counter_reset {
@@ -641,6 +590,7 @@ impl Pipeline {
         next: FcntState,
         rx: RxMeta,
         source: Source,
+        received_ns: i64,
     ) -> Uplink {
         self.metrics.decoded.fetch_add(1, Relaxed);
         let device = self.registry.get(id);
@@ -658,7 +608,7 @@ impl Pipeline {
             adr: false,
             adr_ack_req: false,
             ack: false,
-            received_ns: crate::uplink::reception_ns(rx.time_ns, now_ns()),
+            received_ns,
             rx,
             gateways: 1,
             source,
@@ -698,6 +648,7 @@ impl Pipeline {
                 return Ok(());
             }
         };
+        let received_ns = crate::uplink::reception_ns(up.rx.time_ns, now_ns());
         let decoded = match up.fport {
             Some(p) if p > 0 => device
                 .codec
@@ -705,7 +656,7 @@ impl Pipeline {
                     &up.data,
                     up.fport.unwrap_or(1),
                     &device.variables,
-                    crate::uplink::reception_ns(up.rx.time_ns, now_ns()) as f64 / 1e6,
+                    received_ns as f64 / 1e6,
                     &mut self.readings,
                 )
                 .map(|_| ()),
@@ -730,7 +681,14 @@ impl Pipeline {
             fport: up.fport,
             confirmed: up.confirmed,
             gateways: up.gateways.max(1),
-            ..self.new_uplink(id, up.fcnt, next, up.rx, Source::ApplicationMqtt)
+            ..self.new_uplink(
+                id,
+                up.fcnt,
+                next,
+                up.rx,
+                Source::ApplicationMqtt,
+                received_ns,
+            )
         };
         // The network server de-duplicated it already: no window to wait in
         // (a redelivered copy is refused above by its counter).
