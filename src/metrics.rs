@@ -5,6 +5,21 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Acks that waited for room in the client's request queue, and acks that
+/// could not be sent at all (the ingest task is gone: the broker
+/// redelivers those messages to our persistent session). Process-wide,
+/// like the MQTT clients they count.
+pub static ACKS_DEFERRED: AtomicU64 = AtomicU64::new(0);
+pub static ACKS_LOST: AtomicU64 = AtomicU64::new(0);
+/// Acks handed back by the pipeline and not yet written to the broker (a
+/// gauge: what a kill now would leave for the broker to redeliver).
+pub static ACKS_PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// One ack left the client (its PUBACK was written).
+pub fn ack_written() {
+    let _ = ACKS_PENDING.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+}
+
 const LOG_EVERY_MS: u64 = 10_000;
 
 macro_rules! reasons {
@@ -308,11 +323,8 @@ impl Metrics {
             ("lorawan_readings_published_total", &self.readings_published),
             ("lorawan_unmapped_values_total", &self.unmapped_values),
             ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
-            (
-                "lorawan_mqtt_acks_deferred_total",
-                &crate::ingest::ACKS_DEFERRED,
-            ),
-            ("lorawan_mqtt_acks_lost_total", &crate::ingest::ACKS_LOST),
+            ("lorawan_mqtt_acks_deferred_total", &ACKS_DEFERRED),
+            ("lorawan_mqtt_acks_lost_total", &ACKS_LOST),
             ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
             ("lorawan_joins_accepted_total", &self.joins_accepted),
             ("lorawan_sessions_activated_total", &self.sessions_activated),
@@ -393,7 +405,7 @@ impl Metrics {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
         for (name, v) in [
-            ("lorawan_mqtt_acks_pending", &crate::ingest::ACKS_PENDING),
+            ("lorawan_mqtt_acks_pending", &ACKS_PENDING),
             ("edgex_outbox_depth", &self.outbox_depth),
             ("edgex_registered", &self.registered),
             ("edgex_registration_refused", &self.registration_refused),

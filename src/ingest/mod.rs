@@ -16,6 +16,8 @@ pub mod udp_gate;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+pub use crate::metrics::{ack_written, ACKS_DEFERRED, ACKS_LOST, ACKS_PENDING};
+
 use crate::metrics::Source;
 use crate::uplink::RxMeta;
 
@@ -65,20 +67,6 @@ impl PendingAck {
     }
 }
 
-/// Acks that waited for room in the client's request queue, and acks that
-/// could not be sent at all (the ingest task is gone: the broker
-/// redelivers those messages to our persistent session). Process-wide,
-/// like the MQTT clients they count.
-pub static ACKS_DEFERRED: AtomicU64 = AtomicU64::new(0);
-pub static ACKS_LOST: AtomicU64 = AtomicU64::new(0);
-/// Acks handed back by the pipeline and not yet written to the broker (a
-/// gauge: what a kill now would leave for the broker to redeliver).
-pub static ACKS_PENDING: AtomicU64 = AtomicU64::new(0);
-
-/// One ack left the client (its PUBACK was written).
-pub fn ack_written() {
-    let _ = ACKS_PENDING.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
-}
 /// When the last "ack not sent" line was logged (Unix s): one per 10 s.
 static ACK_WARNED_AT: AtomicU64 = AtomicU64::new(0);
 
