@@ -36,6 +36,7 @@ pub mod api;
 pub mod codec;
 pub mod codec_cli;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod demo;
 pub mod device_state;

@@ -83,7 +83,8 @@ mod common;
 /// requests: every answer is an EdgeX JSON body with a status, never a panic.
 #[test]
 fn api_and_bus_requests_never_panic() {
-    use device_lorawan::api::{route, ApiState};
+    use device_lorawan::api::route;
+    use device_lorawan::control::Plane;
     use device_lorawan::device_state::DeviceStates;
     use device_lorawan::edgex::bus::BusMessage;
     use device_lorawan::edgex::requests;
@@ -103,7 +104,7 @@ fn api_and_bus_requests_never_panic() {
         &device_lorawan::config::Config::default().site_region(),
     ));
     let (control, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let api = ApiState::new(
+    let api = Plane::new(
         &config,
         Arc::new(device_lorawan::metrics::Metrics::default()),
         devices,

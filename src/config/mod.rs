@@ -657,6 +657,18 @@ impl Config {
     }
 
     /// The configuration as YAML with secrets blanked (for `config` output and logs).
+    /// Whether an application stream is ingested (then devices need no
+    /// keys of ours: the network server decrypted their payloads).
+    pub fn app_stream(&self) -> bool {
+        self.ingest.mqtt.enabled
+            && self
+                .ingest
+                .mqtt
+                .subscriptions
+                .iter()
+                .any(|s| s.kind == StreamKind::Application)
+    }
+
     pub fn redacted_yaml(&self) -> String {
         let mut c = self.clone();
         for p in [

@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::bus::BusMessage;
-use crate::api::command::{execute, percent_decode};
-use crate::api::{error, Answer, ApiState};
+use crate::control::command::{execute, percent_decode};
+use crate::control::{error, Answer, Plane};
 use crate::devices::AdminState;
 
 /// The topics to subscribe to for `service`.
@@ -56,7 +56,7 @@ struct Incoming {
 pub async fn serve(
     mut rx: mpsc::Receiver<BusMessage>,
     tx: mpsc::Sender<BusMessage>,
-    api: Arc<ApiState>,
+    api: Arc<Plane>,
     prefix: String,
 ) {
     while let Some(m) = rx.recv().await {
@@ -69,7 +69,7 @@ pub async fn serve(
 }
 
 /// One message: its reply, if it wants one.
-pub fn handle(api: &ApiState, prefix: &str, m: &BusMessage) -> Option<BusMessage> {
+pub fn handle(api: &Plane, prefix: &str, m: &BusMessage) -> Option<BusMessage> {
     let service = super::event::encode_segment(&api.service_name);
     let rest = m
         .topic
@@ -98,7 +98,7 @@ pub fn handle(api: &ApiState, prefix: &str, m: &BusMessage) -> Option<BusMessage
             };
             let body = serde_json::to_vec(&env.payload).unwrap_or_default();
             api.metrics.bus_commands.fetch_add(1, Relaxed);
-            let options = crate::api::command::Options::from_pairs(
+            let options = crate::control::command::Options::from_pairs(
                 env.query_params
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
@@ -136,7 +136,7 @@ fn reply(prefix: &str, service: &str, env: &Incoming, (status, body): Answer) ->
 }
 
 /// Can we serve the device in this `AddDeviceRequest` (or bare device)?
-fn validate(api: &ApiState, payload: &Value) -> Answer {
+fn validate(api: &Plane, payload: &Value) -> Answer {
     let device = payload.get("device").unwrap_or(payload);
     let name = device["name"].as_str().unwrap_or_default();
     let profile = device["profileName"].as_str().unwrap_or_default();
@@ -152,7 +152,7 @@ fn validate(api: &ApiState, payload: &Value) -> Answer {
     let Some(id) = api.file_device(name) else {
         // Not in the devices file: served from EdgeX if we can read it (its
         // keys may come later, as a secret).
-        let Some(p) = api.provisioning.get() else {
+        let Some(p) = api.provisioning.as_ref() else {
             return refuse(format!("{name:?} is not in device-lorawan's devices file"));
         };
         return match super::device_dto::read(device, |n| p.profile(n).is_some()) {
@@ -189,7 +189,7 @@ fn validate(api: &ApiState, payload: &Value) -> Answer {
     )
 }
 
-fn system_event(api: &ApiState, action: &str, payload: &Value) {
+fn system_event(api: &Plane, action: &str, payload: &Value) {
     api.metrics.system_events.fetch_add(1, Relaxed);
     let device = &payload["details"];
     let name = device["name"].as_str().unwrap_or_default();
@@ -224,8 +224,8 @@ fn system_event(api: &ApiState, action: &str, payload: &Value) {
 
 /// A device core-metadata holds for us that the devices file does not: added
 /// or changed, it is served (once its keys are in); deleted, it is not.
-fn edgex_device_event(api: &ApiState, action: &str, name: &str, device: &Value) {
-    let Some(p) = api.provisioning.get() else {
+fn edgex_device_event(api: &Plane, action: &str, name: &str, device: &Value) {
+    let Some(p) = api.provisioning.as_ref() else {
         return;
     };
     match action {
@@ -244,10 +244,10 @@ fn edgex_device_event(api: &ApiState, action: &str, name: &str, device: &Value) 
 /// Serve `device` (a `Device` DTO from core-metadata or a definition file)
 /// once its keys are in; `None` (logged, counted) when it cannot be served.
 pub fn serve_edgex_device(
-    api: &ApiState,
+    api: &Plane,
     device: &Value,
 ) -> Option<crate::service::provisioning::Outcome> {
-    let p = api.provisioning.get()?;
+    let p = api.provisioning.as_ref()?;
     let name = device["name"].as_str().unwrap_or_default();
     match super::device_dto::read(device, |n| p.profile(n).is_some()) {
         Ok(d) => Some(p.provide(d, |secret| api.secret_data(secret))),

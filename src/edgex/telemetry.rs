@@ -72,15 +72,12 @@ pub async fn run(
     service: String,
     metrics: Arc<Metrics>,
     operating: Arc<OperatingState>,
-    api: Arc<crate::api::ApiState>,
+    bus: super::bus::BusOut,
 ) {
     let mut tick = tokio::time::interval(config.interval);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let Some(bus) = api.bus_out.get() else {
-            continue;
-        };
         let seg = super::event::encode_segment(&service);
         for (name, dto) in self::metrics(&config, &service, &metrics, &operating) {
             if !bus.publish(&format!("telemetry/{seg}/{name}"), dto).await {

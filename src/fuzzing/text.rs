@@ -20,7 +20,7 @@ fn echoed_key(message: &str, values: &[(String, String)], name: &str) -> Option<
 /// `POST /secret` and PUT command bodies: a SecretRequest into a session
 /// (whose errors must never repeat a key), a SettingRequest into a downlink.
 pub fn api_body(data: &[u8]) {
-    if let Ok(req) = crate::api::secret::parse_request(data) {
+    if let Ok(req) = crate::control::secret::parse_request(data) {
         let pairs = req.pairs();
         if let Err(e) = crate::secrets::session_from_secret_data(&req.secret_name, &pairs, None) {
             let message = e.to_string();

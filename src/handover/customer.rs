@@ -32,8 +32,8 @@ use super::pb::handover_client::HandoverClient;
 use super::pb::*;
 use super::takeover::{counter_msg, counter_of, enum_to_str};
 use crate::config::Config;
+use crate::control::Control;
 use crate::lorawan::{Eui64, FcntState};
-use crate::service::Control;
 
 /// Where a customer keeps its contracts, under the DataDir.
 pub const DIR: &str = "handover/customer";

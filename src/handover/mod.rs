@@ -25,8 +25,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{Config, TakeoverMode};
+use crate::control::Control;
 use crate::lorawan::Eui64;
-use crate::service::Control;
 
 /// What a service starts for the handover: the customer's side for each
 /// contract it holds, the provider's side if `Handover.Listen` is set.

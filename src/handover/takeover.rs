@@ -13,9 +13,9 @@ use super::contract::SignedContract;
 use super::delivered::Delivered;
 use super::pb::{Counter, DeviceSession};
 use crate::codec::{CodecKind, DeviceProfile};
+use crate::control::{Adopted, Control};
 use crate::devices::{AdminState, DeviceEntry};
 use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, FcntState};
-use crate::service::{Adopted, Control};
 
 /// One contract's devices, as the customer last synced them.
 #[derive(Clone, Copy)]
@@ -218,6 +218,7 @@ impl InProcess {
             done,
         })
         .await
+        .map_err(String::from)
     }
 }
 
@@ -245,6 +246,7 @@ impl Takeover for InProcess {
             done,
         })
         .await
+        .map_err(String::from)
     }
 
     async fn mac_states(
@@ -252,7 +254,9 @@ impl Takeover for InProcess {
         handed: Handed<'_>,
     ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, String> {
         let devices = handed.contract.dev_euis();
-        Control::ask(&self.control, |reply| Control::MacStates { devices, reply }).await
+        Control::ask(&self.control, |reply| Control::MacStates { devices, reply })
+            .await
+            .map_err(String::from)
     }
 
     async fn join_states(
@@ -265,6 +269,7 @@ impl Takeover for InProcess {
             reply,
         })
         .await
+        .map_err(String::from)
     }
 
     async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {

@@ -32,8 +32,10 @@ pub struct DiscoveryService {
     /// The request id of the discovery running, if one is.
     running: Mutex<Option<(String, tokio::task::AbortHandle)>>,
     provisioning: Arc<Provisioning>,
-    pub metadata: std::sync::OnceLock<MetadataTarget>,
-    pub events: std::sync::OnceLock<crate::edgex::bus::BusOut>,
+    /// Where found devices are registered, when registration is on.
+    metadata: Option<MetadataTarget>,
+    /// Where discovery's system events go, when delivery is on the bus.
+    events: Option<crate::edgex::bus::BusOut>,
     metrics: Arc<Metrics>,
 }
 
@@ -47,6 +49,8 @@ impl DiscoveryService {
         config: &crate::config::Config,
         provisioning: Arc<Provisioning>,
         metrics: Arc<Metrics>,
+        metadata: Option<MetadataTarget>,
+        events: Option<crate::edgex::bus::BusOut>,
     ) -> anyhow::Result<Self> {
         let watchers = match &config.devices.provision_watchers_dir {
             Some(dir) => crate::discovery::watcher::load_dir(dir)?,
@@ -70,8 +74,8 @@ impl DiscoveryService {
             watchers,
             running: Mutex::new(None),
             provisioning,
-            metadata: std::sync::OnceLock::new(),
-            events: std::sync::OnceLock::new(),
+            metadata,
+            events,
             metrics,
         })
     }
@@ -178,7 +182,7 @@ impl DiscoveryService {
     async fn report(&self, request_id: &str, added: Vec<serde_json::Value>) {
         self.progress(request_id, 0, 0, "").await;
         let n = added.len();
-        if let (Some(md), false) = (self.metadata.get(), added.is_empty()) {
+        if let (Some(md), false) = (self.metadata.as_ref(), added.is_empty()) {
             for dto in added {
                 let body =
                     json!([{"apiVersion": "v3", "requestId": uuid::Uuid::new_v4(), "device": dto}]);
@@ -213,7 +217,7 @@ impl DiscoveryService {
 
     /// The device SDK's discovery progress system event.
     async fn progress(&self, request_id: &str, progress: i32, count: usize, message: &str) {
-        let Some(ev) = self.events.get() else {
+        let Some(ev) = self.events.as_ref() else {
             return;
         };
         let svc = crate::edgex::event::encode_segment(&self.service);
@@ -262,7 +266,7 @@ fn dto(service: &str, e: &DeviceEntry, w: &ProvisionWatcher) -> serde_json::Valu
 /// Run a discovery every `every` (the configured interval).
 pub async fn every(
     discovery: Arc<DiscoveryService>,
-    api: Arc<crate::api::ApiState>,
+    api: Arc<crate::control::Plane>,
     every: std::time::Duration,
 ) {
     let mut tick = tokio::time::interval(every);

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::ApiState;
 use crate::config::Config;
+use crate::control::Plane;
 use crate::edgex::secret_store::{SecretStoreClient, StoreError};
 use crate::secrets::session_from_secret_data;
 use crate::service::provisioning::Provisioning;
@@ -23,7 +23,7 @@ use crate::service::provisioning::Provisioning;
 /// `missing`: the devices-file devices that had no session at start.
 pub async fn fetch(
     store: Arc<SecretStoreClient>,
-    api: Arc<ApiState>,
+    api: Arc<Plane>,
     provisioning: Arc<Provisioning>,
     mut missing: BTreeSet<String>,
     poll: Duration,
@@ -133,7 +133,7 @@ fn log_failure(e: &StoreError) {
 
 /// A devices-file device's session from the store: used (kept in memory
 /// only). Whether it was.
-fn file_device_keys(api: &ApiState, name: &str, data: &[(String, String)]) -> bool {
+fn file_device_keys(api: &Plane, name: &str, data: &[(String, String)]) -> bool {
     let Some(id) = api.devices.id(name) else {
         return true;
     };
@@ -151,5 +151,5 @@ fn file_device_keys(api: &ApiState, name: &str, data: &[(String, String)]) -> bo
         .expect("secrets lock")
         .put(name, &session);
     tracing::info!(device = %name, "session keys read from the EdgeX secret store");
-    crate::api::secret::use_session(api, id, session)
+    crate::control::secret::use_session(api, id, session)
 }

@@ -27,7 +27,7 @@ use crate::sink::Sink;
 use crate::uplink::{decode_parsed, RxMeta, Uplink};
 
 use super::held::{Held, Tentative, MAX_HELD};
-use super::{Adopted, Control, Parts};
+use crate::control::{Adopted, Control};
 use crate::joins::JoinStore;
 
 #[path = "join.rs"]
@@ -40,6 +40,14 @@ mod mac;
 #[path = "provisioned.rs"]
 mod provisioned;
 pub(super) use mac::{MacLayer, MacStore};
+
+/// What the pipeline needs besides the config: the devices, and where
+/// uplinks go.
+pub struct Parts {
+    pub registry: Registry,
+    pub sink: Box<dyn Sink>,
+    pub metrics: Arc<Metrics>,
+}
 
 pub(super) struct Pipeline {
     config: Arc<Config>,

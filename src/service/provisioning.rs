@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::Control;
 use crate::codec::DeviceProfile;
+use crate::control::Control;
 use crate::devices::{Activation, DeviceEntry};
 use crate::edgex::device_dto::EdgexDevice;
 use crate::lorawan::{AesKey, Eui64};
@@ -72,7 +72,7 @@ pub struct Provisioning {
     /// EdgeX secret store is asked for them at once).
     pub keys_wanted: tokio::sync::Notify,
     /// Where served devices' expected uplink intervals go.
-    pub operating: std::sync::OnceLock<Arc<crate::edgex::operating::OperatingState>>,
+    operating: Option<Arc<crate::edgex::operating::OperatingState>>,
 }
 
 /// `entry` with the keys in a secret's `data`, or why they do not do.
@@ -108,6 +108,7 @@ impl Provisioning {
         file: &crate::devices::Registry,
         control: mpsc::UnboundedSender<Control>,
         metrics: Arc<Metrics>,
+        operating: Option<Arc<crate::edgex::operating::OperatingState>>,
     ) -> Self {
         Self {
             profiles,
@@ -118,12 +119,12 @@ impl Provisioning {
             keys_wanted: tokio::sync::Notify::new(),
             control,
             metrics,
-            operating: std::sync::OnceLock::new(),
+            operating,
         }
     }
 
     fn watch(&self, device: &EdgexDevice) {
-        if let Some(o) = self.operating.get() {
+        if let Some(o) = self.operating.as_ref() {
             o.expect(device.entry.name.as_str().into(), device.uplink_interval);
         }
     }
@@ -259,7 +260,7 @@ impl Provisioning {
             .lock()
             .expect("waiting lock")
             .retain(|_, w| w.device.entry.name != name);
-        if let Some(o) = self.operating.get() {
+        if let Some(o) = self.operating.as_ref() {
             o.forget(name);
         }
         match self.served.lock().expect("served lock").remove(name) {
@@ -340,7 +341,7 @@ mod tests {
         let file = crate::devices::Registry::build(Vec::new(), &BTreeMap::new()).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let profiles = BTreeMap::from([(profile.name.clone(), Arc::new(profile))]);
-        let p = Provisioning::new(profiles, &file, tx, Arc::new(Metrics::default()));
+        let p = Provisioning::new(profiles, &file, tx, Arc::new(Metrics::default()), None);
         (p, rx)
     }
 

@@ -9,9 +9,9 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{error, Answer, ApiState, API_VERSION};
+use super::Control;
+use super::{error, Answer, Plane, API_VERSION};
 use crate::secrets::{session_data, session_from_secret_data, SecretError, SecretStore, Session};
-use crate::service::Control;
 use std::sync::atomic::Ordering::Relaxed;
 
 #[derive(Deserialize)]
@@ -61,7 +61,7 @@ impl SecretRequest {
     }
 }
 
-pub async fn post(state: &ApiState, body: &[u8]) -> Answer {
+pub async fn post(state: &Plane, body: &[u8]) -> Answer {
     let req = match parse_request(body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -73,7 +73,7 @@ pub async fn post(state: &ApiState, body: &[u8]) -> Answer {
             return a;
         }
         tracing::info!(secret = %name, "secret stored");
-        if let Some(p) = state.provisioning.get() {
+        if let Some(p) = state.provisioning.as_ref() {
             p.secret_arrived(name, &data);
         }
         return created(req.request_id);
@@ -96,7 +96,7 @@ pub async fn post(state: &ApiState, body: &[u8]) -> Answer {
 
 /// Hand a devices-file device's session (already kept) to the pipeline;
 /// false when the service is stopping.
-pub(crate) fn use_session(state: &ApiState, id: u32, session: Session) -> bool {
+pub(crate) fn use_session(state: &Plane, id: u32, session: Session) -> bool {
     *state.devices.get(id).dev_addr.lock().expect("lock") = Some(session.dev_addr);
     state
         .control
@@ -112,7 +112,7 @@ pub(crate) fn use_session(state: &ApiState, id: u32, session: Session) -> bool {
 /// `DataDir/secrets.yaml` otherwise. A failure is the 500 to answer (logged
 /// and counted; never with the secret's data).
 async fn keep(
-    state: &ApiState,
+    state: &Plane,
     name: &str,
     data: &[(String, String)],
     local: impl FnOnce(&mut SecretStore) -> Result<(), SecretError>,

@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{error, Answer, ApiState, API_VERSION};
+use super::{error, Answer, Plane, API_VERSION};
 use crate::codec::profile::ReadWrite;
 use crate::codec::DeviceProfile;
 use crate::device_state::DeviceState;
@@ -122,13 +122,7 @@ impl Options {
 }
 
 /// `rest` is `{name}/{command}` (percent-encoded).
-pub fn route(
-    state: &ApiState,
-    method: &Method,
-    rest: &str,
-    options: &Options,
-    body: &[u8],
-) -> Answer {
+pub fn route(state: &Plane, method: &Method, rest: &str, options: &Options, body: &[u8]) -> Answer {
     let parts: Option<Vec<String>> = rest.split('/').map(percent_decode).collect();
     let Some([name, command]) = parts.as_deref() else {
         return error(StatusCode::NOT_FOUND, "no such route");
@@ -138,7 +132,7 @@ pub fn route(
 
 /// Run `command` of device `name` (names already decoded).
 pub fn execute(
-    state: &ApiState,
+    state: &Plane,
     method: &Method,
     name: &str,
     command: &str,
@@ -172,7 +166,7 @@ pub fn execute(
 }
 
 fn get(
-    state: &ApiState,
+    state: &Plane,
     device: &DeviceState,
     command: &str,
     cmd: &Resolved,
@@ -215,7 +209,7 @@ fn get(
         "profileName": device.profile.name, "sourceName": command, "origin": origin,
         "readings": readings});
     if options.push_event {
-        let Some(pusher) = state.events.get() else {
+        let Some(pusher) = state.events.as_ref() else {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ds-pushevent: no EdgeX delivery is configured (Edgex.Delivery)",
@@ -238,13 +232,7 @@ fn get(
 
 /// Encode the setting into a downlink and queue it for the device's next
 /// uplink (class A: a device can only be reached right after it speaks).
-fn put(
-    state: &ApiState,
-    device: &DeviceState,
-    command: &str,
-    cmd: &Resolved,
-    body: &[u8],
-) -> Answer {
+fn put(state: &Plane, device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Answer {
     if !cmd.writable {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
