@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 
 #[path = "../tests/common/scrape.rs"]
 mod scrape;

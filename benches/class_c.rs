@@ -12,12 +12,12 @@
 use std::time::{Duration, Instant};
 
 use device_lorawan::devices::DeviceClass;
-use device_lorawan::downlink::wire;
-use device_lorawan::ingest::gateway::GatewayUplink;
+use device_lorawan::ingest::bridge::GatewayUplink;
 use device_lorawan::ingest::udp;
+use device_lorawan::ingest::udp::downlink as wire;
 use device_lorawan::lorawan::{DataRate, Eui64};
+use device_lorawan::pipeline::uplink::RxMeta;
 use device_lorawan::sim::mote::{self, Mote};
-use device_lorawan::uplink::RxMeta;
 
 #[path = "support/mod.rs"]
 mod support;

@@ -31,7 +31,7 @@ use device_lorawan::handover::contract::{
 };
 use device_lorawan::handover::identity::Identity;
 use device_lorawan::handover::transfer::{now, send_image, MAX_CHUNK};
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 

@@ -20,13 +20,13 @@ mod scrape;
 #[path = "support/mod.rs"]
 mod support;
 
-use device_lorawan::downlink::wire;
-use device_lorawan::ingest::gateway::GatewayUplink;
+use device_lorawan::ingest::bridge::GatewayUplink;
+use device_lorawan::ingest::udp::downlink as wire;
 use device_lorawan::ingest::udp::{push_data, PULL_DATA};
 use device_lorawan::lorawan::region::MacVersionName;
 use device_lorawan::lorawan::{DataRate, Eui64};
+use device_lorawan::pipeline::uplink::RxMeta;
 use device_lorawan::sim::mote;
-use device_lorawan::uplink::RxMeta;
 
 const RX1_DEADLINE: Duration = Duration::from_secs(5);
 

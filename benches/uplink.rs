@@ -15,8 +15,8 @@ use device_lorawan::codec::lpp;
 use device_lorawan::codec::profile::DeviceProfile;
 use device_lorawan::devices::Registry;
 use device_lorawan::lorawan::{self, encode, FcntState};
+use device_lorawan::pipeline::uplink::decode_frame;
 use device_lorawan::sim::mote;
-use device_lorawan::uplink::decode_frame;
 
 struct Case {
     name: &'static str,

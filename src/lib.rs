@@ -33,15 +33,11 @@
 //! - [`sketch`]: the Arduino mote's settings, from the same devices file.
 
 pub mod api;
+pub mod cli;
 pub mod codec;
-pub mod codec_cli;
 pub mod config;
 pub mod control;
-pub mod counters;
-pub mod demo;
-pub mod device_state;
 pub mod devices;
-pub mod discovery;
 pub mod downlink;
 pub mod edgex;
 pub mod fsutil;
@@ -50,14 +46,9 @@ pub mod fuzzing;
 pub mod handover;
 pub mod image;
 pub mod ingest;
-pub mod joins;
 pub mod lorawan;
 pub mod metrics;
-pub mod outbox;
-pub mod secrets;
+pub mod pipeline;
 pub mod service;
 pub mod sim;
-pub mod sink;
-pub mod sketch;
-pub mod state_log;
-pub mod uplink;
+pub mod store;

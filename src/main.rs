@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use device_lorawan::cli::demo;
 use device_lorawan::config::{Config, LogFormat};
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::metrics::Metrics;
+use device_lorawan::pipeline::sink;
+use device_lorawan::service;
 use device_lorawan::sim::{self, Faults, SimOptions, Target};
-use device_lorawan::{demo, service, sink};
 
 #[derive(Parser)]
 #[command(
@@ -418,7 +420,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("wrote {}", f.display());
             }
             let mut stdout = std::io::stdout().lock();
-            if !device_lorawan::codec_cli::test(&out, &done.name, &mut stdout)? {
+            if !device_lorawan::cli::codec::test(&out, &done.name, &mut stdout)? {
                 anyhow::bail!(
                     "profile {}: an example of the vendor's codec failed (the files are written)",
                     done.name
@@ -439,9 +441,9 @@ async fn main() -> anyhow::Result<()> {
                 } => {
                     let path = PathBuf::from(&target);
                     let passed = if path.exists() {
-                        device_lorawan::codec_cli::test_fixtures(&path, &mut out)?
+                        device_lorawan::cli::codec::test_fixtures(&path, &mut out)?
                     } else {
-                        device_lorawan::codec_cli::test(&profiles_dir, &target, &mut out)?
+                        device_lorawan::cli::codec::test(&profiles_dir, &target, &mut out)?
                     };
                     if !passed {
                         anyhow::bail!("codec {target}: an example failed");
@@ -456,12 +458,12 @@ async fn main() -> anyhow::Result<()> {
                     json,
                     variables,
                     recv_time,
-                } => device_lorawan::codec_cli::decode(
+                } => device_lorawan::cli::codec::decode(
                     &profiles_dir,
                     &profile,
                     fport,
                     &hex,
-                    &device_lorawan::codec_cli::DecodeOptions {
+                    &device_lorawan::cli::codec::DecodeOptions {
                         json,
                         variables,
                         recv_time,
@@ -474,7 +476,7 @@ async fn main() -> anyhow::Result<()> {
             command: JournalCommand::Verify { dir, config },
         } => {
             let dir = data_path(dir, config.as_deref(), "outbox")?;
-            let v = device_lorawan::outbox::verify(&dir)?;
+            let v = device_lorawan::store::outbox::verify(&dir)?;
             println!(
                 "outbox {}: intact, {} records from #{}; chain anchor {}, head {}",
                 dir.display(),
@@ -499,7 +501,7 @@ async fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no device {device} in {}", path.display()))?;
             print!(
                 "{}",
-                device_lorawan::sketch::settings_h(e, config.rx_defaults())?
+                device_lorawan::cli::sketch::settings_h(e, config.rx_defaults())?
             );
             Ok(())
         }

@@ -286,7 +286,7 @@ impl Metrics {
             ),
         ] {
             let _ = writeln!(s, "# TYPE {name} counter");
-            for f in crate::ingest::mqtt_refusal::ConnectFailure::ALL {
+            for f in crate::ingest::mqtt::refusal::ConnectFailure::ALL {
                 let _ = writeln!(
                     s,
                     "{name}{{reason=\"{}\"}} {}",

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use device_lorawan::devices::DeviceClass;
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
 
 const SEED: u64 = 31;

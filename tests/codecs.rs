@@ -14,7 +14,7 @@ use device_lorawan::sim::{self, mote, SimOptions, Target};
 
 fn examples_pass(dir: &std::path::Path, name: &str) {
     let mut out = Vec::new();
-    let ok = device_lorawan::codec_cli::test(dir, name, &mut out).unwrap();
+    let ok = device_lorawan::cli::codec::test(dir, name, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(ok, "{text}");
     assert!(text.contains(", 0 failed"), "{text}");
@@ -274,7 +274,7 @@ async fn a_javascript_device_through_the_gateway_bridge() {
     let target = Target::Mqtt {
         host: "127.0.0.1".into(),
         port,
-        format: device_lorawan::ingest::gateway::WireFormat::Protobuf,
+        format: device_lorawan::ingest::bridge::WireFormat::Protobuf,
         prefix: String::new(),
     };
     let report = sim::run(target, common::sim_opts(52, 10, 0), std::future::pending())

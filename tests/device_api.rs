@@ -196,7 +196,7 @@ async fn device_commands_and_secrets() {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(data.path().join("secrets.yaml")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner-only");
-        let store = device_lorawan::secrets::SecretStore::open(data.path()).unwrap();
+        let store = device_lorawan::store::secrets::SecretStore::open(data.path()).unwrap();
         assert_eq!(
             store
                 .other("broker-credentials")

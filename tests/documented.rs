@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::bus::BusCore;
 use common::metadata::Metadata;
 use common::until;
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::sim::{self, mote, Target};
 use serde_yaml_ng::Value;
 

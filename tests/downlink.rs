@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use device_lorawan::config::{Config, StreamKind, Subscription};
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::lorawan::region::RegionName;
 use device_lorawan::metrics::Metrics;
 use device_lorawan::sim::{self, mote, ReceivedByMote, SimOptions, SimReport, Target};
@@ -367,9 +367,9 @@ async fn a_command_for_a_silent_gateway_is_refused_and_kept() {
     put_interval(svc.bound.api, 300).await;
     let mut m = mote::Mote::new(&entries[0]);
     let (_, phy) = m.next_frame();
-    let up = device_lorawan::ingest::gateway::GatewayUplink {
+    let up = device_lorawan::ingest::bridge::GatewayUplink {
         phy,
-        rx: device_lorawan::uplink::RxMeta {
+        rx: device_lorawan::pipeline::uplink::RxMeta {
             time_ns: None,
             gps_time_ns: None,
             station: None,
@@ -432,9 +432,9 @@ async fn a_spoofed_pull_data_does_not_redirect_downlinks() {
         put_interval(svc.bound.api, 300).await;
         let mut m = mote::Mote::new(&entries[0]);
         let (_, phy) = m.next_frame();
-        let up = device_lorawan::ingest::gateway::GatewayUplink {
+        let up = device_lorawan::ingest::bridge::GatewayUplink {
             phy,
-            rx: device_lorawan::uplink::RxMeta {
+            rx: device_lorawan::pipeline::uplink::RxMeta {
                 gateway: gw,
                 rssi: -50,
                 snr: 9.0,

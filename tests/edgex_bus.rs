@@ -16,7 +16,7 @@ use common::bus::BusCore;
 use common::until;
 use device_lorawan::config::{Delivery, StreamKind, Subscription};
 use device_lorawan::edgex::event::add_event_request;
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::sim::{self, mote, Target};
 
 fn gateway_target(port: u16) -> Target {

@@ -40,7 +40,7 @@ fn abp_secret(name: &str, m: &device_lorawan::devices::DeviceEntry) -> String {
 /// once under `name`.
 fn decoded_as(
     report: &device_lorawan::sim::SimReport,
-    got: &[device_lorawan::uplink::Uplink],
+    got: &[device_lorawan::pipeline::uplink::Uplink],
     names: &[(&str, &str)],
 ) {
     for (name, sim) in names {

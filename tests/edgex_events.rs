@@ -11,8 +11,8 @@ use device_lorawan::codec::{Codec, CodecKind, DeviceProfile, Reading, Value};
 use device_lorawan::edgex::event::{add_event_request, event_id, event_path};
 use device_lorawan::lorawan::Eui64;
 use device_lorawan::metrics::Source;
+use device_lorawan::pipeline::uplink::{RxMeta, Uplink};
 use device_lorawan::sim::{self, mote, SimOptions, Target};
-use device_lorawan::uplink::{RxMeta, Uplink};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_events_validate_against_core_data() {

@@ -179,7 +179,7 @@ fn our_firmware_code_compiles_for_the_atmega328p() {
         std::fs::copy(&f, otaa.join(f.file_name().unwrap())).unwrap();
     }
     let entry = device_lorawan::sim::mote::otaa_entries(1, 1, Default::default()).remove(0);
-    let settings = device_lorawan::sketch::settings_h(
+    let settings = device_lorawan::cli::sketch::settings_h(
         &entry,
         device_lorawan::config::Config::default().rx_defaults(),
     )
@@ -245,7 +245,7 @@ fn our_firmware_code_compiles_for_the_atmega328p() {
 fn the_sketch_settings_are_the_services_defaults() {
     let entries =
         device_lorawan::devices::load(&common::repo_path("compose/devices.example.yaml")).unwrap();
-    let want = device_lorawan::sketch::settings_h(
+    let want = device_lorawan::cli::sketch::settings_h(
         &entries[0],
         device_lorawan::config::Config::default().rx_defaults(),
     )

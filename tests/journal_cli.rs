@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use device_lorawan::outbox::{FullPolicy, Journal};
+use device_lorawan::store::outbox::{FullPolicy, Journal};
 
 fn verify(dir: &std::path::Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))

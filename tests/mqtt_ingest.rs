@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use device_lorawan::config::{StreamKind, Subscription};
 use device_lorawan::devices::DeviceEntry;
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::lorawan::Eui64;
 use device_lorawan::metrics::{Metrics, Reason};
 use device_lorawan::sim::{self, mote, SimOptions, Target};

@@ -50,7 +50,7 @@ fn gateways(plain: u16) -> Target {
     Target::Mqtt {
         host: "127.0.0.1".into(),
         port: plain,
-        format: device_lorawan::ingest::gateway::WireFormat::Protobuf,
+        format: device_lorawan::ingest::bridge::WireFormat::Protobuf,
         prefix: String::new(),
     }
 }

@@ -10,12 +10,12 @@ mod common;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use device_lorawan::ingest::gateway::{GatewayUplink, WireFormat};
+use device_lorawan::ingest::bridge::{GatewayUplink, WireFormat};
 use device_lorawan::lorawan::region::{MacVersionName, RegionName};
 use device_lorawan::lorawan::Eui64;
 use device_lorawan::metrics::Reason;
+use device_lorawan::pipeline::uplink::RxMeta;
 use device_lorawan::sim::{self, mote, SimOptions, SimReport, Target};
-use device_lorawan::uplink::RxMeta;
 
 const SEED: u64 = 61;
 
@@ -368,8 +368,8 @@ impl FakeGateway {
     }
 
     /// The next transmission asked of this gateway (acknowledged as sent).
-    async fn transmission(&self) -> device_lorawan::downlink::wire::Transmission {
-        use device_lorawan::downlink::wire;
+    async fn transmission(&self) -> device_lorawan::downlink::Transmission {
+        use device_lorawan::ingest::udp::downlink as wire;
         let mut buf = vec![0u8; 2048];
         loop {
             let (n, _) =

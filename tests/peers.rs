@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use device_lorawan::codec::{lpp, Codec, CodecKind};
-use device_lorawan::ingest::gateway;
+use device_lorawan::ingest::bridge;
 use device_lorawan::lorawan::{self, encode, AesKey, DevAddr, Eui64, FcntState, SessionCrypto};
 
 /// Run a peer; `None` (skip) if it is not installed, a panic under CI.
@@ -207,7 +207,7 @@ fn gateway_messages_from_chirpstack_api() {
     for line in out.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let msg = hex::decode(v["payload"].as_str().unwrap()).unwrap();
-        let up = gateway::decode(&msg).unwrap_or_else(|e| panic!("{}: {e}", v["kind"]));
+        let up = bridge::decode(&msg).unwrap_or_else(|e| panic!("{}: {e}", v["kind"]));
         assert_eq!(hex::encode(&up.phy), phy);
         assert_eq!(
             up.rx.gateway,
@@ -225,8 +225,8 @@ fn gateway_messages_from_chirpstack_api() {
 /// ChirpStack's `event/ack` messages as we read them.
 #[test]
 fn downlinks_agree_with_chirpstack_api() {
-    use device_lorawan::downlink::wire::{decode_tx_ack, downlink_frame, Marshaler};
     use device_lorawan::downlink::TxRequest;
+    use device_lorawan::ingest::bridge::downlink::{decode_tx_ack, downlink_frame, Marshaler};
     use device_lorawan::lorawan::radio::{rx1, rx2, RX1_DELAY, RX2_DATR, RX2_FREQUENCY};
     let reqs = [
         TxRequest {

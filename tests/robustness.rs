@@ -2,7 +2,7 @@
 //! reach, fed random and mutated bytes (a bounded, deterministic run).
 
 use device_lorawan::codec::lpp;
-use device_lorawan::ingest::{application, gateway, udp};
+use device_lorawan::ingest::{application, bridge as gateway, udp};
 use device_lorawan::lorawan::{self, AesKey, FcntState, SessionCrypto};
 
 struct Rng(u64);
@@ -85,9 +85,9 @@ mod common;
 fn api_and_bus_requests_never_panic() {
     use device_lorawan::api::route;
     use device_lorawan::control::Plane;
-    use device_lorawan::device_state::DeviceStates;
     use device_lorawan::edgex::bus::BusMessage;
     use device_lorawan::edgex::requests;
+    use device_lorawan::pipeline::device_state::DeviceStates;
     use http_body_util::BodyExt;
     use hyper::Method;
     use std::sync::Arc;
@@ -108,7 +108,7 @@ fn api_and_bus_requests_never_panic() {
         &config,
         Arc::new(device_lorawan::metrics::Metrics::default()),
         devices,
-        device_lorawan::secrets::SecretStore::open(data.path()).unwrap(),
+        device_lorawan::store::secrets::SecretStore::open(data.path()).unwrap(),
         control,
         Arc::new(
             device_lorawan::downlink::queue::DownlinkQueue::open(

@@ -259,7 +259,7 @@ async fn one_frame_heard_by_a_station_and_a_udp_gateway_is_one_reading() {
     let (_, phy) = abp.next_frame();
     // The UDP gateway's copy...
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let rx = device_lorawan::uplink::RxMeta {
+    let rx = device_lorawan::pipeline::uplink::RxMeta {
         gateway: Eui64::from_u64(0xb827_ebff_fe00_0002),
         rssi: -80,
         snr: 2.0,
@@ -270,7 +270,7 @@ async fn one_frame_heard_by_a_station_and_a_udp_gateway_is_one_reading() {
         gps_time_ns: None,
         station: None,
     };
-    let gwu = device_lorawan::ingest::gateway::GatewayUplink {
+    let gwu = device_lorawan::ingest::bridge::GatewayUplink {
         phy: phy.clone(),
         rx,
     };

@@ -13,7 +13,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use device_lorawan::handover::identity::Identity;
-use device_lorawan::ingest::gateway::WireFormat;
+use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
 
 const SEED: u64 = 42;

@@ -152,18 +152,15 @@ impl Codec {
             let idx = i as u16;
             match kind {
                 CodecKind::CayenneLpp => {
-                    if let Some(b) = lpp_binding(
-                        idx,
-                        &r.name,
-                        &r.attributes,
-                        value::Transform::of(&r.properties),
-                    )? {
+                    if let Some(b) =
+                        lpp_binding(idx, &r.name, &r.attributes, r.properties.transform())?
+                    {
                         c.lpp.push(b);
                     }
                 }
                 CodecKind::Layout => {
                     if let Some(f) = layout::Field::from_attributes(&r.name, &r.attributes)? {
-                        c.layout.push((idx, f, value::Transform::of(&r.properties)));
+                        c.layout.push((idx, f, r.properties.transform()));
                     }
                 }
                 CodecKind::Raw if r.properties.value_type == ValueType::Binary => {
@@ -178,7 +175,7 @@ impl Codec {
                     c.js_fields.push((
                         idx,
                         path.split('.').map(str::to_owned).collect(),
-                        value::Transform::of(&r.properties),
+                        r.properties.transform(),
                     ));
                 }
                 _ => {}

@@ -96,6 +96,21 @@ pub struct ResourceProperties {
     pub media_type: Option<String>,
 }
 
+impl ResourceProperties {
+    /// How a raw value becomes this resource's (the device-sdk's
+    /// transforms, in its order).
+    pub fn transform(&self) -> super::value::Transform {
+        super::value::Transform::new(
+            self.value_type,
+            self.mask,
+            self.shift,
+            self.base,
+            self.scale,
+            self.offset,
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ReadWrite {
     R,
@@ -232,5 +247,67 @@ mod tests {
         let p = DeviceProfile::from_yaml(Path::new("p.yaml"), text).unwrap();
         assert_eq!(p.device_resources[0].attributes["offset"], "0");
         assert_eq!(p.device_resources[0].attributes["signed"], "true");
+    }
+
+    use crate::codec::value::Value;
+    use crate::codec::CodecError;
+
+    /// The transform of `props` applied, with the resource named in the error.
+    fn transform(
+        raw: Value,
+        props: &ResourceProperties,
+        resource: &str,
+    ) -> Result<Value, CodecError> {
+        props
+            .transform()
+            .apply(raw)
+            .map_err(|e| e.at(resource, props.value_type))
+    }
+
+    fn props(vt: ValueType) -> ResourceProperties {
+        serde_json::from_value(serde_json::json!({"valueType": vt.as_str(), "readWrite": "R"}))
+            .unwrap()
+    }
+
+    #[test]
+    fn transforms_in_sdk_order() {
+        // mask 0x0ff0, shift -4, scale 0.5, offset 1: ((0x1234 & 0x0ff0) >> 4) * 0.5 + 1
+        let mut p = props(ValueType::Uint16);
+        p.mask = Some(0x0ff0);
+        p.shift = Some(-4);
+        p.scale = Some(2.0);
+        p.offset = Some(1.0);
+        assert_eq!(
+            transform(Value::Uint(0x1234), &p, "r").unwrap(),
+            Value::Uint(0x23 * 2 + 1)
+        );
+        let mut f = props(ValueType::Float32);
+        f.scale = Some(0.01);
+        f.mask = Some(0xff); // ignored on a signed/float raw value
+        assert_eq!(
+            transform(Value::Int(-1234), &f, "r").unwrap(),
+            Value::Float(-12.34)
+        );
+        let mut b = props(ValueType::Uint32);
+        b.base = Some(2.0);
+        assert_eq!(
+            transform(Value::Uint(10), &b, "r").unwrap(),
+            Value::Uint(1024)
+        );
+    }
+
+    #[test]
+    fn integer_resources_reject_fractions_and_overflow() {
+        let mut p = props(ValueType::Uint8);
+        p.scale = Some(0.5);
+        assert!(matches!(
+            transform(Value::Uint(3), &p, "r"),
+            Err(CodecError::NotIntegral { .. })
+        ));
+        p.scale = Some(10.0);
+        assert!(matches!(
+            transform(Value::Uint(30), &p, "r"),
+            Err(CodecError::OutOfRange { .. })
+        ));
     }
 }

@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::profile::ResourceProperties;
 use super::CodecError;
 
 /// EdgeX `valueType`s that a LoRaWAN uplink can carry.
@@ -158,14 +157,23 @@ impl ValueError {
 }
 
 impl Transform {
-    pub fn of(props: &ResourceProperties) -> Self {
+    /// The device-sdk's transforms, applied in its order: mask, shift,
+    /// base, scale, offset. A zero shift or base is none.
+    pub fn new(
+        vt: ValueType,
+        mask: Option<u64>,
+        shift: Option<i64>,
+        base: Option<f64>,
+        scale: Option<f64>,
+        offset: Option<f64>,
+    ) -> Self {
         Self {
-            vt: props.value_type,
-            mask: props.mask,
-            shift: props.shift.filter(|s| *s != 0),
-            base: props.base.filter(|b| *b != 0.0),
-            scale: props.scale,
-            offset: props.offset,
+            vt,
+            mask,
+            shift: shift.filter(|s| *s != 0),
+            base: base.filter(|b| *b != 0.0),
+            scale,
+            offset,
         }
     }
 
@@ -220,18 +228,6 @@ impl Transform {
     }
 }
 
-/// [`Transform::apply`] with the resource named in the error (tests).
-#[cfg(test)]
-pub fn transform(
-    raw: Value,
-    props: &ResourceProperties,
-    resource: &str,
-) -> Result<Value, CodecError> {
-    Transform::of(props)
-        .apply(raw)
-        .map_err(|e| e.at(resource, props.value_type))
-}
-
 /// Convert a number to a value type, checking range.
 #[inline]
 pub fn coerce(v: Value, vt: ValueType) -> Result<Value, ValueError> {
@@ -270,11 +266,6 @@ pub fn coerce(v: Value, vt: ValueType) -> Result<Value, ValueError> {
 mod tests {
     use super::*;
 
-    fn props(vt: ValueType) -> ResourceProperties {
-        serde_json::from_value(serde_json::json!({"valueType": vt.as_str(), "readWrite": "R"}))
-            .unwrap()
-    }
-
     #[test]
     fn float_strings_follow_go() {
         assert_eq!(
@@ -293,47 +284,5 @@ mod tests {
             Value::Float(-87.9094).to_edgex_string(ValueType::Float64),
             "-8.79094e+01"
         );
-    }
-
-    #[test]
-    fn transforms_in_sdk_order() {
-        // mask 0x0ff0, shift -4, scale 0.5, offset 1: ((0x1234 & 0x0ff0) >> 4) * 0.5 + 1
-        let mut p = props(ValueType::Uint16);
-        p.mask = Some(0x0ff0);
-        p.shift = Some(-4);
-        p.scale = Some(2.0);
-        p.offset = Some(1.0);
-        assert_eq!(
-            transform(Value::Uint(0x1234), &p, "r").unwrap(),
-            Value::Uint(0x23 * 2 + 1)
-        );
-        let mut f = props(ValueType::Float32);
-        f.scale = Some(0.01);
-        f.mask = Some(0xff); // ignored on a signed/float raw value
-        assert_eq!(
-            transform(Value::Int(-1234), &f, "r").unwrap(),
-            Value::Float(-12.34)
-        );
-        let mut b = props(ValueType::Uint32);
-        b.base = Some(2.0);
-        assert_eq!(
-            transform(Value::Uint(10), &b, "r").unwrap(),
-            Value::Uint(1024)
-        );
-    }
-
-    #[test]
-    fn integer_resources_reject_fractions_and_overflow() {
-        let mut p = props(ValueType::Uint8);
-        p.scale = Some(0.5);
-        assert!(matches!(
-            transform(Value::Uint(3), &p, "r"),
-            Err(CodecError::NotIntegral { .. })
-        ));
-        p.scale = Some(10.0);
-        assert!(matches!(
-            transform(Value::Uint(30), &p, "r"),
-            Err(CodecError::OutOfRange { .. })
-        ));
     }
 }

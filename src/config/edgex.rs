@@ -115,7 +115,7 @@ pub struct OutboxConfig {
     /// Undelivered events kept on disk at most (bytes).
     pub max_bytes: u64,
     /// `reject` (default: new events are refused and counted) or `drop-oldest`.
-    pub when_full: crate::outbox::FullPolicy,
+    pub when_full: crate::store::outbox::FullPolicy,
 }
 
 impl Default for CoreDataConfig {

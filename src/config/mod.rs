@@ -189,7 +189,7 @@ pub struct UdpConfig {
 
 impl UdpConfig {
     /// The gate the UDP ingest applies, or the allow-list entry that is not an EUI.
-    pub fn gate(&self) -> Result<crate::ingest::udp_gate::Gate, String> {
+    pub fn gate(&self) -> Result<crate::ingest::udp::gate::Gate, String> {
         let allowed = match self.allowed_gateways.is_empty() {
             true => None,
             false => Some(
@@ -202,7 +202,7 @@ impl UdpConfig {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        Ok(crate::ingest::udp_gate::Gate::new(
+        Ok(crate::ingest::udp::gate::Gate::new(
             allowed,
             self.follow_address,
         ))

@@ -41,6 +41,16 @@ pub struct StationTls {
     pub client_ca: Option<PathBuf>,
 }
 
+impl StationTls {
+    pub fn files(&self) -> crate::ingest::station::tls::Files<'_> {
+        crate::ingest::station::tls::Files {
+            cert: &self.cert,
+            key: &self.key,
+            client_ca: self.client_ca.as_deref(),
+        }
+    }
+}
+
 impl Default for BasicStationConfig {
     fn default() -> Self {
         Self {
@@ -108,7 +118,7 @@ impl BasicStationConfig {
             ));
         }
         if let Some(tls) = &self.tls {
-            crate::ingest::station::tls::server_config(tls)
+            crate::ingest::station::tls::server_config(tls.files())
                 .map_err(|m| ("Ingest.BasicStation.Tls", m))?;
         }
         Ok(())

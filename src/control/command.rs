@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::{error, Answer, Plane, API_VERSION};
 use crate::codec::profile::ReadWrite;
 use crate::codec::DeviceProfile;
-use crate::device_state::DeviceState;
 use crate::edgex::event::reading;
+use crate::pipeline::device_state::DeviceState;
 
 /// A command resolved against a profile: its resources and access.
 #[derive(Debug, PartialEq)]

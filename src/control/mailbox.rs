@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::lorawan::{Eui64, FcntState};
-use crate::secrets::Session;
+use crate::store::secrets::Session;
 
 /// The sending end every side holds.
 pub type Mailbox = mpsc::UnboundedSender<Control>;

@@ -7,16 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use super::mailbox::Mailbox;
 use crate::config::Config;
-use crate::device_state::DeviceStates;
 use crate::downlink::queue::DownlinkQueue;
+use crate::edgex::discovery::DiscoveryService;
 use crate::edgex::outbox::EventPusher;
+use crate::edgex::provisioning::Provisioning;
 use crate::edgex::registration::Registration;
 use crate::edgex::secret_store::SecretStoreClient;
 use crate::handover::provider::Provider;
 use crate::metrics::Metrics;
-use crate::secrets::SecretStore;
-use crate::service::discovery::DiscoveryService;
-use crate::service::provisioning::Provisioning;
+use crate::pipeline::device_state::DeviceStates;
+use crate::store::secrets::SecretStore;
 
 pub struct Plane {
     pub service_name: String,

@@ -11,7 +11,9 @@ use serde_json::json;
 
 use super::Control;
 use super::{error, Answer, Plane, API_VERSION};
-use crate::secrets::{session_data, session_from_secret_data, SecretError, SecretStore, Session};
+use crate::store::secrets::{
+    session_data, session_from_secret_data, SecretError, SecretStore, Session,
+};
 use std::sync::atomic::Ordering::Relaxed;
 
 #[derive(Deserialize)]

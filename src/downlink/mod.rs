@@ -8,7 +8,6 @@
 pub mod queue;
 pub mod scheduler;
 pub mod windows;
-pub mod wire;
 
 use tokio::sync::mpsc;
 
@@ -69,4 +68,79 @@ pub struct Transmitters {
     pub udp: Option<mpsc::Sender<TxRequest>>,
     pub mqtt: Option<mpsc::Sender<TxRequest>>,
     pub station: Option<mpsc::Sender<TxRequest>>,
+}
+
+/// What a gateway is asked to transmit, as it reads the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmission {
+    pub phy: Vec<u8>,
+    /// Concentrator time to transmit at (µs).
+    pub tmst: u32,
+    pub frequency: u32,
+    pub datr: crate::lorawan::DataRate,
+    /// Sent at once (class C), not at `tmst`.
+    pub immediately: bool,
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::TxRequest;
+    use crate::lorawan::radio::{rx1, RX1_DELAY};
+    use crate::lorawan::{DataRate, Eui64};
+
+    /// A class A downlink in RX1, as the tests of each protocol send it.
+    pub fn req() -> TxRequest {
+        TxRequest {
+            id: 7,
+            gateway: Eui64::from_u64(0x0016_c001_f153_a14c),
+            phy: vec![0x60, 1, 2, 3, 4, 0x20, 0, 0, 1, 2, 3, 4],
+            uplink_tmst: u32::MAX - 10,
+            window: rx1(868_300_000, DataRate::parse("SF9BW125").unwrap(), RX1_DELAY),
+            power_dbm: 14,
+            station: None,
+            immediately: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ingest::bridge::downlink::{decode_downlink_frame, downlink_frame, Marshaler};
+    use crate::ingest::bridge::pb;
+    use crate::ingest::udp::downlink::{decode_pull_resp, pull_resp, tx_ack, tx_ack_result};
+    use prost::Message;
+
+    use super::testing::req;
+
+    #[test]
+    fn gateways_read_what_we_send() {
+        let r = req();
+        let t = decode_pull_resp(&pull_resp(1, &r)[4..]).unwrap();
+        assert_eq!(
+            (t.tmst, t.frequency, t.datr, &t.phy),
+            (r.tmst(), 868_300_000, r.window.datr, &r.phy)
+        );
+        for m in [Marshaler::Protobuf, Marshaler::Json] {
+            let (id, t2) = decode_downlink_frame(&downlink_frame(&r, m)).unwrap();
+            assert_eq!((id, &t2), (7, &t), "{m:?}");
+        }
+        assert!(decode_pull_resp(b"{\"txpk\":{}}").is_err());
+        assert!(decode_downlink_frame(b"{\"items\":[]}").is_err());
+        // A negative delay (issue 17: an overflow in debug builds, a wrap
+        // in release) is refused.
+        let mut pbf =
+            pb::DownlinkFrame::decode(&downlink_frame(&r, Marshaler::Protobuf)[..]).unwrap();
+        if let Some(pb::timing::Parameters::Delay(pb::DelayTimingInfo { delay: Some(d) })) = pbf
+            .items[0]
+            .tx_info
+            .as_mut()
+            .and_then(|t| t.timing.as_mut())
+            .and_then(|t| t.parameters.as_mut())
+        {
+            d.seconds = -1;
+        }
+        assert!(decode_downlink_frame(&pbf.encode_to_vec()).is_err());
+        let d = tx_ack(*b"\x12\x34", r.gateway, "TOO_LATE");
+        assert_eq!(tx_ack_result(&d[12..]), Ok(Err("TOO_LATE".into())));
+    }
 }

@@ -21,7 +21,6 @@ use super::queue::DownlinkQueue;
 use super::windows::{plan, window_limit, Timing};
 use super::{Transmitters, TxAck, TxRequest};
 use crate::config::DownlinkConfig;
-use crate::counters::{CounterStore, CounterStoreError};
 use crate::devices::{Device, DeviceClass};
 use crate::lorawan::crypto::Direction;
 use crate::lorawan::encode::{build_frame, FrameSpec};
@@ -32,7 +31,8 @@ use crate::lorawan::radio::{RxSettings, Window};
 use crate::lorawan::region::{MacVersionName, Region, RegionName};
 use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Source};
-use crate::uplink::{RxMeta, Uplink};
+use crate::pipeline::uplink::{RxMeta, Uplink};
+use crate::store::counters::{CounterStore, CounterStoreError};
 
 /// The site's region and any other a device names, each built once.
 pub struct Regions {

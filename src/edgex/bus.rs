@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, Notify};
 use super::outbox::{dead_letter, split};
 use crate::config::MessageBusConfig;
 use crate::metrics::Metrics;
-use crate::outbox::Journal;
+use crate::store::outbox::Journal;
 
 /// A message to or from the bus (request handling).
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ impl Bus {
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let cap = usize::from(c.max_in_flight) * 2 + 32;
         let mut backoff = Duration::from_millis(100);
-        let mut kicks = crate::ingest::kicked::KickWatch::default();
+        let mut kicks = crate::ingest::mqtt::kicked::KickWatch::default();
         loop {
             let (client, eventloop) = AsyncClient::new(opts.clone(), cap);
             // The CONNACK follows the start within a round trip.
@@ -207,7 +207,7 @@ impl Bus {
                         self.settle(&mut s, true);
                         if !connected {
                             let (kind, why) =
-                                crate::ingest::mqtt_refusal::classify(&e, "Edgex.MessageBus");
+                                crate::ingest::mqtt::refusal::classify(&e, "Edgex.MessageBus");
                             self.metrics.bus_connect_failures[kind.index()].fetch_add(1, Relaxed);
                             return (format!("could not connect ({}): {why}", kind.as_str()), false);
                         }

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use super::http::{error_message, HttpError, JsonClient};
 use super::outbox::{dead_letter, split};
 use crate::metrics::Metrics;
-use crate::outbox::Journal;
+use crate::store::outbox::Journal;
 
 /// What one delivery attempt came to.
 enum Outcome {

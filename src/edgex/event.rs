@@ -13,7 +13,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::codec::{DeviceProfile, Value, ValueType};
-use crate::uplink::Uplink;
+use crate::pipeline::uplink::Uplink;
 
 pub const API_VERSION: &str = "v3";
 

@@ -4,15 +4,19 @@
 
 pub mod bus;
 pub mod core_data;
+pub mod delivered;
 pub mod device_dto;
 pub mod device_files;
+pub mod discovery;
 pub mod event;
 pub mod http;
 pub mod keeper;
+pub mod keys;
 pub mod liveness;
 pub mod metadata;
 pub mod operating;
 pub mod outbox;
+pub mod provisioning;
 pub mod registration;
 pub mod requests;
 pub mod secret_store;

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use super::http::JsonClient;
 use super::liveness::{Change, Liveness};
 use crate::metrics::Metrics;
-use crate::sink::Sink;
-use crate::uplink::Uplink;
+use crate::pipeline::sink::Sink;
+use crate::pipeline::uplink::Uplink;
 
 pub struct OperatingState {
     liveness: Mutex<Liveness>,

@@ -16,9 +16,9 @@ use tokio::sync::Notify;
 
 use super::event::{add_event_request, event_path};
 use crate::metrics::Metrics;
-use crate::outbox::{Journal, JournalError};
-use crate::sink::Sink;
-use crate::uplink::Uplink;
+use crate::pipeline::sink::Sink;
+use crate::pipeline::uplink::Uplink;
+use crate::store::outbox::{Journal, JournalError};
 
 /// A record is the request path, a newline, then the JSON body.
 fn record(service: &str, up: &Uplink) -> Vec<u8> {
@@ -75,7 +75,7 @@ pub struct OutboxSink {
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     /// Where a handover learns which frames EdgeX has (if one is set up).
-    pub delivered: Option<Arc<crate::handover::delivered::Delivered>>,
+    pub delivered: Option<Arc<crate::edgex::delivered::Delivered>>,
 }
 
 impl Sink for OutboxSink {

@@ -246,7 +246,7 @@ fn edgex_device_event(api: &Plane, action: &str, name: &str, device: &Value) {
 pub fn serve_edgex_device(
     api: &Plane,
     device: &Value,
-) -> Option<crate::service::provisioning::Outcome> {
+) -> Option<crate::edgex::provisioning::Outcome> {
     let p = api.provisioning.as_ref()?;
     let name = device["name"].as_str().unwrap_or_default();
     match super::device_dto::read(device, |n| p.profile(n).is_some()) {

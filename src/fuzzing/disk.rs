@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{scratch, Bytes};
-use crate::counters::CounterStore;
 use crate::downlink::queue::DownlinkQueue;
 use crate::lorawan::{mac::MacState, otaa::JoinState, Eui64, FcntState};
-use crate::outbox::{FullPolicy, Journal};
-use crate::state_log::{Logged, StateLog};
+use crate::store::counters::CounterStore;
+use crate::store::outbox::{FullPolicy, Journal};
+use crate::store::state_log::{Logged, StateLog};
 
 /// The counter log: what opens must reopen unchanged after a write.
 pub fn counter_log(data: &[u8]) {
@@ -120,12 +120,12 @@ pub fn state_log(data: &[u8]) {
 pub fn secrets_file(data: &[u8]) {
     let dir = scratch();
     std::fs::write(dir.join("secrets.yaml"), data).expect("scratch write");
-    if let Ok(store) = crate::secrets::SecretStore::open(&dir) {
+    if let Ok(store) = crate::store::secrets::SecretStore::open(&dir) {
         if let Err(e) = store.sessions() {
             // The error names the device (a name may look like anything);
             // what follows the name must not repeat a value.
             let message = match &e {
-                crate::secrets::SecretError::Invalid { field, .. } => {
+                crate::store::secrets::SecretError::Invalid { field, .. } => {
                     format!("{field} is not valid")
                 }
                 other => other.to_string(),

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use crate::codec::profile::DeviceProfile;
-use crate::counters::CounterStore;
 use crate::downlink::queue::DownlinkQueue;
-use crate::ingest::{gateway, udp};
+use crate::ingest::{bridge as gateway, udp};
 use crate::lorawan::region::{Region, RegionName, RegionSettings};
 use crate::lorawan::{encode, join, AesKey, DevAddr, Eui64, FcntState, SessionCrypto};
-use crate::outbox::{FullPolicy, Journal};
-use crate::state_log::StateLog;
+use crate::store::counters::CounterStore;
+use crate::store::outbox::{FullPolicy, Journal};
+use crate::store::state_log::StateLog;
 
 const GW_JSON: &[u8] = br#"{"phyPayload":"QAQDAgGAAQABppRkJhXWw7WC","rxInfo":{"gatewayId":"0016c001f153a14c","rssi":-57,"snr":9.5,"context":"AAAAAQ==","frequency":868100000},"txInfo":{"frequency":868100000,"modulation":{"lora":{"bandwidth":125000,"spreadingFactor":7,"codeRate":"CR_4_5"}}}}"#;
 const APP_JSON: &[u8] = br#"{"deviceInfo":{"devEui":"0004a30b001c0530","deviceName":"mote-1"},"fCnt":1,"fPort":1,"data":"AWcBEA==","rxInfo":[{"gatewayId":"0016c001f153a14c","rssi":-60,"snr":7.25}]}"#;
@@ -242,8 +242,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     s.push(("state_log", macs));
     let dir = super::scratch();
     {
-        let mut store = crate::secrets::SecretStore::open(&dir).expect("seed secrets");
-        let session = crate::secrets::Session {
+        let mut store = crate::store::secrets::SecretStore::open(&dir).expect("seed secrets");
+        let session = crate::store::secrets::Session {
             dev_addr: DevAddr(0x2601_1234),
             nwk_s_key: AesKey::new([5; 16]),
             app_s_key: AesKey::new([6; 16]),

@@ -22,7 +22,9 @@ fn echoed_key(message: &str, values: &[(String, String)], name: &str) -> Option<
 pub fn api_body(data: &[u8]) {
     if let Ok(req) = crate::control::secret::parse_request(data) {
         let pairs = req.pairs();
-        if let Err(e) = crate::secrets::session_from_secret_data(&req.secret_name, &pairs, None) {
+        if let Err(e) =
+            crate::store::secrets::session_from_secret_data(&req.secret_name, &pairs, None)
+        {
             let message = e.to_string();
             if let Some(v) = echoed_key(&message, &pairs, &req.secret_name) {
                 panic!("a secret's error repeats the value {v}: {message}");

@@ -12,7 +12,7 @@ use crate::codec::profile::DeviceProfile;
 use crate::codec::{Codec, CodecKind, Reading};
 use crate::devices::{DeviceEntry, Registry};
 use crate::ingest::station::messages;
-use crate::ingest::{application, gateway, udp};
+use crate::ingest::{application, bridge as gateway, udp};
 use crate::lorawan::mac::{self, MacState, RxParams, UplinkMac, Wanted};
 use crate::lorawan::region::{Region, RegionName, RegionSettings};
 use crate::lorawan::{self, encode, join, AesKey, DevAddr, Eui64, FcntPolicy, FcntState};
@@ -198,7 +198,9 @@ pub fn decode_behind_mic(data: &[u8]) {
         epoch: 0,
     }; 2];
     let mut readings: Vec<Reading> = Vec::new();
-    if let Ok(d) = crate::uplink::decode_frame(registry, &states, 16, &phy, 0.0, &mut readings) {
+    if let Ok(d) =
+        crate::pipeline::uplink::decode_frame(registry, &states, 16, &phy, 0.0, &mut readings)
+    {
         assert_eq!(d.device as usize, device, "decoded for the wrong device");
     }
 }
@@ -226,11 +228,11 @@ pub fn js_output(data: &[u8]) {
 /// What gateways answer about downlinks (Semtech TX_ACK, the bridge's
 /// DownlinkTxAck in JSON or protobuf) and the downlinks the simulator reads.
 pub fn downlink_ack(data: &[u8]) {
-    use crate::downlink::wire;
-    let _ = wire::tx_ack_result(data);
-    let _ = wire::decode_tx_ack(data);
-    let _ = wire::decode_pull_resp(data);
-    let _ = wire::decode_downlink_frame(data);
+    use crate::ingest::{bridge, udp};
+    let _ = udp::downlink::tx_ack_result(data);
+    let _ = bridge::downlink::decode_tx_ack(data);
+    let _ = udp::downlink::decode_pull_resp(data);
+    let _ = bridge::downlink::decode_downlink_frame(data);
 }
 
 /// A handover peer's messages: synced sessions as the provider adopts

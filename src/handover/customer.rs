@@ -26,13 +26,13 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::contract::SignedContract;
-use super::delivered::{after_for, Delivered};
 use super::identity::Identity;
 use super::pb::handover_client::HandoverClient;
 use super::pb::*;
 use super::takeover::{counter_msg, counter_of, enum_to_str};
 use crate::config::Config;
 use crate::control::Control;
+use crate::edgex::delivered::{after_for, Delivered};
 use crate::lorawan::{Eui64, FcntState};
 
 /// Where a customer keeps its contracts, under the DataDir.
@@ -385,7 +385,7 @@ pub fn sessions(
 ) -> anyhow::Result<Vec<DeviceSession>> {
     let profiles = crate::codec::profile::load_dir(&config.devices.profiles_dir)?;
     let entries = crate::devices::load(&config.devices.file)?;
-    let secrets = crate::secrets::SecretStore::open(&config.service.data_dir)?.sessions()?;
+    let secrets = crate::store::secrets::SecretStore::open(&config.service.data_dir)?.sessions()?;
     let mut out = Vec::new();
     for e in entries.into_iter().filter(|e| wanted.contains(&e.dev_eui)) {
         let secret = secrets.iter().find(|(n, _)| *n == e.name).map(|(_, s)| s);

@@ -11,7 +11,6 @@
 pub mod container;
 pub mod contract;
 pub mod customer;
-pub mod delivered;
 pub mod identity;
 pub mod operator;
 pub mod pb;
@@ -35,7 +34,7 @@ pub struct Roles {
     pub contracts: Vec<contract::SignedContract>,
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
     /// What EdgeX confirmed, for heartbeats and hand-backs.
-    pub delivered: Arc<delivered::Delivered>,
+    pub delivered: Arc<crate::edgex::delivered::Delivered>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 

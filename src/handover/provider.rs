@@ -27,13 +27,13 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::contract::SignedContract;
-use super::delivered::{after_for, later};
 use super::identity::{Identity, PublicKey};
 use super::pb::handover_server::{Handover, HandoverServer};
 use super::pb::*;
 use super::takeover::{counter_msg, counter_of, Handed, Takeover};
 use super::tls::PeerKey;
 use super::transfer::{image_digest, now, receive};
+use crate::edgex::delivered::{after_for, later};
 use crate::image::store::BlobStore;
 use crate::lorawan::{Eui64, FcntState};
 use crate::metrics::Metrics;
@@ -732,7 +732,7 @@ pub struct ContractStatus {
     pub not_after: u64,
     /// The container running the devices (the container takeover).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<super::container::RunningContainer>,
+    pub container: Option<super::takeover::RunningContainer>,
 }
 
 impl Provider {

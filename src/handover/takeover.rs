@@ -5,17 +5,30 @@
 //! own running pipeline; [`super::container::Container`] runs the
 //! customer's own image in a container engine.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::contract::SignedContract;
-use super::delivered::Delivered;
 use super::pb::{Counter, DeviceSession};
 use crate::codec::{CodecKind, DeviceProfile};
 use crate::control::{Adopted, Control};
 use crate::devices::{AdminState, DeviceEntry};
+use crate::edgex::delivered::Delivered;
 use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, FcntState};
+
+/// The container of a contract, for status.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningContainer {
+    pub name: String,
+    pub id: String,
+    pub image: String,
+    /// Its device-service API (and `/metrics`), on this host.
+    pub api: SocketAddr,
+}
 
 /// One contract's devices, as the customer last synced them.
 #[derive(Clone, Copy)]
@@ -57,7 +70,7 @@ pub trait Takeover: Send + Sync {
         Ok(Vec::new())
     }
     /// The container running contract `id`'s devices, if any (for status).
-    fn container(&self, _id: &str) -> Option<super::container::RunningContainer> {
+    fn container(&self, _id: &str) -> Option<RunningContainer> {
         None
     }
 }

@@ -5,9 +5,9 @@
 
 use serde::Deserialize;
 
-use super::gateway::{b64, gateway_id, MessageError};
+use super::bridge::{b64, gateway_id, MessageError};
 use crate::lorawan::Eui64;
-use crate::uplink::RxMeta;
+use crate::pipeline::uplink::RxMeta;
 
 /// An uplink a network server already verified and decrypted.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +83,7 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
         .time
         .as_deref()
         .or_else(|| m.rx_info.iter().find_map(|r| r.time.as_deref()))
-        .and_then(super::gateway::rfc3339_unix_ns);
+        .and_then(super::bridge::rfc3339_unix_ns);
     let mut best: Option<RxMeta> = None;
     for r in &m.rx_info {
         let Some(gw) = r.gateway_id.as_deref() else {

@@ -5,21 +5,17 @@
 //! rejection; none of them decrypts anything.
 
 pub mod application;
-pub mod dedup;
-pub mod gateway;
-pub mod kicked;
+pub mod bridge;
 pub mod mqtt;
-pub mod mqtt_refusal;
 pub mod station;
 pub mod udp;
-pub mod udp_gate;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use crate::metrics::{ack_written, ACKS_DEFERRED, ACKS_LOST, ACKS_PENDING};
 
 use crate::metrics::Source;
-use crate::uplink::RxMeta;
+use crate::pipeline::uplink::RxMeta;
 
 /// One reception, handed to the uplink pipeline.
 #[derive(Debug)]

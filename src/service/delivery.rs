@@ -44,7 +44,7 @@ pub fn start(
 ) -> anyhow::Result<(OutboxSink, Option<mpsc::Receiver<BusMessage>>)> {
     let dir = config.service.data_dir.join("outbox");
     let outbox = &config.edgex.outbox;
-    let journal = crate::outbox::Journal::open(&dir, outbox.max_bytes, outbox.when_full)?;
+    let journal = crate::store::outbox::Journal::open(&dir, outbox.max_bytes, outbox.when_full)?;
     metrics.outbox_depth.store(journal.pending(), Relaxed);
     let journal = Arc::new(std::sync::Mutex::new(journal));
     let wake = Arc::new(tokio::sync::Notify::new());

@@ -9,23 +9,18 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, Delivery};
 use crate::control::Plane;
-use crate::counters::CounterStore;
-use crate::device_state::DeviceStates;
 use crate::devices::Registry;
 use crate::downlink::queue::DownlinkQueue;
 use crate::downlink::scheduler::Scheduler;
-use crate::handover::delivered::Delivered;
-use crate::secrets::SecretStore;
+use crate::edgex::delivered::Delivered;
+use crate::pipeline::device_state::DeviceStates;
+use crate::store::counters::CounterStore;
+use crate::store::secrets::SecretStore;
 
 mod delivery;
-pub mod discovery;
 mod gateways;
-mod held;
-pub mod keys;
-mod pipeline;
-pub mod provisioning;
-pub use pipeline::Parts;
-use pipeline::Pipeline;
+pub use crate::pipeline::Parts;
+use crate::pipeline::{MacLayer, MacStore, Pipeline};
 
 /// Addresses actually bound (port 0 in config becomes a real port here).
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +69,7 @@ pub async fn start(
     } else {
         config
     };
-    let config = keys::broker_credentials(config).await?;
+    let config = crate::edgex::keys::broker_credentials(config).await?;
     let store = CounterStore::open(&config.service.data_dir)?;
     let api = tokio::net::TcpListener::bind(config.service.api_bind)
         .await
@@ -118,7 +113,7 @@ pub async fn start(
         out: b.rep_tx.clone(),
         prefix: config.edgex.message_bus.base_topic_prefix.clone(),
     });
-    let provisioning = Arc::new(provisioning::Provisioning::new(
+    let provisioning = Arc::new(crate::edgex::provisioning::Provisioning::new(
         profiles(&config)?,
         &parts.registry,
         control_tx.clone(),
@@ -132,11 +127,11 @@ pub async fn start(
         None => Vec::new(),
     };
     let md = &config.edgex.metadata;
-    let discovery = Arc::new(discovery::DiscoveryService::new(
+    let discovery = Arc::new(crate::edgex::discovery::DiscoveryService::new(
         &config,
         provisioning.clone(),
         parts.metrics.clone(),
-        md.enabled.then(|| discovery::MetadataTarget {
+        md.enabled.then(|| crate::edgex::discovery::MetadataTarget {
             client: crate::edgex::http::JsonClient::new(&md.url, md.timeout),
             service: config.service.name.clone(),
         }),
@@ -168,10 +163,13 @@ pub async fn start(
             delivered = Some(d);
         }
         // The outbox first: once any other sink has shown an uplink, it is journaled.
-        parts.sink = Box::new(crate::sink::Fanout(vec![Box::new(outbox), parts.sink]));
+        parts.sink = Box::new(crate::pipeline::sink::Fanout(vec![
+            Box::new(outbox),
+            parts.sink,
+        ]));
     } else if handover {
         let d = Arc::new(Delivered::new(None));
-        parts.sink = Box::new(crate::handover::delivered::Tracked {
+        parts.sink = Box::new(crate::edgex::delivered::Tracked {
             inner: parts.sink,
             delivered: d.clone(),
         });
@@ -257,7 +255,7 @@ pub async fn start(
         )));
     }
     if let Some(store) = &plane.store {
-        tasks.push(tokio::spawn(keys::fetch(
+        tasks.push(tokio::spawn(crate::edgex::keys::fetch(
             store.clone(),
             plane.clone(),
             provisioning.clone(),
@@ -270,7 +268,7 @@ pub async fn start(
         )));
     }
     if discovery.enabled && !config.devices.discovery.interval.is_zero() {
-        tasks.push(tokio::spawn(discovery::every(
+        tasks.push(tokio::spawn(crate::edgex::discovery::every(
             discovery.clone(),
             plane.clone(),
             config.devices.discovery.interval,
@@ -312,10 +310,10 @@ pub async fn start(
         transmitters,
         parts.metrics.clone(),
     );
-    let joins = crate::joins::JoinStore::open(&config.service.data_dir)?;
-    let mac = pipeline::MacLayer::new(
+    let joins = crate::store::joins::JoinStore::open(&config.service.data_dir)?;
+    let mac = MacLayer::new(
         config.mac.clone(),
-        pipeline::MacStore::open(&config.service.data_dir)?,
+        MacStore::open(&config.service.data_dir)?,
     );
     let mut pipeline = Pipeline::new(
         config.clone(),

@@ -3,7 +3,7 @@
 //! and data rate), as LMIC listens nowhere else.
 
 use super::{mote::Mote, JoinedByMote, ReceivedByMote, SimReport, Told};
-use crate::downlink::wire::Transmission;
+use crate::downlink::Transmission;
 use crate::lorawan::radio::Window;
 use crate::lorawan::region::Region;
 

@@ -10,9 +10,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::{gateway_eui, SimOptions, Target};
-use crate::downlink::wire::{self, Transmission};
-use crate::ingest::gateway::pb::TxAckStatus;
-use crate::ingest::gateway::{self, GatewayUplink, WireFormat};
+use crate::downlink::Transmission;
+use crate::ingest::bridge::pb::TxAckStatus;
+use crate::ingest::bridge::{self, GatewayUplink, WireFormat};
+use crate::ingest::udp::downlink as wire;
 use crate::lorawan::Eui64;
 
 /// How simulated gateways deliver their receptions.
@@ -184,7 +185,9 @@ impl Transport {
                                 let _ = ack_tx.send(n);
                             }
                             Ok(Event::Incoming(Packet::Publish(p))) => {
-                                let Ok((id, t)) = wire::decode_downlink_frame(&p.payload) else {
+                                let Ok((id, t)) =
+                                    bridge::downlink::decode_downlink_frame(&p.payload)
+                                else {
                                     continue;
                                 };
                                 let ok = gate.accepts(&t);
@@ -199,8 +202,8 @@ impl Transport {
                                     .nth(2)
                                     .and_then(|g| Eui64::from_hex(g).ok())
                                     .unwrap_or_default();
-                                let ack = wire::encode_tx_ack(
-                                    wire::Marshaler::of(&p.payload),
+                                let ack = bridge::downlink::encode_tx_ack(
+                                    bridge::downlink::Marshaler::of(&p.payload),
                                     gw,
                                     id,
                                     status,
@@ -266,7 +269,7 @@ impl Transport {
             } => {
                 let topic = format!("{prefix}gateway/{gw_eui}/event/up");
                 client
-                    .publish(topic, QoS::AtLeastOnce, false, gateway::encode(up, *format))
+                    .publish(topic, QoS::AtLeastOnce, false, bridge::encode(up, *format))
                     .await?;
                 *sent += 1;
             }

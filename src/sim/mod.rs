@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 
 use crate::lorawan::region::{Region, RegionSettings};
 
-use crate::ingest::gateway::{GatewayUplink, WireFormat};
+use crate::ingest::bridge::{GatewayUplink, WireFormat};
 use crate::lorawan::Eui64;
-use crate::uplink::RxMeta;
+use crate::pipeline::uplink::RxMeta;
 use mote::{Mote, Sample};
 
 /// Where simulated gateways send.

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::downlink::wire::Transmission;
+use crate::downlink::Transmission;
 use crate::ingest::station::messages::{eui_text, mux_time};
 use crate::lorawan::region::Region;
 use crate::lorawan::Eui64;

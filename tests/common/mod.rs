@@ -14,10 +14,10 @@ use device_lorawan::codec::profile;
 use device_lorawan::config::Config;
 use device_lorawan::devices::{DeviceEntry, Registry};
 use device_lorawan::metrics::Metrics;
+use device_lorawan::pipeline::sink::ChannelSink;
+use device_lorawan::pipeline::uplink::Uplink;
 use device_lorawan::service::{self, Bound, Parts};
 use device_lorawan::sim::{Expected, SimReport};
-use device_lorawan::sink::ChannelSink;
-use device_lorawan::uplink::Uplink;
 
 /// Whether this run is CI's: `CI` set to anything but `false`/`0`/empty
 /// (`CI=true`, `CI=1`, as CI systems spell it). There a missing tool fails.

@@ -77,7 +77,7 @@ pub fn write_data_dir(
         crate::fsutil::write_atomic(&path, &json, 0o644)?;
     }
     // OTAA devices' join state: the container restores their sessions from it.
-    let mut joins = crate::joins::JoinStore::open(dir).map_err(std::io::Error::other)?;
+    let mut joins = crate::store::joins::JoinStore::open(dir).map_err(std::io::Error::other)?;
     for s in sessions {
         if let Some(state) = adopted(s).map_err(invalid)?.join {
             joins
@@ -87,7 +87,7 @@ pub fn write_data_dir(
     }
     joins.sync().map_err(std::io::Error::other)?;
     // Their MAC state: the container answers and asks as the customer did.
-    let mut macs = crate::state_log::StateLog::<crate::lorawan::mac::MacState>::open(dir)
+    let mut macs = crate::store::state_log::StateLog::<crate::lorawan::mac::MacState>::open(dir)
         .map_err(std::io::Error::other)?;
     for s in sessions {
         if let Some(state) = adopted(s).map_err(invalid)?.mac {
@@ -96,7 +96,8 @@ pub fn write_data_dir(
         }
     }
     macs.sync().map_err(std::io::Error::other)?;
-    let mut counters = crate::counters::CounterStore::open(dir).map_err(std::io::Error::other)?;
+    let mut counters =
+        crate::store::counters::CounterStore::open(dir).map_err(std::io::Error::other)?;
     let after: HashMap<Eui64, FcntState> = delivered.iter().copied().collect();
     for s in sessions {
         let (eui, synced) = counter_of(&s.counter.unwrap_or_default());

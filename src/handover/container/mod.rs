@@ -39,11 +39,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use serde::Serialize;
 
-use super::delivered::later;
-use super::takeover::{Handed, InProcess, Takeover};
+use super::takeover::{Handed, InProcess, RunningContainer, Takeover};
 use crate::config::Config;
+use crate::edgex::delivered::later;
 use crate::image::package::DATA;
 use crate::image::store::{BlobStore, Digest};
 use crate::lorawan::{Eui64, FcntState};
@@ -291,17 +290,6 @@ pub fn image_id(tar: &Path) -> std::io::Result<String> {
         return Ok(format!("sha256:{hex}"));
     }
     Err(bad("no manifest.json: not a docker-save image"))
-}
-
-/// The container of a contract, for status.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RunningContainer {
-    pub name: String,
-    pub id: String,
-    pub image: String,
-    /// Its device-service API (and `/metrics`), on this host.
-    pub api: SocketAddr,
 }
 
 /// The container takeover. Starting the container (loading the image, its
@@ -584,7 +572,7 @@ impl Takeover for Container {
         if !dir.join("joins.log").exists() {
             return Ok(states);
         }
-        let store = crate::joins::JoinStore::open(&dir).map_err(|e| e.to_string())?;
+        let store = crate::store::joins::JoinStore::open(&dir).map_err(|e| e.to_string())?;
         let progress =
             |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
         for (eui, theirs) in store.iter() {

@@ -120,11 +120,11 @@ fn the_data_dir_is_what_the_service_reads() {
         session().profile_json,
         "the synced profile, unchanged"
     );
-    let counters = crate::counters::CounterStore::open(dir.path()).unwrap();
+    let counters = crate::store::counters::CounterStore::open(dir.path()).unwrap();
     assert_eq!(counters.get(eui), after, "starts after what was delivered");
     assert_eq!(counters.down(eui), 7, "the synced next FCntDown");
-    let macs =
-        crate::state_log::StateLog::<crate::lorawan::mac::MacState>::open(dir.path()).unwrap();
+    let macs = crate::store::state_log::StateLog::<crate::lorawan::mac::MacState>::open(dir.path())
+        .unwrap();
     assert_eq!(
         macs.find(eui),
         Some(&mac_state()),
@@ -223,7 +223,7 @@ fn pipeline() -> (InProcess, Arc<Mutex<Vec<&'static str>>>) {
     });
     let inner = InProcess {
         control: tx,
-        delivered: Arc::new(super::super::delivered::Delivered::new(None)),
+        delivered: Arc::new(crate::edgex::delivered::Delivered::new(None)),
     };
     (inner, seen)
 }

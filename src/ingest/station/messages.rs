@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::lorawan::region::Region;
 use crate::lorawan::Eui64;
-use crate::uplink::RxMeta;
+use crate::pipeline::uplink::RxMeta;
 
 /// Why a station's message was refused (the connection stays up).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -278,7 +278,7 @@ fn rx_meta(
         datr: Some(datr),
         time_ns: (up.rxtime.is_finite() && up.rxtime > 0.0).then(|| (up.rxtime * 1e9) as i64),
         gps_time_ns: (up.gpstime > 0).then(|| up.gpstime as u64 * 1000),
-        station: Some(crate::uplink::StationCtx {
+        station: Some(crate::pipeline::uplink::StationCtx {
             xtime: up.xtime,
             rctx: up.rctx,
         }),
@@ -352,7 +352,7 @@ pub fn eui_text(e: Eui64) -> String {
 /// `None` for bytes no station would forward.
 pub fn upstream(phy: &[u8], rx: &RxMeta, region: &Region) -> Option<String> {
     let dr = region.dr_index(rx.datr?, true)?;
-    let ctx = rx.station.unwrap_or(crate::uplink::StationCtx {
+    let ctx = rx.station.unwrap_or(crate::pipeline::uplink::StationCtx {
         xtime: i64::from(rx.tmst.unwrap_or(0)),
         rctx: 0,
     });

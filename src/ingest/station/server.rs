@@ -77,7 +77,7 @@ pub async fn serve(
     let tls = cfg
         .tls
         .as_ref()
-        .map(|t| super::tls::server_config(t).expect("validated at load"))
+        .map(|t| super::tls::server_config(t.files()).expect("validated at load"))
         .map(tokio_rustls::TlsAcceptor::from);
     // Small buffers: station messages are small, and an idle connection
     // should cost little on a Pi (tungstenite's default is 128 KiB each way).

@@ -7,10 +7,18 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::StationTls;
+use std::path::Path;
+
+/// Where the server's certificate chain, its key and (for mutual TLS) the
+/// client CA are: `Ingest.BasicStation.Tls`.
+pub struct Files<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: Option<&'a Path>,
+}
 
 /// The server configuration `tls` describes, or why not (naming the file).
-pub fn server_config(tls: &StationTls) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(tls: Files<'_>) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
         .map_err(|e| format!("certificate {}: {e}", tls.cert.display()))?
         .collect::<Result<_, _>>()
@@ -28,7 +36,7 @@ pub fn server_config(tls: &StationTls) -> Result<Arc<rustls::ServerConfig>, Stri
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match &tls.client_ca {
+    let builder = match tls.client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in CertificateDer::pem_file_iter(ca)

@@ -13,33 +13,33 @@ use tokio::sync::mpsc;
 
 use crate::codec::Reading;
 use crate::config::Config;
-use crate::counters::CounterStore;
-use crate::device_state::DeviceStates;
 use crate::devices::Registry;
 use crate::downlink::scheduler::Scheduler;
-use crate::handover::delivered::later;
-use crate::ingest::dedup::{Dedup, FrameKey};
+use crate::edgex::delivered::later;
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge, Verdict};
 use crate::lorawan::{parse_uplink, Eui64, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
-use crate::sink::Sink;
-use crate::uplink::{decode_parsed, RxMeta, Uplink};
+use crate::pipeline::dedup::{Dedup, FrameKey};
+use crate::pipeline::device_state::DeviceStates;
+use crate::pipeline::sink::Sink;
+use crate::pipeline::uplink::{decode_parsed, RxMeta, Uplink};
+use crate::store::counters::CounterStore;
 
-use super::held::{Held, Tentative, MAX_HELD};
 use crate::control::{Adopted, Control};
-use crate::joins::JoinStore;
-
-#[path = "join.rs"]
-mod join;
+use crate::store::joins::JoinStore;
+use held::{Held, Tentative, MAX_HELD};
 use join::{is_join_request, restore_joined_sessions, PendingJoin};
+pub use mac::{MacLayer, MacStore};
 
-#[path = "mac.rs"]
+pub mod dedup;
+pub mod device_state;
+mod held;
+mod join;
 mod mac;
-
-#[path = "provisioned.rs"]
 mod provisioned;
-pub(super) use mac::{MacLayer, MacStore};
+pub mod sink;
+pub mod uplink;
 
 /// What the pipeline needs besides the config: the devices, and where
 /// uplinks go.
@@ -49,7 +49,7 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
 }
 
-pub(super) struct Pipeline {
+pub struct Pipeline {
     config: Arc<Config>,
     registry: Registry,
     /// Counter states as judged so far (ahead of what is persisted by the
@@ -85,7 +85,7 @@ pub(super) struct Pipeline {
     /// Each device's MAC state (durable).
     mac: MacLayer,
     /// Where unknown DevEUIs' JoinRequests are remembered.
-    pub(super) discovery: Option<Arc<super::discovery::DiscoveryService>>,
+    pub discovery: Option<Arc<crate::edgex::discovery::DiscoveryService>>,
 }
 
 fn now_ns() -> i64 {
@@ -95,7 +95,7 @@ fn now_ns() -> i64 {
 }
 
 impl Pipeline {
-    pub(super) fn new(
+    pub fn new(
         config: Arc<Config>,
         parts: Parts,
         store: CounterStore,
@@ -157,7 +157,7 @@ impl Pipeline {
 
     /// Hold `eui`'s uplinks while another edge publishes them (its
     /// devices are handed over at start).
-    pub(super) fn stand_by(&mut self, eui: Eui64) {
+    pub fn stand_by(&mut self, eui: Eui64) {
         if let Some(id) = self.registry.by_eui(eui) {
             self.standby.entry(id).or_default();
         }
@@ -467,7 +467,7 @@ impl Pipeline {
         let window = self.config.devices.reset_window;
         let addr = frame.dev_addr;
         // Once per frame: the codec's recvTime and the event's origin.
-        let received_ns = crate::uplink::reception_ns(rx.time_ns, now_ns());
+        let received_ns = crate::pipeline::uplink::reception_ns(rx.time_ns, now_ns());
         let mut decoded = match decode_parsed(
             &self.registry,
             &self.states,
@@ -656,7 +656,7 @@ impl Pipeline {
                 return Ok(());
             }
         };
-        let received_ns = crate::uplink::reception_ns(up.rx.time_ns, now_ns());
+        let received_ns = crate::pipeline::uplink::reception_ns(up.rx.time_ns, now_ns());
         let decoded = match up.fport {
             Some(p) if p > 0 => device
                 .codec

@@ -90,8 +90,9 @@ fn with_keys(entry: &DeviceEntry, data: &[(String, String)]) -> Result<DeviceEnt
             })
         }
         Activation::Abp => {
-            let s = crate::secrets::session_from_secret_data(&entry.name, data, entry.dev_addr)
-                .map_err(|e| e.to_string())?;
+            let s =
+                crate::store::secrets::session_from_secret_data(&entry.name, data, entry.dev_addr)
+                    .map_err(|e| e.to_string())?;
             Ok(DeviceEntry {
                 dev_addr: Some(s.dev_addr),
                 nwk_s_key: Some(s.nwk_s_key),

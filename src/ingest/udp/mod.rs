@@ -4,6 +4,9 @@
 //! the gateway's address remembered for downlinks, which go out as
 //! PULL_RESP and come back acknowledged by TX_ACK.
 
+pub mod downlink;
+pub mod gate;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,13 +15,13 @@ use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::gateway::{b64, GatewayUplink, MessageError};
+use super::bridge::{b64, GatewayUplink, MessageError};
 use super::IngestEvent;
-use crate::downlink::wire::{pull_resp, tx_ack_result, TX_ACK};
 use crate::downlink::{TxAck, TxRequest};
 use crate::lorawan::{DataRate, Eui64};
 use crate::metrics::{Metrics, Reason, Source};
-use crate::uplink::RxMeta;
+use crate::pipeline::uplink::RxMeta;
+use downlink::{pull_resp, tx_ack_result, TX_ACK};
 
 pub const PUSH_DATA: u8 = 0x00;
 pub const PUSH_ACK: u8 = 0x01;
@@ -160,11 +163,11 @@ fn rxpk_uplink(gateway: Eui64, p: Rxpk) -> Result<GatewayUplink, MessageError> {
             time_ns: p
                 .time
                 .as_deref()
-                .and_then(crate::ingest::gateway::rfc3339_unix_ns),
+                .and_then(crate::ingest::bridge::rfc3339_unix_ns),
             gps_time_ns: p.tmms.and_then(|ms| ms.checked_mul(1_000_000)).or_else(|| {
                 p.time
                     .as_deref()
-                    .and_then(crate::ingest::gateway::utc_to_gps_ns)
+                    .and_then(crate::ingest::bridge::utc_to_gps_ns)
             }),
             frequency: p.freq.map(|mhz| (mhz * 1e6).round() as u32),
             // FSK frames carry a number here; only LoRa is answered.
@@ -208,7 +211,7 @@ pub async fn serve(
     mut downlinks: mpsc::Receiver<TxRequest>,
     metrics: Arc<Metrics>,
     max_bytes: usize,
-    gate: super::udp_gate::Gate,
+    gate: gate::Gate,
 ) {
     let mut buf = vec![0u8; 65_536];
     // Where each gateway pulls from, and its protocol version.

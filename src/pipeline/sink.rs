@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::uplink::Uplink;
+use crate::pipeline::uplink::Uplink;
 
 pub trait Sink: Send {
     fn publish(&mut self, uplink: &Uplink) -> std::io::Result<()>;

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::control::Plane;
+use crate::edgex::provisioning::Provisioning;
 use crate::edgex::secret_store::{SecretStoreClient, StoreError};
-use crate::secrets::session_from_secret_data;
-use crate::service::provisioning::Provisioning;
+use crate::store::secrets::session_from_secret_data;
 
 /// Ask `store` for the keys devices wait for, until the service stops.
 /// `missing`: the devices-file devices that had no session at start.

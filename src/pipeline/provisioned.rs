@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::Pipeline;
 use crate::codec::DeviceProfile;
 use crate::devices::DeviceEntry;
-use crate::discovery::FoundDevice;
+use crate::edgex::discovery::FoundDevice;
 use crate::lorawan::Eui64;
 
 impl Pipeline {
@@ -55,7 +55,12 @@ impl Pipeline {
     }
 
     /// Remember a JoinRequest of an unknown DevEUI for discovery.
-    pub(super) fn found(&self, dev_eui: Eui64, join_eui: Eui64, rx: &crate::uplink::RxMeta) {
+    pub(super) fn found(
+        &self,
+        dev_eui: Eui64,
+        join_eui: Eui64,
+        rx: &crate::pipeline::uplink::RxMeta,
+    ) {
         let Some(d) = &self.discovery else {
             return;
         };

@@ -2,10 +2,10 @@
 //! frames in the de-duplication window ([`Held`]) and counter resets
 //! waiting for the device's next frame ([`Tentative`]).
 
-use crate::ingest::dedup::{FrameKey, GatewaySet};
 use crate::ingest::Ack;
 use crate::lorawan::FcntState;
-use crate::uplink::{RxMeta, Uplink};
+use crate::pipeline::dedup::{FrameKey, GatewaySet};
+use crate::pipeline::uplink::{RxMeta, Uplink};
 
 /// A frame that would reset its device's counter. After a reboot, an LMIC
 /// mote's frames are byte-identical to the previous boot's frames with the

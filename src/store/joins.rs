@@ -5,16 +5,16 @@
 //! restart or `kill -9`, and a device that joined just before a crash finds
 //! its session (pending or active) after it.
 //!
-//! A [`StateLog`](crate::state_log::StateLog) in `joins.log`.
+//! A [`StateLog`](crate::store::state_log::StateLog) in `joins.log`.
 
 use crate::lorawan::otaa::JoinState;
 
-impl crate::state_log::Logged for JoinState {
+impl crate::store::state_log::Logged for JoinState {
     const FILE: &'static str = "joins.log";
     const WHAT: &'static str = "join store";
 }
 
-pub type JoinStore = crate::state_log::StateLog<JoinState>;
+pub type JoinStore = crate::store::state_log::StateLog<JoinState>;
 
 #[cfg(test)]
 mod tests {

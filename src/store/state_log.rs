@@ -4,7 +4,7 @@
 //! service's timer) bounds what a power cut can lose, as for the frame
 //! counters. At open a line whose CRC is wrong (a torn tail) is dropped and
 //! counted, and the log is compacted to one line per device through
-//! `fsutil::write_atomic`. The join state ([`crate::joins`]) and the MAC
+//! `fsutil::write_atomic`. The join state ([`crate::store::joins`]) and the MAC
 //! state ([`crate::lorawan::mac`]) are kept this way.
 
 use std::collections::HashMap;

@@ -11,6 +11,9 @@
 //! `{prefix}gateway/{id}/command/down`, in the same marshaler; the bridge's
 //! `event/ack` answers are read from the matching ack topics.
 
+pub mod kicked;
+pub mod refusal;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +21,9 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio::sync::mpsc;
 
-use super::{application, gateway, topic_matches, Ack, AckQueue, IngestEvent};
+use super::bridge::downlink::{decode_tx_ack, downlink_frame, Marshaler};
+use super::{application, bridge as gateway, topic_matches, Ack, AckQueue, IngestEvent};
 use crate::config::{MqttConfig, StreamKind};
-use crate::downlink::wire::{decode_tx_ack, downlink_frame, Marshaler};
 use crate::downlink::{TxAck, TxRequest};
 use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Reason, Source};
@@ -120,7 +123,7 @@ pub async fn run(
     // thousands (no in-flight limit) costs no more memory than a few hundred.
     let mut backlog: VecDeque<IngestEvent> = VecDeque::new();
     let mut drained = true;
-    let mut kicks = super::kicked::KickWatch::default();
+    let mut kicks = kicked::KickWatch::default();
     loop {
         let polled = tokio::select! {
             biased;
@@ -258,7 +261,7 @@ pub async fn run(
                     .mqtt_reconnects
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if !std::mem::take(&mut up) {
-                    let (kind, why) = crate::ingest::mqtt_refusal::classify(&e, "Ingest.Mqtt");
+                    let (kind, why) = crate::ingest::mqtt::refusal::classify(&e, "Ingest.Mqtt");
                     metrics.mqtt_connect_failures[kind.index()]
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(host = %cfg.host, port = cfg.port, reason = kind.as_str(), retry_in = ?backoff,

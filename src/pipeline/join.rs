@@ -7,15 +7,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Pipeline;
-use crate::device_state::DeviceStates;
 use crate::devices::Registry;
 use crate::ingest::{ack_all, Ack};
-use crate::joins::JoinStore;
 use crate::lorawan::join::{build_join_accept, parse_join_request, JoinError};
 use crate::lorawan::otaa::{accept_fields, JoinRefusal};
 use crate::lorawan::{DevAddr, FcntState};
 use crate::metrics::{Reason, Source};
-use crate::uplink::RxMeta;
+use crate::pipeline::device_state::DeviceStates;
+use crate::pipeline::uplink::RxMeta;
+use crate::store::joins::JoinStore;
 
 /// A JoinAccept waiting for the de-duplication window to close, so that
 /// every gateway's copy of the JoinRequest is in and the best one answers.
@@ -53,7 +53,8 @@ fn restore_joined(
     // Devices adopted in a handover have no API state (see DEVELOPERS).
     let api = devices.get_opt(id);
     if let Some(d) = &api {
-        *d.join.lock().expect("device state lock") = Some(crate::device_state::JoinView::of(state));
+        *d.join.lock().expect("device state lock") =
+            Some(crate::pipeline::device_state::JoinView::of(state));
     }
     if let Some(s) = state.active {
         let (nwk, app) = s.keys(&keys.app_key);
@@ -174,7 +175,7 @@ impl Pipeline {
         };
         // Durable before anything goes out: a replay of this JoinRequest is
         // refused even after a crash, and the session is found again.
-        let view = crate::device_state::JoinView::of(&state);
+        let view = crate::pipeline::device_state::JoinView::of(&state);
         self.joins.record(req.dev_eui, state)?;
         if let Some(d) = self.devices.get_opt(id) {
             *d.join.lock().expect("device state lock") = Some(view);
@@ -273,7 +274,7 @@ impl Pipeline {
         if state.activate(epoch).is_none() || !self.registry.activate(id) {
             return Ok(());
         }
-        let view = crate::device_state::JoinView::of(&state);
+        let view = crate::pipeline::device_state::JoinView::of(&state);
         self.joins.record(eui, state)?;
         if let Some(d) = self.devices.get_opt(id) {
             *d.join.lock().expect("device state lock") = Some(view);

@@ -1,9 +1,22 @@
-//! Discovery in the running service: the pipeline records the JoinRequests
-//! of unknown DevEUIs; `POST /api/v3/discovery` (or the interval) matches
-//! them against the provision watchers, hands each match to
+//! Device discovery the device-sdk way. A JoinRequest from a DevEUI no
+//! device has is a discovered device ([`found`]); a discovery matches what
+//! was found against the provision watchers ([`watcher`], [`matches`]) and
+//! adds each match, with the watcher's profile and admin state, to the
+//! service and to core-metadata. The device joins once its AppKey arrives
+//! as a secret.
+//!
+//! In the running service ([`DiscoveryService`]): the pipeline records the
+//! JoinRequests of unknown DevEUIs; `POST /api/v3/discovery` (or the
+//! interval) runs a discovery, hands each match to
 //! [`Provisioning`](super::provisioning::Provisioning) as an OTAA device
-//! (served once its AppKey is a secret named for it) and adds it to
+//! (served once its AppKey is a secret named for it), adds it to
 //! core-metadata, and publishes the SDK's progress system events on the bus.
+
+pub mod found;
+pub mod watcher;
+
+pub use found::{Found, FoundDevice};
+pub use watcher::{ProvisionWatcher, WatcherError};
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -13,10 +26,26 @@ use serde_json::json;
 use super::provisioning::Provisioning;
 use crate::codec::CodecKind;
 use crate::devices::{Activation, DeviceEntry};
-use crate::discovery::{Found, FoundDevice, ProvisionWatcher};
 use crate::edgex::bus::BusMessage;
 use crate::lorawan::Eui64;
 use crate::metrics::Metrics;
+
+/// The devices of `found` that a watcher admits and that `known` does not
+/// have yet, each with the first watcher (by name) that admits it.
+pub fn matches<'a>(
+    found: &'a [FoundDevice],
+    watchers: &'a [ProvisionWatcher],
+    known: impl Fn(&FoundDevice) -> bool,
+) -> Vec<(&'a FoundDevice, &'a ProvisionWatcher)> {
+    found
+        .iter()
+        .filter(|d| !known(d))
+        .filter_map(|d| {
+            let props = d.properties();
+            watchers.iter().find(|w| w.admits(&props)).map(|w| (d, w))
+        })
+        .collect()
+}
 
 /// Where discovered devices are registered with core-metadata.
 pub struct MetadataTarget {
@@ -53,7 +82,7 @@ impl DiscoveryService {
         events: Option<crate::edgex::bus::BusOut>,
     ) -> anyhow::Result<Self> {
         let watchers = match &config.devices.provision_watchers_dir {
-            Some(dir) => crate::discovery::watcher::load_dir(dir)?,
+            Some(dir) => crate::edgex::discovery::watcher::load_dir(dir)?,
             None => Vec::new(),
         };
         for w in &watchers {
@@ -109,7 +138,7 @@ impl DiscoveryService {
         }
         let found = self.found();
         let picked: Vec<(FoundDevice, String)> =
-            crate::discovery::matches(&found, &self.watchers, |_| false)
+            crate::edgex::discovery::matches(&found, &self.watchers, |_| false)
                 .into_iter()
                 .map(|(d, w)| (d.clone(), w.name.clone()))
                 .collect();

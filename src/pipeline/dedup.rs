@@ -173,7 +173,7 @@ mod tests {
     }
     use crate::lorawan::Eui64;
     use crate::metrics::Source;
-    use crate::uplink::{RxMeta, Uplink};
+    use crate::pipeline::uplink::{RxMeta, Uplink};
     use std::sync::Arc;
 
     fn rx(gw: u64, rssi: i32, snr: f32) -> RxMeta {

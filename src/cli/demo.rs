@@ -11,13 +11,13 @@ use crate::codec::profile::DeviceProfile;
 use crate::config::Config;
 use crate::devices::Registry;
 use crate::metrics::{Metrics, Reason};
+use crate::pipeline::sink::Sink;
+use crate::pipeline::uplink::Uplink;
 use crate::service::{self, Parts};
 use crate::sim::{self, Faults, SimOptions, Target};
-use crate::sink::Sink;
-use crate::uplink::Uplink;
 
 /// The mote profile, built in so the demo runs from anywhere.
-pub const MOTE_PROFILE: &str = include_str!("../profiles/Dragino-LPP-Mote.yaml");
+pub const MOTE_PROFILE: &str = include_str!("../../profiles/Dragino-LPP-Mote.yaml");
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {

@@ -18,8 +18,8 @@ use crate::lorawan::mac::{
 use crate::lorawan::radio::RxSettings;
 use crate::lorawan::region::Region;
 use crate::metrics::Metrics;
-use crate::state_log::{Logged, StateLog, StateLogError};
-use crate::uplink::Uplink;
+use crate::pipeline::uplink::Uplink;
+use crate::store::state_log::{Logged, StateLog, StateLogError};
 
 impl super::Pipeline {
     /// Uplink `up` of device `id` through its MAC state, before it is
@@ -94,10 +94,10 @@ impl Default for MacState {
 pub const BATTERY_RESOURCE: &str = "DevStatusBattery";
 pub const MARGIN_RESOURCE: &str = "DevStatusMargin";
 
-pub(crate) type MacStore = StateLog<MacState>;
+pub type MacStore = StateLog<MacState>;
 
 /// Every device's MAC state, by device id, and what is wanted of it.
-pub(crate) struct MacLayer {
+pub struct MacLayer {
     cfg: MacConfig,
     log: MacStore,
     states: HashMap<u32, MacState>,
@@ -125,7 +125,7 @@ pub(crate) fn rx_settings(region: &Region, p: &RxParams) -> Option<RxSettings> {
 }
 
 impl MacLayer {
-    pub(crate) fn new(cfg: MacConfig, log: MacStore) -> Self {
+    pub fn new(cfg: MacConfig, log: MacStore) -> Self {
         Self {
             cfg,
             log,

@@ -11,7 +11,7 @@ use crate::codec::{DeviceProfile, Value};
 use crate::devices::{AdminState, Device, Registry};
 use crate::lorawan::region::Region;
 use crate::lorawan::{DevAddr, Eui64};
-use crate::uplink::Uplink;
+use crate::pipeline::uplink::Uplink;
 
 /// What the API shows of an OTAA device's joins: never a key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

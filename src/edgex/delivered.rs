@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::lorawan::{Eui64, FcntState};
-use crate::outbox::Journal;
+use crate::store::outbox::Journal;
 
 /// `a` names a later frame than `b`.
 pub fn later(a: FcntState, b: FcntState) -> bool {
@@ -80,12 +80,12 @@ pub fn after_for(devices: &[Eui64], known: &HashMap<Eui64, FcntState>) -> Vec<(E
 /// A sink that counts what it publishes as delivered (no outbox, so
 /// nothing is confirmed later).
 pub struct Tracked {
-    pub inner: Box<dyn crate::sink::Sink>,
+    pub inner: Box<dyn crate::pipeline::sink::Sink>,
     pub delivered: Arc<Delivered>,
 }
 
-impl crate::sink::Sink for Tracked {
-    fn publish(&mut self, up: &crate::uplink::Uplink) -> std::io::Result<()> {
+impl crate::pipeline::sink::Sink for Tracked {
+    fn publish(&mut self, up: &crate::pipeline::uplink::Uplink) -> std::io::Result<()> {
         self.inner.publish(up)?;
         self.delivered.journaled(0, up.dev_eui, up.counter());
         Ok(())
@@ -105,7 +105,7 @@ fn note(last: &mut HashMap<Eui64, FcntState>, eui: Eui64, state: FcntState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::FullPolicy;
+    use crate::store::outbox::FullPolicy;
 
     fn st(fcnt: u32) -> FcntState {
         FcntState {

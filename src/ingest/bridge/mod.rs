@@ -13,9 +13,11 @@ use serde::Deserialize;
 use crate::lorawan::mac::state::{gps_from_unix_ns, GPS_EPOCH_UNIX, GPS_LEAP_SECONDS};
 use crate::lorawan::{DataRate, Eui64};
 use crate::metrics::Reason;
-use crate::uplink::RxMeta;
+use crate::pipeline::uplink::RxMeta;
 
 /// Generated from `proto/gw.proto`.
+pub mod downlink;
+
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/gw.rs"));
 }
