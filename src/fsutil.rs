@@ -29,7 +29,7 @@ const KEPT_ASIDE: usize = 3;
 
 /// Keep a copy of `path` as it was before a repair drops what did not
 /// verify (`<file>.damaged-<unix seconds>`, owner-only), for inspection;
-/// at most [`KEPT_ASIDE`] per file, the oldest removed. Returns the copy.
+/// at most `KEPT_ASIDE` per file, the oldest removed. Returns the copy.
 pub fn keep_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
     let name = path
         .file_name()

@@ -1,36 +1,50 @@
-//! device-lorawan: an EdgeX device service for LoRaWAN ABP sensors that needs
-//! no network server.
+//! device-lorawan: an EdgeX device service for LoRaWAN sensors that needs no
+//! separate network server — it is one (OTAA and ABP, regions, the MAC layer
+//! and ADR, class A and C downlinks) — and that can hand its devices over to
+//! a neighbouring edge when its own edge fails.
 //!
-//! The layout follows the data, from radio to reading:
+//! The map follows a frame, from radio to reading and back:
 //!
-//! - [`ingest`]: uplinks in. Semtech UDP packet forwarder ([`ingest::udp`]),
-//!   gateway-bridge MQTT ([`ingest::gateway`] formats over [`ingest::mqtt`]),
-//!   network-server application streams ([`ingest::application`]), and
-//!   de-duplication across gateways ([`ingest::dedup`]).
-//! - [`lorawan`]: pure LoRaWAN 1.0.x: framing, MIC, frame counters,
-//!   decryption, as named steps. No I/O, no configuration.
-//! - [`uplink`]: one frame through those steps and the codec, for the
-//!   pipeline and the benchmark alike.
-//! - [`codec`]: payload → readings typed by the device's EdgeX profile.
-//! - [`service`]: the running pipeline, owning per-device state;
-//!   [`counters`] keeps frame counters durable, [`joins`] the OTAA join
-//!   state; [`sink`] is where readings go.
-//! - [`downlink`]: class A commands back to the devices: queue, RX1/RX2
-//!   scheduling, and the gateways' downlink protocols.
-//! - [`edgex`]: EdgeX v3 DTOs (events with deterministic ids), the ways
-//!   to core-data, core-metadata and core-keeper, and the secret store
-//!   ([`edgex::secret_store`]) secure mode keeps secrets in; devices EdgeX
-//!   defines or [`discovery`] finds are served by [`service::provisioning`]
-//!   once [`service::keys`] or [`secrets`] hold their keys.
-//! - [`config`], [`devices`]: the typed configuration and the devices file.
-//! - [`outbox`]: the durable, hash-chained journal events wait in for EdgeX.
-//! - [`metrics`]: counters for everything above, rate-limited rejection logs;
-//!   [`api`] serves them, and the EdgeX device-service routes.
-//! - [`handover`]: edge identities and the signed handover contract.
-//! - [`image`]: the service packaged as a reproducible container image, and
-//!   the content-addressed store images travel through.
-//! - [`sim`], [`demo`]: simulated motes and gateways; the quickstart.
-//! - [`sketch`]: the Arduino mote's settings, from the same devices file.
+//! 1. [`ingest`]: one module per way frames arrive, each holding both
+//!    directions — Semtech UDP ([`ingest::udp`]), the ChirpStack gateway
+//!    bridge over MQTT ([`ingest::bridge`] on [`ingest::mqtt`]), LoRa Basics
+//!    Station ([`ingest::station`]), and a network server's application
+//!    stream ([`ingest::application`]).
+//! 2. [`pipeline`]: the one task that owns per-device state. De-duplication
+//!    across gateways ([`pipeline::dedup`]), the decode steps
+//!    ([`pipeline::uplink`]: MIC, counters, decryption, codec), joins, the
+//!    MAC layer, devices provisioned at run time; readings leave through a
+//!    [`pipeline::sink`].
+//! 3. [`lorawan`]: the protocol as pure code (framing, MIC, counters, OTAA,
+//!    MAC commands, ADR, regions): no I/O, no configuration, table-tested.
+//! 4. [`codec`]: a payload to readings typed by the device's EdgeX profile
+//!    (Cayenne LPP, layouts, vendors' JavaScript codecs).
+//! 5. [`store`]: every durable store (counters, joins, MAC and secrets, the
+//!    outbox journal events wait in for EdgeX).
+//! 6. [`edgex`]: EdgeX as the service meets it — events to core-data or the
+//!    message bus, registration with core-metadata, devices EdgeX defines
+//!    or discovery finds ([`edgex::provisioning`], [`edgex::discovery`]),
+//!    keys from its secret store, requests arriving on the bus.
+//! 7. [`downlink`]: commands back to the devices — the queue, class A
+//!    windows and class C, the scheduler choosing a gateway.
+//!
+//! Around the frame path:
+//!
+//! - [`control`]: everything that is not a frame — device commands,
+//!   secrets, discovery, status — answered the same way whichever transport
+//!   asked (REST in [`api`], the bus in [`edgex::requests`]), and the
+//!   pipeline's mailbox ([`control::mailbox`]) every side writes to.
+//! - [`handover`]: Edge-as-a-Service — signed contracts between a customer
+//!   and a provider edge, the provider taking the devices over (in its own
+//!   pipeline or the customer's packaged [`image`]) and handing them back.
+//! - [`service`]: the composition root: binds what the [`config`] enables
+//!   and wires the parts above; nothing else starts tasks.
+//! - [`config`], [`devices`]: the typed configuration and the devices file;
+//!   [`metrics`]: counters for everything above; [`fsutil`]: durable writes.
+//! - [`sim`], [`cli`]: simulated motes and gateways; the quickstart and the
+//!   command-line tools. [`fuzzing`]: the fuzz targets' bodies.
+//!
+//! No module imports another that imports it (`tests/architecture.rs`).
 
 pub mod api;
 pub mod cli;

@@ -17,7 +17,7 @@ use device_lorawan::sim::{self, Faults, SimOptions, Target};
 #[derive(Parser)]
 #[command(
     version,
-    about = "EdgeX device service for LoRaWAN ABP sensors, no network server needed"
+    about = "EdgeX device service for LoRaWAN sensors: its own network server, no other needed"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -1,6 +1,6 @@
 //! Counters for everything the uplink path does, and rate-limited logging
 //! of rejections: the first of each reason is logged at once, then at most
-//! one line per reason every [`LOG_EVERY_MS`] with the count since.
+//! one line per reason every `LOG_EVERY_MS` with the count since.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -84,7 +84,7 @@ mod common;
 #[test]
 fn api_and_bus_requests_never_panic() {
     use device_lorawan::api::route;
-    use device_lorawan::control::Plane;
+    use device_lorawan::control::plane::Plane;
     use device_lorawan::edgex::bus::BusMessage;
     use device_lorawan::edgex::requests;
     use device_lorawan::pipeline::device_state::DeviceStates;

@@ -1,9 +1,11 @@
 //! The device service's own HTTP API (EdgeX device-sdk routes under
-//! `/api/v3`), served with hyper: `ping`, `version`, `config` (secrets
-//! blanked), the device command routes ([`command`]), `secret`
-//! ([`secret`]), and the Prometheus text exposition of every counter at
-//! `/metrics`. Answers validate against the official device-sdk OpenAPI
-//! spec (tested).
+//! `/api/v3`): `ping`, `version`, `config` (secrets blanked), the device
+//! command routes, `secret`, discovery, this service's status routes, and
+//! the Prometheus exposition of every counter at `/metrics`. The answers
+//! come from the transport-neutral [`crate::control`]; this module adds what
+//! HTTP needs: routing, authorisation ([`auth`]), correlation ids, body and
+//! connection limits. Answers validate against the official device-sdk
+//! OpenAPI spec (tested).
 
 pub mod auth;
 
@@ -18,7 +20,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::control::{command, error, secret, status, Answer, Plane, API_VERSION};
+use crate::control::answer::{error, Answer, API_VERSION};
+use crate::control::plane::Plane;
+use crate::control::{command, secret, status};
 
 /// Request bodies larger than this are refused (413).
 const MAX_BODY: usize = 64 << 10;

@@ -4,8 +4,9 @@
 //! EdgeX transforms applied as for any codec). A field absent from `data`
 //! gives no reading; a field no resource takes is counted.
 
+use super::error::CodecError;
+use super::value::Reading;
 use super::value::{Transform, Value, ValueType};
-use super::{CodecError, Reading};
 use crate::codec::profile::DeviceResource;
 
 fn at<'a>(data: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use super::error::CodecError;
 use super::value::Value;
-use super::CodecError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -2,7 +2,7 @@
 //! data big-endian with a per-type resolution. Every type of the reference
 //! library (IPSO object ids minus 3200) is here.
 
-use super::CodecError;
+use super::error::CodecError;
 
 /// One LPP data type: IPSO id, size in bytes, and its fields as
 /// (name, bytes, signed, divisor).

@@ -2,17 +2,20 @@
 //! EdgeX profile.
 //!
 //! - [`profile`]: EdgeX device profiles (YAML).
-//! - [`value`]: EdgeX value types, transforms and value strings.
+//! - [`value`]: EdgeX value types, transforms, value strings and readings.
+//! - [`error`]: why a payload could not be decoded.
 //! - [`lpp`]: Cayenne LPP; [`layout`]: declarative binary layouts.
 //!
 //! A [`Codec`] is compiled once per (profile, codec kind): decoding a frame
 //! is then a table walk that writes into a caller's reused `Vec`.
 
+pub mod error;
 pub mod examples;
 pub mod fixtures;
 pub mod import;
 pub mod js;
 mod js_map;
+pub mod kind;
 pub mod layout;
 pub mod lpp;
 pub mod profile;
@@ -21,78 +24,10 @@ pub mod value;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+pub use error::CodecError;
+pub use kind::CodecKind;
 pub use profile::DeviceProfile;
-pub use value::{Value, ValueType};
-
-/// Why a payload (or a profile's codec attributes) could not be decoded.
-#[derive(Debug, thiserror::Error, PartialEq, Clone)]
-pub enum CodecError {
-    #[error("payload truncated at byte {at}: need {need} bytes, have {have}")]
-    Truncated { at: usize, need: usize, have: usize },
-    #[error("unknown Cayenne LPP type {type_id} at byte {at}")]
-    UnknownLppType { at: usize, type_id: u8 },
-    #[error("resource {resource}: value is not a {expected:?}")]
-    Type {
-        resource: String,
-        expected: ValueType,
-    },
-    #[error("resource {resource}: {value} is not an integer")]
-    NotIntegral { resource: String, value: f64 },
-    #[error("resource {resource}: {value} does not fit {value_type:?}")]
-    OutOfRange {
-        resource: String,
-        value: f64,
-        value_type: ValueType,
-    },
-    #[error("resource {resource}: layout needs {need} bytes, payload has {have}")]
-    LayoutOverrun {
-        resource: String,
-        need: usize,
-        have: usize,
-    },
-    #[error("resource {resource}: attribute {key}: {message}")]
-    Attribute {
-        resource: String,
-        key: String,
-        message: String,
-    },
-    #[error("profile {profile} has no resource the {codec:?} codec can fill")]
-    NothingToDecode { profile: String, codec: CodecKind },
-    #[error("profile {profile} has no {profile}.js codec script beside it")]
-    NoScript { profile: String },
-    #[error("{0}")]
-    Script(#[from] js::JsError),
-    /// The codec's `errors`: it refused the payload.
-    #[error("codec {file}: {message}")]
-    Refused { file: String, message: String },
-}
-
-/// How a device's payload is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CodecKind {
-    /// Cayenne LPP; resources bound by `lppChannel`, `lppType`, `lppField` attributes.
-    #[default]
-    CayenneLpp,
-    /// The profile's binary layout (`offset`/`length`/... attributes).
-    Layout,
-    /// The whole payload into the profile's first `Binary` resource.
-    Raw,
-    /// The whole payload, hex, into the profile's first `String` resource.
-    RawHex,
-    /// The vendor's TS013 JavaScript codec (`<ProfilesDir>/<profile>.js`);
-    /// `data` fields go to resources by name, or by a `jsPath` attribute.
-    Javascript,
-}
-
-/// One decoded reading: an index into the profile's resources and a value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    pub resource: u16,
-    pub value: Value,
-}
+pub use value::{Reading, Value, ValueType};
 
 #[derive(Debug, Clone, Copy)]
 struct LppBinding {

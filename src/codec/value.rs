@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::CodecError;
-
 /// EdgeX `valueType`s that a LoRaWAN uplink can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ValueType {
@@ -138,24 +136,6 @@ pub enum ValueError {
     OutOfRange(f64),
 }
 
-impl ValueError {
-    pub fn at(self, resource: &str, vt: ValueType) -> CodecError {
-        let resource = resource.to_string();
-        match self {
-            ValueError::Type => CodecError::Type {
-                resource,
-                expected: vt,
-            },
-            ValueError::NotIntegral(value) => CodecError::NotIntegral { resource, value },
-            ValueError::OutOfRange(value) => CodecError::OutOfRange {
-                resource,
-                value,
-                value_type: vt,
-            },
-        }
-    }
-}
-
 impl Transform {
     /// The device-sdk's transforms, applied in its order: mask, shift,
     /// base, scale, offset. A zero shift or base is none.
@@ -260,6 +240,13 @@ pub fn coerce(v: Value, vt: ValueType) -> Result<Value, ValueError> {
             })
         }
     }
+}
+
+/// One decoded reading: an index into the profile's resources and a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub resource: u16,
+    pub value: Value,
 }
 
 #[cfg(test)]

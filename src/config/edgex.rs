@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MqttTls, TelemetryConfig};
+use super::mqtt_tls::MqttTls;
+use super::telemetry::TelemetryConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
@@ -42,7 +43,7 @@ pub struct MessageBusConfig {
     /// Topics start with this (`edgex/events/device/...`).
     pub base_topic_prefix: String,
     /// Empty (default): `{Service.Name}-bus`. Each of this service's MQTT
-    /// clients needs its own id on a broker (see [`Config::mqtt_clients`]).
+    /// clients needs its own id on a broker (see [`crate::config::Config::mqtt_clients`]).
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,

@@ -2,6 +2,11 @@
 //! environment overrides in the EdgeX manner (`INGEST_UDP_BIND=...` sets
 //! `Ingest.Udp.Bind`: the key path upper-cased and joined by `_`). Every
 //! layer is validated, and errors name the bad key.
+//!
+//! The sections beyond this file: `Edgex` (edgex), MQTT clients' ids and
+//! TLS (mqtt_clients, mqtt_tls), regions, joins, MAC and downlinks (radio),
+//! Basics Station (station), secure mode (secret_store), discovery and
+//! operating state (discovery), telemetry (telemetry).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +28,6 @@ pub use discovery::{DiscoveryConfig, OperatingStateConfig};
 pub use edgex::{
     CoreDataConfig, Delivery, EdgexConfig, MessageBusConfig, MetadataConfig, OutboxConfig,
 };
-pub use mqtt_clients::MqttClient;
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
 pub use secret_store::{client_token, SecretStoreConfig};
 pub use station::{BasicStationConfig, StationTls};

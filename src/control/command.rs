@@ -9,7 +9,8 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{error, Answer, Plane, API_VERSION};
+use super::answer::{error, Answer, API_VERSION};
+use super::plane::Plane;
 use crate::codec::profile::ReadWrite;
 use crate::codec::DeviceProfile;
 use crate::edgex::event::reading;

@@ -4,7 +4,7 @@
 //! [`crate::edgex::requests`], the secret-store poller), and the mailbox
 //! through which they and the handover reach the pipeline.
 //!
-//! - [`mailbox`]: the pipeline's messages ([`Control`]) and how to wait for
+//! - [`mailbox`]: the pipeline's messages ([`Control`](mailbox::Control)) and how to wait for
 //!   an answer. A leaf every side imports.
 //! - [`plane`]: the state commands read, built once from finished parts.
 //! - [`command`]: a device's commands resolved against its profile; GET
@@ -20,7 +20,3 @@ pub mod mailbox;
 pub mod plane;
 pub mod secret;
 pub mod status;
-
-pub use answer::{error, Answer, API_VERSION};
-pub use mailbox::{Adopted, Control, Mailbox, Stopped};
-pub use plane::Plane;

@@ -9,8 +9,9 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Control;
-use super::{error, Answer, Plane, API_VERSION};
+use super::answer::{error, Answer, API_VERSION};
+use super::mailbox::Control;
+use super::plane::Plane;
 use crate::store::secrets::{
     session_data, session_from_secret_data, SecretError, SecretStore, Session,
 };

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{Activation, AdminState, DeviceEntry, DevicesError, RxWindows};
+use super::file::{Activation, AdminState, DeviceClass, DeviceEntry, DevicesError};
+use super::rx_windows::RxWindows;
 use crate::codec::{Codec, DeviceProfile};
 use crate::lorawan::region::{MacVersionName, RegionName};
 use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, SessionCrypto};
@@ -29,7 +30,7 @@ pub struct Device {
     /// ADR wanted for this device (the devices file's `adr`).
     pub adr: bool,
     /// When it listens: class C devices get their commands at once.
-    pub class: super::DeviceClass,
+    pub class: DeviceClass,
     /// Its codec variables, as the JSON object a JavaScript codec gets.
     pub variables: Arc<str>,
     /// OTAA devices: what their joins are checked and answered with.

@@ -1,9 +1,10 @@
 //! Downlinks: commands queued by the API ([`queue`]), sent after the
-//! device's next uplink (class A), in RX1 or else RX2, or at once on RX2
-//! (class C), through the gateway that heard it best ([`scheduler`]), in
-//! that gateway's own protocol ([`wire`]: Semtech UDP PULL_RESP / TX_ACK,
-//! ChirpStack `command/down` / `event/ack`; Basics Station's `dnmsg` /
-//! `dntxed` in `ingest::station`).
+//! device's next uplink (class A), in RX1 or else RX2 ([`windows`]), or at
+//! once on RX2 (class C), through the gateway that heard it best
+//! ([`scheduler`]). Each gateway protocol writes and reads its own
+//! downlinks beside its uplinks: `ingest::udp::downlink` (PULL_RESP /
+//! TX_ACK), `ingest::bridge::downlink` (`command/down` / `event/ack`),
+//! `ingest::station` (`dnmsg` / `dntxed`).
 
 pub mod queue;
 pub mod scheduler;

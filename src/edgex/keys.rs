@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::control::Plane;
+use crate::control::plane::Plane;
 use crate::edgex::provisioning::Provisioning;
 use crate::edgex::secret_store::{SecretStoreClient, StoreError};
 use crate::store::secrets::session_from_secret_data;

@@ -1,6 +1,17 @@
-//! EdgeX Foundry v4 (API v3): the DTOs device-lorawan sends, the outbox
-//! they wait in, and the two ways they reach core-data: the message bus
-//! ([`bus`], the v4 default) and REST ([`core_data`]).
+//! EdgeX Foundry v4 (API v3) as this service meets it.
+//!
+//! - Events out: the DTOs ([`event`], [`device_dto`]) and the outbox sink
+//!   ([`outbox`]) they wait in, delivered on the message bus ([`bus`], the
+//!   v4 default) or by REST ([`core_data`] over [`http`]); [`delivered`]
+//!   records what EdgeX confirmed, for the handover.
+//! - The service in EdgeX: registration with core-keeper ([`keeper`]) and
+//!   core-metadata ([`metadata`], [`registration`]), operating state
+//!   ([`operating`], [`liveness`]), telemetry ([`telemetry`]), requests
+//!   that arrive on the bus ([`requests`]).
+//! - Devices from EdgeX: definition files ([`device_files`]), devices
+//!   core-metadata adds ([`provisioning`]), discovery by JoinRequest
+//!   ([`discovery`]), and their keys from the secret store ([`keys`],
+//!   [`secret_store`]).
 
 pub mod bus;
 pub mod core_data;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::codec::DeviceProfile;
-use crate::control::Control;
+use crate::control::mailbox::Control;
 use crate::devices::{Activation, DeviceEntry};
 use crate::edgex::device_dto::EdgexDevice;
 use crate::lorawan::{AesKey, Eui64};

@@ -25,8 +25,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::bus::BusMessage;
+use crate::control::answer::{error, Answer};
 use crate::control::command::{execute, percent_decode};
-use crate::control::{error, Answer, Plane};
+use crate::control::plane::Plane;
 use crate::devices::AdminState;
 
 /// The topics to subscribe to for `service`.

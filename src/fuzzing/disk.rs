@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{scratch, Bytes};
+use super::bytes::Bytes;
+use super::scratch::scratch;
 use crate::downlink::queue::DownlinkQueue;
 use crate::lorawan::{mac::MacState, otaa::JoinState, Eui64, FcntState};
 use crate::store::counters::CounterStore;

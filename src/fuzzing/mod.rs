@@ -11,13 +11,15 @@
 //! Files read back from disk are fuzzed through their real `open`, in a
 //! scratch directory per thread (tmpfs when there is one).
 
+mod bytes;
 mod disk;
+mod scratch;
 mod seeds;
 mod text;
 mod wire;
 
+pub use scratch::remove_scratch;
 pub use seeds::seeds;
-use std::path::PathBuf;
 
 /// A fuzz target: its name (the directory of its corpus) and its body.
 pub struct Target {
@@ -128,60 +130,4 @@ pub fn run(name: &str, data: &[u8]) {
         .find(|t| t.name == name)
         .unwrap_or_else(|| panic!("no fuzz target {name}"));
     (t.run)(data)
-}
-
-/// An empty scratch directory of this thread (created once, emptied per
-/// call), on tmpfs when the machine has one.
-fn scratch() -> PathBuf {
-    thread_local! {
-        static DIR: PathBuf = {
-            let base = if std::path::Path::new("/dev/shm").is_dir() {
-                PathBuf::from("/dev/shm")
-            } else {
-                std::env::temp_dir()
-            };
-            let id = format!("{:?}", std::thread::current().id());
-            let id: String = id.chars().filter(char::is_ascii_digit).collect();
-            base.join(format!("device-lorawan-fuzz-{}-{id}", std::process::id()))
-        };
-    }
-    DIR.with(|d| {
-        let _ = std::fs::remove_dir_all(d);
-        std::fs::create_dir_all(d).expect("scratch directory");
-        d.clone()
-    })
-}
-
-/// Remove this thread's scratch directory (the replay test's tidy-up).
-pub fn remove_scratch() {
-    let d = scratch();
-    let _ = std::fs::remove_dir_all(d);
-}
-
-/// Reads a fuzz input as a sequence of small fields; past the end, zeros.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    /// Up to `max` bytes, the count taken from the input.
-    fn take(&mut self, max: usize) -> &'a [u8] {
-        let n = usize::from(self.u8()).min(max).min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }

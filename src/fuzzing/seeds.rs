@@ -159,7 +159,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
 
     // Disk.
-    let dir = super::scratch();
+    let dir = super::scratch::scratch();
     {
         let mut c = CounterStore::open(&dir).expect("seed counters");
         for i in 1..4u32 {
@@ -174,7 +174,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
     }
     s.push(("counter_log", read_back(&dir, "fcnt.log")));
-    let dir = super::scratch();
+    let dir = super::scratch::scratch();
     {
         let mut j = Journal::open(&dir, 1 << 20, FullPolicy::Reject).expect("seed journal");
         for i in 0..3 {
@@ -190,7 +190,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut journal = vec![0];
     journal.extend_from_slice(&read_back(&dir, "outbox.log"));
     s.push(("outbox_journal", journal));
-    let dir = super::scratch();
+    let dir = super::scratch::scratch();
     {
         let q = DownlinkQueue::open(&dir, 8, Arc::new(crate::metrics::Metrics::default()))
             .expect("seed queue");
@@ -214,7 +214,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         .expect("seed queue");
     }
     s.push(("downlink_queue", read_back(&dir, "downlinks.json")));
-    let dir = super::scratch();
+    let dir = super::scratch::scratch();
     {
         let rx = crate::lorawan::mac::RxParams {
             rx1_delay: 1,
@@ -240,7 +240,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut macs = vec![1];
     macs.extend_from_slice(&read_back(&dir, "mac.log"));
     s.push(("state_log", macs));
-    let dir = super::scratch();
+    let dir = super::scratch::scratch();
     {
         let mut store = crate::store::secrets::SecretStore::open(&dir).expect("seed secrets");
         let session = crate::store::secrets::Session {
@@ -260,7 +260,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     if let Ok(exe) = std::fs::read("/bin/true") {
         s.push(("elf", exe));
     }
-    super::remove_scratch();
+    super::scratch::remove_scratch();
     s
 }
 

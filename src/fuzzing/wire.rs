@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use prost::Message;
 
-use super::Bytes;
+use super::bytes::Bytes;
 use crate::codec::profile::DeviceProfile;
 use crate::codec::{Codec, CodecKind, Reading};
 use crate::devices::{DeviceEntry, Registry};

@@ -31,7 +31,7 @@ use super::pb::handover_client::HandoverClient;
 use super::pb::*;
 use super::takeover::{counter_msg, counter_of, enum_to_str};
 use crate::config::Config;
-use crate::control::Control;
+use crate::control::mailbox::Control;
 use crate::edgex::delivered::{after_for, Delivered};
 use crate::lorawan::{Eui64, FcntState};
 

@@ -5,8 +5,9 @@
 //! sign; [`tls`]: mutual TLS pinned to those keys; [`transfer`]: the image,
 //! over [`pb`] (gRPC); [`provider`] and [`customer`]: the two sides;
 //! [`takeover`]: how the provider runs the devices (in its own pipeline, or
-//! the customer's image in a [`container`] engine); [`delivered`]: what EdgeX
-//! confirmed; [`operator`]: the `handover` commands.
+//! the customer's image in a [`container`] engine); [`operator`]: the
+//! `handover` commands. What EdgeX confirmed comes from
+//! [`crate::edgex::delivered`].
 
 pub mod container;
 pub mod contract;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{Config, TakeoverMode};
-use crate::control::Control;
+use crate::control::mailbox::Control;
 use crate::lorawan::Eui64;
 
 /// What a service starts for the handover: the customer's side for each

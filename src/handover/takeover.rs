@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::contract::SignedContract;
 use super::pb::{Counter, DeviceSession};
 use crate::codec::{CodecKind, DeviceProfile};
-use crate::control::{Adopted, Control};
+use crate::control::mailbox::{Adopted, Control};
 use crate::devices::{AdminState, DeviceEntry};
 use crate::edgex::delivered::Delivered;
 use crate::lorawan::{AesKey, DevAddr, Eui64, FcntPolicy, FcntState};

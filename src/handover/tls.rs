@@ -51,7 +51,7 @@ pub enum TlsError {
 pub struct PeerKey(pub PublicKey);
 
 impl PeerKey {
-    /// The peer key of a request that came through [`serve`].
+    /// The peer key of a request that came through `serve`.
     pub fn of<T>(req: &tonic::Request<T>) -> Result<PublicKey, tonic::Status> {
         req.extensions()
             .get::<PeerInfo>()

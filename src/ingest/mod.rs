@@ -1,8 +1,10 @@
-//! Getting uplinks in: the Semtech UDP packet forwarder ([`udp`]), gateway
-//! bridge MQTT ([`gateway`] formats over [`mqtt`]), application-integration
-//! MQTT ([`application`]); and de-duplication across gateways ([`dedup`]).
-//! Every source turns its input into an [`IngestEvent`] or a counted
-//! rejection; none of them decrypts anything.
+//! Getting frames in, one module per way they arrive, each holding both
+//! directions: the Semtech UDP packet forwarder ([`udp`]), the ChirpStack
+//! gateway bridge ([`bridge`]'s formats over the [`mqtt`] client), LoRa
+//! Basics Station ([`station`]), and a network server's application stream
+//! ([`application`], also over [`mqtt`]). Every source turns its input into
+//! an [`IngestEvent`] or a counted rejection; none of them decrypts anything.
+//! De-duplication across gateways is the pipeline's (`pipeline::dedup`).
 
 pub mod application;
 pub mod bridge;

@@ -1,4 +1,4 @@
-//! LoRaWAN 1.0.x ABP data frames, pure: no I/O, no tokio, no configuration.
+//! LoRaWAN 1.0.x, pure: no I/O, no tokio, no configuration.
 //!
 //! - [`keys`]: session keys (never printable), DevAddr, EUIs.
 //! - [`frame`]: PHYPayload framing, via the `lorawan` crate (lora-rs).
@@ -6,7 +6,11 @@
 //! - [`fcnt`]: 32-bit counter reconstruction and the counter policies.
 //! - [`uplink`]: the named steps parse → MIC → counter → decrypt.
 //! - [`encode`]: building frames: downlinks, and uplinks for the simulator and tests.
-//! - [`radio`]: data rates and the EU868 class A receive windows.
+//! - [`join`], [`otaa`]: JoinRequest/JoinAccept, and the join server's
+//!   decisions (DevNonce replay, session derivation) as a state machine.
+//! - [`mac`]: MAC commands, the per-device MAC state machine, ADR.
+//! - [`region`], [`radio`]: the Regional Parameters' channel plans, data
+//!   rates and receive windows.
 //!
 //! Why `lorawan` 0.9 and not `lorawan-encoding` 0.6.2: it is the maintained
 //! line of the same code, builds with current `aes`/`cmac`, and its framing

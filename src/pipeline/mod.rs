@@ -1,8 +1,14 @@
 //! The uplink pipeline: one task that owns all per-device state (counters,
-//! de-duplication, resets waiting for confirmation, handed-over devices on
-//! standby), so the per-frame path takes no locks. Each input goes through
-//! named steps: dedup by bytes, decode, judge resets, hold for the dedup
-//! window, publish (the outbox first), then persist and acknowledge.
+//! de-duplication, resets waiting for confirmation, joins, MAC states,
+//! handed-over devices on standby), so the per-frame path takes no locks.
+//! Each input goes through named steps: dedup by bytes ([`dedup`]), decode
+//! ([`uplink`]), judge resets, hold for the dedup window (held), publish to
+//! the [`sink`] (the outbox first), then persist and acknowledge.
+//!
+//! Its parts, each a module: the join server (join, with join_state), the
+//! MAC layer (mac, with mac_layer), devices added and removed at run time
+//! (provisioned), the last readings the API answers GETs from
+//! ([`device_state`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,17 +32,19 @@ use crate::pipeline::sink::Sink;
 use crate::pipeline::uplink::{decode_parsed, RxMeta, Uplink};
 use crate::store::counters::CounterStore;
 
-use crate::control::{Adopted, Control};
+use crate::control::mailbox::{Adopted, Control};
 use crate::store::joins::JoinStore;
 use held::{Held, Tentative, MAX_HELD};
-use join::{is_join_request, restore_joined_sessions, PendingJoin};
-pub use mac::{MacLayer, MacStore};
+use join_state::{is_join_request, restore_joined_sessions, PendingJoin};
+pub use mac_layer::{MacLayer, MacStore};
 
 pub mod dedup;
 pub mod device_state;
 mod held;
 mod join;
+mod join_state;
 mod mac;
+mod mac_layer;
 mod provisioned;
 pub mod sink;
 pub mod uplink;

@@ -1,6 +1,7 @@
-//! The running service: binds the configured ingest sources, the API,
-//! EdgeX delivery and registration, and starts the uplink [`pipeline`], the
-//! one task that owns all per-device state.
+//! The composition root: binds the configured gateways (gateways), the
+//! way to EdgeX (delivery), the API and the bus requests over one control
+//! plane, the handover's roles, and starts the [`crate::pipeline`], the one
+//! task that owns all per-device state. Nothing else starts tasks.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, Delivery};
-use crate::control::Plane;
+use crate::control::plane::Plane;
 use crate::devices::Registry;
 use crate::downlink::queue::DownlinkQueue;
 use crate::downlink::scheduler::Scheduler;
@@ -268,9 +269,10 @@ pub async fn start(
         )));
     }
     if discovery.enabled && !config.devices.discovery.interval.is_zero() {
+        let plane = plane.clone();
         tasks.push(tokio::spawn(crate::edgex::discovery::every(
             discovery.clone(),
-            plane.clone(),
+            move |name| plane.secret_data(name),
             config.devices.discovery.interval,
         )));
     }

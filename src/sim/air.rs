@@ -2,7 +2,8 @@
 //! is taken only in a receive window the mote opened (its delay, channel
 //! and data rate), as LMIC listens nowhere else.
 
-use super::{mote::Mote, JoinedByMote, ReceivedByMote, SimReport, Told};
+use super::mote::Mote;
+use super::report::{JoinedByMote, ReceivedByMote, SimReport, Told};
 use crate::downlink::Transmission;
 use crate::lorawan::radio::Window;
 use crate::lorawan::region::Region;

@@ -9,7 +9,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::{gateway_eui, SimOptions, Target};
+use super::options::{gateway_eui, SimOptions, Target};
 use crate::downlink::Transmission;
 use crate::ingest::bridge::pb::TxAckStatus;
 use crate::ingest::bridge::{self, GatewayUplink, WireFormat};

@@ -1,6 +1,6 @@
 //! Device discovery the device-sdk way. A JoinRequest from a DevEUI no
 //! device has is a discovered device ([`found`]); a discovery matches what
-//! was found against the provision watchers ([`watcher`], [`matches`]) and
+//! was found against the provision watchers ([`watcher`], [`matches()`]) and
 //! adds each match, with the watcher's profile and admin state, to the
 //! service and to core-metadata. The device joins once its AppKey arrives
 //! as a secret.
@@ -8,7 +8,7 @@
 //! In the running service ([`DiscoveryService`]): the pipeline records the
 //! JoinRequests of unknown DevEUIs; `POST /api/v3/discovery` (or the
 //! interval) runs a discovery, hands each match to
-//! [`Provisioning`](super::provisioning::Provisioning) as an OTAA device
+//! [`super::provisioning::Provisioning`] as an OTAA device
 //! (served once its AppKey is a secret named for it), adds it to
 //! core-metadata, and publishes the SDK's progress system events on the bus.
 
@@ -295,15 +295,13 @@ fn dto(service: &str, e: &DeviceEntry, w: &ProvisionWatcher) -> serde_json::Valu
 /// Run a discovery every `every` (the configured interval).
 pub async fn every(
     discovery: Arc<DiscoveryService>,
-    api: Arc<crate::control::Plane>,
+    secret_data: impl Fn(&str) -> Option<Vec<(String, String)>> + Send + 'static,
     every: std::time::Duration,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
-        discovery.start(uuid::Uuid::new_v4().to_string(), |name| {
-            api.secret_data(name)
-        });
+        discovery.start(uuid::Uuid::new_v4().to_string(), &secret_data);
     }
 }

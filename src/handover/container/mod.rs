@@ -294,7 +294,7 @@ pub fn image_id(tar: &Path) -> std::io::Result<String> {
 
 /// The container takeover. Starting the container (loading the image, its
 /// subscription) runs as a task of its own, after this edge went live: the
-/// takeover does not wait for the engine. Each contract has a [`Gate`]: a
+/// takeover does not wait for the engine. Each contract has a `Gate`: a
 /// start holds it throughout, and a hand-back first says the container is
 /// no longer wanted, then waits for the gate before it removes the
 /// container. So a container never outlives a hand-back, even when the

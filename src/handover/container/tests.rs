@@ -181,7 +181,7 @@ fn the_image_id_is_the_config_digest_of_the_manifest() {
 /// The pipeline behind an [`InProcess`]: answers every request and
 /// notes what it was asked.
 fn pipeline() -> (InProcess, Arc<Mutex<Vec<&'static str>>>) {
-    use crate::control::Control;
+    use crate::control::mailbox::Control;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let noted = seen.clone();

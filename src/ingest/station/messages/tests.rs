@@ -286,7 +286,7 @@ fn the_simulators_messages_read_back_exactly() {
 
 /// What Semtech's station 2.0.6 really sent (tests/peers/recorded/).
 const RECORDED: &str =
-    include_str!("../../../tests/peers/recorded/basicstation-2.0.6/station-to-lns.jsonl");
+    include_str!("../../../../tests/peers/recorded/basicstation-2.0.6/station-to-lns.jsonl");
 
 fn recorded(path: &str) -> Vec<String> {
     RECORDED

@@ -572,5 +572,4 @@ pub fn fit(commands: &[DownCommand], budget: usize) -> Vec<DownCommand> {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;

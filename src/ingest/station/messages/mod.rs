@@ -471,5 +471,4 @@ pub fn timesync(txtime: i64) -> String {
 }
 
 #[cfg(test)]
-#[path = "messages_tests.rs"]
 mod tests;

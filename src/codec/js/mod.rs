@@ -5,7 +5,7 @@
 //! with the legacy entry points as fallbacks (TTN v2 `Decoder(bytes,
 //! port)` / `Encoder(object, port)`, ChirpStack v3 `Decode(fPort, bytes,
 //! variables)` / `Encode(fPort, object, variables)`), and the globals
-//! vendors' codecs use (`console`, Node's `Buffer`: `js_prelude.js`).
+//! vendors' codecs use (`console`, Node's `Buffer`: `prelude.js`).
 //!
 //! The engine is QuickJS (through `rquickjs`, as ChirpStack uses it):
 //! ES2020, small (about 1 MB of code), and embeddable with an interrupt
@@ -47,7 +47,7 @@ pub const LEGACY_ENCODER_FPORT: u8 = 1;
 const CONSOLE_LINES_A_MINUTE: u64 = 10;
 
 /// `console` and `Buffer`, defined once per context.
-const PRELUDE: &str = include_str!("js_prelude.js");
+const PRELUDE: &str = include_str!("prelude.js");
 
 /// The vendor's script becomes the body of `__lorawan_codec`, on the same
 /// first line so that errors keep their line numbers; each call runs it
@@ -539,5 +539,4 @@ impl Script {
 }
 
 #[cfg(test)]
-#[path = "js_tests.rs"]
 mod tests;
