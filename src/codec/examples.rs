@@ -173,8 +173,7 @@ pub fn run(codec: &JsCodec, ex: &Examples) -> Vec<Verdict> {
                 Err(diff.join("; "))
             }
         })()
-        .err()
-        .map(String::from);
+        .err();
         out.push(Verdict { what, failure });
     }
     for (i, e) in ex.downlink.iter().enumerate() {

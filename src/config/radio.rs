@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// (`region:` in the devices file).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct RegionConfig {
     /// EU868, US915, AU915, AS923, AS923-2, AS923-3, AS923-4, IN865, KR920,
     /// EU433, CN470, RU864.
@@ -25,17 +26,6 @@ pub struct RegionConfig {
     /// devices get the first five in their JoinAccept's CFList; the MAC
     /// layer sends the rest, and all of them to ABP devices, in NewChannelReqs.
     pub extra_channels: Vec<crate::lorawan::region::ExtraChannel>,
-}
-
-impl Default for RegionConfig {
-    fn default() -> Self {
-        Self {
-            name: Default::default(),
-            sub_band: 0,
-            dwell_time400ms: None,
-            extra_channels: Vec::new(),
-        }
-    }
 }
 
 impl RegionConfig {

@@ -369,9 +369,8 @@ mod tests {
     #[test]
     fn the_used_nonce_log_is_bounded_oldest_first() {
         let mut s = JoinState::default();
-        let mut n = 0;
-        for nonce in 0..(USED_NONCES as u16 + 1) {
-            n += 1;
+        for (n, nonce) in (0..(USED_NONCES as u16 + 1)).enumerate() {
+            let n = n as u32 + 1;
             s.on_join_request(
                 &request(nonce),
                 MacVersionName::V1_0_2,

@@ -510,7 +510,8 @@ mod tests {
 
     #[test]
     fn data_rate_tables() {
-        let cases: &[(RegionName, &[(u8, Option<&str>)])] = &[
+        type Rates<'a> = &'a [(u8, Option<&'a str>)];
+        let cases: &[(RegionName, Rates)] = &[
             (
                 RegionName::EU868,
                 &[

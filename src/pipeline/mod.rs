@@ -49,6 +49,13 @@ mod provisioned;
 pub mod sink;
 pub mod uplink;
 
+/// The durable state the pipeline owns from its start.
+pub struct Stores {
+    pub counters: CounterStore,
+    pub joins: JoinStore,
+    pub mac: MacLayer,
+}
+
 /// What the pipeline needs besides the config: the devices, and where
 /// uplinks go.
 pub struct Parts {
@@ -106,15 +113,17 @@ impl Pipeline {
     pub fn new(
         config: Arc<Config>,
         parts: Parts,
-        store: CounterStore,
+        stores: Stores,
         devices: Arc<DeviceStates>,
         control: mpsc::UnboundedReceiver<Control>,
         scheduler: Scheduler,
-        joins: JoinStore,
-        mac: MacLayer,
     ) -> Self {
         let mut parts = parts;
-        let mut store = store;
+        let Stores {
+            counters: mut store,
+            joins,
+            mac,
+        } = stores;
         restore_joined_sessions(&mut parts.registry, &joins, &devices);
         // A joined session's frames are counted in its epoch: counters
         // written from an older one (a container's, from what EdgeX had

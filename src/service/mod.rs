@@ -21,7 +21,7 @@ use crate::store::secrets::SecretStore;
 mod delivery;
 mod gateways;
 pub use crate::pipeline::Parts;
-use crate::pipeline::{MacLayer, MacStore, Pipeline};
+use crate::pipeline::{MacLayer, MacStore, Pipeline, Stores};
 
 /// Addresses actually bound (port 0 in config becomes a real port here).
 #[derive(Debug, Clone, Copy)]
@@ -317,15 +317,18 @@ pub async fn start(
         config.mac.clone(),
         MacStore::open(&config.service.data_dir)?,
     );
+    let stores = Stores {
+        counters: store,
+        joins,
+        mac,
+    };
     let mut pipeline = Pipeline::new(
         config.clone(),
         parts,
-        store,
+        stores,
         devices,
         control_rx,
         scheduler,
-        joins,
-        mac,
     );
     pipeline.discovery = Some(discovery);
     for eui in standby {

@@ -160,6 +160,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut endpoint = None;
+    // tungstenite's handshake callback returns its own (large) error type.
+    #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let refuse = |code: StatusCode, why: String| {
             shared

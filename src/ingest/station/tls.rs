@@ -19,7 +19,7 @@ pub struct Files<'a> {
 
 /// The server configuration `tls` describes, or why not (naming the file).
 pub fn server_config(tls: Files<'_>) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(tls.cert)
         .map_err(|e| format!("certificate {}: {e}", tls.cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate {}: {e}", tls.cert.display()))?;
@@ -30,7 +30,7 @@ pub fn server_config(tls: Files<'_>) -> Result<Arc<rustls::ServerConfig>, String
         ));
     }
     // Key errors name the file, never its contents.
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
+    let key = PrivateKeyDer::from_pem_file(tls.key)
         .map_err(|_| format!("key {}: not a readable PEM private key", tls.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())

@@ -276,7 +276,7 @@ fn rx_meta(
         tmst: Some(up.xtime as u32),
         frequency: Some(freq),
         datr: Some(datr),
-        time_ns: (up.rxtime.is_finite() && up.rxtime > 0.0).then(|| (up.rxtime * 1e9) as i64),
+        time_ns: (up.rxtime.is_finite() && up.rxtime > 0.0).then_some((up.rxtime * 1e9) as i64),
         gps_time_ns: (up.gpstime > 0).then(|| up.gpstime as u64 * 1000),
         station: Some(crate::pipeline::uplink::StationCtx {
             xtime: up.xtime,
