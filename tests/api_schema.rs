@@ -15,6 +15,9 @@ async fn schemathesis_finds_nothing_with_every_check() {
     if !common::require("schemathesis") {
         return;
     }
+    let Some(spec) = common::openapi_spec("device-sdk.yaml") else {
+        return;
+    };
     let token = "schemathesis-token-0123456789";
     let env = common::binary_env(
         &mote::devices_yaml(&mote::entries(3, 5)),
@@ -36,7 +39,6 @@ async fn schemathesis_finds_nothing_with_every_check() {
         common::published_lines(&env.out).len() >= report.expected.len()
     })
     .await;
-    let spec = common::repo_path("../shared/edgex-openapi/device-sdk.yaml");
     let out = Command::new("schemathesis")
         .arg("--config-file")
         .arg(common::repo_path("tests/schemathesis/schemathesis.toml"))

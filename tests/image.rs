@@ -61,7 +61,7 @@ fn package_is_reproducible_valid_and_runs_in_podman() {
         "a secret went into the image"
     );
 
-    if !common::require("skopeo") || !common::require("podman") {
+    if !common::require_engine() {
         return;
     }
     let tar = a.to_str().unwrap();

@@ -25,11 +25,10 @@ fn peer(program: &str, args: &[&str], stdin: &str, probe: &[&str]) -> Option<Str
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(
-            !common::in_ci(),
-            "peer for {program} {probe:?} missing in CI (see .ci/run)"
+        common::skip::skip(
+            &format!("the peer {program} {probe:?} is not installed"),
+            "pip install -r tests/peers/requirements.txt; npm ci --prefix tests/peers",
         );
-        eprintln!("SKIPPED: peer {program} {probe:?} not installed (run .ci/run)");
         return None;
     }
     let mut child = Command::new(program)
@@ -384,12 +383,14 @@ fn image_cids_agree_with_the_ipfs_importer() {
 /// the official EdgeX OpenAPI schema.
 #[test]
 fn profiles_validate_against_edgex_openapi() {
-    let validator = common::openapi_validator("core-metadata.yaml", "DeviceProfile");
+    let Some(validator) = common::openapi_validator("core-metadata.yaml", "DeviceProfile") else {
+        return;
+    };
     let profiles = common::profiles();
     assert!(profiles.len() >= 3);
     for (name, p) in profiles {
         let doc = serde_json::to_value(&p).unwrap();
-        let errors = common::schema_errors(&validator, &doc);
+        let errors = common::errors_of(&validator, &doc);
         assert!(errors.is_empty(), "profile {name}: {errors:#?}");
         // ...and every profile compiles for the codec it is meant for.
         let kind = match name.as_str() {

@@ -112,7 +112,7 @@ async fn kill_9_takeover_and_hand_back_lose_and_repeat_nothing() {
 /// handed-over devices' events; the hand-back removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_container_takeover_runs_the_customers_image_and_loses_nothing() {
-    if !common::require("podman") || !common::require("runc") {
+    if !common::require_engine() {
         return;
     }
     let engine = common::engine::PodmanService::start();

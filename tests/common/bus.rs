@@ -18,7 +18,7 @@ pub struct State {
     pub copies: AtomicU64,
     pub invalid: Mutex<Vec<String>>,
     pub subscribed: AtomicU64,
-    validator: jsonschema::Validator,
+    validator: Option<jsonschema::Validator>,
     service: String,
 }
 

@@ -15,7 +15,7 @@ pub struct State {
     pub posts: AtomicU64,
     pub conflicts: AtomicU64,
     pub invalid: Mutex<Vec<String>>,
-    validator: jsonschema::Validator,
+    validator: Option<jsonschema::Validator>,
 }
 
 pub struct CoreData {

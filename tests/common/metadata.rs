@@ -25,7 +25,7 @@ pub struct State {
     /// Profiles to find invalid, as core-metadata finds a profile it cannot
     /// take: the whole request that carries one is refused (400).
     pub refuse_profiles: Mutex<BTreeSet<String>>,
-    validators: BTreeMap<&'static str, jsonschema::Validator>,
+    validators: BTreeMap<&'static str, Option<jsonschema::Validator>>,
 }
 
 pub struct Metadata {

@@ -1,0 +1,173 @@
+//! What the control plane asks of the pipeline (the mailbox's messages):
+//! sessions and devices from the API and EdgeX, and the handover's adopt,
+//! standby, resume and state requests. Answers go back on each message's
+//! channel; the pipeline's own state changes only here and on frames.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::Pipeline;
+use crate::control::mailbox::{Adopted, Control};
+use crate::edgex::delivered::later;
+use crate::lorawan::{Eui64, FcntState};
+
+impl Pipeline {
+    pub(super) fn apply(&mut self, c: Control) -> anyhow::Result<()> {
+        match c {
+            Control::Session { device, session } => {
+                let s = &session;
+                self.registry
+                    .set_session(device, s.dev_addr, &s.nwk_s_key, &s.app_s_key);
+                tracing::info!(device = %self.registry.get(device).name, dev_addr = %s.dev_addr, "ABP session set");
+            }
+            Control::AddDevice { entry, profile } => self.add_device(entry, profile),
+            Control::UpdateDevice { entry, profile } => self.update_device(entry, profile),
+            Control::RemoveDevice { dev_eui } => self.remove_device(dev_eui),
+            Control::Adopt { devices, done } => {
+                let r = self.adopt(devices);
+                let _ = done.send(r);
+            }
+            Control::Standby { devices, done } => {
+                for eui in devices {
+                    if let Some(id) = self.registry.by_eui(eui) {
+                        self.standby.entry(id).or_default();
+                    }
+                }
+                let _ = done.send(());
+            }
+            Control::Resume {
+                after,
+                joins,
+                macs,
+                done,
+            } => {
+                // Joins the other edge answered: their sessions first, so
+                // the device's frames decode here again.
+                for (eui, state) in joins {
+                    if let Some(id) = self.registry.by_eui(eui) {
+                        self.take_join_state(id, state)?;
+                    }
+                }
+                for (eui, state) in macs {
+                    if let Some(id) = self.registry.by_eui(eui) {
+                        self.mac.take(id, self.registry.get(id), state)?;
+                    }
+                }
+                for (eui, delivered) in after {
+                    self.resume(eui, delivered)?;
+                }
+                let _ = done.send(());
+            }
+            Control::Counters { devices, reply } => {
+                let counters = devices
+                    .into_iter()
+                    .filter_map(|eui| {
+                        let id = self.registry.by_eui(eui)?;
+                        Some((eui, self.states[id as usize], self.store.down(eui)))
+                    })
+                    .collect();
+                let _ = reply.send(counters);
+            }
+            Control::AnswerJoins {
+                devices,
+                answer,
+                done,
+            } => {
+                for id in devices.into_iter().filter_map(|e| self.registry.by_eui(e)) {
+                    if answer {
+                        self.no_joins.remove(&id);
+                    } else {
+                        self.no_joins.insert(id);
+                    }
+                }
+                let _ = done.send(());
+            }
+            Control::JoinStates { devices, reply } => {
+                let states = devices
+                    .into_iter()
+                    .filter(|eui| {
+                        self.registry
+                            .by_eui(*eui)
+                            .is_some_and(|id| self.registry.get(id).otaa.is_some())
+                    })
+                    .map(|eui| (eui, self.joins.get(eui)))
+                    .collect();
+                let _ = reply.send(states);
+            }
+            Control::MacStates { devices, reply } => {
+                let states = devices
+                    .into_iter()
+                    .filter_map(|eui| {
+                        let id = self.registry.by_eui(eui)?;
+                        Some((eui, self.mac.get(id, self.registry.get(id))?))
+                    })
+                    .collect();
+                let _ = reply.send(states);
+            }
+        }
+        Ok(())
+    }
+
+    /// Take handed-over devices in; new ones start in standby.
+    fn adopt(&mut self, devices: Vec<Adopted>) -> Result<(), String> {
+        for a in devices {
+            let eui = a.entry.dev_eui;
+            let known = self.registry.by_eui(eui).is_some();
+            let id = self
+                .registry
+                .adopt(a.entry, a.profile)
+                .map_err(|e| e.to_string())?;
+            if !known {
+                // This edge judges counters by the frames it hears itself:
+                // starting from the other edge's counter would refuse frames
+                // still on their way here. Only the reset epoch is taken
+                // (it is part of event ids), unless this edge knows better.
+                let saved = self.store.get(eui);
+                let start = FcntState {
+                    last: None,
+                    epoch: a.up.epoch,
+                };
+                self.states
+                    .push(if later(saved, start) { saved } else { start });
+                self.standby.entry(id).or_default();
+            }
+            if a.down > self.store.down(eui) {
+                self.store
+                    .record_down(eui, a.down - 1)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(theirs) = a.join {
+                self.take_join_state(id, theirs)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(theirs) = a.mac {
+                self.mac
+                    .take(id, self.registry.get(id), theirs)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publish device `eui` again: its held uplinks after `delivered`, then
+    /// live. The counter state is not moved to `delivered`: uplinks from
+    /// before it may still arrive (a broker redelivering what this edge had
+    /// not acknowledged when it died), and against a raised counter they
+    /// would look like a reboot. They are recognised at publish instead
+    /// (see [`Pipeline::covered`]).
+    fn resume(&mut self, eui: Eui64, delivered: FcntState) -> anyhow::Result<()> {
+        let Some(id) = self.registry.by_eui(eui) else {
+            return Ok(());
+        };
+        if delivered.last.is_some() {
+            self.covered.insert(id, delivered);
+        }
+        let held = self.standby.remove(&id).unwrap_or_default();
+        for h in held {
+            if later(h.uplink.counter(), delivered) {
+                self.metrics.handover_replayed.fetch_add(1, Relaxed);
+            }
+            self.publish(h)?;
+        }
+        Ok(())
+    }
+}
