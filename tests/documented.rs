@@ -1,4 +1,4 @@
-//! Every configuration the README and `compose/` document, run as
+//! Every configuration the README, `docs/` and `compose/` document, run as
 //! documented: the real binary, started the way the image starts it
 //! (`run --config compose/configuration.yaml`) with the environment the
 //! compose file gives it, against a real mosquitto, the stand-in

@@ -132,7 +132,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     s.push(("api_body", br#"{"apiVersion":"v3","requestId":"e6e8a2f4-eb14-4649-9e2b-175247911369","secretName":"mote-1","secretData":[{"key":"DevAddr","value":"26011234"},{"key":"NwkSKey","value":"2b7e151628aed2a6abf7158809cf4f3c"},{"key":"AppSKey","value":"2b7e151628aed2a6abf7158809cf4f3d"}]}"#.to_vec()));
     s.push(("api_body", br#"{"reportInterval":"60"}"#.to_vec()));
     s.push(("api_body", br#"{"interval":"600"}"#.to_vec()));
-    for block in yaml_blocks(include_str!("../../README.md")) {
+    for block in yaml_blocks(include_str!("../../docs/configuration.md")) {
         s.push(("config_yaml", block.into_bytes()));
     }
     s.push((

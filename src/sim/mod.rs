@@ -137,7 +137,7 @@ pub async fn run(
             mote.reboot();
             // Replays are drawn from this boot only: a replay of an earlier
             // boot's frames is indistinguishable from a reboot under
-            // reset-tolerant (see README, "Frame counters").
+            // reset-tolerant (see docs/configuration.md, "Frame counters").
             history[m].clear();
         }
         let now = std::time::Instant::now();
@@ -264,7 +264,7 @@ pub async fn run(
         }
         // No replay on a boot's last frame: a replay of a low frame followed
         // by a reboot whose first frame is lost is, on air, a reboot; the
-        // service accepts it as one (README, "Frame counters").
+        // service accepts it as one (docs/configuration.md, "Frame counters").
         let last_of_boot = opts.reboot_every.is_some_and(|k| motes[m].fcnt >= k);
         if !last_of_boot && rng.chance(opts.faults.replay) && history[m].len() >= 2 {
             // An older frame of this mote, from well before the current one.
