@@ -213,6 +213,10 @@ async fn main() {
         eprintln!("FAIL: {} uplinks lost", want - s.ids.len());
         failed = true;
     }
+    if s.copies > 0 {
+        eprintln!("FAIL: {} events reached the bus more than once", s.copies);
+        failed = true;
+    }
     if rate < FLOOR_PER_S {
         eprintln!("FAIL: {rate:.0} uplinks/s is under the {FLOOR_PER_S} floor");
         failed = true;

@@ -3,8 +3,10 @@
 //! through Station gateways against Semtech UDP gateways in the same run.
 //!
 //! `cargo bench --bench station` (options: `-- --stations N --frames F --rate R`).
-//! Exits non-zero if an uplink is lost or published twice, or if a station
-//! fails to connect.
+//! Exits non-zero if an uplink is lost or published twice, if a station
+//! fails to connect, if an idle station costs more than 64 kB of the
+//! service's RSS, or if Station gateways carry under 90 % of the uplinks/s
+//! Semtech UDP gateways carry in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,11 @@ mod support;
 use device_lorawan::lorawan::region::{Region, RegionSettings};
 use device_lorawan::lorawan::Eui64;
 use device_lorawan::sim::{self, mote, SimOptions, Target};
+
+/// The most an idle, connected station may add to the service's RSS.
+const PER_STATION_FLOOR_KB: f64 = 64.0;
+/// Station gateways carry at least this share of UDP gateways' uplinks/s.
+const STATION_VS_UDP: f64 = 0.9;
 
 fn rss_kb(pid: u32) -> u64 {
     support::proc_kb(pid, "VmRSS:")
@@ -106,6 +113,14 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
 
     let mut failed = false;
+    let per_station_kb = (connected as f64 - idle as f64) / stations as f64;
+    if per_station_kb > PER_STATION_FLOOR_KB {
+        eprintln!(
+            "FAIL: an idle station costs {per_station_kb:.1} kB (floor {PER_STATION_FLOOR_KB} kB)"
+        );
+        failed = true;
+    }
+    let mut rates = Vec::new();
     // The second run's motes go on from the first's counters.
     let runs = [
         ("Semtech UDP", Target::Udp(udp), 0),
@@ -120,6 +135,13 @@ fn main() {
         println!("station: {name}: {got} of {want} uplinks published, {per_s:.0} uplinks/s (offered {rate}/s by 2 gateways)");
         if got != want {
             eprintln!("FAIL: {name}: {} lost or duplicated", want.abs_diff(got));
+            failed = true;
+        }
+        rates.push(per_s);
+    }
+    if let [udp_rate, station_rate] = rates[..] {
+        if station_rate < STATION_VS_UDP * udp_rate {
+            eprintln!("FAIL: Station gateways carried {station_rate:.0} uplinks/s, under {:.0} % of UDP's {udp_rate:.0}", STATION_VS_UDP * 100.0);
             failed = true;
         }
     }

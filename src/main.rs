@@ -39,16 +39,20 @@ enum Command {
     /// balenaEngine load. Reproducible: the same inputs give the same bytes.
     /// A copy goes into the content-addressed store `<DataDir>/images`.
     Package {
+        /// Where to write the image tar.
         #[arg(long)]
         out: PathBuf,
+        /// Configuration file (YAML), for `Service.DataDir` and the rest.
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Make this edge's identity: an Ed25519 key pair for signing handover
     /// contracts and pinning TLS (default `<DataDir>/identity`; never replaced).
     Keygen {
+        /// Where to keep the key pair (default: `<Service.DataDir>/identity`).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Configuration file (YAML), for `Service.DataDir` and the rest.
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -56,6 +60,7 @@ enum Command {
     Handover {
         #[command(subcommand)]
         command: HandoverCommand,
+        /// Configuration file (YAML), for `Service.DataDir` and the rest.
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
@@ -77,20 +82,25 @@ enum Command {
     /// Print the Arduino mote sketch's settings.h for one device of the
     /// devices file: its ABP session and receive windows.
     SketchSettings {
+        /// The device's name in the devices file (an ABP device).
         #[arg(long)]
         device: String,
         /// The devices file (default: `Devices.File` of the config).
         #[arg(long)]
         devices: Option<PathBuf>,
+        /// Configuration file (YAML), for `Service.DataDir` and the rest.
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
         config: Option<PathBuf>,
     },
     /// The service and simulated motes together on loopback, printing readings.
     Demo {
+        /// How long the demo runs before its summary (`8s`, `1m`).
         #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// How many ABP motes (an OTAA mote joins besides them).
         #[arg(long, default_value_t = 3)]
         devices: usize,
+        /// How many gateways hear every mote.
         #[arg(long, default_value_t = 2)]
         gateways: usize,
         /// Frames per second, all motes together.
@@ -127,6 +137,7 @@ enum CodecCommand {
         fport: u8,
         /// The FRMPayload, hex (spaces allowed).
         hex: String,
+        /// Where the profile and its codec script are.
         #[arg(long, default_value = "profiles")]
         profiles_dir: PathBuf,
         /// Print the codec's own output (data, warnings, errors) as JSON
@@ -168,6 +179,7 @@ enum JournalCommand {
         /// The outbox directory (default: `<Service.DataDir>/outbox` of the config).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Configuration file (YAML), for `Service.DataDir` and the rest.
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -201,31 +213,52 @@ struct SimulateArgs {
     /// Connect as LoRa Basics Station gateways to this LNS (`ws://host:3001`).
     #[arg(long, conflicts_with = "udp")]
     station: Option<String>,
+    /// How the MQTT gateways marshal their messages (`--mqtt` only): the
+    /// ChirpStack gateway bridge v4's protobuf or JSON, or loraserver v3's JSON.
     #[arg(long, value_enum, default_value = "protobuf")]
     format: WireFormat,
-    /// Topic prefix before `gateway/...` (e.g. `eu868/`).
+    /// Topic prefix before `gateway/...` (`--mqtt` only; e.g. `eu868/`).
+    /// The service must subscribe under it too: `Ingest.Mqtt.Subscriptions`
+    /// with `Topic: eu868/gateway/+/event/up`.
     #[arg(long, default_value = "")]
     prefix: String,
+    /// How many ABP motes (their keys derive from `--seed`).
     #[arg(long, default_value_t = 3)]
     devices: usize,
+    /// How many gateways hear every mote (each with its own RSSI and SNR).
     #[arg(long, default_value_t = 2)]
     gateways: usize,
+    /// Uplinks per second, all motes together (each heard by every gateway).
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
+    /// Stop after this long (`60s`, `5m`); with neither this nor `--frames`,
+    /// run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Stop after this many uplinks, all motes together.
     #[arg(long)]
     frames: Option<u64>,
+    /// The motes' keys, DevEUIs and payloads derive from it: the same seed
+    /// gives the same motes (and `--write-devices` their devices file).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Probability (0 to 1) that an uplink's MIC is corrupted.
     #[arg(long, default_value_t = 0.0)]
     bad_mic: f64,
+    /// Probability (0 to 1), per uplink, of also sending an earlier frame of
+    /// the same mote again (a replay the service must refuse).
     #[arg(long, default_value_t = 0.0)]
     replay: f64,
+    /// Probability (0 to 1), per uplink, of a gateway also sending bytes
+    /// that are not a LoRaWAN frame.
     #[arg(long, default_value_t = 0.0)]
     garbage: f64,
+    /// Probability (0 to 1), per uplink, that the first gateway forwards
+    /// its reception twice.
     #[arg(long, default_value_t = 0.0)]
     duplicate: f64,
+    /// Each mote reboots after this many of its uplinks: its counter goes
+    /// back to 0 (the service sees a counter reset).
     #[arg(long)]
     reboot_every: Option<u32>,
     /// Counter of each mote's first frame.
@@ -348,6 +381,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config.log.level, config.log.format);
+            let vars: Vec<String> = std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .collect();
+            for warning in Config::unknown_env(vars.iter().map(String::as_str)) {
+                tracing::warn!("{warning}");
+            }
             let registry = service::load_registry(&config)?;
             let sink: Box<dyn sink::Sink> = match config.readings.json_lines.as_str() {
                 "-" => Box::new(sink::JsonLines::new(std::io::LineWriter::new(

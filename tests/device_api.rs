@@ -353,12 +353,23 @@ async fn the_api_bounds_its_connections() {
     config.service.api_max_connections = 4;
     let mut svc = common::Service::start(config, mote::entries(1, 4)).await;
     let api = svc.bound.api;
-    // Four idle connections hold every slot...
+    // Four kept-alive connections hold every slot (each answered once, so
+    // the service has taken it)...
+    use tokio::io::AsyncWriteExt;
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(tokio::net::TcpStream::connect(api).await.unwrap());
+        let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+        s.write_all(b"GET /api/v3/ping HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut first))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        held.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     // ...so a fifth is closed at once, counted.
     let mut fifth = tokio::net::TcpStream::connect(api).await.unwrap();
     let mut buf = [0u8; 16];
@@ -368,9 +379,32 @@ async fn the_api_bounds_its_connections() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, _) = get(api, "GET", "/api/v3/ping").await;
-    assert_eq!(status, 200, "the slots came back");
+    // The slots come back once the service has seen the connections close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // A refused connection is closed unanswered: no `get` (it expects
+        // an answer), a raw request.
+        let ping = async {
+            let mut s = tokio::net::TcpStream::connect(api).await.ok()?;
+            s.write_all(b"GET /api/v3/ping HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.ok()?;
+            Some(raw.starts_with(b"HTTP/1.1 200"))
+        };
+        let ok = tokio::time::timeout(Duration::from_secs(2), ping)
+            .await
+            .is_ok_and(|r| r == Some(true));
+        if ok {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slots never came back"
+        );
+        tokio::task::yield_now().await;
+    }
     let (_, metrics) = get(api, "GET", "/metrics").await;
     assert!(
         metrics.contains("edgex_api_connections_refused_total 1"),

@@ -410,16 +410,27 @@ fn heartbeat(epoch: u64, fcnt: u32) -> HeartbeatRequest {
 async fn silence_takes_over_and_release_hands_back_under_fencing_epochs() {
     let recorder = Arc::new(Recorder::default());
     let mut e = edges_with(1000, Some(recorder.clone())).await;
+    // 3 x 400 ms: heartbeats every 50 ms keep well inside it even on a
+    // loaded machine; silence passes it in about a second.
     e.activation = Activation {
-        heartbeat_ms: 100,
+        heartbeat_ms: 400,
         missed_heartbeats: 3,
     };
+    let limit_ms: u64 = 3 * 400;
     let mut c = e.client().await;
     e.offer(&mut c).await;
     let calls = || recorder.calls.lock().unwrap().clone();
 
-    // Without sessions there is nothing to take over, however long the silence.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Without sessions there is nothing to take over, however long the
+    // silence: wait until the provider itself has seen it past the limit.
+    let t = std::time::Instant::now();
+    while status(&mut c).await.silent_ms <= limit_ms + 200 {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "the provider never saw the silence"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let st = status(&mut c).await;
     assert_eq!(
         (st.epoch, st.holder.as_str(), st.sessions_synced),
@@ -440,7 +451,7 @@ async fn silence_takes_over_and_release_hands_back_under_fencing_epochs() {
     }
     assert_eq!(calls(), ["arm 1"]);
 
-    // Silence past 3 x 100 ms: the provider takes over from frame 10 on, epoch 2.
+    // Silence past the limit: the provider takes over from frame 10 on, epoch 2.
     let t = std::time::Instant::now();
     while calls().len() < 2 {
         assert!(t.elapsed().as_secs() < 5, "no takeover: {:?}", calls());

@@ -14,7 +14,7 @@ fn list_what_this_run_skipped() {
         return;
     };
     let _ = std::fs::remove_file(&file);
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: std::collections::BTreeSet<&str> = text.lines().collect();
     let mut err = std::io::stderr();
     let _ = writeln!(
         err,

@@ -20,6 +20,7 @@ mod mqtt_tls;
 pub use mqtt_tls::MqttTls;
 mod discovery;
 mod edgex;
+mod env;
 mod radio;
 mod secret_store;
 mod station;
@@ -54,6 +55,12 @@ pub enum ConfigError {
         second: &'static str,
         id: String,
         broker: String,
+    },
+    /// The bad value came from the environment: the variable is named.
+    #[error("{error} (the value comes from the environment variable {var})")]
+    FromEnvironment {
+        var: String,
+        error: Box<ConfigError>,
     },
 }
 
@@ -408,7 +415,7 @@ impl Config {
             }
             None => None,
         };
-        let origin = path.map_or("defaults".to_string(), |p| p.display().to_string());
+        let origin = path.map_or("(no file)".to_string(), |p| p.display().to_string());
         Self::from_yaml(&origin, text.as_deref(), env)
     }
 
@@ -431,14 +438,32 @@ impl Config {
                 // Never a password or token: serde quotes what it refuses.
                 message: crate::fsutil::redact_values(&e.to_string()),
             })?;
-            merge(&mut tree, file);
+            env::merge(&mut tree, file);
         }
-        apply_env(&mut tree, &mut Vec::new(), &env)?;
-        let mut config: Config =
-            serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Yaml {
+        let mut applied = Vec::new();
+        env::apply(&mut tree, &mut Vec::new(), &env, &mut applied);
+        // An error at a key the environment set names the variable.
+        let from_env = |key: &str, e: ConfigError| match applied
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
+            Some((_, var)) => ConfigError::FromEnvironment {
+                var: var.clone(),
+                error: Box::new(e),
+            },
+            None => e,
+        };
+        let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            let err = ConfigError::Yaml {
                 origin: origin.to_string(),
-                message: crate::fsutil::redact_values(&format!("at `{}`: {}", e.path(), e.inner())),
-            })?;
+                message: crate::fsutil::redact_values(&env::with_duration_forms(format!(
+                    "at `{key}`: {}",
+                    e.inner()
+                ))),
+            };
+            from_env(&key, err)
+        })?;
         config
             .secret_store
             .apply_edgex_env(&env)
@@ -447,7 +472,10 @@ impl Config {
                 message,
             })?;
         config.derive_client_ids();
-        config.validate()?;
+        config.validate().map_err(|e| match &e {
+            ConfigError::Invalid { key, .. } => from_env(key, e),
+            _ => e,
+        })?;
         Ok(config)
     }
 
@@ -688,50 +716,38 @@ impl Config {
     }
 }
 
-/// Overlay `over` onto `base`, mapping by mapping.
-fn merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Mapping(b), Value::Mapping(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        // An empty file (or key) overrides nothing.
-        (_, Value::Null) => {}
-        (slot, v) => *slot = v,
-    }
-}
-
-/// Replace every leaf whose EdgeX-style variable name is set.
-fn apply_env(
-    tree: &mut Value,
-    path: &mut Vec<String>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match tree {
-        Value::Mapping(m) => {
-            for (k, v) in m.iter_mut() {
-                let Some(k) = k.as_str() else { continue };
-                path.push(k.to_uppercase());
-                apply_env(v, path, env)?;
-                path.pop();
-            }
-        }
-        Value::Sequence(_) => {}
-        leaf => {
-            let name = path.join("_");
-            if let Some(text) = env(&name) {
-                *leaf = serde_yaml_ng::from_str(&text).unwrap_or(Value::String(text));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests;
+
+impl Config {
+    /// The variables in `vars` that look like this service's (they start
+    /// with a section's name: `INGEST_`, `EDGEX_`, ...) but set no key: a
+    /// typo the service would otherwise ignore. Each with why.
+    pub fn unknown_env<'a>(vars: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let tree = serde_yaml_ng::to_value(Config::default()).expect("defaults serialise");
+        let mut names = std::collections::BTreeSet::new();
+        env::names(&tree, &mut Vec::new(), &mut names);
+        let sections: Vec<String> = match &tree {
+            Value::Mapping(m) => m
+                .keys()
+                .filter_map(|k| k.as_str())
+                .map(|k| format!("{}_", k.to_uppercase()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // EdgeX's own variables, read by the secret store's settings.
+        let edgex = ["EDGEX_SECURITY_SECRET_STORE", "EDGEX_COMMON_CONFIG"];
+        vars.filter(|v| sections.iter().any(|s| v.starts_with(s.as_str())))
+            .filter(|v| !names.contains(*v) && !edgex.contains(v))
+            .map(|v| {
+                let near = names
+                    .iter()
+                    .filter(|n| n.split('_').next() == v.split('_').next())
+                    .min_by_key(|n| env::distance(n, v))
+                    .map(|n| format!("; did you mean {n}?"))
+                    .unwrap_or_default();
+                format!("the environment variable {v} looks like a setting of this service but names no configuration key{near}")
+            })
+            .collect()
+    }
+}

@@ -28,6 +28,14 @@ pub enum DevicesError {
     PartialSession(String),
     #[error("device {0} is defined twice (by name or DevEUI)")]
     Duplicate(String),
+    #[error("devices file {path}: the devices {first} and {second} {what}: each device needs its own name and DevEUI")]
+    DuplicateInFile {
+        path: PathBuf,
+        first: String,
+        second: String,
+        /// "share the DevEUI 70b3…" or "share the name"
+        what: String,
+    },
     #[error("device {device}: {message}")]
     Activation {
         device: String,
@@ -230,6 +238,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<DeviceEntry>, DevicesError> 
         // Never a key: serde quotes the scalars it refuses.
         message: crate::fsutil::redact_values(&format!("at `{}`: {}", e.path(), e.inner())),
     })?;
+    let mut by_eui = std::collections::HashMap::new();
+    let mut by_name = std::collections::HashMap::new();
+    for (i, d) in f.devices.iter().enumerate() {
+        let dup = |j: usize, what: String| DevicesError::DuplicateInFile {
+            path: path.to_owned(),
+            first: format!("{} (entry {})", f.devices[j].name, j + 1),
+            second: format!("{} (entry {})", d.name, i + 1),
+            what,
+        };
+        if let Some(&j) = by_eui.get(&d.dev_eui) {
+            return Err(dup(j, format!("share the DevEUI {}", d.dev_eui)));
+        }
+        if let Some(&j) = by_name.get(d.name.as_str()) {
+            return Err(dup(
+                j,
+                format!(
+                    "share the name (DevEUIs {} and {})",
+                    f.devices[j].dev_eui, d.dev_eui
+                ),
+            ));
+        }
+        by_eui.insert(d.dev_eui, i);
+        by_name.insert(d.name.as_str(), i);
+    }
     Ok(f.devices)
 }
 

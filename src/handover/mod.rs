@@ -2,7 +2,8 @@
 //! packaged service to a provider edge under a signed contract.
 //!
 //! [`identity`]: an edge's Ed25519 key pair; [`contract`]: what both edges
-//! sign; [`tls`]: mutual TLS pinned to those keys; [`transfer`]: the image,
+//! sign; [`fencing`]: the epochs that decide who publishes, as a pure state
+//! machine; [`tls`]: mutual TLS pinned to those keys; [`transfer`]: the image,
 //! over [`pb`] (gRPC); [`provider`] and [`customer`]: the two sides;
 //! [`takeover`]: how the provider runs the devices (in its own pipeline, or
 //! the customer's image in a [`container`] engine); [`operator`]: the
@@ -12,6 +13,7 @@
 pub mod container;
 pub mod contract;
 pub mod customer;
+pub mod fencing;
 pub mod identity;
 pub mod operator;
 pub mod pb;

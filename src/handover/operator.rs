@@ -25,6 +25,7 @@ pub struct OfferArgs {
     /// The provider's public key (its `identity.pub`): pinned by TLS.
     #[arg(long)]
     pub provider_key: String,
+    /// The provider's name in the contract.
     #[arg(long, default_value = "provider")]
     pub provider_id: String,
     /// The contract's id (letters, digits, - and _).
@@ -39,14 +40,16 @@ pub struct OfferArgs {
     /// An image tar made by `package` (default: package this executable now).
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// Heartbeat interval, and how many may be missed before takeover.
+    /// How often this edge tells the provider it is alive (`1s`, `500ms`).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
+    /// How many heartbeats in a row may be missed before the provider takes over.
     #[arg(long, default_value_t = 3)]
     pub missed: u32,
-    /// Memory (MiB) and CPU (thousandths of a core) a container may use.
+    /// Memory (MiB) the provider's container running this image may use.
     #[arg(long, default_value_t = 128)]
     pub memory_mib: u64,
+    /// CPU (thousandths of a core) the provider's container may use.
     #[arg(long, default_value_t = 500)]
     pub cpu_millis: u32,
     /// How long the contract holds.

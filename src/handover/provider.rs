@@ -38,23 +38,8 @@ use crate::image::store::BlobStore;
 use crate::lorawan::{Eui64, FcntState};
 use crate::metrics::Metrics;
 
-/// Who publishes the contract's devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Holder {
-    #[default]
-    Customer,
-    Provider,
-}
-
-impl Holder {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Holder::Customer => "customer",
-            Holder::Provider => "provider",
-        }
-    }
-}
+use super::fencing::Fence;
+pub use super::fencing::Holder;
 
 /// A device's counter as stored.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -91,6 +76,18 @@ struct Holding {
 }
 
 impl Holding {
+    fn fence(&self) -> Fence {
+        Fence {
+            epoch: self.epoch,
+            holder: self.holder,
+        }
+    }
+
+    fn set_fence(&mut self, f: Fence) {
+        self.epoch = f.epoch;
+        self.holder = f.holder;
+    }
+
     fn delivered(&self) -> HashMap<Eui64, FcntState> {
         self.delivered
             .iter()
@@ -325,11 +322,11 @@ impl Provider {
             };
             // Re-checked under the transition lock: a heartbeat or release
             // may have come in since.
-            if e.holding.holder != Holder::Customer || e.heard.elapsed() <= e.silence_limit() {
+            let silent = e.heard.elapsed() > e.silence_limit();
+            let Some(next) = e.holding.fence().take_over(silent, e.sessions.is_some()) else {
                 return Ok(());
-            }
-            e.holding.epoch += 1;
-            e.holding.holder = Holder::Provider;
+            };
+            e.holding.set_fence(next);
             (
                 e.holding.clone(),
                 e.heard.elapsed(),
@@ -349,7 +346,7 @@ impl Provider {
             // Not publishing: leave the customer as holder (under the new
             // epoch), so the next tick tries again.
             let mut back = holding.clone();
-            back.holder = Holder::Customer;
+            back.set_fence(holding.fence().activation_failed());
             if let Some(en) = self.entries.lock().expect("entries").get_mut(id) {
                 en.holding = back.clone();
             }
@@ -396,16 +393,11 @@ impl Provider {
     /// Refuse a message under an epoch other than the current one.
     fn check_epoch(&self, id: &str, epoch: u64) -> Result<(), Status> {
         let m = self.entries.lock().expect("entries");
-        let current = m.get(id).map_or(0, |e| e.holding.epoch);
-        if epoch == current {
-            return Ok(());
-        }
-        self.metrics.handover_refused.fetch_add(1, Relaxed);
-        Err(Status::failed_precondition(if epoch < current {
-            format!("stale epoch {epoch}: the current epoch is {current}; ask for release")
-        } else {
-            format!("epoch {epoch} was never granted (current {current})")
-        }))
+        let fence = m.get(id).map_or_else(Fence::default, |e| e.holding.fence());
+        fence.check(epoch).map_err(|r| {
+            self.metrics.handover_refused.fetch_add(1, Relaxed);
+            Status::failed_precondition(r.to_string())
+        })
     }
 
     fn check_sessions(c: &SignedContract, sessions: &[DeviceSession]) -> Result<(), Status> {
@@ -626,17 +618,14 @@ impl Handover for Shared {
                 e.sessions.clone().unwrap_or_default(),
             )
         };
-        if epoch <= current.epoch {
+        let granted = current.fence().release(epoch).map_err(|r| {
             p.metrics.handover_refused.fetch_add(1, Relaxed);
-            return Err(Status::failed_precondition(format!(
-                "stale epoch {epoch}: release needs one above {}",
-                current.epoch
-            )));
-        }
+            Status::failed_precondition(r.to_string())
+        })?;
         let mut holding = current.clone();
         let mut joins = Vec::new();
         let mut macs = Vec::new();
-        if current.holder == Holder::Provider {
+        if granted.stand_down {
             let t = p
                 .takeover
                 .as_ref()
@@ -678,8 +667,7 @@ impl Handover for Shared {
             p.metrics.handover_releases.fetch_add(1, Relaxed);
             tracing::warn!(contract = %id, epoch, "customer is back: handed its devices back");
         }
-        holding.epoch = epoch;
-        holding.holder = Holder::Customer;
+        holding.set_fence(granted.next);
         p.save_holding(&id, &holding).map_err(internal)?;
         let delivered = holding
             .delivered()

@@ -38,7 +38,17 @@ pub struct Bound {
 pub fn load_registry(config: &Config) -> anyhow::Result<Registry> {
     let profiles = crate::codec::profile::load_dir(&config.devices.profiles_dir)?;
     let entries = crate::devices::load(&config.devices.file)?;
-    let registry = Registry::build(entries, &profiles)?;
+    let registry = Registry::build(entries, &profiles).map_err(|e| match e {
+        crate::devices::DevicesError::UnknownProfile { .. } => anyhow::anyhow!(
+            "{e}: profiles are read from Devices.ProfilesDir {} (one YAML file each), which holds {}",
+            config.devices.profiles_dir.display(),
+            match profiles.keys().map(String::as_str).collect::<Vec<_>>().join(", ") {
+                s if s.is_empty() => "none".to_string(),
+                s => s,
+            }
+        ),
+        e => e.into(),
+    })?;
     tracing::info!(
         devices = registry.len(),
         profiles = profiles.len(),
@@ -71,6 +81,8 @@ pub async fn start(
         config
     };
     let config = crate::edgex::keys::broker_credentials(config).await?;
+    // The data directory first: if it cannot be had, nothing has started.
+    let claim = crate::store::data_dir::claim(&config.service.data_dir)?;
     let store = CounterStore::open(&config.service.data_dir)?;
     let api = tokio::net::TcpListener::bind(config.service.api_bind)
         .await
@@ -342,6 +354,7 @@ pub async fn start(
         if let Some(k) = keeper {
             k.deregister().await;
         }
+        drop(claim);
         result
     });
     Ok((bound, handle))

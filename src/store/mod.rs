@@ -8,8 +8,10 @@
 //! - [`secrets`]: sessions and secrets that arrived through the API
 //!   (owner-only file), unless EdgeX secure mode keeps them.
 //! - [`outbox`]: the hash-chained journal events wait in for EdgeX.
+//! - [`data_dir`]: the directory itself, claimed by one service at a time.
 
 pub mod counters;
+pub mod data_dir;
 pub mod joins;
 pub mod outbox;
 pub mod secrets;

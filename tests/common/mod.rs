@@ -33,9 +33,14 @@ pub fn in_ci() -> bool {
 /// A tool the test needs. In CI ([`in_ci`]) a missing tool fails the test;
 /// elsewhere it skips with a loud message.
 pub fn require(tool: &str) -> bool {
+    let fix = match tool {
+        "schemathesis" => "pip install -r tests/peers/requirements.txt",
+        "node" | "npm" => "apt-get install nodejs npm; npm ci --prefix tests/peers",
+        _ => "apt-get install it",
+    };
     let found = require_quiet(tool);
     if !found {
-        skip::skip(&format!("{tool} is not installed"), "apt-get install it");
+        skip::skip(&format!("{tool} is not installed"), fix);
     }
     found
 }
@@ -324,7 +329,7 @@ pub fn openapi_spec(spec: &str) -> Option<PathBuf> {
     }
     skip::skip(
         &format!("EdgeX's OpenAPI spec {}", path.display()),
-        "set EDGEX_OPENAPI_DIR to a folder holding EdgeX's specs: core-data, core-metadata, core-keeper from edgex-go's openapi/, device-sdk from device-sdk-go's openapi/",
+        "set EDGEX_OPENAPI_DIR (README, \"The first hour\")",
     );
     None
 }

@@ -28,6 +28,16 @@ pub fn skip(what: &str, fix: &str) {
         !super::in_ci(),
         "{test}: {what} is required in CI ({fix}; see .ci/run)"
     );
+    // Once per test and reason (a stand-in asks for its schema each start).
+    static SAID: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (test.clone(), what.to_string());
+        if said.contains(&key) {
+            return;
+        }
+        said.push(key);
+    }
     let line = format!("SKIPPED {test}: {what}; to run it: {fix}");
     let _ = writeln!(std::io::stderr(), "{line}");
     // One write per line: appends from parallel tests do not interleave.

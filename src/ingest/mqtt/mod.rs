@@ -12,6 +12,7 @@
 //! `event/ack` answers are read from the matching ack topics.
 
 pub mod kicked;
+pub mod quiet;
 pub mod refusal;
 
 use std::collections::{HashMap, VecDeque};
@@ -124,6 +125,7 @@ pub async fn run(
     let mut backlog: VecDeque<IngestEvent> = VecDeque::new();
     let mut drained = true;
     let mut kicks = kicked::KickWatch::default();
+    let mut quiet = quiet::QuietWatch::new(cfg.subscriptions.len());
     loop {
         let polled = tokio::select! {
             biased;
@@ -169,6 +171,10 @@ pub async fn run(
         if acks.waiting() > 0 {
             acks.flush(&client);
         }
+        for i in quiet.due(std::time::Instant::now()) {
+            let topic = &cfg.subscriptions[i].topic;
+            tracing::warn!(%topic, "no message has matched this Ingest.Mqtt subscription in {}s: if the gateway bridge or network server publishes under a prefix (eu868/gateway/..., say), subscribe to it with that prefix", quiet::QUIET_AFTER.as_secs());
+        }
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 up = true;
@@ -202,14 +208,16 @@ pub async fn run(
                     Ack::new(ack_tx.clone(), &p).send();
                     continue;
                 }
-                let Some(sub) = cfg
+                let Some((i, sub)) = cfg
                     .subscriptions
                     .iter()
-                    .find(|s| topic_matches(&s.topic, &p.topic))
+                    .enumerate()
+                    .find(|(_, s)| topic_matches(&s.topic, &p.topic))
                 else {
                     refuse(Reason::UnknownTopic, &format_args!("topic {}", p.topic));
                     continue;
                 };
+                quiet.matched(i);
                 if p.payload.len() > max_bytes {
                     refuse(
                         Reason::Oversize,
@@ -251,6 +259,7 @@ pub async fn run(
                 super::ack_written();
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
+                quiet.subscribed(std::time::Instant::now());
                 metrics
                     .mqtt_subacks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
