@@ -104,7 +104,7 @@ fn api_and_bus_requests_never_panic() {
         &device_lorawan::config::Config::default().site_region(),
     ));
     let (control, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let api = Plane::new(
+    let api = std::sync::Arc::new(Plane::new(
         &config,
         Arc::new(device_lorawan::metrics::Metrics::default()),
         devices,
@@ -118,7 +118,7 @@ fn api_and_bus_requests_never_panic() {
             )
             .unwrap(),
         ),
-    );
+    ));
     let secret = br#"{"apiVersion":"v3","secretName":"sim-mote-1","secretData":[{"key":"NwkSKey","value":"2b7e151628aed2a6abf7158809cf4f3c"},{"key":"AppSKey","value":"000102030405060708090a0b0c0d0e0f"}]}"#;
     let setting = br#"{"reportInterval":"120"}"#;
     let envelope = br#"{"apiVersion":"v3","requestID":"0b1c2d3e-0000-4000-8000-000000000001","correlationID":"x","payload":{"device":{"name":"sim-mote-1","profileName":"Dragino-LPP-Mote","protocols":{"lorawan":{"DevEUI":"70b3d57ed0000001"}}}}}"#;

@@ -1,23 +1,19 @@
-//! The device service's own HTTP API (EdgeX device-sdk routes under
-//! `/api/v3`): `ping`, `version`, `config` (secrets blanked), the device
-//! command routes, `secret`, discovery, this service's status routes, and
-//! the Prometheus exposition of every counter at `/metrics`. The answers
-//! come from the transport-neutral [`crate::control`]; this module adds what
-//! HTTP needs: routing, authorisation ([`auth`]), correlation ids, body and
-//! connection limits. Answers validate against the official device-sdk
-//! OpenAPI spec (tested).
-
 pub mod auth;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use http_body_util::{BodyExt, Limited};
+use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::control::answer::{error, Answer, API_VERSION};
@@ -47,107 +43,148 @@ impl ApiState {
     }
 }
 
-pub type Reply = Response<Full<Bytes>>;
-
-pub fn json_response(status: StatusCode, body: serde_json::Value) -> Reply {
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Body::from(body.to_string()))
         .expect("static response parts")
 }
 
-fn respond((status, body): Answer) -> Reply {
+fn respond((status, body): Answer) -> Response {
     json_response(status, body)
 }
 
-/// Route one request.
+type Plain = State<Arc<Plane>>;
+
+/// The routes, each answered by the control plane. What every route
+/// shares (correlation ids, authorisation, the body's limits) is in the
+/// layers [`serve`] puts around this; paths keep their percent-encoding
+/// for the handlers, which decode them as the spec's names are.
+pub fn router(plane: Arc<Plane>) -> Router {
+    Router::new()
+        .route("/api/v3/ping", get(ping))
+        .route("/api/v3/version", get(version))
+        .route("/api/v3/config", get(config))
+        .route("/api/v3/secret", post(secret_post))
+        .route("/api/v3/handover", get(|State(p): Plain| async move { respond(status::handover_status(&p)) }))
+        .route("/api/v3/lorawan/gateways", get(|State(p): Plain| async move { respond(status::gateways(&p)) }))
+        .route(
+            "/api/v3/registration",
+            get(|State(p): Plain| async move { respond(status::registration_status(&p)) })
+                .post(|State(p): Plain| async move { respond(status::registration_again(&p)) }),
+        )
+        .route(
+            "/api/v3/discovery",
+            post(|State(p): Plain| async move { respond(status::discover(&p)) })
+                .delete(|State(p): Plain| async move { respond(status::stop_discovery(&p, None)) }),
+        )
+        .route("/api/v3/discovery/requestId/{id}", delete(stop_discovery))
+        .route(
+            "/api/v3/profilescan",
+            post(|| async {
+                respond(error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "profile scanning is not supported: LoRaWAN devices are described by their profile and codec",
+                ))
+            }),
+        )
+        .route(
+            "/api/v3/profilescan/device/name/{name}",
+            delete(|| async { respond(error(StatusCode::NOT_IMPLEMENTED, "profile scanning is not supported")) }),
+        )
+        .route("/api/v3/device/name/{name}/{command}", get(device_command).put(device_command))
+        .route("/api/v3/lorawan/device/{name}", get(lorawan_device))
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(|method: Method| async move {
+            respond(error(StatusCode::METHOD_NOT_ALLOWED, format_args!("{method} not allowed")))
+        })
+        .fallback(|| async { respond(error(StatusCode::NOT_FOUND, "no such route")) })
+        .with_state(plane)
+}
+
+async fn ping(State(p): Plain) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"apiVersion": API_VERSION, "timestamp": httpdate::fmt_http_date(std::time::SystemTime::now()), "serviceName": p.service_name}),
+    )
+}
+
+async fn version(State(p): Plain) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"apiVersion": API_VERSION, "version": env!("CARGO_PKG_VERSION"),
+               "sdk_version": concat!("device-lorawan/", env!("CARGO_PKG_VERSION")), "serviceName": p.service_name}),
+    )
+}
+
+async fn config(State(p): Plain) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"apiVersion": API_VERSION, "serviceName": p.service_name, "config": p.config}),
+    )
+}
+
+async fn secret_post(State(p): Plain, body: Bytes) -> Response {
+    respond(secret::post(&p, &body).await)
+}
+
+/// The path's last segment as it came (still percent-encoded).
+fn raw_tail<'a>(uri: &'a hyper::Uri, prefix: &str) -> &'a str {
+    uri.path().strip_prefix(prefix).unwrap_or_default()
+}
+
+async fn stop_discovery(State(p): Plain, uri: hyper::Uri) -> Response {
+    respond(status::stop_discovery(
+        &p,
+        Some(raw_tail(&uri, "/api/v3/discovery/requestId/")),
+    ))
+}
+
+async fn device_command(State(p): Plain, method: Method, uri: hyper::Uri, body: Bytes) -> Response {
+    let options = command::Options::from_query(uri.query());
+    let rest = raw_tail(&uri, "/api/v3/device/name/");
+    respond(command::route(&p, &method, rest, &options, &body))
+}
+
+async fn lorawan_device(State(p): Plain, uri: hyper::Uri) -> Response {
+    respond(status::lorawan_device(
+        &p,
+        raw_tail(&uri, "/api/v3/lorawan/device/"),
+    ))
+}
+
+async fn metrics(State(p): Plain) -> Response {
+    Response::builder()
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(Body::from(p.metrics.render()))
+        .expect("static response parts")
+}
+
+/// One request through the routes alone (no layers): what the REST API
+/// answers once a request is authorised and its body read. For tests and
+/// tools that drive the API without a socket.
 pub async fn route(
-    state: &Plane,
+    plane: &Arc<Plane>,
     method: &Method,
     path: &str,
     query: Option<&str>,
     body: &[u8],
-) -> Reply {
-    let name = &state.service_name;
-    if let Some(rest) = path.strip_prefix("/api/v3/device/name/") {
-        let options = command::Options::from_query(query);
-        return respond(command::route(state, method, rest, &options, body));
-    }
-    if let Some(name) = path.strip_prefix("/api/v3/lorawan/device/") {
-        return respond(match method {
-            &Method::GET => status::lorawan_device(state, name),
-            _ => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format_args!("{method} not allowed"),
-            ),
-        });
-    }
-    match (method, path) {
-        (&Method::GET, "/api/v3/ping") => json_response(
-            StatusCode::OK,
-            json!({"apiVersion": API_VERSION, "timestamp": httpdate::fmt_http_date(std::time::SystemTime::now()), "serviceName": name}),
-        ),
-        (&Method::GET, "/api/v3/version") => json_response(
-            StatusCode::OK,
-            json!({"apiVersion": API_VERSION, "version": env!("CARGO_PKG_VERSION"),
-                   "sdk_version": concat!("device-lorawan/", env!("CARGO_PKG_VERSION")), "serviceName": name}),
-        ),
-        (&Method::GET, "/api/v3/config") => json_response(
-            StatusCode::OK,
-            json!({"apiVersion": API_VERSION, "serviceName": name, "config": state.config}),
-        ),
-        (&Method::POST, "/api/v3/secret") => respond(secret::post(state, body).await),
-        (&Method::GET, "/api/v3/handover") => respond(status::handover_status(state)),
-        (&Method::GET, "/api/v3/lorawan/gateways") => respond(status::gateways(state)),
-        (&Method::GET, "/api/v3/registration") => respond(status::registration_status(state)),
-        (&Method::POST, "/api/v3/registration") => respond(status::registration_again(state)),
-        (&Method::POST, "/api/v3/discovery") => respond(status::discover(state)),
-        (&Method::DELETE, "/api/v3/discovery") => respond(status::stop_discovery(state, None)),
-        (&Method::POST, "/api/v3/profilescan") => respond(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "profile scanning is not supported: LoRaWAN devices are described by their profile and codec",
-        )),
-        (&Method::GET, "/metrics") => Response::builder()
-            .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(state.metrics.render())))
-            .expect("static response parts"),
-        (
-            _,
-            "/api/v3/ping"
-            | "/api/v3/version"
-            | "/api/v3/config"
-            | "/api/v3/secret"
-            | "/api/v3/handover"
-            | "/api/v3/lorawan/gateways"
-            | "/api/v3/registration"
-            | "/api/v3/discovery"
-            | "/api/v3/profilescan"
-            | "/metrics",
-        ) => respond(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format_args!("{method} not allowed"),
-        )),
-        (&Method::DELETE, p) if p.starts_with("/api/v3/discovery/requestId/") => {
-            let id = &p["/api/v3/discovery/requestId/".len()..];
-            respond(status::stop_discovery(state, Some(id)))
-        }
-        (&Method::DELETE, p) if p.starts_with("/api/v3/profilescan/device/name/") => {
-            respond(error(
-                StatusCode::NOT_IMPLEMENTED,
-                "profile scanning is not supported",
-            ))
-        }
-        (_, p)
-            if p.starts_with("/api/v3/discovery/requestId/")
-                || p.starts_with("/api/v3/profilescan/device/name/") =>
-        {
-            respond(error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format_args!("{method} not allowed"),
-            ))
-        }
-        _ => respond(error(StatusCode::NOT_FOUND, "no such route")),
+) -> Response {
+    let uri = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let Ok(req) = Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .body(Body::from(body.to_vec()))
+    else {
+        return respond(error(StatusCode::BAD_REQUEST, "not a valid request target"));
+    };
+    match router(plane.clone()).oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
 }
 
@@ -196,15 +233,23 @@ fn allowed(path: &str) -> Option<&'static str> {
     })
 }
 
-/// Answer one request: authorised, routed, with its correlation id (and
-/// `Allow` on a 405).
-async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
+/// Layer: the request's correlation id, checked or made, on the answer and
+/// on every log line of the request; HEAD is not served (the spec has
+/// none), and a 405 says which methods the path has (`Allow`).
+async fn correlate(req: Request, next: Next) -> Response {
     use tracing::Instrument;
     let path = req.uri().path().to_owned();
     let (id, mut reply) = match correlation_id(req.method(), &path, req.headers()) {
+        Ok(id) if req.method() == Method::HEAD => {
+            let a = match allowed(&path) {
+                Some(_) => error(StatusCode::METHOD_NOT_ALLOWED, "HEAD not allowed"),
+                None => error(StatusCode::NOT_FOUND, "no such route"),
+            };
+            (id, respond(a))
+        }
         Ok(id) => {
             let span = tracing::info_span!("api", correlation_id = %id);
-            let reply = answer(state, req).instrument(span).await;
+            let reply = next.run(req).instrument(span).await;
             (id, reply)
         }
         Err(()) => (
@@ -230,33 +275,36 @@ async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
     reply
 }
 
-/// Read a request's body (bounded in size and time) and route it.
-async fn answer(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
+/// Layer: who may call this route (`Service.ApiToken`, or EdgeX JWTs in
+/// secure mode), decided before the body is read.
+async fn authorise(State(api): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    // Refused before its body is read.
-    match state.guard.check(&parts).await {
-        auth::Verdict::Allowed => {}
+    match api.guard.check(&parts).await {
+        auth::Verdict::Allowed => next.run(Request::from_parts(parts, body)).await,
         auth::Verdict::Refused(why) => {
-            state
-                .plane
+            api.plane
                 .metrics
                 .api_unauthorised
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(method = %parts.method, path = parts.uri.path(), why, "API request refused");
-            let mut r = respond(error(StatusCode::UNAUTHORIZED, state.guard.wanted()));
+            let mut r = respond(error(StatusCode::UNAUTHORIZED, api.guard.wanted()));
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
                 hyper::header::HeaderValue::from_static("Bearer"),
             );
-            return r;
+            r
         }
-        auth::Verdict::Unavailable => {
-            return respond(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the JWT could not be checked with the secret store",
-            ))
-        }
+        auth::Verdict::Unavailable => respond(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the JWT could not be checked with the secret store",
+        )),
     }
+}
+
+/// Layer: the body, read whole within [`MAX_BODY`] bytes and [`BODY_TIME`]
+/// (413 and 408 otherwise), so no handler waits on a slow client.
+async fn read_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
     let body = match tokio::time::timeout(BODY_TIME, Limited::new(body, MAX_BODY).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
@@ -272,18 +320,20 @@ async fn answer(state: Arc<ApiState>, req: Request<Incoming>) -> Reply {
             ))
         }
     };
-    route(
-        &state.plane,
-        &parts.method,
-        parts.uri.path(),
-        parts.uri.query(),
-        &body,
-    )
-    .await
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
-/// Serve until the task is aborted.
+/// Serve until the task is aborted: at most `Service.ApiMaxConnections`
+/// connections (more are closed at once, counted), headers within
+/// [`HEADER_TIME`], each request through the layers and the routes.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
+    let app = router(state.plane.clone())
+        .layer(axum::middleware::from_fn(read_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorise,
+        ))
+        .layer(axum::middleware::from_fn(correlate));
     let slots = Arc::new(tokio::sync::Semaphore::new(state.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -302,13 +352,12 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
             tracing::warn!(%peer, "API connection refused: Service.ApiMaxConnections are open");
             continue; // dropped: closed at once
         };
-        let state = state.clone();
+        let svc = hyper_util::service::TowerToHyperService::new(
+            app.clone()
+                .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(Body::new)),
+        );
         tokio::spawn(async move {
             let _slot = slot;
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
-            });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIME)
