@@ -175,9 +175,21 @@ fn drop_test_modules(code: &str) -> String {
 
 /// `a::{b, c::{d, e as f}}` expanded to `a::b`, `a::c::d`, `a::c::e`.
 fn expand(tree: &str) -> Vec<String> {
-    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    // ` as name` becomes `@name` before the spaces go (a word may hold "as").
+    let words: Vec<&str> = tree.split_whitespace().collect();
+    let mut joined = String::new();
+    let mut i = 0;
+    while i < words.len() {
+        if words[i] == "as" {
+            joined.push('@');
+        } else {
+            joined.push_str(words[i]);
+        }
+        i += 1;
+    }
+    let tree = joined;
     let Some(open) = tree.find('{') else {
-        let path = tree.split("as").next().unwrap_or(&tree);
+        let path = tree.split('@').next().unwrap_or(&tree);
         return vec![path.trim_end_matches("::").to_string()];
     };
     let prefix = &tree[..open];
@@ -208,9 +220,9 @@ fn expand(tree: &str) -> Vec<String> {
         .collect()
 }
 
-/// Strip ` as name` pieces a path may carry (`bridge as gateway`).
+/// Strip the `@name` an alias left (`bridge as gateway`).
 fn without_alias(path: &str) -> &str {
-    path.split("as").next().unwrap_or(path)
+    path.split('@').next().unwrap_or(path)
 }
 
 /// The paths `code` names: its `use` trees and inline `crate::`/`super::`
@@ -471,7 +483,7 @@ fn no_path_attributes_and_no_file_over_800_lines() {
 #[test]
 fn the_reader_sees_use_trees_and_inline_paths() {
     let code = strip(
-        "use crate::a::{b, c::{d as e, self}};\n// use crate::z;\nfn f() { super::g::h(); let s = \"crate::q\"; }\n#[cfg(test)]\nmod tests { use crate::t; }",
+        "use crate::a::{b, c::{d as e, self}, Reason};\n// use crate::z;\nfn f() { super::g::h(); let s = \"crate::q\"; }\n#[cfg(test)]\nmod tests { use crate::t; }",
     );
     let p = paths(&code);
     assert_eq!(
@@ -480,6 +492,7 @@ fn the_reader_sees_use_trees_and_inline_paths() {
             "crate::a::b",
             "crate::a::c::d",
             "crate::a::c",
+            "crate::a::Reason",
             "super::g::h"
         ]
     );

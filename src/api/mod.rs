@@ -156,7 +156,7 @@ async fn lorawan_device(State(p): Plain, uri: hyper::Uri) -> Response {
 
 async fn metrics(State(p): Plain) -> Response {
     Response::builder()
-        .header("content-type", "text/plain; version=0.0.4")
+        .header("content-type", crate::metrics::exposition::CONTENT_TYPE)
         .body(Body::from(p.metrics.render()))
         .expect("static response parts")
 }
@@ -301,7 +301,7 @@ async fn authorise(State(api): State<Arc<ApiState>>, req: Request, next: Next) -
     }
 }
 
-/// Layer: the body, read whole within [`MAX_BODY`] bytes and [`BODY_TIME`]
+/// Layer: the body, read whole within `MAX_BODY` bytes and `BODY_TIME`
 /// (413 and 408 otherwise), so no handler waits on a slow client.
 async fn read_body(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
@@ -325,7 +325,7 @@ async fn read_body(req: Request, next: Next) -> Response {
 
 /// Serve until the task is aborted: at most `Service.ApiMaxConnections`
 /// connections (more are closed at once, counted), headers within
-/// [`HEADER_TIME`], each request through the layers and the routes.
+/// `HEADER_TIME`, each request through the layers and the routes.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
     let app = router(state.plane.clone())
         .layer(axum::middleware::from_fn(read_body))

@@ -125,6 +125,8 @@ struct Slot {
     seq: u64,
     pkid: Option<u16>,
     done: bool,
+    /// Its frame's reception (Unix ns), for the latency to the broker's ack.
+    received_ns: Option<i64>,
 }
 
 /// What one connection has in flight. Publishes leave the event loop in the
@@ -294,10 +296,12 @@ impl Bus {
                     seq,
                     pkid: None,
                     done: true,
+                    received_ns: None,
                 });
                 s.last_issued = seq;
                 continue;
             };
+            let received_ns = super::outbox::origin_of(&rec);
             if client
                 .try_publish(topic, self.qos(), false, payload)
                 .is_err()
@@ -309,6 +313,7 @@ impl Bus {
                 seq,
                 pkid: None,
                 done: false,
+                received_ns,
             });
             s.last_issued = seq;
         }
@@ -333,6 +338,9 @@ impl Bus {
             let slot = s.slots.pop_front().expect("checked");
             if slot.pkid.is_some() {
                 self.metrics.events_delivered.fetch_add(1, Relaxed);
+                if let Some(ns) = slot.received_ns {
+                    crate::metrics::Latency::since(&self.metrics.latency.acknowledged, ns);
+                }
             }
             s.acked_since_cursor += 1;
             s.cursor_pending = Some(slot.seq);

@@ -61,6 +61,9 @@ pub async fn deliver(
             match outcome {
                 Outcome::Stored => {
                     metrics.events_delivered.fetch_add(1, Relaxed);
+                    if let Some(origin) = super::outbox::origin_of(&rec) {
+                        crate::metrics::Latency::since(&metrics.latency.acknowledged, origin);
+                    }
                     backoff = Duration::from_millis(100);
                 }
                 Outcome::Refused(status, why) => {

@@ -28,6 +28,22 @@ fn record(service: &str, up: &Uplink) -> Vec<u8> {
     r
 }
 
+/// The event's `origin` (its frame's reception, Unix ns) in a journal
+/// record, read without parsing the record: for the latency to EdgeX's
+/// acknowledgement, on the delivery path.
+pub fn origin_of(record: &[u8]) -> Option<i64> {
+    const KEY: &[u8] = b"\"origin\":";
+    let at = record.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = record[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&record[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 pub fn split(record: &[u8]) -> Option<(&str, &[u8])> {
     let nl = record.iter().position(|b| *b == b'\n')?;
     Some((std::str::from_utf8(&record[..nl]).ok()?, &record[nl + 1..]))
@@ -84,6 +100,7 @@ impl Sink for OutboxSink {
         let mut j = self.journal.lock().expect("journal lock");
         match j.append(&rec) {
             Ok(seq) => {
+                crate::metrics::Latency::since(&self.metrics.latency.outbox, up.received_ns);
                 if let Some(d) = &self.delivered {
                     d.journaled(seq, up.dev_eui, up.counter());
                 }
@@ -125,6 +142,15 @@ pub fn dead_letter(file: &Path, seq: u64, why: &str, rec: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::split;
+
+    #[test]
+    fn the_origin_is_read_from_a_record() {
+        assert_eq!(
+            super::origin_of(b"/api/v3/event/a\n{\"event\":{\"id\":\"x\",\"origin\":1733450000123456789,\"readings\":[]}}"),
+            Some(1_733_450_000_123_456_789)
+        );
+        assert_eq!(super::origin_of(b"/x\n{\"event\":{}}"), None);
+    }
 
     #[test]
     fn records_split_into_path_and_body() {

@@ -13,10 +13,19 @@ use crate::store::counters::CounterStore;
 use crate::store::outbox::{FullPolicy, Journal};
 use crate::store::state_log::{Logged, StateLog};
 
-/// The counter log: what opens must reopen unchanged after a write.
+/// The counter log: what opens must reopen unchanged after a write. The
+/// first byte's low bit reseals the records (magic and checksum), so most
+/// inputs reach the record decoding rather than the torn-record path.
 pub fn counter_log(data: &[u8]) {
     let dir = scratch();
-    std::fs::write(dir.join("fcnt.log"), data).expect("scratch write");
+    let Some((control, rest)) = data.split_first() else {
+        return;
+    };
+    let mut log = rest.to_vec();
+    if control & 1 == 1 {
+        crate::store::counters::reseal(&mut log);
+    }
+    std::fs::write(dir.join("fcnt.log"), &log).expect("scratch write");
     let Ok(mut store) = CounterStore::open(&dir) else {
         return;
     };
@@ -34,12 +43,19 @@ pub fn counter_log(data: &[u8]) {
 
 /// The outbox journal and its cursor: a damaged file never marks anything
 /// delivered that its cursor or compacted base does not say was, and every
-/// event counted as waiting can be read.
+/// event counted as waiting can be read. The first byte: bit 0, a cursor
+/// follows; bit 1, the log is resealed (magic and record checksums), so
+/// most inputs reach the sequence, chain and cursor checks.
 pub fn outbox_journal(data: &[u8]) {
     let dir = scratch();
     let mut b = Bytes(data);
-    let cursor = (b.u8() & 1 == 1).then(|| u64::from_le_bytes([0; 8].map(|_| b.u8())));
-    let log = b.0;
+    let control = b.u8();
+    let cursor = (control & 1 == 1).then(|| u64::from_le_bytes([0; 8].map(|_| b.u8())));
+    let mut log = b.0.to_vec();
+    if control & 2 == 2 {
+        crate::store::outbox::reseal(&mut log);
+    }
+    let log = &log[..];
     if let Some(seq) = cursor {
         let mut c = seq.to_le_bytes().to_vec();
         c.extend_from_slice(&crc32fast::hash(&seq.to_le_bytes()).to_le_bytes());
@@ -102,17 +118,22 @@ fn reopened<T: Logged + PartialEq + std::fmt::Debug>(dir: &Path) {
 }
 
 /// The join and MAC state logs (CRC-checked JSON lines); the first byte
-/// picks which.
+/// picks which (bit 0) and whether the lines are resealed with correct
+/// checksums (bit 1), so most inputs reach the JSON and the states.
 pub fn state_log(data: &[u8]) {
     let dir = scratch();
     let Some((which, text)) = data.split_first() else {
         return;
     };
+    let text = match which & 2 {
+        2 => crate::store::state_log::reseal(&String::from_utf8_lossy(text)).into_bytes(),
+        _ => text.to_vec(),
+    };
     if which & 1 == 0 {
-        std::fs::write(dir.join(JoinState::FILE), text).expect("scratch write");
+        std::fs::write(dir.join(JoinState::FILE), &text).expect("scratch write");
         reopened::<JoinState>(&dir);
     } else {
-        std::fs::write(dir.join(MacState::FILE), text).expect("scratch write");
+        std::fs::write(dir.join(MacState::FILE), &text).expect("scratch write");
         reopened::<MacState>(&dir);
     }
 }

@@ -17,6 +17,8 @@ pub(super) fn scratch() -> PathBuf {
             base.join(format!("device-lorawan-fuzz-{}-{id}", std::process::id()))
         };
     }
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep);
     DIR.with(|d| {
         let _ = std::fs::remove_dir_all(d);
         std::fs::create_dir_all(d).expect("scratch directory");
@@ -28,4 +30,31 @@ pub(super) fn scratch() -> PathBuf {
 pub fn remove_scratch() {
     let d = scratch();
     let _ = std::fs::remove_dir_all(d);
+}
+
+/// Remove the scratch directories of fuzzing processes that have ended
+/// (libFuzzer exits without running thread-local destructors, so each
+/// process would otherwise leave its directories behind in `/dev/shm`).
+fn sweep() {
+    for base in [PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("device-lorawan-fuzz-"))
+            else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }

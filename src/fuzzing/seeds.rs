@@ -173,7 +173,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .expect("seed counters");
         }
     }
-    s.push(("counter_log", read_back(&dir, "fcnt.log")));
+    // Resealed (control 1) and as written (control 0).
+    for control in [1u8, 0] {
+        let mut log = vec![control];
+        log.extend_from_slice(&read_back(&dir, "fcnt.log"));
+        s.push(("counter_log", log));
+    }
     let dir = super::scratch::scratch();
     {
         let mut j = Journal::open(&dir, 1 << 20, FullPolicy::Reject).expect("seed journal");
@@ -183,7 +188,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
         j.ack(1).expect("seed journal");
     }
-    let mut journal = vec![1];
+    // A cursor and a resealed log (control 3); no cursor, as written (0).
+    let mut journal = vec![3];
     journal.extend_from_slice(&read_back(&dir, "outbox.cursor")[..8]);
     journal.extend_from_slice(&read_back(&dir, "outbox.log"));
     s.push(("outbox_journal", journal));
@@ -234,7 +240,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             .record(Eui64::from_u64(1), Default::default())
             .expect("seed join log");
     }
-    let mut joins = vec![0];
+    // Joins resealed (control 2), MAC states as written (1).
+    let mut joins = vec![2];
     joins.extend_from_slice(&read_back(&dir, "joins.log"));
     s.push(("state_log", joins));
     let mut macs = vec![1];

@@ -79,7 +79,14 @@ pub fn devices_yaml(data: &[u8]) {
 
 /// A device profile, and every codec built from it.
 pub fn profile_yaml(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
+    // The profile, then (after a NUL) the payloads it decodes: each byte
+    // of the tail starts one, so the codecs the profile compiles see
+    // payloads of every length the input offers, not one fixed frame.
+    let (yaml, payload) = match data.iter().position(|b| *b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[0x01, 0x67, 0x01, 0x10, 0x02, 0x68, 0x50][..]),
+    };
+    let Ok(text) = std::str::from_utf8(yaml) else {
         return;
     };
     let Ok(p) = DeviceProfile::from_yaml("fuzz.yaml".as_ref(), text) else {
@@ -94,13 +101,15 @@ pub fn profile_yaml(data: &[u8]) {
     ] {
         if let Ok(c) = Codec::compile(p.clone(), kind) {
             let mut out = Vec::new();
-            let _ = c.decode(
-                &[0x01, 0x67, 0x01, 0x10, 0x02, 0x68, 0x50],
-                1,
-                "{}",
-                0.0,
-                &mut out,
-            );
+            for start in 0..payload.len().clamp(1, 8) {
+                let _ = c.decode(
+                    payload.get(start..).unwrap_or_default(),
+                    1,
+                    "{}",
+                    0.0,
+                    &mut out,
+                );
+            }
         }
     }
 }

@@ -459,6 +459,7 @@ impl Pipeline {
         received_ns: i64,
     ) -> Uplink {
         self.metrics.decoded.fetch_add(1, Relaxed);
+        crate::metrics::Latency::since(&self.metrics.latency.decode, received_ns);
         let device = self.registry.get(id);
         Uplink {
             device: device.name.clone(),

@@ -2,6 +2,11 @@
 //! of rejections: the first of each reason is logged at once, then at most
 //! one line per reason every `LOG_EVERY_MS` with the count since.
 
+pub mod exposition;
+pub mod latency;
+
+pub use latency::Latency;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -220,6 +225,8 @@ pub struct Metrics {
     pub handover_refused: AtomicU64,
     /// Container takeovers that failed (this edge published instead).
     pub handover_container_failures: AtomicU64,
+    /// How long a frame takes from its reception to each step.
+    pub latency: Latency,
 }
 
 fn now_ms() -> u64 {
@@ -261,209 +268,6 @@ impl Metrics {
             );
         }
     }
-
-    /// Prometheus text exposition of every counter.
-    pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let _ = writeln!(s, "# TYPE lorawan_uplinks_received_total counter");
-        for src in Source::ALL {
-            let _ = writeln!(
-                s,
-                "lorawan_uplinks_received_total{{source=\"{}\"}} {}",
-                src.as_str(),
-                self.received_count(src)
-            );
-        }
-        for (name, counts) in [
-            (
-                "lorawan_mqtt_connect_failures_total",
-                &self.mqtt_connect_failures,
-            ),
-            (
-                "edgex_bus_connect_failures_total",
-                &self.bus_connect_failures,
-            ),
-        ] {
-            let _ = writeln!(s, "# TYPE {name} counter");
-            for f in crate::ingest::mqtt::refusal::ConnectFailure::ALL {
-                let _ = writeln!(
-                    s,
-                    "{name}{{reason=\"{}\"}} {}",
-                    f.as_str(),
-                    counts[f.index()].load(Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(s, "# TYPE lorawan_device_time_answers_total counter");
-        for (source, v) in [
-            ("gateway", &self.device_time_gateway),
-            ("reception", &self.device_time_reception),
-        ] {
-            let _ = writeln!(
-                s,
-                "lorawan_device_time_answers_total{{source=\"{source}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-        let _ = writeln!(s, "# TYPE lorawan_inputs_rejected_total counter");
-        for r in Reason::ALL {
-            let _ = writeln!(
-                s,
-                "lorawan_inputs_rejected_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                self.rejected_count(*r)
-            );
-        }
-        for (name, v) in [
-            ("lorawan_uplinks_decoded_total", &self.decoded),
-            ("lorawan_uplinks_duplicate_total", &self.duplicates),
-            ("lorawan_counter_resets_total", &self.counter_resets),
-            ("lorawan_uplinks_published_total", &self.published),
-            ("lorawan_readings_published_total", &self.readings_published),
-            ("lorawan_unmapped_values_total", &self.unmapped_values),
-            ("lorawan_mqtt_reconnects_total", &self.mqtt_reconnects),
-            ("lorawan_mqtt_acks_deferred_total", &ACKS_DEFERRED),
-            ("lorawan_mqtt_acks_lost_total", &ACKS_LOST),
-            ("lorawan_mqtt_subacks_total", &self.mqtt_subacks),
-            ("lorawan_joins_accepted_total", &self.joins_accepted),
-            ("lorawan_sessions_activated_total", &self.sessions_activated),
-            (
-                "lorawan_mqtt_client_id_conflicts_total",
-                &self.mqtt_client_id_conflicts,
-            ),
-            (
-                "edgex_bus_client_id_conflicts_total",
-                &self.bus_client_id_conflicts,
-            ),
-            ("edgex_events_delivered_total", &self.events_delivered),
-            (
-                "edgex_events_dead_lettered_total",
-                &self.events_dead_lettered,
-            ),
-            ("edgex_delivery_errors_total", &self.delivery_errors),
-            ("edgex_bus_reconnects_total", &self.bus_reconnects),
-            ("edgex_registration_errors_total", &self.registration_errors),
-            (
-                "edgex_registration_refusals_total",
-                &self.registration_refusals,
-            ),
-            ("edgex_bus_commands_total", &self.bus_commands),
-            ("edgex_devices_discovered_total", &self.devices_discovered),
-            ("edgex_device_conflicts_total", &self.device_conflicts),
-            ("edgex_devices_down", &self.devices_down),
-            (
-                "edgex_operating_state_changes_total",
-                &self.operating_state_changes,
-            ),
-            (
-                "edgex_bus_requests_malformed_total",
-                &self.bus_requests_malformed,
-            ),
-            ("edgex_devices_refused_total", &self.devices_refused),
-            ("edgex_secret_store_errors_total", &self.secret_store_errors),
-            ("edgex_system_events_total", &self.system_events),
-            ("edgex_outbox_full_total", &self.outbox_full),
-            ("lorawan_downlinks_queued_total", &self.downlinks_queued),
-            ("lorawan_downlinks_sent_total", &self.downlinks_sent),
-            ("lorawan_downlinks_acked_total", &self.downlinks_acked),
-            (
-                "lorawan_downlinks_confirmed_total",
-                &self.downlinks_confirmed,
-            ),
-            ("lorawan_downlinks_failed_total", &self.downlinks_failed),
-            ("lorawan_downlinks_dropped_total", &self.downlinks_dropped),
-            ("lorawan_codec_warnings_total", &self.codec_warnings),
-            ("edgex_api_unauthorized_total", &self.api_unauthorised),
-            (
-                "edgex_api_connections_refused_total",
-                &self.api_connections_refused,
-            ),
-            ("lorawan_mac_answers_sent_total", &self.mac_answers),
-            ("lorawan_mac_requests_sent_total", &self.mac_requests),
-            ("lorawan_mac_requests_refused_total", &self.mac_refused),
-            (
-                "lorawan_mac_requests_unanswered_total",
-                &self.mac_unanswered,
-            ),
-            ("lorawan_adr_changes_total", &self.adr_changes),
-            ("handover_uplinks_buffered_total", &self.handover_buffered),
-            (
-                "handover_buffer_dropped_total",
-                &self.handover_buffer_dropped,
-            ),
-            ("handover_uplinks_replayed_total", &self.handover_replayed),
-            ("handover_uplinks_covered_total", &self.handover_covered),
-            ("handover_takeovers_total", &self.handover_takeovers),
-            ("handover_releases_total", &self.handover_releases),
-            ("handover_calls_refused_total", &self.handover_refused),
-            (
-                "handover_container_failures_total",
-                &self.handover_container_failures,
-            ),
-        ] {
-            let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
-        }
-        for (name, v) in [
-            ("lorawan_mqtt_acks_pending", &ACKS_PENDING),
-            ("edgex_outbox_depth", &self.outbox_depth),
-            ("edgex_registered", &self.registered),
-            ("edgex_registration_refused", &self.registration_refused),
-            ("lorawan_downlink_queue_depth", &self.downlink_queue_depth),
-        ] {
-            let _ = writeln!(s, "# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
-        }
-        let stations = self.stations.lock().expect("metrics lock");
-        if !stations.is_empty() {
-            type Field = fn(&StationStats) -> Option<f64>;
-            let fields: [(&str, &str, Field); 5] = [
-                ("lorawan_station_connected", "gauge", |s| {
-                    Some(f64::from(u8::from(s.connected)))
-                }),
-                ("lorawan_station_last_seen_seconds", "gauge", |s| {
-                    Some(s.last_seen as f64)
-                }),
-                ("lorawan_station_uplinks_total", "counter", |s| {
-                    Some(s.uplinks as f64)
-                }),
-                ("lorawan_station_downlinks_total", "counter", |s| {
-                    Some(s.downlinks as f64)
-                }),
-                ("lorawan_station_round_trip_ms", "gauge", |s| {
-                    s.round_trip_ms
-                }),
-            ];
-            for (name, kind, f) in fields {
-                let _ = writeln!(s, "# TYPE {name} {kind}");
-                for (g, st) in stations.iter() {
-                    if let Some(v) = f(st) {
-                        let _ = writeln!(s, "{name}{{gateway=\"{g}\"}} {v}");
-                    }
-                }
-            }
-        }
-        drop(stations);
-        let status = self.dev_status.lock().expect("metrics lock");
-        if !status.is_empty() {
-            let _ = writeln!(s, "# TYPE lorawan_device_battery gauge");
-            for (d, (b, _)) in status.iter() {
-                let _ = writeln!(
-                    s,
-                    "lorawan_device_battery{{device=\"{}\"}} {b}",
-                    d.escape_default()
-                );
-            }
-            let _ = writeln!(s, "# TYPE lorawan_device_margin_db gauge");
-            for (d, (_, m)) in status.iter() {
-                let _ = writeln!(
-                    s,
-                    "lorawan_device_margin_db{{device=\"{}\"}} {m}",
-                    d.escape_default()
-                );
-            }
-        }
-        s
-    }
 }
 
 #[cfg(test)]
@@ -472,7 +276,7 @@ mod tests {
 
     #[test]
     fn counts_by_reason_and_renders() {
-        let m = Metrics::default();
+        let m = std::sync::Arc::new(Metrics::default());
         m.reject(Reason::Mic, &"x");
         m.reject(Reason::Mic, &"y");
         m.received(Source::Udp);
@@ -484,5 +288,42 @@ mod tests {
         );
         assert!(text.contains("lorawan_uplinks_received_total{source=\"udp\"} 1"));
         assert!(Reason::ALL.len() <= 24, "the per-reason arrays hold 24");
+    }
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_keeps_the_names_and_adds_the_latencies() {
+        let m = std::sync::Arc::new(Metrics::default());
+        m.decoded.fetch_add(3, Relaxed);
+        m.devices_down.store(2, Relaxed);
+        m.dev_status
+            .lock()
+            .unwrap()
+            .insert("mote \"1\"".into(), (200, -3));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        Latency::since(&m.latency.decode, now - 5_000_000);
+        Latency::since(&m.latency.decode, now + 1_000_000_000); // ahead: not observed
+        let text = m.render();
+        for line in [
+            "lorawan_uplinks_decoded_total 3",
+            "# TYPE lorawan_uplinks_decoded counter",
+            "edgex_devices_down 2",
+            "lorawan_device_margin_db{device=\"mote \\\"1\\\"\"} -3",
+            "lorawan_reception_to_decode_seconds_count 1",
+            "edgex_reception_to_acknowledged_seconds_count 0",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(line)),
+                "{line} in:\n{text}"
+            );
+        }
     }
 }
