@@ -14,7 +14,7 @@ use device_lorawan::handover::identity::Identity;
 use device_lorawan::handover::pb::handover_client::HandoverClient;
 use device_lorawan::handover::pb::*;
 use device_lorawan::handover::provider::{serve as serve_tls, Provider};
-use device_lorawan::handover::takeover::{Handed, Takeover};
+use device_lorawan::handover::takeover::{Handed, Takeover, TakeoverError};
 use device_lorawan::handover::tls;
 use device_lorawan::handover::transfer::{now, offer as offer_contract, send_image};
 use device_lorawan::image::store::Digest;
@@ -65,7 +65,7 @@ fn mac_state(tx_power: u8) -> MacState {
 
 #[tonic::async_trait]
 impl Takeover for Recorder {
-    async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), TakeoverError> {
         self.calls
             .lock()
             .unwrap()
@@ -76,7 +76,10 @@ impl Takeover for Recorder {
         }
         Ok(())
     }
-    async fn mac_states(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, MacState)>, String> {
+    async fn mac_states(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, MacState)>, TakeoverError> {
         // The provider ran the devices: ADR moved them on to power 5.
         Ok(handed
             .contract
@@ -89,7 +92,7 @@ impl Takeover for Recorder {
         &self,
         _handed: Handed<'_>,
         delivered: &[(Eui64, FcntState)],
-    ) -> Result<(), String> {
+    ) -> Result<(), TakeoverError> {
         let d: Vec<String> = delivered
             .iter()
             .map(|(e, s)| format!("{e}@{:?}", s.last))
@@ -100,7 +103,10 @@ impl Takeover for Recorder {
             .push(format!("activate {}", d.join(",")));
         Ok(())
     }
-    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
+    async fn stand_down(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, FcntState)>, TakeoverError> {
         self.calls
             .lock()
             .unwrap()

@@ -115,10 +115,3 @@ impl std::fmt::Debug for Adopted {
         write!(f, "Adopted({}, keys redacted)", self.entry.name)
     }
 }
-
-/// The handover's errors are still messages (see DEVELOPERS.md).
-impl From<Stopped> for String {
-    fn from(e: Stopped) -> Self {
-        e.to_string()
-    }
-}

@@ -124,6 +124,15 @@ impl Holding {
     }
 }
 
+/// Why a takeover did not happen (it is tried again at the next tick).
+#[derive(Debug, thiserror::Error)]
+enum TakeOverFailed {
+    #[error("saving the new epoch: {0}")]
+    Save(std::io::Error),
+    #[error("publishing the devices: {0}")]
+    Activate(super::takeover::TakeoverError),
+}
+
 struct Entry {
     signed: SignedContract,
     holding: Holding,
@@ -313,7 +322,7 @@ impl Provider {
             .collect()
     }
 
-    async fn take_over(&self, id: &str) -> Result<(), String> {
+    async fn take_over(&self, id: &str) -> Result<(), TakeOverFailed> {
         let _one = self.transitions.lock().await;
         let (holding, silent, signed, sessions) = {
             let mut m = self.entries.lock().expect("entries");
@@ -339,7 +348,8 @@ impl Provider {
             contract: &signed,
             sessions: &sessions,
         };
-        self.save_holding(id, &holding).map_err(|e| e.to_string())?;
+        self.save_holding(id, &holding)
+            .map_err(TakeOverFailed::Save)?;
         let after = after_for(&devices, &holding.delivered());
         let t = self.takeover.as_ref().expect("checked by silent_customers");
         if let Err(e) = t.activate(handed, &after).await {
@@ -351,7 +361,7 @@ impl Provider {
                 en.holding = back.clone();
             }
             let _ = self.save_holding(id, &back);
-            return Err(e);
+            return Err(TakeOverFailed::Activate(e));
         }
         self.metrics.handover_takeovers.fetch_add(1, Relaxed);
         tracing::warn!(contract = %id, epoch = holding.epoch, silent_ms = silent.as_millis() as u64, "customer silent: took its devices over");
@@ -414,7 +424,7 @@ impl Provider {
                     c.contract.id
                 )));
             }
-            super::takeover::adopted(s).map_err(Status::invalid_argument)?;
+            super::takeover::adopted(s).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         Ok(())
     }

@@ -37,28 +37,62 @@ pub struct Handed<'a> {
     pub sessions: &'a [DeviceSession],
 }
 
+/// Why a takeover step failed. Never a key: a session's fields are named,
+/// not quoted.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeoverError {
+    /// A synced session that does not read (its device and what is wrong).
+    #[error("device {device}: {what}")]
+    Session { device: String, what: String },
+    /// A name this edge does not know (a codec, a counter policy, ...).
+    #[error("unknown {what} {value:?}")]
+    Unknown { what: &'static str, value: String },
+    /// This edge's pipeline refused the devices.
+    #[error("{0}")]
+    Refused(String),
+    /// This edge is stopping.
+    #[error(transparent)]
+    Stopped(#[from] crate::control::mailbox::Stopped),
+    /// The container engine (Docker API) failed.
+    #[error("container engine: {0}")]
+    Engine(String),
+    /// A store in the container's data directory did not read.
+    #[error("{what}: {error}")]
+    Store { what: &'static str, error: String },
+}
+
+fn session(s: &DeviceSession, what: impl std::fmt::Display) -> TakeoverError {
+    TakeoverError::Session {
+        device: s.name.clone(),
+        what: what.to_string(),
+    }
+}
+
 #[tonic::async_trait]
 pub trait Takeover: Send + Sync {
     /// Decode these devices, holding their uplinks unpublished. Called at
     /// every session sync.
-    async fn arm(&self, handed: Handed<'_>) -> Result<(), String>;
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), TakeoverError>;
     /// Publish the devices: held uplinks after `delivered`, then live.
     async fn activate(
         &self,
         handed: Handed<'_>,
         delivered: &[(Eui64, FcntState)],
-    ) -> Result<(), String>;
+    ) -> Result<(), TakeoverError>;
     /// Stop publishing the devices; the last frame of each this edge
     /// delivered (never later than what EdgeX confirmed: the customer
     /// publishes again everything after it).
-    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String>;
+    async fn stand_down(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, FcntState)>, TakeoverError>;
     /// The join state of the handed-over OTAA devices, as this edge has it
     /// (after standing down: joins it answered go back to the customer).
     /// The container mode keeps its own, and gives none back.
     async fn join_states(
         &self,
         _handed: Handed<'_>,
-    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, String> {
+    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, TakeoverError> {
         Ok(Vec::new())
     }
     /// The MAC state of the handed-over devices, as this edge has it
@@ -66,7 +100,7 @@ pub trait Takeover: Send + Sync {
     async fn mac_states(
         &self,
         _handed: Handed<'_>,
-    ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, String> {
+    ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, TakeoverError> {
         Ok(Vec::new())
     }
     /// The container running contract `id`'s devices, if any (for status).
@@ -95,9 +129,16 @@ pub fn counter_msg(eui: Eui64, s: FcntState, down: u32) -> Counter {
     }
 }
 
-fn enum_from_str<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("unknown {what} {text:?}"))
+fn enum_from_str<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &'static str,
+) -> Result<T, TakeoverError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+        TakeoverError::Unknown {
+            what,
+            value: text.to_owned(),
+        }
+    })
 }
 
 pub fn enum_to_str<T: serde::Serialize>(v: &T) -> String {
@@ -108,15 +149,15 @@ pub fn enum_to_str<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// A synced session as the pipeline takes it. Errors never quote keys.
-pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
-    let key = |b: &[u8], what: &str| -> Result<AesKey, String> {
+pub fn adopted(s: &DeviceSession) -> Result<Adopted, TakeoverError> {
+    let key = |b: &[u8], what: &str| -> Result<AesKey, TakeoverError> {
         let bytes: [u8; 16] = b
             .try_into()
-            .map_err(|_| format!("device {}: {what} is not 16 bytes", s.name))?;
+            .map_err(|_| session(s, format_args!("{what} is not 16 bytes")))?;
         Ok(AesKey::new(bytes))
     };
     let profile: DeviceProfile = serde_json::from_str(&s.profile_json)
-        .map_err(|e| format!("device {}: profile: {e}", s.name))?;
+        .map_err(|e| session(s, format_args!("profile: {e}")))?;
     let codec: CodecKind = enum_from_str(&s.codec, "codec")?;
     let fcnt_policy: FcntPolicy = enum_from_str(&s.fcnt_policy, "counter policy")?;
     let counter = s.counter.unwrap_or_default();
@@ -126,7 +167,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             u8::try_from(v)
                 .ok()
                 .filter(|v| u32::from(*v) <= max)
-                .ok_or_else(|| format!("device {}: {what} {v} is out of range", s.name))
+                .ok_or_else(|| session(s, format_args!("{what} {v} is out of range")))
         })
         .transpose()
     };
@@ -139,10 +180,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             .as_deref()
             .map(|d| {
                 crate::lorawan::DataRate::parse(d).ok_or_else(|| {
-                    format!(
-                        "device {}: rx2DataRate {d:?} is not a LoRa data rate",
-                        s.name
-                    )
+                    session(s, format_args!("rx2DataRate {d:?} is not a LoRa data rate"))
                 })
             })
             .transpose()?,
@@ -155,7 +193,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
             key(&o.app_key, "AppKey")?,
             enum_from_str::<crate::lorawan::region::MacVersionName>(&o.mac_version, "MAC version")?,
             serde_json::from_str::<crate::lorawan::otaa::JoinState>(&o.join_state)
-                .map_err(|e| format!("device {}: join state: {e}", s.name))?,
+                .map_err(|e| session(s, format_args!("join state: {e}")))?,
         )),
         None => None,
     };
@@ -173,7 +211,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
         "" => None,
         json => Some(
             serde_json::from_str::<crate::lorawan::mac::MacState>(json)
-                .map_err(|e| format!("device {}: MAC state: {e}", s.name))?,
+                .map_err(|e| session(s, format_args!("MAC state: {e}")))?,
         ),
     };
     Ok(Adopted {
@@ -194,7 +232,7 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, String> {
                 "" => None,
                 r => Some(
                     serde_yaml_ng::from_str(r)
-                        .map_err(|_| format!("device {}: unknown region {r:?}", s.name))?,
+                        .map_err(|_| session(s, format_args!("unknown region {r:?}")))?,
                 ),
             },
             activation: if otaa.is_some() {
@@ -223,7 +261,11 @@ pub struct InProcess {
 
 impl InProcess {
     /// Whether this edge's pipeline answers the devices' JoinRequests.
-    pub async fn answer_joins(&self, handed: Handed<'_>, answer: bool) -> Result<(), String> {
+    pub async fn answer_joins(
+        &self,
+        handed: Handed<'_>,
+        answer: bool,
+    ) -> Result<(), TakeoverError> {
         let devices = handed.contract.dev_euis();
         Control::ask(&self.control, |done| Control::AnswerJoins {
             devices,
@@ -231,26 +273,28 @@ impl InProcess {
             done,
         })
         .await
-        .map_err(String::from)
+        .map_err(TakeoverError::from)
     }
 }
 
 #[tonic::async_trait]
 impl Takeover for InProcess {
-    async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), TakeoverError> {
         let devices = handed
             .sessions
             .iter()
             .map(adopted)
             .collect::<Result<Vec<_>, _>>()?;
-        Control::ask(&self.control, |done| Control::Adopt { devices, done }).await?
+        Control::ask(&self.control, |done| Control::Adopt { devices, done })
+            .await?
+            .map_err(TakeoverError::Refused)
     }
 
     async fn activate(
         &self,
         _handed: Handed<'_>,
         delivered: &[(Eui64, FcntState)],
-    ) -> Result<(), String> {
+    ) -> Result<(), TakeoverError> {
         let after = delivered.to_vec();
         Control::ask(&self.control, |done| Control::Resume {
             after,
@@ -259,33 +303,36 @@ impl Takeover for InProcess {
             done,
         })
         .await
-        .map_err(String::from)
+        .map_err(TakeoverError::from)
     }
 
     async fn mac_states(
         &self,
         handed: Handed<'_>,
-    ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, String> {
+    ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, TakeoverError> {
         let devices = handed.contract.dev_euis();
         Control::ask(&self.control, |reply| Control::MacStates { devices, reply })
             .await
-            .map_err(String::from)
+            .map_err(TakeoverError::from)
     }
 
     async fn join_states(
         &self,
         handed: Handed<'_>,
-    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, String> {
+    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, TakeoverError> {
         let devices = handed.contract.dev_euis();
         Control::ask(&self.control, |reply| Control::JoinStates {
             devices,
             reply,
         })
         .await
-        .map_err(String::from)
+        .map_err(TakeoverError::from)
     }
 
-    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
+    async fn stand_down(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, FcntState)>, TakeoverError> {
         // Standby leaves the joins to the holder; answering is the default
         // again for the next takeover.
         self.answer_joins(handed, true).await?;

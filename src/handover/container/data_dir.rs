@@ -41,7 +41,7 @@ pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Con
 fn devices_yaml(sessions: &[DeviceSession]) -> Result<String, String> {
     let entries = sessions
         .iter()
-        .map(|s| adopted(s).map(|a| a.entry))
+        .map(|s| adopted(s).map(|a| a.entry).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(crate::devices::to_yaml(&entries))
 }
@@ -70,7 +70,7 @@ pub fn write_data_dir(
         0o600,
     )?;
     for s in sessions {
-        let profile = adopted(s).map_err(invalid)?.profile;
+        let profile = adopted(s).map_err(|e| invalid(e.to_string()))?.profile;
         // JSON is YAML: the profile as synced.
         let path = dir.join("profiles").join(format!("{}.yaml", profile.name));
         let json = serde_json::to_vec_pretty(&*profile).map_err(|e| invalid(e.to_string()))?;
@@ -79,7 +79,7 @@ pub fn write_data_dir(
     // OTAA devices' join state: the container restores their sessions from it.
     let mut joins = crate::store::joins::JoinStore::open(dir).map_err(std::io::Error::other)?;
     for s in sessions {
-        if let Some(state) = adopted(s).map_err(invalid)?.join {
+        if let Some(state) = adopted(s).map_err(|e| invalid(e.to_string()))?.join {
             joins
                 .record(Eui64::from_u64(s.dev_eui), state)
                 .map_err(std::io::Error::other)?;
@@ -90,7 +90,7 @@ pub fn write_data_dir(
     let mut macs = crate::store::state_log::StateLog::<crate::lorawan::mac::MacState>::open(dir)
         .map_err(std::io::Error::other)?;
     for s in sessions {
-        if let Some(state) = adopted(s).map_err(invalid)?.mac {
+        if let Some(state) = adopted(s).map_err(|e| invalid(e.to_string()))?.mac {
             macs.record(Eui64::from_u64(s.dev_eui), state)
                 .map_err(std::io::Error::other)?;
         }

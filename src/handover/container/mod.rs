@@ -40,7 +40,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::takeover::{Handed, InProcess, RunningContainer, Takeover};
+use super::takeover::{Handed, InProcess, RunningContainer, Takeover, TakeoverError};
 use crate::config::Config;
 use crate::edgex::delivered::later;
 use crate::image::package::DATA;
@@ -399,7 +399,7 @@ impl Shared {
                     Err(e)
                 }
             },
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(TakeoverError::Engine(e.to_string())),
         };
         match result {
             Ok(running) => {
@@ -495,7 +495,7 @@ impl Shared {
 
 #[tonic::async_trait]
 impl Takeover for Container {
-    async fn arm(&self, handed: Handed<'_>) -> Result<(), String> {
+    async fn arm(&self, handed: Handed<'_>) -> Result<(), TakeoverError> {
         let me = &self.0;
         me.inner.arm(handed).await?;
         let id = handed.contract.contract.id.clone();
@@ -514,7 +514,7 @@ impl Takeover for Container {
         &self,
         handed: Handed<'_>,
         delivered: &[(Eui64, FcntState)],
-    ) -> Result<(), String> {
+    ) -> Result<(), TakeoverError> {
         // The container answers the devices' joins: one answered here
         // before it runs would be a session it does not know.
         self.0.inner.answer_joins(handed, false).await?;
@@ -535,7 +535,10 @@ impl Takeover for Container {
         Ok(())
     }
 
-    async fn stand_down(&self, handed: Handed<'_>) -> Result<Vec<(Eui64, FcntState)>, String> {
+    async fn stand_down(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, FcntState)>, TakeoverError> {
         let me = &self.0;
         let id = &handed.contract.contract.id;
         let (gate, _) = me.gate(id);
@@ -549,11 +552,11 @@ impl Takeover for Container {
             // (the customer asks again).
             let engine = Engine::connect(&me.engine)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| TakeoverError::Engine(e.to_string()))?;
             engine
                 .remove(&running.name)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| TakeoverError::Engine(e.to_string()))?;
             me.running.lock().expect("running").remove(id);
             tracing::info!(contract = %id, container = %running.name, "container stopped and removed");
         }
@@ -566,13 +569,17 @@ impl Takeover for Container {
     async fn join_states(
         &self,
         handed: Handed<'_>,
-    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, String> {
+    ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, TakeoverError> {
         let mut states = self.0.inner.join_states(handed).await?;
         let dir = self.0.dir.join(&handed.contract.contract.id);
         if !dir.join("joins.log").exists() {
             return Ok(states);
         }
-        let store = crate::store::joins::JoinStore::open(&dir).map_err(|e| e.to_string())?;
+        let store =
+            crate::store::joins::JoinStore::open(&dir).map_err(|e| TakeoverError::Store {
+                what: "the container's join states",
+                error: e.to_string(),
+            })?;
         let progress =
             |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
         for (eui, theirs) in store.iter() {
