@@ -38,7 +38,8 @@
 //!   and a provider edge, the provider taking the devices over (in its own
 //!   pipeline or the customer's packaged [`image`]) and handing them back.
 //! - [`service`]: the composition root: binds what the [`config`] enables
-//!   and wires the parts above; nothing else starts tasks.
+//!   and wires the parts above; the service's tasks are started from
+//!   there (a server then starts its own helpers: connections, transmitter).
 //! - [`config`], [`devices`]: the typed configuration and the devices file;
 //!   [`metrics`]: counters for everything above; [`fsutil`]: durable writes.
 //! - [`sim`], [`cli`]: simulated motes and gateways; the quickstart and the

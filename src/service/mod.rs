@@ -1,7 +1,9 @@
 //! The composition root: binds the configured gateways (gateways), the
 //! way to EdgeX (delivery), the API and the bus requests over one control
 //! plane, the handover's roles, and starts the [`crate::pipeline`], the one
-//! task that owns all per-device state. Nothing else starts tasks.
+//! task that owns all per-device state. The service's tasks are started
+//! from here (the handover's roles into the list this passes them); a
+//! server then starts its own helpers (its connections, a transmitter).
 
 use std::sync::Arc;
 
