@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::control::answer::{error, Answer, API_VERSION};
+use crate::control::answer::{refuse, Answer, Refusal, API_VERSION};
 use crate::control::plane::Plane;
 use crate::control::{command, secret, status};
 
@@ -83,23 +83,23 @@ pub fn router(plane: Arc<Plane>) -> Router {
         .route(
             "/api/v3/profilescan",
             post(|| async {
-                respond(error(
-                    StatusCode::NOT_IMPLEMENTED,
+                respond(refuse(
+                    Refusal::NotImplemented,
                     "profile scanning is not supported: LoRaWAN devices are described by their profile and codec",
                 ))
             }),
         )
         .route(
             "/api/v3/profilescan/device/name/{name}",
-            delete(|| async { respond(error(StatusCode::NOT_IMPLEMENTED, "profile scanning is not supported")) }),
+            delete(|| async { respond(refuse(Refusal::NotImplemented, "profile scanning is not supported")) }),
         )
         .route("/api/v3/device/name/{name}/{command}", get(device_command).put(device_command))
         .route("/api/v3/lorawan/device/{name}", get(lorawan_device))
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(|method: Method| async move {
-            respond(error(StatusCode::METHOD_NOT_ALLOWED, format_args!("{method} not allowed")))
+            respond(refuse(Refusal::NotAllowed, format_args!("{method} not allowed")))
         })
-        .fallback(|| async { respond(error(StatusCode::NOT_FOUND, "no such route")) })
+        .fallback(|| async { respond(refuse(Refusal::NotFound, "no such route")) })
         .with_state(plane)
 }
 
@@ -180,7 +180,7 @@ pub async fn route(
         .uri(uri)
         .body(Body::from(body.to_vec()))
     else {
-        return respond(error(StatusCode::BAD_REQUEST, "not a valid request target"));
+        return respond(refuse(Refusal::BadRequest, "not a valid request target"));
     };
     match router(plane.clone()).oneshot(req).await {
         Ok(r) => r,
@@ -242,8 +242,8 @@ async fn correlate(req: Request, next: Next) -> Response {
     let (id, mut reply) = match correlation_id(req.method(), &path, req.headers()) {
         Ok(id) if req.method() == Method::HEAD => {
             let a = match allowed(&path) {
-                Some(_) => error(StatusCode::METHOD_NOT_ALLOWED, "HEAD not allowed"),
-                None => error(StatusCode::NOT_FOUND, "no such route"),
+                Some(_) => refuse(Refusal::NotAllowed, "HEAD not allowed"),
+                None => refuse(Refusal::NotFound, "no such route"),
             };
             (id, respond(a))
         }
@@ -254,8 +254,8 @@ async fn correlate(req: Request, next: Next) -> Response {
         }
         Err(()) => (
             uuid::Uuid::new_v4().to_string(),
-            respond(error(
-                StatusCode::BAD_REQUEST,
+            respond(refuse(
+                Refusal::BadRequest,
                 "X-Correlation-ID must be a UUID",
             )),
         ),
@@ -287,15 +287,15 @@ async fn authorise(State(api): State<Arc<ApiState>>, req: Request, next: Next) -
                 .api_unauthorised
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(method = %parts.method, path = parts.uri.path(), why, "API request refused");
-            let mut r = respond(error(StatusCode::UNAUTHORIZED, api.guard.wanted()));
+            let mut r = respond(refuse(Refusal::Unauthorised, api.guard.wanted()));
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
                 hyper::header::HeaderValue::from_static("Bearer"),
             );
             r
         }
-        auth::Verdict::Unavailable => respond(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        auth::Verdict::Unavailable => respond(refuse(
+            Refusal::Internal,
             "the JWT could not be checked with the secret store",
         )),
     }
@@ -308,14 +308,14 @@ async fn read_body(req: Request, next: Next) -> Response {
     let body = match tokio::time::timeout(BODY_TIME, Limited::new(body, MAX_BODY).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
-            return respond(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
+            return respond(refuse(
+                Refusal::TooLarge,
                 format_args!("request bodies are limited to {MAX_BODY} bytes"),
             ))
         }
         Err(_) => {
-            return respond(error(
-                StatusCode::REQUEST_TIMEOUT,
+            return respond(refuse(
+                Refusal::Timeout,
                 format_args!("the request body did not arrive within {BODY_TIME:?}"),
             ))
         }

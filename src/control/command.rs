@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::answer::{error, Answer, API_VERSION};
+use super::answer::{refuse, Answer, Refusal, API_VERSION};
 use super::plane::Plane;
 use crate::codec::profile::ReadWrite;
 use crate::codec::DeviceProfile;
@@ -126,7 +126,7 @@ impl Options {
 pub fn route(state: &Plane, method: &Method, rest: &str, options: &Options, body: &[u8]) -> Answer {
     let parts: Option<Vec<String>> = rest.split('/').map(percent_decode).collect();
     let Some([name, command]) = parts.as_deref() else {
-        return error(StatusCode::NOT_FOUND, "no such route");
+        return refuse(Refusal::NotFound, "no such route");
     };
     execute(state, method, name, command, options, body)
 }
@@ -141,15 +141,12 @@ pub fn execute(
     body: &[u8],
 ) -> Answer {
     let Some(id) = state.devices.id(name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format_args!("no device named {name:?}"),
-        );
+        return refuse(Refusal::NotFound, format_args!("no device named {name:?}"));
     };
     let device = state.devices.get(id);
     let Some(cmd) = resolve(&device.profile, command) else {
-        return error(
-            StatusCode::NOT_FOUND,
+        return refuse(
+            Refusal::NotFound,
             format_args!(
                 "profile {} has no command or resource {command:?}",
                 device.profile.name
@@ -159,10 +156,7 @@ pub fn execute(
     match *method {
         Method::GET => get(state, &device, command, &cmd, options),
         Method::PUT => put(state, &device, command, &cmd, body),
-        _ => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format_args!("{method} not allowed"),
-        ),
+        _ => refuse(Refusal::NotAllowed, format_args!("{method} not allowed")),
     }
 }
 
@@ -174,21 +168,21 @@ fn get(
     options: &Options,
 ) -> Answer {
     if !cmd.readable {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
+        return refuse(
+            Refusal::NotAllowed,
             format_args!("{command} is not readable"),
         );
     }
     if device.locked() {
-        return error(
-            StatusCode::LOCKED,
+        return refuse(
+            Refusal::Locked,
             format_args!("device {} is locked", device.name),
         );
     }
     let values = device.last_values(&cmd.resources);
     let Some(origin) = values.iter().map(|(_, v)| v.origin).max() else {
-        return error(
-            StatusCode::NOT_FOUND,
+        return refuse(
+            Refusal::NotFound,
             format_args!("device {} has not reported {command} yet", device.name),
         );
     };
@@ -211,15 +205,15 @@ fn get(
         "readings": readings});
     if options.push_event {
         let Some(pusher) = state.events.as_ref() else {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            return refuse(
+                Refusal::Internal,
                 "ds-pushevent: no EdgeX delivery is configured (Edgex.Delivery)",
             );
         };
         if let Err(e) = pusher.push(&device.profile.name, &device.name, command, &event) {
             tracing::warn!(device = %device.name, command, error = %e, "ds-pushevent: event not queued");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            return refuse(
+                Refusal::Internal,
                 format_args!("ds-pushevent: the event could not be queued: {e}"),
             );
         }
@@ -235,14 +229,11 @@ fn get(
 /// uplink (class A: a device can only be reached right after it speaks).
 fn put(state: &Plane, device: &DeviceState, command: &str, cmd: &Resolved, body: &[u8]) -> Answer {
     if !cmd.writable {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format_args!("{command} is read-only"),
-        );
+        return refuse(Refusal::NotAllowed, format_args!("{command} is read-only"));
     }
     if device.locked() {
-        return error(
-            StatusCode::LOCKED,
+        return refuse(
+            Refusal::Locked,
             format_args!("device {} is locked", device.name),
         );
     }
@@ -250,8 +241,8 @@ fn put(state: &Plane, device: &DeviceState, command: &str, cmd: &Resolved, body:
     // command (unreadable, empty, or others') is answered 404.
     let Ok(settings) = serde_json::from_slice::<std::collections::BTreeMap<String, String>>(body)
     else {
-        return error(
-            StatusCode::NOT_FOUND,
+        return refuse(
+            Refusal::NotFound,
             "no setting found: the body must be a SettingRequest (resource name to value string)",
         );
     };
@@ -261,15 +252,15 @@ fn put(state: &Plane, device: &DeviceState, command: &str, cmd: &Resolved, body:
             .iter()
             .any(|&i| device.profile.device_resources[i].name == *key);
         if !known {
-            return error(
-                StatusCode::NOT_FOUND,
+            return refuse(
+                Refusal::NotFound,
                 format_args!("{command} has no resource {key:?}"),
             );
         }
     }
     if settings.is_empty() {
-        return error(
-            StatusCode::NOT_FOUND,
+        return refuse(
+            Refusal::NotFound,
             format_args!("the request names none of {command}'s resources"),
         );
     }
@@ -279,11 +270,11 @@ fn put(state: &Plane, device: &DeviceState, command: &str, cmd: &Resolved, body:
     };
     let downlink = match encoded {
         Ok(d) => d,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return refuse(Refusal::BadRequest, e),
     };
     if downlink.payload.len() > device.max_downlink {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return refuse(
+            Refusal::BadRequest,
             format_args!(
                 "{command} encodes to {} bytes; the device's region allows at most {} in a downlink",
                 downlink.payload.len(),
@@ -292,8 +283,8 @@ fn put(state: &Plane, device: &DeviceState, command: &str, cmd: &Resolved, body:
         );
     }
     if !state.downlinks_enabled {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        return refuse(
+            Refusal::Internal,
             "downlinks are disabled (Downlink.Enabled)",
         );
     }
@@ -305,7 +296,7 @@ fn put(state: &Plane, device: &DeviceState, command: &str, cmd: &Resolved, body:
                 json!({"apiVersion": API_VERSION, "statusCode": 200}),
             )
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => refuse(Refusal::Internal, e),
     }
 }
 

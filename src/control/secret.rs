@@ -9,7 +9,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::answer::{error, Answer, API_VERSION};
+use super::answer::{refuse, Answer, Refusal, API_VERSION};
 use super::mailbox::Control;
 use super::plane::Plane;
 use crate::store::secrets::{
@@ -67,7 +67,7 @@ impl SecretRequest {
 pub async fn post(state: &Plane, body: &[u8]) -> Answer {
     let req = match parse_request(body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return refuse(Refusal::BadRequest, e),
     };
     let (name, data) = (&req.secret_name, req.pairs());
     let Some(id) = state.file_device(name) else {
@@ -84,14 +84,14 @@ pub async fn post(state: &Plane, body: &[u8]) -> Answer {
     let known = *state.devices.get(id).dev_addr.lock().expect("lock");
     let session = match session_from_secret_data(name, &data, known) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return refuse(Refusal::BadRequest, e),
     };
     let local = |s: &mut SecretStore| s.put(name, &session);
     if let Err(a) = keep(state, name, &session_data(&session), local).await {
         return a;
     }
     if !use_session(state, id, session) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "the service is stopping");
+        return refuse(Refusal::Internal, "the service is stopping");
     }
     tracing::info!(device = %req.secret_name, "session keys stored");
     created(req.request_id)
@@ -122,10 +122,7 @@ async fn keep(
 ) -> Result<(), Answer> {
     let failed = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "secret not stored");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the secret could not be stored",
-        )
+        refuse(Refusal::Internal, "the secret could not be stored")
     };
     if let Some(store) = &state.store {
         store.put(name, data).await.map_err(|e| {

@@ -5,7 +5,7 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use super::answer::{error, Answer, API_VERSION};
+use super::answer::{refuse, Answer, Refusal, API_VERSION};
 use super::plane::Plane;
 
 /// The Basics Station gateways that connected since start: connected or
@@ -31,8 +31,8 @@ pub fn gateways(state: &Plane) -> Answer {
 /// a discovery runs); 503 when discovery is off, as device-sdk-go answers.
 pub fn discover(state: &Plane) -> Answer {
     let Some(d) = state.discovery.as_ref().filter(|d| d.enabled) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return refuse(
+            Refusal::Unavailable,
             "device discovery is disabled (Devices.Discovery.Enabled)",
         );
     };
@@ -57,7 +57,7 @@ pub fn handover_status(state: &Plane) -> Answer {
         .unwrap_or_default();
     let customer = match crate::handover::customer::contracts(&state.data_dir) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => return refuse(Refusal::Internal, e),
     };
     let customer: Vec<serde_json::Value> = customer
         .iter()
@@ -79,8 +79,8 @@ pub fn handover_status(state: &Plane) -> Answer {
 /// and for OTAA devices the join state. Never a key. Not an EdgeX route.
 pub fn lorawan_device(state: &Plane, name: &str) -> Answer {
     let Some(name) = super::command::percent_decode(name) else {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return refuse(
+            Refusal::BadRequest,
             "the device name is not valid percent-encoding",
         );
     };
@@ -106,7 +106,7 @@ pub fn lorawan_device(state: &Plane, name: &str) -> Answer {
                        "source": "edgex", "state": "served"}),
             );
         }
-        return error(StatusCode::NOT_FOUND, format_args!("no device {name}"));
+        return refuse(Refusal::NotFound, format_args!("no device {name}"));
     };
     let d = state.devices.get(id);
     let dev_addr = *d.dev_addr.lock().expect("device state lock");
@@ -147,8 +147,8 @@ pub fn registration_again(state: &Plane) -> Answer {
                        "message": "a registration pass was started; GET /api/v3/registration shows its outcome"}),
             )
         }
-        None => error(
-            StatusCode::CONFLICT,
+        None => refuse(
+            Refusal::Conflict,
             "registration with core-metadata is off (Edgex.Metadata.Enabled)",
         ),
     }
@@ -170,8 +170,8 @@ pub fn stop_discovery(state: &Plane, id: Option<&str>) -> Answer {
             StatusCode::OK,
             json!({"apiVersion": API_VERSION, "statusCode": 200}),
         ),
-        false => error(
-            StatusCode::NOT_FOUND,
+        false => refuse(
+            Refusal::NotFound,
             "no discovery with this request id is running",
         ),
     }

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::bus::BusMessage;
-use crate::control::answer::{error, Answer};
+use crate::control::answer::{refuse, Answer, Refusal};
 use crate::control::command::{execute, percent_decode};
 use crate::control::plane::Plane;
 use crate::devices::AdminState;
@@ -148,7 +148,7 @@ fn validate(api: &Plane, payload: &Value) -> Answer {
             why,
             "refused a device core-metadata asked about"
         );
-        error(StatusCode::BAD_REQUEST, why)
+        refuse(Refusal::BadRequest, why)
     };
     let Some(id) = api.file_device(name) else {
         // Not in the devices file: served from EdgeX if we can read it (its
