@@ -109,3 +109,47 @@ fn broker_secret_names_need_secure_mode() {
     let c = load(yaml, &[("EDGEX_SECURITY_SECRET_STORE", "true")]).unwrap();
     assert_eq!(c.edgex.message_bus.secret_name, "message-bus");
 }
+
+#[test]
+fn a_bad_value_from_the_environment_names_its_variable() {
+    let e = load("", &[("INGEST_DEDUPWINDOW", "5")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Ingest.DedupWindow"), "{e}");
+    assert!(e.contains("environment variable INGEST_DEDUPWINDOW"), "{e}");
+    assert!(e.contains("200ms, 5s"), "the accepted forms: {e}");
+    let e = load("", &[("INGEST_MQTT_QOS", "7")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Ingest.Mqtt.Qos") && e.contains("INGEST_MQTT_QOS"),
+        "{e}"
+    );
+    // The same value from the file names no variable.
+    let e = load("Ingest: { Mqtt: { Qos: 7 } }\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("environment variable"), "{e}");
+}
+
+#[test]
+fn variables_that_look_like_ours_but_name_no_key_are_found() {
+    let cases: [(&str, Option<&str>); 6] = [
+        ("INGEST_UDP_BND", Some("INGEST_UDP_BIND")),
+        ("SERVICE_DATADIR", None),
+        ("EDGEX_SECURITY_SECRET_STORE", None),
+        ("PATH", None),
+        ("EDGEX_MESSAGEBUS_HOSTT", Some("EDGEX_MESSAGEBUS_HOST")),
+        ("LOG_LEVEL", None),
+    ];
+    for (var, near) in cases {
+        let w = Config::unknown_env(std::iter::once(var));
+        match near {
+            Some(n) => {
+                assert_eq!(w.len(), 1, "{var}: {w:?}");
+                assert!(w[0].contains(var) && w[0].contains(n), "{var}: {w:?}");
+            }
+            None => assert!(w.is_empty(), "{var}: {w:?}"),
+        }
+    }
+}

@@ -385,6 +385,33 @@ devices:
     }
 
     #[test]
+    fn a_duplicate_names_the_file_both_devices_and_what_they_share() {
+        let entries = crate::sim::mote::entries(2, 4);
+        let mut same_eui = entries.clone();
+        same_eui[1].dev_eui = same_eui[0].dev_eui;
+        let e = parse(Path::new("site.yaml"), &to_yaml(&same_eui))
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "site.yaml",
+            "sim-mote-1",
+            "sim-mote-2",
+            &format!("DevEUI {}", entries[0].dev_eui),
+        ] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        let mut same_name = entries.clone();
+        same_name[1].name = same_name[0].name.clone();
+        let e = parse(Path::new("site.yaml"), &to_yaml(&same_name))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("share the name") && e.contains(&entries[1].dev_eui.to_string()),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn key_errors_never_show_the_key() {
         let bad = ONE.replace(
             "2b7e151628aed2a6abf7158809cf4f3c",
