@@ -195,7 +195,15 @@ async fn ingest_and_bus_over_mutual_tls_with_a_password() {
         )
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The service tries again after the frames were sent, and is
+        // refused again: it never had a session to receive them on.
+        let before = failures("lorawan_mqtt_connect_failures_total");
+        common::until(
+            "a refused attempt after the frames",
+            Duration::from_secs(15),
+            || failures("lorawan_mqtt_connect_failures_total") > before,
+        )
+        .await;
         assert!(
             common::published_lines(&env.out).is_empty(),
             "{password} {ca:?}"

@@ -291,8 +291,13 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Delivery settles (late copies would be 409s, never new ids).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Delivery settles: both edges have delivered all they journaled, so
+    // no late copy is on its way (it would be a 409, never a new id).
+    common::until("both outboxes drained", Duration::from_secs(20), || {
+        common::scrape(a.api, "edgex_outbox_depth") == Some(0)
+            && common::scrape(b.api, "edgex_outbox_depth") == Some(0)
+    })
+    .await;
     {
         let events = core.state.events.lock().unwrap();
         let invalid = core.state.invalid.lock().unwrap();
