@@ -124,7 +124,7 @@ pub struct Metrics {
     /// Joined sessions the device started using (its first uplink under one).
     pub sessions_activated: AtomicU64,
     /// Streaks of MQTT sessions closed by the broker right after it accepted
-    /// them: another client is using our id (see `ingest::kicked`).
+    /// them: another client is using our id (see `ingest::mqtt::kicked`).
     pub mqtt_client_id_conflicts: AtomicU64,
     /// The same, for the message-bus client.
     pub bus_client_id_conflicts: AtomicU64,

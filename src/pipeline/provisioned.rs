@@ -1,6 +1,6 @@
 //! The pipeline's side of devices served beyond the devices file: unknown
 //! DevEUIs' JoinRequests remembered for discovery, devices from EdgeX or
-//! discovery added, changed and removed (see `service::provisioning`).
+//! discovery added, changed and removed (see `edgex::provisioning`).
 
 use std::sync::Arc;
 
