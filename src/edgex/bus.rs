@@ -85,11 +85,21 @@ pub fn event_topic(prefix: &str, rest_path: &str) -> Option<String> {
 }
 
 /// The envelope carrying the `AddEventRequest` in `body`.
-fn envelope(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+/// The message-bus envelope around an `AddEventRequest` body, and the
+/// event's `origin` (its frame's reception, for the latency to the broker's
+/// acknowledgement), read in the same pass.
+fn envelope(body: &[u8]) -> Result<(Vec<u8>, Option<i64>), serde_json::Error> {
     #[derive(Deserialize)]
     struct Head<'a> {
         #[serde(rename = "requestId", borrow, default)]
         request_id: &'a str,
+        #[serde(default)]
+        event: Option<EventHead>,
+    }
+    #[derive(Deserialize)]
+    struct EventHead {
+        #[serde(default)]
+        origin: Option<i64>,
     }
     let payload: &RawValue = serde_json::from_slice(body)?;
     let head: Head = serde_json::from_str(payload.get())?;
@@ -104,7 +114,7 @@ fn envelope(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     };
     let mut out = Vec::with_capacity(body.len() + 192);
     serde_json::to_writer(&mut out, &env)?;
-    Ok(out)
+    Ok((out, head.event.and_then(|e| e.origin)))
 }
 
 /// The bus delivery task's inputs.
@@ -283,7 +293,7 @@ impl Bus {
                     envelope(body).ok()?,
                 ))
             });
-            let Some((topic, payload)) = msg else {
+            let Some((topic, (payload, received_ns))) = msg else {
                 // Nothing can deliver it: set it aside and count it.
                 self.metrics.events_dead_lettered.fetch_add(1, Relaxed);
                 tracing::error!(
@@ -301,7 +311,6 @@ impl Bus {
                 s.last_issued = seq;
                 continue;
             };
-            let received_ns = super::outbox::origin_of(&rec);
             if client
                 .try_publish(topic, self.qos(), false, payload)
                 .is_err()
@@ -374,7 +383,7 @@ mod tests {
     #[test]
     fn envelope_carries_the_request_as_an_object() {
         let body = br#"{"apiVersion":"v3","requestId":"0d0e8a5a-1c61-5f0c-9a9e-3d1f2b7c4e11","event":{"id":"x"}}"#;
-        let env: serde_json::Value = serde_json::from_slice(&envelope(body).unwrap()).unwrap();
+        let env: serde_json::Value = serde_json::from_slice(&envelope(body).unwrap().0).unwrap();
         assert_eq!(env["apiVersion"], "v3");
         assert_eq!(env["contentType"], "application/json");
         assert_eq!(env["requestID"], "0d0e8a5a-1c61-5f0c-9a9e-3d1f2b7c4e11");
