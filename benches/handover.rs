@@ -176,6 +176,8 @@ struct Seen {
     ids: HashSet<String>,
     newest: Option<Instant>,
     copies: u64,
+    /// When each copy arrived, to tell takeovers' copies from hand-backs'.
+    copy_times: Vec<Instant>,
 }
 
 async fn subscribe(port: u16, seen: Arc<Mutex<Seen>>) {
@@ -199,6 +201,7 @@ async fn subscribe(port: u16, seen: Arc<Mutex<Seen>>) {
                         s.newest = Some(Instant::now());
                     } else {
                         s.copies += 1;
+                        s.copy_times.push(Instant::now());
                     }
                 }
                 Ok(_) => {}
@@ -383,7 +386,10 @@ async fn main() {
     let sim = tokio::spawn(sim::run(target, opts, async move { s.notified().await }));
     let mut times = Vec::new();
     let (mut ready, mut rss) = (Vec::new(), Vec::new());
+    let mut restarts = Vec::new();
+    let mut kills = Vec::new();
     for round in 1..=takeovers {
+        restarts.push(Instant::now());
         let mut customer = start(&cconf);
         wait_port(capi);
         // It holds the devices once it took them back; let it deliver a while.
@@ -401,6 +407,7 @@ async fn main() {
         let taken = metric(papi, "handover_takeovers_total");
         customer.0.kill().unwrap();
         let killed = Instant::now();
+        kills.push(killed);
         customer.0.wait().unwrap();
         let before = seen.lock().unwrap().ids.len();
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -445,6 +452,7 @@ async fn main() {
         }
     }
     // A last hand-back (which removes the container), then stop the motes.
+    restarts.push(Instant::now());
     let _customer = start(&cconf);
     wait_port(capi);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -511,6 +519,21 @@ async fn main() {
         let s = seen.lock().unwrap();
         (s.ids.len(), s.copies)
     };
+    // A copy after a kill and before the next start is the takeover's; after
+    // a start, the hand-back's.
+    let (at_takeover, at_hand_back) = {
+        let s = seen.lock().unwrap();
+        let mut marks: Vec<(Instant, bool)> = kills.iter().map(|k| (*k, true)).collect();
+        marks.extend(restarts.iter().map(|r| (*r, false)));
+        marks.sort();
+        s.copy_times.iter().fold((0, 0), |(t, h), c| {
+            match marks.iter().rev().find(|(m, _)| m <= c) {
+                Some((_, true)) => (t + 1, h),
+                _ => (t, h + 1),
+            }
+        })
+    };
+    println!("repeated events: {at_takeover} at takeovers, {at_hand_back} at hand-backs");
     println!(
         "events on the bus: {distinct} distinct, {} frames sent, {lost} lost, {copies} published more than once",
         expected.len()

@@ -13,7 +13,8 @@ use device_lorawan::handover::contract::{
 use device_lorawan::handover::identity::Identity;
 use device_lorawan::handover::pb::handover_client::HandoverClient;
 use device_lorawan::handover::pb::*;
-use device_lorawan::handover::provider::{serve as serve_tls, Provider};
+use device_lorawan::handover::provider::service::serve as serve_tls;
+use device_lorawan::handover::provider::Provider;
 use device_lorawan::handover::takeover::{Handed, Takeover, TakeoverError};
 use device_lorawan::handover::tls;
 use device_lorawan::handover::transfer::{now, offer as offer_contract, send_image};
@@ -409,7 +410,112 @@ fn heartbeat(epoch: u64, fcnt: u32) -> HeartbeatRequest {
             fcnt: Some(fcnt),
             fcnt_down: 0,
         }],
+        leaving: false,
     }
+}
+
+/// A heartbeat stream opened with `first`: its sender (drop it to close the
+/// stream, as a dying process's socket does) and the provider's answers.
+async fn watch(
+    c: &mut HandoverClient<Channel>,
+    first: HeartbeatRequest,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<HeartbeatRequest>,
+        tonic::Streaming<HeartbeatReply>,
+    ),
+    tonic::Status,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(first).await.unwrap();
+    let replies = c
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, replies))
+}
+
+/// Waits (bounded) for the recorder's `n`th call and returns how long it took.
+async fn until_calls(recorder: &Recorder, n: usize) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    while recorder.calls.lock().unwrap().len() < n {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "no call {n}: {:?}",
+            recorder.calls.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_heartbeat_stream_or_a_goodbye_takes_over_at_once() {
+    let recorder = Arc::new(Recorder::default());
+    let mut e = edges_with(1000, Some(recorder.clone())).await;
+    // Silence would take 30 s: anything sooner is the stream's doing.
+    e.activation = Activation {
+        heartbeat_ms: 10_000,
+        missed_heartbeats: 3,
+    };
+    let mut c = e.client().await;
+    e.offer(&mut c).await;
+    let calls = || recorder.calls.lock().unwrap().clone();
+    c.sync_sessions(SyncRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch: 1,
+        devices: vec![session(3)],
+    })
+    .await
+    .unwrap();
+
+    // A customer that reconnects: the older stream's end says nothing.
+    let (old, mut old_replies) = watch(&mut c, heartbeat(1, 5)).await.unwrap();
+    assert_eq!(old_replies.message().await.unwrap().unwrap().epoch, 1);
+    let (new, mut replies) = watch(&mut c, heartbeat(1, 6)).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().epoch, 1);
+    drop(old);
+    assert!(old_replies.message().await.unwrap().is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(calls(), ["arm 1"], "an old stream closed: no takeover");
+
+    // The live stream closes (the process died): takeover at once, from
+    // the last counter it reported.
+    drop(new);
+    let took = until_calls(&recorder, 2).await;
+    assert_eq!(calls()[1], "activate 70b3d57ed0000001@Some(6)");
+    assert!(took.as_secs() < 5, "took {took:?}");
+    assert_eq!(status(&mut c).await.holder, "provider");
+
+    // A stale epoch on a stream is refused, and is no death.
+    let refused = match watch(&mut c, heartbeat(1, 7)).await {
+        Err(s) => s,
+        Ok(_) => panic!("a stale epoch opened a stream"),
+    };
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
+
+    // Back to the customer, then a clean stop: the goodbye carries the
+    // final counter and the provider takes over without waiting.
+    c.release(ReleaseRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch: 3,
+    })
+    .await
+    .unwrap();
+    let (tx, mut replies) = watch(&mut c, heartbeat(3, 8)).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().epoch, 3);
+    let mut bye = heartbeat(3, 9);
+    bye.leaving = true;
+    tx.send(bye).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().epoch, 3);
+    until_calls(&recorder, 4).await;
+    assert_eq!(calls()[3], "activate 70b3d57ed0000001@Some(9)");
+    let st = status(&mut c).await;
+    assert_eq!((st.epoch, st.holder.as_str()), (4, "provider"));
+    // Its stream closing afterwards changes nothing.
+    drop(tx);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(calls().len(), 4, "{:?}", calls());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,17 @@ impl Delivered {
     }
 }
 
+impl Delivered {
+    /// No frame of `devices` is journaled and not yet confirmed: the
+    /// counters [`Delivered::last`] gives for them are final until more
+    /// arrive.
+    pub fn settled(&self, devices: &[Eui64]) -> bool {
+        let _ = self.last();
+        let i = self.inner.lock().expect("delivered lock");
+        !i.pending.iter().any(|(_, eui, _)| devices.contains(eui))
+    }
+}
+
 /// For each of `devices`, the counter `known` has for it, or none yet:
 /// what a `Resume` needs, since a device absent from it stays held.
 pub fn after_for(devices: &[Eui64], known: &HashMap<Eui64, FcntState>) -> Vec<(Eui64, FcntState)> {

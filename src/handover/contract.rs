@@ -36,8 +36,10 @@ pub struct ImageRef {
     pub size: u64,
 }
 
-/// When the provider takes over: the customer silent for
-/// `missed_heartbeats` heartbeats of `heartbeat_ms`.
+/// When the provider takes over: at once when the customer's heartbeat
+/// stream closes (its process died, or it said it is stopping), else when
+/// it has been silent for `missed_heartbeats` heartbeats of `heartbeat_ms`
+/// (a link or host lost without a close).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Activation {
@@ -48,8 +50,8 @@ pub struct Activation {
 impl Default for Activation {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 1000,
-            missed_heartbeats: 3,
+            heartbeat_ms: 250,
+            missed_heartbeats: 4,
         }
     }
 }

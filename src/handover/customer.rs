@@ -16,6 +16,7 @@
 //! not publishing) and keeps trying; deterministic event ids keep any
 //! overlap from being stored twice.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,6 +92,22 @@ pub struct Customer {
     pub control: mpsc::UnboundedSender<Control>,
     pub delivered: Arc<Delivered>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Turns true when the service stops: hand the devices over, then end.
+    pub leaving: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How often counters EdgeX has just confirmed go to the provider.
+const PUSH: Duration = Duration::from_millis(20);
+/// How long a stopping customer waits for its journal to reach EdgeX.
+const LEAVE_DRAIN: Duration = Duration::from_secs(3);
+
+/// How a heartbeat stream ended.
+enum Watched {
+    /// This edge is stopping; the provider took the goodbye.
+    Left,
+    /// This edge is stopping; the provider could not be told.
+    Stopping,
+    Hitch(Hitch),
 }
 
 /// Why the customer could not go on with the provider right now.
@@ -143,8 +160,9 @@ impl Customer {
         Control::ask(&self.control, make).await.ok()
     }
 
-    /// Run until the service stops (the task is dropped).
-    pub async fn run(self) {
+    /// Run until the service stops: then hand the devices over (if the
+    /// provider can be reached) and end.
+    pub async fn run(mut self) {
         let Some(provider_key) = self.signed.provider_key() else {
             tracing::error!(contract = %self.id(), "the contract's provider key is malformed");
             return;
@@ -159,57 +177,188 @@ impl Customer {
         };
         let mut epoch = self.epoch();
         epoch = self.take_back(&mut client, epoch).await;
-        let mut beats: u32 = 0;
         let mut down_logged = false;
-        // Joins answered and joined sessions taken up change what the
-        // provider needs to decode these devices: sync at the next beat.
-        let joins_seen = || {
-            use std::sync::atomic::Ordering::Relaxed;
-            self.metrics.joins_accepted.load(Relaxed)
-                + self.metrics.sessions_activated.load(Relaxed)
-        };
-        let mut synced_joins = joins_seen();
-        let mut tick = tokio::time::interval(self.beat());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let joins_now = joins_seen();
-            let step = if beats % self.config.handover.sync_every == 0 || joins_now != synced_joins
-            {
-                let r = self.sync(&mut client, epoch).await;
-                if r.is_ok() {
-                    synced_joins = joins_now;
+            match self.watch(&mut client, epoch, &mut down_logged).await {
+                Watched::Left => return,
+                Watched::Stopping => {
+                    tracing::warn!(contract = %self.id(), "stopping without the provider: it takes over when it sees the silence");
+                    return;
                 }
-                r
-            } else {
-                Ok(())
-            };
-            let step = match step {
-                Ok(()) => self.heartbeat(&mut client, epoch).await,
-                Err(h) => Err(h),
-            };
-            match step {
-                Ok(()) => {
-                    beats = beats.wrapping_add(1);
-                    if down_logged {
-                        tracing::info!(contract = %self.id(), "provider reachable again");
-                        down_logged = false;
-                    }
-                }
-                Err(Hitch::Fenced(why)) => {
+                Watched::Hitch(Hitch::Fenced(why)) => {
                     tracing::warn!(contract = %self.id(), why, "the provider holds the devices: taking them back");
                     let devices = self.signed.dev_euis();
                     self.ask(|done| Control::Standby { devices, done }).await;
                     epoch = self.take_back(&mut client, epoch).await;
-                    beats = 0;
                 }
-                Err(Hitch::Down(why)) => {
+                Watched::Hitch(Hitch::Down(why)) => {
                     if !down_logged {
                         tracing::warn!(contract = %self.id(), why, "provider unreachable; heartbeats continue");
                         down_logged = true;
                     }
+                    tokio::select! {
+                        () = tokio::time::sleep(self.beat()) => {}
+                        _ = self.leaving.changed() => {}
+                    }
                 }
             }
+        }
+    }
+
+    fn is_leaving(&self) -> bool {
+        *self.leaving.borrow()
+    }
+
+    /// One heartbeat stream, until it breaks, is refused, or this edge
+    /// stops. A heartbeat every `heartbeatMs` carries every device's
+    /// delivered counter; in between, the counters EdgeX has just confirmed
+    /// go out within [`PUSH`], so that a provider taking over after a crash
+    /// publishes as little as possible that was already delivered.
+    async fn watch(
+        &mut self,
+        client: &mut HandoverClient<Channel>,
+        epoch: u64,
+        down_logged: &mut bool,
+    ) -> Watched {
+        if self.is_leaving() {
+            return Watched::Stopping;
+        }
+        let (tx, rx) = mpsc::channel::<HeartbeatRequest>(8);
+        let mut sent = HashMap::new();
+        if let Err(h) = self.sync(client, epoch).await {
+            return Watched::Hitch(h);
+        }
+        let mut synced_joins = self.joins_seen();
+        let _ = tx.try_send(self.beat_msg(epoch, &mut sent, true, false));
+        let mut replies = match client
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => return Watched::Hitch(hitch(s)),
+        };
+        let window = self.beat() * self.signed.contract.activation.missed_heartbeats;
+        let mut answered = Instant::now();
+        let mut beats: u32 = 0;
+        let mut tick = tokio::time::interval(self.beat());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut push = tokio::time::interval(PUSH);
+        push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                // The sender gone is the service gone: stopping too.
+                _ = self.leaving.changed() => {
+                    return self.leave(client, tx, replies, epoch, &mut sent).await;
+                }
+                r = replies.message() => match r {
+                    Ok(Some(_)) => {
+                        answered = Instant::now();
+                        if *down_logged {
+                            tracing::info!(contract = %self.id(), "provider reachable again");
+                            *down_logged = false;
+                        }
+                    }
+                    Ok(None) => return Watched::Hitch(Hitch::Down("the heartbeat stream closed".into())),
+                    Err(s) => return Watched::Hitch(hitch(s)),
+                },
+                _ = tick.tick() => {
+                    if answered.elapsed() > window {
+                        // A link gone without a close: open a new stream.
+                        return Watched::Hitch(Hitch::Down("no answer to heartbeats".into()));
+                    }
+                    beats = beats.wrapping_add(1);
+                    let joins_now = self.joins_seen();
+                    if beats % self.config.handover.sync_every == 0 || joins_now != synced_joins {
+                        if let Err(h) = self.sync(client, epoch).await {
+                            return Watched::Hitch(h);
+                        }
+                        synced_joins = joins_now;
+                    }
+                    let _ = tx.try_send(self.beat_msg(epoch, &mut sent, true, false));
+                }
+                _ = push.tick() => {
+                    let msg = self.beat_msg(epoch, &mut sent, false, false);
+                    if !msg.delivered.is_empty() {
+                        let _ = tx.try_send(msg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// This edge is stopping cleanly: stop publishing the devices, let what
+    /// was journaled reach EdgeX, then tell the provider (with the final
+    /// counters) to take over now, before this process exits.
+    async fn leave(
+        &self,
+        _client: &mut HandoverClient<Channel>,
+        tx: mpsc::Sender<HeartbeatRequest>,
+        mut replies: tonic::Streaming<HeartbeatReply>,
+        epoch: u64,
+        sent: &mut HashMap<Eui64, FcntState>,
+    ) -> Watched {
+        let devices = self.signed.dev_euis();
+        let list = devices.clone();
+        self.ask(|done| Control::Standby {
+            devices: list,
+            done,
+        })
+        .await;
+        let deadline = Instant::now() + LEAVE_DRAIN;
+        while !self.delivered.settled(&devices) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if tx
+            .send(self.beat_msg(epoch, sent, true, true))
+            .await
+            .is_err()
+        {
+            return Watched::Stopping;
+        }
+        // Its answer says the goodbye arrived.
+        match tokio::time::timeout(self.beat() * 2, replies.message()).await {
+            Ok(Ok(Some(_))) => {
+                tracing::info!(contract = %self.id(), "stopping: the provider takes the devices over");
+                Watched::Left
+            }
+            _ => Watched::Stopping,
+        }
+    }
+
+    fn joins_seen(&self) -> u64 {
+        // Joins answered and joined sessions taken up change what the
+        // provider needs to decode these devices: sync at the next beat.
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.joins_accepted.load(Relaxed) + self.metrics.sessions_activated.load(Relaxed)
+    }
+
+    /// A heartbeat: every device's delivered counter (`full`), or only those
+    /// changed since the last one sent.
+    fn beat_msg(
+        &self,
+        epoch: u64,
+        sent: &mut HashMap<Eui64, FcntState>,
+        full: bool,
+        leaving: bool,
+    ) -> HeartbeatRequest {
+        let last = self.delivered.last();
+        let delivered = self
+            .signed
+            .dev_euis()
+            .into_iter()
+            .filter_map(|e| {
+                let s = *last.get(&e)?;
+                let changed = sent.insert(e, s) != Some(s);
+                (full || changed).then(|| counter_msg(e, s, 0))
+            })
+            .collect();
+        HeartbeatRequest {
+            contract_id: self.id().to_owned(),
+            epoch,
+            delivered,
+            leaving,
         }
     }
 
@@ -292,29 +441,6 @@ impl Customer {
             }
             tokio::time::sleep(self.beat() / 4).await;
         }
-    }
-
-    async fn heartbeat(
-        &self,
-        client: &mut HandoverClient<Channel>,
-        epoch: u64,
-    ) -> Result<(), Hitch> {
-        let last = self.delivered.last();
-        let delivered = self
-            .signed
-            .dev_euis()
-            .into_iter()
-            .filter_map(|e| last.get(&e).map(|s| counter_msg(e, *s, 0)))
-            .collect();
-        client
-            .heartbeat(HeartbeatRequest {
-                contract_id: self.id().to_owned(),
-                epoch,
-                delivered,
-            })
-            .await
-            .map(|_| ())
-            .map_err(hitch)
     }
 
     async fn sync(&self, client: &mut HandoverClient<Channel>, epoch: u64) -> Result<(), Hitch> {

@@ -39,9 +39,14 @@ pub struct Roles {
     /// What EdgeX confirmed, for heartbeats and hand-backs.
     pub delivered: Arc<crate::edgex::delivered::Delivered>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Turns true when the service stops: customers hand over first.
+    pub leaving: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct Started {
+    /// The customers' tasks: each ends once it has handed its devices over
+    /// after `leaving` turned true.
+    pub customers: Vec<tokio::task::JoinHandle<()>>,
     /// Devices to hold until the customer has taken them back.
     pub standby: Vec<Eui64>,
     pub provider: Option<Arc<provider::Provider>>,
@@ -56,6 +61,7 @@ impl Roles {
     ) -> anyhow::Result<Started> {
         let identity_dir = self.config.service.data_dir.join("identity");
         let mut standby = Vec::new();
+        let mut customers = Vec::new();
         for signed in self.contracts {
             standby.extend(signed.dev_euis());
             tracing::info!(contract = %signed.contract.id, provider = %signed.contract.provider.address, "handover customer: taking the devices back before publishing them");
@@ -66,12 +72,14 @@ impl Roles {
                 control: self.control.clone(),
                 delivered: self.delivered.clone(),
                 metrics: self.metrics.clone(),
+                leaving: self.leaving.clone(),
             };
-            tasks.push(tokio::spawn(c.run()));
+            customers.push(tokio::spawn(c.run()));
         }
         let listen = &self.config.handover.listen;
         if listen.is_empty() {
             return Ok(Started {
+                customers,
                 standby,
                 provider: None,
                 listening: None,
@@ -104,12 +112,13 @@ impl Roles {
         tracing::info!(%addr, key = %p.public_key().to_hex(), "handover provider listening (mutual TLS)");
         let served = p.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = provider::serve(served, listener).await {
+            if let Err(e) = provider::service::serve(served, listener).await {
                 tracing::error!(error = %e, "handover endpoint stopped");
             }
         }));
         tasks.push(tokio::spawn(p.clone().run()));
         Ok(Started {
+            customers,
             standby,
             provider: Some(p),
             listening: Some(addr),

@@ -40,11 +40,13 @@ pub struct OfferArgs {
     /// An image tar made by `package` (default: package this executable now).
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// How often this edge tells the provider it is alive (`1s`, `500ms`).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How often this edge tells the provider it is alive (`250ms`, `1s`).
+    /// A crash is seen at once (the heartbeat stream closes); a link lost
+    /// without a close after `--missed` heartbeats.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
     /// How many heartbeats in a row may be missed before the provider takes over.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub missed: u32,
     /// Memory (MiB) the provider's container running this image may use.
     #[arg(long, default_value_t = 128)]

@@ -253,6 +253,9 @@ pub fn adopted(s: &DeviceSession) -> Result<Adopted, TakeoverError> {
     })
 }
 
+/// How long standing down waits for this edge's journal to reach EdgeX.
+const STAND_DOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The provider's own running service takes the devices over.
 pub struct InProcess {
     pub control: mpsc::UnboundedSender<Control>,
@@ -343,6 +346,13 @@ impl Takeover for InProcess {
             done,
         })
         .await?;
+        // What this edge journaled before standing down reaches EdgeX
+        // first, so the counters answered are final: the customer
+        // publishes nothing this edge delivered.
+        let deadline = std::time::Instant::now() + STAND_DOWN_DRAIN;
+        while !self.delivered.settled(&devices) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let last = self.delivered.last();
         Ok(devices
             .iter()

@@ -340,7 +340,14 @@ pub fn connect(
     let connector = tokio_rustls::TlsConnector::from(client_config(id, peer)?);
     let addr = addr.to_owned();
     let uri = format!("http://{addr}");
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| TlsError::Setup(e.to_string()))?;
+    // A link lost without a close must not hang a connect or a stream: the
+    // connect is bounded, and HTTP/2 pings find a dead connection.
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(1))
+        .keep_alive_timeout(std::time::Duration::from_secs(2))
+        .keep_alive_while_idle(true);
     let channel =
         endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
             let connector = connector.clone();

@@ -221,6 +221,10 @@ pub async fn start(
             .then(|| crate::edgex::http::JsonClient::new(&md.url, md.timeout)),
         changes,
     )));
+    // At shutdown, customers hand their devices over before the pipeline
+    // stops (they need it to stop publishing and to drain the outbox).
+    let (leave, leaving) = tokio::sync::watch::channel(false);
+    let mut customers = Vec::new();
     let (standby, provider) = match &delivered {
         Some(d) => {
             let roles = crate::handover::Roles {
@@ -229,8 +233,10 @@ pub async fn start(
                 control: control_tx.clone(),
                 delivered: d.clone(),
                 metrics: parts.metrics.clone(),
+                leaving,
             };
             let started = roles.start(&mut tasks).await?;
+            customers = started.customers;
             bound.handover = started.listening;
             (started.standby, started.provider)
         }
@@ -348,6 +354,15 @@ pub async fn start(
     for eui in standby {
         pipeline.stand_by(eui);
     }
+    let shutdown = async move {
+        shutdown.await;
+        let _ = leave.send(true);
+        for c in customers {
+            if tokio::time::timeout(HAND_OVER_AT_STOP, c).await.is_err() {
+                tracing::warn!("a handover customer did not finish handing over before the stop");
+            }
+        }
+    };
     let handle = tokio::spawn(async move {
         let result = pipeline.run(rx, shutdown).await;
         for t in tasks {
@@ -361,6 +376,10 @@ pub async fn start(
     });
     Ok((bound, handle))
 }
+
+/// How long a stopping service waits for its handover customers to hand
+/// their devices to the provider.
+const HAND_OVER_AT_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The sessions kept in `DataDir/secrets.yaml` (or, in secure mode, none
 /// kept here) put into `registry`; and the devices-file devices that still

@@ -16,113 +16,33 @@
 //! `images/`. A restart keeps all of it; a provider that held the devices
 //! publishes them again at once.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod holding;
+pub mod service;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use serde::{Deserialize, Serialize};
-use tonic::{Request, Response, Status, Streaming};
+use serde::Serialize;
+use tonic::{Request, Status};
 
 use super::contract::SignedContract;
 use super::identity::{Identity, PublicKey};
-use super::pb::handover_server::{Handover, HandoverServer};
 use super::pb::*;
-use super::takeover::{counter_msg, counter_of, Handed, Takeover};
+use super::takeover::{Handed, Takeover};
 use super::tls::PeerKey;
-use super::transfer::{image_digest, now, receive};
-use crate::edgex::delivered::{after_for, later};
+use super::transfer::{image_digest, now};
+use crate::edgex::delivered::after_for;
 use crate::image::store::BlobStore;
-use crate::lorawan::{Eui64, FcntState};
+use crate::lorawan::Eui64;
 use crate::metrics::Metrics;
+use holding::Holding;
 
 use super::fencing::Fence;
 pub use super::fencing::Holder;
-
-/// A device's counter as stored.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StoredCounter {
-    epoch: u32,
-    fcnt: Option<u32>,
-}
-
-/// A DevEUI as a JSON map key (hex).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-struct Eui64Hex(Eui64);
-impl TryFrom<String> for Eui64Hex {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Eui64::from_hex(&s).map(Self).map_err(|e| e.to_string())
-    }
-}
-impl From<Eui64Hex> for String {
-    fn from(e: Eui64Hex) -> String {
-        e.0.to_string()
-    }
-}
-
-/// What a provider keeps per contract across restarts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Holding {
-    epoch: u64,
-    holder: Holder,
-    /// The last delivered frame of each device, by either edge, as known.
-    delivered: BTreeMap<Eui64Hex, StoredCounter>,
-}
-
-impl Holding {
-    fn fence(&self) -> Fence {
-        Fence {
-            epoch: self.epoch,
-            holder: self.holder,
-        }
-    }
-
-    fn set_fence(&mut self, f: Fence) {
-        self.epoch = f.epoch;
-        self.holder = f.holder;
-    }
-
-    fn delivered(&self) -> HashMap<Eui64, FcntState> {
-        self.delivered
-            .iter()
-            .map(|(eui, c)| {
-                let s = FcntState {
-                    last: c.fcnt,
-                    epoch: c.epoch,
-                };
-                (eui.0, s)
-            })
-            .collect()
-    }
-
-    fn note(&mut self, counters: impl IntoIterator<Item = (Eui64, FcntState)>) {
-        for (eui, s) in counters {
-            let e = self
-                .delivered
-                .entry(Eui64Hex(eui))
-                .or_insert(StoredCounter {
-                    epoch: 0,
-                    fcnt: None,
-                });
-            let known = FcntState {
-                last: e.fcnt,
-                epoch: e.epoch,
-            };
-            if later(s, known) {
-                *e = StoredCounter {
-                    epoch: s.epoch,
-                    fcnt: s.last,
-                };
-            }
-        }
-    }
-}
 
 /// Why a takeover did not happen (it is tried again at the next tick).
 #[derive(Debug, thiserror::Error)]
@@ -133,15 +53,53 @@ enum TakeOverFailed {
     Activate(super::takeover::TakeoverError),
 }
 
+/// How the provider learnt that its customer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Gone {
+    /// Its heartbeat stream closed without a goodbye: the process died
+    /// (its sockets closed with it).
+    Closed,
+    /// It said it is stopping (SIGTERM, an update).
+    Leaving,
+}
+
 struct Entry {
     signed: SignedContract,
     holding: Holding,
     /// The customer's last heartbeat (or when this provider started).
     heard: Instant,
+    /// The customer's heartbeat stream now open (0: none), so that the end
+    /// of an older one says nothing.
+    watch: u64,
+    /// Known stopped, without waiting for the silence limit.
+    gone: Option<Gone>,
     sessions: Option<Vec<DeviceSession>>,
 }
 
 impl Entry {
+    fn new(signed: SignedContract, holding: Holding, sessions: Option<Vec<DeviceSession>>) -> Self {
+        Self {
+            signed,
+            holding,
+            heard: Instant::now(),
+            watch: 0,
+            gone: None,
+            sessions,
+        }
+    }
+
+    /// A sign of life: a heartbeat, a sync, a release.
+    fn alive(&mut self) {
+        self.heard = Instant::now();
+        self.gone = None;
+    }
+
+    /// The customer is known gone, or silent past the activation condition.
+    fn silent(&self) -> bool {
+        self.gone.is_some() || self.heard.elapsed() > self.silence_limit()
+    }
+
     fn silence_limit(&self) -> Duration {
         let a = self.signed.contract.activation;
         Duration::from_millis(
@@ -159,6 +117,10 @@ pub struct Provider {
     entries: Mutex<HashMap<String, Entry>>,
     /// One change of holder at a time (takeover, release).
     transitions: tokio::sync::Mutex<()>,
+    /// Wakes the watchdog when a customer is known gone.
+    wake: tokio::sync::Notify,
+    /// Numbers the heartbeat streams.
+    watches: std::sync::atomic::AtomicU64,
     takeover: Option<Arc<dyn Takeover>>,
     metrics: Arc<Metrics>,
 }
@@ -219,15 +181,7 @@ impl Provider {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io_err(&spath)(e)),
             };
-            entries.insert(
-                id.to_owned(),
-                Entry {
-                    signed,
-                    holding,
-                    heard: Instant::now(),
-                    sessions,
-                },
-            );
+            entries.insert(id.to_owned(), Entry::new(signed, holding, sessions));
         }
         Ok(Self {
             identity,
@@ -235,6 +189,8 @@ impl Provider {
             dir: dir.to_owned(),
             entries: Mutex::new(entries),
             transitions: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            watches: std::sync::atomic::AtomicU64::new(1),
             takeover,
             metrics,
         })
@@ -292,7 +248,10 @@ impl Provider {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.wake.notified() => {}
+            }
             for id in self.silent_customers() {
                 if let Err(e) = self.take_over(&id).await {
                     tracing::error!(contract = %id, error = %e, "takeover failed");
@@ -315,7 +274,7 @@ impl Provider {
             .filter(|(_, e)| {
                 e.holding.holder == Holder::Customer
                     && e.sessions.is_some()
-                    && e.heard.elapsed() > e.silence_limit()
+                    && e.silent()
                     && e.signed.verify(now_s).is_ok()
             })
             .map(|(id, _)| id.clone())
@@ -324,14 +283,14 @@ impl Provider {
 
     async fn take_over(&self, id: &str) -> Result<(), TakeOverFailed> {
         let _one = self.transitions.lock().await;
-        let (holding, silent, signed, sessions) = {
+        let (holding, silent, gone, signed, sessions) = {
             let mut m = self.entries.lock().expect("entries");
             let Some(e) = m.get_mut(id) else {
                 return Ok(());
             };
             // Re-checked under the transition lock: a heartbeat or release
             // may have come in since.
-            let silent = e.heard.elapsed() > e.silence_limit();
+            let silent = e.silent();
             let Some(next) = e.holding.fence().take_over(silent, e.sessions.is_some()) else {
                 return Ok(());
             };
@@ -339,6 +298,7 @@ impl Provider {
             (
                 e.holding.clone(),
                 e.heard.elapsed(),
+                e.gone,
                 e.signed.clone(),
                 e.sessions.clone().unwrap_or_default(),
             )
@@ -364,8 +324,30 @@ impl Provider {
             return Err(TakeOverFailed::Activate(e));
         }
         self.metrics.handover_takeovers.fetch_add(1, Relaxed);
-        tracing::warn!(contract = %id, epoch = holding.epoch, silent_ms = silent.as_millis() as u64, "customer silent: took its devices over");
+        match gone {
+            Some(how) => {
+                tracing::warn!(contract = %id, epoch = holding.epoch, ?how, "customer stopped: took its devices over")
+            }
+            None => {
+                tracing::warn!(contract = %id, epoch = holding.epoch, silent_ms = silent.as_millis() as u64, "customer silent: took its devices over")
+            }
+        }
         Ok(())
+    }
+
+    /// The customer's heartbeat stream `watch` ended: without a goodbye
+    /// its process is gone, since a living customer keeps it open (an older
+    /// stream's end says nothing).
+    fn watch_ended(&self, id: &str, watch: u64, how: Gone) {
+        let mut m = self.entries.lock().expect("entries");
+        if let Some(e) = m.get_mut(id) {
+            if e.watch == watch && e.holding.holder == Holder::Customer {
+                e.gone = Some(how);
+                e.watch = 0;
+                drop(m);
+                self.wake.notify_one();
+            }
+        }
     }
 
     fn save_holding(&self, id: &str, h: &Holding) -> std::io::Result<()> {
@@ -427,289 +409,6 @@ impl Provider {
             super::takeover::adopted(s).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         Ok(())
-    }
-
-    /// This provider as a gRPC service.
-    pub fn service(self: &Arc<Self>) -> HandoverServer<Shared> {
-        HandoverServer::new(Shared(self.clone()))
-    }
-}
-
-/// A provider shared between the gRPC service and its watchdog.
-pub struct Shared(pub Arc<Provider>);
-
-/// Serve `provider` on `listener` over mutual TLS until the task is dropped.
-pub async fn serve(
-    provider: Arc<Provider>,
-    listener: tokio::net::TcpListener,
-) -> anyhow::Result<()> {
-    let config = super::tls::server_config(&provider.identity)?;
-    tonic::transport::Server::builder()
-        .add_service(provider.service())
-        .serve_with_incoming(super::tls::incoming(listener, config))
-        .await?;
-    Ok(())
-}
-
-#[tonic::async_trait]
-impl Handover for Shared {
-    async fn offer(&self, req: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {
-        let p = &self.0;
-        let offer: SignedContract = serde_json::from_str(&req.get_ref().signed_contract_json)
-            .map_err(|e| Status::invalid_argument(format!("not a signed contract: {e}")))?;
-        let peer = PeerKey::of(&req)?;
-        if Some(peer) != offer.customer_key() {
-            p.metrics.handover_refused.fetch_add(1, Relaxed);
-            return Err(Status::permission_denied(format!(
-                "the caller {} is not the offer's customer",
-                peer.to_hex()
-            )));
-        }
-        // A contract id names one agreement: the same offer again is
-        // answered as before; a different one under that id is refused.
-        let known = p
-            .entries
-            .lock()
-            .expect("entries")
-            .get(&offer.contract.id)
-            .map(|e| e.signed.clone());
-        if let Some(known) = known {
-            if known.contract == offer.contract
-                && known.customer_signature == offer.customer_signature
-            {
-                return Ok(Response::new(OfferReply {
-                    signed_contract_json: serde_json::to_string_pretty(&known).map_err(internal)?,
-                }));
-            }
-            return Err(Status::already_exists(format!(
-                "contract {} exists with other terms",
-                offer.contract.id
-            )));
-        }
-        let signed = offer.accept(&p.identity, now()).map_err(|e| {
-            p.metrics.handover_refused.fetch_add(1, Relaxed);
-            Status::permission_denied(format!("offer refused: {e}"))
-        })?;
-        let json = serde_json::to_string_pretty(&signed).map_err(internal)?;
-        let id = signed.contract.id.clone();
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(Status::invalid_argument(
-                "contract ids are letters, digits, - and _",
-            ));
-        }
-        let holding = Holding {
-            epoch: 1,
-            ..Holding::default()
-        };
-        p.save_holding(&id, &holding).map_err(internal)?;
-        let path = p.dir.join("contracts").join(format!("{id}.json"));
-        crate::fsutil::write_atomic(&path, json.as_bytes(), 0o600).map_err(internal)?;
-        tracing::info!(contract = %id, customer = %signed.contract.customer.id, devices = signed.contract.devices.len(), "handover contract accepted");
-        p.entries.lock().expect("entries").insert(
-            id,
-            Entry {
-                signed,
-                holding,
-                heard: Instant::now(),
-                sessions: None,
-            },
-        );
-        Ok(Response::new(OfferReply {
-            signed_contract_json: json,
-        }))
-    }
-
-    async fn image_offset(
-        &self,
-        req: Request<ImageOffsetRequest>,
-    ) -> Result<Response<ImageOffsetReply>, Status> {
-        let c = self.0.authorised(&req, &req.get_ref().contract_id)?;
-        let (offset, complete) = self.0.store.held(&image_digest(&c)?);
-        Ok(Response::new(ImageOffsetReply { offset, complete }))
-    }
-
-    async fn transfer_image(
-        &self,
-        req: Request<Streaming<ImageChunk>>,
-    ) -> Result<Response<TransferReply>, Status> {
-        let peer = PeerKey::of(&req)?;
-        let mut stream = req.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("an empty transfer"))?;
-        let mut probe = Request::new(());
-        probe.extensions_mut().insert(super::tls::PeerInfo {
-            key: peer,
-            addr: None,
-        });
-        let c = self.0.authorised(&probe, &first.contract_id)?;
-        receive(&self.0.store, &c, first, stream)
-            .await
-            .map(Response::new)
-    }
-
-    async fn sync_sessions(
-        &self,
-        req: Request<SyncRequest>,
-    ) -> Result<Response<SyncReply>, Status> {
-        let p = &self.0;
-        let id = req.get_ref().contract_id.clone();
-        let c = p.authorised(&req, &id)?;
-        let sync = req.into_inner();
-        p.check_epoch(&id, sync.epoch)?;
-        Provider::check_sessions(&c, &sync.devices)?;
-        let path = p.dir.join("sessions").join(format!("{id}.pb"));
-        crate::fsutil::write_atomic(&path, &sync.encode_to_vec(), 0o600).map_err(internal)?;
-        if let Some(t) = &p.takeover {
-            let handed = Handed {
-                contract: &c,
-                sessions: &sync.devices,
-            };
-            t.arm(handed)
-                .await
-                .map_err(|e| Status::internal(format!("arming the devices: {e}")))?;
-        }
-        let mut m = p.entries.lock().expect("entries");
-        let e = m
-            .get_mut(&id)
-            .ok_or_else(|| Status::not_found(id.clone()))?;
-        let first = e.sessions.is_none();
-        e.sessions = Some(sync.devices);
-        // The customer speaking is a sign of life, as a heartbeat is.
-        e.heard = Instant::now();
-        if first {
-            tracing::info!(contract = %id, devices = e.sessions.as_ref().map_or(0, Vec::len), "customer sessions synced: armed");
-        }
-        Ok(Response::new(SyncReply {
-            epoch: e.holding.epoch,
-        }))
-    }
-
-    async fn heartbeat(
-        &self,
-        req: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatReply>, Status> {
-        let p = &self.0;
-        let id = req.get_ref().contract_id.clone();
-        p.authorised(&req, &id)?;
-        let hb = req.into_inner();
-        p.check_epoch(&id, hb.epoch)?;
-        let mut m = p.entries.lock().expect("entries");
-        let e = m
-            .get_mut(&id)
-            .ok_or_else(|| Status::not_found(id.clone()))?;
-        e.heard = Instant::now();
-        e.holding.note(hb.delivered.iter().map(counter_of));
-        Ok(Response::new(HeartbeatReply {
-            epoch: e.holding.epoch,
-        }))
-    }
-
-    async fn release(
-        &self,
-        req: Request<ReleaseRequest>,
-    ) -> Result<Response<ReleaseReply>, Status> {
-        let p = &self.0;
-        let id = req.get_ref().contract_id.clone();
-        p.authorised(&req, &id)?;
-        let epoch = req.get_ref().epoch;
-        let _one = p.transitions.lock().await;
-        let (current, signed, sessions) = {
-            let m = p.entries.lock().expect("entries");
-            let e = &m[&id];
-            (
-                e.holding.clone(),
-                e.signed.clone(),
-                e.sessions.clone().unwrap_or_default(),
-            )
-        };
-        let granted = current.fence().release(epoch).map_err(|r| {
-            p.metrics.handover_refused.fetch_add(1, Relaxed);
-            Status::failed_precondition(r.to_string())
-        })?;
-        let mut holding = current.clone();
-        let mut joins = Vec::new();
-        let mut macs = Vec::new();
-        if granted.stand_down {
-            let t = p
-                .takeover
-                .as_ref()
-                .ok_or_else(|| Status::internal("no takeover"))?;
-            let mine = t
-                .stand_down(Handed {
-                    contract: &signed,
-                    sessions: &sessions,
-                })
-                .await
-                .map_err(|e| Status::internal(format!("standing down: {e}")))?;
-            holding.note(mine);
-            joins = t
-                .join_states(Handed {
-                    contract: &signed,
-                    sessions: &sessions,
-                })
-                .await
-                .map_err(|e| Status::internal(format!("join states: {e}")))?
-                .into_iter()
-                .map(|(eui, s)| super::pb::JoinStateMsg {
-                    dev_eui: eui.as_u64(),
-                    join_state: serde_json::to_string(&s).expect("join state serialises"),
-                })
-                .collect();
-            macs = t
-                .mac_states(Handed {
-                    contract: &signed,
-                    sessions: &sessions,
-                })
-                .await
-                .map_err(|e| Status::internal(format!("MAC states: {e}")))?
-                .into_iter()
-                .map(|(eui, s)| super::pb::MacStateMsg {
-                    dev_eui: eui.as_u64(),
-                    mac_state: serde_json::to_string(&s).expect("MAC state serialises"),
-                })
-                .collect();
-            p.metrics.handover_releases.fetch_add(1, Relaxed);
-            tracing::warn!(contract = %id, epoch, "customer is back: handed its devices back");
-        }
-        holding.set_fence(granted.next);
-        p.save_holding(&id, &holding).map_err(internal)?;
-        let delivered = holding
-            .delivered()
-            .into_iter()
-            .map(|(eui, s)| counter_msg(eui, s, 0))
-            .collect();
-        let mut m = p.entries.lock().expect("entries");
-        let e = m.get_mut(&id).expect("present");
-        e.holding = holding;
-        e.heard = Instant::now();
-        Ok(Response::new(ReleaseReply {
-            epoch,
-            delivered,
-            joins,
-            macs,
-        }))
-    }
-
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        let p = &self.0;
-        let id = req.get_ref().contract_id.clone();
-        let c = p.authorised(&req, &id)?;
-        let (_, image_complete) = p.store.held(&image_digest(&c)?);
-        let m = p.entries.lock().expect("entries");
-        let e = &m[&id];
-        Ok(Response::new(StatusReply {
-            epoch: e.holding.epoch,
-            holder: e.holding.holder.as_str().into(),
-            image_complete,
-            sessions_synced: e.sessions.is_some(),
-            silent_ms: e.heard.elapsed().as_millis() as u64,
-        }))
     }
 }
 
