@@ -27,10 +27,22 @@ impl Pipeline {
                 let _ = done.send(r);
             }
             Control::Standby { devices, done } => {
-                for eui in devices {
-                    if let Some(id) = self.registry.by_eui(eui) {
-                        self.standby.entry(id).or_default();
-                    }
+                let ids: Vec<u32> = devices
+                    .into_iter()
+                    .filter_map(|eui| self.registry.by_eui(eui))
+                    .collect();
+                // Frames this edge has already heard are its to publish,
+                // without waiting for their de-duplication windows: the
+                // other edge takes over from the counters this edge then
+                // reports, and a frame both edges held would be lost.
+                let mut heard = Vec::new();
+                self.dedup
+                    .take_where(|h| ids.contains(&h.device), |h| heard.push(h));
+                for h in heard {
+                    self.publish(h)?;
+                }
+                for id in ids {
+                    self.standby.entry(id).or_default();
                 }
                 let _ = done.send(());
             }

@@ -139,6 +139,22 @@ impl<T> Dedup<T> {
         }
     }
 
+    /// The pending items `pick` chooses, before their windows close (their
+    /// deadlines are skipped when they come).
+    pub fn take_where(&mut self, pick: impl Fn(&T) -> bool, mut emit: impl FnMut(T)) {
+        let keys: Vec<FrameKey> = self
+            .order
+            .iter()
+            .map(|(_, k)| *k)
+            .filter(|k| self.pending.get(k).is_some_and(&pick))
+            .collect();
+        for k in keys {
+            if let Some(item) = self.pending.remove(&k) {
+                emit(item);
+            }
+        }
+    }
+
     /// Everything pending, regardless of deadlines (at shutdown).
     pub fn drain(&mut self, emit: impl FnMut(T)) {
         self.due(Instant::now() + self.window + Duration::from_secs(1), emit);
@@ -155,6 +171,23 @@ impl<T> Dedup<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_where_takes_the_chosen_items_in_arrival_order_and_leaves_the_rest() {
+        let mut d = Dedup::new(Duration::from_millis(200));
+        let now = Instant::now();
+        for (i, phy) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
+            let k = d.key_of_bytes(*phy);
+            d.insert(k, i, now);
+        }
+        let mut taken = Vec::new();
+        d.take_where(|i| i % 2 == 1, |i| taken.push(i));
+        assert_eq!(taken, [1, 3]);
+        let mut rest = Vec::new();
+        d.due(now + Duration::from_secs(1), |i| rest.push(i));
+        assert_eq!(rest, [0, 2], "the others keep their windows");
+        assert!(d.is_empty());
+    }
 
     #[test]
     fn a_repeated_copy_is_not_another_gateway() {
