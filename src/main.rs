@@ -200,6 +200,25 @@ enum HandoverCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// The settlement receipts this edge keeps (as customer and provider):
+    /// what the provider delivered while it held the devices, and the
+    /// customer's verdict.
+    Receipts,
+    /// One receipt file.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Check a receipt offline: both signatures and every device's hash
+    /// chain (exits non-zero if one fails).
+    Verify {
+        /// The receipt (JSON), e.g. from `<DataDir>/handover/customer/receipts/`.
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -421,6 +440,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Handover { command, config } => {
             use device_lorawan::handover::operator;
+            if let HandoverCommand::Receipt {
+                command: ReceiptCommand::Verify { file },
+            } = &command
+            {
+                // Offline: no configuration needed.
+                print!("{}", operator::verify_receipt(file)?);
+                return Ok(());
+            }
             let config = Config::load(config.as_deref())?;
             match command {
                 HandoverCommand::Offer(args) => {
@@ -430,6 +457,8 @@ async fn main() -> anyhow::Result<()> {
                 HandoverCommand::Release { id } => {
                     print!("{}", operator::release(&config, id.as_deref()).await?)
                 }
+                HandoverCommand::Receipts => print!("{}", operator::receipts(&config)?),
+                HandoverCommand::Receipt { .. } => unreachable!("answered above"),
             }
             Ok(())
         }

@@ -15,6 +15,7 @@ use device_lorawan::handover::pb::handover_client::HandoverClient;
 use device_lorawan::handover::pb::*;
 use device_lorawan::handover::provider::service::serve as serve_tls;
 use device_lorawan::handover::provider::Provider;
+use device_lorawan::handover::receipt::{Detected, Frame, SignedReceipt, Verdict};
 use device_lorawan::handover::takeover::{Handed, Takeover, TakeoverError};
 use device_lorawan::handover::tls;
 use device_lorawan::handover::transfer::{now, offer as offer_contract, send_image};
@@ -46,6 +47,8 @@ struct Recorder {
     delivered: std::sync::Mutex<Vec<(Eui64, FcntState)>>,
     /// The MAC states the synced sessions carried, as the pipeline takes them.
     macs: std::sync::Mutex<Vec<Option<MacState>>>,
+    /// The frames the provider delivered while it held the devices.
+    frames: std::sync::Mutex<Vec<FcntState>>,
 }
 
 /// A MAC state: the device acknowledged TX power `tx_power`.
@@ -103,6 +106,18 @@ impl Takeover for Recorder {
             .unwrap()
             .push(format!("activate {}", d.join(",")));
         Ok(())
+    }
+    async fn deliveries(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, Vec<FcntState>)>, TakeoverError> {
+        let frames = self.frames.lock().unwrap().clone();
+        Ok(handed
+            .contract
+            .dev_euis()
+            .into_iter()
+            .map(|e| (e, frames.clone()))
+            .collect())
     }
     async fn stand_down(
         &self,
@@ -597,8 +612,61 @@ async fn silence_takes_over_and_release_hands_back_under_fencing_epochs() {
             epoch: 0,
         },
     )];
+    let st = |fcnt| FcntState {
+        last: Some(fcnt),
+        epoch: 0,
+    };
+    *recorder.frames.lock().unwrap() = vec![st(11), st(12), st(14)];
     let reply = c.release(release(3)).await.unwrap().into_inner();
     assert_eq!(reply.epoch, 3);
+
+    // The receipt: signed by the provider, the frames it delivered after
+    // the counter it took over from, chained.
+    let issued: SignedReceipt = serde_json::from_str(&reply.receipt_json).unwrap();
+    issued.verify(false).unwrap();
+    let r = &issued.receipt;
+    assert_eq!((r.contract_id.as_str(), r.epoch), ("bridge-monitor-1", 2));
+    assert_eq!(r.detected, Detected::Silent);
+    assert!(r.takeover_ms >= limit_ms, "{}", r.takeover_ms);
+    assert!(r.from_ms <= r.to_ms);
+    let d = &r.devices[0];
+    assert_eq!(d.after, Some(Frame { epoch: 0, fcnt: 10 }));
+    assert_eq!(
+        (d.count, d.runs.len(), d.runs[0].first, d.runs[1].last),
+        (3, 2, 11, 14)
+    );
+    // The customer heard 13 itself: a dispute naming it. Its answer is
+    // kept by the provider beside its copy; a changed receipt is refused.
+    let eui = Eui64::from_u64(0x70b3d57ed0000001);
+    let verdict = r.judge(&[(eui, st(12)), (eui, st(13))]);
+    assert!(
+        matches!(&verdict, Verdict::Disputed { missing, repeated, .. } if missing.len() == 1 && missing[0].1.fcnt == 13 && repeated.is_empty()),
+        "{verdict:?}"
+    );
+    let settle = |r: &SignedReceipt| SettleRequest {
+        contract_id: "bridge-monitor-1".into(),
+        receipt_json: serde_json::to_string(r).unwrap(),
+    };
+    let mut forged = issued.clone();
+    forged.receipt.devices[0].count = 4;
+    let forged = forged.answer(&e.customer, Verdict::Accepted, None);
+    let err = c.settle(settle(&forged)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let unanswered = c.settle(settle(&issued)).await.unwrap_err();
+    assert_eq!(unanswered.code(), Code::InvalidArgument, "{unanswered}");
+    let answered = issued.clone().answer(&e.customer, verdict, None);
+    c.settle(settle(&answered)).await.unwrap();
+    let kept: SignedReceipt = serde_json::from_slice(
+        &std::fs::read(
+            e.dir
+                .path()
+                .join("provider/receipts/bridge-monitor-1-2.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept, answered);
+    kept.verify(true).unwrap();
     assert_eq!(reply.delivered.len(), 1);
     assert_eq!(
         reply.delivered[0].fcnt,

@@ -81,14 +81,27 @@ fn metric(api: std::net::SocketAddr, name: &str) -> u64 {
 
 /// `GET /api/v3/handover` of an edge's API, as JSON.
 fn handover_status(api: std::net::SocketAddr) -> serde_json::Value {
+    get_json(api, "/api/v3/handover")
+}
+
+fn get_json(api: std::net::SocketAddr, path: &str) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(api).unwrap();
-    s.write_all(b"GET /api/v3/handover HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
         .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let body = text.split("\r\n\r\n").nth(1).unwrap();
     serde_json::from_str(body).unwrap()
+}
+
+/// The binary with `args`, run to its end.
+fn run_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap()
 }
 
 fn kill9(child: &mut Child) {
@@ -357,6 +370,77 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
         s["customer"][0]["devices"].as_array().unwrap().len(),
         DEVICES + 1,
         "the ABP motes and the OTAA one"
+    );
+    // The settlement receipt: issued by the provider at the hand-back,
+    // checked and counter-signed by the customer (accepted: nothing it heard
+    // is missing, nothing repeated), kept by both, verified offline.
+    let receipts = |api| get_json(api, "/api/v3/handover/receipts")["receipts"].clone();
+    common::until(
+        "the receipt settled on both edges",
+        Duration::from_secs(10),
+        || {
+            let (c, p) = (receipts(a.api), receipts(b.api));
+            c[0]["receipt"]["answer"].is_object() && p[0]["receipt"]["answer"].is_object()
+        },
+    )
+    .await;
+    let (mine, theirs) = (receipts(a.api), receipts(b.api));
+    assert_eq!(
+        (mine[0]["role"].as_str(), theirs[0]["role"].as_str()),
+        (Some("customer"), Some("provider"))
+    );
+    assert_eq!(
+        mine[0]["receipt"], theirs[0]["receipt"],
+        "one receipt, on both edges"
+    );
+    assert_eq!(mine[0]["verified"], true);
+    let r = &mine[0]["receipt"];
+    assert_eq!(r["receipt"]["contractId"], id, "{r}");
+    assert_eq!(
+        r["receipt"]["detected"], "closed",
+        "kill -9 closes the stream: {r}"
+    );
+    let listed: u64 = r["receipt"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["count"].as_u64().unwrap())
+        .sum();
+    if in_container.is_none() {
+        assert_eq!(r["answer"]["verdict"], "accepted", "{r}");
+        assert!(
+            listed > 0 && listed <= provider_published,
+            "{listed} of {provider_published}: {r}"
+        );
+    }
+    let file = a.dir.path().join(format!(
+        "data/handover/customer/receipts/{id}-{}.json",
+        r["receipt"]["epoch"]
+    ));
+    let out = run_cli(&["handover", "receipt", "verify", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("customer's signatures hold"));
+    // A receipt changed after signing fails the check.
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    forged["receipt"]["devices"][0]["count"] = (listed + 1).into();
+    let forged_file = a.dir.path().join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).unwrap();
+    let out = run_cli(&[
+        "handover",
+        "receipt",
+        "verify",
+        forged_file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature does not verify"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     kill9(&mut customer);
     kill9(&mut provider);

@@ -68,6 +68,7 @@ pub fn router(plane: Arc<Plane>) -> Router {
         .route("/api/v3/config", get(config))
         .route("/api/v3/secret", post(secret_post))
         .route("/api/v3/handover", get(|State(p): Plain| async move { respond(status::handover_status(&p)) }))
+        .route("/api/v3/handover/receipts", get(|State(p): Plain| async move { respond(status::handover_receipts(&p)) }))
         .route("/api/v3/lorawan/gateways", get(|State(p): Plain| async move { respond(status::gateways(&p)) }))
         .route(
             "/api/v3/registration",
@@ -224,7 +225,9 @@ fn allowed(path: &str) -> Option<&'static str> {
         Some(r) if r.starts_with("lorawan/device/") => "GET",
         Some(r) if r.starts_with("discovery/requestId/") => "DELETE",
         Some(r) if r.starts_with("profilescan/device/name/") => "DELETE",
-        Some("ping" | "version" | "config" | "handover" | "lorawan/gateways") => "GET",
+        Some(
+            "ping" | "version" | "config" | "handover" | "handover/receipts" | "lorawan/gateways",
+        ) => "GET",
         Some("secret" | "profilescan") => "POST",
         Some("discovery") => "POST, DELETE",
         Some("registration") => "GET, POST",

@@ -58,7 +58,9 @@ pub enum Control {
         joins: Vec<(Eui64, crate::lorawan::otaa::JoinState)>,
         /// The MAC state of the devices as the other edge left it.
         macs: Vec<(Eui64, crate::lorawan::mac::MacState)>,
-        done: oneshot::Sender<()>,
+        /// Answered with the held frames at or before `after`: heard here,
+        /// delivered by the other edge (what its receipt must list).
+        done: oneshot::Sender<Vec<(Eui64, FcntState)>>,
     },
     /// The uplink counter and next FCntDown of these devices.
     Counters {

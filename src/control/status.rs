@@ -75,6 +75,23 @@ pub fn handover_status(state: &Plane) -> Answer {
     )
 }
 
+/// The settlement receipts this edge keeps, as customer and provider.
+pub fn handover_receipts(state: &Plane) -> Answer {
+    match crate::handover::receipt::kept(&state.data_dir) {
+        Ok(kept) => {
+            let receipts: Vec<serde_json::Value> = kept
+                .iter()
+                .map(|(role, r)| json!({"role": role, "receipt": r, "verified": r.verify(false).is_ok()}))
+                .collect();
+            (
+                StatusCode::OK,
+                json!({"apiVersion": API_VERSION, "statusCode": 200, "receipts": receipts}),
+            )
+        }
+        Err(e) => refuse(Refusal::Internal, e),
+    }
+}
+
 /// A device's LoRaWAN session as this service holds it: activation, DevAddr,
 /// and for OTAA devices the join state. Never a key. Not an EdgeX route.
 pub fn lorawan_device(state: &Plane, name: &str) -> Answer {

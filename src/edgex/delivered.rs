@@ -24,6 +24,18 @@ struct Inner {
     /// Journaled, not yet known delivered: (sequence, device, counter).
     pending: VecDeque<(u64, Eui64, FcntState)>,
     last: HashMap<Eui64, FcntState>,
+    /// Devices whose delivered frames are listed, in delivery order (a
+    /// provider's holding, for its receipt).
+    listed: HashMap<Eui64, Vec<FcntState>>,
+}
+
+impl Inner {
+    fn delivered(&mut self, eui: Eui64, state: FcntState) {
+        if let Some(l) = self.listed.get_mut(&eui) {
+            l.push(state);
+        }
+        note(&mut self.last, eui, state);
+    }
 }
 
 pub struct Delivered {
@@ -47,7 +59,7 @@ impl Delivered {
         if self.journal.is_some() {
             i.pending.push_back((seq, eui, state));
         } else {
-            note(&mut i.last, eui, state);
+            i.delivered(eui, state);
         }
     }
 
@@ -61,7 +73,7 @@ impl Delivered {
         if let Some(cursor) = cursor {
             while i.pending.front().is_some_and(|(seq, _, _)| *seq <= cursor) {
                 let (_, eui, state) = i.pending.pop_front().expect("checked");
-                note(&mut i.last, eui, state);
+                i.delivered(eui, state);
             }
         }
         i.last.clone()
@@ -69,6 +81,27 @@ impl Delivered {
 }
 
 impl Delivered {
+    /// From now on, list each frame of `devices` delivered (frames
+    /// journaled before are not this listing's).
+    pub fn list(&self, devices: &[Eui64]) {
+        let _ = self.last();
+        let mut i = self.inner.lock().expect("delivered lock");
+        for eui in devices {
+            i.listed.insert(*eui, Vec::new());
+        }
+    }
+
+    /// Stop listing `devices`: the frames delivered since [`Delivered::list`],
+    /// in delivery order.
+    pub fn listed(&self, devices: &[Eui64]) -> Vec<(Eui64, Vec<FcntState>)> {
+        let _ = self.last();
+        let mut i = self.inner.lock().expect("delivered lock");
+        devices
+            .iter()
+            .map(|e| (*e, i.listed.remove(e).unwrap_or_default()))
+            .collect()
+    }
+
     /// No frame of `devices` is journaled and not yet confirmed: the
     /// counters [`Delivered::last`] gives for them are final until more
     /// arrive.
@@ -150,6 +183,20 @@ mod tests {
             epoch: 1,
         };
         assert!(later(reset, st(3)) && !later(st(3), reset));
+    }
+
+    #[test]
+    fn a_listing_holds_the_frames_delivered_while_it_ran() {
+        let d = Delivered::new(None);
+        let (a, b) = (Eui64::from_u64(1), Eui64::from_u64(2));
+        d.journaled(0, a, st(1));
+        d.list(&[a]);
+        d.journaled(0, a, st(2));
+        d.journaled(0, b, st(7));
+        d.journaled(0, a, st(3));
+        assert_eq!(d.listed(&[a]), [(a, vec![st(2), st(3)])]);
+        d.journaled(0, a, st(4));
+        assert_eq!(d.listed(&[a]), [(a, vec![])], "listing stopped");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub const DIR: &str = "handover/customer";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct State {
     epoch: u64,
+    /// When this edge last stopped cleanly (its goodbye), Unix ms: its
+    /// measure of the takeover, for the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    left_ms: Option<u64>,
 }
 
 fn contract_paths(data_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -139,15 +143,22 @@ impl Customer {
             .join(format!("{}.state.json", self.id()))
     }
 
-    fn epoch(&self) -> u64 {
+    fn state(&self) -> State {
         std::fs::read(self.state_path())
             .ok()
             .and_then(|b| serde_json::from_slice::<State>(&b).ok())
-            .map_or(1, |s| s.epoch)
+            .unwrap_or(State {
+                epoch: 1,
+                left_ms: None,
+            })
     }
 
-    fn save_epoch(&self, epoch: u64) -> std::io::Result<()> {
-        let json = serde_json::to_vec(&State { epoch }).map_err(std::io::Error::other)?;
+    fn epoch(&self) -> u64 {
+        self.state().epoch
+    }
+
+    fn save_state(&self, s: &State) -> std::io::Result<()> {
+        let json = serde_json::to_vec(s).map_err(std::io::Error::other)?;
         crate::fsutil::write_atomic(&self.state_path(), &json, 0o644)
     }
 
@@ -320,6 +331,13 @@ impl Customer {
         // Its answer says the goodbye arrived.
         match tokio::time::timeout(self.beat() * 2, replies.message()).await {
             Ok(Ok(Some(_))) => {
+                let state = State {
+                    epoch,
+                    left_ms: Some(super::provider::now_ms()),
+                };
+                if let Err(e) = self.save_state(&state) {
+                    tracing::error!(contract = %self.id(), error = %e, "cannot save when this edge left");
+                }
                 tracing::info!(contract = %self.id(), "stopping: the provider takes the devices over");
                 Watched::Left
             }
@@ -388,7 +406,11 @@ impl Customer {
             match attempt.await {
                 Ok(reply) => {
                     epoch = reply.epoch;
-                    if let Err(e) = self.save_epoch(epoch) {
+                    let left_ms = self.state().left_ms;
+                    if let Err(e) = self.save_state(&State {
+                        epoch,
+                        left_ms: None,
+                    }) {
                         tracing::error!(contract = %id, error = %e, "cannot save the epoch");
                     }
                     let known = reply.delivered.iter().map(counter_of).collect();
@@ -403,13 +425,33 @@ impl Customer {
                         "MAC",
                         reply.macs.iter().map(|m| (m.dev_eui, &m.mac_state)),
                     );
-                    self.ask(|done| Control::Resume {
-                        after,
-                        joins,
-                        macs,
-                        done,
-                    })
-                    .await;
+                    let heard = self
+                        .ask(|done| Control::Resume {
+                            after,
+                            joins,
+                            macs,
+                            done,
+                        })
+                        .await
+                        .unwrap_or_default();
+                    if !reply.receipt_json.is_empty() {
+                        let known = super::settle::Known {
+                            heard: &heard,
+                            left_ms,
+                        };
+                        if let Err(e) = super::settle::settle(
+                            client,
+                            &self.identity,
+                            &self.signed,
+                            &self.config.service.data_dir,
+                            &reply.receipt_json,
+                            known,
+                        )
+                        .await
+                        {
+                            tracing::error!(contract = %id, error = %e, "the provider's receipt was not settled");
+                        }
+                    }
                     self.metrics
                         .handover_releases
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

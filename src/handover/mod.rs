@@ -7,7 +7,8 @@
 //! over [`pb`] (gRPC); [`provider`] and [`customer`]: the two sides;
 //! [`takeover`]: how the provider runs the devices (in its own pipeline, or
 //! the customer's image in a [`container`] engine); [`operator`]: the
-//! `handover` commands. What EdgeX confirmed comes from
+//! `handover` commands; [`receipt`]: what the provider states it delivered
+//! while it held the devices, and the customer's signed answer. What EdgeX confirmed comes from
 //! [`crate::edgex::delivered`].
 
 pub mod container;
@@ -18,6 +19,8 @@ pub mod identity;
 pub mod operator;
 pub mod pb;
 pub mod provider;
+pub mod receipt;
+pub mod settle;
 pub mod takeover;
 pub mod tls;
 pub mod transfer;

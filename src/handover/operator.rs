@@ -1,5 +1,5 @@
 //! The operator's commands: `handover offer`, `handover status`,
-//! `handover release`. They talk to the provider directly (mutual TLS, as
+//! `handover release`, `handover receipts`, `handover receipt verify`. They talk to the provider directly (mutual TLS, as
 //! this edge's identity) and keep the customer's contract where the
 //! service finds it at start.
 
@@ -218,6 +218,52 @@ pub async fn status(config: &Config) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Every receipt this edge keeps, one line each.
+pub fn receipts(config: &Config) -> anyhow::Result<String> {
+    let kept = super::receipt::kept(&config.service.data_dir)?;
+    if kept.is_empty() {
+        return Ok("no receipts\n".into());
+    }
+    Ok(kept
+        .iter()
+        .map(|(role, r)| format!("{role:?} {}\n", r.summary()).to_lowercase_first())
+        .collect())
+}
+
+/// Check a receipt file offline: the provider's signature, every device's
+/// chain, and the customer's answer if it has one.
+pub fn verify_receipt(path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let r: super::receipt::SignedReceipt = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a receipt: {e}", path.display()))?;
+    r.verify(false)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let who = if r.answer.is_some() {
+        "provider's and customer's signatures hold"
+    } else {
+        "provider's signature holds (not answered by the customer)"
+    };
+    Ok(format!(
+        "{}: {who}; chains match\n{}\n",
+        path.display(),
+        r.summary()
+    ))
+}
+
+trait LowerFirst {
+    fn to_lowercase_first(self) -> String;
+}
+
+impl LowerFirst for String {
+    fn to_lowercase_first(self) -> String {
+        let mut c = self.chars();
+        match c.next() {
+            Some(f) => f.to_lowercase().chain(c).collect(),
+            None => self,
+        }
+    }
+}
+
 /// Take the devices back from the provider now, under a higher epoch.
 /// (A running customer service does this by itself when it starts.)
 pub async fn release(config: &Config, id: Option<&str>) -> anyhow::Result<String> {
@@ -259,6 +305,24 @@ pub async fn release(config: &Config, id: Option<&str>) -> anyhow::Result<String
             r.epoch,
             counters.join(" ")
         ));
+        if !r.receipt_json.is_empty() {
+            // No frames heard by this edge to check it against: the
+            // signatures and chains are, and it is kept and answered.
+            let known = super::settle::Known {
+                heard: &[],
+                left_ms: None,
+            };
+            let answered = super::settle::settle(
+                &mut client,
+                &me,
+                &c,
+                &config.service.data_dir,
+                &r.receipt_json,
+                known,
+            )
+            .await?;
+            out.push_str(&format!("receipt {}\n", answered.summary()));
+        }
     }
     if out.is_empty() {
         anyhow::bail!("no customer contract to release");

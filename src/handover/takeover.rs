@@ -103,6 +103,21 @@ pub trait Takeover: Send + Sync {
     ) -> Result<Vec<(Eui64, crate::lorawan::mac::MacState)>, TakeoverError> {
         Ok(Vec::new())
     }
+    /// The frames of each device this edge delivered since it last
+    /// activated them, in delivery order (for the receipt; asked after
+    /// [`Takeover::stand_down`]). The container mode lists what this edge
+    /// published itself, not the container's.
+    async fn deliveries(
+        &self,
+        _handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, Vec<FcntState>)>, TakeoverError> {
+        Ok(Vec::new())
+    }
+    /// Whether [`Takeover::deliveries`] lists every frame delivered while
+    /// this edge held the devices.
+    fn lists_every_delivery(&self) -> bool {
+        true
+    }
     /// The container running contract `id`'s devices, if any (for status).
     fn container(&self, _id: &str) -> Option<RunningContainer> {
         None
@@ -295,9 +310,10 @@ impl Takeover for InProcess {
 
     async fn activate(
         &self,
-        _handed: Handed<'_>,
+        handed: Handed<'_>,
         delivered: &[(Eui64, FcntState)],
     ) -> Result<(), TakeoverError> {
+        self.delivered.list(&handed.contract.dev_euis());
         let after = delivered.to_vec();
         Control::ask(&self.control, |done| Control::Resume {
             after,
@@ -306,6 +322,7 @@ impl Takeover for InProcess {
             done,
         })
         .await
+        .map(|_| ())
         .map_err(TakeoverError::from)
     }
 
@@ -330,6 +347,13 @@ impl Takeover for InProcess {
         })
         .await
         .map_err(TakeoverError::from)
+    }
+
+    async fn deliveries(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, Vec<FcntState>)>, TakeoverError> {
+        Ok(self.delivered.listed(&handed.contract.dev_euis()))
     }
 
     async fn stand_down(

@@ -64,10 +64,11 @@ impl Pipeline {
                         self.mac.take(id, self.registry.get(id), state)?;
                     }
                 }
+                let mut covered = Vec::new();
                 for (eui, delivered) in after {
-                    self.resume(eui, delivered)?;
+                    self.resume(eui, delivered, &mut covered)?;
                 }
-                let _ = done.send(());
+                let _ = done.send(covered);
             }
             Control::Counters { devices, reply } => {
                 let counters = devices
@@ -166,7 +167,12 @@ impl Pipeline {
     /// not acknowledged when it died), and against a raised counter they
     /// would look like a reboot. They are recognised at publish instead
     /// (see [`Pipeline::covered`]).
-    fn resume(&mut self, eui: Eui64, delivered: FcntState) -> anyhow::Result<()> {
+    fn resume(
+        &mut self,
+        eui: Eui64,
+        delivered: FcntState,
+        covered: &mut Vec<(Eui64, FcntState)>,
+    ) -> anyhow::Result<()> {
         let Some(id) = self.registry.by_eui(eui) else {
             return Ok(());
         };
@@ -177,6 +183,8 @@ impl Pipeline {
         for h in held {
             if later(h.uplink.counter(), delivered) {
                 self.metrics.handover_replayed.fetch_add(1, Relaxed);
+            } else {
+                covered.push((eui, h.uplink.counter()));
             }
             self.publish(h)?;
         }

@@ -592,6 +592,18 @@ impl Takeover for Container {
         Ok(states)
     }
 
+    async fn deliveries(
+        &self,
+        handed: Handed<'_>,
+    ) -> Result<Vec<(Eui64, Vec<FcntState>)>, TakeoverError> {
+        self.0.inner.deliveries(handed).await
+    }
+
+    /// The container's own deliveries are not listed.
+    fn lists_every_delivery(&self) -> bool {
+        false
+    }
+
     fn container(&self, contract: &str) -> Option<RunningContainer> {
         self.0
             .running

@@ -193,7 +193,7 @@ fn pipeline() -> (InProcess, Arc<Mutex<Vec<&'static str>>>) {
                     "adopt"
                 }
                 Control::Resume { done, .. } => {
-                    let _ = done.send(());
+                    let _ = done.send(Vec::new());
                     "resume"
                 }
                 Control::Standby { done, .. } => {

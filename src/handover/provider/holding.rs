@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::edgex::delivered::later;
 use crate::handover::fencing::{Fence, Holder};
+use crate::handover::receipt::Detected;
 use crate::lorawan::{Eui64, FcntState};
 
 /// A device's counter as stored.
@@ -42,6 +43,23 @@ pub struct Holding {
     pub holder: Holder,
     /// The last delivered frame of each device, by either edge, as known.
     pub delivered: BTreeMap<Eui64Hex, StoredCounter>,
+    /// The provider's takeover, while it holds the devices: for the receipt
+    /// it gives at hand-back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken: Option<Taken>,
+}
+
+/// When and how the provider took the devices over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Taken {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub detected: Detected,
+    /// From the customer's last sign of life to publishing.
+    pub takeover_ms: u64,
+    /// The counters it took over after.
+    pub after: BTreeMap<Eui64Hex, StoredCounter>,
 }
 
 impl Holding {
@@ -55,6 +73,11 @@ impl Holding {
     pub fn set_fence(&mut self, f: Fence) {
         self.epoch = f.epoch;
         self.holder = f.holder;
+    }
+
+    /// The counters as stored, for a [`Taken`].
+    pub fn counters(&self) -> BTreeMap<Eui64Hex, StoredCounter> {
+        self.delivered.clone()
     }
 
     pub fn delivered(&self) -> HashMap<Eui64, FcntState> {

@@ -32,6 +32,7 @@ use tonic::{Request, Status};
 use super::contract::SignedContract;
 use super::identity::{Identity, PublicKey};
 use super::pb::*;
+use super::receipt::Detected;
 use super::takeover::{Handed, Takeover};
 use super::tls::PeerKey;
 use super::transfer::{image_digest, now};
@@ -39,7 +40,7 @@ use crate::edgex::delivered::after_for;
 use crate::image::store::BlobStore;
 use crate::lorawan::Eui64;
 use crate::metrics::Metrics;
-use holding::Holding;
+use holding::{Holding, Taken};
 
 use super::fencing::Fence;
 pub use super::fencing::Holder;
@@ -72,8 +73,8 @@ struct Entry {
     /// The customer's heartbeat stream now open (0: none), so that the end
     /// of an older one says nothing.
     watch: u64,
-    /// Known stopped, without waiting for the silence limit.
-    gone: Option<Gone>,
+    /// Known stopped, without waiting for the silence limit, and since when.
+    gone: Option<(Gone, Instant)>,
     sessions: Option<Vec<DeviceSession>>,
 }
 
@@ -93,6 +94,12 @@ impl Entry {
     fn alive(&mut self) {
         self.heard = Instant::now();
         self.gone = None;
+    }
+
+    /// Known stopped now.
+    fn stopped(&mut self, how: Gone) {
+        self.gone = Some((how, Instant::now()));
+        self.watch = 0;
     }
 
     /// The customer is known gone, or silent past the activation condition.
@@ -123,6 +130,13 @@ pub struct Provider {
     watches: std::sync::atomic::AtomicU64,
     takeover: Option<Arc<dyn Takeover>>,
     metrics: Arc<Metrics>,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -283,7 +297,7 @@ impl Provider {
 
     async fn take_over(&self, id: &str) -> Result<(), TakeOverFailed> {
         let _one = self.transitions.lock().await;
-        let (holding, silent, gone, signed, sessions) = {
+        let (mut holding, silent, gone, signed, sessions) = {
             let mut m = self.entries.lock().expect("entries");
             let Some(e) = m.get_mut(id) else {
                 return Ok(());
@@ -323,9 +337,29 @@ impl Provider {
             let _ = self.save_holding(id, &back);
             return Err(TakeOverFailed::Activate(e));
         }
+        // What the receipt at hand-back states: when, how it was seen, how
+        // long from the customer's last sign of life, and from which counters.
+        let since = gone.map_or(silent, |(_, at)| at.elapsed());
+        let (detected, last_sign) = match gone {
+            Some((Gone::Closed, _)) => (Detected::Closed, since),
+            Some((Gone::Leaving, _)) => (Detected::Leaving, since),
+            None => (Detected::Silent, silent),
+        };
+        holding.taken = Some(Taken {
+            at_ms: now_ms(),
+            detected,
+            takeover_ms: last_sign.as_millis() as u64,
+            after: holding.counters(),
+        });
+        if let Some(en) = self.entries.lock().expect("entries").get_mut(id) {
+            en.holding.taken = holding.taken.clone();
+        }
+        if let Err(e) = self.save_holding(id, &holding) {
+            tracing::error!(contract = %id, error = %e, "cannot save the takeover's record");
+        }
         self.metrics.handover_takeovers.fetch_add(1, Relaxed);
         match gone {
-            Some(how) => {
+            Some((how, _)) => {
                 tracing::warn!(contract = %id, epoch = holding.epoch, ?how, "customer stopped: took its devices over")
             }
             None => {
@@ -342,12 +376,16 @@ impl Provider {
         let mut m = self.entries.lock().expect("entries");
         if let Some(e) = m.get_mut(id) {
             if e.watch == watch && e.holding.holder == Holder::Customer {
-                e.gone = Some(how);
-                e.watch = 0;
+                e.stopped(how);
                 drop(m);
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// Where this provider keeps its receipts.
+    pub fn receipts_dir(&self) -> PathBuf {
+        self.dir.join("receipts")
     }
 
     fn save_holding(&self, id: &str, h: &Holding) -> std::io::Result<()> {

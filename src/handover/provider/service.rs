@@ -7,14 +7,16 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::holding::Holding;
+use super::holding::{Eui64Hex, Holding, Taken};
 use super::{internal, Entry, Provider};
 use crate::handover::contract::SignedContract;
 use crate::handover::pb::handover_server::{Handover, HandoverServer};
 use crate::handover::pb::*;
+use crate::handover::receipt::{Delivery, Receipt, SignedReceipt, Verdict};
 use crate::handover::takeover::{counter_msg, counter_of, Handed};
 use crate::handover::tls::PeerKey;
 use crate::handover::transfer::{image_digest, now, receive};
+use crate::lorawan::{Eui64, FcntState};
 
 /// A request carrying only the caller's key, for checks made after a
 /// stream's first message.
@@ -27,6 +29,50 @@ fn as_peer(key: crate::handover::identity::PublicKey) -> Request<()> {
 }
 
 impl Provider {
+    /// The signed receipt of a holding that ends: per device, the frames
+    /// delivered since the takeover.
+    fn receipt(
+        &self,
+        signed: &SignedContract,
+        epoch: u64,
+        taken: Taken,
+        frames: Vec<(Eui64, Vec<FcntState>)>,
+        complete: bool,
+    ) -> SignedReceipt {
+        let c = &signed.contract;
+        let devices = signed
+            .dev_euis()
+            .into_iter()
+            .map(|eui| {
+                let after = taken
+                    .after
+                    .get(&Eui64Hex(eui))
+                    .map_or_else(FcntState::default, |s| FcntState {
+                        last: s.fcnt,
+                        epoch: s.epoch,
+                    });
+                let mine = frames
+                    .iter()
+                    .find(|(e, _)| *e == eui)
+                    .map_or(&[][..], |(_, f)| &f[..]);
+                Delivery::of(eui, after, mine)
+            })
+            .collect();
+        Receipt {
+            contract_id: c.id.clone(),
+            customer_key: c.customer.public_key.clone(),
+            provider_key: c.provider.public_key.clone(),
+            epoch,
+            from_ms: taken.at_ms,
+            to_ms: super::now_ms(),
+            detected: taken.detected,
+            takeover_ms: taken.takeover_ms,
+            complete,
+            devices,
+        }
+        .sign(&self.identity)
+    }
+
     /// A heartbeat of contract `id` (on stream `watch`, if any): proof of
     /// life, the counters the customer delivered, and perhaps its goodbye.
     fn beat(
@@ -52,8 +98,7 @@ impl Provider {
         }
         let epoch = e.holding.epoch;
         if hb.leaving {
-            e.gone = Some(super::Gone::Leaving);
-            e.watch = 0;
+            e.stopped(super::Gone::Leaving);
             drop(m);
             tracing::info!(contract = %id, "the customer is stopping: taking its devices over now");
             self.wake.notify_one();
@@ -296,6 +341,7 @@ impl Handover for Shared {
         let mut holding = current.clone();
         let mut joins = Vec::new();
         let mut macs = Vec::new();
+        let mut receipt_json = String::new();
         if granted.stand_down {
             let t = p
                 .takeover
@@ -335,6 +381,26 @@ impl Handover for Shared {
                     mac_state: serde_json::to_string(&s).expect("MAC state serialises"),
                 })
                 .collect();
+            let frames = t
+                .deliveries(Handed {
+                    contract: &signed,
+                    sessions: &sessions,
+                })
+                .await
+                .map_err(|e| Status::internal(format!("deliveries: {e}")))?;
+            if let Some(taken) = holding.taken.take() {
+                let r = p.receipt(
+                    &signed,
+                    current.epoch,
+                    taken,
+                    frames,
+                    t.lists_every_delivery(),
+                );
+                let path =
+                    crate::handover::receipt::save(&p.receipts_dir(), &r).map_err(internal)?;
+                tracing::info!(contract = %id, receipt = %path.display(), "receipt issued");
+                receipt_json = serde_json::to_string(&r).map_err(internal)?;
+            }
             p.metrics.handover_releases.fetch_add(1, Relaxed);
             tracing::warn!(contract = %id, epoch, "customer is back: handed its devices back");
         }
@@ -354,7 +420,48 @@ impl Handover for Shared {
             delivered,
             joins,
             macs,
+            receipt_json,
         }))
+    }
+
+    async fn settle(&self, req: Request<SettleRequest>) -> Result<Response<SettleReply>, Status> {
+        let p = &self.0;
+        let id = req.get_ref().contract_id.clone();
+        let signed = p.authorised(&req, &id)?;
+        let answered: SignedReceipt = serde_json::from_str(&req.get_ref().receipt_json)
+            .map_err(|e| Status::invalid_argument(format!("not a receipt: {e}")))?;
+        answered
+            .verify(true)
+            .map_err(|e| Status::invalid_argument(format!("receipt refused: {e}")))?;
+        let r = &answered.receipt;
+        if r.contract_id != id || r.customer_key != signed.contract.customer.public_key {
+            return Err(Status::permission_denied(
+                "the receipt is not of this contract",
+            ));
+        }
+        // Only an answer to the receipt this provider issued.
+        let path = p.receipts_dir().join(answered.file_name());
+        let ours: SignedReceipt = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Status::not_found(format!("no receipt {}", answered.file_name())))?;
+        if ours.receipt != answered.receipt
+            || ours.provider_signature != answered.provider_signature
+        {
+            return Err(Status::failed_precondition(
+                "the receipt differs from the one this provider issued",
+            ));
+        }
+        crate::handover::receipt::save(&p.receipts_dir(), &answered).map_err(internal)?;
+        match answered.answer.as_ref().map(|a| &a.verdict) {
+            Some(Verdict::Accepted) => {
+                tracing::info!(contract = %id, epoch = r.epoch, "receipt counter-signed by the customer")
+            }
+            _ => {
+                tracing::warn!(contract = %id, epoch = r.epoch, "the customer disputes the receipt")
+            }
+        }
+        Ok(Response::new(SettleReply {}))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
