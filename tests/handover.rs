@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use device_lorawan::handover::contract::{
-    Activation, Contract, ImageRef, Party, Resources, SignedContract,
+    Activation, AtExpiry, Contract, ImageRef, Party, Resources, SignedContract,
 };
 use device_lorawan::handover::identity::Identity;
 use device_lorawan::handover::pb::handover_client::HandoverClient;
 use device_lorawan::handover::pb::*;
 use device_lorawan::handover::provider::service::serve as serve_tls;
-use device_lorawan::handover::provider::Provider;
+use device_lorawan::handover::provider::{Holder, Provider};
 use device_lorawan::handover::receipt::{Detected, Frame, SignedReceipt, Verdict};
 use device_lorawan::handover::takeover::{Handed, Takeover, TakeoverError};
 use device_lorawan::handover::tls;
@@ -197,6 +197,7 @@ impl Edges {
             },
             not_before: self.t0,
             not_after: self.t0 + 3600,
+            at_expiry: Default::default(),
         }
     }
 
@@ -756,4 +757,88 @@ async fn the_wrong_tls_identity_is_refused() {
             .is_ok(),
     };
     assert!(!served, "a plain-TCP client was answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_that_ends_while_the_provider_holds_stands_it_down_by_its_terms() {
+    let recorder = Arc::new(Recorder::default());
+    let e = edges_with(1000, Some(recorder.clone())).await;
+    let mut c = e.client().await;
+    // Valid for a few seconds more, and its keys deleted at the end.
+    let mut terms = e.contract();
+    terms.not_after = now() + 3;
+    terms.at_expiry = AtExpiry::Release;
+    let offer = SignedContract::offer(terms, &e.customer).unwrap();
+    offer_contract(&mut c, &offer).await.unwrap();
+    c.sync_sessions(SyncRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch: 1,
+        devices: vec![session(3)],
+    })
+    .await
+    .unwrap();
+    let sessions = e.dir.path().join("provider/sessions/bridge-monitor-1.pb");
+    assert!(sessions.exists());
+    // The customer dies: the provider holds the devices.
+    let (tx, mut replies) = watch(&mut c, heartbeat(1, 4)).await.unwrap();
+    replies.message().await.unwrap().unwrap();
+    drop(tx);
+    until_calls(&recorder, 2).await;
+    assert_eq!(status(&mut c).await.holder, "provider");
+    // The contract ends: the provider stands down, issues the holding's
+    // receipt (unanswered: the customer is away) and deletes the keys.
+    let t = std::time::Instant::now();
+    while !recorder
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.starts_with("stand_down"))
+    {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "{:?}",
+            recorder.calls.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let t = std::time::Instant::now();
+    while sessions.exists() {
+        assert!(t.elapsed().as_secs() < 5, "the sessions were kept");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let receipt: SignedReceipt = serde_json::from_slice(
+        &std::fs::read(
+            e.dir
+                .path()
+                .join("provider/receipts/bridge-monitor-1-2.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    receipt.verify(false).unwrap();
+    assert_eq!(receipt.receipt.detected, Detected::Closed);
+    // Both what this provider remembers and what it reports say so.
+    let p = Provider::open(
+        Identity::generate().unwrap(),
+        &e.dir.path().join("provider"),
+        None,
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    let st = &p.status()[0];
+    assert!(st.ended);
+    assert_eq!(
+        (st.holder, st.epoch, st.sessions_synced),
+        (Holder::Customer, 3, false)
+    );
+    // The customer's calls are refused now: the contract is over.
+    let err = c
+        .release(ReleaseRequest {
+            contract_id: "bridge-monitor-1".into(),
+            epoch: 4,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 }

@@ -154,13 +154,21 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
     let container = common::engine::RemoveOnDrop(format!("device-lorawan-handover-{id}"));
 
     let mut provider = common::start_binary(&b.config);
-    offer(&a, provider_port, &public_key(&b), id);
+    // Both services run when the contract is offered: the customer takes
+    // it up at once, without a restart.
     let mut customer = common::start_binary(&a.config);
+    offer(&a, provider_port, &public_key(&b), id);
     let contract = a
         .dir
         .path()
         .join(format!("data/handover/customer/{id}.json"));
     assert!(contract.exists());
+    common::until(
+        "the running customer took the contract up",
+        Duration::from_secs(10),
+        || metric(a.api, "handover_releases_total") >= 1,
+    )
+    .await;
 
     // 3 motes, 6 frames a second: frames before, during and after the outage.
     let opts = SimOptions {

@@ -79,6 +79,30 @@ pub struct Contract {
     /// Valid from / until, seconds since the Unix epoch.
     pub not_before: u64,
     pub not_after: u64,
+    /// What the provider does when the contract ends while it holds the
+    /// devices. (Left out of the signed bytes when it is the default, so
+    /// contracts signed before it existed still verify.)
+    #[serde(default, skip_serializing_if = "AtExpiry::is_default")]
+    pub at_expiry: AtExpiry,
+}
+
+/// What a provider does with devices it holds when the contract ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AtExpiry {
+    /// Stop publishing them and keep their sessions until the customer
+    /// asks for them back (its release is then refused as expired, and it
+    /// publishes on its own after the activation window).
+    #[default]
+    HandBack,
+    /// Stop publishing them and delete their sessions (keys) at once.
+    Release,
+}
+
+impl AtExpiry {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A contract with the parties' signatures (hex), as stored and sent.
@@ -234,6 +258,7 @@ mod tests {
             },
             not_before: 100,
             not_after: 200,
+            at_expiry: Default::default(),
         }
     }
 

@@ -98,6 +98,16 @@ impl Fence {
         }
     }
 
+    /// The contract ended while the provider held the devices: it stops
+    /// publishing them, and the epoch moves on so that nothing it said
+    /// under the old one stands.
+    pub fn lapse(&self) -> Option<Fence> {
+        (self.holder == Holder::Provider).then_some(Fence {
+            epoch: self.epoch + 1,
+            holder: Holder::Customer,
+        })
+    }
+
     /// A release under `epoch`: granted only above the current epoch.
     pub fn release(&self, epoch: u64) -> Result<Release, Refusal> {
         if epoch <= self.epoch {
@@ -119,6 +129,26 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lapse_stands_the_provider_down_under_a_new_epoch_and_nothing_else() {
+        let held = Fence {
+            epoch: 4,
+            holder: Holder::Provider,
+        };
+        assert_eq!(
+            held.lapse(),
+            Some(Fence {
+                epoch: 5,
+                holder: Holder::Customer
+            })
+        );
+        let customer = Fence {
+            epoch: 4,
+            holder: Holder::Customer,
+        };
+        assert_eq!(customer.lapse(), None);
+    }
     use Holder::*;
 
     fn f(epoch: u64, holder: Holder) -> Fence {

@@ -14,6 +14,7 @@
 pub mod container;
 pub mod contract;
 pub mod customer;
+pub mod customers;
 pub mod fencing;
 pub mod identity;
 pub mod operator;
@@ -49,7 +50,7 @@ pub struct Roles {
 pub struct Started {
     /// The customers' tasks: each ends once it has handed its devices over
     /// after `leaving` turned true.
-    pub customers: Vec<tokio::task::JoinHandle<()>>,
+    pub customers: Arc<customers::Customers>,
     /// Devices to hold until the customer has taken them back.
     pub standby: Vec<Eui64>,
     pub provider: Option<Arc<provider::Provider>>,
@@ -63,22 +64,20 @@ impl Roles {
         tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     ) -> anyhow::Result<Started> {
         let identity_dir = self.config.service.data_dir.join("identity");
+        let customers = customers::Customers::new(customers::CustomerParts {
+            config: self.config.clone(),
+            control: self.control.clone(),
+            delivered: self.delivered.clone(),
+            metrics: self.metrics.clone(),
+            leaving: self.leaving.clone(),
+        });
         let mut standby = Vec::new();
-        let mut customers = Vec::new();
-        for signed in self.contracts {
+        for signed in customers::in_force(self.contracts) {
             standby.extend(signed.dev_euis());
             tracing::info!(contract = %signed.contract.id, provider = %signed.contract.provider.address, "handover customer: taking the devices back before publishing them");
-            let c = customer::Customer {
-                signed,
-                identity: identity::Identity::load(&identity_dir)?,
-                config: self.config.clone(),
-                control: self.control.clone(),
-                delivered: self.delivered.clone(),
-                metrics: self.metrics.clone(),
-                leaving: self.leaving.clone(),
-            };
-            customers.push(tokio::spawn(c.run()));
+            customers.start(signed)?;
         }
+        tasks.push(tokio::spawn(customers.clone().watch()));
         let listen = &self.config.handover.listen;
         if listen.is_empty() {
             return Ok(Started {

@@ -45,6 +45,10 @@ pub struct OfferArgs {
     /// without a close after `--missed` heartbeats.
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
+    /// What the provider does with the devices if the contract ends while
+    /// it holds them.
+    #[arg(long, value_enum, default_value = "hand-back")]
+    pub at_expiry: super::contract::AtExpiry,
     /// How many heartbeats in a row may be missed before the provider takes over.
     #[arg(long, default_value_t = 4)]
     pub missed: u32,
@@ -132,6 +136,7 @@ pub async fn offer(config: &Config, a: OfferArgs) -> anyhow::Result<SignedContra
         },
         not_before: t0.saturating_sub(60),
         not_after: t0 + a.valid_for.as_secs(),
+        at_expiry: a.at_expiry,
     };
     let offer = SignedContract::offer(contract, &me)?;
     let mut client = super::tls::connect(&a.to, &me, provider_key)?;

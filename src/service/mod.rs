@@ -172,11 +172,11 @@ pub async fn start(
             journal: outbox.journal.clone(),
             wake: outbox.wake.clone(),
         });
-        if handover {
-            let d = Arc::new(Delivered::new(Some(outbox.journal.clone())));
-            outbox.delivered = Some(d.clone());
-            delivered = Some(d);
-        }
+        // Always: a contract offered while the service runs is taken up
+        // at once, and its heartbeats need what EdgeX confirmed.
+        let d = Arc::new(Delivered::new(Some(outbox.journal.clone())));
+        outbox.delivered = Some(d.clone());
+        delivered = Some(d);
         // The outbox first: once any other sink has shown an uplink, it is journaled.
         parts.sink = Box::new(crate::pipeline::sink::Fanout(vec![
             Box::new(outbox),
@@ -224,7 +224,7 @@ pub async fn start(
     // At shutdown, customers hand their devices over before the pipeline
     // stops (they need it to stop publishing and to drain the outbox).
     let (leave, leaving) = tokio::sync::watch::channel(false);
-    let mut customers = Vec::new();
+    let mut customers = None;
     let (standby, provider) = match &delivered {
         Some(d) => {
             let roles = crate::handover::Roles {
@@ -236,7 +236,7 @@ pub async fn start(
                 leaving,
             };
             let started = roles.start(&mut tasks).await?;
-            customers = started.customers;
+            customers = Some(started.customers);
             bound.handover = started.listening;
             (started.standby, started.provider)
         }
@@ -357,10 +357,8 @@ pub async fn start(
     let shutdown = async move {
         shutdown.await;
         let _ = leave.send(true);
-        for c in customers {
-            if tokio::time::timeout(HAND_OVER_AT_STOP, c).await.is_err() {
-                tracing::warn!("a handover customer did not finish handing over before the stop");
-            }
+        if let Some(c) = customers {
+            c.left(HAND_OVER_AT_STOP).await;
         }
     };
     let handle = tokio::spawn(async move {

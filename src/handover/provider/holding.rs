@@ -47,6 +47,9 @@ pub struct Holding {
     /// it gives at hand-back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken: Option<Taken>,
+    /// The contract ended while the provider held the devices.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 /// When and how the provider took the devices over.

@@ -32,15 +32,15 @@ use tonic::{Request, Status};
 use super::contract::SignedContract;
 use super::identity::{Identity, PublicKey};
 use super::pb::*;
-use super::receipt::Detected;
+use super::receipt::{Delivery, Detected, Receipt, SignedReceipt};
 use super::takeover::{Handed, Takeover};
 use super::tls::PeerKey;
 use super::transfer::{image_digest, now};
 use crate::edgex::delivered::after_for;
 use crate::image::store::BlobStore;
-use crate::lorawan::Eui64;
+use crate::lorawan::{Eui64, FcntState};
 use crate::metrics::Metrics;
-use holding::{Holding, Taken};
+use holding::{Eui64Hex, Holding, Taken};
 
 use super::fencing::Fence;
 pub use super::fencing::Holder;
@@ -271,6 +271,11 @@ impl Provider {
                     tracing::error!(contract = %id, error = %e, "takeover failed");
                 }
             }
+            for id in self.lapsed() {
+                if let Err(e) = self.lapse(&id).await {
+                    tracing::error!(contract = %id, error = %e, "cannot stand down at the contract's end");
+                }
+            }
         }
     }
 
@@ -293,6 +298,120 @@ impl Provider {
             })
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// The signed receipt of a holding that ends: per device, the frames
+    /// delivered since the takeover.
+    fn receipt(
+        &self,
+        signed: &SignedContract,
+        epoch: u64,
+        taken: Taken,
+        frames: Vec<(Eui64, Vec<FcntState>)>,
+        complete: bool,
+    ) -> SignedReceipt {
+        let c = &signed.contract;
+        let devices = signed
+            .dev_euis()
+            .into_iter()
+            .map(|eui| {
+                let after = taken
+                    .after
+                    .get(&Eui64Hex(eui))
+                    .map_or_else(FcntState::default, |s| FcntState {
+                        last: s.fcnt,
+                        epoch: s.epoch,
+                    });
+                let mine = frames
+                    .iter()
+                    .find(|(e, _)| *e == eui)
+                    .map_or(&[][..], |(_, f)| &f[..]);
+                Delivery::of(eui, after, mine)
+            })
+            .collect();
+        Receipt {
+            contract_id: c.id.clone(),
+            customer_key: c.customer.public_key.clone(),
+            provider_key: c.provider.public_key.clone(),
+            epoch,
+            from_ms: taken.at_ms,
+            to_ms: now_ms(),
+            detected: taken.detected,
+            takeover_ms: taken.takeover_ms,
+            complete,
+            devices,
+        }
+        .sign(&self.identity)
+    }
+
+    /// Contracts that ended while this provider held their devices.
+    fn lapsed(&self) -> Vec<String> {
+        let now_s = now();
+        self.entries
+            .lock()
+            .expect("entries")
+            .iter()
+            .filter(|(_, e)| {
+                e.holding.holder == Holder::Provider && now_s >= e.signed.contract.not_after
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The contract ended while this provider held the devices: stop
+    /// publishing them, issue the receipt of the holding, and (by its
+    /// terms) keep or delete the sessions.
+    async fn lapse(&self, id: &str) -> anyhow::Result<()> {
+        let _one = self.transitions.lock().await;
+        let (mut holding, signed, sessions) = {
+            let m = self.entries.lock().expect("entries");
+            let Some(e) = m.get(id) else { return Ok(()) };
+            (
+                e.holding.clone(),
+                e.signed.clone(),
+                e.sessions.clone().unwrap_or_default(),
+            )
+        };
+        let Some(next) = holding.fence().lapse() else {
+            return Ok(());
+        };
+        let t = self
+            .takeover
+            .as_ref()
+            .expect("a provider that held devices runs them");
+        let handed = Handed {
+            contract: &signed,
+            sessions: &sessions,
+        };
+        let mine = t.stand_down(handed).await?;
+        holding.note(mine);
+        let frames = t.deliveries(handed).await?;
+        let epoch = holding.epoch;
+        if let Some(taken) = holding.taken.take() {
+            let r = self.receipt(&signed, epoch, taken, frames, t.lists_every_delivery());
+            super::receipt::save(&self.receipts_dir(), &r)?;
+        }
+        holding.set_fence(next);
+        holding.ended = true;
+        self.save_holding(id, &holding)?;
+        let release = signed.contract.at_expiry == super::contract::AtExpiry::Release;
+        if release {
+            let path = self.dir.join("sessions").join(format!("{id}.pb"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+            }
+        }
+        let mut m = self.entries.lock().expect("entries");
+        if let Some(e) = m.get_mut(id) {
+            e.holding = holding;
+            if release {
+                e.sessions = None;
+            }
+        }
+        tracing::warn!(contract = %id, epoch, at_expiry = ?signed.contract.at_expiry, "the contract ended while this edge held its devices: stopped publishing them");
+        Ok(())
     }
 
     async fn take_over(&self, id: &str) -> Result<(), TakeOverFailed> {
@@ -465,6 +584,9 @@ pub struct ContractStatus {
     pub image_bytes_held: u64,
     pub silent_ms: u64,
     pub not_after: u64,
+    /// The contract ended while this edge held the devices, and it stood
+    /// down.
+    pub ended: bool,
     /// The container running the devices (the container takeover).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<super::takeover::RunningContainer>,
@@ -492,6 +614,7 @@ impl Provider {
                     image_bytes_held: held,
                     silent_ms: e.heard.elapsed().as_millis() as u64,
                     not_after: c.not_after,
+                    ended: e.holding.ended,
                     container: self.takeover.as_ref().and_then(|t| t.container(id)),
                 }
             })

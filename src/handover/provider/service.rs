@@ -7,16 +7,15 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::holding::{Eui64Hex, Holding, Taken};
+use super::holding::Holding;
 use super::{internal, Entry, Provider};
 use crate::handover::contract::SignedContract;
 use crate::handover::pb::handover_server::{Handover, HandoverServer};
 use crate::handover::pb::*;
-use crate::handover::receipt::{Delivery, Receipt, SignedReceipt, Verdict};
+use crate::handover::receipt::{SignedReceipt, Verdict};
 use crate::handover::takeover::{counter_msg, counter_of, Handed};
 use crate::handover::tls::PeerKey;
 use crate::handover::transfer::{image_digest, now, receive};
-use crate::lorawan::{Eui64, FcntState};
 
 /// A request carrying only the caller's key, for checks made after a
 /// stream's first message.
@@ -29,50 +28,6 @@ fn as_peer(key: crate::handover::identity::PublicKey) -> Request<()> {
 }
 
 impl Provider {
-    /// The signed receipt of a holding that ends: per device, the frames
-    /// delivered since the takeover.
-    fn receipt(
-        &self,
-        signed: &SignedContract,
-        epoch: u64,
-        taken: Taken,
-        frames: Vec<(Eui64, Vec<FcntState>)>,
-        complete: bool,
-    ) -> SignedReceipt {
-        let c = &signed.contract;
-        let devices = signed
-            .dev_euis()
-            .into_iter()
-            .map(|eui| {
-                let after = taken
-                    .after
-                    .get(&Eui64Hex(eui))
-                    .map_or_else(FcntState::default, |s| FcntState {
-                        last: s.fcnt,
-                        epoch: s.epoch,
-                    });
-                let mine = frames
-                    .iter()
-                    .find(|(e, _)| *e == eui)
-                    .map_or(&[][..], |(_, f)| &f[..]);
-                Delivery::of(eui, after, mine)
-            })
-            .collect();
-        Receipt {
-            contract_id: c.id.clone(),
-            customer_key: c.customer.public_key.clone(),
-            provider_key: c.provider.public_key.clone(),
-            epoch,
-            from_ms: taken.at_ms,
-            to_ms: super::now_ms(),
-            detected: taken.detected,
-            takeover_ms: taken.takeover_ms,
-            complete,
-            devices,
-        }
-        .sign(&self.identity)
-    }
-
     /// A heartbeat of contract `id` (on stream `watch`, if any): proof of
     /// life, the counters the customer delivered, and perhaps its goodbye.
     fn beat(
