@@ -25,6 +25,11 @@ pub struct CoreData {
 
 impl CoreData {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// Listening on `host` instead of loopback.
+    pub async fn start_on(host: &str) -> Self {
         let state = Arc::new(State {
             events: Mutex::new(BTreeMap::new()),
             posts: AtomicU64::new(0),
@@ -34,7 +39,8 @@ impl CoreData {
         });
         let st = state.clone();
         let server =
-            super::standin::StandIn::start(Arc::new(move |m, p, b| st.handle(m, p, b))).await;
+            super::standin::StandIn::start_on(host, Arc::new(move |m, p, _, b| st.handle(m, p, b)))
+                .await;
         Self { state, server }
     }
 

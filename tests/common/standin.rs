@@ -35,7 +35,14 @@ impl StandIn {
 
     #[allow(dead_code)]
     pub async fn start_with_headers(handler: HeaderHandler) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1", handler).await
+    }
+
+    /// On `host` (a test's own veth address, not loopback, when services in
+    /// network namespaces must reach it).
+    #[allow(dead_code)]
+    pub async fn start_on(host: &str, handler: HeaderHandler) -> Self {
+        let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
         let mut s = Self {
             addr: listener.local_addr().unwrap(),
             handler,
