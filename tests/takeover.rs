@@ -84,6 +84,20 @@ fn handover_status(api: std::net::SocketAddr) -> serde_json::Value {
     get_json(api, "/api/v3/handover")
 }
 
+/// The status code of `GET path` on an edge's API.
+fn get_status(api: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 fn get_json(api: std::net::SocketAddr, path: &str) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(api).unwrap();
@@ -220,6 +234,14 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A device's command, as core-command would ask it: the customer's
+    // holder answers it, the armed provider does not.
+    let command = format!("/api/v3/device/name/{}/uplink", entries[0].name);
+    assert_eq!(
+        get_status(b.api, &command),
+        404,
+        "the provider does not hold it yet"
+    );
     kill9(&mut customer);
     let killed = Instant::now();
     let t = Instant::now();
@@ -238,6 +260,14 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
         core.stored() >= before_restart + 6
     })
     .await;
+    if matches!(mode, Mode::InProcess) {
+        common::until(
+            "the provider answering the device's commands",
+            Duration::from_secs(10),
+            || get_status(b.api, &command) == 200,
+        )
+        .await;
+    }
     let in_container = match &mode {
         Mode::InProcess => None,
         Mode::Container(_) => Some(container_published(&b, id, &container.0, &logs).await),
@@ -379,6 +409,12 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
         DEVICES + 1,
         "the ABP motes and the OTAA one"
     );
+    assert_eq!(
+        get_status(b.api, &command),
+        404,
+        "handed back: the customer answers it"
+    );
+    assert_eq!(get_status(a.api, &command), 200);
     // The settlement receipt: issued by the provider at the hand-back,
     // checked and counter-signed by the customer (accepted: nothing it heard
     // is missing, nothing repeated), kept by both, verified offline.

@@ -43,6 +43,10 @@ impl Pipeline {
                 }
                 for id in ids {
                     self.standby.entry(id).or_default();
+                    if self.adopted.contains(&id) {
+                        // Its commands are the holder's to answer now.
+                        self.devices.remove(id);
+                    }
                 }
                 let _ = done.send(());
             }
@@ -142,6 +146,7 @@ impl Pipeline {
                 self.states
                     .push(if later(saved, start) { saved } else { start });
                 self.standby.entry(id).or_default();
+                self.adopted.insert(id);
             }
             if a.down > self.store.down(eui) {
                 self.store
@@ -178,6 +183,10 @@ impl Pipeline {
         };
         if delivered.last.is_some() {
             self.covered.insert(id, delivered);
+        }
+        if self.adopted.contains(&id) {
+            // Held here now: its GET and PUT commands are answered here.
+            self.devices.put(id, self.registry.get(id));
         }
         let held = self.standby.remove(&id).unwrap_or_default();
         for h in held {

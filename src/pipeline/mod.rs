@@ -96,6 +96,10 @@ pub struct Pipeline {
     /// Devices whose JoinRequests another runner answers (a container
     /// taking them over).
     no_joins: std::collections::HashSet<u32>,
+    /// Devices handed over by another edge's contract (not this edge's
+    /// own): served by the API and commands only while this edge publishes
+    /// them.
+    adopted: std::collections::HashSet<u32>,
     /// JoinAccepts waiting for the de-duplication window.
     joining: Dedup<PendingJoin>,
     /// Each device's MAC state (durable).
@@ -155,6 +159,7 @@ impl Pipeline {
             joins,
             mac,
             no_joins: Default::default(),
+            adopted: Default::default(),
             dedup: Dedup::new(config.ingest.dedup_window),
             config,
             registry: parts.registry,
