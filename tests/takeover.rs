@@ -26,12 +26,16 @@ fn edge(
     mqtt: u16,
     core_data: &str,
     handover: Option<(u16, &Mode)>,
+    metadata: Option<&str>,
 ) -> common::BinaryEnv {
+    let metadata = metadata
+        .map(|url| format!(", Metadata: {{ Enabled: true, Url: \"{url}\" }}"))
+        .unwrap_or_default();
     let env = common::binary_env(
         devices,
         &format!("Name: {name}, SyncInterval: 1s"),
         &format!("DedupWindow: 200ms, Mqtt: {{ Enabled: true, Port: {mqtt}, ClientId: {name} }}"),
-        &format!("Delivery: rest, CoreData: {{ Url: \"{core_data}\" }}"),
+        &format!("Delivery: rest, CoreData: {{ Url: \"{core_data}\" }}{metadata}"),
     );
     let mut text = std::fs::read_to_string(&env.config).unwrap();
     text.push_str("Log: { Level: \"info,device_lorawan::handover=debug\" }\n");
@@ -157,14 +161,18 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
     entries.extend(mote::otaa_entries(1, SEED, Default::default()));
     let devices = mote::devices_yaml(&entries);
     let provider_port = common::free_port();
+    // The provider's own EdgeX: it lists the devices it holds.
+    let metadata = common::metadata::Metadata::start().await;
+    let in_process = matches!(mode, Mode::InProcess);
     let b = edge(
         "edge-b",
         "devices: []\n",
         broker.port,
         &core.url(),
         Some((provider_port, &mode)),
+        in_process.then(|| metadata.url()).as_deref(),
     );
-    let a = edge("edge-a", &devices, broker.port, &core.url(), None);
+    let a = edge("edge-a", &devices, broker.port, &core.url(), None, None);
     let container = common::engine::RemoveOnDrop(format!("device-lorawan-handover-{id}"));
 
     let mut provider = common::start_binary(&b.config);

@@ -20,6 +20,7 @@ pub mod device_dto;
 pub mod device_files;
 pub mod discovery;
 pub mod event;
+pub mod held;
 pub mod http;
 pub mod keeper;
 pub mod keys;

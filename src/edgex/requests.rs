@@ -150,6 +150,13 @@ fn validate(api: &Plane, payload: &Value) -> Answer {
         );
         refuse(Refusal::BadRequest, why)
     };
+    if super::held::is_held(device) && api.devices.id(name).is_some() {
+        // One this edge holds for another edge, registering it itself.
+        return (
+            StatusCode::OK,
+            json!({"apiVersion": "v3", "statusCode": 200}),
+        );
+    }
     let Some(id) = api.file_device(name) else {
         // Not in the devices file: served from EdgeX if we can read it (its
         // keys may come later, as a secret).
@@ -194,6 +201,10 @@ fn system_event(api: &Plane, action: &str, payload: &Value) {
     api.metrics.system_events.fetch_add(1, Relaxed);
     let device = &payload["details"];
     let name = device["name"].as_str().unwrap_or_default();
+    if super::held::is_held(device) {
+        // Held for another edge: its contract, not EdgeX, provides it.
+        return;
+    }
     let Some(id) = api.file_device(name) else {
         edgex_device_event(api, action, name, device);
         return;

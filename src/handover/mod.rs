@@ -87,9 +87,17 @@ impl Roles {
                 listening: None,
             });
         }
+        let md = &self.config.edgex.metadata;
         let in_process = takeover::InProcess {
             control: self.control.clone(),
             delivered: self.delivered.clone(),
+            edgex: md.enabled.then(|| {
+                Arc::new(crate::edgex::held::HeldInEdgex {
+                    client: crate::edgex::http::JsonClient::new(&md.url, md.timeout),
+                    service: self.config.service.name.clone(),
+                    metrics: self.metrics.clone(),
+                })
+            }),
         };
         let dir = self.config.service.data_dir.join("handover/provider");
         let takeover: Arc<dyn takeover::Takeover> = match self.config.handover.takeover {

@@ -275,6 +275,25 @@ const STAND_DOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 pub struct InProcess {
     pub control: mpsc::UnboundedSender<Control>,
     pub delivered: Arc<Delivered>,
+    /// This edge's core-metadata, told which devices it holds.
+    pub edgex: Option<Arc<crate::edgex::held::HeldInEdgex>>,
+}
+
+/// The devices of `handed` as this edge's core-metadata should list them.
+fn held(handed: Handed<'_>) -> Vec<crate::edgex::held::Held> {
+    handed
+        .sessions
+        .iter()
+        .filter_map(|s| {
+            Some(crate::edgex::held::Held {
+                name: s.name.clone(),
+                profile: serde_json::from_str(&s.profile_json).ok()?,
+                dev_eui: Eui64::from_u64(s.dev_eui).to_string(),
+                dev_addr: (s.dev_addr != 0).then(|| DevAddr(s.dev_addr).to_string()),
+                otaa: s.otaa.is_some(),
+            })
+        })
+        .collect()
 }
 
 impl InProcess {
@@ -322,8 +341,14 @@ impl Takeover for InProcess {
             done,
         })
         .await
-        .map(|_| ())
-        .map_err(TakeoverError::from)
+        .map_err(TakeoverError::from)?;
+        // In the background: publishing never waits for core-metadata.
+        if let Some(edgex) = self.edgex.clone() {
+            let id = handed.contract.contract.id.clone();
+            let devices = held(handed);
+            tokio::spawn(async move { edgex.up(&id, &devices).await });
+        }
+        Ok(())
     }
 
     async fn mac_states(
@@ -376,6 +401,13 @@ impl Takeover for InProcess {
         let deadline = std::time::Instant::now() + STAND_DOWN_DRAIN;
         while !self.delivered.settled(&devices) && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if let Some(edgex) = self.edgex.clone() {
+            let names: Vec<String> = handed.sessions.iter().map(|s| s.name.clone()).collect();
+            tokio::spawn(async move {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                edgex.down(&names).await
+            });
         }
         let last = self.delivered.last();
         Ok(devices

@@ -311,11 +311,12 @@ pub async fn start(
                 .map(|w| w.document.clone())
                 .collect(),
             on_devices: Some(Arc::new(move |devices: Vec<serde_json::Value>| {
-                for d in devices {
+                // Devices held for another edge come with their contract.
+                for d in devices.iter().filter(|d| !crate::edgex::held::is_held(d)) {
                     let name = d["name"].as_str().unwrap_or_default();
                     let served = api.provisioning.as_ref().is_some_and(|p| p.serves(name));
                     if api.devices.id(name).is_none() && !served {
-                        crate::edgex::requests::serve_edgex_device(&api, &d);
+                        crate::edgex::requests::serve_edgex_device(&api, d);
                     }
                 }
             })),

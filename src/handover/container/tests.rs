@@ -222,6 +222,7 @@ fn pipeline() -> (InProcess, Arc<Mutex<Vec<&'static str>>>) {
         }
     });
     let inner = InProcess {
+        edgex: None,
         control: tx,
         delivered: Arc::new(crate::edgex::delivered::Delivered::new(None)),
     };
