@@ -375,6 +375,7 @@ pub mod certs;
 pub mod core_data;
 pub mod engine;
 pub mod metadata;
+pub mod netns;
 pub mod requester;
 pub mod scrape;
 pub mod secret_store;
