@@ -200,6 +200,22 @@ enum HandoverCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Extend a contract from now: the same agreement with a later end,
+    /// signed by both edges (a running service goes on with it).
+    Renew {
+        #[arg(long)]
+        id: String,
+        /// How long from now (`30d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
+    },
+    /// End a contract now, signed by both edges: the provider stands down
+    /// if it holds the devices and forgets the contract; this edge keeps
+    /// the devices as its own.
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
     /// The settlement receipts this edge keeps (as customer and provider):
     /// what the provider delivered while it held the devices, and the
     /// customer's verdict.
@@ -458,6 +474,12 @@ async fn main() -> anyhow::Result<()> {
                     print!("{}", operator::release(&config, id.as_deref()).await?)
                 }
                 HandoverCommand::Receipts => print!("{}", operator::receipts(&config)?),
+                HandoverCommand::Renew { id, valid_for } => {
+                    print!("{}", operator::renew(&config, &id, valid_for).await?)
+                }
+                HandoverCommand::Revoke { id } => {
+                    print!("{}", operator::revoke(&config, &id).await?)
+                }
                 HandoverCommand::Receipt { .. } => unreachable!("answered above"),
             }
             Ok(())

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use device_lorawan::handover::contract::{
-    Activation, AtExpiry, Contract, ImageRef, Party, Resources, SignedContract,
+    Activation, AtExpiry, Contract, ImageRef, Party, Resources, Revocation, SignedContract,
 };
 use device_lorawan::handover::identity::Identity;
 use device_lorawan::handover::pb::handover_client::HandoverClient;
@@ -841,4 +841,119 @@ async fn a_contract_that_ends_while_the_provider_holds_stands_it_down_by_its_ter
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_and_revocation_are_signed_by_both_and_a_revocation_stands_the_provider_down() {
+    let recorder = Arc::new(Recorder::default());
+    let e = edges_with(1000, Some(recorder.clone())).await;
+    let mut c = e.client().await;
+    let accepted = e.offer(&mut c).await;
+
+    // Renewed: the same agreement, a later end; counter-signed.
+    let mut terms = accepted.contract.clone();
+    terms.not_after += 86_400;
+    let renewal = SignedContract::offer(terms.clone(), &e.customer).unwrap();
+    let reply = c
+        .amend(OfferRequest {
+            signed_contract_json: serde_json::to_string(&renewal).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let renewed: SignedContract = serde_json::from_str(&reply.signed_contract_json).unwrap();
+    renewed.verify(now()).unwrap();
+    assert_eq!(
+        renewed.contract.not_after,
+        accepted.contract.not_after + 86_400
+    );
+    // Another agreement under its id (other devices) is no renewal.
+    let mut other = terms.clone();
+    other.devices.push("70b3d57ed0000002".into());
+    let err = c
+        .amend(OfferRequest {
+            signed_contract_json: serde_json::to_string(
+                &SignedContract::offer(other, &e.customer).unwrap(),
+            )
+            .unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    // Renewed by someone else: refused.
+    let stranger = Identity::generate().unwrap();
+    let err = e
+        .client_as(&stranger)
+        .amend(OfferRequest {
+            signed_contract_json: serde_json::to_string(&renewal).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // The provider holds the devices when the customer revokes.
+    c.sync_sessions(SyncRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch: 1,
+        devices: vec![session(3)],
+    })
+    .await
+    .unwrap();
+    let (tx, mut replies) = watch(&mut c, heartbeat(1, 4)).await.unwrap();
+    replies.message().await.unwrap().unwrap();
+    drop(tx);
+    until_calls(&recorder, 2).await;
+    let bytes = renewed.contract.revocation_bytes();
+    // A revocation not signed by the customer is refused.
+    let err = c
+        .revoke(RevokeRequest {
+            contract_id: "bridge-monitor-1".into(),
+            customer_signature: hex::encode(stranger.sign(&bytes)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let customer_signature = hex::encode(e.customer.sign(&bytes));
+    let reply = c
+        .revoke(RevokeRequest {
+            contract_id: "bridge-monitor-1".into(),
+            customer_signature: customer_signature.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    Revocation {
+        contract: renewed.contract.clone(),
+        at: now(),
+        customer_signature,
+        provider_signature: reply.provider_signature,
+    }
+    .verify()
+    .unwrap();
+    assert!(
+        recorder
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("stand_down")),
+        "the provider stood down"
+    );
+    let provider = e.dir.path().join("provider");
+    assert!(
+        provider.join("receipts/bridge-monitor-1-2.json").exists(),
+        "the holding's receipt"
+    );
+    assert!(provider.join("revoked/bridge-monitor-1.json").exists());
+    assert!(
+        !provider.join("sessions/bridge-monitor-1.pb").exists(),
+        "its keys are gone"
+    );
+    let err = c
+        .status(StatusRequest {
+            contract_id: "bridge-monitor-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
 }

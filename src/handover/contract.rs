@@ -156,6 +156,72 @@ impl Contract {
     }
 }
 
+/// What both parties sign to end a contract early.
+const REVOCATION: &[u8] = b"device-lorawan handover revocation v1\n";
+
+/// A contract ended early, signed by both parties.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Revocation {
+    pub contract: Contract,
+    /// Unix seconds.
+    pub at: u64,
+    pub customer_signature: String,
+    pub provider_signature: String,
+}
+
+impl Contract {
+    /// The bytes of this contract's revocation.
+    pub fn revocation_bytes(&self) -> Vec<u8> {
+        let mut b = REVOCATION.to_vec();
+        b.extend_from_slice(&self.canonical_bytes());
+        b
+    }
+
+    /// `renewed` may replace this contract: the same agreement (id,
+    /// parties, image, devices), other validity, activation, resources or
+    /// end only.
+    pub fn check_renewal(&self, renewed: &Contract) -> Result<(), ContractError> {
+        let same = self.id == renewed.id
+            && self.customer == renewed.customer
+            && self.provider == renewed.provider
+            && self.image == renewed.image
+            && self.devices == renewed.devices;
+        if !same {
+            return Err(ContractError::Invalid(
+                "a renewal changes only validity, activation, resources and end",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Revocation {
+    /// Both signatures hold.
+    pub fn verify(&self) -> Result<(), ContractError> {
+        let bytes = self.contract.revocation_bytes();
+        for (party, key, sig) in [
+            (
+                "customer",
+                &self.contract.customer.public_key,
+                &self.customer_signature,
+            ),
+            (
+                "provider",
+                &self.contract.provider.public_key,
+                &self.provider_signature,
+            ),
+        ] {
+            let key = PublicKey::from_hex(key).ok_or(ContractError::BadKey(party))?;
+            let sig = hex::decode(sig).map_err(|_| ContractError::BadSignature(party))?;
+            if !verify(&key, &bytes, &sig) {
+                return Err(ContractError::BadSignature(party));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl SignedContract {
     /// The customer's offer: signed by the customer only.
     pub fn offer(contract: Contract, customer: &Identity) -> Result<Self, ContractError> {

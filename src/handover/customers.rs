@@ -85,8 +85,15 @@ impl Customers {
                 kept
             });
             for c in on_disk {
-                match running.get(&c.contract.id) {
+                match running.get_mut(&c.contract.id) {
                     Some((known, _)) if *known == c => {}
+                    // Renewed terms of the same agreement: the task goes on
+                    // (a restart would close its heartbeat stream, which the
+                    // provider takes for a crash).
+                    Some((known, _)) if known.contract.check_renewal(&c.contract).is_ok() => {
+                        tracing::info!(contract = %c.contract.id, not_after = c.contract.not_after, "handover contract renewed");
+                        *known = c;
+                    }
                     _ => fresh.push(c),
                 }
             }

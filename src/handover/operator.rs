@@ -1,5 +1,6 @@
 //! The operator's commands: `handover offer`, `handover status`,
-//! `handover release`, `handover receipts`, `handover receipt verify`. They talk to the provider directly (mutual TLS, as
+//! `handover release`, `handover renew`, `handover revoke`,
+//! `handover receipts`, `handover receipt verify`. They talk to the provider directly (mutual TLS, as
 //! this edge's identity) and keep the customer's contract where the
 //! service finds it at start.
 
@@ -221,6 +222,95 @@ pub async fn status(config: &Config) -> anyhow::Result<String> {
         out.push_str("no handover contracts\n");
     }
     Ok(out)
+}
+
+/// The customer contract `id` this edge holds.
+fn customer_contract(config: &Config, id: &str) -> anyhow::Result<SignedContract> {
+    customer::contracts(&config.service.data_dir)?
+        .into_iter()
+        .find(|c| c.contract.id == id)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no customer contract {id:?} in {}",
+                config.service.data_dir.join(customer::DIR).display()
+            )
+        })
+}
+
+/// Renew contract `id` for `valid_for` from now: the same agreement with a
+/// later end, signed by this edge and counter-signed by the provider. A
+/// running service goes on with the new terms without a restart.
+pub async fn renew(config: &Config, id: &str, valid_for: Duration) -> anyhow::Result<String> {
+    let me = identity(config)?;
+    let known = customer_contract(config, id)?;
+    let mut terms = known.contract.clone();
+    terms.not_after = now() + valid_for.as_secs();
+    let offer = SignedContract::offer(terms, &me)?;
+    let key = known
+        .provider_key()
+        .ok_or_else(|| anyhow::anyhow!("contract {id}: malformed provider key"))?;
+    let mut client = super::tls::connect(&known.contract.provider.address, &me, key)?;
+    let reply = client
+        .amend(OfferRequest {
+            signed_contract_json: serde_json::to_string(&offer)?,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("renewal refused: {}", s.message()))?
+        .into_inner();
+    let signed: SignedContract = serde_json::from_str(&reply.signed_contract_json)?;
+    signed.verify(now())?;
+    if signed.contract != offer.contract {
+        anyhow::bail!("the provider signed other terms than this edge offered");
+    }
+    customer::save_contract(&config.service.data_dir, &signed)?;
+    Ok(format!(
+        "renewed {id} until {} (Unix seconds), signed by both\n",
+        signed.contract.not_after
+    ))
+}
+
+/// Revoke contract `id`: both sign its end; the provider stands down (its
+/// receipt is settled as at a hand-back) and forgets it; this edge keeps
+/// the signed revocation and publishes the devices as its own.
+pub async fn revoke(config: &Config, id: &str) -> anyhow::Result<String> {
+    let me = identity(config)?;
+    let known = customer_contract(config, id)?;
+    let key = known
+        .provider_key()
+        .ok_or_else(|| anyhow::anyhow!("contract {id}: malformed provider key"))?;
+    let bytes = known.contract.revocation_bytes();
+    let customer_signature = hex::encode(me.sign(&bytes));
+    let mut client = super::tls::connect(&known.contract.provider.address, &me, key)?;
+    let reply = client
+        .revoke(RevokeRequest {
+            contract_id: id.to_owned(),
+            customer_signature: customer_signature.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("revocation refused: {}", s.message()))?
+        .into_inner();
+    let revocation = super::contract::Revocation {
+        contract: known.contract.clone(),
+        at: now(),
+        customer_signature,
+        provider_signature: reply.provider_signature,
+    };
+    revocation.verify()?;
+    let dir = config.service.data_dir.join(customer::DIR).join("revoked");
+    std::fs::create_dir_all(&dir)?;
+    let kept = dir.join(format!("{id}.json"));
+    crate::fsutil::write_atomic(&kept, &serde_json::to_vec_pretty(&revocation)?, 0o644)?;
+    let contract = config
+        .service
+        .data_dir
+        .join(customer::DIR)
+        .join(format!("{id}.json"));
+    std::fs::remove_file(&contract).map_err(|e| anyhow::anyhow!("{}: {e}", contract.display()))?;
+    let _ = std::fs::remove_file(contract.with_extension("state.json"));
+    Ok(format!(
+        "revoked {id}, signed by both: {}\n",
+        kept.display()
+    ))
 }
 
 /// Every receipt this edge keeps, one line each.

@@ -132,6 +132,14 @@ pub struct Provider {
     metrics: Arc<Metrics>,
 }
 
+fn remove_if_there(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -358,6 +366,38 @@ impl Provider {
             .collect()
     }
 
+    /// Stand down a holding that ends (the contract's end, a revocation)
+    /// and issue its receipt.
+    async fn end_holding(
+        &self,
+        signed: &SignedContract,
+        sessions: &[DeviceSession],
+        holding: &mut Holding,
+    ) -> anyhow::Result<()> {
+        let t = self
+            .takeover
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this edge runs no devices"))?;
+        let handed = Handed {
+            contract: signed,
+            sessions,
+        };
+        let mine = t.stand_down(handed).await?;
+        holding.note(mine);
+        let frames = t.deliveries(handed).await?;
+        if let Some(taken) = holding.taken.take() {
+            let r = self.receipt(
+                signed,
+                holding.epoch,
+                taken,
+                frames,
+                t.lists_every_delivery(),
+            );
+            super::receipt::save(&self.receipts_dir(), &r)?;
+        }
+        Ok(())
+    }
+
     /// The contract ended while this provider held the devices: stop
     /// publishing them, issue the receipt of the holding, and (by its
     /// terms) keep or delete the sessions.
@@ -375,33 +415,15 @@ impl Provider {
         let Some(next) = holding.fence().lapse() else {
             return Ok(());
         };
-        let t = self
-            .takeover
-            .as_ref()
-            .expect("a provider that held devices runs them");
-        let handed = Handed {
-            contract: &signed,
-            sessions: &sessions,
-        };
-        let mine = t.stand_down(handed).await?;
-        holding.note(mine);
-        let frames = t.deliveries(handed).await?;
         let epoch = holding.epoch;
-        if let Some(taken) = holding.taken.take() {
-            let r = self.receipt(&signed, epoch, taken, frames, t.lists_every_delivery());
-            super::receipt::save(&self.receipts_dir(), &r)?;
-        }
+        self.end_holding(&signed, &sessions, &mut holding).await?;
         holding.set_fence(next);
         holding.ended = true;
         self.save_holding(id, &holding)?;
         let release = signed.contract.at_expiry == super::contract::AtExpiry::Release;
         if release {
             let path = self.dir.join("sessions").join(format!("{id}.pb"));
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
-            }
+            remove_if_there(&path)?;
         }
         let mut m = self.entries.lock().expect("entries");
         if let Some(e) = m.get_mut(id) {
@@ -412,6 +434,65 @@ impl Provider {
         }
         tracing::warn!(contract = %id, epoch, at_expiry = ?signed.contract.at_expiry, "the contract ended while this edge held its devices: stopped publishing them");
         Ok(())
+    }
+
+    /// The customer revokes contract `id` (its signature checked): stand
+    /// down if holding, counter-sign, keep the revocation and forget the
+    /// contract and its sessions.
+    pub async fn revoke(
+        &self,
+        id: &str,
+        customer_signature: &str,
+    ) -> Result<super::contract::Revocation, Status> {
+        let _one = self.transitions.lock().await;
+        let (signed, sessions, mut holding) = {
+            let m = self.entries.lock().expect("entries");
+            let e = m
+                .get(id)
+                .ok_or_else(|| Status::not_found(format!("no accepted contract {id:?}")))?;
+            (
+                e.signed.clone(),
+                e.sessions.clone().unwrap_or_default(),
+                e.holding.clone(),
+            )
+        };
+        let bytes = signed.contract.revocation_bytes();
+        let key = signed
+            .customer_key()
+            .ok_or_else(|| Status::internal("the contract's customer key is malformed"))?;
+        let sig = hex::decode(customer_signature).unwrap_or_default();
+        if !super::identity::verify(&key, &bytes, &sig) {
+            self.metrics.handover_refused.fetch_add(1, Relaxed);
+            return Err(Status::permission_denied(
+                "the revocation is not signed by the contract's customer",
+            ));
+        }
+        if holding.holder == Holder::Provider {
+            self.end_holding(&signed, &sessions, &mut holding)
+                .await
+                .map_err(internal)?;
+        }
+        let revocation = super::contract::Revocation {
+            contract: signed.contract.clone(),
+            at: now(),
+            customer_signature: customer_signature.to_owned(),
+            provider_signature: hex::encode(self.identity.sign(&bytes)),
+        };
+        let rdir = self.dir.join("revoked");
+        std::fs::create_dir_all(&rdir).map_err(internal)?;
+        let json = serde_json::to_vec_pretty(&revocation).map_err(internal)?;
+        crate::fsutil::write_atomic(&rdir.join(format!("{id}.json")), &json, 0o644)
+            .map_err(internal)?;
+        for path in [
+            self.dir.join("contracts").join(format!("{id}.json")),
+            self.dir.join("contracts").join(format!("{id}.state.json")),
+            self.dir.join("sessions").join(format!("{id}.pb")),
+        ] {
+            remove_if_there(&path).map_err(internal)?;
+        }
+        self.entries.lock().expect("entries").remove(id);
+        tracing::warn!(contract = %id, "contract revoked by its customer");
+        Ok(revocation)
     }
 
     async fn take_over(&self, id: &str) -> Result<(), TakeOverFailed> {

@@ -379,6 +379,58 @@ impl Handover for Shared {
         }))
     }
 
+    async fn amend(&self, req: Request<OfferRequest>) -> Result<Response<OfferReply>, Status> {
+        let p = &self.0;
+        let renewed: SignedContract = serde_json::from_str(&req.get_ref().signed_contract_json)
+            .map_err(|e| Status::invalid_argument(format!("not a signed contract: {e}")))?;
+        let id = renewed.contract.id.clone();
+        let known = p
+            .entries
+            .lock()
+            .expect("entries")
+            .get(&id)
+            .map(|e| e.signed.clone())
+            .ok_or_else(|| Status::not_found(format!("no accepted contract {id:?}")))?;
+        // The caller must be its customer (an expired contract may be
+        // renewed too, so not `authorised`).
+        let peer = PeerKey::of(&req)?;
+        if Some(peer) != known.customer_key() {
+            p.metrics.handover_refused.fetch_add(1, Relaxed);
+            return Err(Status::permission_denied(format!(
+                "the caller {} is not the contract's customer",
+                peer.to_hex()
+            )));
+        }
+        known
+            .contract
+            .check_renewal(&renewed.contract)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let signed = renewed.accept(&p.identity, now()).map_err(|e| {
+            p.metrics.handover_refused.fetch_add(1, Relaxed);
+            Status::permission_denied(format!("renewal refused: {e}"))
+        })?;
+        let json = serde_json::to_string_pretty(&signed).map_err(internal)?;
+        let path = p.dir.join("contracts").join(format!("{id}.json"));
+        crate::fsutil::write_atomic(&path, json.as_bytes(), 0o600).map_err(internal)?;
+        if let Some(e) = p.entries.lock().expect("entries").get_mut(&id) {
+            e.signed = signed;
+        }
+        tracing::info!(contract = %id, "handover contract renewed");
+        Ok(Response::new(OfferReply {
+            signed_contract_json: json,
+        }))
+    }
+
+    async fn revoke(&self, req: Request<RevokeRequest>) -> Result<Response<RevokeReply>, Status> {
+        let p = &self.0;
+        let id = req.get_ref().contract_id.clone();
+        p.authorised(&req, &id)?;
+        let r = p.revoke(&id, &req.get_ref().customer_signature).await?;
+        Ok(Response::new(RevokeReply {
+            provider_signature: r.provider_signature,
+        }))
+    }
+
     async fn settle(&self, req: Request<SettleRequest>) -> Result<Response<SettleReply>, Status> {
         let p = &self.0;
         let id = req.get_ref().contract_id.clone();
