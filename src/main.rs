@@ -203,6 +203,7 @@ enum HandoverCommand {
     /// Extend a contract from now: the same agreement with a later end,
     /// signed by both edges (a running service goes on with it).
     Renew {
+        /// The contract's id.
         #[arg(long)]
         id: String,
         /// How long from now (`30d`, `12h`).
@@ -213,6 +214,7 @@ enum HandoverCommand {
     /// if it holds the devices and forgets the contract; this edge keeps
     /// the devices as its own.
     Revoke {
+        /// The contract's id.
         #[arg(long)]
         id: String,
     },
