@@ -198,6 +198,7 @@ impl Edges {
             not_before: self.t0,
             not_after: self.t0 + 3600,
             at_expiry: Default::default(),
+            rank: 0,
         }
     }
 
@@ -427,6 +428,7 @@ fn heartbeat(epoch: u64, fcnt: u32) -> HeartbeatRequest {
             fcnt_down: 0,
         }],
         leaving: false,
+        standby: false,
     }
 }
 
@@ -956,4 +958,41 @@ async fn renewal_and_revocation_are_signed_by_both_and_a_revocation_stands_the_p
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_told_to_stand_by_does_not_take_over_until_armed() {
+    let recorder = Arc::new(Recorder::default());
+    let mut e = edges_with(1000, Some(recorder.clone())).await;
+    e.activation = Activation {
+        heartbeat_ms: 200,
+        missed_heartbeats: 2,
+    };
+    let mut c = e.client().await;
+    e.offer(&mut c).await;
+    c.sync_sessions(SyncRequest {
+        contract_id: "bridge-monitor-1".into(),
+        epoch: 1,
+        devices: vec![session(3)],
+    })
+    .await
+    .unwrap();
+    // A provider ranked above this one is reachable: the customer's crash
+    // and its silence leave this one standing by.
+    let mut standby = heartbeat(1, 4);
+    standby.standby = true;
+    let (tx, mut replies) = watch(&mut c, standby).await.unwrap();
+    replies.message().await.unwrap().unwrap();
+    drop(tx);
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(*recorder.calls.lock().unwrap(), ["arm 1"], "stood by");
+    // Armed again (the one above was lost), then the customer crashes.
+    let (tx, mut replies) = watch(&mut c, heartbeat(1, 5)).await.unwrap();
+    replies.message().await.unwrap().unwrap();
+    drop(tx);
+    until_calls(&recorder, 2).await;
+    assert_eq!(
+        recorder.calls.lock().unwrap()[1],
+        "activate 70b3d57ed0000001@Some(5)"
+    );
 }

@@ -62,10 +62,21 @@ fn public_key(env: &common::BinaryEnv) -> String {
 }
 
 fn offer(customer: &common::BinaryEnv, provider_port: u16, provider_key: &str, id: &str) {
+    offer_ranked(customer, provider_port, provider_key, id, 0)
+}
+
+fn offer_ranked(
+    customer: &common::BinaryEnv,
+    provider_port: u16,
+    provider_key: &str,
+    id: &str,
+    rank: u32,
+) {
     let out = Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
         .args(["handover", "offer", "--to"])
         .arg(format!("127.0.0.1:{provider_port}"))
-        .args(["--provider-key", provider_key, "--id", id])
+        .args(["--provider-key", provider_key, "--id", id, "--rank"])
+        .arg(rank.to_string())
         .args(["--heartbeat", "300ms", "--missed", "3", "--config"])
         .arg(&customer.config)
         .output()
@@ -148,6 +159,155 @@ async fn the_container_takeover_runs_the_customers_image_and_loses_nothing() {
     }
     let engine = common::engine::PodmanService::start();
     scenario(Mode::Container(engine), "bridge-c", 150).await;
+}
+
+/// Two providers for one customer, ranked: with both alive only the first
+/// takes over; with the first lost, the second does. Every frame once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranked_providers_the_first_reachable_takes_over() {
+    let Some(broker) = common::Mosquitto::start() else {
+        return;
+    };
+    let core = common::core_data::CoreData::start().await;
+    let entries = mote::entries(DEVICES, SEED + 1);
+    let (port1, port2) = (common::free_port(), common::free_port());
+    let p1 = edge(
+        "edge-p1",
+        "devices: []\n",
+        broker.port,
+        &core.url(),
+        Some((port1, &Mode::InProcess)),
+        None,
+    );
+    let p2 = edge(
+        "edge-p2",
+        "devices: []\n",
+        broker.port,
+        &core.url(),
+        Some((port2, &Mode::InProcess)),
+        None,
+    );
+    let a = edge(
+        "edge-a",
+        &mote::devices_yaml(&entries),
+        broker.port,
+        &core.url(),
+        None,
+        None,
+    );
+    let mut first = common::start_binary(&p1.config);
+    let mut second = common::start_binary(&p2.config);
+    let mut customer = common::start_binary(&a.config);
+    offer_ranked(&a, port1, &public_key(&p1), "ranked-1", 0);
+    offer_ranked(&a, port2, &public_key(&p2), "ranked-2", 1);
+    common::until("both contracts taken up", Duration::from_secs(15), || {
+        metric(a.api, "handover_releases_total") >= 2
+    })
+    .await;
+    for (p, id) in [(&p1, "ranked-1"), (&p2, "ranked-2")] {
+        common::until("both providers armed", Duration::from_secs(15), || {
+            p.dir
+                .path()
+                .join(format!("data/handover/provider/sessions/{id}.pb"))
+                .exists()
+        })
+        .await;
+    }
+    let opts = SimOptions {
+        devices: DEVICES,
+        gateways: 2,
+        rate: 6.0,
+        frames: Some(120),
+        duration: None,
+        seed: SEED + 1,
+        ..SimOptions::default()
+    };
+    let target = Target::Mqtt {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        format: WireFormat::Protobuf,
+        prefix: String::new(),
+    };
+    let sim = tokio::spawn(sim::run(target, opts, std::future::pending()));
+    common::until("the customer delivering", Duration::from_secs(15), || {
+        core.stored() >= 12
+    })
+    .await;
+
+    // Both providers reachable: the customer's crash is the first one's.
+    kill9(&mut customer);
+    common::until(
+        "the first provider's takeover",
+        Duration::from_secs(10),
+        || metric(p1.api, "handover_takeovers_total") >= 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        metric(p2.api, "handover_takeovers_total"),
+        0,
+        "the second stood by"
+    );
+    customer = common::start_binary(&a.config);
+    common::until(
+        "the customer back from the first",
+        Duration::from_secs(15),
+        || metric(a.api, "handover_releases_total") >= 2,
+    )
+    .await;
+
+    // The first provider is lost; then the customer: the second takes over.
+    kill9(&mut first);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill9(&mut customer);
+    common::until(
+        "the second provider's takeover",
+        Duration::from_secs(10),
+        || metric(p2.api, "handover_takeovers_total") >= 1,
+    )
+    .await;
+    let stored = core.stored();
+    common::until(
+        "the second provider publishing",
+        Duration::from_secs(10),
+        || core.stored() > stored + 3,
+    )
+    .await;
+    customer = common::start_binary(&a.config);
+    common::until(
+        "the customer back from the second",
+        Duration::from_secs(20),
+        || {
+            metric(a.api, "handover_releases_total") >= 1
+                && metric(p2.api, "handover_releases_total") >= 1
+        },
+    )
+    .await;
+
+    let report = sim.await.unwrap().unwrap();
+    let euis: std::collections::BTreeMap<String, String> = entries
+        .iter()
+        .map(|e| (e.name.clone(), e.dev_eui.to_string()))
+        .collect();
+    let want: std::collections::BTreeSet<String> = report
+        .expected
+        .iter()
+        .map(|e| {
+            device_lorawan::edgex::event::event_id(&euis[&e.device], e.epoch, e.fcnt).to_string()
+        })
+        .collect();
+    common::until("every frame stored", Duration::from_secs(30), || {
+        let events = core.state.events.lock().unwrap();
+        want.iter().all(|id| events.contains_key(id))
+    })
+    .await;
+    {
+        let events = core.state.events.lock().unwrap();
+        let invalid = core.state.invalid.lock().unwrap();
+        common::assert_stored_exactly(&events, &invalid, &want);
+    }
+    kill9(&mut customer);
+    kill9(&mut second);
 }
 
 async fn scenario(mode: Mode, id: &str, frames: u64) {

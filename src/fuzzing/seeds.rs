@@ -345,6 +345,7 @@ fn contract() -> Vec<u8> {
         not_before: 100,
         not_after: 2_000_000_000,
         at_expiry: Default::default(),
+        rank: 0,
     };
     let signed = SignedContract::offer(c, &a)
         .and_then(|o| o.accept(&b, 1_800_000_000))

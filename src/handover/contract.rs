@@ -84,6 +84,16 @@ pub struct Contract {
     /// contracts signed before it existed still verify.)
     #[serde(default, skip_serializing_if = "AtExpiry::is_default")]
     pub at_expiry: AtExpiry,
+    /// Where this provider stands among the customer's providers of the
+    /// same devices: 0 first. The customer tells each provider in its
+    /// heartbeats whether one ranked above it is reachable; only the first
+    /// reachable one takes over. (Left out of the signed bytes when 0.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rank: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a provider does with devices it holds when the contract ends.
@@ -325,6 +335,7 @@ mod tests {
             not_before: 100,
             not_after: 200,
             at_expiry: Default::default(),
+            rank: 0,
         }
     }
 

@@ -98,6 +98,8 @@ pub struct Customer {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Turns true when the service stops: hand the devices over, then end.
     pub leaving: tokio::sync::watch::Receiver<bool>,
+    /// Which of this edge's providers may take over.
+    pub ranking: Arc<super::ranking::Ranking>,
 }
 
 /// How often counters EdgeX has just confirmed go to the provider.
@@ -190,7 +192,9 @@ impl Customer {
         epoch = self.take_back(&mut client, epoch).await;
         let mut down_logged = false;
         loop {
-            match self.watch(&mut client, epoch, &mut down_logged).await {
+            let watched = self.watch(&mut client, epoch, &mut down_logged).await;
+            self.ranking.reachable(self.id(), false);
+            match watched {
                 Watched::Left => return,
                 Watched::Stopping => {
                     tracing::warn!(contract = %self.id(), "stopping without the provider: it takes over when it sees the silence");
@@ -266,6 +270,7 @@ impl Customer {
                 r = replies.message() => match r {
                     Ok(Some(_)) => {
                         answered = Instant::now();
+                        self.ranking.reachable(self.id(), true);
                         if *down_logged {
                             tracing::info!(contract = %self.id(), "provider reachable again");
                             *down_logged = false;
@@ -287,6 +292,11 @@ impl Customer {
                         }
                         synced_joins = joins_now;
                     }
+                    let _ = tx.try_send(self.beat_msg(epoch, &mut sent, true, false));
+                }
+                // Another provider's reachability changed: say at once
+                // whether this one must stand by.
+                () = self.ranking.changed.notified() => {
                     let _ = tx.try_send(self.beat_msg(epoch, &mut sent, true, false));
                 }
                 _ = push.tick() => {
@@ -377,6 +387,7 @@ impl Customer {
             epoch,
             delivered,
             leaving,
+            standby: self.ranking.standby(self.id()),
         }
     }
 

@@ -32,6 +32,7 @@ pub struct CustomerParts {
 /// The running customer tasks, by contract id.
 pub struct Customers {
     parts: CustomerParts,
+    ranking: Arc<super::ranking::Ranking>,
     running: Mutex<HashMap<String, (SignedContract, JoinHandle<()>)>>,
 }
 
@@ -39,6 +40,7 @@ impl Customers {
     pub fn new(parts: CustomerParts) -> Arc<Self> {
         Arc::new(Self {
             parts,
+            ranking: Arc::default(),
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -48,6 +50,8 @@ impl Customers {
         let p = &self.parts;
         let identity = Identity::load(&p.config.service.data_dir.join("identity"))?;
         let id = signed.contract.id.clone();
+        self.ranking
+            .enter(&id, signed.contract.rank, signed.dev_euis());
         let c = Customer {
             signed: signed.clone(),
             identity,
@@ -56,6 +60,7 @@ impl Customers {
             delivered: p.delivered.clone(),
             metrics: p.metrics.clone(),
             leaving: p.leaving.clone(),
+            ranking: self.ranking.clone(),
         };
         let task = tokio::spawn(c.run());
         if let Some((_, old)) = self
@@ -81,6 +86,7 @@ impl Customers {
                 if !kept {
                     tracing::warn!(contract = %id, "handover contract withdrawn or expired: no longer sending heartbeats");
                     task.abort();
+                    self.ranking.leave(id);
                 }
                 kept
             });

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod operator;
 pub mod pb;
 pub mod provider;
+pub mod ranking;
 pub mod receipt;
 pub mod settle;
 pub mod takeover;

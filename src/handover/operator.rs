@@ -50,6 +50,10 @@ pub struct OfferArgs {
     /// it holds them.
     #[arg(long, value_enum, default_value = "hand-back")]
     pub at_expiry: super::contract::AtExpiry,
+    /// This provider's rank among this edge's providers of the same
+    /// devices (0 first): only the first one reachable takes over.
+    #[arg(long, default_value_t = 0)]
+    pub rank: u32,
     /// How many heartbeats in a row may be missed before the provider takes over.
     #[arg(long, default_value_t = 4)]
     pub missed: u32,
@@ -138,6 +142,7 @@ pub async fn offer(config: &Config, a: OfferArgs) -> anyhow::Result<SignedContra
         not_before: t0.saturating_sub(60),
         not_after: t0 + a.valid_for.as_secs(),
         at_expiry: a.at_expiry,
+        rank: a.rank,
     };
     let offer = SignedContract::offer(contract, &me)?;
     let mut client = super::tls::connect(&a.to, &me, provider_key)?;

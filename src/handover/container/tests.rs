@@ -281,6 +281,7 @@ async fn a_tampered_image_never_reaches_the_engine_and_this_edge_goes_on() {
             not_before: 0,
             not_after: u64::MAX,
             at_expiry: Default::default(),
+            rank: 0,
         },
         customer_signature: None,
         provider_signature: None,

@@ -75,6 +75,9 @@ struct Entry {
     watch: u64,
     /// Known stopped, without waiting for the silence limit, and since when.
     gone: Option<(Gone, Instant)>,
+    /// The customer's last word: a provider ranked above this one is
+    /// reachable, so this one must not take over.
+    standby: bool,
     sessions: Option<Vec<DeviceSession>>,
 }
 
@@ -86,6 +89,7 @@ impl Entry {
             heard: Instant::now(),
             watch: 0,
             gone: None,
+            standby: false,
             sessions,
         }
     }
@@ -102,9 +106,10 @@ impl Entry {
         self.watch = 0;
     }
 
-    /// The customer is known gone, or silent past the activation condition.
+    /// The customer is known gone, or silent past the activation
+    /// condition, and this provider is the one it armed.
     fn silent(&self) -> bool {
-        self.gone.is_some() || self.heard.elapsed() > self.silence_limit()
+        !self.standby && (self.gone.is_some() || self.heard.elapsed() > self.silence_limit())
     }
 
     fn silence_limit(&self) -> Duration {

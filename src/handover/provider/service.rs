@@ -47,6 +47,7 @@ impl Provider {
             .get_mut(id)
             .ok_or_else(|| Status::not_found(id.to_owned()))?;
         e.alive();
+        e.standby = hb.standby;
         e.holding.note(hb.delivered.iter().map(counter_of));
         if let Some(w) = watch {
             e.watch = w;
