@@ -100,6 +100,10 @@ pub struct HandoverConfig {
     /// The Docker-API engine the container takeover uses (Docker,
     /// balenaEngine, `podman system service`), as `DOCKER_HOST` names it.
     pub engine: String,
+    /// Set by a provider in the configuration of the customer's image it
+    /// runs: start with every device held, and publish them once this file
+    /// names the counters to publish after. Empty: publish at once.
+    pub resume_after: String,
 }
 
 /// How a provider takes a silent customer's devices over.
@@ -123,6 +127,7 @@ impl Default for HandoverConfig {
             sync_every: 10,
             takeover: TakeoverMode::InProcess,
             engine: "unix:///var/run/docker.sock".into(),
+            resume_after: String::new(),
         }
     }
 }

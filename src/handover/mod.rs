@@ -22,6 +22,7 @@ pub mod pb;
 pub mod provider;
 pub mod ranking;
 pub mod receipt;
+pub mod resume_file;
 pub mod settle;
 pub mod takeover;
 pub mod tls;

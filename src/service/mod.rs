@@ -104,6 +104,12 @@ pub async fn start(
     let (secrets, keyless) = sessions(&config, &mut parts.registry)?;
     let devices = Arc::new(DeviceStates::new(&parts.registry, &config.site_region()));
     let (control_tx, control_rx) = mpsc::unbounded_channel();
+    // A customer's image run by a provider holds every device at first.
+    let resume = (!config.handover.resume_after.is_empty()).then(|| {
+        let devices: Vec<crate::lorawan::Eui64> =
+            parts.registry.iter().map(|d| d.dev_eui).collect();
+        (devices, control_tx.clone())
+    });
     let queue = Arc::new(DownlinkQueue::open(
         &config.service.data_dir,
         config.downlink.max_queued,
@@ -354,6 +360,17 @@ pub async fn start(
     pipeline.discovery = Some(discovery);
     for eui in standby {
         pipeline.stand_by(eui);
+    }
+    if let Some((devices, control)) = resume {
+        // Until the provider has stood down and named the counters.
+        for eui in &devices {
+            pipeline.stand_by(*eui);
+        }
+        tasks.push(tokio::spawn(crate::handover::resume_file::wait_and_resume(
+            config.handover.resume_after.clone().into(),
+            devices,
+            control,
+        )));
     }
     let shutdown = async move {
         shutdown.await;

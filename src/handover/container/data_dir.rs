@@ -33,9 +33,16 @@ pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Con
     c.ingest.udp.enabled = false;
     c.ingest.mqtt.client_id = format!("{}-{contract}", config.ingest.mqtt.client_id);
     c.edgex.message_bus.client_id = format!("{}-{contract}", config.edgex.message_bus.client_id);
-    c.handover = HandoverConfig::default();
+    c.handover = HandoverConfig {
+        resume_after: format!("{DATA}/{RESUME_FILE}"),
+        ..HandoverConfig::default()
+    };
     c
 }
+
+/// The file the provider writes, once it has stood down, with the counters
+/// the container publishes after.
+pub const RESUME_FILE: &str = "resume.json";
 
 /// The devices file for `sessions`, keys included.
 fn devices_yaml(sessions: &[DeviceSession]) -> Result<String, String> {

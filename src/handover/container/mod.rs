@@ -390,8 +390,31 @@ impl Shared {
         let t = Instant::now();
         let result = match self.start(handed, delivered).await {
             // The container hears the stream now: hold ours again.
+            // Then this edge stands down and names the counters the
+            // container publishes after: each frame by exactly one of them.
             Ok(running) => match self.inner.stand_down(handed).await {
-                Ok(_) => Ok(running),
+                Ok(mine) => {
+                    let after: Vec<(Eui64, FcntState)> = delivered
+                        .iter()
+                        .map(|&(eui, s)| match mine.iter().find(|(e, _)| *e == eui) {
+                            Some(&(_, m)) if later(m, s) => (eui, m),
+                            _ => (eui, s),
+                        })
+                        .collect();
+                    let path = self.dir.join(id).join(data_dir::RESUME_FILE);
+                    match crate::handover::resume_file::write(&path, &after) {
+                        Ok(()) => Ok(running),
+                        Err(e) => {
+                            if let Ok(engine) = Engine::connect(&self.engine).await {
+                                let _ = engine.remove(&running.name).await;
+                            }
+                            Err(TakeoverError::Store {
+                                what: "the container's resume file",
+                                error: e.to_string(),
+                            })
+                        }
+                    }
+                }
                 Err(e) => {
                     if let Ok(engine) = Engine::connect(&self.engine).await {
                         let _ = engine.remove(&running.name).await;
