@@ -245,6 +245,11 @@ pub struct MqttConfig {
     pub subscriptions: Vec<Subscription>,
     /// TLS to the broker (`mqtts`): its CA, and our certificate and key.
     pub tls: Option<MqttTls>,
+    /// No session kept at the broker: nothing queued while away is
+    /// delivered at the next connection. Off by default (a restart takes
+    /// what the broker kept); a provider's takeover container sets it, since
+    /// frames from before it subscribed are the provider's.
+    pub clean_session: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -369,6 +374,7 @@ impl Default for MqttConfig {
             password: None,
             qos: 1,
             keep_alive: Duration::from_secs(30),
+            clean_session: false,
             subscriptions: vec![
                 Subscription {
                     topic: "gateway/+/event/up".into(),

@@ -32,6 +32,9 @@ pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Con
     c.readings.json_lines = crate::image::package::readings_in_image(&config.readings.json_lines);
     c.ingest.udp.enabled = false;
     c.ingest.mqtt.client_id = format!("{}-{contract}", config.ingest.mqtt.client_id);
+    // A session kept from an earlier takeover of this contract would hand
+    // it that takeover's frames first: old counters, taken for a reboot.
+    c.ingest.mqtt.clean_session = true;
     c.edgex.message_bus.client_id = format!("{}-{contract}", config.edgex.message_bus.client_id);
     c.handover = HandoverConfig {
         resume_after: format!("{DATA}/{RESUME_FILE}"),

@@ -103,7 +103,7 @@ pub async fn run(
         cfg.username.as_deref().zip(cfg.password.as_deref()),
         cfg.tls.as_ref(),
     );
-    opts.set_clean_session(false);
+    opts.set_clean_session(cfg.clean_session);
     opts.set_manual_acks(true);
     // rumqttc drops the connection on an oversize packet; let it take large
     // ones so that *we* reject them, counted, without a reconnect loop.
