@@ -1,10 +1,37 @@
-//! The container takeover's last step, without overlap: the customer's image
-//! starts with its devices held (decoded, not published), and publishes
-//! them once the provider, having stood down itself, writes the counters to
-//! publish after into a file of the container's data directory
-//! (`Handover.ResumeAfter`). Frames both heard meanwhile are published by
-//! exactly one of them: at or before the counters by the provider, after
-//! them by the container.
+//! The container takeover's two hand-offs, without overlap, through files
+//! in the container's data directory (which the provider writes and the
+//! container reads, `Handover.ResumeAfter` naming the first):
+//!
+//! - Start: the customer's image starts with its devices held (decoded, not
+//!   published), and publishes them once the provider, having stood down
+//!   itself, writes the counters to publish after ([`RESUME`]). Frames both
+//!   heard meanwhile are published by exactly one of them: at or before the
+//!   counters by the provider, after them by the container.
+//! - Hand-back: the provider asks the container to stand by ([`STANDBY`]);
+//!   the container publishes what it has heard, lets its journal reach
+//!   EdgeX, and answers with the counters it delivered ([`STOOD_BY`]), which
+//!   the provider passes on to the customer: it publishes only what comes
+//!   after.
+
+/// The counters the container publishes after (provider → container).
+pub const RESUME: &str = "resume.json";
+/// The provider asks the container to stand by (provider → container).
+pub const STANDBY: &str = "standby";
+/// The container's delivered counters once stood by (container → provider).
+pub const STOOD_BY: &str = "stood-by.json";
+
+/// Every hand-off file in `dir`, removed before a container starts there
+/// (one left by an earlier takeover would be taken as this one's).
+pub fn clear(dir: &Path) -> std::io::Result<()> {
+    for f in [RESUME, STANDBY, STOOD_BY] {
+        match std::fs::remove_file(dir.join(f)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,7 +67,8 @@ pub fn write(path: &Path, after: &[(Eui64, FcntState)]) -> std::io::Result<()> {
     crate::fsutil::write_atomic(path, &json, 0o600)
 }
 
-fn read(path: &Path) -> Option<Result<Vec<(Eui64, FcntState)>, String>> {
+/// The counters in a file [`write`] wrote; `None` until it exists.
+pub fn read(path: &Path) -> Option<Result<Vec<(Eui64, FcntState)>, String>> {
     let bytes = std::fs::read(path).ok()?;
     Some(
         serde_json::from_slice::<Vec<After>>(&bytes)
@@ -69,6 +97,7 @@ pub async fn wait_and_resume(
     path: std::path::PathBuf,
     devices: Vec<Eui64>,
     control: tokio::sync::mpsc::UnboundedSender<Control>,
+    delivered: Option<std::sync::Arc<crate::edgex::delivered::Delivered>>,
 ) {
     let mut said = false;
     let after = loop {
@@ -95,6 +124,34 @@ pub async fn wait_and_resume(
         done,
     })
     .await;
+    // Then, until the hand-back: asked to stand by, stop publishing, let
+    // the journal reach EdgeX, and say what was delivered.
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    while !dir.join(STANDBY).exists() {
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+    let list = devices.clone();
+    let _ = Control::ask(&control, |done| Control::Standby {
+        devices: list,
+        done,
+    })
+    .await;
+    let mut counters = Vec::new();
+    if let Some(d) = delivered {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while !d.settled(&devices) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let last = d.last();
+        counters = devices
+            .iter()
+            .filter_map(|e| last.get(e).map(|s| (*e, *s)))
+            .collect();
+    }
+    if let Err(e) = write(&dir.join(STOOD_BY), &counters) {
+        tracing::error!(error = %e, "cannot tell the provider what was delivered");
+    }
+    tracing::info!("stood by for the hand-back");
 }
 
 #[cfg(test)]

@@ -370,6 +370,7 @@ pub async fn start(
             config.handover.resume_after.clone().into(),
             devices,
             control,
+            delivered.clone(),
         )));
     }
     let shutdown = async move {

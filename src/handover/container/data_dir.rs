@@ -37,15 +37,11 @@ pub fn container_config(config: &Config, contract: &str, api: SocketAddr) -> Con
     c.ingest.mqtt.clean_session = true;
     c.edgex.message_bus.client_id = format!("{}-{contract}", config.edgex.message_bus.client_id);
     c.handover = HandoverConfig {
-        resume_after: format!("{DATA}/{RESUME_FILE}"),
+        resume_after: format!("{DATA}/{}", crate::handover::resume_file::RESUME),
         ..HandoverConfig::default()
     };
     c
 }
-
-/// The file the provider writes, once it has stood down, with the counters
-/// the container publishes after.
-pub const RESUME_FILE: &str = "resume.json";
 
 /// The devices file for `sessions`, keys included.
 fn devices_yaml(sessions: &[DeviceSession]) -> Result<String, String> {
@@ -69,6 +65,7 @@ pub fn write_data_dir(
 ) -> std::io::Result<()> {
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     std::fs::create_dir_all(dir.join("profiles"))?;
+    crate::handover::resume_file::clear(dir)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     let yaml = serde_yaml_ng::to_string(&container_config(config, contract, api))

@@ -49,6 +49,9 @@ use crate::lorawan::{Eui64, FcntState};
 use crate::metrics::Metrics;
 
 mod data_dir;
+
+/// How long a container has to stand by and answer at a hand-back.
+const STAND_BY_WITHIN: Duration = Duration::from_secs(5);
 pub use data_dir::{container_config, write_data_dir};
 
 /// How long a started container may take to subscribe to the gateway stream.
@@ -401,7 +404,7 @@ impl Shared {
                             _ => (eui, s),
                         })
                         .collect();
-                    let path = self.dir.join(id).join(data_dir::RESUME_FILE);
+                    let path = self.dir.join(id).join(crate::handover::resume_file::RESUME);
                     match crate::handover::resume_file::write(&path, &after) {
                         Ok(()) => Ok(running),
                         Err(e) => {
@@ -570,7 +573,36 @@ impl Takeover for Container {
         // READY_WITHIN.
         let _held = gate.lock.lock().await;
         let running = me.running.lock().expect("running").get(id).cloned();
+        let mut theirs = Vec::new();
         if let Some(running) = running {
+            // The container stands by first and says what it delivered, so
+            // the customer publishes only what comes after (bounded: a
+            // container that does not answer is removed all the same, and
+            // the customer publishes again what it may have delivered).
+            let dir = me.dir.join(id);
+            let asked = std::fs::write(dir.join(crate::handover::resume_file::STANDBY), b"");
+            if asked.is_ok() {
+                let deadline = Instant::now() + STAND_BY_WITHIN;
+                loop {
+                    match crate::handover::resume_file::read(
+                        &dir.join(crate::handover::resume_file::STOOD_BY),
+                    ) {
+                        Some(Ok(c)) => {
+                            theirs = c;
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(contract = %id, error = %e, "the container's delivered counters do not read");
+                            break;
+                        }
+                        None if Instant::now() >= deadline => {
+                            tracing::warn!(contract = %id, "the container did not stand by in time");
+                            break;
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            }
             // Refuse the release while the container may still publish
             // (the customer asks again).
             let engine = Engine::connect(&me.engine)
@@ -583,7 +615,15 @@ impl Takeover for Container {
             me.running.lock().expect("running").remove(id);
             tracing::info!(contract = %id, container = %running.name, "container stopped and removed");
         }
-        me.inner.stand_down(handed).await
+        let mut mine = me.inner.stand_down(handed).await?;
+        for (eui, s) in theirs {
+            match mine.iter_mut().find(|(e, _)| *e == eui) {
+                Some((_, m)) if later(s, *m) => *m = s,
+                Some(_) => {}
+                None => mine.push((eui, s)),
+            }
+        }
+        Ok(mine)
     }
 
     /// The joins this edge answered itself, and those the container did

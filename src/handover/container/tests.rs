@@ -88,7 +88,15 @@ fn the_data_dir_is_what_the_service_reads() {
     );
     assert!(!c.ingest.udp.enabled && c.ingest.mqtt.enabled);
     assert_eq!(c.ingest.mqtt.password.as_deref(), Some("broker-secret"));
-    assert_eq!(c.handover, HandoverConfig::default(), "no handover roles");
+    assert_eq!(
+        c.handover,
+        HandoverConfig {
+            resume_after: format!("{DATA}/resume.json"),
+            ..HandoverConfig::default()
+        },
+        "no handover roles; its devices held until the provider stands down"
+    );
+    assert!(c.ingest.mqtt.clean_session, "no broker session from an earlier takeover");
     assert_eq!(c.readings.json_lines, "-");
     config.readings.json_lines = "/srv/edge/readings.jsonl".into();
     let c = container_config(&config, "bridge-1", api);
