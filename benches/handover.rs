@@ -268,6 +268,7 @@ async fn transfer(provider_pid: u32, addr: &str, provider_key: &str, mb: u64, di
         not_before: t0 - 60,
         not_after: t0 + 3600,
         at_expiry: Default::default(),
+        rank: 0,
     };
     let offer = SignedContract::offer(contract, &me).unwrap();
     let mut client = device_lorawan::handover::tls::connect(addr, &me, key).unwrap();

@@ -96,7 +96,10 @@ fn the_data_dir_is_what_the_service_reads() {
         },
         "no handover roles; its devices held until the provider stands down"
     );
-    assert!(c.ingest.mqtt.clean_session, "no broker session from an earlier takeover");
+    assert!(
+        c.ingest.mqtt.clean_session,
+        "no broker session from an earlier takeover"
+    );
     assert_eq!(c.readings.json_lines, "-");
     config.readings.json_lines = "/srv/edge/readings.jsonl".into();
     let c = container_config(&config, "bridge-1", api);
