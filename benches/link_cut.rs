@@ -157,17 +157,7 @@ async fn main() {
     }
     stop.notify_one();
     let report = motes.await.unwrap().unwrap();
-    let euis: std::collections::BTreeMap<String, String> = entries
-        .iter()
-        .map(|e| (e.name.clone(), e.dev_eui.to_string()))
-        .collect();
-    let want: std::collections::BTreeSet<String> = report
-        .expected
-        .iter()
-        .map(|e| {
-            device_lorawan::edgex::event::event_id(&euis[&e.device], e.epoch, e.fcnt).to_string()
-        })
-        .collect();
+    let want = common::expected_ids(&report, 11, entries.len());
     let t = Instant::now();
     while !want
         .iter()

@@ -191,17 +191,7 @@ async fn a_lost_link_and_a_partition_are_taken_over_and_handed_back_losing_and_d
 
     // Every frame sent, stored once.
     let report = sim.await.unwrap().unwrap();
-    let euis: std::collections::BTreeMap<String, String> = entries
-        .iter()
-        .map(|e| (e.name.clone(), e.dev_eui.to_string()))
-        .collect();
-    let want: std::collections::BTreeSet<String> = report
-        .expected
-        .iter()
-        .map(|e| {
-            device_lorawan::edgex::event::event_id(&euis[&e.device], e.epoch, e.fcnt).to_string()
-        })
-        .collect();
+    let want = common::expected_ids(&report, SEED, DEVICES);
     let t = Instant::now();
     while !want
         .iter()

@@ -285,17 +285,7 @@ async fn ranked_providers_the_first_reachable_takes_over() {
     .await;
 
     let report = sim.await.unwrap().unwrap();
-    let euis: std::collections::BTreeMap<String, String> = entries
-        .iter()
-        .map(|e| (e.name.clone(), e.dev_eui.to_string()))
-        .collect();
-    let want: std::collections::BTreeSet<String> = report
-        .expected
-        .iter()
-        .map(|e| {
-            device_lorawan::edgex::event::event_id(&euis[&e.device], e.epoch, e.fcnt).to_string()
-        })
-        .collect();
+    let want = common::expected_ids(&report, SEED + 1, DEVICES);
     common::until("every frame stored", Duration::from_secs(30), || {
         let events = core.state.events.lock().unwrap();
         want.iter().all(|id| events.contains_key(id))

@@ -103,7 +103,7 @@ pub struct Customer {
 }
 
 /// How often counters EdgeX has just confirmed go to the provider.
-const PUSH: Duration = Duration::from_millis(20);
+const PUSH: Duration = Duration::from_millis(5);
 /// How long a stopping customer waits for its journal to reach EdgeX.
 const LEAVE_DRAIN: Duration = Duration::from_secs(3);
 
