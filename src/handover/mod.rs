@@ -11,6 +11,7 @@
 //! while it held the devices, and the customer's signed answer. What EdgeX confirmed comes from
 //! [`crate::edgex::delivered`].
 
+pub mod bus_watch;
 pub mod container;
 pub mod contract;
 pub mod customer;
@@ -90,9 +91,12 @@ impl Roles {
             });
         }
         let md = &self.config.edgex.metadata;
+        let bus = (self.config.edgex.delivery == crate::config::Delivery::MessageBus)
+            .then(|| bus_watch::BusWatch::start(&self.config, tasks));
         let in_process = takeover::InProcess {
             control: self.control.clone(),
             delivered: self.delivered.clone(),
+            bus,
             edgex: md.enabled.then(|| {
                 Arc::new(crate::edgex::held::HeldInEdgex {
                     client: crate::edgex::http::JsonClient::new(&md.url, md.timeout),

@@ -277,6 +277,8 @@ pub struct InProcess {
     pub delivered: Arc<Delivered>,
     /// This edge's core-metadata, told which devices it holds.
     pub edgex: Option<Arc<crate::edgex::held::HeldInEdgex>>,
+    /// The held devices' events on the message bus (when events go there).
+    pub bus: Option<Arc<super::bus_watch::BusWatch>>,
 }
 
 /// The devices of `handed` as this edge's core-metadata should list them.
@@ -322,6 +324,9 @@ impl Takeover for InProcess {
             .iter()
             .map(adopted)
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(bus) = &self.bus {
+            bus.watch(handed.sessions.iter().map(|s| s.name.clone()));
+        }
         Control::ask(&self.control, |done| Control::Adopt { devices, done })
             .await?
             .map_err(TakeoverError::Refused)
@@ -333,7 +338,16 @@ impl Takeover for InProcess {
         delivered: &[(Eui64, FcntState)],
     ) -> Result<(), TakeoverError> {
         self.delivered.list(&handed.contract.dev_euis());
-        let after = delivered.to_vec();
+        // Past what the customer put on the bus without having said so yet.
+        let after = match &self.bus {
+            Some(bus) => {
+                if !bus.settle().await {
+                    tracing::warn!("the message bus did not pass a marker back in time: publishing from the customer's counters");
+                }
+                bus.advance(delivered)
+            }
+            None => delivered.to_vec(),
+        };
         Control::ask(&self.control, |done| Control::Resume {
             after,
             joins: Vec::new(),

@@ -234,6 +234,7 @@ fn pipeline() -> (InProcess, Arc<Mutex<Vec<&'static str>>>) {
     });
     let inner = InProcess {
         edgex: None,
+        bus: None,
         control: tx,
         delivered: Arc::new(crate::edgex::delivered::Delivered::new(None)),
     };
