@@ -10,8 +10,8 @@
 //! 2. Takeovers: a customer edge (its own process, default activation:
 //!    its heartbeat stream, 250 ms heartbeats, 4 missed) publishes simulated
 //!    motes' uplinks (one every 100 ms) on the EdgeX message bus; it is
-//!    stopped N times (20 by default): every fourth with SIGTERM, the others
-//!    with SIGKILL, and restarted (hand-back) after each. Measured: from the
+//!    stopped N times (25 by default): every fifth with SIGTERM, the others
+//!    (20) with SIGKILL, and restarted (hand-back) after each. Measured: from the
 //!    signal to the first event on the bus that the customer had not
 //!    published (so the provider's). Prints the median and p99 of the kills
 //!    and of the SIGTERMs. Floor: kill -9 median and p99 under 500 ms.
@@ -56,7 +56,7 @@ struct Args {
 }
 
 fn args() -> Args {
-    let (mut takeovers, mut mb, mut container) = (20, 200, false);
+    let (mut takeovers, mut mb, mut container) = (25, 200, false);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -429,9 +429,9 @@ async fn main() {
         let phase = (round as u64 * 317) % 1000;
         tokio::time::sleep(Duration::from_millis(2000 + phase)).await;
         let taken = metric(papi, "handover_takeovers_total");
-        // Every fourth stop is clean (SIGTERM: the customer hands over
-        // before it exits); the others a crash.
-        let clean = round % 4 == 0;
+        // Every fifth stop is clean (SIGTERM: the customer hands over
+        // before it exits); the others a crash: 20 kills in 25 rounds.
+        let clean = round % 5 == 0;
         if clean {
             let pid = customer.0.id().to_string();
             Command::new("kill").args(["-TERM", &pid]).status().unwrap();
