@@ -75,7 +75,11 @@ impl Roles {
             leaving: self.leaving.clone(),
         });
         let mut standby = Vec::new();
-        for signed in customers::in_force(self.contracts) {
+        let valid = customers::in_force(self.contracts.clone());
+        for c in self.contracts.iter().filter(|c| !valid.contains(c)) {
+            tracing::warn!(contract = %c.contract.id, "handover contract expired: its devices are this edge's own");
+        }
+        for signed in valid {
             standby.extend(signed.dev_euis());
             tracing::info!(contract = %signed.contract.id, provider = %signed.contract.provider.address, "handover customer: taking the devices back before publishing them");
             customers.start(signed)?;

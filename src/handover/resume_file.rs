@@ -67,7 +67,7 @@ pub fn write(path: &Path, after: &[(Eui64, FcntState)]) -> std::io::Result<()> {
     crate::fsutil::write_atomic(path, &json, 0o600)
 }
 
-/// The counters in a file [`write`] wrote; `None` until it exists.
+/// The counters in a file [`write()`] wrote; `None` until it exists.
 pub fn read(path: &Path) -> Option<Result<Vec<(Eui64, FcntState)>, String>> {
     let bytes = std::fs::read(path).ok()?;
     Some(
