@@ -59,28 +59,7 @@ async fn main() {
     );
     let _provider = b.start();
     let _customer = a.start();
-    let key = std::fs::read_to_string(b.dir.path().join("data/identity/identity.pub")).unwrap();
-    let out = a
-        .command()
-        .args([
-            "handover",
-            "offer",
-            "--to",
-            &listen.to_string(),
-            "--provider-key",
-            key.trim(),
-            "--id",
-            "cut",
-            "--config",
-        ])
-        .arg(&a.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "offer: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.offer(listen, &b, "cut");
     let wait = |what: &str, f: &dyn Fn() -> bool| {
         let t = Instant::now();
         while !f() {

@@ -70,28 +70,7 @@ async fn a_lost_link_and_a_partition_are_taken_over_and_handed_back_losing_and_d
             b.log()
         );
     };
-    let key = std::fs::read_to_string(b.dir.path().join("data/identity/identity.pub")).unwrap();
-    let out = a
-        .command()
-        .args([
-            "handover",
-            "offer",
-            "--to",
-            &listen.to_string(),
-            "--provider-key",
-            key.trim(),
-            "--id",
-            "site-1",
-            "--config",
-        ])
-        .arg(&a.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "offer: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.offer(listen, &b, "site-1");
     common::until(
         "the customer took the contract up",
         Duration::from_secs(15),

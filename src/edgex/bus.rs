@@ -117,6 +117,18 @@ fn envelope(body: &[u8]) -> Result<(Vec<u8>, Option<i64>), serde_json::Error> {
     Ok((out, head.event.and_then(|e| e.origin)))
 }
 
+/// A connection to the message bus `c` names, as client `client_id`.
+pub fn options(c: &crate::config::MessageBusConfig, client_id: &str) -> rumqttc::MqttOptions {
+    crate::ingest::mqtt::options(
+        client_id,
+        &c.host,
+        c.port,
+        c.keep_alive,
+        c.username.as_deref().zip(c.password.as_deref()),
+        c.tls.as_ref(),
+    )
+}
+
 /// The bus delivery task's inputs.
 pub struct Bus {
     pub config: MessageBusConfig,
@@ -156,14 +168,7 @@ impl Bus {
     /// Deliver until the task is aborted, reconnecting with backoff.
     pub async fn run(mut self) {
         let c = &self.config;
-        let mut opts = crate::ingest::mqtt::options(
-            &c.client_id,
-            &c.host,
-            c.port,
-            c.keep_alive,
-            c.username.as_deref().zip(c.password.as_deref()),
-            c.tls.as_ref(),
-        );
+        let mut opts = options(c, &c.client_id);
         opts.set_clean_session(true);
         opts.set_inflight(c.max_in_flight);
         opts.set_max_packet_size(1 << 20, 1 << 20);

@@ -27,6 +27,8 @@ struct Inner {
     /// Devices whose delivered frames are listed, in delivery order (a
     /// provider's holding, for its receipt).
     listed: HashMap<Eui64, Vec<FcntState>>,
+    /// Frames known delivered so far: unchanged, nothing new to report.
+    changes: u64,
 }
 
 impl Inner {
@@ -35,6 +37,7 @@ impl Inner {
             l.push(state);
         }
         note(&mut self.last, eui, state);
+        self.changes = self.changes.wrapping_add(1);
     }
 }
 
@@ -63,8 +66,9 @@ impl Delivered {
         }
     }
 
-    /// The last delivered frame of each device seen so far.
-    pub fn last(&self) -> HashMap<Eui64, FcntState> {
+    /// The state, with what the journal's cursor has passed moved from
+    /// pending to delivered.
+    fn caught_up(&self) -> std::sync::MutexGuard<'_, Inner> {
         let cursor = self
             .journal
             .as_ref()
@@ -76,7 +80,18 @@ impl Delivered {
                 i.delivered(eui, state);
             }
         }
-        i.last.clone()
+        i
+    }
+
+    /// The last delivered frame of each device seen so far.
+    pub fn last(&self) -> HashMap<Eui64, FcntState> {
+        self.caught_up().last.clone()
+    }
+
+    /// How many frames are known delivered: when it has not moved, neither
+    /// has [`Delivered::last`] (so a caller polling often need not copy it).
+    pub fn changes(&self) -> u64 {
+        self.caught_up().changes
     }
 }
 
@@ -84,8 +99,7 @@ impl Delivered {
     /// From now on, list each frame of `devices` delivered (frames
     /// journaled before are not this listing's).
     pub fn list(&self, devices: &[Eui64]) {
-        let _ = self.last();
-        let mut i = self.inner.lock().expect("delivered lock");
+        let mut i = self.caught_up();
         for eui in devices {
             i.listed.insert(*eui, Vec::new());
         }
@@ -94,8 +108,7 @@ impl Delivered {
     /// Stop listing `devices`: the frames delivered since [`Delivered::list`],
     /// in delivery order.
     pub fn listed(&self, devices: &[Eui64]) -> Vec<(Eui64, Vec<FcntState>)> {
-        let _ = self.last();
-        let mut i = self.inner.lock().expect("delivered lock");
+        let mut i = self.caught_up();
         devices
             .iter()
             .map(|e| (*e, i.listed.remove(e).unwrap_or_default()))
@@ -106,9 +119,25 @@ impl Delivered {
     /// counters [`Delivered::last`] gives for them are final until more
     /// arrive.
     pub fn settled(&self, devices: &[Eui64]) -> bool {
-        let _ = self.last();
-        let i = self.inner.lock().expect("delivered lock");
-        !i.pending.iter().any(|(_, eui, _)| devices.contains(eui))
+        !self
+            .caught_up()
+            .pending
+            .iter()
+            .any(|(_, eui, _)| devices.contains(eui))
+    }
+
+    /// Wait (up to `within`) until [`Delivered::settled`]; whether it is.
+    pub async fn wait_settled(&self, devices: &[Eui64], within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.settled(devices) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }
 

@@ -56,14 +56,7 @@ impl BusWatch {
             c.client_id.clone()
         };
         let client_id = format!("{base}-watch");
-        let mut opts = crate::ingest::mqtt::options(
-            &client_id,
-            &c.host,
-            c.port,
-            c.keep_alive,
-            c.username.as_deref().zip(c.password.as_deref()),
-            c.tls.as_ref(),
-        );
+        let mut opts = crate::edgex::bus::options(c, &client_id);
         opts.set_clean_session(true);
         opts.set_max_packet_size(1 << 20, 1 << 16);
         let (client, mut el) = AsyncClient::new(opts, 256);

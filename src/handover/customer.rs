@@ -258,6 +258,7 @@ impl Customer {
         let mut tick = tokio::time::interval(self.beat());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut pushed = self.delivered.changes();
         let mut push = tokio::time::interval(PUSH);
         push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -300,9 +301,14 @@ impl Customer {
                     let _ = tx.try_send(self.beat_msg(epoch, &mut sent, true, false));
                 }
                 _ = push.tick() => {
-                    let msg = self.beat_msg(epoch, &mut sent, false, false);
-                    if !msg.delivered.is_empty() {
-                        let _ = tx.try_send(msg);
+                    // Nothing newly confirmed: nothing to copy or send.
+                    let now = self.delivered.changes();
+                    if now != pushed {
+                        pushed = now;
+                        let msg = self.beat_msg(epoch, &mut sent, false, false);
+                        if !msg.delivered.is_empty() {
+                            let _ = tx.try_send(msg);
+                        }
                     }
                 }
             }
@@ -327,10 +333,7 @@ impl Customer {
             done,
         })
         .await;
-        let deadline = Instant::now() + LEAVE_DRAIN;
-        while !self.delivered.settled(&devices) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.delivered.wait_settled(&devices, LEAVE_DRAIN).await;
         if tx
             .send(self.beat_msg(epoch, sent, true, true))
             .await

@@ -138,10 +138,7 @@ pub async fn wait_and_resume(
     .await;
     let mut counters = Vec::new();
     if let Some(d) = delivered {
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        while !d.settled(&devices) && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        d.wait_settled(&devices, Duration::from_secs(3)).await;
         let last = d.last();
         counters = devices
             .iter()

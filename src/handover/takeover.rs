@@ -412,10 +412,9 @@ impl Takeover for InProcess {
         // What this edge journaled before standing down reaches EdgeX
         // first, so the counters answered are final: the customer
         // publishes nothing this edge delivered.
-        let deadline = std::time::Instant::now() + STAND_DOWN_DRAIN;
-        while !self.delivered.settled(&devices) && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        self.delivered
+            .wait_settled(&devices, STAND_DOWN_DRAIN)
+            .await;
         if let Some(edgex) = self.edgex.clone() {
             let names: Vec<String> = handed.sessions.iter().map(|s| s.name.clone()).collect();
             tokio::spawn(async move {

@@ -236,6 +236,25 @@ impl Edge {
         Proc(child)
     }
 
+    /// `handover offer` of this edge's devices to `provider`, listening
+    /// on `to`, as contract `id`.
+    pub fn offer(&self, to: SocketAddr, provider: &Edge, id: &str) {
+        let key = std::fs::read_to_string(provider.dir.path().join("data/identity/identity.pub"))
+            .unwrap();
+        let out = self
+            .command()
+            .args(["handover", "offer", "--to", &to.to_string()])
+            .args(["--provider-key", key.trim(), "--id", id, "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "offer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn metric(&self, name: &str) -> u64 {
         super::scrape(self.api, name).unwrap_or(0)
     }

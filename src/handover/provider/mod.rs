@@ -299,18 +299,12 @@ impl Provider {
             return Vec::new();
         }
         let now_s = now();
-        self.entries
-            .lock()
-            .expect("entries")
-            .iter()
-            .filter(|(_, e)| {
-                e.holding.holder == Holder::Customer
-                    && e.sessions.is_some()
-                    && e.silent()
-                    && e.signed.verify(now_s).is_ok()
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.ids_where(|e| {
+            e.holding.holder == Holder::Customer
+                && e.sessions.is_some()
+                && e.silent()
+                && e.signed.verify(now_s).is_ok()
+        })
     }
 
     /// The signed receipt of a holding that ends: per device, the frames
@@ -357,18 +351,34 @@ impl Provider {
         .sign(&self.identity)
     }
 
-    /// Contracts that ended while this provider held their devices.
-    fn lapsed(&self) -> Vec<String> {
-        let now_s = now();
+    /// The contracts whose entry `pick` chooses.
+    fn ids_where(&self, pick: impl Fn(&Entry) -> bool) -> Vec<String> {
         self.entries
             .lock()
             .expect("entries")
             .iter()
-            .filter(|(_, e)| {
-                e.holding.holder == Holder::Provider && now_s >= e.signed.contract.not_after
-            })
+            .filter(|(_, e)| pick(e))
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// Contract `id` as it stands: terms, synced sessions, holding.
+    fn snapshot(&self, id: &str) -> Option<(SignedContract, Vec<DeviceSession>, Holding)> {
+        let m = self.entries.lock().expect("entries");
+        let e = m.get(id)?;
+        Some((
+            e.signed.clone(),
+            e.sessions.clone().unwrap_or_default(),
+            e.holding.clone(),
+        ))
+    }
+
+    /// Contracts that ended while this provider held their devices.
+    fn lapsed(&self) -> Vec<String> {
+        let now_s = now();
+        self.ids_where(|e| {
+            e.holding.holder == Holder::Provider && now_s >= e.signed.contract.not_after
+        })
     }
 
     /// Stand down a holding that ends (the contract's end, a revocation)
@@ -408,14 +418,8 @@ impl Provider {
     /// terms) keep or delete the sessions.
     async fn lapse(&self, id: &str) -> anyhow::Result<()> {
         let _one = self.transitions.lock().await;
-        let (mut holding, signed, sessions) = {
-            let m = self.entries.lock().expect("entries");
-            let Some(e) = m.get(id) else { return Ok(()) };
-            (
-                e.holding.clone(),
-                e.signed.clone(),
-                e.sessions.clone().unwrap_or_default(),
-            )
+        let Some((signed, sessions, mut holding)) = self.snapshot(id) else {
+            return Ok(());
         };
         let Some(next) = holding.fence().lapse() else {
             return Ok(());
@@ -450,17 +454,9 @@ impl Provider {
         customer_signature: &str,
     ) -> Result<super::contract::Revocation, Status> {
         let _one = self.transitions.lock().await;
-        let (signed, sessions, mut holding) = {
-            let m = self.entries.lock().expect("entries");
-            let e = m
-                .get(id)
-                .ok_or_else(|| Status::not_found(format!("no accepted contract {id:?}")))?;
-            (
-                e.signed.clone(),
-                e.sessions.clone().unwrap_or_default(),
-                e.holding.clone(),
-            )
-        };
+        let (signed, sessions, mut holding) = self
+            .snapshot(id)
+            .ok_or_else(|| Status::not_found(format!("no accepted contract {id:?}")))?;
         let bytes = signed.contract.revocation_bytes();
         let key = signed
             .customer_key()
