@@ -266,7 +266,7 @@ impl Customer {
                 biased;
                 // The sender gone is the service gone: stopping too.
                 _ = self.leaving.changed() => {
-                    return self.leave(client, tx, replies, epoch, &mut sent).await;
+                    return self.leave(tx, replies, epoch, &mut sent).await;
                 }
                 r = replies.message() => match r {
                     Ok(Some(_)) => {
@@ -320,7 +320,6 @@ impl Customer {
     /// counters) to take over now, before this process exits.
     async fn leave(
         &self,
-        _client: &mut HandoverClient<Channel>,
         tx: mpsc::Sender<HeartbeatRequest>,
         mut replies: tonic::Streaming<HeartbeatReply>,
         epoch: u64,
