@@ -192,6 +192,14 @@ impl Registry {
         self.index_addrs(id);
     }
 
+    /// Forget device `id`'s pending session (another edge's join state
+    /// replaced it: see the pipeline's `take_join_state`).
+    pub fn clear_pending(&mut self, id: u32) {
+        if self.devices[id as usize].pending.take().is_some() {
+            self.index_addrs(id);
+        }
+    }
+
     /// The device used its pending session: it is its session now.
     pub fn activate(&mut self, id: u32) -> bool {
         let d = &mut self.devices[id as usize];

@@ -300,6 +300,23 @@ fn held(handed: Handed<'_>) -> Vec<crate::edgex::held::Held> {
 
 impl InProcess {
     /// Whether this edge's pipeline answers the devices' JoinRequests.
+    /// Take `joins` as the devices' truth (a container answered them while
+    /// this edge only shadowed them): a Resume of no device, with joins.
+    pub async fn learn_joins(
+        &self,
+        joins: Vec<(Eui64, crate::lorawan::otaa::JoinState)>,
+    ) -> Result<(), TakeoverError> {
+        Control::ask(&self.control, |done| Control::Resume {
+            after: Vec::new(),
+            joins,
+            macs: Vec::new(),
+            done,
+        })
+        .await
+        .map(drop)
+        .map_err(TakeoverError::from)
+    }
+
     pub async fn answer_joins(
         &self,
         handed: Handed<'_>,

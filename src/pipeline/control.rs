@@ -25,6 +25,9 @@ impl Pipeline {
             Control::Adopt { devices, done } => {
                 let r = self.adopt(devices);
                 let _ = done.send(r);
+                // A join state that came with them may name a parked
+                // frame's DevAddr.
+                self.replay_parked()?;
             }
             Control::Standby { devices, done } => {
                 let ids: Vec<u32> = devices
@@ -60,7 +63,7 @@ impl Pipeline {
                 // the device's frames decode here again.
                 for (eui, state) in joins {
                     if let Some(id) = self.registry.by_eui(eui) {
-                        self.take_join_state(id, state)?;
+                        self.take_join_state(id, state, super::join::Whose::Holder)?;
                     }
                 }
                 for (eui, state) in macs {
@@ -72,6 +75,9 @@ impl Pipeline {
                 for (eui, delivered) in after {
                     self.resume(eui, delivered, &mut covered)?;
                 }
+                // Frames under the sessions those joins made, heard before
+                // they were known here.
+                self.replay_parked()?;
                 let _ = done.send(covered);
             }
             Control::Counters { devices, reply } => {
@@ -124,6 +130,49 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Whether an OTAA device is on standby here: its holder may answer
+    /// its joins, so a frame under an unknown DevAddr may be its (parked,
+    /// see [`super::parked`]).
+    pub(super) fn standby_joins(&self) -> bool {
+        !self.standby.is_empty()
+            && self
+                .standby
+                .keys()
+                .any(|id| self.registry.get(*id).otaa.is_some())
+    }
+
+    /// Decode the parked frames again (their DevAddrs may be known now);
+    /// those still unknown wait on while a device is on standby, with
+    /// their age.
+    pub(super) fn replay_parked(&mut self) -> anyhow::Result<()> {
+        if self.parked.is_empty() {
+            return Ok(());
+        }
+        let frames = self.parked.take_all();
+        tracing::debug!(frames = frames.len(), "decoding parked frames again");
+        for f in frames {
+            self.replaying = Some(f.at);
+            let r = self.handle_phy(&f.phy, f.rx, f.source, f.ack);
+            self.replaying = None;
+            r?;
+        }
+        Ok(())
+    }
+
+    /// A parked frame whose DevAddr never became known: refused as it
+    /// would have been at once.
+    pub(super) fn refuse_parked(&self, f: super::parked::ParkedFrame) {
+        let addr = crate::lorawan::parse_uplink(&f.phy).map(|u| u.dev_addr);
+        let why = match addr {
+            Ok(a) => format!(
+                "gateway {}: no device with DevAddr {a} (waited for a handover's join state)",
+                f.rx.gateway
+            ),
+            Err(e) => format!("gateway {}: {e}", f.rx.gateway),
+        };
+        self.refuse(crate::metrics::Reason::UnknownDevAddr, &why, f.ack);
+    }
+
     /// Take handed-over devices in; new ones start in standby.
     fn adopt(&mut self, devices: Vec<Adopted>) -> Result<(), String> {
         for a in devices {
@@ -154,7 +203,7 @@ impl Pipeline {
                     .map_err(|e| e.to_string())?;
             }
             if let Some(theirs) = a.join {
-                self.take_join_state(id, theirs)
+                self.take_join_state(id, theirs, super::join::Whose::Sync)
                     .map_err(|e| e.to_string())?;
             }
             if let Some(theirs) = a.mac {

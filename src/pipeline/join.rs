@@ -169,31 +169,43 @@ impl Pipeline {
         }
     }
 
-    /// The other edge's join state of device `id` (a handover sync or a
-    /// hand-back): taken if it is further along than this edge's (more
-    /// joins answered, or the same join and its session in use where ours
-    /// is still pending), with its sessions, so the device never has to
-    /// join again because its edge changed. Its active session's counter
-    /// epoch becomes this edge's for the device, so both count its frames
-    /// alike (event ids carry the epoch).
+    /// The other edge's join state of device `id`, with its sessions, so
+    /// the device never has to join again because its edge changed. From
+    /// the edge that held the device (`Whose::Holder`: the release at
+    /// hand-back) it is the truth and replaces this edge's: this edge only
+    /// shadowed the device's joins, and a shadow can be wrong (a
+    /// JoinRequest the holder never answered, one the holder answered that
+    /// this edge never heard). From a session sync (`Whose::Sync`) it is
+    /// taken if it is further along than this edge's (more joins answered,
+    /// or the same join and its session in use where ours is still
+    /// pending): a sync may be older than the shadow. Its active session's
+    /// counter epoch becomes this edge's for the device when later, so both
+    /// count its frames alike (event ids carry the epoch).
     pub(super) fn take_join_state(
         &mut self,
         id: u32,
         theirs: crate::lorawan::otaa::JoinState,
+        whose: Whose,
     ) -> anyhow::Result<()> {
         let eui = self.registry.get(id).dev_eui;
         let ours = self.joins.get(eui);
-        let progress =
-            |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
-        let addrs = |s: &crate::lorawan::otaa::JoinState| {
-            (s.active.map(|a| a.dev_addr), s.pending.map(|p| p.dev_addr))
-        };
-        // The same join with other sessions: the other edge answered it
-        // (this one shadowed it), so its sessions are the device's.
-        let differs = progress(&theirs) == progress(&ours) && addrs(&theirs) != addrs(&ours);
-        if progress(&theirs) < progress(&ours) || (progress(&theirs) == progress(&ours) && !differs)
-        {
+        if theirs == ours {
             return Ok(());
+        }
+        if whose == Whose::Sync {
+            let progress =
+                |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
+            let addrs = |s: &crate::lorawan::otaa::JoinState| {
+                (s.active.map(|a| a.dev_addr), s.pending.map(|p| p.dev_addr))
+            };
+            // The same join with other sessions: the other edge answered
+            // it (this one shadowed it), so its sessions are the device's.
+            let differs = progress(&theirs) == progress(&ours) && addrs(&theirs) != addrs(&ours);
+            if progress(&theirs) < progress(&ours)
+                || (progress(&theirs) == progress(&ours) && !differs)
+            {
+                return Ok(());
+            }
         }
         self.joins.record(eui, theirs.clone())?;
         restore_joined(&mut self.registry, id, &theirs, &self.devices);
@@ -230,4 +242,15 @@ impl Pipeline {
         tracing::info!(device = %device.name, dev_addr = ?device.dev_addr, epoch, "joined session in use");
         Ok(())
     }
+}
+
+/// Where another edge's join state comes from (see
+/// [`Pipeline::take_join_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Whose {
+    /// The edge that held the device, handing it back: the truth.
+    Holder,
+    /// A session sync from the edge that holds it: may be older than this
+    /// edge's shadow.
+    Sync,
 }

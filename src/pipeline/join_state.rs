@@ -55,9 +55,12 @@ pub(super) fn restore_joined(
             *d.dev_addr.lock().expect("device state lock") = Some(s.dev_addr);
         }
     }
-    if let Some(s) = state.pending {
-        let (nwk, app) = s.keys(&keys.app_key);
-        registry.set_pending(id, s.dev_addr, &nwk, &app);
+    match state.pending {
+        Some(s) => {
+            let (nwk, app) = s.keys(&keys.app_key);
+            registry.set_pending(id, s.dev_addr, &nwk, &app);
+        }
+        None => registry.clear_pending(id),
     }
 }
 

@@ -46,6 +46,7 @@ mod join;
 mod join_state;
 mod mac;
 mod mac_layer;
+mod parked;
 mod provisioned;
 pub mod sink;
 pub mod uplink;
@@ -104,6 +105,12 @@ pub struct Pipeline {
     joining: Dedup<PendingJoin>,
     /// Each device's MAC state (durable).
     mac: MacLayer,
+    /// Frames under a DevAddr not known yet while an OTAA device is on
+    /// standby: its holder may have joined it (see [`parked`]).
+    parked: parked::Parked,
+    /// While parked frames are decoded again: when the one in hand was
+    /// first parked (it keeps its age if parked again).
+    replaying: Option<Instant>,
     /// Where unknown DevEUIs' JoinRequests are remembered.
     pub discovery: Option<Arc<crate::edgex::discovery::DiscoveryService>>,
 }
@@ -174,6 +181,8 @@ impl Pipeline {
             scheduler,
             standby: HashMap::new(),
             covered: HashMap::new(),
+            parked: Default::default(),
+            replaying: None,
             discovery: None,
         }
     }
@@ -200,6 +209,7 @@ impl Pipeline {
                 self.joining.next_deadline(),
                 self.scheduler.next_deadline(),
                 self.scheduler.retry_due(),
+                self.parked.next_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -258,6 +268,9 @@ impl Pipeline {
     fn on_time(&mut self, now: Instant) -> anyhow::Result<()> {
         self.emit_due(now)?;
         self.emit_joins(now);
+        for f in self.parked.expired(now) {
+            self.refuse_parked(f);
+        }
         self.scheduler.expire(now, &mut self.store)?;
         if self.scheduler.retry_due().is_some_and(|t| t <= now) {
             self.scheduler.retried();
@@ -340,6 +353,22 @@ impl Pipeline {
             &mut self.readings,
         ) {
             Ok(d) => d,
+            Err((crate::pipeline::uplink::Rejection::UnknownDevAddr(_), None))
+                if self.standby_joins() =>
+            {
+                let at = self.replaying.unwrap_or_else(Instant::now);
+                let frame = parked::ParkedFrame {
+                    phy: phy.to_vec(),
+                    rx,
+                    source,
+                    ack,
+                    at,
+                };
+                if let Some(out) = self.parked.park(frame) {
+                    self.refuse_parked(out);
+                }
+                return Ok(());
+            }
             Err((rejection, spent)) => {
                 // An authentic frame under a joined session is the device
                 // using that session, whatever its payload.

@@ -320,6 +320,9 @@ struct Shared {
     /// Data directories of the containers, one per contract.
     dir: PathBuf,
     running: Mutex<HashMap<String, RunningContainer>>,
+    /// Contracts whose container ran until it was stood down: it answered
+    /// the devices' joins, so its join states are the truth at hand-back.
+    ran: Mutex<std::collections::HashSet<String>>,
     /// By contract; present once armed since start (the first arm clears a
     /// container left running by a provider that died).
     gates: Mutex<HashMap<String, Arc<Gate>>>,
@@ -346,6 +349,7 @@ impl Container {
             dir: provider_dir.join("containers"),
             config,
             running: Mutex::new(HashMap::new()),
+            ran: Mutex::new(Default::default()),
             gates: Mutex::new(HashMap::new()),
             metrics,
         })))
@@ -613,6 +617,7 @@ impl Takeover for Container {
                 .await
                 .map_err(|e| TakeoverError::Engine(e.to_string()))?;
             me.running.lock().expect("running").remove(id);
+            me.ran.lock().expect("ran").insert(id.clone());
             tracing::info!(contract = %id, container = %running.name, "container stopped and removed");
         }
         let mut mine = me.inner.stand_down(handed).await?;
@@ -626,16 +631,21 @@ impl Takeover for Container {
         Ok(mine)
     }
 
-    /// The joins this edge answered itself, and those the container did
-    /// (its `joins.log`, in its data directory, read once it is removed):
-    /// the later of the two for each device.
+    /// The joins this edge answered itself or, when the container ran,
+    /// those the container did (its `joins.log`, in its data directory,
+    /// read once it is removed). Not the later of the two: while the
+    /// container ran, this edge only shadowed the JoinRequests it heard,
+    /// including ones the container never answered (those heard while it
+    /// started), so its state can be further along and wrong.
     async fn join_states(
         &self,
         handed: Handed<'_>,
     ) -> Result<Vec<(Eui64, crate::lorawan::otaa::JoinState)>, TakeoverError> {
         let mut states = self.0.inner.join_states(handed).await?;
-        let dir = self.0.dir.join(&handed.contract.contract.id);
-        if !dir.join("joins.log").exists() {
+        let id = &handed.contract.contract.id;
+        let ran = self.0.ran.lock().expect("ran").remove(id);
+        let dir = self.0.dir.join(id);
+        if !ran || !dir.join("joins.log").exists() {
             return Ok(states);
         }
         let store =
@@ -643,15 +653,15 @@ impl Takeover for Container {
                 what: "the container's join states",
                 error: e.to_string(),
             })?;
-        let progress =
-            |s: &crate::lorawan::otaa::JoinState| (s.next_join_nonce, s.pending.is_none());
         for (eui, theirs) in store.iter() {
             match states.iter_mut().find(|(e, _)| e == eui) {
-                Some((_, ours)) if progress(theirs) > progress(ours) => *ours = theirs.clone(),
-                Some(_) => {}
+                Some((_, ours)) => *ours = theirs.clone(),
                 None => states.push((*eui, theirs.clone())),
             }
         }
+        // This edge goes back to shadowing the customer's joins from the
+        // truth, not from its own guesses.
+        self.0.inner.learn_joins(states.clone()).await?;
         Ok(states)
     }
 
