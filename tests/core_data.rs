@@ -128,3 +128,75 @@ async fn kill_9_while_events_wait_loses_nothing() {
     assert_eq!(want.len(), 18);
     assert_stored_exactly(&cd, &want);
 }
+
+/// A handover receipt is checked against EdgeX's own record: the customer
+/// asks core-data for each listed event by id; an event it does not have
+/// is named (after a short wait for events still on their way), and a
+/// core-data that cannot be asked is an error, not a verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipts_frames_are_checked_against_core_datas_events() {
+    use device_lorawan::edgex::event::event_id;
+    use device_lorawan::handover::receipt::{Delivery, Frame};
+    use device_lorawan::handover::records::EdgexRecords;
+    use device_lorawan::lorawan::{Eui64, FcntState};
+
+    let cd = CoreData::start().await;
+    let eui = Eui64::from_u64(0x70b3d57ed0000001);
+    let st = |fcnt| FcntState {
+        last: Some(fcnt),
+        epoch: 1,
+    };
+    let after = FcntState {
+        last: Some(10),
+        epoch: 1,
+    };
+    let delivery = Delivery::of(eui, after, &[st(11), st(12), st(14)]);
+    let hex = eui.to_string();
+    // core-data has 11 and 14, not 12.
+    for fcnt in [11, 14] {
+        let id = event_id(&hex, 1, fcnt).to_string();
+        cd.state
+            .events
+            .lock()
+            .unwrap()
+            .insert(id.clone(), serde_json::json!({"id": id}));
+    }
+    let client = device_lorawan::edgex::http::JsonClient::new(&cd.url(), Duration::from_secs(2));
+    let records = EdgexRecords::new(client);
+    let checked = records
+        .check(std::slice::from_ref(&delivery))
+        .await
+        .unwrap();
+    assert_eq!(
+        checked.unrecorded,
+        vec![(hex.clone(), Frame { epoch: 1, fcnt: 12 })]
+    );
+    assert_eq!((checked.asked, checked.listed), (3, 3));
+
+    // An event that arrives while it is asked again is recorded.
+    let late = event_id(&hex, 1, 12).to_string();
+    let state = cd.state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        state
+            .events
+            .lock()
+            .unwrap()
+            .insert(late.clone(), serde_json::json!({"id": late}));
+    });
+    let checked = records
+        .check(std::slice::from_ref(&delivery))
+        .await
+        .unwrap();
+    assert!(checked.unrecorded.is_empty(), "{checked:?}");
+
+    // core-data gone: no verdict from it.
+    let url = cd.url();
+    drop(cd);
+    let gone = EdgexRecords::new(device_lorawan::edgex::http::JsonClient::new(
+        &url,
+        Duration::from_millis(500),
+    ));
+    let err = gone.check(&[delivery]).await.unwrap_err();
+    assert!(err.to_string().contains("asking core-data"), "{err}");
+}

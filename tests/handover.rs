@@ -292,7 +292,7 @@ async fn silence_takes_over_and_release_hands_back_under_fencing_epochs() {
     // The customer heard 13 itself: a dispute naming it. Its answer is
     // kept by the provider beside its copy; a changed receipt is refused.
     let eui = Eui64::from_u64(0x70b3d57ed0000001);
-    let verdict = r.judge(&[(eui, st(12)), (eui, st(13))]);
+    let verdict = r.judge(&[(eui, st(12)), (eui, st(13))], &[]);
     assert!(
         matches!(&verdict, Verdict::Disputed { missing, repeated, .. } if missing.len() == 1 && missing[0].1.fcnt == 13 && repeated.is_empty()),
         "{verdict:?}"

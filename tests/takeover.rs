@@ -605,8 +605,18 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
         .iter()
         .map(|d| d["count"].as_u64().unwrap())
         .sum();
+    // Checked against the frames the customer heard, its counters and
+    // EdgeX's record: core-data has every event the receipt lists.
+    assert_eq!(r["answer"]["verdict"], "accepted", "{r}");
+    let log = std::fs::read_to_string(a.dir.path().join("service.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("receipt checked against EdgeX's records")
+                && l.contains("unrecorded=0")
+                && !l.contains("asked=0")),
+        "the customer asked core-data: {log}"
+    );
     if in_container.is_none() {
-        assert_eq!(r["answer"]["verdict"], "accepted", "{r}");
         assert!(
             listed > 0 && listed <= provider_published,
             "{listed} of {provider_published}: {r}"

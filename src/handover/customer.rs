@@ -448,9 +448,11 @@ impl Customer {
                         .await
                         .unwrap_or_default();
                     if !reply.receipt_json.is_empty() {
+                        let records = super::records::EdgexRecords::of(&self.config);
                         let known = super::settle::Known {
                             heard: &heard,
                             left_ms,
+                            records: records.as_ref(),
                         };
                         if let Err(e) = super::settle::settle(
                             client,

@@ -23,6 +23,7 @@ pub mod pb;
 pub mod provider;
 pub mod ranking;
 pub mod receipt;
+pub mod records;
 pub mod resume_file;
 pub mod settle;
 pub mod takeover;

@@ -407,10 +407,13 @@ pub async fn release(config: &Config, id: Option<&str>) -> anyhow::Result<String
         ));
         if !r.receipt_json.is_empty() {
             // No frames heard by this edge to check it against: the
-            // signatures and chains are, and it is kept and answered.
+            // signatures and chains are, and EdgeX's records; it is kept
+            // and answered.
+            let records = super::records::EdgexRecords::of(&config);
             let known = super::settle::Known {
                 heard: &[],
                 left_ms: None,
+                records: records.as_ref(),
             };
             let answered = super::settle::settle(
                 &mut client,

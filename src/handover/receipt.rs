@@ -118,6 +118,10 @@ pub enum Verdict {
         /// Frames listed that the customer had delivered itself (at or
         /// before the counter the provider took over after), or twice.
         repeated: Vec<(String, Frame)>,
+        /// Frames listed that EdgeX's core-data has no event for (see
+        /// [`crate::handover::records`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unrecorded: Vec<(String, Frame)>,
         /// What else did not hold (a chain that does not match its runs).
         reasons: Vec<String>,
     },
@@ -259,8 +263,9 @@ impl Receipt {
     /// heard while the provider held the devices (and that it therefore did
     /// not publish). A frame heard after the counter the provider took over
     /// from and not listed is missing; a listed frame at or before that
-    /// counter, or listed twice, is repeated.
-    pub fn judge(&self, heard: &[(Eui64, FcntState)]) -> Verdict {
+    /// counter, or listed twice, is repeated. `unrecorded` are the listed
+    /// frames EdgeX's core-data does not have.
+    pub fn judge(&self, heard: &[(Eui64, FcntState)], unrecorded: &[(String, Frame)]) -> Verdict {
         let mut missing = Vec::new();
         let mut repeated = Vec::new();
         let mut reasons = Vec::new();
@@ -288,12 +293,15 @@ impl Receipt {
         }
         missing.sort();
         missing.dedup();
-        if missing.is_empty() && repeated.is_empty() && reasons.is_empty() {
+        let unrecorded = unrecorded.to_vec();
+        if missing.is_empty() && repeated.is_empty() && unrecorded.is_empty() && reasons.is_empty()
+        {
             Verdict::Accepted
         } else {
             Verdict::Disputed {
                 missing,
                 repeated,
+                unrecorded,
                 reasons,
             }
         }
@@ -408,13 +416,15 @@ impl SignedReceipt {
                     Verdict::Disputed {
                         missing,
                         repeated,
+                        unrecorded,
                         reasons,
                     },
                 ..
             }) => format!(
-                "disputed: {} missing, {} repeated{}",
+                "disputed: {} missing, {} repeated, {} not in EdgeX{}",
                 missing.len(),
                 repeated.len(),
+                unrecorded.len(),
                 if reasons.is_empty() {
                     String::new()
                 } else {
@@ -506,7 +516,7 @@ mod tests {
     fn an_answered_receipt_reads_back_as_written() {
         let (p, c) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let r = receipt(&p, &c, &[10, 12]);
-        let verdict = r.receipt.judge(&[(eui(), st(11))]);
+        let verdict = r.receipt.judge(&[(eui(), st(11))], &[]);
         let a = r.answer(&c, verdict, Some(3));
         let back: SignedReceipt =
             serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
@@ -547,7 +557,7 @@ mod tests {
         let r = receipt(&p, &c, &[10, 11, 12]);
         r.verify(false).unwrap();
         assert_eq!(r.verify(true), Err(ReceiptError::Unanswered));
-        let verdict = r.receipt.judge(&[(eui(), st(10)), (eui(), st(12))]);
+        let verdict = r.receipt.judge(&[(eui(), st(10)), (eui(), st(12))], &[]);
         assert_eq!(verdict, Verdict::Accepted);
         let answered = r.clone().answer(&c, verdict, None);
         answered.verify(true).unwrap();
@@ -559,6 +569,7 @@ mod tests {
         // The verdict changed: the customer's signature fails.
         let mut t = answered.clone();
         t.answer.as_mut().unwrap().verdict = Verdict::Disputed {
+            unrecorded: Vec::new(),
             missing: vec![],
             repeated: vec![],
             reasons: vec!["x".into()],
@@ -578,7 +589,7 @@ mod tests {
         let s = r.sign(&p);
         assert!(matches!(s.verify(false), Err(ReceiptError::Device { .. })));
         assert!(
-            matches!(s.receipt.judge(&[]), Verdict::Disputed { reasons, .. } if reasons.len() == 1)
+            matches!(s.receipt.judge(&[], &[]), Verdict::Disputed { reasons, .. } if reasons.len() == 1)
         );
     }
 
@@ -590,8 +601,9 @@ mod tests {
         let heard = [(eui(), st(8)), (eui(), st(10)), (eui(), st(12))];
         let f = |fcnt| ("70b3d57ed0000001".to_string(), Frame { epoch: 0, fcnt });
         assert_eq!(
-            r.receipt.judge(&heard),
+            r.receipt.judge(&heard, &[]),
             Verdict::Disputed {
+                unrecorded: Vec::new(),
                 missing: vec![f(12)],
                 repeated: vec![f(9)],
                 reasons: vec![],
@@ -599,12 +611,42 @@ mod tests {
         );
         // Another device's frames say nothing about this one.
         let other = Eui64::from_u64(2);
-        assert_eq!(r.receipt.judge(&[(other, st(50))]), {
+        assert_eq!(r.receipt.judge(&[(other, st(50))], &[]), {
             Verdict::Disputed {
+                unrecorded: Vec::new(),
                 missing: vec![],
                 repeated: vec![f(9)],
                 reasons: vec![],
             }
         });
+    }
+
+    #[test]
+    fn frames_edgex_does_not_have_are_disputed_and_old_answers_still_read() {
+        let (p, c) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let r = receipt(&p, &c, &[10, 11]);
+        let gone = ("70b3d57ed0000001".to_string(), Frame { epoch: 0, fcnt: 11 });
+        let verdict = r.receipt.judge(&[], std::slice::from_ref(&gone));
+        assert_eq!(
+            verdict,
+            Verdict::Disputed {
+                missing: vec![],
+                repeated: vec![],
+                unrecorded: vec![gone],
+                reasons: vec![],
+            }
+        );
+        let answered = r.clone().answer(&c, verdict, None);
+        answered.verify(true).unwrap();
+        assert!(answered.summary().contains("1 not in EdgeX"));
+        // A dispute without the field (written before it existed) reads,
+        // and an accepted answer does not carry it.
+        let old: Verdict = serde_json::from_str(
+            r#"{"verdict":"disputed","missing":[],"repeated":[],"reasons":["x"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(old, Verdict::Disputed { unrecorded, .. } if unrecorded.is_empty()));
+        let json = serde_json::to_string(&Verdict::Accepted).unwrap();
+        assert!(!json.contains("unrecorded"), "{json}");
     }
 }

@@ -35,6 +35,9 @@ pub struct Known<'a> {
     pub heard: &'a [(Eui64, FcntState)],
     /// When it stopped cleanly (its goodbye), Unix milliseconds.
     pub left_ms: Option<u64>,
+    /// EdgeX's core-data, to ask for the listed events (when this edge
+    /// delivers to EdgeX).
+    pub records: Option<&'a super::records::EdgexRecords>,
 }
 
 /// Check, answer, keep and send back the receipt `json` of `signed`.
@@ -63,7 +66,20 @@ pub async fn settle(
             return Err(SettleError::Refused(e.to_string()));
         }
     }
-    let verdict = r.receipt.judge(known.heard);
+    let unrecorded = match known.records {
+        Some(records) => match records.check(&r.receipt.devices).await {
+            Ok(checked) => {
+                tracing::info!(contract = %c.id, asked = checked.asked, listed = checked.listed, unrecorded = checked.unrecorded.len(), "receipt checked against EdgeX's records");
+                checked.unrecorded
+            }
+            Err(e) => {
+                tracing::warn!(contract = %c.id, error = %e, "EdgeX's records could not be read: the receipt is judged without them");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let verdict = r.receipt.judge(known.heard, &unrecorded);
     let customer_ms = match (r.receipt.detected, known.left_ms) {
         (Detected::Leaving, Some(left)) => Some(r.receipt.from_ms.saturating_sub(left)),
         _ => None,
@@ -79,9 +95,12 @@ pub async fn settle(
             tracing::info!(contract = %c.id, epoch = answered.receipt.epoch, frames = answered.receipt.devices.iter().map(|d| d.count).sum::<u64>(), "receipt checked and counter-signed")
         }
         Some(Verdict::Disputed {
-            missing, repeated, ..
+            missing,
+            repeated,
+            unrecorded,
+            ..
         }) => {
-            tracing::warn!(contract = %c.id, epoch = answered.receipt.epoch, missing = missing.len(), repeated = repeated.len(), "receipt disputed")
+            tracing::warn!(contract = %c.id, epoch = answered.receipt.epoch, missing = missing.len(), repeated = repeated.len(), unrecorded = unrecorded.len(), "receipt disputed")
         }
         None => {}
     }

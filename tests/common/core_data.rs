@@ -1,6 +1,7 @@
 //! A stand-in EdgeX core-data: the event route of the real API on a loopback
 //! port, validating every request against the official OpenAPI schema and
-//! storing events by id (409 for an id it already has, as core-data does).
+//! storing events by id (409 for an id it already has, as core-data does)
+//! and answering `GET /api/v3/event/id/{id}`.
 //! It can be stopped and restarted on the same port.
 
 use std::collections::BTreeMap;
@@ -54,6 +55,19 @@ super::standin::serves_through!(CoreData);
 impl State {
     fn handle(&self, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // GET /api/v3/event/id/{id}: the event, as core-data answers it.
+        if method == Method::GET && segs.len() == 5 && segs[..4] == ["api", "v3", "event", "id"] {
+            return match self.events.lock().unwrap().get(segs[4]) {
+                Some(ev) => (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v3", "statusCode": 200, "event": ev}),
+                ),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"apiVersion": "v3", "statusCode": 404, "message": "event not found"}),
+                ),
+            };
+        }
         if method != Method::POST || segs.len() != 7 || segs[..3] != ["api", "v3", "event"] {
             return (
                 StatusCode::NOT_FOUND,
