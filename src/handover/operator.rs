@@ -409,7 +409,7 @@ pub async fn release(config: &Config, id: Option<&str>) -> anyhow::Result<String
             // No frames heard by this edge to check it against: the
             // signatures and chains are, and EdgeX's records; it is kept
             // and answered.
-            let records = super::records::EdgexRecords::of(&config);
+            let records = super::records::EdgexRecords::of(config);
             let known = super::settle::Known {
                 heard: &[],
                 left_ms: None,
