@@ -62,6 +62,7 @@ pub mod handover;
 pub mod image;
 pub mod ingest;
 pub mod lorawan;
+pub mod market;
 pub mod metrics;
 pub mod pipeline;
 pub mod service;

@@ -64,6 +64,15 @@ enum Command {
         #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// The IoT Edge Market: serve it, or check a copy of its log.
+    Market {
+        #[command(subcommand)]
+        command: MarketCommand,
+        /// Configuration file (YAML): `Market.Listen`, `Market.Database`,
+        /// `Service.DataDir` (the market's identity and SQLite file).
+        #[arg(short, long, env = "DEVICE_LORAWAN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Run a profile's JavaScript codec outside the service.
     Codec {
         #[command(subcommand)]
@@ -110,6 +119,20 @@ enum Command {
         /// Semtech UDP packet forwarders.
         #[arg(long)]
         station: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MarketCommand {
+    /// Serve the market and arbitrator (REST, signed calls).
+    Serve,
+    /// Check a copy of the market's log (`GET /api/v3/market/log`) offline:
+    /// its hash chain and the market's signatures.
+    Verify {
+        file: PathBuf,
+        /// The market's public key (default: the one the copy names).
+        #[arg(long)]
+        key: Option<String>,
     },
 }
 
@@ -486,6 +509,20 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Market { command, config } => match command {
+            MarketCommand::Verify { file, key } => {
+                print!(
+                    "{}",
+                    device_lorawan::market::cli::verify(&file, key.as_deref())?
+                );
+                Ok(())
+            }
+            MarketCommand::Serve => {
+                let config = Config::load(config.as_deref())?;
+                init_logging(&config.log.level, config.log.format);
+                device_lorawan::market::cli::serve(&config).await
+            }
+        },
         Command::Package { out, config } => {
             let config = Config::load(config.as_deref())?;
             let p = device_lorawan::image::package::package(&config, &out)?;

@@ -21,6 +21,7 @@ pub use mqtt_tls::MqttTls;
 mod discovery;
 mod edgex;
 mod env;
+mod market;
 mod radio;
 mod secret_store;
 mod station;
@@ -29,6 +30,7 @@ pub use discovery::{DiscoveryConfig, OperatingStateConfig};
 pub use edgex::{
     CoreDataConfig, Delivery, EdgexConfig, MessageBusConfig, MetadataConfig, OutboxConfig,
 };
+pub use market::{MarketConfig, OfferConfig};
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
 pub use secret_store::{client_token, SecretStoreConfig};
 pub use station::{BasicStationConfig, StationTls};
@@ -77,6 +79,7 @@ pub struct Config {
     pub readings: ReadingsConfig,
     pub edgex: EdgexConfig,
     pub handover: HandoverConfig,
+    pub market: MarketConfig,
     pub secret_store: SecretStoreConfig,
     pub log: LogConfig,
 }
@@ -306,6 +309,7 @@ impl Default for Config {
             },
             edgex: EdgexConfig::default(),
             handover: HandoverConfig::default(),
+            market: MarketConfig::default(),
             secret_store: SecretStoreConfig::default(),
             log: LogConfig {
                 level: "info".into(),

@@ -376,6 +376,7 @@ pub mod core_data;
 pub mod engine;
 pub mod metadata;
 pub mod netns;
+pub mod postgres;
 pub mod requester;
 pub mod scrape;
 pub mod secret_store;
