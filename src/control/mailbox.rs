@@ -80,6 +80,16 @@ pub enum Control {
         devices: Vec<Eui64>,
         reply: oneshot::Sender<Vec<(Eui64, crate::lorawan::otaa::JoinState)>>,
     },
+    /// Which device each frame authenticates as under this edge's own
+    /// session keys (a market bid's heard frames; no key leaves).
+    ProveHeard {
+        frames: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Vec<Option<Eui64>>>,
+    },
+    /// Every device with a session, and its DevAddr.
+    Addresses {
+        reply: oneshot::Sender<Vec<(Eui64, crate::lorawan::DevAddr)>>,
+    },
     /// The MAC state of these devices (those that have one).
     MacStates {
         devices: Vec<Eui64>,

@@ -454,7 +454,7 @@ impl Customer {
                             left_ms,
                             records: records.as_ref(),
                         };
-                        if let Err(e) = super::settle::settle(
+                        match super::settle::settle(
                             client,
                             &self.identity,
                             &self.signed,
@@ -464,7 +464,12 @@ impl Customer {
                         )
                         .await
                         {
-                            tracing::error!(contract = %id, error = %e, "the provider's receipt was not settled");
+                            Ok(answered) => {
+                                crate::market::edge::submit_receipt(&self.config, &answered).await
+                            }
+                            Err(e) => {
+                                tracing::error!(contract = %id, error = %e, "the provider's receipt was not settled")
+                            }
                         }
                     }
                     self.metrics

@@ -21,6 +21,7 @@ pub mod auction;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod coverage;
 pub mod dmu;
 pub mod edge;
 pub mod ledger;

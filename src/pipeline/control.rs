@@ -10,6 +10,10 @@ use crate::control::mailbox::{Adopted, Control};
 use crate::edgex::delivered::later;
 use crate::lorawan::{Eui64, FcntState};
 
+/// A frame proves a provider hears a device only if its counter is at
+/// most this many frames behind the device's last one here.
+const FRESH_FRAMES: u32 = 1000;
+
 impl Pipeline {
     pub(super) fn apply(&mut self, c: Control) -> anyhow::Result<()> {
         match c {
@@ -116,6 +120,20 @@ impl Pipeline {
                     .collect();
                 let _ = reply.send(states);
             }
+            Control::ProveHeard { frames, reply } => {
+                let proofs = frames.iter().map(|phy| self.prove_heard(phy)).collect();
+                let _ = reply.send(proofs);
+            }
+            Control::Addresses { reply } => {
+                let addrs = (0..self.registry.len() as u32)
+                    .filter_map(|id| {
+                        let d = self.registry.get(id);
+                        let live = !d.removed && d.crypto.is_some();
+                        Some((d.dev_eui, d.dev_addr.filter(|_| live)?))
+                    })
+                    .collect();
+                let _ = reply.send(addrs);
+            }
             Control::MacStates { devices, reply } => {
                 let states = devices
                     .into_iter()
@@ -159,9 +177,60 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Remember a frame of a device this edge does not serve (when it
+    /// proves coverage on a market).
+    pub(super) fn heard_elsewhere(
+        &self,
+        dev_addr: u32,
+        phy: &[u8],
+        rx: &crate::pipeline::uplink::RxMeta,
+    ) {
+        if let Some(h) = &self.heard_elsewhere {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            h.lock().expect("heard elsewhere").record(
+                dev_addr,
+                phy,
+                rx.rssi,
+                rx.snr,
+                rx.datr.map(|d| d.to_string()),
+                now,
+            );
+        }
+    }
+
+    /// The device whose session key authenticates `phy` (a frame a
+    /// provider says its gateways heard), if its counter is recent: within
+    /// [`FRESH_FRAMES`] of the last one this edge took from the device.
+    fn prove_heard(&self, phy: &[u8]) -> Option<Eui64> {
+        let frame = crate::lorawan::parse_uplink(phy).ok()?;
+        for id in self.registry.by_addr(frame.dev_addr) {
+            let d = self.registry.get(id);
+            let Some(crypto) = d
+                .crypto
+                .as_ref()
+                .filter(|_| d.dev_addr == Some(frame.dev_addr))
+            else {
+                continue;
+            };
+            let state = self.states[id as usize];
+            if let Ok(auth) = crate::lorawan::verify_mic(frame, crypto, &state) {
+                let fresh = state
+                    .last
+                    .is_none_or(|l| auth.fcnt.saturating_add(FRESH_FRAMES) >= l);
+                return fresh.then_some(d.dev_eui);
+            }
+        }
+        None
+    }
+
     /// A parked frame whose DevAddr never became known: refused as it
     /// would have been at once.
     pub(super) fn refuse_parked(&self, f: super::parked::ParkedFrame) {
+        if let Ok(u) = crate::lorawan::parse_uplink(&f.phy) {
+            self.heard_elsewhere(u.dev_addr.0, &f.phy, &f.rx);
+        }
         let addr = crate::lorawan::parse_uplink(&f.phy).map(|u| u.dev_addr);
         let why = match addr {
             Ok(a) => format!(

@@ -111,6 +111,9 @@ pub struct Pipeline {
     /// While parked frames are decoded again: when the one in hand was
     /// first parked (it keeps its age if parked again).
     replaying: Option<Instant>,
+    /// Where frames of devices this edge does not serve are remembered
+    /// (a provider on a market proves its coverage with them).
+    pub heard_elsewhere: Option<Arc<std::sync::Mutex<crate::market::coverage::HeardElsewhere>>>,
     /// Where unknown DevEUIs' JoinRequests are remembered.
     pub discovery: Option<Arc<crate::edgex::discovery::DiscoveryService>>,
 }
@@ -183,6 +186,7 @@ impl Pipeline {
             covered: HashMap::new(),
             parked: Default::default(),
             replaying: None,
+            heard_elsewhere: None,
             discovery: None,
         }
     }
@@ -388,6 +392,9 @@ impl Pipeline {
                 {
                     self.states[id as usize] = next;
                     self.persist(id, next)?;
+                }
+                if let crate::pipeline::uplink::Rejection::UnknownDevAddr(a) = &rejection {
+                    self.heard_elsewhere(a.0, phy, &rx);
                 }
                 self.refuse(
                     rejection.reason(),

@@ -230,6 +230,9 @@ pub async fn start(
     // At shutdown, customers hand their devices over before the pipeline
     // stops (they need it to stop publishing and to drain the outbox).
     let (leave, leaving) = tokio::sync::watch::channel(false);
+    // A provider on a market remembers frames of devices it does not serve.
+    let heard_elsewhere = crate::market::edge::remembers_heard(&config)
+        .then(|| Arc::new(std::sync::Mutex::new(Default::default())));
     let mut customers = None;
     let (standby, provider) = match &delivered {
         Some(d) => {
@@ -244,6 +247,15 @@ pub async fn start(
             let started = roles.start(&mut tasks).await?;
             customers = Some(started.customers);
             bound.handover = started.listening;
+            crate::market::edge::start(
+                crate::market::edge::EdgeParts {
+                    config: config.clone(),
+                    control: control_tx.clone(),
+                    heard: heard_elsewhere.clone(),
+                    listening: started.listening,
+                },
+                &mut tasks,
+            )?;
             (started.standby, started.provider)
         }
         None => (Vec::new(), None),
@@ -358,6 +370,7 @@ pub async fn start(
         scheduler,
     );
     pipeline.discovery = Some(discovery);
+    pipeline.heard_elsewhere = heard_elsewhere;
     for eui in standby {
         pipeline.stand_by(eui);
     }

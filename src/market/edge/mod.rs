@@ -1,0 +1,117 @@
+//! An edge on the market, run by its service when `Market.Url` is set: a
+//! provider ([`provider`], with `Market.Offer` and `Handover.Listen`)
+//! offers and bids with the frames it heard; a customer with no provider
+//! configured ([`customer`]) demands, proves, awards, contracts, and
+//! submits its receipts for settlement.
+
+pub mod customer;
+pub mod provider;
+
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::control::mailbox::Control;
+use crate::handover::identity::Identity;
+use crate::market::client::MarketClient;
+use crate::market::coverage::HeardElsewhere;
+
+/// What the market tasks of a service need.
+pub struct EdgeParts {
+    pub config: Arc<Config>,
+    pub control: tokio::sync::mpsc::UnboundedSender<Control>,
+    /// The provider's frames heard from devices it does not serve.
+    pub heard: Option<Arc<Mutex<HeardElsewhere>>>,
+    /// The provider's handover endpoint, once bound.
+    pub listening: Option<std::net::SocketAddr>,
+}
+
+/// Whether this edge remembers frames of devices it does not serve (a
+/// provider on a market).
+pub fn remembers_heard(config: &Config) -> bool {
+    !config.market.url.is_empty() && config.market.offer.is_some()
+}
+
+fn identity(config: &Config) -> anyhow::Result<Arc<Identity>> {
+    let dir = config.service.data_dir.join("identity");
+    Identity::load(&dir).map(Arc::new).map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (an edge on a market signs with its identity: `device-lorawan keygen`)"
+        )
+    })
+}
+
+/// The region's name as the market compares it (`EU868`).
+pub fn region(config: &Config) -> String {
+    serde_json::to_value(config.region.name)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Spawn this edge's market tasks (into `tasks`).
+pub fn start(parts: EdgeParts, tasks: &mut Vec<tokio::task::JoinHandle<()>>) -> anyhow::Result<()> {
+    let config = parts.config.clone();
+    if config.market.url.is_empty() {
+        return Ok(());
+    }
+    let me = identity(&config)?;
+    let rules = crate::market::dmu::load(&config.market.rules)?;
+    let client = MarketClient::new(&config.market.url, me.clone());
+    match (&config.market.offer, parts.listening, parts.heard) {
+        (Some(offer), Some(listening), Some(heard)) => {
+            let p = provider::ProviderEdge {
+                config: config.clone(),
+                offer: offer.clone(),
+                rules: rules.provider,
+                client,
+                heard,
+                listening,
+            };
+            tasks.push(tokio::spawn(p.run()));
+        }
+        (Some(_), _, _) => anyhow::bail!(
+            "Market.Offer needs Handover.Listen: a provider's customers reach it there"
+        ),
+        (None, _, _) => {
+            let c = customer::CustomerEdge {
+                config: config.clone(),
+                rules: rules.customer,
+                client,
+                control: parts.control,
+            };
+            tasks.push(tokio::spawn(c.run()));
+        }
+    }
+    tracing::info!(market = %config.market.url, role = if config.market.offer.is_some() { "provider" } else { "customer" }, "on the market");
+    Ok(())
+}
+
+/// Submit an answered receipt to the market when its contract is the
+/// market's (the customer's service does so at each hand-back).
+pub async fn submit_receipt(config: &Config, receipt: &crate::handover::receipt::SignedReceipt) {
+    if config.market.url.is_empty() {
+        return;
+    }
+    let Some(state) = customer::State::load(&config.service.data_dir) else {
+        return;
+    };
+    if state.contract_id != receipt.receipt.contract_id {
+        return;
+    }
+    let me = match identity(config) {
+        Ok(me) => me,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot submit the receipt to the market");
+            return;
+        }
+    };
+    let client = MarketClient::new(&config.market.url, me);
+    match client.settle(&state.contract_id, receipt).await {
+        Ok(s) => {
+            tracing::info!(contract = %s.contract_id, outcome = %s.outcome, reasons = ?s.reasons, provider_reputation = s.provider.reputation, "the market settled the holding")
+        }
+        Err(e) => {
+            tracing::error!(contract = %state.contract_id, error = %e, "the market did not settle the holding")
+        }
+    }
+}
