@@ -22,7 +22,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let edge = Self::edge_in(&mut tx, provider).await?;
         let id = new_id();
-        sqlx::query("INSERT INTO offers (id, provider, region, memory_mib, cpu_millis, price, valid_until_ms, body, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        let places: Vec<Location> = if body.gateways.is_empty() {
+            vec![body.location]
+        } else {
+            body.gateways.iter().map(|g| g.location).collect()
+        };
+        let lat = places.iter().map(|l| l.lat);
+        let lon = places.iter().map(|l| l.lon);
+        sqlx::query("INSERT INTO offers (id, provider, region, memory_mib, cpu_millis, price, valid_until_ms, lat_min, lat_max, lon_min, lon_max, body, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
             .bind(&id)
             .bind(provider)
             .bind(body.region.to_ascii_uppercase())
@@ -30,6 +37,10 @@ impl Store {
             .bind(body.resources.cpu_millis as i64)
             .bind(body.price as i64)
             .bind(body.valid_until_ms as i64)
+            .bind(lat.clone().fold(f64::INFINITY, f64::min))
+            .bind(lat.fold(f64::NEG_INFINITY, f64::max))
+            .bind(lon.clone().fold(f64::INFINITY, f64::min))
+            .bind(lon.fold(f64::NEG_INFINITY, f64::max))
             .bind(json(&body))
             .bind(now_ms as i64)
             .execute(&mut *tx)
@@ -51,9 +62,17 @@ impl Store {
         demand: &DemandBody,
         now_ms: u64,
     ) -> Result<Vec<Offer>, MarketError> {
+        // The box around the demand that holds every point within its
+        // distance (a degree of latitude is 111.2 km; of longitude, that
+        // times the cosine of the latitude, least at the box's far edge).
+        let here = demand.location;
+        let dlat = demand.max_distance_km / 111.2 + 1e-6;
+        let far_lat = (here.lat.abs() + dlat).min(89.9).to_radians();
+        let dlon = (demand.max_distance_km / (111.2 * far_lat.cos())).min(360.0) + 1e-6;
         let rows = sqlx::query(
             "SELECT o.id, o.provider, o.body, o.created_ms, e.reputation FROM offers o JOIN edges e ON e.key = o.provider \
-             WHERE o.region = $1 AND o.valid_until_ms > $2 AND o.memory_mib >= $3 AND o.cpu_millis >= $4 AND o.price <= $5 AND e.reputation >= $6",
+             WHERE o.region = $1 AND o.valid_until_ms > $2 AND o.memory_mib >= $3 AND o.cpu_millis >= $4 AND o.price <= $5 AND e.reputation >= $6 \
+             AND o.lat_min <= $7 AND o.lat_max >= $8 AND o.lon_min <= $9 AND o.lon_max >= $10",
         )
         .bind(demand.region.to_ascii_uppercase())
         .bind(now_ms as i64)
@@ -61,6 +80,10 @@ impl Store {
         .bind(demand.resources.cpu_millis as i64)
         .bind(demand.max_price as i64)
         .bind(demand.min_reputation)
+        .bind(here.lat + dlat)
+        .bind(here.lat - dlat)
+        .bind(here.lon + dlon)
+        .bind(here.lon - dlon)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::new();

@@ -44,8 +44,10 @@ pub(super) fn refused(m: impl Into<String>) -> MarketError {
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS edges (key TEXT PRIMARY KEY, reputation DOUBLE PRECISION NOT NULL, balance BIGINT NOT NULL, held BIGINT NOT NULL, honoured BIGINT NOT NULL, breached BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS nonces (key TEXT NOT NULL, nonce TEXT NOT NULL, time_ms BIGINT NOT NULL, PRIMARY KEY (key, nonce))",
-    "CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, provider TEXT NOT NULL, region TEXT NOT NULL, memory_mib BIGINT NOT NULL, cpu_millis BIGINT NOT NULL, price BIGINT NOT NULL, valid_until_ms BIGINT NOT NULL, body TEXT NOT NULL, created_ms BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS offers_match ON offers (region, valid_until_ms)",
+    "CREATE TABLE IF NOT EXISTS offers (id TEXT PRIMARY KEY, provider TEXT NOT NULL, region TEXT NOT NULL, memory_mib BIGINT NOT NULL, cpu_millis BIGINT NOT NULL, price BIGINT NOT NULL, valid_until_ms BIGINT NOT NULL, lat_min DOUBLE PRECISION NOT NULL, lat_max DOUBLE PRECISION NOT NULL, lon_min DOUBLE PRECISION NOT NULL, lon_max DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, created_ms BIGINT NOT NULL)",
+    // Matching narrows by region and a bounding box of the offer's
+    // gateways (or edge) before the exact distance is computed.
+    "CREATE INDEX IF NOT EXISTS offers_match ON offers (region, lat_min)",
     "CREATE TABLE IF NOT EXISTS demands (id TEXT PRIMARY KEY, customer TEXT NOT NULL, region TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, winner TEXT, created_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS demands_open ON demands (state, created_ms)",
     "CREATE TABLE IF NOT EXISTS bids (id TEXT PRIMARY KEY, demand_id TEXT NOT NULL, provider TEXT NOT NULL, offer_id TEXT NOT NULL, body TEXT NOT NULL, created_ms BIGINT NOT NULL, UNIQUE (demand_id, provider))",
@@ -92,6 +94,22 @@ impl Store {
         // SQLite: one connection, so its transactions never interleave.
         let pool = AnyPoolOptions::new()
             .max_connections(if postgres { 8 } else { 1 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if !postgres {
+                        // WAL: readers never wait for the writer; NORMAL:
+                        // a commit survives a crash of the process (an OS
+                        // crash may lose the last ones, not corrupt).
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await?;
         for s in SCHEMA {
@@ -263,4 +281,61 @@ pub(super) fn demand_of(row: &AnyRow) -> Result<Demand, MarketError> {
         winner: row.try_get("winner")?,
         created_ms: row.try_get::<i64, _>("created_ms")? as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(lat: f64, lon: f64) -> OfferBody {
+        OfferBody {
+            region: "EU868".into(),
+            location: Location { lat, lon },
+            gateways: vec![],
+            resources: Resources {
+                memory_mib: 1024,
+                cpu_millis: 2000,
+                ..Default::default()
+            },
+            price: 1,
+            stake: 1,
+            address: "x:1".into(),
+            valid_until_ms: u64::MAX / 2,
+        }
+    }
+
+    /// The bounding box never drops an offer within the distance, however
+    /// far north (a degree of longitude shrinks there), and the exact
+    /// distance drops those outside it.
+    #[tokio::test]
+    async fn matching_keeps_every_offer_within_the_distance_at_any_latitude() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let s = Store::open(&url, Arc::new(Identity::generate().unwrap()))
+            .await
+            .unwrap();
+        let p = Identity::generate().unwrap().public().to_hex();
+        for lat in [0.0, 52.0, 70.0] {
+            let here = Location { lat, lon: 10.0 };
+            let mut d = crate::market::dmu::CustomerRules::default().demand(
+                "EU868",
+                here,
+                vec!["26011234".into()],
+            );
+            d.max_distance_km = 30.0;
+            // Due east, 29 and 31 km away.
+            let east = |km: f64| 10.0 + km / (111.2 * lat.to_radians().cos());
+            let near = s.put_offer(&p, offer(lat, east(29.0)), 1).await.unwrap();
+            let far = s.put_offer(&p, offer(lat, east(31.5)), 1).await.unwrap();
+            let got: Vec<String> = s
+                .matching(&d, 2)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.id)
+                .collect();
+            assert!(got.contains(&near.id), "lat {lat}: {got:?}");
+            assert!(!got.contains(&far.id), "lat {lat}");
+        }
+    }
 }
