@@ -774,3 +774,59 @@ async fn the_market_on_postgres() {
     };
     the_market_end_to_end(&pg.url).await;
 }
+
+/// docs/market.md's configurations, as documented: each loads, and the
+/// market's is served by `market serve` (its data directory and port made
+/// temporary, as a test must).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_market_configurations_run() {
+    let doc = std::fs::read_to_string(common::repo_path("docs/market.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("\n```").next())
+        .filter(|b| b.starts_with("Service:") || b.starts_with("Market:"))
+        .collect();
+    assert_eq!(blocks.len(), 2, "the market's and an edge's");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, b) in blocks.iter().enumerate() {
+        let p = dir.path().join(format!("c{i}.yaml"));
+        std::fs::write(&p, b).unwrap();
+        device_lorawan::config::Config::load(Some(&p)).unwrap_or_else(|e| panic!("{b}: {e}"));
+    }
+    let port = common::free_port();
+    let served = blocks[0]
+        .replace(
+            "/var/lib/edge-market",
+            dir.path().join("data").to_str().unwrap(),
+        )
+        .replace("0.0.0.0:59990", &format!("127.0.0.1:{port}"));
+    let p = dir.path().join("market.yaml");
+    std::fs::write(&p, served).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_device-lorawan"))
+        .args(["market", "serve", "--config"])
+        .arg(&p)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    common::until(
+        "the documented market serving",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    )
+    .await;
+    let (s, body) = raw(&base, Method::GET, "/api/v3/market/identity", &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    let key = std::fs::read_to_string(dir.path().join("data/identity/identity.pub")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains(key.trim()),
+        "its identity, made on first start"
+    );
+    assert!(
+        dir.path().join("data/market.db").exists(),
+        "SQLite by default"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

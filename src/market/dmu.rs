@@ -2,22 +2,7 @@
 //! file (`Market.Rules`), by which it bids on demands as a provider and
 //! accepts offers as a customer. Unknown keys are refused.
 //!
-//! ```yaml
-//! Customer:
-//!   MaxPrice: 100          # credits per holding, at most
-//!   MinReputation: 0.3
-//!   MinCoverage: 0.5       # share of its devices a bid must prove heard
-//!   MaxDistanceKm: 50
-//!   MaxTakeoverMs: 2000    # a slower takeover is a breach
-//!   MemoryMib: 128         # what its image needs
-//!   CpuMillis: 500
-//!   Weights: { Price: 1.0, Reputation: 1.0, Distance: 0.5, Coverage: 2.0 }
-//! Provider:
-//!   MinPrice: 0            # never bid below
-//!   MaxDistanceKm: 50
-//!   MaxDevices: 10000
-//!   MinHeardShare: 0.0     # bid only when it heard this share of the devices
-//! ```
+//! The file's keys and defaults: `docs/market.md`.
 
 use serde::{Deserialize, Serialize};
 
@@ -178,29 +163,24 @@ impl ProviderRules {
 mod tests {
     use super::*;
 
+    /// docs/market.md shows the defaults, whole.
     #[test]
-    fn the_documented_rules_read_and_unknown_keys_are_refused() {
-        let doc = include_str!("dmu.rs");
-        let yaml: String = doc
-            .lines()
-            .skip_while(|l| !l.starts_with("//! ```yaml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| {
-                l.trim_start_matches("//!")
-                    .strip_prefix(' ')
-                    .unwrap_or("")
-                    .to_string()
-                    + "\n"
-            })
-            .collect();
-        let r: Rules = serde_yaml_ng::from_str(&yaml).unwrap();
+    fn the_documented_rules_are_the_defaults_and_unknown_keys_are_refused() {
+        let doc = include_str!("../../docs/market.md");
+        let yaml = doc
+            .split("```yaml\n")
+            .find(|b| b.starts_with("Customer:"))
+            .and_then(|b| b.split("\n```").next())
+            .expect("the rules block in docs/market.md");
+        let r: Rules = serde_yaml_ng::from_str(yaml).unwrap();
         assert_eq!(r, Rules::default(), "the doc shows the defaults");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("rules.yaml");
         std::fs::write(&p, "Customer: { MaxPrise: 3 }\n").unwrap();
         let e = load(p.to_str().unwrap()).unwrap_err();
         assert!(e.to_string().contains("MaxPrise"), "{e}");
+        std::fs::write(&p, yaml).unwrap();
+        assert_eq!(load(p.to_str().unwrap()).unwrap(), Rules::default());
     }
 
     #[test]
