@@ -830,3 +830,68 @@ async fn the_documented_market_configurations_run() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Two market processes behind one PostgreSQL (a federation's load
+/// balancer sends calls to either): awards closed at the same time through
+/// both land in one log, chained without a fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_market_processes_share_one_postgres_and_one_chain() {
+    let Some(pg) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let (one, key) = market(&pg.url).await;
+    // The second process: same database, same identity (a federation's
+    // market processes share it).
+    let store = device_lorawan::market::store::Store::open(&pg.url, key.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let two = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(device_lorawan::market::api::serve(
+        listener,
+        Arc::new(device_lorawan::market::api::Market::new(store)),
+    ));
+    let customer = Arc::new(Identity::generate().unwrap());
+    let provider = Arc::new(Identity::generate().unwrap());
+    let p = MarketClient::new(&one, provider.clone());
+    let o = p.offer(&offer("127.0.0.1:10", 20, 52.0)).await.unwrap();
+    let mut demands = Vec::new();
+    for i in 0..20 {
+        let via = if i % 2 == 0 { &one } else { &two };
+        let c = MarketClient::new(via, customer.clone());
+        let (d, _) = c.demand(&demand()).await.unwrap();
+        let b = MarketClient::new(via, provider.clone())
+            .bid(
+                &d.id,
+                &BidBody {
+                    offer_id: o.id.clone(),
+                    price: 20,
+                    heard: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        demands.push((d.id, b.id));
+    }
+    let awards = demands.into_iter().enumerate().map(|(i, (d, b))| {
+        let c = MarketClient::new(if i % 2 == 0 { &one } else { &two }, customer.clone());
+        async move {
+            c.award(
+                &d,
+                &AwardRequest {
+                    proven: vec![ProvenBid {
+                        bid_id: b,
+                        coverage: 1.0,
+                        margin_db: 5.0,
+                    }],
+                },
+            )
+            .await
+            .unwrap()
+        }
+    });
+    futures_util::future::join_all(awards).await;
+    let log = MarketClient::new(&two, customer).log().await.unwrap();
+    assert_eq!(log.entries.len(), 20);
+    device_lorawan::market::ledger::verify(&log).unwrap();
+}
