@@ -391,6 +391,14 @@ async fn a_customer_contracts_with_the_provider_that_proves_it_hears_its_devices
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    if s2["outcome"] != "breached" {
+        logs(&[("customer", &c), ("provider A", &a)]);
+    }
+    assert_eq!(
+        metric(a.api, "handover_takeovers_total"),
+        2,
+        "one takeover per kill: the customer checking its receipt stays alive to its provider"
+    );
     assert_eq!(
         (s2["contractId"].as_str(), s2["outcome"].as_str()),
         (Some(id2.as_str()), Some("breached")),

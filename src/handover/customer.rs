@@ -91,7 +91,7 @@ pub fn save_contract(data_dir: &Path, c: &SignedContract) -> anyhow::Result<Path
 
 pub struct Customer {
     pub signed: SignedContract,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub config: Arc<Config>,
     pub control: mpsc::UnboundedSender<Control>,
     pub delivered: Arc<Delivered>,
@@ -448,29 +448,28 @@ impl Customer {
                         .await
                         .unwrap_or_default();
                     if !reply.receipt_json.is_empty() {
-                        let records = super::records::EdgexRecords::of(&self.config);
-                        let known = super::settle::Known {
-                            heard: &heard,
-                            left_ms,
-                            records: records.as_ref(),
-                        };
-                        match super::settle::settle(
-                            client,
-                            &self.identity,
-                            &self.signed,
-                            &self.config.service.data_dir,
-                            &reply.receipt_json,
-                            known,
-                        )
-                        .await
-                        {
-                            Ok(answered) => {
-                                crate::market::edge::submit_receipt(&self.config, &answered).await
+                        // Off the heartbeat path: checking EdgeX's record
+                        // takes seconds, and a customer silent that long
+                        // would be taken over again.
+                        let (mut client, me, signed) =
+                            (client.clone(), self.identity.clone(), self.signed.clone());
+                        let config = self.config.clone();
+                        let json = reply.receipt_json.clone();
+                        tokio::spawn(async move {
+                            let records = super::records::EdgexRecords::of(&config);
+                            let known = super::settle::Known {
+                                heard: &heard,
+                                left_ms,
+                                records: records.as_ref(),
+                            };
+                            let dir = &config.service.data_dir;
+                            if let Err(e) =
+                                super::settle::settle(&mut client, &me, &signed, dir, &json, known)
+                                    .await
+                            {
+                                tracing::error!(contract = %signed.contract.id, error = %e, "the provider's receipt was not settled");
                             }
-                            Err(e) => {
-                                tracing::error!(contract = %id, error = %e, "the provider's receipt was not settled")
-                            }
-                        }
+                        });
                     }
                     self.metrics
                         .handover_releases

@@ -54,7 +54,7 @@ impl Customers {
             .enter(&id, signed.contract.rank, signed.dev_euis());
         let c = Customer {
             signed: signed.clone(),
-            identity,
+            identity: Arc::new(identity),
             config: p.config.clone(),
             control: p.control.clone(),
             delivered: p.delivered.clone(),

@@ -3,8 +3,10 @@
 //! frames under its own keys (in its pipeline: no key leaves), tells the
 //! market what each proved, and contracts with the winner: the handover
 //! offer and image go to the winner as `handover offer` sends them, and
-//! the market countersigns. Once the market has settled the contract, the
-//! handover contract is revoked and the next round buys cover again.
+//! the market countersigns. The answered receipt of a holding (kept by the
+//! handover at hand-back) goes to the market's arbitrator; once the market
+//! has settled the contract, the handover contract is revoked and the next
+//! round buys cover again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +55,21 @@ impl State {
     }
 }
 
+/// The answered receipt of a holding under `contract`, if one was kept.
+fn answered_receipt(
+    data_dir: &Path,
+    contract: &str,
+) -> anyhow::Result<Option<crate::handover::receipt::SignedReceipt>> {
+    let dir = data_dir.join(crate::handover::receipt::CUSTOMER_DIR);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Ok(crate::handover::receipt::load_dir(&dir)?
+        .into_iter()
+        .filter(|r| r.receipt.contract_id == contract && r.answer.is_some())
+        .min_by_key(|r| r.receipt.epoch))
+}
+
 /// What one round came to.
 enum Round {
     /// Covered (or nothing to do): look again later.
@@ -79,9 +96,16 @@ impl CustomerEdge {
     async fn round(&self) -> anyhow::Result<Round> {
         let dir = &self.config.service.data_dir;
         if let Some(state) = State::load(dir) {
-            let c = self.client.get_contract(&state.contract_id).await?;
+            let mut c = self.client.get_contract(&state.contract_id).await?;
             if c.state == "active" {
-                return Ok(Round::Wait);
+                // A holding ended: its answered receipt (kept by the
+                // handover at hand-back) goes to the arbitrator.
+                let Some(receipt) = answered_receipt(dir, &c.id)? else {
+                    return Ok(Round::Wait);
+                };
+                let s = self.client.settle(&c.id, &receipt).await?;
+                tracing::info!(contract = %s.contract_id, epoch = s.epoch, outcome = %s.outcome, reasons = ?s.reasons, provider_reputation = s.provider.reputation, "the market settled the holding");
+                c.state = s.outcome;
             }
             // Settled: this cover has ended. The handover contract goes
             // (revoked, signed by both; withdrawn here if the provider

@@ -85,33 +85,3 @@ pub fn start(parts: EdgeParts, tasks: &mut Vec<tokio::task::JoinHandle<()>>) -> 
     tracing::info!(market = %config.market.url, role = if config.market.offer.is_some() { "provider" } else { "customer" }, "on the market");
     Ok(())
 }
-
-/// Submit an answered receipt to the market when its contract is the
-/// market's (the customer's service does so at each hand-back).
-pub async fn submit_receipt(config: &Config, receipt: &crate::handover::receipt::SignedReceipt) {
-    if config.market.url.is_empty() {
-        return;
-    }
-    let Some(state) = customer::State::load(&config.service.data_dir) else {
-        return;
-    };
-    if state.contract_id != receipt.receipt.contract_id {
-        return;
-    }
-    let me = match identity(config) {
-        Ok(me) => me,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot submit the receipt to the market");
-            return;
-        }
-    };
-    let client = MarketClient::new(&config.market.url, me);
-    match client.settle(&state.contract_id, receipt).await {
-        Ok(s) => {
-            tracing::info!(contract = %s.contract_id, outcome = %s.outcome, reasons = ?s.reasons, provider_reputation = s.provider.reputation, "the market settled the holding")
-        }
-        Err(e) => {
-            tracing::error!(contract = %state.contract_id, error = %e, "the market did not settle the holding")
-        }
-    }
-}
