@@ -275,6 +275,23 @@ async fn a_customer_contracts_with_the_provider_that_proves_it_hears_its_devices
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let id1 = first["contractId"].as_str().unwrap().to_string();
+    // The customer's API shows the contract as bought on the market.
+    let api = device_lorawan::edgex::http::JsonClient::new(
+        &format!("http://{}", c.api),
+        Duration::from_secs(5),
+    );
+    let (_, body) = api
+        .send(hyper::Method::GET, "/api/v3/handover", None)
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let listed = status["customer"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id1.as_str())
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(listed["market"]["demandId"], first["demandId"], "{status}");
     let log = watcher.log().await.unwrap();
     let award: serde_json::Value =
         serde_json::from_str(&log.entries.iter().find(|e| e.kind == "award").unwrap().body)

@@ -59,13 +59,19 @@ pub fn handover_status(state: &Plane) -> Answer {
         Ok(v) => v,
         Err(e) => return refuse(Refusal::Internal, e),
     };
+    let market = crate::market::state::State::load(&state.data_dir);
     let customer: Vec<serde_json::Value> = customer
         .iter()
         .map(|c| {
             let c = &c.contract;
+            // Bought on the market: which demand, for its record there.
+            let bought = market
+                .as_ref()
+                .filter(|m| m.contract_id == c.id)
+                .map(|m| json!({"demandId": m.demand_id}));
             json!({"id": c.id, "provider": c.provider.id, "providerAddress": c.provider.address,
                    "devices": c.devices, "image": c.image.digest, "imageCid": c.image.cid,
-                   "imageSize": c.image.size, "notAfter": c.not_after})
+                   "imageSize": c.image.size, "notAfter": c.not_after, "market": bought})
         })
         .collect();
     (

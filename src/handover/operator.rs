@@ -199,8 +199,12 @@ pub async fn status(config: &Config) -> anyhow::Result<String> {
             }
             None => "malformed provider key".into(),
         };
+        let bought = crate::market::state::State::load(&config.service.data_dir)
+            .filter(|m| m.contract_id == *id)
+            .map(|m| format!(" (bought on the market, demand {})", m.demand_id))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "customer {id} -> {} ({}): {} devices; {line}\n",
+            "customer {id} -> {} ({}){bought}: {} devices; {line}\n",
             c.contract.provider.id,
             c.contract.provider.address,
             c.contract.devices.len()

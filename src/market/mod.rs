@@ -25,5 +25,6 @@ pub mod coverage;
 pub mod dmu;
 pub mod edge;
 pub mod ledger;
+pub mod state;
 pub mod store;
 pub mod types;

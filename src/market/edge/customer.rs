@@ -8,16 +8,15 @@
 //! has settled the contract, the handover contract is revoked and the next
 //! round buys cover again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::control::mailbox::Control;
 use crate::market::client::MarketClient;
 use crate::market::dmu::CustomerRules;
+use crate::market::state::State;
 use crate::market::types::{AwardRequest, Location, ProvenBid};
 
 pub struct CustomerEdge {
@@ -25,34 +24,6 @@ pub struct CustomerEdge {
     pub rules: CustomerRules,
     pub client: MarketClient,
     pub control: tokio::sync::mpsc::UnboundedSender<Control>,
-}
-
-/// The market contract this edge holds (`<DataDir>/market/contract.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct State {
-    pub contract_id: String,
-    pub demand_id: String,
-}
-
-impl State {
-    fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join("market/contract.json")
-    }
-
-    pub fn load(data_dir: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(Self::path(data_dir)).ok()?).ok()
-    }
-
-    fn save(&self, data_dir: &Path) -> std::io::Result<()> {
-        let p = Self::path(data_dir);
-        std::fs::create_dir_all(p.parent().expect("a parent"))?;
-        crate::fsutil::write_atomic(&p, &serde_json::to_vec_pretty(self)?, 0o600)
-    }
-
-    fn clear(data_dir: &Path) {
-        let _ = std::fs::remove_file(Self::path(data_dir));
-    }
 }
 
 /// The answered receipt of a holding under `contract`, if one was kept.

@@ -54,6 +54,7 @@ impl ProviderEdge {
     pub async fn run(self) {
         let mut offer: Option<(String, OfferBody)> = None;
         let mut bid_on = HashSet::new();
+        let mut submitted = HashSet::new();
         loop {
             let renew = offer.as_ref().is_none_or(|(_, b)| {
                 b.valid_until_ms.saturating_sub(now_ms())
@@ -74,7 +75,43 @@ impl ProviderEdge {
                     tracing::warn!(error = %e, "cannot read the market's open demands");
                 }
             }
+            self.submit_receipts(&mut submitted).await;
             tokio::time::sleep(self.config.market.poll_every).await;
+        }
+    }
+
+    /// The receipts its customers answered (kept at their `Settle`) go to
+    /// the arbitrator too: both parties submit, the market settles once.
+    /// A contract the market does not list (one offered by hand) is left
+    /// alone.
+    async fn submit_receipts(&self, submitted: &mut HashSet<(String, u64)>) {
+        let dir = self
+            .config
+            .service
+            .data_dir
+            .join(crate::handover::receipt::PROVIDER_DIR);
+        let Ok(kept) = crate::handover::receipt::load_dir(&dir) else {
+            return;
+        };
+        for r in kept.into_iter().filter(|r| r.answer.is_some()) {
+            let key = (r.receipt.contract_id.clone(), r.receipt.epoch);
+            if submitted.contains(&key) {
+                continue;
+            }
+            match self.client.settle(&key.0, &r).await {
+                Ok(s) => {
+                    tracing::info!(contract = %s.contract_id, epoch = s.epoch, outcome = %s.outcome, "the market settled the holding");
+                    submitted.insert(key);
+                }
+                Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
+                    // Not the market's, or settled on an earlier holding.
+                    tracing::debug!(contract = %key.0, error = %e, "receipt not for the market");
+                    submitted.insert(key);
+                }
+                Err(e) => {
+                    tracing::warn!(contract = %key.0, error = %e, "cannot submit the receipt; trying again")
+                }
+            }
         }
     }
 
