@@ -191,7 +191,7 @@ async fn a_customer_contracts_with_the_provider_that_proves_it_hears_its_devices
         broker.port,
         &core.url(),
         &market,
-        ", Offer: { Price: 40, Stake: 100 }",
+        ", Offer: { Price: 40, Stake: 100, Gateways: [ { Eui: b827ebfffe000001, Lat: 52.01, Lon: 5.02 } ] }",
     );
     {
         let mut t = std::fs::read_to_string(&a.config).unwrap();

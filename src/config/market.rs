@@ -68,6 +68,18 @@ pub struct OfferConfig {
     /// How long each posted offer stands.
     #[serde(with = "humantime_serde")]
     pub valid_for: std::time::Duration,
+    /// The gateways this edge listens through, with their positions: a
+    /// demand's distance is to the nearest (none: `Market.Lat`/`Lon`).
+    pub gateways: Vec<GatewayPlace>,
+}
+
+/// A gateway's EUI (hex) and position.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GatewayPlace {
+    pub eui: String,
+    pub lat: f64,
+    pub lon: f64,
 }
 
 impl Default for OfferConfig {
@@ -82,6 +94,7 @@ impl Default for OfferConfig {
             uptime_permille: 990,
             address: String::new(),
             valid_for: std::time::Duration::from_secs(24 * 3600),
+            gateways: Vec::new(),
         }
     }
 }

@@ -32,7 +32,17 @@ impl ProviderEdge {
         OfferBody {
             region: super::region(&self.config),
             location: here,
-            gateways: Vec::new(),
+            gateways: o
+                .gateways
+                .iter()
+                .map(|g| crate::market::types::Gateway {
+                    eui: g.eui.clone(),
+                    location: Location {
+                        lat: g.lat,
+                        lon: g.lon,
+                    },
+                })
+                .collect(),
             resources: Resources {
                 memory_mib: o.memory_mib,
                 cpu_millis: o.cpu_millis,
