@@ -95,19 +95,6 @@ impl HeardElsewhere {
     }
 }
 
-/// The SNR (dB) a LoRa receiver needs at spreading factor `sf` (Semtech's
-/// SX1276 datasheet, table 13).
-pub fn snr_floor(sf: u8) -> f64 {
-    match sf {
-        7 => -7.5,
-        8 => -10.0,
-        9 => -12.5,
-        10 => -15.0,
-        11 => -17.5,
-        _ => -20.0,
-    }
-}
-
 fn spreading_factor(datr: Option<&str>) -> u8 {
     datr.and_then(|d| d.strip_prefix("SF"))
         .and_then(|d| d.split("BW").next())
@@ -128,7 +115,10 @@ pub fn proven<T: Eq + std::hash::Hash>(
     for (f, v) in heard.iter().zip(verified) {
         if let Some(d) = v {
             seen.insert(d);
-            let m = f64::from(f.snr) - snr_floor(spreading_factor(f.datr.as_deref()));
+            let m = f64::from(f.snr)
+                - f64::from(crate::lorawan::mac::adr::required_snr(spreading_factor(
+                    f.datr.as_deref(),
+                )));
             margin = Some(margin.map_or(m, |x: f64| x.max(m)));
         }
     }
