@@ -508,6 +508,9 @@ async fn scenario(mode: Mode, id: &str, frames: u64) {
     {
         let events = core.state.events.lock().unwrap();
         let invalid = core.state.invalid.lock().unwrap();
+        if events.len() != want.len() || !want.iter().all(|i| events.contains_key(i)) {
+            logs();
+        }
         common::assert_stored_exactly(&events, &invalid, &want);
     }
     let provider_published = metric(b.api, "lorawan_uplinks_published_total");

@@ -148,15 +148,18 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Whether an OTAA device is on standby here: its holder may answer
-    /// its joins, so a frame under an unknown DevAddr may be its (parked,
-    /// see [`super::parked`]).
-    pub(super) fn standby_joins(&self) -> bool {
+    /// Whether a frame under `addr`, a DevAddr no device here has, waits
+    /// (see [`super::parked`]): an OTAA device is on standby here (its
+    /// holder may have joined it) and `addr` is one this network's joins
+    /// draw (frames of other networks' devices, which a provider's
+    /// gateways hear all the time, are refused at once).
+    pub(super) fn parks(&self, addr: crate::lorawan::DevAddr) -> bool {
         !self.standby.is_empty()
             && self
                 .standby
                 .keys()
                 .any(|id| self.registry.get(*id).otaa.is_some())
+            && self.config.join.network().prefix.contains(addr)
     }
 
     /// Decode the parked frames again (their DevAddrs may be known now);

@@ -357,15 +357,17 @@ impl Pipeline {
             &mut self.readings,
         ) {
             Ok(d) => d,
-            Err((crate::pipeline::uplink::Rejection::UnknownDevAddr(_), None))
-                if self.standby_joins() =>
-            {
+            Err((crate::pipeline::uplink::Rejection::UnknownDevAddr(a), None)) if self.parks(a) => {
+                // Acknowledged now, as a refusal would be: held
+                // unacknowledged, frames waiting here could stall a
+                // broker's in-flight window.
+                ack_all(ack);
                 let at = self.replaying.unwrap_or_else(Instant::now);
                 let frame = parked::ParkedFrame {
                     phy: phy.to_vec(),
                     rx,
                     source,
-                    ack,
+                    ack: None,
                     at,
                 };
                 if let Some(out) = self.parked.park(frame) {

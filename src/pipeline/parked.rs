@@ -5,10 +5,12 @@
 //! DevAddr this edge learns only when that edge's join state arrives (the
 //! session sync, or the release at hand-back). A frame heard before that
 //! would be refused as unknown and, if the holder had already stood by,
-//! lost: nobody would publish it. So it waits here, with its broker
-//! message unacknowledged, and is decoded again once the join state has
-//! been applied. Bounded in count and age: past either, it is refused as
-//! an unknown DevAddr, as it would have been.
+//! lost: nobody would publish it. So a frame under a DevAddr this
+//! network's joins draw waits here (its broker message acknowledged, as a
+//! refusal's would be: held, it could stall the broker's in-flight window)
+//! and is decoded again once the join state has been applied. Bounded in
+//! count and age: past either, it is refused as an unknown DevAddr, as it
+//! would have been.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
