@@ -4,7 +4,11 @@
 //! standing in for core-data counts them by id.
 //!
 //! `cargo bench --bench end_to_end` (options: `-- --frames N --rate R
-//! --gateways G --devices D --dedup-window 200ms`). Prints sustained
+//! --gateways G --devices D --dedup-window 200ms --rest`). With `--rest` the
+//! service delivers to core-data's REST API instead, and the stand-in is an
+//! HTTP server on loopback answering as core-data does (201 with the id, 409
+//! for an id it has); the floors are then 7,000 events/s and a 32 MB peak
+//! RSS. Prints sustained
 //! throughput (distinct uplinks per second, first send to last event), the
 //! latency from the service's reception (the event's origin) to the event on
 //! the bus (p50/p99), the service's peak RSS (VmHWM) and losses. Exits
@@ -27,6 +31,9 @@ use device_lorawan::sim::{self, mote, SimOptions, Target};
 use support::{free_port, proc_kb, wait_port, Killed};
 
 const FLOOR_PER_S: f64 = 5000.0;
+/// With `--rest`: events/s and peak RSS (MB).
+const REST_FLOOR_PER_S: f64 = 7000.0;
+const REST_CEILING_MB: f64 = 32.0;
 
 struct Args {
     frames: u64,
@@ -34,6 +41,7 @@ struct Args {
     gateways: usize,
     devices: usize,
     dedup_window: String,
+    rest: bool,
 }
 
 fn args() -> Args {
@@ -43,6 +51,7 @@ fn args() -> Args {
         gateways: 2,
         devices: 200,
         dedup_window: "200ms".into(),
+        rest: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -54,6 +63,11 @@ fn args() -> Args {
             "--gateways" => a.gateways = val.parse().expect("--gateways G"),
             "--devices" => a.devices = val.parse().expect("--devices D"),
             "--dedup-window" => a.dedup_window = val,
+            "--rest" => {
+                a.rest = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1; // cargo's own flags (--bench)
                 continue;
@@ -89,22 +103,33 @@ async fn main() {
     }
     let (_broker, port) = support::mosquitto(dir.path(), "max_inflight_messages 4000\n");
 
-    // The stand-in core-data subscriber.
+    // The stand-in core-data: a subscriber on the bus, or a REST server.
     let seen = Arc::new(Mutex::new(Seen::default()));
-    {
+    let on_event = {
         let seen = seen.clone();
-        support::bus_subscriber(port, "bench-core-data", move |id, origin| {
+        move |id: String, origin: i64| {
             let arrived = now_ns();
             let mut s = seen.lock().unwrap();
-            if s.ids.insert(id) {
+            let new = s.ids.insert(id);
+            if new {
                 s.latencies_ms.push((arrived - origin) as f64 / 1e6);
             } else {
                 s.copies += 1;
             }
             s.last = Some(Instant::now());
+            new
+        }
+    };
+    let delivery = if a.rest {
+        let url = rest_core_data(on_event).await;
+        format!("Delivery: rest, CoreData: {{ Url: \"{url}\" }}")
+    } else {
+        support::bus_subscriber(port, "bench-core-data", move |id, origin| {
+            on_event(id, origin);
         })
         .await;
-    }
+        format!("Delivery: message-bus, MessageBus: {{ Host: 127.0.0.1, Port: {port}, ClientId: bench-bus }}")
+    };
 
     // The service: gateway MQTT in, outbox, message bus out.
     let devices = dir.path().join("devices.yaml");
@@ -119,7 +144,7 @@ async fn main() {
          Ingest: {{ DedupWindow: {window}, Udp: {{ Enabled: false }}, Mqtt: {{ Enabled: true, Host: 127.0.0.1, Port: {port}, \
            ClientId: bench-ingest, Subscriptions: [{{ Topic: \"gateway/+/event/up\", Kind: gateway }}] }} }}\n\
          Readings: {{ JsonLines: \"\" }}\n\
-         Edgex: {{ Delivery: message-bus, MessageBus: {{ Host: 127.0.0.1, Port: {port}, ClientId: bench-bus }} }}\n\
+         Edgex: {{ {delivery} }}\n\
          Log: {{ Level: warn }}\n",
         data = dir.path().join("data").display(),
         devices = devices.display(),
@@ -196,8 +221,9 @@ async fn main() {
     lat.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
     println!(
-        "end_to_end: {} of {} uplinks on the bus in {:.2} s (offered in {:.2} s): {:.0} uplinks/s sustained; \
-         latency reception→bus p50 {:.1} ms, p99 {:.1} ms; copies {}; service peak RSS {:.1} MB",
+        "end_to_end{}: {} of {} uplinks delivered in {:.2} s (offered in {:.2} s): {:.0} uplinks/s sustained; \
+         latency reception→EdgeX p50 {:.1} ms, p99 {:.1} ms; copies {}; service peak RSS {:.1} MB",
+        if a.rest { " (REST)" } else { "" },
         s.ids.len(),
         want,
         elapsed,
@@ -213,12 +239,22 @@ async fn main() {
         eprintln!("FAIL: {} uplinks lost", want - s.ids.len());
         failed = true;
     }
-    if s.copies > 0 {
+    if s.copies > 0 && !a.rest {
         eprintln!("FAIL: {} events reached the bus more than once", s.copies);
         failed = true;
     }
-    if rate < FLOOR_PER_S {
-        eprintln!("FAIL: {rate:.0} uplinks/s is under the {FLOOR_PER_S} floor");
+    let floor = if a.rest {
+        REST_FLOOR_PER_S
+    } else {
+        FLOOR_PER_S
+    };
+    if rate < floor {
+        eprintln!("FAIL: {rate:.0} uplinks/s is under the {floor} floor");
+        failed = true;
+    }
+    let peak_mb = rss_kb as f64 / 1024.0;
+    if a.rest && peak_mb > REST_CEILING_MB {
+        eprintln!("FAIL: peak RSS {peak_mb:.1} MB is over {REST_CEILING_MB} MB");
         failed = true;
     }
     drop(s);
@@ -227,4 +263,50 @@ async fn main() {
     if failed {
         std::process::exit(1);
     }
+}
+
+/// A stand-in core-data REST server on loopback: `on_event(id, origin)` for
+/// every event posted (201 for a new id, 409 for one it has, as core-data
+/// answers). Returns its URL.
+async fn rest_core_data(on_event: impl Fn(String, i64) -> bool + Send + Sync + 'static) -> String {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let on_event = Arc::new(on_event);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let on_event = on_event.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let on_event = on_event.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            let ev = &doc["event"];
+                            let id = ev["id"].as_str().unwrap().to_string();
+                            let new = on_event(id.clone(), ev["origin"].as_i64().unwrap_or(0));
+                            let status = if new { 201 } else { 409 };
+                            let answer = format!(
+                                "{{\"apiVersion\":\"v3\",\"statusCode\":{status},\"id\":\"{id}\"}}"
+                            );
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(answer)))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    url
 }

@@ -8,6 +8,7 @@
 //! `outbox.dead` (JSON lines) and is counted, so one bad event cannot block the
 //! queue and nothing vanishes silently.
 
+use futures_util::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,11 @@ enum Outcome {
     Refused(StatusCode, String),
     Retry(String),
 }
+
+/// Events posted to core-data at once (`cargo bench --bench end_to_end --
+/// --rest`: 2,787/s one at a time, 3,723/s with 8, 4,514/s with 32; peak
+/// RSS 23.8 → 25.5 MB).
+const IN_FLIGHT: usize = 32;
 
 /// Deliver the outbox to core-data (`client`) until the task is aborted.
 pub async fn deliver(
@@ -51,13 +57,19 @@ pub async fn deliver(
             let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             continue;
         }
-        for (seq, rec) in batch {
-            let outcome = match split(&rec) {
-                Some((path, body)) => post(&client, path, body).await,
-                None => {
-                    Outcome::Refused(StatusCode::BAD_REQUEST, "unreadable outbox record".into())
-                }
-            };
+        // core-data takes one event per request: several go out at once
+        // (on the client's pooled connections), and their answers are
+        // taken in journal order, so the cursor only moves past events
+        // core-data has.
+        let mut rest = batch.into_iter();
+        let mut posts = futures_util::stream::FuturesOrdered::new();
+        for (seq, rec) in rest.by_ref().take(IN_FLIGHT) {
+            posts.push_back(post_record(client.clone(), seq, rec));
+        }
+        while let Some((seq, rec, outcome)) = posts.next().await {
+            if let Some((s, r)) = rest.next() {
+                posts.push_back(post_record(client.clone(), s, r));
+            }
             match outcome {
                 Outcome::Stored => {
                     metrics.events_delivered.fetch_add(1, Relaxed);
@@ -86,6 +98,15 @@ pub async fn deliver(
             metrics.outbox_depth.store(j.pending(), Relaxed);
         }
     }
+}
+
+/// Post one outbox record; hands it back with the answer.
+async fn post_record(client: JsonClient, seq: u64, rec: Vec<u8>) -> (u64, Vec<u8>, Outcome) {
+    let outcome = match split(&rec) {
+        Some((path, body)) => post(&client, path, body).await,
+        None => Outcome::Refused(StatusCode::BAD_REQUEST, "unreadable outbox record".into()),
+    };
+    (seq, rec, outcome)
 }
 
 async fn post(client: &JsonClient, path: &str, body: &[u8]) -> Outcome {
