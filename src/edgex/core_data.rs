@@ -1,7 +1,8 @@
 //! Zero-loss delivery to core-data over REST.
 //!
 //! [`deliver`] drains the outbox journal (see [`super::outbox`]) in order: `POST /api/v3/event/{service}/{profile}/
-//! {device}/{source}`. 201 (stored) or 409 (already stored: event ids are
+//! {device}/{source}`, up to [`IN_FLIGHT`] at once, their answers taken in
+//! journal order. 201 (stored) or 409 (already stored: event ids are
 //! deterministic, so a redelivery is harmless) acknowledges the record. A
 //! connection error, a timeout or a 5xx is retried with backoff, the record
 //! staying first in line. Any other 4xx will never succeed: the record goes to
