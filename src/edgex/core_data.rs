@@ -1,7 +1,7 @@
 //! Zero-loss delivery to core-data over REST.
 //!
 //! [`deliver`] drains the outbox journal (see [`super::outbox`]) in order: `POST /api/v3/event/{service}/{profile}/
-//! {device}/{source}`, up to [`IN_FLIGHT`] at once, their answers taken in
+//! {device}/{source}`, up to `IN_FLIGHT` (32) at once, their answers taken in
 //! journal order. 201 (stored) or 409 (already stored: event ids are
 //! deterministic, so a redelivery is harmless) acknowledges the record. A
 //! connection error, a timeout or a 5xx is retried with backoff, the record
