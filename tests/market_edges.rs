@@ -14,7 +14,8 @@
 
 mod common;
 
-use std::process::Child;
+use common::{kill9, metric};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,15 +27,6 @@ use device_lorawan::sim::{self, mote, SimOptions, Target};
 
 const SEED: u64 = 77;
 const DEVICES: usize = 3;
-
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn metric(api: std::net::SocketAddr, name: &str) -> u64 {
-    common::scrape(api, name).unwrap_or(0)
-}
 
 /// An edge on the market at `market`, its gateways on the broker at `mqtt`.
 fn edge(

@@ -9,7 +9,9 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use common::{kill9, metric};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use device_lorawan::handover::identity::Identity;
@@ -90,10 +92,6 @@ fn offer_ranked(
     assert!(stderr.contains("100%"), "transfer progress shown: {stderr}");
 }
 
-fn metric(api: std::net::SocketAddr, name: &str) -> u64 {
-    common::scrape(api, name).unwrap_or(0)
-}
-
 /// `GET /api/v3/handover` of an edge's API, as JSON.
 fn handover_status(api: std::net::SocketAddr) -> serde_json::Value {
     get_json(api, "/api/v3/handover")
@@ -131,11 +129,6 @@ fn run_cli(args: &[&str]) -> std::process::Output {
         .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap()
-}
-
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Who runs the devices when the provider takes over.

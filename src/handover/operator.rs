@@ -68,7 +68,7 @@ pub struct OfferArgs {
     pub valid_for: Duration,
 }
 
-fn identity(config: &Config) -> anyhow::Result<Identity> {
+pub fn identity(config: &Config) -> anyhow::Result<Identity> {
     let dir = config.service.data_dir.join("identity");
     Identity::load(&dir).map_err(|e| {
         anyhow::anyhow!("{e} (make this edge's identity with `device-lorawan keygen`)")

@@ -32,13 +32,6 @@ pub struct Market {
     refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-fn now_ms() -> u64 {
-    crate::handover::transfer::now() * 1000
-        + (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_millis() as u64))
-}
-
 /// What a request asks, read from the wire.
 pub struct Call<'a> {
     pub method: &'a Method,
@@ -119,7 +112,7 @@ impl Market {
         let Some(rest) = segs.strip_prefix(&["api", "v3", "market"]) else {
             return error(StatusCode::NOT_FOUND, "no such route");
         };
-        let now = now_ms();
+        let now = crate::handover::provider::now_ms();
         // Public records first: no signature.
         match (c.method, rest) {
             (&Method::GET, ["ping"]) => {

@@ -40,11 +40,8 @@ pub struct MarketClient {
     me: Arc<Identity>,
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Unix milliseconds now (the clock signed calls carry).
+pub use crate::handover::provider::now_ms;
 
 impl MarketClient {
     pub fn new(url: &str, me: Arc<Identity>) -> Self {

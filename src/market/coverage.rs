@@ -96,10 +96,8 @@ impl HeardElsewhere {
 }
 
 fn spreading_factor(datr: Option<&str>) -> u8 {
-    datr.and_then(|d| d.strip_prefix("SF"))
-        .and_then(|d| d.split("BW").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(12)
+    datr.and_then(crate::lorawan::DataRate::parse)
+        .map_or(12, |r| r.sf)
 }
 
 /// What a bid proved: `verified[i]` names the device (any id) frame

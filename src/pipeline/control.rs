@@ -155,11 +155,11 @@ impl Pipeline {
     /// gateways hear all the time, are refused at once).
     pub(super) fn parks(&self, addr: crate::lorawan::DevAddr) -> bool {
         !self.standby.is_empty()
+            && self.config.join.network().prefix.contains(addr)
             && self
                 .standby
                 .keys()
                 .any(|id| self.registry.get(*id).otaa.is_some())
-            && self.config.join.network().prefix.contains(addr)
     }
 
     /// Decode the parked frames again (their DevAddrs may be known now);
@@ -189,9 +189,7 @@ impl Pipeline {
         rx: &crate::pipeline::uplink::RxMeta,
     ) {
         if let Some(h) = &self.heard_elsewhere {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = (super::now_ns() / 1_000_000) as u64;
             h.lock().expect("heard elsewhere").record(
                 dev_addr,
                 phy,

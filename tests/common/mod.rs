@@ -460,6 +460,17 @@ impl Drop for Running {
 /// Start the real `device-lorawan run --config <config>` and wait until its
 /// UDP ingest listens; its stderr keeps being drained into `service.log`
 /// beside the config (appended across restarts), to read when a test fails.
+/// SIGKILL a child and reap it.
+pub fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A counter of the service's `/metrics` at `api` (0 while absent).
+pub fn metric(api: std::net::SocketAddr, name: &str) -> u64 {
+    scrape(api, name).unwrap_or(0)
+}
+
 pub fn start_binary(config: &Path) -> Running {
     start_binary_with(config, &[], &config.with_file_name("service.log"))
 }

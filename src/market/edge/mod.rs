@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::control::mailbox::Control;
-use crate::handover::identity::Identity;
 use crate::market::client::MarketClient;
 use crate::market::coverage::HeardElsewhere;
 
@@ -31,21 +30,9 @@ pub fn remembers_heard(config: &Config) -> bool {
     !config.market.url.is_empty() && config.market.offer.is_some()
 }
 
-fn identity(config: &Config) -> anyhow::Result<Arc<Identity>> {
-    let dir = config.service.data_dir.join("identity");
-    Identity::load(&dir).map(Arc::new).map_err(|e| {
-        anyhow::anyhow!(
-            "{e} (an edge on a market signs with its identity: `device-lorawan keygen`)"
-        )
-    })
-}
-
 /// The region's name as the market compares it (`EU868`).
 pub fn region(config: &Config) -> String {
-    serde_json::to_value(config.region.name)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    config.region.name.to_string()
 }
 
 /// Spawn this edge's market tasks (into `tasks`).
@@ -54,7 +41,7 @@ pub fn start(parts: EdgeParts, tasks: &mut Vec<tokio::task::JoinHandle<()>>) -> 
     if config.market.url.is_empty() {
         return Ok(());
     }
-    let me = identity(&config)?;
+    let me = Arc::new(crate::handover::operator::identity(&config)?);
     let rules = crate::market::dmu::load(&config.market.rules)?;
     let client = MarketClient::new(&config.market.url, me.clone());
     match (&config.market.offer, parts.listening, parts.heard) {
