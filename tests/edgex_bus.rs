@@ -54,7 +54,7 @@ async fn bus_events_are_the_uplinks_exactly_once() {
     }];
     config.edgex.delivery = Delivery::MessageBus;
     config.edgex.message_bus.host = "127.0.0.1".into();
-    config.edgex.message_bus.port = broker.port;
+    config.edgex.message_bus.port = Some(broker.port);
     config.edgex.message_bus.client_id = "bus-bus-test".into();
     let mut svc = common::Service::start(config, mote::entries(3, 31)).await;
     until("the ingest subscription", Duration::from_secs(10), || {
@@ -176,7 +176,7 @@ async fn bus_requests_validation_commands_and_system_events() {
     let mut config = common::config(data.path());
     config.edgex.delivery = Delivery::MessageBus;
     config.edgex.message_bus.host = "127.0.0.1".into();
-    config.edgex.message_bus.port = broker.port;
+    config.edgex.message_bus.port = Some(broker.port);
     config.edgex.message_bus.client_id = "bus-requests-test".into();
     let mut svc = common::Service::start(config, entries).await;
     let asker = Requester::start(broker.port).await;

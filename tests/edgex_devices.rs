@@ -81,7 +81,7 @@ async fn a_device_added_in_core_metadata_is_served_changed_and_dropped_live() {
     let mut config = common::config(data.path());
     config.edgex.delivery = Delivery::MessageBus;
     config.edgex.message_bus.host = "127.0.0.1".into();
-    config.edgex.message_bus.port = broker.port;
+    config.edgex.message_bus.port = Some(broker.port);
     config.edgex.message_bus.client_id = "edgex-devices-test".into();
     // Only the first mote is in the devices file.
     let mut svc = common::Service::start(config, motes[..1].to_vec()).await;
@@ -398,7 +398,7 @@ async fn telemetry_on_the_bus() {
     let mut config = common::config(data.path());
     config.edgex.delivery = Delivery::MessageBus;
     config.edgex.message_bus.host = "127.0.0.1".into();
-    config.edgex.message_bus.port = broker.port;
+    config.edgex.message_bus.port = Some(broker.port);
     config.edgex.message_bus.client_id = "telemetry-test".into();
     config.edgex.telemetry.interval = Duration::from_millis(200);
     config

@@ -34,12 +34,16 @@ pub enum Delivery {
     Rest,
 }
 
-/// The EdgeX message bus (MQTT), as EdgeX's own `MessageBus` section names it.
+/// The EdgeX message bus, as EdgeX's own `MessageBus` section names it:
+/// MQTT (the default) or NATS, core or JetStream.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct MessageBusConfig {
+    /// `mqtt` (default), `nats-core` or `nats-jetstream`, EdgeX's names.
+    pub r#type: BusType,
     pub host: String,
-    pub port: u16,
+    /// Empty: the type's own (1883 for MQTT, 4222 for NATS).
+    pub port: Option<u16>,
     /// Topics start with this (`edgex/events/device/...`).
     pub base_topic_prefix: String,
     /// Empty (default): `{Service.Name}-bus`. Each of this service's MQTT
@@ -60,13 +64,89 @@ pub struct MessageBusConfig {
     pub max_in_flight: u16,
     /// TLS to the broker (`mqtts`): its CA, and our certificate and key.
     pub tls: Option<MqttTls>,
+    /// NATS only: EdgeX's `MessageBus.Optional` settings for NATS.
+    pub nats: NatsConfig,
+}
+
+impl MessageBusConfig {
+    /// The port to connect to: configured, or the bus type's own.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.r#type {
+            BusType::Mqtt => 1883,
+            BusType::NatsCore | BusType::NatsJetstream => 4222,
+        })
+    }
+}
+
+/// The message bus implementations EdgeX has (`MessageBus.Type`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusType {
+    #[default]
+    Mqtt,
+    /// Core NATS: published is delivered once the server has it (a `PING`
+    /// answered after the batch), as QoS 0 with flow control.
+    NatsCore,
+    /// NATS JetStream: each event counts once the stream acknowledged it
+    /// (stored, on the stream's replicas).
+    NatsJetstream,
+}
+
+/// How an event travels on NATS (EdgeX's `Optional.Format`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatsFormat {
+    /// EdgeX's default: the envelope's fields as NATS headers
+    /// (`Content-Type`, `X-Correlation-ID`, `RequestId`, `ApiVersion`,
+    /// `ErrorCode`), the `AddEventRequest` itself as the body.
+    #[default]
+    Nats,
+    /// The whole `MessageEnvelope` as JSON, as on MQTT.
+    Json,
+}
+
+/// NATS settings (EdgeX's `MessageBus.Optional` keys, where it has them).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub format: NatsFormat,
+    /// More servers to try (`host:port`) beside `Host`/`Port`; a cluster's
+    /// servers also announce each other, and those are tried too.
+    pub servers: Vec<String>,
+    /// JetStream: create the stream taking `Subject` when it is missing.
+    pub auto_provision: bool,
+    /// JetStream: the topic the stream takes, in EdgeX's topic form
+    /// (empty: `{BaseTopicPrefix}/#`); the stream is named after it as
+    /// EdgeX names it (`edgex/#` → `edgex`).
+    pub subject: String,
+    /// JetStream: replicas of a stream this service creates (at most 5;
+    /// 3 in a three-server cluster survives a server's loss).
+    pub replicas: u8,
+    /// JetStream: a publish not acknowledged this long is sent again (under
+    /// the same `Nats-Msg-Id`, so the stream keeps one copy).
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            format: NatsFormat::Nats,
+            servers: Vec::new(),
+            auto_provision: true,
+            subject: String::new(),
+            replicas: 1,
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for MessageBusConfig {
     fn default() -> Self {
         Self {
+            r#type: BusType::Mqtt,
             host: "localhost".into(),
-            port: 1883,
+            port: None,
             base_topic_prefix: "edgex".into(),
             client_id: String::new(),
             username: None,
@@ -76,6 +156,7 @@ impl Default for MessageBusConfig {
             keep_alive: Duration::from_secs(30),
             max_in_flight: 64,
             tls: None,
+            nats: NatsConfig::default(),
         }
     }
 }

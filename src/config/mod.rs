@@ -28,7 +28,8 @@ mod station;
 mod telemetry;
 pub use discovery::{DiscoveryConfig, OperatingStateConfig};
 pub use edgex::{
-    CoreDataConfig, Delivery, EdgexConfig, MessageBusConfig, MetadataConfig, OutboxConfig,
+    BusType, CoreDataConfig, Delivery, EdgexConfig, MessageBusConfig, MetadataConfig, NatsConfig,
+    NatsFormat, OutboxConfig,
 };
 pub use market::{MarketConfig, OfferConfig};
 pub use radio::{DownlinkConfig, JoinConfig, MacConfig, RegionConfig};
@@ -628,6 +629,25 @@ impl Config {
         }
         if !(1..=1024).contains(&bus.max_in_flight) {
             return bad("Edgex.MessageBus.MaxInFlight", "must be between 1 and 1024");
+        }
+        if bus.r#type != BusType::Mqtt {
+            if bus.tls.is_some() {
+                return bad("Edgex.MessageBus.Tls", "is not supported on NATS yet");
+            }
+            if !(1..=5).contains(&bus.nats.replicas) {
+                return bad("Edgex.MessageBus.Nats.Replicas", "must be between 1 and 5");
+            }
+            if let Some(s) = bus
+                .nats
+                .servers
+                .iter()
+                .find(|s| !crate::edgex::nats::is_server(s))
+            {
+                return bad(
+                    "Edgex.MessageBus.Nats.Servers",
+                    &format!("{s:?} is not host:port (nats:// may lead)"),
+                );
+            }
         }
         if bus.base_topic_prefix.is_empty() || bus.base_topic_prefix.contains(['+', '#']) {
             return bad(

@@ -49,11 +49,11 @@ impl Config {
             });
         }
         let b = &self.edgex.message_bus;
-        if self.edgex.delivery == Delivery::MessageBus {
+        if self.edgex.delivery == Delivery::MessageBus && b.r#type == super::edgex::BusType::Mqtt {
             out.push(MqttClient {
                 key: "Edgex.MessageBus.ClientId",
                 host: b.host.clone(),
-                port: b.port,
+                port: b.port(),
                 id: b.client_id.clone(),
             });
         }

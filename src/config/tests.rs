@@ -153,3 +153,32 @@ fn variables_that_look_like_ours_but_name_no_key_are_found() {
         }
     }
 }
+
+#[test]
+fn a_nats_bus_is_edgex_shaped_and_checked() {
+    let c = load(
+        "Edgex: { Delivery: message-bus, MessageBus: { Type: nats-jetstream } }\n",
+        &[("EDGEX_MESSAGEBUS_NATS_REPLICAS", "3")],
+    )
+    .unwrap();
+    assert_eq!(c.edgex.message_bus.port(), 4222, "NATS's own port");
+    assert_eq!(c.edgex.message_bus.nats.replicas, 3);
+    assert!(c.mqtt_clients().is_empty(), "no MQTT client id to clash");
+    assert_eq!(Config::default().edgex.message_bus.port(), 1883);
+    for (yaml, key) in [
+        ("Nats: { Replicas: 7 }", "Edgex.MessageBus.Nats.Replicas"),
+        (
+            "Nats: { Servers: [nowhere] }",
+            "Edgex.MessageBus.Nats.Servers",
+        ),
+        ("Tls: { CaFile: /x }", "Edgex.MessageBus.Tls"),
+    ] {
+        let e = load(
+            &format!("Edgex: {{ MessageBus: {{ Type: nats-core, {yaml} }} }}\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(key), "{yaml}: {e}");
+    }
+}

@@ -84,11 +84,11 @@ pub fn event_topic(prefix: &str, rest_path: &str) -> Option<String> {
     Some(format!("{prefix}/events/device/{rest}"))
 }
 
-/// The envelope carrying the `AddEventRequest` in `body`.
-/// The message-bus envelope around an `AddEventRequest` body, and the
-/// event's `origin` (its frame's reception, for the latency to the broker's
-/// acknowledgement), read in the same pass.
-fn envelope(body: &[u8]) -> Result<(Vec<u8>, Option<i64>), serde_json::Error> {
+/// What delivery needs from an `AddEventRequest` body: its `requestId`
+/// (the envelope's correlation id, and the id a NATS stream de-duplicates
+/// by) and the event's `origin` (its frame's reception, for the latency to
+/// the broker's acknowledgement), read in one pass.
+pub fn event_head(body: &[u8]) -> Result<(&RawValue, &str, Option<i64>), serde_json::Error> {
     #[derive(Deserialize)]
     struct Head<'a> {
         #[serde(rename = "requestId", borrow, default)]
@@ -103,18 +103,25 @@ fn envelope(body: &[u8]) -> Result<(Vec<u8>, Option<i64>), serde_json::Error> {
     }
     let payload: &RawValue = serde_json::from_slice(body)?;
     let head: Head = serde_json::from_str(payload.get())?;
+    Ok((payload, head.request_id, head.event.and_then(|e| e.origin)))
+}
+
+/// The message-bus envelope around an `AddEventRequest` body, and the
+/// event's `origin`.
+pub fn envelope(body: &[u8]) -> Result<(Vec<u8>, Option<i64>), serde_json::Error> {
+    let (payload, request_id, origin) = event_head(body)?;
     let env = Envelope {
         api_version: "v3",
         received_topic: "",
-        correlation_id: head.request_id,
-        request_id: head.request_id,
+        correlation_id: request_id,
+        request_id,
         error_code: 0,
         payload,
         content_type: "application/json",
     };
     let mut out = Vec::with_capacity(body.len() + 192);
     serde_json::to_writer(&mut out, &env)?;
-    Ok((out, head.event.and_then(|e| e.origin)))
+    Ok((out, origin))
 }
 
 /// A connection to the message bus `c` names, as client `client_id`.
@@ -122,7 +129,7 @@ pub fn options(c: &crate::config::MessageBusConfig, client_id: &str) -> rumqttc:
     crate::ingest::mqtt::options(
         client_id,
         &c.host,
-        c.port,
+        c.port(),
         c.keep_alive,
         c.username.as_deref().zip(c.password.as_deref()),
         c.tls.as_ref(),
@@ -187,11 +194,11 @@ impl Bus {
             }
             if kicks.lost(std::time::Instant::now()) {
                 self.metrics.bus_client_id_conflicts.fetch_add(1, Relaxed);
-                tracing::error!(client_id = %self.config.client_id, host = %self.config.host, port = self.config.port,
+                tracing::error!(client_id = %self.config.client_id, host = %self.config.host, port = self.config.port(),
                     "the broker keeps closing the message-bus connection right after accepting it: \
                      another MQTT client is probably using this client id (Edgex.MessageBus.ClientId)");
             }
-            tracing::warn!(host = %self.config.host, port = self.config.port, error = %why, retry_in = ?backoff,
+            tracing::warn!(host = %self.config.host, port = self.config.port(), error = %why, retry_in = ?backoff,
                 "message bus unavailable; events wait in the outbox");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -232,7 +239,7 @@ impl Bus {
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
-                        tracing::info!(host = %self.config.host, port = self.config.port, "message bus connected");
+                        tracing::info!(host = %self.config.host, port = self.config.port(), "message bus connected");
                         for t in &self.subscriptions {
                             if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
                                 tracing::warn!(topic = %t, error = %e, "bus subscribe failed");

@@ -2,7 +2,7 @@
 //!
 //! - Events out: the DTOs ([`event`], [`device_dto`]) and the outbox sink
 //!   ([`outbox`]) they wait in, delivered on the message bus ([`bus`], the
-//!   v4 default) or by REST ([`core_data`] over [`http`]); [`delivered`]
+//!   v4 default, or [`nats`]) or by REST ([`core_data`] over [`http`]); [`delivered`]
 //!   records what EdgeX confirmed, for the handover.
 //! - The service in EdgeX: registration with core-keeper ([`keeper`]) and
 //!   core-metadata ([`metadata`], [`registration`]), operating state
@@ -26,6 +26,7 @@ pub mod keeper;
 pub mod keys;
 pub mod liveness;
 pub mod metadata;
+pub mod nats;
 pub mod operating;
 pub mod outbox;
 pub mod provisioning;

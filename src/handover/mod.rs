@@ -96,7 +96,10 @@ impl Roles {
             });
         }
         let md = &self.config.edgex.metadata;
-        let bus = (self.config.edgex.delivery == crate::config::Delivery::MessageBus)
+        // The watch reads MQTT; on NATS JetStream the stream itself drops a
+        // second copy (the same `Nats-Msg-Id`) within its duplicate window.
+        let bus = (self.config.edgex.delivery == crate::config::Delivery::MessageBus
+            && self.config.edgex.message_bus.r#type == crate::config::BusType::Mqtt)
             .then(|| bus_watch::BusWatch::start(&self.config, tasks));
         let in_process = takeover::InProcess {
             control: self.control.clone(),

@@ -146,6 +146,10 @@ impl Collector for View {
             ("edgex_events_dead_lettered_total", &m.events_dead_lettered),
             ("edgex_delivery_errors_total", &m.delivery_errors),
             ("edgex_bus_reconnects_total", &m.bus_reconnects),
+            (
+                "edgex_bus_stream_duplicates_total",
+                &m.bus_stream_duplicates,
+            ),
             ("edgex_registration_errors_total", &m.registration_errors),
             (
                 "edgex_registration_refusals_total",

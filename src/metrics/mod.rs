@@ -158,6 +158,9 @@ pub struct Metrics {
     pub system_events: AtomicU64,
     /// Message-bus connections lost (or never made).
     pub bus_reconnects: AtomicU64,
+    /// Events a NATS JetStream stream already had (`Nats-Msg-Id`): sent
+    /// again after a lost connection, stored once.
+    pub bus_stream_duplicates: AtomicU64,
     /// Connection attempts that failed before a CONNACK, by reason.
     pub bus_connect_failures: [AtomicU64; 4],
     /// SUBACKs received: how many subscriptions are live (per connection).

@@ -375,6 +375,7 @@ pub mod certs;
 pub mod core_data;
 pub mod engine;
 pub mod metadata;
+pub mod nats;
 pub mod netns;
 pub mod postgres;
 pub mod requester;
