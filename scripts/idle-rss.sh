@@ -20,5 +20,5 @@ Log: { Level: warn }
 YAML
 "$bin" run --config "$dir/config.yaml" &
 pid=$!
-sleep 3
+sleep 5  # past the settling after start-up (src/service/settle.rs, at 2 s)
 grep -E "VmRSS|VmHWM" "/proc/$pid/status" | tr -s ' ' | sed "s/^/devices=$n /"

@@ -469,6 +469,7 @@ async fn main() -> anyhow::Result<()> {
             let (bound, handle) =
                 service::start(Arc::new(config), parts, shutdown_signal()).await?;
             tracing::info!(api = %bound.api, udp = ?bound.udp, "device-lorawan started");
+            tokio::spawn(service::settle::after(std::time::Duration::from_secs(2)));
             handle.await?
         }
         Command::Simulate(a) => simulate(a).await,

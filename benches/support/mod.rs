@@ -161,3 +161,36 @@ pub async fn bus_subscriber(
     });
     subscribed.notified().await;
 }
+
+/// Pin every thread of `pid` to `cpus` (taskset's list form, e.g. `"1"`).
+pub fn pin(pid: u32, cpus: &str) {
+    let ok = Command::new("taskset")
+        .args(["-apc", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "taskset -apc {cpus} {pid} (util-linux)");
+}
+
+/// Put `pid` in a memory cgroup of its own limited to `mb` MB (cgroup v2
+/// when mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified with the memory
+/// controller, else v1's). Returns the cgroup's directory.
+pub fn memory_limit(pid: u32, mb: u64) -> Option<String> {
+    let name = format!("device-lorawan-bench-{pid}");
+    let bytes = (mb << 20).to_string();
+    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let controllers = std::fs::read_to_string(format!("{root}/cgroup.controllers"));
+        if controllers.is_ok_and(|c| c.split_whitespace().any(|x| x == "memory")) {
+            let dir = format!("{root}/{name}");
+            std::fs::create_dir_all(&dir).ok()?;
+            std::fs::write(format!("{dir}/memory.max"), &bytes).ok()?;
+            std::fs::write(format!("{dir}/cgroup.procs"), pid.to_string()).ok()?;
+            return Some(dir);
+        }
+    }
+    let dir = format!("/sys/fs/cgroup/memory/{name}");
+    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::write(format!("{dir}/memory.limit_in_bytes"), &bytes).ok()?;
+    std::fs::write(format!("{dir}/cgroup.procs"), pid.to_string()).ok()?;
+    Some(dir)
+}

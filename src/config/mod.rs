@@ -530,6 +530,12 @@ impl Config {
             return bad("Handover", "BufferFrames and SyncEvery must be at least 1");
         }
         if self.handover.takeover == TakeoverMode::Container {
+            if cfg!(not(feature = "container")) {
+                return bad(
+                    "Handover.Takeover",
+                    "container: this build has no container engine client (build with the cargo feature `container`, a default one)",
+                );
+            }
             if !self.handover.engine.starts_with("unix://") {
                 return bad(
                     "Handover.Engine",

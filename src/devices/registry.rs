@@ -20,7 +20,8 @@ pub struct Device {
     pub dev_addr: Option<DevAddr>,
     /// Prepared ABP session; `None` for application-stream-only devices.
     pub crypto: Option<SessionCrypto>,
-    pub codec: Codec,
+    /// Shared by every device of the same profile and codec kind.
+    pub codec: Arc<Codec>,
     pub fcnt_policy: FcntPolicy,
     pub admin_state: AdminState,
     pub rx_windows: RxWindows,
@@ -36,8 +37,9 @@ pub struct Device {
     /// OTAA devices: what their joins are checked and answered with.
     pub otaa: Option<OtaaKeys>,
     /// OTAA: the session of the last JoinAccept, until the device's first
-    /// uplink under it (then it replaces `crypto`).
-    pub pending: Option<(DevAddr, SessionCrypto)>,
+    /// uplink under it (then it replaces `crypto`). Boxed: two AES key
+    /// schedules are about 1.4 kB, and most devices have none pending.
+    pub pending: Option<Box<(DevAddr, SessionCrypto)>>,
     /// Deleted at run time (core-metadata): no longer found by EUI, address
     /// or name; its id stays taken.
     pub removed: bool,
@@ -71,6 +73,8 @@ impl Registry {
             .collect();
         let mut reg = Registry::default();
         let mut names = std::collections::HashSet::new();
+        // One compiled codec per (profile, kind), shared by its devices.
+        let mut compiled: Vec<(String, crate::codec::CodecKind, Arc<Codec>)> = Vec::new();
         for e in entries {
             let profile =
                 profiles
@@ -79,11 +83,24 @@ impl Registry {
                         device: e.name.clone(),
                         profile: e.profile.clone(),
                     })?;
-            let codec =
-                Codec::compile(profile.clone(), e.codec).map_err(|source| DevicesError::Codec {
-                    device: e.name.clone(),
-                    source,
-                })?;
+            let shared = compiled
+                .iter()
+                .find(|(p, k, _)| *p == e.profile && *k == e.codec)
+                .map(|(_, _, c)| c.clone());
+            let codec = match shared {
+                Some(c) => c,
+                None => {
+                    let c =
+                        Arc::new(Codec::compile(profile.clone(), e.codec).map_err(|source| {
+                            DevicesError::Codec {
+                                device: e.name.clone(),
+                                source,
+                            }
+                        })?);
+                    compiled.push((e.profile.clone(), e.codec, c.clone()));
+                    c
+                }
+            };
             let id = reg.devices.len() as u32;
             if !names.insert(e.name.clone()) || reg.by_eui.insert(e.dev_eui, id).is_some() {
                 return Err(DevicesError::Duplicate(e.name));
@@ -188,7 +205,7 @@ impl Registry {
     /// Give OTAA device `id` the session of the JoinAccept just sent: its
     /// uplinks are tried under it too, until one verifies (see [`Self::activate`]).
     pub fn set_pending(&mut self, id: u32, addr: DevAddr, nwk: &AesKey, app: &AesKey) {
-        self.devices[id as usize].pending = Some((addr, SessionCrypto::new(nwk, app)));
+        self.devices[id as usize].pending = Some(Box::new((addr, SessionCrypto::new(nwk, app))));
         self.index_addrs(id);
     }
 
@@ -203,7 +220,7 @@ impl Registry {
     /// The device used its pending session: it is its session now.
     pub fn activate(&mut self, id: u32) -> bool {
         let d = &mut self.devices[id as usize];
-        let Some((addr, crypto)) = d.pending.take() else {
+        let Some((addr, crypto)) = d.pending.take().map(|b| *b) else {
             return false;
         };
         d.dev_addr = Some(addr);
@@ -222,7 +239,7 @@ impl Registry {
         self.by_addr.retain(|(_, i)| *i != id);
         let d = &self.devices[id as usize];
         let addrs = d.dev_addr.filter(|_| d.crypto.is_some()).into_iter();
-        for a in addrs.chain(d.pending.as_ref().map(|(a, _)| *a)) {
+        for a in addrs.chain(d.pending.as_ref().map(|p| p.0)) {
             self.by_addr.push((a, id));
         }
         self.by_addr.sort_unstable();

@@ -250,13 +250,7 @@ impl Market {
     }
 }
 
-/// `POST /api/v3/market/contracts`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ContractRequest {
-    pub demand_id: String,
-    pub signed: crate::handover::contract::SignedContract,
-}
+pub use super::types::ContractRequest;
 
 /// What a signature covers of the target: the path, and the query if any.
 pub fn path_and_query(path: &str, query: Option<&str>) -> String {

@@ -1,7 +1,6 @@
 //! `device-lorawan market serve` and `market verify`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::config::Config;
 use crate::handover::identity::Identity;
@@ -28,10 +27,17 @@ pub fn identity(config: &Config) -> anyhow::Result<Identity> {
     }
 }
 
+/// A lean build without the `market-server` feature: no market to serve.
+#[cfg(not(feature = "market-server"))]
+pub async fn serve(_: &Config) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no market server: build with the cargo feature `market-server` (a default one)")
+}
+
 /// Serve the market until SIGINT or SIGTERM.
+#[cfg(feature = "market-server")]
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.service.data_dir)?;
-    let me = Arc::new(identity(config)?);
+    let me = std::sync::Arc::new(identity(config)?);
     let url = database_url(config);
     let store = super::store::Store::open(&url, me.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&config.market.listen)
@@ -45,7 +51,7 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
     };
     tracing::info!(%addr, key = %me.public().to_hex(), database = db, "market listening");
     println!("market {addr} key {}", me.public().to_hex());
-    let market = Arc::new(super::api::Market::new(store));
+    let market = std::sync::Arc::new(super::api::Market::new(store));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = super::api::serve(listener, market) => {}

@@ -8,7 +8,6 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::api::ContractRequest;
 use super::ledger::LogCopy;
 use super::types::*;
 use crate::edgex::http::{error_message, HttpError, JsonClient};

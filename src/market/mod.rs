@@ -16,6 +16,9 @@
 //! (no key leaves it before a contract), applies its decision rules
 //! ([`dmu`]), and contracts with the winner.
 
+// The market's server and its store (sqlx: SQLite, PostgreSQL) are the
+// `market-server` feature; an edge's side of the market is always here.
+#[cfg(feature = "market-server")]
 pub mod api;
 pub mod auction;
 pub mod auth;
@@ -26,5 +29,6 @@ pub mod dmu;
 pub mod edge;
 pub mod ledger;
 pub mod state;
+#[cfg(feature = "market-server")]
 pub mod store;
 pub mod types;

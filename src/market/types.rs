@@ -254,3 +254,11 @@ pub struct Settlement {
     pub customer: EdgeAccount,
     pub provider: EdgeAccount,
 }
+
+/// `POST /api/v3/market/contracts`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContractRequest {
+    pub demand_id: String,
+    pub signed: crate::handover::contract::SignedContract,
+}

@@ -383,7 +383,7 @@ impl Pipeline {
                         .get(*id)
                         .pending
                         .as_ref()
-                        .is_some_and(|(a, _)| *a == addr)
+                        .is_some_and(|p| p.0 == addr)
                 }) {
                     self.activate(id, next.epoch)?;
                 }

@@ -181,7 +181,7 @@ pub fn decode_parsed(
         let device = registry.get(id);
         // The device's session, or (OTAA) the one its last JoinAccept
         // offered: that one starts a new counter epoch at 0.
-        let (crypto, state, policy, activates) = match (&device.crypto, &device.pending) {
+        let (crypto, state, policy, activates) = match (&device.crypto, device.pending.as_deref()) {
             (Some(c), _) if device.dev_addr == Some(frame.dev_addr) => {
                 (c, states[id as usize], device.fcnt_policy, false)
             }

@@ -62,7 +62,7 @@ pub struct ProvisionWatcher {
     pub name: String,
     pub service_name: Option<String>,
     pub labels: Vec<String>,
-    identifiers: Vec<(String, regex::Regex)>,
+    identifiers: Vec<(String, regex_lite::Regex)>,
     blocking: BTreeMap<String, Vec<String>>,
     /// A locked watcher admits nothing.
     pub admin_state: AdminState,
@@ -99,7 +99,7 @@ impl ProvisionWatcher {
             .identifiers
             .into_iter()
             .map(|(k, pattern)| {
-                regex::RegexBuilder::new(&pattern)
+                regex_lite::RegexBuilder::new(&pattern)
                     .case_insensitive(true)
                     .size_limit(1 << 20)
                     .build()

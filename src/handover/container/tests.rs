@@ -3,6 +3,7 @@ use super::*;
 use crate::config::HandoverConfig;
 use crate::handover::pb::Counter;
 use crate::handover::pb::DeviceSession;
+use crate::image::package::DATA;
 
 const EUI: u64 = 0x70b3_d57e_d000_0001;
 
