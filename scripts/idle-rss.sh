@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100}"
 cargo build --release --quiet
+# A binary just written is dirty in the page cache, and the kernel pages
+# out only clean pages: write it back first (the settling after start-up
+# pages our own code out, src/service/settle.rs).
+sync
 bin=target/release/device-lorawan
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
