@@ -445,3 +445,6 @@ pub fn eval_literal(text: &str) -> Result<serde_json::Value, String> {
     })?;
     serde_json::from_str(&json).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests;

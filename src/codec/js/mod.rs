@@ -110,6 +110,3 @@ impl Script {
             .clone()
     }
 }
-
-#[cfg(all(test, feature = "js"))]
-mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::codec::js::*;
 use serde_json::json;
 
 /// A codec in the style vendors write them.
