@@ -1,7 +1,8 @@
 //! The per-frame path, against the `lorawan` 0.9 crate's own
 //! `parse` + `decrypt_if_mic_ok` on the same frames, with the issue's floors
 //! checked at the end of the run (the benchmark fails if they are not met):
-//! - ours parse → MIC → counter → decrypt ≥ 1.5 × the baseline (both frames);
+//! - ours parse → MIC → counter → decrypt ≥ 2.5 × the baseline on both
+//!   frames (issue 26; not met yet: docs/performance.md, "Per frame");
 //! - the full path, codec included, ≥ 4 M frames/s on the short frame (the
 //!   frame the issue's baseline figure is for); the full mote frame's figure
 //!   is reported, not floored.
@@ -152,6 +153,9 @@ fn median_ns(group: &str, id: &str, started: std::time::SystemTime) -> Option<f6
     v["median"]["point_estimate"].as_f64()
 }
 
+/// Ours over the baseline, on each frame.
+const RATIO_FLOOR: f64 = 2.5;
+
 fn check_floors(started: std::time::SystemTime) {
     let mut failed = Vec::new();
     println!("\n| frame | baseline lorawan 0.9 | ours decode | ratio | ours full path (codec) |");
@@ -174,8 +178,10 @@ fn check_floors(started: std::time::SystemTime) {
             mfps(ours),
             mfps(full)
         );
-        if ratio < 1.5 {
-            failed.push(format!("{case}: ours/baseline {ratio:.2}x < 1.5x"));
+        if ratio < RATIO_FLOOR {
+            failed.push(format!(
+                "{case}: ours/baseline {ratio:.2}x < {RATIO_FLOOR}x"
+            ));
         }
         if case == "short" && mfps(full) < 4.0 {
             failed.push(format!(

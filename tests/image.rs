@@ -38,6 +38,37 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// The image's layer blob and the diff_id its config names.
+fn layer_of(image: &[u8]) -> (Vec<u8>, String) {
+    let mut files = std::collections::BTreeMap::new();
+    let mut a = tar::Archive::new(image);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        files.insert(path, data);
+    }
+    let blob = |digest: &str| files[&format!("blobs/sha256/{}", &digest[7..])].clone();
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let layer = &manifest["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    (
+        blob(layer["digest"].as_str().unwrap()),
+        config["rootfs"]["diff_ids"][0]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
 #[test]
 fn package_is_reproducible_valid_and_runs_in_podman() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,10 +87,30 @@ fn package_is_reproducible_valid_and_runs_in_podman() {
     let stored = std::fs::read(field(&report, "stored")).unwrap();
     assert_eq!(stored, bytes);
     assert!(field(&report, "stored").ends_with(&field(&report, "digest")[7..]));
-    assert!(
-        !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-        "a secret went into the image"
+    // The layer is gzipped: its digest names the compressed blob, the
+    // config's diff_id the tar inside; look for the secret in the tar.
+    let (layer, diff_id) = layer_of(&bytes);
+    assert_eq!(&layer[..2], &[0x1f, 0x8b], "a gzip layer");
+    let mut inner = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&layer[..]), &mut inner).unwrap();
+    assert_eq!(
+        diff_id,
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&inner)))
     );
+    assert!(
+        inner.len() > layer.len(),
+        "compressed: {} of {}",
+        layer.len(),
+        inner.len()
+    );
+    for haystack in [&bytes, &inner] {
+        assert!(
+            !haystack
+                .windows(SECRET.len())
+                .any(|w| w == SECRET.as_bytes()),
+            "a secret went into the image"
+        );
+    }
 
     if !common::require_engine() {
         return;

@@ -182,3 +182,45 @@ fn a_nats_bus_is_edgex_shaped_and_checked() {
         assert!(e.contains(key), "{yaml}: {e}");
     }
 }
+
+/// A lean build (`--no-default-features`) refuses what it left out, naming
+/// the feature (`.ci/run` runs these in a lean build).
+#[cfg(not(feature = "container"))]
+#[test]
+fn lean_build_refuses_the_container_takeover() {
+    let e = load(
+        "Ingest: { Mqtt: { Enabled: true, Subscriptions: [{ Topic: \"gateway/+/event/up\", Kind: gateway }] } }\nHandover: { Takeover: container }\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("Handover.Takeover") && e.contains("`container`"),
+        "{e}"
+    );
+}
+
+#[cfg(not(feature = "js"))]
+#[test]
+fn lean_build_refuses_a_javascript_codec() {
+    let s = crate::codec::js::Script::new(
+        "profiles/Vendor.js".into(),
+        "function decodeUplink(i) { return {data: {}}; }".into(),
+    );
+    let e = s.codec().unwrap_err().to_string();
+    assert!(
+        e.contains("profiles/Vendor.js") && e.contains("`js`"),
+        "{e}"
+    );
+    assert!(crate::codec::js::eval_literal("{a: 1}").is_err());
+}
+
+#[cfg(not(feature = "market-server"))]
+#[tokio::test]
+async fn lean_build_has_no_market_server() {
+    let e = crate::market::cli::serve(&Config::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`market-server`"), "{e}");
+}

@@ -3,10 +3,13 @@
 //! legacy `manifest.json` beside it, as `docker save` writes since Engine 25.
 //!
 //! Reproducible by construction: entries sorted, mtime fixed, owners 0,
-//! JSON with sorted keys, an uncompressed layer (so its digest is its
-//! diff_id). The same inputs give the same bytes, so the tar's sha256 names
-//! the image. Memory stays flat: files stream through hashing writers into
-//! a temporary layer file, then into the output.
+//! JSON with sorted keys, the layer gzipped with no name and no time in its
+//! header (its digest names the compressed blob; the config's `diff_ids`
+//! the tar inside, as the OCI image spec has it). The same inputs give the
+//! same bytes, so the tar's sha256 names the image. Memory stays flat:
+//! files stream through hashing writers into a temporary layer file, then
+//! through the compressor, then into the output. Compressed, the image is
+//! less than half its size (docs/performance.md, "Footprint").
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::cid::CidBuilder;
 
-const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -151,6 +154,26 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64), ImageError
     Ok((hex::encode(w.sha.finalize()), w.len))
 }
 
+/// Gzip `layer` into `out` (deflate level 6, no file name, mtime 0: the
+/// same tar gives the same bytes). Returns the blob's sha256 and size.
+fn compress(layer: &Path, out: &Path) -> Result<(String, u64), ImageError> {
+    let mut input = File::open(layer).map_err(io(layer))?;
+    let file = File::create(out).map_err(io(out))?;
+    let w = Hashing {
+        inner: BufWriter::new(file),
+        sha: Sha256::new(),
+        cid: None,
+        len: 0,
+    };
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(w, flate2::Compression::default());
+    std::io::copy(&mut input, &mut gz).map_err(io(out))?;
+    let mut w = gz.finish().map_err(io(out))?;
+    w.flush().map_err(io(out))?;
+    Ok((hex::encode(w.sha.finalize()), w.len))
+}
+
 /// A tar entry: a directory (`None`), or a file's content and mode.
 type Entries<'a> = BTreeMap<String, Option<&'a (Content, u32)>>;
 
@@ -204,8 +227,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Write the image `spec` describes to `out` (atomically: a temp file beside
 /// it, renamed once complete).
 pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<Packaged, ImageError> {
-    let layer_path = out.with_extension("layer.tmp");
-    let (layer_hex, layer_size) = write_layer(spec, &layer_path)?;
+    let tar_path = out.with_extension("layer.tmp");
+    let (diff_hex, _) = write_layer(spec, &tar_path)?;
+    let layer_path = out.with_extension("layer.gz.tmp");
+    let compressed = compress(&tar_path, &layer_path);
+    let _ = std::fs::remove_file(&tar_path);
+    let (layer_hex, layer_size) = compressed?;
     let created = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(spec.epoch),
     )
@@ -219,7 +246,7 @@ pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<Packaged, ImageError>
         "architecture": spec.architecture, "os": "linux", "created": created,
         "config": {"Entrypoint": spec.entrypoint, "Cmd": spec.cmd, "Env": spec.env,
                    "ExposedPorts": ports, "WorkingDir": spec.working_dir},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_hex}")]},
         "history": [{"created": created, "created_by": "device-lorawan package"}],
     }))
     .expect("json");
