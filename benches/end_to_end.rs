@@ -295,6 +295,10 @@ async fn main() {
     drop(s);
     drop(svc);
     drop(_broker);
+    if let Some(cgroup) = &limit {
+        // Empty once the service is gone.
+        let _ = std::fs::remove_dir(cgroup);
+    }
     if failed {
         std::process::exit(1);
     }
