@@ -128,6 +128,23 @@ pub struct NatsConfig {
     pub ack_timeout: Duration,
 }
 
+/// `host:port`, `nats://` optional: a server to connect to.
+pub fn is_nats_server(s: &str) -> bool {
+    let s = s.strip_prefix("nats://").unwrap_or(s);
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+#[test]
+fn nats_servers_are_host_and_port() {
+    assert!(is_nats_server("127.0.0.1:4222"));
+    assert!(is_nats_server("nats://nats-1:4222"));
+    assert!(!is_nats_server("nats-1"));
+    assert!(!is_nats_server(":4222"));
+    assert!(!is_nats_server("h:99999"));
+}
+
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {

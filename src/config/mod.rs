@@ -643,12 +643,7 @@ impl Config {
             if !(1..=5).contains(&bus.nats.replicas) {
                 return bad("Edgex.MessageBus.Nats.Replicas", "must be between 1 and 5");
             }
-            if let Some(s) = bus
-                .nats
-                .servers
-                .iter()
-                .find(|s| !crate::edgex::nats::is_server(s))
-            {
+            if let Some(s) = bus.nats.servers.iter().find(|s| !edgex::is_nats_server(s)) {
                 return bad(
                     "Edgex.MessageBus.Nats.Servers",
                     &format!("{s:?} is not host:port (nats:// may lead)"),

@@ -49,13 +49,6 @@ const HANDSHAKE: Duration = Duration::from_secs(3);
 /// The subscription id of our reply inbox; request subscriptions follow.
 const INBOX_SID: u64 = 1;
 
-/// `host:port`, `nats://` optional: a server to connect to.
-pub fn is_server(s: &str) -> bool {
-    let s = s.strip_prefix("nats://").unwrap_or(s);
-    s.rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-}
-
 /// The NATS delivery task's inputs (those of [`super::bus::Bus`]).
 pub struct Nats {
     pub config: MessageBusConfig,
@@ -578,17 +571,5 @@ async fn next_op(s: &mut Session) -> Result<ServerOp, String> {
             Ok(n) => s.reader.feed(&buf[..n]),
             Err(e) => return Err(e.to_string()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn servers_are_host_and_port() {
-        assert!(super::is_server("127.0.0.1:4222"));
-        assert!(super::is_server("nats://nats-1:4222"));
-        assert!(!super::is_server("nats-1"));
-        assert!(!super::is_server(":4222"));
-        assert!(!super::is_server("h:99999"));
     }
 }
