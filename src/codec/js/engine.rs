@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rquickjs::{Context, Ctx, Function, Runtime};
 
-use super::{Decoded, JsError, DEFAULT_MEMORY, LEGACY_ENCODER_FPORT};
+use super::types::{Decoded, JsError, DEFAULT_MEMORY, LEGACY_ENCODER_FPORT};
 
 /// Lines of `console` output a codec may log a minute; the rest are counted.
 const CONSOLE_LINES_A_MINUTE: u64 = 10;

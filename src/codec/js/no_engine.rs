@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Decoded, JsError};
+use super::types::{Decoded, JsError};
 
 /// Never made in this build.
 pub struct JsCodec {
