@@ -386,6 +386,12 @@ impl Nats {
     /// A reply or a message of our own (system event, telemetry): core NATS.
     fn reply(&self, s: &mut Session, m: BusMessage) {
         let subject = wire::subject(&m.topic);
+        if !proto::clean(&subject) {
+            // A request id with a dot run or a wildcard in it: no subject.
+            self.metrics.bus_requests_malformed.fetch_add(1, Relaxed);
+            tracing::warn!(topic = %m.topic, "no NATS subject for this reply; dropped");
+            return;
+        }
         match self.config.nats.format {
             NatsFormat::Nats => match wire::split_envelope(&m.payload) {
                 Some((headers, body)) => {
@@ -473,7 +479,7 @@ impl Nats {
         let topic = event_topic(&self.config.base_topic_prefix, path).ok_or("not an event path")?;
         let subject = wire::subject(&topic);
         if !proto::clean(&subject) {
-            return Err("its subject would hold whitespace");
+            return Err("its NATS subject would hold whitespace, an empty level or a wildcard");
         }
         let reply = self.jetstream().then(|| format!("{}.{seq}", s.inbox));
         match self.config.nats.format {

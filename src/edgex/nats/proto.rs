@@ -272,9 +272,11 @@ pub fn publish(
     out.extend_from_slice(b"\r\n");
 }
 
-/// A subject may not hold whitespace; nor may a header value hold a line break.
+/// Whether `s` can be published to: no whitespace, no empty token, no
+/// wildcard token (`*`, `>`). A server answers anything else with `-ERR`.
 pub fn clean(s: &str) -> bool {
-    !s.is_empty() && !s.bytes().any(|b| b.is_ascii_whitespace())
+    !s.bytes().any(|b| b.is_ascii_whitespace())
+        && s.split('.').all(|t| !t.is_empty() && t != "*" && t != ">")
 }
 
 #[cfg(test)]
@@ -364,6 +366,14 @@ mod tests {
         let mut r = Reader::new();
         r.feed(b"MSG a 1 99999999\r\n");
         assert!(matches!(r.next_op(), Err(ProtoError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn only_publishable_subjects_are_clean() {
+        assert!(clean("edgex.events.device.svc.Mote%20A.m1.up"));
+        for bad in ["", "a..b", "a.b.", "a.*.b", "a.>", "a b"] {
+            assert!(!clean(bad), "{bad:?}");
+        }
     }
 
     #[test]
