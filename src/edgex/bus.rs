@@ -110,6 +110,11 @@ pub fn event_head(body: &[u8]) -> Result<(&RawValue, &str, Option<i64>), serde_j
 /// event's `origin`.
 pub fn envelope(body: &[u8]) -> Result<(Vec<u8>, Option<i64>), serde_json::Error> {
     let (payload, request_id, origin) = event_head(body)?;
+    Ok((envelope_of(payload, request_id)?, origin))
+}
+
+/// The envelope around an `AddEventRequest` whose head was read already.
+pub fn envelope_of(payload: &RawValue, request_id: &str) -> Result<Vec<u8>, serde_json::Error> {
     let env = Envelope {
         api_version: "v3",
         received_topic: "",
@@ -119,9 +124,9 @@ pub fn envelope(body: &[u8]) -> Result<(Vec<u8>, Option<i64>), serde_json::Error
         payload,
         content_type: "application/json",
     };
-    let mut out = Vec::with_capacity(body.len() + 192);
+    let mut out = Vec::with_capacity(payload.get().len() + 192);
     serde_json::to_writer(&mut out, &env)?;
-    Ok((out, origin))
+    Ok(out)
 }
 
 /// A connection to the message bus `c` names, as client `client_id`.
@@ -166,9 +171,7 @@ struct Session {
     slots: VecDeque<Slot>,
     issued: VecDeque<Option<u64>>,
     last_issued: u64,
-    acked_since_cursor: usize,
-    /// The last acknowledged record not yet written to the cursor file.
-    cursor_pending: Option<u64>,
+    cursor: super::outbox::Cursor,
 }
 
 impl Bus {
@@ -351,31 +354,21 @@ impl Bus {
         self.settle(s, false);
     }
 
-    /// Move the outbox cursor over the acknowledged prefix. The cursor file
-    /// is written every 32 events, when nothing is left in flight, or when the
-    /// session ends: a stale cursor only means a harmless re-publish.
+    /// Move the outbox cursor over the acknowledged prefix (the file: see
+    /// [`super::outbox::Cursor`]; also when nothing is left in flight or the
+    /// session ends).
     fn settle(&self, s: &mut Session, force: bool) {
         while s.slots.front().is_some_and(|x| x.done) {
             let slot = s.slots.pop_front().expect("checked");
-            if slot.pkid.is_some() {
-                self.metrics.events_delivered.fetch_add(1, Relaxed);
-                if let Some(ns) = slot.received_ns {
-                    crate::metrics::Latency::since(&self.metrics.latency.acknowledged, ns);
-                }
-            }
-            s.acked_since_cursor += 1;
-            s.cursor_pending = Some(slot.seq);
+            s.cursor.confirmed(
+                &self.metrics,
+                slot.seq,
+                slot.pkid.is_some(),
+                slot.received_ns,
+            );
         }
-        let write = force || s.slots.is_empty() || s.acked_since_cursor >= 32;
-        if let Some(seq) = s.cursor_pending.filter(|_| write) {
-            let mut j = self.journal.lock().expect("journal lock");
-            if let Err(e) = j.ack(seq) {
-                tracing::error!(seq, error = %e, "outbox cursor not saved; events may be published again (idempotent)");
-            }
-            self.metrics.outbox_depth.store(j.pending(), Relaxed);
-            s.acked_since_cursor = 0;
-            s.cursor_pending = None;
-        }
+        s.cursor
+            .save(&self.journal, &self.metrics, force || s.slots.is_empty());
     }
 }
 

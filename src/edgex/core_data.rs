@@ -18,7 +18,7 @@ use hyper::{Method, StatusCode};
 use tokio::sync::Notify;
 
 use super::http::{error_message, HttpError, JsonClient};
-use super::outbox::{dead_letter, split};
+use super::outbox::{dead_letter, split, Cursor};
 use crate::metrics::Metrics;
 use crate::store::outbox::Journal;
 
@@ -31,11 +31,10 @@ enum Outcome {
 
 /// Events posted to core-data at once (`cargo bench --bench end_to_end --
 /// --rest`: 2,787/s one at a time, 3,723/s with 8, 4,514/s with 32, 7,379/s
-/// (the offered rate) with the cursor written every 32 events; peak
+/// (the offered rate) with the cursor written every 32 events
+/// ([`Cursor`]); peak
 /// RSS 23.8 → 25.5 MB).
 const IN_FLIGHT: usize = 32;
-/// Events between two writes of the cursor file.
-const CURSOR_EVERY: usize = 32;
 
 /// Deliver the outbox to core-data (`client`) until the task is aborted.
 pub async fn deliver(
@@ -70,55 +69,35 @@ pub async fn deliver(
         for (seq, rec) in rest.by_ref().take(IN_FLIGHT) {
             posts.push_back(post_record(client.clone(), seq, rec));
         }
-        // The cursor file is written every `CURSOR_EVERY` events and when
-        // the batch ends: a stale cursor only means a harmless re-post.
-        let mut settled = None;
-        let mut since = 0;
+        let mut cursor = Cursor::default();
         while let Some((seq, rec, outcome)) = posts.next().await {
             if let Some((s, r)) = rest.next() {
                 posts.push_back(post_record(client.clone(), s, r));
             }
             match outcome {
                 Outcome::Stored => {
-                    metrics.events_delivered.fetch_add(1, Relaxed);
-                    if let Some(origin) = super::outbox::origin_of(&rec) {
-                        crate::metrics::Latency::since(&metrics.latency.acknowledged, origin);
-                    }
+                    cursor.confirmed(&metrics, seq, true, super::outbox::origin_of(&rec));
                     backoff = Duration::from_millis(100);
                 }
                 Outcome::Refused(status, why) => {
                     metrics.events_dead_lettered.fetch_add(1, Relaxed);
                     tracing::error!(seq, %status, why, "core-data refused an event for good; kept in {}", dead_letters.display());
                     dead_letter(&dead_letters, seq, &format!("{status}: {why}"), &rec);
+                    cursor.confirmed(&metrics, seq, false, None);
                 }
                 Outcome::Retry(why) => {
                     metrics.delivery_errors.fetch_add(1, Relaxed);
                     tracing::warn!(seq, why, retry_in = ?backoff, "core-data unavailable; events wait in the outbox");
-                    save(&journal, &metrics, settled.take());
+                    cursor.save(&journal, &metrics, true);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     break;
                 }
             }
-            settled = Some(seq);
-            since += 1;
-            if since >= CURSOR_EVERY {
-                save(&journal, &metrics, settled.take());
-                since = 0;
-            }
+            cursor.save(&journal, &metrics, false);
         }
-        save(&journal, &metrics, settled);
+        cursor.save(&journal, &metrics, true);
     }
-}
-
-/// Move the outbox cursor to `seq` (if any).
-fn save(journal: &Mutex<Journal>, metrics: &Metrics, seq: Option<u64>) {
-    let Some(seq) = seq else { return };
-    let mut j = journal.lock().expect("journal lock");
-    if let Err(e) = j.ack(seq) {
-        tracing::error!(seq, error = %e, "outbox cursor not saved; the event may be sent again (idempotent)");
-    }
-    metrics.outbox_depth.store(j.pending(), Relaxed);
 }
 
 /// Post one outbox record; hands it back with the answer.

@@ -125,6 +125,57 @@ impl Sink for OutboxSink {
     }
 }
 
+/// Events confirmed between two writes of the cursor file.
+pub const CURSOR_EVERY: usize = 32;
+
+/// How each transport moves the outbox cursor over what EdgeX confirmed,
+/// in journal order: counted as it is confirmed, written to the cursor file
+/// every [`CURSOR_EVERY`] events or when the transport asks (nothing left in
+/// flight, a batch's or a session's end, a wait for EdgeX). A stale cursor
+/// only means a harmless redelivery: event ids are deterministic.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    since: usize,
+    pending: Option<u64>,
+}
+
+impl Cursor {
+    /// Record `seq` as done: `delivered` (EdgeX has it; counted, with the
+    /// latency from its frame's reception when known), or set aside.
+    pub fn confirmed(
+        &mut self,
+        metrics: &Metrics,
+        seq: u64,
+        delivered: bool,
+        received_ns: Option<i64>,
+    ) {
+        if delivered {
+            metrics.events_delivered.fetch_add(1, Relaxed);
+            if let Some(ns) = received_ns {
+                crate::metrics::Latency::since(&metrics.latency.acknowledged, ns);
+            }
+        }
+        self.since += 1;
+        self.pending = Some(seq);
+    }
+
+    /// Write the cursor file if `now`, or once [`CURSOR_EVERY`] events wait.
+    pub fn save(&mut self, journal: &Mutex<Journal>, metrics: &Metrics, now: bool) {
+        if !now && self.since < CURSOR_EVERY {
+            return;
+        }
+        let Some(seq) = self.pending.take() else {
+            return;
+        };
+        self.since = 0;
+        let mut j = journal.lock().expect("journal lock");
+        if let Err(e) = j.ack(seq) {
+            tracing::error!(seq, error = %e, "outbox cursor not saved; events may be delivered again (idempotent)");
+        }
+        metrics.outbox_depth.store(j.pending(), Relaxed);
+    }
+}
+
 /// Keep a record no transport will ever deliver (JSON lines), so nothing
 /// vanishes silently. A failure to write is logged: there is nowhere else.
 pub fn dead_letter(file: &Path, seq: u64, why: &str, rec: &[u8]) {

@@ -63,30 +63,9 @@ pub fn start(
                 dead_letters,
             )));
         }
-        (Delivery::MessageBus, Some(channels))
-            if config.edgex.message_bus.r#type != BusType::Mqtt =>
-        {
-            let bus = &config.edgex.message_bus;
-            tracing::info!(host = %bus.host, port = bus.port(), kind = ?bus.r#type, pending, "delivering events on the EdgeX message bus (NATS)");
-            requests = Some(channels.req_rx);
-            let nats = crate::edgex::nats::Nats {
-                config: bus.clone(),
-                journal: journal.clone(),
-                wake: wake.clone(),
-                metrics: metrics.clone(),
-                dead_letters,
-                subscriptions: crate::edgex::requests::subscriptions(
-                    &bus.base_topic_prefix,
-                    &config.service.name,
-                ),
-                requests: Some(channels.req_tx),
-                replies: Some(channels.rep_rx),
-            };
-            tasks.push(tokio::spawn(nats.run()));
-        }
         (Delivery::MessageBus, Some(channels)) => {
             let bus = &config.edgex.message_bus;
-            tracing::info!(host = %bus.host, port = bus.port(), pending, "delivering events on the EdgeX message bus");
+            tracing::info!(host = %bus.host, port = bus.port(), kind = ?bus.r#type, pending, "delivering events on the EdgeX message bus");
             requests = Some(channels.req_rx);
             let bus = crate::edgex::bus::Bus {
                 config: bus.clone(),
@@ -101,7 +80,12 @@ pub fn start(
                 requests: Some(channels.req_tx),
                 replies: Some(channels.rep_rx),
             };
-            tasks.push(tokio::spawn(bus.run()));
+            tasks.push(match bus.config.r#type {
+                BusType::Mqtt => tokio::spawn(bus.run()),
+                BusType::NatsCore | BusType::NatsJetstream => {
+                    tokio::spawn(crate::edgex::nats::Nats(bus).run())
+                }
+            });
         }
         (Delivery::MessageBus, None) => {
             anyhow::bail!("delivery on the message bus needs the bus's channels")

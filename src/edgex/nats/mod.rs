@@ -26,21 +26,16 @@ pub mod proto;
 pub mod wire;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, Notify};
 
-use super::bus::{event_head, event_topic, BusMessage};
+use super::bus::{event_head, event_topic, Bus, BusMessage};
 use super::outbox::{dead_letter, split};
-use crate::config::{BusType, MessageBusConfig, NatsFormat};
+use crate::config::{BusType, NatsFormat};
 use crate::ingest::mqtt::refusal::ConnectFailure;
-use crate::metrics::Metrics;
-use crate::store::outbox::Journal;
 use proto::{Msg, ServerOp};
 use wire::PubAck;
 
@@ -49,18 +44,9 @@ const HANDSHAKE: Duration = Duration::from_secs(3);
 /// The subscription id of our reply inbox; request subscriptions follow.
 const INBOX_SID: u64 = 1;
 
-/// The NATS delivery task's inputs (those of [`super::bus::Bus`]).
-pub struct Nats {
-    pub config: MessageBusConfig,
-    pub journal: Arc<Mutex<Journal>>,
-    pub wake: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
-    pub dead_letters: PathBuf,
-    /// Request topics (EdgeX's MQTT form) to subscribe to.
-    pub subscriptions: Vec<String>,
-    pub requests: Option<mpsc::Sender<BusMessage>>,
-    pub replies: Option<mpsc::Receiver<BusMessage>>,
-}
+/// The NATS delivery task: the same inputs as the MQTT one ([`Bus`]), whose
+/// `config` names the NATS type.
+pub struct Nats(pub Bus);
 
 /// One event published and not yet confirmed.
 struct Slot {
@@ -83,8 +69,7 @@ struct Session {
     last_issued: u64,
     /// Core NATS: the last record written before each `PING` in flight.
     pings: VecDeque<u64>,
-    acked_since_cursor: usize,
-    cursor_pending: Option<u64>,
+    cursor: super::outbox::Cursor,
 }
 
 /// Why a session ended.
@@ -104,7 +89,7 @@ fn ended(why: impl Into<String>, up: bool) -> Ended {
 impl Nats {
     /// Deliver until the task is aborted, trying the servers in turn.
     pub async fn run(mut self) {
-        let c = &self.config;
+        let c = &self.0.config;
         let mut servers: Vec<String> = std::iter::once(format!("{}:{}", c.host, c.port()))
             .chain(
                 c.nats
@@ -125,7 +110,7 @@ impl Nats {
                     servers.push(u);
                 }
             }
-            self.metrics.bus_reconnects.fetch_add(1, Relaxed);
+            self.0.metrics.bus_reconnects.fetch_add(1, Relaxed);
             if e.up {
                 backoff = Duration::from_millis(100);
             }
@@ -137,11 +122,11 @@ impl Nats {
     }
 
     fn jetstream(&self) -> bool {
-        self.config.r#type == BusType::NatsJetstream
+        self.0.config.r#type == BusType::NatsJetstream
     }
 
     fn failed(&self, kind: ConnectFailure, why: String) -> Ended {
-        self.metrics.bus_connect_failures[kind.index()].fetch_add(1, Relaxed);
+        self.0.metrics.bus_connect_failures[kind.index()].fetch_add(1, Relaxed);
         ended(
             format!("could not connect ({}): {why}", kind.as_str()),
             false,
@@ -166,15 +151,14 @@ impl Nats {
             out: Vec::with_capacity(64 << 10),
             inbox: format!("_INBOX.{}", uuid::Uuid::new_v4().simple()),
             slots: VecDeque::new(),
-            last_issued: self.journal.lock().expect("journal lock").delivered(),
+            last_issued: self.0.journal.lock().expect("journal lock").delivered(),
             pings: VecDeque::new(),
-            acked_since_cursor: 0,
-            cursor_pending: None,
+            cursor: Default::default(),
         };
         if let Err(e) = self.handshake(&mut s, learned).await {
             return e;
         }
-        tracing::info!(server = addr, kind = ?self.config.r#type, "NATS message bus connected");
+        tracing::info!(server = addr, kind = ?self.0.config.r#type, "NATS message bus connected");
         let r = self.deliver(&mut s).await;
         self.settle(&mut s, true);
         r
@@ -195,14 +179,14 @@ impl Nats {
                 "the server requires TLS, which this service does not speak to NATS yet".into(),
             ));
         }
-        if !info.headers && (self.config.nats.format == NatsFormat::Nats || self.jetstream()) {
+        if !info.headers && (self.0.config.nats.format == NatsFormat::Nats || self.jetstream()) {
             return Err(self.failed(
                 ConnectFailure::Protocol,
                 "the server does not support headers".into(),
             ));
         }
         learned.extend(info.connect_urls.iter().cloned());
-        let c = &self.config;
+        let c = &self.0.config;
         let user = c.username.as_deref().zip(c.password.as_deref());
         s.out.extend_from_slice(&proto::connect(&c.client_id, user));
         flush(s)
@@ -221,10 +205,10 @@ impl Nats {
             }
         }
         proto::subscribe(&mut s.out, &format!("{}.*", s.inbox), INBOX_SID);
-        for (i, t) in self.subscriptions.iter().enumerate() {
+        for (i, t) in self.0.subscriptions.iter().enumerate() {
             proto::subscribe(&mut s.out, &wire::subject(t), INBOX_SID + 1 + i as u64);
         }
-        if self.jetstream() && self.config.nats.auto_provision {
+        if self.jetstream() && self.0.config.nats.auto_provision {
             self.provision(s).await?;
         }
         flush(s).await.map_err(|e| ended(e, true))
@@ -232,9 +216,9 @@ impl Nats {
 
     /// Make sure the stream taking our subject exists (JetStream).
     async fn provision(&self, s: &mut Session) -> Result<(), Ended> {
-        let n = &self.config.nats;
+        let n = &self.0.config.nats;
         let topic = if n.subject.is_empty() {
-            format!("{}/#", self.config.base_topic_prefix)
+            format!("{}/#", self.0.config.base_topic_prefix)
         } else {
             n.subject.clone()
         };
@@ -273,8 +257,8 @@ impl Nats {
 
     /// The delivery loop of one connection.
     async fn deliver(&mut self, s: &mut Session) -> Ended {
-        let max = usize::from(self.config.max_in_flight);
-        let ack_timeout = self.config.nats.ack_timeout;
+        let max = usize::from(self.0.config.max_in_flight);
+        let ack_timeout = self.0.config.nats.ack_timeout;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut buf = vec![0u8; 32 << 10];
         loop {
@@ -302,10 +286,10 @@ impl Nats {
                         }
                     }
                 },
-                Some(reply) = async { match &mut self.replies { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                Some(reply) = async { match &mut self.0.replies { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                     self.reply(s, reply);
                 }
-                _ = self.wake.notified(), if room => {}
+                _ = self.0.wake.notified(), if room => {}
                 _ = tick.tick() => {
                     if s.slots.front().is_some_and(|x| x.sent.elapsed() > ack_timeout) {
                         return ended(format!("not acknowledged within {ack_timeout:?}"), true);
@@ -343,7 +327,7 @@ impl Nats {
                 match PubAck::read(&m) {
                     PubAck::Stored { duplicate } => {
                         if duplicate {
-                            self.metrics.bus_stream_duplicates.fetch_add(1, Relaxed);
+                            self.0.metrics.bus_stream_duplicates.fetch_add(1, Relaxed);
                         }
                         if let Some(x) = s.slots.iter_mut().find(|x| x.seq == seq) {
                             x.done = true;
@@ -366,8 +350,8 @@ impl Nats {
 
     /// A request for us, to the handlers, as the envelope they read.
     fn request(&self, m: Msg) {
-        let Some(tx) = &self.requests else { return };
-        let payload = match self.config.nats.format {
+        let Some(tx) = &self.0.requests else { return };
+        let payload = match self.0.config.nats.format {
             NatsFormat::Nats => wire::join_envelope(&m),
             NatsFormat::Json => m.payload,
         };
@@ -388,11 +372,11 @@ impl Nats {
         let subject = wire::subject(&m.topic);
         if !proto::clean(&subject) {
             // A request id with a dot run or a wildcard in it: no subject.
-            self.metrics.bus_requests_malformed.fetch_add(1, Relaxed);
+            self.0.metrics.bus_requests_malformed.fetch_add(1, Relaxed);
             tracing::warn!(topic = %m.topic, "no NATS subject for this reply; dropped");
             return;
         }
-        match self.config.nats.format {
+        match self.0.config.nats.format {
             NatsFormat::Nats => match wire::split_envelope(&m.payload) {
                 Some((headers, body)) => {
                     let h: Vec<(&str, &str)> = headers
@@ -414,6 +398,7 @@ impl Nats {
             return;
         }
         let batch = match self
+            .0
             .journal
             .lock()
             .expect("journal lock")
@@ -433,14 +418,14 @@ impl Nats {
             let received_ns = match self.write_event(s, seq, &rec) {
                 Ok(r) => r,
                 Err(why) => {
-                    self.metrics.events_dead_lettered.fetch_add(1, Relaxed);
+                    self.0.metrics.events_dead_lettered.fetch_add(1, Relaxed);
                     tracing::error!(
                         seq,
                         why,
                         "unreadable outbox record; kept in {}",
-                        self.dead_letters.display()
+                        self.0.dead_letters.display()
                     );
-                    dead_letter(&self.dead_letters, seq, why, &rec);
+                    dead_letter(&self.0.dead_letters, seq, why, &rec);
                     s.slots.push_back(Slot {
                         seq,
                         done: true,
@@ -476,73 +461,61 @@ impl Nats {
         rec: &[u8],
     ) -> Result<Option<i64>, &'static str> {
         let (path, body) = split(rec).ok_or("not an event record")?;
-        let topic = event_topic(&self.config.base_topic_prefix, path).ok_or("not an event path")?;
-        let subject = wire::subject(&topic);
+        let topic =
+            event_topic(&self.0.config.base_topic_prefix, path).ok_or("not an event path")?;
+        let subject = wire::into_subject(topic);
         if !proto::clean(&subject) {
             return Err("its NATS subject would hold whitespace, an empty level or a wildcard");
         }
         let reply = self.jetstream().then(|| format!("{}.{seq}", s.inbox));
-        match self.config.nats.format {
+        let (payload, request_id, origin) = event_head(body).map_err(|_| "not JSON")?;
+        // JetStream keeps one message per Nats-Msg-Id: the last header here.
+        let headers = [
+            (wire::CORRELATION_ID, request_id),
+            (wire::CONTENT_TYPE, "application/json"),
+            (wire::REQUEST_ID, request_id),
+            (wire::API_VERSION, "v3"),
+            (wire::ERROR_CODE, "0"),
+            (wire::MSG_ID, request_id),
+        ];
+        let (envelope_headers, msg_id) = headers.split_at(5);
+        let msg_id = if self.jetstream() { msg_id } else { &[] };
+        match self.0.config.nats.format {
             NatsFormat::Nats => {
-                let (payload, request_id, origin) = event_head(body).map_err(|_| "not JSON")?;
-                let mut h = vec![
-                    (wire::CORRELATION_ID, request_id),
-                    (wire::CONTENT_TYPE, "application/json"),
-                    (wire::REQUEST_ID, request_id),
-                    (wire::API_VERSION, "v3"),
-                    (wire::ERROR_CODE, "0"),
-                ];
-                if self.jetstream() {
-                    h.push((wire::MSG_ID, request_id));
-                }
+                let h = if self.jetstream() {
+                    &headers[..]
+                } else {
+                    envelope_headers
+                };
                 proto::publish(
                     &mut s.out,
                     &subject,
                     reply.as_deref(),
-                    &h,
+                    h,
                     payload.get().as_bytes(),
                 );
-                Ok(origin)
             }
             NatsFormat::Json => {
-                let (_, request_id, _) = event_head(body).map_err(|_| "not JSON")?;
-                let request_id = request_id.to_owned();
-                let (env, origin) = super::bus::envelope(body).map_err(|_| "not JSON")?;
-                let h: &[(&str, &str)] = if self.jetstream() {
-                    &[(wire::MSG_ID, &request_id)]
-                } else {
-                    &[]
-                };
-                proto::publish(&mut s.out, &subject, reply.as_deref(), h, &env);
-                Ok(origin)
+                let env = super::bus::envelope_of(payload, request_id).map_err(|_| "not JSON")?;
+                proto::publish(&mut s.out, &subject, reply.as_deref(), msg_id, &env);
             }
         }
+        Ok(origin)
     }
 
-    /// Move the outbox cursor over the confirmed prefix (the file every 32
-    /// events, when nothing is in flight, or at the session's end).
+    /// Move the outbox cursor over the confirmed prefix (as
+    /// [`super::bus::Bus`] does).
     fn settle(&self, s: &mut Session, force: bool) {
         while s.slots.front().is_some_and(|x| x.done) {
             let slot = s.slots.pop_front().expect("checked");
-            if slot.published {
-                self.metrics.events_delivered.fetch_add(1, Relaxed);
-            }
-            if let Some(ns) = slot.received_ns {
-                crate::metrics::Latency::since(&self.metrics.latency.acknowledged, ns);
-            }
-            s.acked_since_cursor += 1;
-            s.cursor_pending = Some(slot.seq);
+            s.cursor
+                .confirmed(&self.0.metrics, slot.seq, slot.published, slot.received_ns);
         }
-        let write = force || s.slots.is_empty() || s.acked_since_cursor >= 32;
-        if let Some(seq) = s.cursor_pending.filter(|_| write) {
-            let mut j = self.journal.lock().expect("journal lock");
-            if let Err(e) = j.ack(seq) {
-                tracing::error!(seq, error = %e, "outbox cursor not saved; events may be published again (idempotent)");
-            }
-            self.metrics.outbox_depth.store(j.pending(), Relaxed);
-            s.acked_since_cursor = 0;
-            s.cursor_pending = None;
-        }
+        s.cursor.save(
+            &self.0.journal,
+            &self.0.metrics,
+            force || s.slots.is_empty(),
+        );
     }
 }
 

@@ -90,6 +90,9 @@ fn malformed(op: &'static str, why: impl Into<String>) -> ProtoError {
 #[derive(Debug, Default)]
 pub struct Reader {
     buf: Vec<u8>,
+    /// How much of `buf` is read already (dropped at the next feed, so a
+    /// read of many small operations moves the rest once, not per op).
+    pos: usize,
     max_payload: usize,
 }
 
@@ -97,19 +100,23 @@ impl Reader {
     pub fn new() -> Self {
         Self {
             buf: Vec::with_capacity(4096),
+            pos: 0,
             max_payload: default_max_payload(),
         }
     }
 
     /// Bytes read from the socket.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete operation, `None` until more bytes are needed.
     pub fn next_op(&mut self) -> Result<Option<ServerOp>, ProtoError> {
-        let Some(eol) = self.buf.windows(2).position(|w| w == b"\r\n") else {
-            if self.buf.len() > MAX_CONTROL_LINE {
+        let buf = &self.buf[self.pos..];
+        let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+            if buf.len() > MAX_CONTROL_LINE {
                 return Err(ProtoError::LineTooLong);
             }
             return Ok(None);
@@ -117,7 +124,7 @@ impl Reader {
         if eol > MAX_CONTROL_LINE {
             return Err(ProtoError::LineTooLong);
         }
-        let line = std::str::from_utf8(&self.buf[..eol])
+        let line = std::str::from_utf8(&buf[..eol])
             .map_err(|_| malformed("control line", "not UTF-8"))?
             .to_owned();
         let (op, args) = line.split_once([' ', '\t']).unwrap_or((&line, ""));
@@ -137,7 +144,7 @@ impl Reader {
             "HMSG" => return self.message(eol, args, true),
             other => return Err(ProtoError::Unknown(other.chars().take(16).collect())),
         };
-        self.buf.drain(..eol + 2);
+        self.pos += eol + 2;
         Ok(Some(op))
     }
 
@@ -170,11 +177,12 @@ impl Reader {
                 max: self.max_payload,
             });
         }
+        let buf = &self.buf[self.pos..];
         let start = eol + 2;
-        if self.buf.len() < start + total + 2 {
+        if buf.len() < start + total + 2 {
             return Ok(None);
         }
-        if &self.buf[start + total..start + total + 2] != b"\r\n" {
+        if &buf[start + total..start + total + 2] != b"\r\n" {
             return Err(malformed(op, "payload not followed by CRLF"));
         }
         let sid = f[1]
@@ -182,7 +190,7 @@ impl Reader {
             .map_err(|_| malformed(op, format!("sid {:?}", f[1])))?;
         let reply = (f.len() == 3 + sizes).then(|| f[2].to_owned());
         let (status, headers) = if headed {
-            parse_headers(&self.buf[start..start + head])?
+            parse_headers(&buf[start..start + head])?
         } else {
             (0, Vec::new())
         };
@@ -192,9 +200,9 @@ impl Reader {
             reply,
             status,
             headers,
-            payload: self.buf[start + head..start + total].to_vec(),
+            payload: buf[start + head..start + total].to_vec(),
         };
-        self.buf.drain(..start + total + 2);
+        self.pos += start + total + 2;
         Ok(Some(ServerOp::Msg(msg)))
     }
 }
@@ -242,7 +250,7 @@ pub fn subscribe(out: &mut Vec<u8>, subject: &str, sid: u64) {
     out.extend_from_slice(format!("SUB {subject} {sid}\r\n").as_bytes());
 }
 
-/// `PUB`, or `HPUB` when there are headers.
+/// `PUB`, or `HPUB` when there are headers, written straight into `out`.
 pub fn publish(
     out: &mut Vec<u8>,
     subject: &str,
@@ -251,22 +259,27 @@ pub fn publish(
     payload: &[u8],
 ) {
     use std::io::Write;
-    let reply = reply.map(|r| format!(" {r}")).unwrap_or_default();
+    let (sp, reply) = reply.map_or(("", ""), |r| (" ", r));
     if headers.is_empty() {
-        let _ = write!(out, "PUB {subject}{reply} {}\r\n", payload.len());
+        let _ = write!(out, "PUB {subject}{sp}{reply} {}\r\n", payload.len());
     } else {
-        let mut block = b"NATS/1.0\r\n".to_vec();
-        for (k, v) in headers {
-            let _ = write!(block, "{k}: {v}\r\n");
-        }
-        block.extend_from_slice(b"\r\n");
+        const VERSION: &[u8] = b"NATS/1.0\r\n";
+        let block = VERSION.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + 2;
         let _ = write!(
             out,
-            "HPUB {subject}{reply} {} {}\r\n",
-            block.len(),
-            block.len() + payload.len()
+            "HPUB {subject}{sp}{reply} {block} {}\r\n",
+            block + payload.len()
         );
-        out.extend_from_slice(&block);
+        out.extend_from_slice(VERSION);
+        for (k, v) in headers {
+            let _ = write!(out, "{k}: {v}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(payload);
     out.extend_from_slice(b"\r\n");
