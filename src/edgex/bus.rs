@@ -283,24 +283,32 @@ impl Bus {
         }
     }
 
-    /// Publish records after the last one issued until `max` are in flight.
-    fn fill(&self, client: &AsyncClient, s: &mut Session, max: usize) {
-        let want = max.saturating_sub(s.slots.len());
+    /// The records after `last_issued` that bring `in_flight` up to `max`
+    /// (none while the outbox cannot be read: logged, tried again later).
+    pub(super) fn next_batch(
+        &self,
+        last_issued: u64,
+        in_flight: usize,
+        max: usize,
+    ) -> Vec<(u64, Vec<u8>)> {
+        let want = max.saturating_sub(in_flight);
         if want == 0 {
-            return;
+            return Vec::new();
         }
-        let batch = match self
+        let peeked = self
             .journal
             .lock()
             .expect("journal lock")
-            .peek_after(s.last_issued, want)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "outbox unreadable; retrying");
-                return;
-            }
-        };
+            .peek_after(last_issued, want);
+        peeked.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "outbox unreadable; retrying");
+            Vec::new()
+        })
+    }
+
+    /// Publish records after the last one issued until `max` are in flight.
+    fn fill(&self, client: &AsyncClient, s: &mut Session, max: usize) {
+        let batch = self.next_batch(s.last_issued, s.slots.len(), max);
         for (seq, rec) in batch {
             let msg = split(&rec).and_then(|(path, body)| {
                 Some((

@@ -393,23 +393,7 @@ impl Nats {
 
     /// Write records after the last one issued until `max` are in flight.
     fn fill(&self, s: &mut Session, max: usize) {
-        let want = max.saturating_sub(s.slots.len());
-        if want == 0 {
-            return;
-        }
-        let batch = match self
-            .0
-            .journal
-            .lock()
-            .expect("journal lock")
-            .peek_after(s.last_issued, want)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "outbox unreadable; retrying");
-                return;
-            }
-        };
+        let batch = self.0.next_batch(s.last_issued, s.slots.len(), max);
         if batch.is_empty() {
             return;
         }
