@@ -72,6 +72,8 @@ impl Registry {
             .map(|(k, v)| (k.as_str(), Arc::new(v.clone())))
             .collect();
         let mut reg = Registry::default();
+        // Exactly: a `Vec` grown by doubling keeps up to half its room unused.
+        reg.devices.reserve_exact(entries.len());
         let mut names = std::collections::HashSet::new();
         // One compiled codec per (profile, kind), shared by its devices.
         let mut compiled: Vec<(String, crate::codec::CodecKind, Arc<Codec>)> = Vec::new();

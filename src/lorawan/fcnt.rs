@@ -39,6 +39,7 @@ pub struct FcntState {
 /// the next one in sequence (with 16-bit rollover), the same 64 Ki window
 /// without rollover (a frame from the past), and the low 16 bits alone (a
 /// device that restarted while we were past 65535).
+#[inline]
 pub fn candidates(state: &FcntState, fcnt16: u16) -> Candidates {
     let low = u32::from(fcnt16);
     let Some(last) = state.last else {

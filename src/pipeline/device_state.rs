@@ -66,7 +66,8 @@ pub struct DeviceState {
     /// its settings go through the codec, not the profile's byte layout.
     pub js_encoder: Option<(Arc<crate::codec::js::JsCodec>, Arc<str>)>,
     locked: AtomicBool,
-    /// Indexed like `profile.device_resources`.
+    /// Indexed like `profile.device_resources`; empty until the device's
+    /// first reading (a device that never sends costs no room for values).
     last: Mutex<Vec<Option<LastValue>>>,
 }
 
@@ -112,6 +113,12 @@ impl DeviceStates {
             table: RwLock::new(Table::default()),
             site: site.clone(),
         };
+        states
+            .table
+            .write()
+            .expect("device table lock")
+            .devices
+            .reserve_exact(registry.len());
         for (id, d) in registry.iter().enumerate() {
             if !d.removed {
                 states.put(id as u32, d);
@@ -140,7 +147,7 @@ impl DeviceStates {
                 .js_encoder()
                 .map(|j| (j.clone(), d.variables.clone())),
             locked: AtomicBool::new(d.admin_state == AdminState::Locked),
-            last: Mutex::new(vec![None; d.codec.profile().device_resources.len()]),
+            last: Mutex::new(Vec::new()),
         };
         let mut t = self.table.write().expect("device table lock");
         let slot = id as usize;
@@ -199,6 +206,9 @@ impl DeviceStates {
             return;
         };
         let mut last = d.last.lock().expect("device state lock");
+        if last.is_empty() && !up.readings.is_empty() {
+            last.resize(d.profile.device_resources.len(), None);
+        }
         for r in &up.readings {
             if let Some(slot) = last.get_mut(usize::from(r.resource)) {
                 *slot = Some(LastValue {

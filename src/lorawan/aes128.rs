@@ -1,0 +1,289 @@
+//! AES-128 encryption for the per-frame path, with round keys this file owns.
+//!
+//! Why not the `aes` crate's `Aes128Enc` alone, which we used before:
+//! - it chooses AES-NI at run time behind calls the compiler cannot inline
+//!   (`#[target_feature]` functions), so a frame's MIC and keystream were a
+//!   dozen opaque calls, half of the decode path's time;
+//! - each cipher keeps room for both its AES-NI and its software key
+//!   schedule, 720 bytes, and a session has two: most of a device's memory.
+//!
+//! Here, on a CPU with AES-NI, a key is its 11 round keys (176 bytes) and
+//! the caller's whole job (a CMAC, a keystream) runs in one function
+//! compiled for AES-NI ([`SessionKeys::run`]), the rounds inline. Elsewhere
+//! (a Raspberry Pi 4's Cortex-A72 has no AES instructions) the `aes` crate's
+//! constant-time software cipher, boxed so that it costs no room on CPUs
+//! that do not use it. Only encryption: LoRaWAN's MIC and keystreams need
+//! no AES decryption on this path.
+
+use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use aes::Aes128Enc;
+
+/// One AES block.
+pub type Block = [u8; 16];
+
+/// What a job may do with a key.
+pub trait Encrypt {
+    /// Encrypt one block in place.
+    fn encrypt(&self, block: &mut Block);
+    /// Encrypt independent blocks in place (a keystream): interleaved, so
+    /// the AES unit works on several at once.
+    fn encrypt_blocks(&self, blocks: &mut [Block]);
+}
+
+/// A job run with a session's two ciphers: generic over the cipher, so that
+/// [`SessionKeys::run`] compiles it once per backend.
+pub trait Job {
+    type Out;
+    fn run<E: Encrypt>(self, nwk: &E, app: &E) -> Self::Out;
+}
+
+/// Which implementation a session's keys use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The CPU's AES instructions (x86-64 AES-NI), when it has them.
+    Hardware,
+    /// The `aes` crate's software cipher.
+    Software,
+}
+
+impl Backend {
+    /// The fastest this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("sse2")
+        {
+            return Backend::Hardware;
+        }
+        Backend::Software
+    }
+}
+
+/// A session's NwkSKey and AppSKey, expanded.
+// Inline round keys on purpose: the hardware variant is the one in use
+// wherever it exists, and boxing it would cost a pointer chase per frame.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum SessionKeys {
+    #[cfg(target_arch = "x86_64")]
+    Ni {
+        nwk: ni::RoundKeys,
+        app: ni::RoundKeys,
+    },
+    Soft(Box<[Aes128Enc; 2]>),
+}
+
+impl SessionKeys {
+    /// Expands both keys for `backend` (`Hardware` on a CPU without AES
+    /// instructions falls back to `Software`).
+    pub fn new(nwk: &Block, app: &Block, backend: Backend) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if backend == Backend::Hardware {
+            if let (Some(nwk), Some(app)) = (ni::RoundKeys::new(nwk), ni::RoundKeys::new(app)) {
+                return SessionKeys::Ni { nwk, app };
+            }
+        }
+        let _ = backend;
+        let soft = |k: &Block| Aes128Enc::new(GenericArray::from_slice(k));
+        SessionKeys::Soft(Box::new([soft(nwk), soft(app)]))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            SessionKeys::Ni { .. } => Backend::Hardware,
+            SessionKeys::Soft(_) => Backend::Software,
+        }
+    }
+
+    /// Runs `job` with the NwkSKey's and AppSKey's ciphers.
+    #[inline]
+    pub fn run<J: Job>(&self, job: J) -> J::Out {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `RoundKeys` exist only where the CPU has AES-NI and
+            // SSE2 (`RoundKeys::new` checks), which is all `run_ni` needs.
+            SessionKeys::Ni { nwk, app } => unsafe { ni::run(nwk, app, job) },
+            SessionKeys::Soft(k) => job.run(&k[0], &k[1]),
+        }
+    }
+}
+
+impl Encrypt for Aes128Enc {
+    #[inline]
+    fn encrypt(&self, block: &mut Block) {
+        self.encrypt_block(GenericArray::from_mut_slice(block));
+    }
+    #[inline]
+    fn encrypt_blocks(&self, blocks: &mut [Block]) {
+        // One call, so the crate's software cipher works on its batch size.
+        let blocks: &mut [GenericArray<u8, aes::cipher::consts::U16>] =
+            // SAFETY: `GenericArray<u8, U16>` is `repr(transparent)` over `[u8; 16]`.
+            unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast(), blocks.len()) };
+        BlockEncrypt::encrypt_blocks(self, blocks);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod ni {
+    //! AES-128 with x86-64 AES-NI (Intel's white paper "Intel Advanced
+    //! Encryption Standard (AES) New Instructions Set", key expansion §4.1).
+
+    use super::{Block, Encrypt, Job};
+    use std::arch::x86_64::*;
+
+    /// The 11 round keys of one AES-128 key.
+    #[derive(Clone, Copy)]
+    pub struct RoundKeys([__m128i; 11]);
+
+    impl RoundKeys {
+        /// `None` when the CPU lacks AES-NI or SSE2: a `RoundKeys` is the
+        /// proof that [`run`] may be called.
+        pub fn new(key: &Block) -> Option<Self> {
+            if !(std::arch::is_x86_feature_detected!("aes")
+                && std::arch::is_x86_feature_detected!("sse2"))
+            {
+                return None;
+            }
+            // SAFETY: the features were just detected.
+            Some(unsafe { expand(key) })
+        }
+    }
+
+    #[target_feature(enable = "aes,sse2")]
+    unsafe fn expand(key: &Block) -> RoundKeys {
+        #[inline(always)]
+        unsafe fn step(k: __m128i, assist: __m128i) -> __m128i {
+            let t = _mm_shuffle_epi32::<0xff>(assist);
+            let mut k = k;
+            k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+            k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+            k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+            _mm_xor_si128(k, t)
+        }
+        let mut rk = [_mm_setzero_si128(); 11];
+        rk[0] = _mm_loadu_si128(key.as_ptr().cast());
+        macro_rules! round {
+            ($i:literal, $rcon:literal) => {
+                rk[$i] = step(rk[$i - 1], _mm_aeskeygenassist_si128::<$rcon>(rk[$i - 1]));
+            };
+        }
+        round!(1, 0x01);
+        round!(2, 0x02);
+        round!(3, 0x04);
+        round!(4, 0x08);
+        round!(5, 0x10);
+        round!(6, 0x20);
+        round!(7, 0x40);
+        round!(8, 0x80);
+        round!(9, 0x1b);
+        round!(10, 0x36);
+        RoundKeys(rk)
+    }
+
+    /// The job compiled for AES-NI: its `encrypt` calls inline here.
+    ///
+    /// # Safety
+    /// The CPU has AES-NI and SSE2 (a [`RoundKeys`] proves it).
+    #[target_feature(enable = "aes,sse2")]
+    pub unsafe fn run<J: Job>(nwk: &RoundKeys, app: &RoundKeys, job: J) -> J::Out {
+        job.run(nwk, app)
+    }
+
+    impl Encrypt for RoundKeys {
+        #[inline(always)]
+        fn encrypt(&self, block: &mut Block) {
+            // SAFETY: a `RoundKeys` exists only where AES-NI and SSE2 do.
+            unsafe {
+                let mut x = _mm_loadu_si128(block.as_ptr().cast());
+                x = _mm_xor_si128(x, self.0[0]);
+                for k in &self.0[1..10] {
+                    x = _mm_aesenc_si128(x, *k);
+                }
+                x = _mm_aesenclast_si128(x, self.0[10]);
+                _mm_storeu_si128(block.as_mut_ptr().cast(), x);
+            }
+        }
+
+        #[inline(always)]
+        fn encrypt_blocks(&self, blocks: &mut [Block]) {
+            let mut chunks = blocks.chunks_exact_mut(4);
+            for four in &mut chunks {
+                // SAFETY: as in `encrypt`.
+                unsafe {
+                    let mut x = [_mm_setzero_si128(); 4];
+                    for (x, b) in x.iter_mut().zip(four.iter()) {
+                        *x = _mm_xor_si128(_mm_loadu_si128(b.as_ptr().cast()), self.0[0]);
+                    }
+                    for k in &self.0[1..10] {
+                        for x in &mut x {
+                            *x = _mm_aesenc_si128(*x, *k);
+                        }
+                    }
+                    for (x, b) in x.iter().zip(four.iter_mut()) {
+                        let y = _mm_aesenclast_si128(*x, self.0[10]);
+                        _mm_storeu_si128(b.as_mut_ptr().cast(), y);
+                    }
+                }
+            }
+            for b in chunks.into_remainder() {
+                self.encrypt(b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Both(Block);
+    impl Job for Both {
+        type Out = (Block, Vec<Block>);
+        fn run<E: Encrypt>(self, nwk: &E, app: &E) -> Self::Out {
+            let mut one = self.0;
+            nwk.encrypt(&mut one);
+            let mut many: Vec<Block> = (0..7u8).map(|i| [i; 16]).collect();
+            app.encrypt_blocks(&mut many);
+            (one, many)
+        }
+    }
+
+    /// FIPS-197 Appendix C.1 (AES-128), on both backends; and the
+    /// interleaved blocks equal one-by-one encryption by the `aes` crate.
+    #[test]
+    fn both_backends_match_fips197_and_the_aes_crate() {
+        let key: Block = hex::decode("000102030405060708090a0b0c0d0e0f")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let plain: Block = hex::decode("00112233445566778899aabbccddeeff")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let reference = Aes128Enc::new(GenericArray::from_slice(&key));
+        let want: Vec<Block> = (0..7u8)
+            .map(|i| {
+                let mut b = GenericArray::from([i; 16]);
+                reference.encrypt_block(&mut b);
+                b.into()
+            })
+            .collect();
+        let mut backends = vec![Backend::Software];
+        if Backend::detect() == Backend::Hardware {
+            backends.push(Backend::Hardware);
+        } else {
+            eprintln!("this CPU has no AES instructions: only the software backend is tested");
+        }
+        for backend in backends {
+            let keys = SessionKeys::new(&key, &key, backend);
+            assert_eq!(keys.backend(), backend);
+            let (one, many) = keys.run(Both(plain));
+            assert_eq!(
+                hex::encode(one),
+                "69c4e0d86a7b0430d8cdb78070b4c55a",
+                "{backend:?}"
+            );
+            assert_eq!(many, want, "{backend:?}");
+        }
+    }
+}
