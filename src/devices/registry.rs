@@ -45,6 +45,16 @@ pub struct Device {
     pub removed: bool,
 }
 
+/// `text` as an `Arc<str>`, the one already in `seen` when equal.
+fn one_copy(seen: &mut std::collections::HashSet<Arc<str>>, text: String) -> Arc<str> {
+    if let Some(s) = seen.get(text.as_str()) {
+        return s.clone();
+    }
+    let s: Arc<str> = text.into();
+    seen.insert(s.clone());
+    s
+}
+
 /// An OTAA device's JoinEUI and root key.
 #[derive(Debug, Clone, Copy)]
 pub struct OtaaKeys {
@@ -77,6 +87,8 @@ impl Registry {
         let mut names = std::collections::HashSet::new();
         // One compiled codec per (profile, kind), shared by its devices.
         let mut compiled: Vec<(String, crate::codec::CodecKind, Arc<Codec>)> = Vec::new();
+        // Equal codec variables (most devices have none: `{}`) share one string.
+        let mut variables = std::collections::HashSet::new();
         for e in entries {
             let profile =
                 profiles
@@ -148,7 +160,10 @@ impl Registry {
                 mac_version: e.mac_version,
                 adr: e.adr,
                 class: e.class,
-                variables: serde_json::to_string(&e.variables).expect("strings").into(),
+                variables: one_copy(
+                    &mut variables,
+                    serde_json::to_string(&e.variables).expect("strings"),
+                ),
                 // An OTAA device rejoins when it reboots: no reset heuristics.
                 fcnt_policy: if otaa.is_some() {
                     FcntPolicy::Strict

@@ -61,7 +61,8 @@ impl Served {
 
 pub struct Provisioning {
     profiles: BTreeMap<String, Arc<DeviceProfile>>,
-    file_names: HashSet<String>,
+    /// Shared with the registry's names (no copy per device).
+    file_names: HashSet<Arc<str>>,
     file_euis: HashSet<Eui64>,
     served: Mutex<BTreeMap<String, Served>>,
     /// By secret name.
@@ -113,7 +114,7 @@ impl Provisioning {
     ) -> Self {
         Self {
             profiles,
-            file_names: file.iter().map(|d| d.name.to_string()).collect(),
+            file_names: file.iter().map(|d| d.name.clone()).collect(),
             file_euis: file.iter().map(|d| d.dev_eui).collect(),
             served: Mutex::new(BTreeMap::new()),
             waiting: Mutex::new(BTreeMap::new()),
