@@ -216,7 +216,9 @@ impl Pipeline {
                 continue;
             };
             let state = self.states[id as usize];
-            if let Ok(auth) = crate::lorawan::verify_mic(frame, crypto, &state) {
+            if let Ok(auth) =
+                crate::lorawan::verify_mic(frame, crypto, &state, &mut Default::default())
+            {
                 let fresh = state
                     .last
                     .is_none_or(|l| auth.fcnt.saturating_add(FRESH_FRAMES) >= l);
