@@ -24,7 +24,7 @@ pub enum Direction {
 
 /// Prepared ciphers for one session. Building it costs two key expansions
 /// and a CMAC subkey derivation; verifying a frame costs neither. On a CPU
-/// with AES-NI it is 400 bytes (two round-key schedules and the subkeys):
+/// with AES-NI it is 384 bytes (two round-key schedules and the subkeys):
 /// most of what a device costs in memory (`super::aes128`).
 #[derive(Clone)]
 pub struct SessionCrypto {
@@ -120,8 +120,6 @@ struct Keystream<'a> {
     /// FPort 0: the NwkSKey's stream; any other port: the AppSKey's.
     nwk_stream: bool,
     a: Block,
-    /// Blocks of the stream already used (the head computed with the MIC).
-    skip: u8,
     data: &'a [u8],
     out: &'a mut [u8],
 }
@@ -133,7 +131,6 @@ impl Job for Keystream<'_> {
         let Keystream {
             nwk_stream,
             mut a,
-            skip,
             data,
             out,
         } = self;
@@ -141,7 +138,7 @@ impl Job for Keystream<'_> {
         let out = &mut out[..data.len()];
         // Four Ai blocks at a time: enough for the AES unit's pipeline, and
         // no stack array for the largest frame to fill on every call.
-        let mut i = skip;
+        let mut i = 0u8;
         for (o, d) in out.chunks_mut(64).zip(data.chunks(64)) {
             let mut blocks = [[0u8; 16]; 4];
             let n = d.len().div_ceil(16);
@@ -167,97 +164,6 @@ impl Job for Keystream<'_> {
             }
         }
     }
-}
-
-/// How many keystream blocks are computed beside the MIC: four cover the
-/// payloads of most sensors (64 bytes) and fill AES-NI's pipeline.
-const HEAD_BLOCKS: usize = 4;
-
-/// The first blocks of a frame's FRMPayload keystream, computed in the same
-/// pass as its MIC ([`SessionCrypto::mic_and_stream_head`]). Nothing is
-/// decrypted with it before the frame is accepted; it only lets the AES
-/// unit work on the keystream while it waits on the CMAC's chain, which
-/// is sequential by construction. Never printed.
-#[derive(Clone, Copy)]
-pub struct StreamHead {
-    blocks: [Block; HEAD_BLOCKS],
-    len: u8,
-}
-
-impl StreamHead {
-    /// An empty head, for [`super::verify_mic`] to fill.
-    pub const fn new() -> Self {
-        Self {
-            blocks: [[0u8; 16]; HEAD_BLOCKS],
-            len: 0,
-        }
-    }
-}
-
-impl Default for StreamHead {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Debug for StreamHead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StreamHead({} blocks, <redacted>)", self.len)
-    }
-}
-
-/// A data frame's MIC and the head of its keystream, in one job.
-struct MicAndHead<'a> {
-    cmac: Cmac<'a>,
-    nwk_stream: bool,
-    a: Block,
-    blocks: usize,
-    head: &'a mut StreamHead,
-}
-
-impl Job for MicAndHead<'_> {
-    type Out = Block;
-    #[inline(always)]
-    fn run<E: Encrypt>(self, nwk: &E, app: &E) -> Self::Out {
-        let MicAndHead {
-            cmac,
-            nwk_stream,
-            mut a,
-            blocks: n,
-            head,
-        } = self;
-        head.len = n as u8;
-        for (i, b) in head.blocks[..n].iter_mut().enumerate() {
-            a[15] = i as u8 + 1;
-            *b = a;
-        }
-        // Independent of the CMAC: the CPU runs these rounds in the gaps of
-        // the CMAC's dependent ones.
-        let cipher = if nwk_stream { nwk } else { app };
-        cipher.encrypt_blocks(&mut head.blocks[..n]);
-        cmac.run(nwk, app)
-    }
-}
-
-/// Ai without its block counter (1.0.4 §4.3.3).
-fn a_block(dir: Direction, addr: DevAddr, fcnt: u32) -> Block {
-    let mut a = [0u8; 16];
-    a[0] = 0x01;
-    a[5] = dir as u8;
-    a[6..10].copy_from_slice(&addr.to_wire());
-    a[10..14].copy_from_slice(&fcnt.to_le_bytes());
-    a
-}
-
-/// B0 of a data frame's MIC (1.0.4 §4.4): the full 32-bit counter.
-fn b0_block(dir: Direction, addr: DevAddr, fcnt: u32, len: usize) -> Block {
-    let mut b0 = [0u8; 16];
-    b0[0] = 0x49;
-    b0[5] = dir as u8;
-    b0[6..10].copy_from_slice(&addr.to_wire());
-    b0[10..14].copy_from_slice(&fcnt.to_le_bytes());
-    b0[15] = len as u8;
-    b0
 }
 
 impl SessionCrypto {
@@ -313,76 +219,14 @@ impl SessionCrypto {
     /// AES-CMAC(NwkSKey, B0 | MHDR..FRMPayload), B0 carrying the full 32-bit
     /// counter (1.0.4 §4.4).
     pub fn data_mic(&self, dir: Direction, addr: DevAddr, fcnt: u32, msg: &[u8]) -> [u8; 4] {
-        let tag = self.cmac(&b0_block(dir, addr, fcnt, msg.len()), msg);
+        let mut b0 = [0u8; 16];
+        b0[0] = 0x49;
+        b0[5] = dir as u8;
+        b0[6..10].copy_from_slice(&addr.to_wire());
+        b0[10..14].copy_from_slice(&fcnt.to_le_bytes());
+        b0[15] = msg.len() as u8;
+        let tag = self.cmac(&b0, msg);
         [tag[0], tag[1], tag[2], tag[3]]
-    }
-
-    /// As [`Self::mic_matches`], computing in the same pass into `head` the
-    /// start of the keystream of an FRMPayload of `payload_len` bytes on
-    /// `fport`, for [`Self::crypt_with_head`]. Written into the caller's
-    /// slot, not returned: the frame's path passes a reference along, not
-    /// 65 bytes.
-    #[allow(clippy::too_many_arguments)]
-    pub fn mic_and_stream_head(
-        &self,
-        dir: Direction,
-        addr: DevAddr,
-        fcnt: u32,
-        msg: &[u8],
-        mic: &[u8; 4],
-        fport: u8,
-        payload_len: usize,
-        head: &mut StreamHead,
-    ) -> bool {
-        let b0 = b0_block(dir, addr, fcnt, msg.len());
-        let tag = self.keys.run(MicAndHead {
-            cmac: Cmac {
-                k1: &self.k1,
-                k2: &self.k2,
-                first: &b0,
-                rest: msg,
-            },
-            nwk_stream: fport == 0,
-            a: a_block(dir, addr, fcnt),
-            blocks: payload_len.div_ceil(16).min(HEAD_BLOCKS),
-            head,
-        });
-        // One word compared: constant time, as in `mic_matches`.
-        u32::from_ne_bytes([tag[0], tag[1], tag[2], tag[3]]) == u32::from_ne_bytes(*mic)
-    }
-
-    /// As [`Self::crypt_frm_payload`], the first blocks' keystream taken
-    /// from `head` (computed with the same port, direction, address and
-    /// counter by [`Self::mic_and_stream_head`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn crypt_with_head(
-        &self,
-        head: &StreamHead,
-        fport: u8,
-        dir: Direction,
-        addr: DevAddr,
-        fcnt: u32,
-        data: &[u8],
-        out: &mut [u8],
-    ) {
-        let n = data.len().min(usize::from(head.len) * 16);
-        let (done, rest) = data.split_at(n);
-        for ((o, d), k) in out[..n]
-            .iter_mut()
-            .zip(done)
-            .zip(head.blocks.iter().flatten())
-        {
-            *o = d ^ k;
-        }
-        if !rest.is_empty() {
-            self.keys.run(Keystream {
-                nwk_stream: fport == 0,
-                a: a_block(dir, addr, fcnt),
-                skip: head.len,
-                data: rest,
-                out: &mut out[n..],
-            })
-        }
     }
 
     /// Whether `mic` is the MIC of `msg` under this session, compared in
@@ -412,10 +256,14 @@ impl SessionCrypto {
         data: &[u8],
         out: &mut [u8],
     ) {
+        let mut a = [0u8; 16];
+        a[0] = 0x01;
+        a[5] = dir as u8;
+        a[6..10].copy_from_slice(&addr.to_wire());
+        a[10..14].copy_from_slice(&fcnt.to_le_bytes());
         self.keys.run(Keystream {
             nwk_stream: fport == 0,
-            a: a_block(dir, addr, fcnt),
-            skip: 0,
+            a,
             data,
             out,
         })
@@ -482,8 +330,7 @@ mod tests {
                     last: Some(70_000 + len as u32 - 1),
                     epoch: 0,
                 };
-                let mut head = StreamHead::new();
-                let auth = super::super::verify_mic(f, &s, &state, &mut head).unwrap();
+                let auth = super::super::verify_mic(f, &s, &state).unwrap();
                 let acc = super::super::check_counter(
                     auth,
                     &state,
@@ -535,50 +382,6 @@ mod tests {
                     r.finalize().into_bytes()[..],
                     "length {len}"
                 );
-            }
-        }
-    }
-
-    /// The head computed beside the MIC plus the rest equals the whole
-    /// keystream, on either key (FPort 0 and others) and at every length;
-    /// a wrong MIC gives no head.
-    #[test]
-    fn stream_head_and_rest_equal_the_whole_keystream() {
-        for s in sessions(&AesKey::new([2; 16]), &AesKey::new([1; 16])) {
-            let (addr, fcnt) = (DevAddr(0x2601_1234), 77_000);
-            for port in [0u8, 9] {
-                for len in 0..=200usize {
-                    let data: Vec<u8> = (0..len).map(|i| (i * 3) as u8).collect();
-                    let msg = [0x40u8; 20];
-                    let mic = s.data_mic(Direction::Up, addr, fcnt, &msg);
-                    let mut head = StreamHead::new();
-                    assert!(s.mic_and_stream_head(
-                        Direction::Up,
-                        addr,
-                        fcnt,
-                        &msg,
-                        &mic,
-                        port,
-                        len,
-                        &mut head
-                    ));
-                    let (mut whole, mut split) = (vec![0; len], vec![0; len]);
-                    s.crypt_frm_payload(port, Direction::Up, addr, fcnt, &data, &mut whole);
-                    s.crypt_with_head(&head, port, Direction::Up, addr, fcnt, &data, &mut split);
-                    assert_eq!(split, whole, "port {port}, length {len}");
-                    let wrong = [mic[0] ^ 1, mic[1], mic[2], mic[3]];
-                    assert!(!s.mic_and_stream_head(
-                        Direction::Up,
-                        addr,
-                        fcnt,
-                        &msg,
-                        &wrong,
-                        port,
-                        len,
-                        &mut head
-                    ));
-                    assert!(!format!("{head:?}").contains('['), "{head:?}");
-                }
             }
         }
     }

@@ -30,7 +30,7 @@ pub mod radio;
 pub mod region;
 pub mod uplink;
 
-pub use crypto::{SessionCrypto, StreamHead};
+pub use crypto::SessionCrypto;
 pub use fcnt::{FcntPolicy, FcntState};
 pub use frame::{parse_uplink, DataFrame, FrameError};
 pub use keys::{AesKey, DevAddr, Eui64};

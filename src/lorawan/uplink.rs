@@ -4,7 +4,7 @@
 //! is decrypted before its MIC verified, and nothing is published before its
 //! counter was judged.
 
-use super::crypto::{Direction, SessionCrypto, StreamHead, MAX_PHY_PAYLOAD};
+use super::crypto::{Direction, SessionCrypto, MAX_PHY_PAYLOAD};
 use super::fcnt::{candidates, judge, FcntPolicy, FcntState, Verdict};
 use super::frame::DataFrame;
 
@@ -21,76 +21,51 @@ pub enum UplinkError {
 
 /// A frame whose MIC verified with the full counter `fcnt`.
 #[derive(Debug, Clone, Copy)]
-pub struct Authenticated<'a, 'h> {
+pub struct Authenticated<'a> {
     pub frame: DataFrame<'a>,
     pub fcnt: u32,
-    /// The keystream's first blocks, computed beside the MIC (the AES unit
-    /// runs them in the gaps of the CMAC's chain); used only once the frame
-    /// is accepted.
-    stream: &'h StreamHead,
 }
 
 /// A frame that is authentic and new: safe to decrypt and publish.
 #[derive(Debug, Clone, Copy)]
-pub struct Accepted<'a, 'h> {
+pub struct Accepted<'a> {
     pub frame: DataFrame<'a>,
     pub fcnt: u32,
     /// The device's counter state once this frame is accepted.
     pub next: FcntState,
     /// The device restarted its counter to reach this frame.
     pub reset: bool,
-    stream: &'h StreamHead,
 }
 
 /// Step 2: find the full counter under which the MIC verifies. Usually the
-/// first candidate; older or reset counters cost one CMAC each. `head`
-/// receives the start of the frame's keystream (the caller's stack slot,
-/// borrowed by the result until [`decrypt`]).
-pub fn verify_mic<'a, 'h>(
+/// first candidate; older or reset counters cost one CMAC each.
+pub fn verify_mic<'a>(
     frame: DataFrame<'a>,
     crypto: &SessionCrypto,
     state: &FcntState,
-    head: &'h mut StreamHead,
-) -> Result<Authenticated<'a, 'h>, UplinkError> {
+) -> Result<Authenticated<'a>, UplinkError> {
     let msg = frame.mic_input();
-    let (fport, payload_len) = (frame.fport.unwrap_or(0), frame.frm_payload().len());
-    let fcnt = *candidates(state, frame.fcnt16)
+    candidates(state, frame.fcnt16)
         .as_slice()
         .iter()
-        .find(|&&fcnt| {
-            crypto.mic_and_stream_head(
-                Direction::Up,
-                frame.dev_addr,
-                fcnt,
-                msg,
-                &frame.mic,
-                fport,
-                payload_len,
-                head,
-            )
-        })
-        .ok_or(UplinkError::Mic)?;
-    Ok(Authenticated {
-        frame,
-        fcnt,
-        stream: head,
-    })
+        .find(|&&fcnt| crypto.mic_matches(Direction::Up, frame.dev_addr, fcnt, msg, &frame.mic))
+        .map(|&fcnt| Authenticated { frame, fcnt })
+        .ok_or(UplinkError::Mic)
 }
 
 /// Step 3: judge the verified counter against the device's history.
-pub fn check_counter<'a, 'h>(
-    auth: Authenticated<'a, 'h>,
+pub fn check_counter<'a>(
+    auth: Authenticated<'a>,
     state: &FcntState,
     policy: FcntPolicy,
     reset_window: u32,
-) -> Result<Accepted<'a, 'h>, UplinkError> {
+) -> Result<Accepted<'a>, UplinkError> {
     match judge(state, policy, auth.fcnt, reset_window) {
         Verdict::Fresh { fcnt, next, reset } => Ok(Accepted {
             frame: auth.frame,
             fcnt,
             next,
             reset,
-            stream: auth.stream,
         }),
         Verdict::Retransmission { fcnt } => Err(UplinkError::Retransmission { fcnt }),
         Verdict::Replay { fcnt, last } => Err(UplinkError::Replay { fcnt, last }),
@@ -102,15 +77,14 @@ pub type PayloadBuf = [u8; MAX_PHY_PAYLOAD];
 
 /// Step 4: decrypt the FRMPayload into `out` and return the plaintext.
 pub fn decrypt<'b>(
-    acc: &Accepted<'_, '_>,
+    acc: &Accepted<'_>,
     crypto: &SessionCrypto,
     out: &'b mut PayloadBuf,
 ) -> &'b [u8] {
     let data = acc.frame.frm_payload();
     let plain = &mut out[..data.len()];
     let fport = acc.frame.fport.unwrap_or(0);
-    crypto.crypt_with_head(
-        acc.stream,
+    crypto.crypt_frm_payload(
         fport,
         Direction::Up,
         acc.frame.dev_addr,

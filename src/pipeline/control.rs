@@ -216,9 +216,7 @@ impl Pipeline {
                 continue;
             };
             let state = self.states[id as usize];
-            if let Ok(auth) =
-                crate::lorawan::verify_mic(frame, crypto, &state, &mut Default::default())
-            {
+            if let Ok(auth) = crate::lorawan::verify_mic(frame, crypto, &state) {
                 let fresh = state
                     .last
                     .is_none_or(|l| auth.fcnt.saturating_add(FRESH_FRAMES) >= l);

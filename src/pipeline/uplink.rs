@@ -12,7 +12,7 @@ use crate::devices::Registry;
 use crate::lorawan::uplink::{mac_commands, MacCommand};
 use crate::lorawan::{
     check_counter, decrypt, parse_uplink, verify_mic, DataFrame, FcntPolicy, FcntState, PayloadBuf,
-    StreamHead, UplinkError,
+    UplinkError,
 };
 use crate::lorawan::{DevAddr, Eui64, FrameError};
 use crate::metrics::{Reason, Source};
@@ -191,8 +191,7 @@ pub fn decode_parsed(
             }
             _ => continue,
         };
-        let mut head = StreamHead::new();
-        let accepted = match verify_mic(frame, crypto, &state, &mut head)
+        let accepted = match verify_mic(frame, crypto, &state)
             .and_then(|auth| check_counter(auth, &state, policy, reset_window))
         {
             Ok(a) => a,
