@@ -128,7 +128,7 @@ mod ni {
     //! AES-128 with x86-64 AES-NI (Intel's white paper "Intel Advanced
     //! Encryption Standard (AES) New Instructions Set", key expansion §4.1).
 
-    use super::{Block, Encrypt, Job};
+    use crate::lorawan::aes128::{Block, Encrypt, Job};
     use std::arch::x86_64::*;
 
     /// The 11 round keys of one AES-128 key.
