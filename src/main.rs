@@ -399,20 +399,6 @@ fn parse_data_rate(s: &str) -> Result<device_lorawan::lorawan::DataRate, String>
         .ok_or_else(|| format!("{s}: not a LoRa data rate like SF9BW125"))
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
-    }
-}
-
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -440,7 +426,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
-            init_logging(&config.log.level, config.log.format);
+            device_lorawan::service::logging::init(&config.log.level, config.log.format);
             let vars: Vec<String> = std::env::vars_os()
                 .filter_map(|(k, _)| k.into_string().ok())
                 .collect();
@@ -520,7 +506,7 @@ async fn main() -> anyhow::Result<()> {
             }
             MarketCommand::Serve => {
                 let config = Config::load(config.as_deref())?;
-                init_logging(&config.log.level, config.log.format);
+                device_lorawan::service::logging::init(&config.log.level, config.log.format);
                 device_lorawan::market::cli::serve(&config).await
             }
         },
@@ -642,7 +628,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             station,
         } => {
-            init_logging("warn", LogFormat::Text);
+            device_lorawan::service::logging::init("warn", LogFormat::Text);
             demo::run(demo::DemoOptions {
                 duration,
                 devices,
@@ -656,7 +642,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
-    init_logging("info", LogFormat::Text);
+    device_lorawan::service::logging::init("info", LogFormat::Text);
     let rx_windows = device_lorawan::devices::RxWindows {
         rx1_delay: a.rx1_delay,
         rx1_dr_offset: a.rx1_dr_offset,

@@ -22,6 +22,7 @@ use crate::store::secrets::SecretStore;
 
 mod delivery;
 mod gateways;
+pub mod logging;
 pub mod settle;
 pub use crate::pipeline::Parts;
 use crate::pipeline::{MacLayer, MacStore, Pipeline, Stores};
