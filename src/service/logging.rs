@@ -8,7 +8,7 @@ use crate::config::LogFormat;
 /// directives separated by commas (`info,device_lorawan::ingest=debug`).
 /// Read by `tracing_subscriber`'s `Targets`, not its `EnvFilter`: the same
 /// directives without span and field filters, and without the regular
-/// expression engine they need (about a megabyte of binary).
+/// expression engine those need in the binary.
 pub fn init(level: &str, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
