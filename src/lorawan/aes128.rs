@@ -115,11 +115,18 @@ impl Encrypt for Aes128Enc {
     }
     #[inline]
     fn encrypt_blocks(&self, blocks: &mut [Block]) {
-        // One call, so the crate's software cipher works on its batch size.
-        let blocks: &mut [GenericArray<u8, aes::cipher::consts::U16>] =
-            // SAFETY: `GenericArray<u8, U16>` is `repr(transparent)` over `[u8; 16]`.
-            unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast(), blocks.len()) };
-        BlockEncrypt::encrypt_blocks(self, blocks);
+        // Four blocks per call (what the keystream passes), so the crate's
+        // software cipher works on a batch rather than block by block.
+        for chunk in blocks.chunks_mut(4) {
+            let mut batch = [GenericArray::default(); 4];
+            for (g, b) in batch.iter_mut().zip(chunk.iter()) {
+                g.copy_from_slice(b);
+            }
+            BlockEncrypt::encrypt_blocks(self, &mut batch[..chunk.len()]);
+            for (g, b) in batch.iter().zip(chunk.iter_mut()) {
+                b.copy_from_slice(g);
+            }
+        }
     }
 }
 
