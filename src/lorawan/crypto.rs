@@ -24,7 +24,7 @@ pub enum Direction {
 
 /// Prepared ciphers for one session. Building it costs two key expansions
 /// and a CMAC subkey derivation; verifying a frame costs neither. On a CPU
-/// with AES-NI it is 384 bytes (two round-key schedules and the subkeys):
+/// with AES-NI it is 400 bytes (two round-key schedules and the subkeys):
 /// most of what a device costs in memory (`super::aes128`).
 #[derive(Clone)]
 pub struct SessionCrypto {
