@@ -50,8 +50,7 @@ impl Backend {
     /// The fastest this CPU runs.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("sse2")
-        {
+        if ni::available() {
             return Backend::Hardware;
         }
         Backend::Software
@@ -138,6 +137,11 @@ mod ni {
     use crate::lorawan::aes128::{Block, Encrypt, Job};
     use std::arch::x86_64::*;
 
+    /// Whether this CPU has what the functions here are compiled for.
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("sse2")
+    }
+
     /// The 11 round keys of one AES-128 key.
     #[derive(Clone, Copy)]
     pub struct RoundKeys([__m128i; 11]);
@@ -146,9 +150,7 @@ mod ni {
         /// `None` when the CPU lacks AES-NI or SSE2: a `RoundKeys` is the
         /// proof that [`run`] may be called.
         pub fn new(key: &Block) -> Option<Self> {
-            if !(std::arch::is_x86_feature_detected!("aes")
-                && std::arch::is_x86_feature_detected!("sse2"))
-            {
+            if !available() {
                 return None;
             }
             // SAFETY: the features were just detected.
