@@ -13,115 +13,22 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::bus::BusCore;
+use common::compose::{self, Site};
 use common::metadata::Metadata;
 use common::until;
 use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::sim::{self, mote, Target};
-use serde_yaml_ng::Value;
 
 const SEED: u64 = 41;
 const FRAMES: u64 = 41;
 
-/// The `device-lorawan` service's environment in a compose file.
-fn compose_environment(file: &str) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(common::repo_path(file)).unwrap();
-    let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
-    doc["services"]["device-lorawan"]["environment"]
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => serde_yaml_ng::to_string(other).unwrap().trim().to_string(),
-            };
-            (k.as_str().unwrap().to_string(), v)
-        })
-        .collect()
-}
-
-/// What differs between the compose network and this test: the broker's
-/// and core-metadata's addresses, the ports and the paths. Everything else
-/// is the compose file's and the configuration file's.
-struct Site {
-    dir: tempfile::TempDir,
-    api: std::net::SocketAddr,
-    udp: std::net::SocketAddr,
-    env: Vec<(String, String)>,
-}
-
-impl Site {
-    fn new(
-        mut env: BTreeMap<String, String>,
-        broker: u16,
-        metadata: &str,
-        changes: &[(&str, &str)],
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let devices = dir.path().join("devices.yaml");
-        std::fs::write(&devices, mote::devices_yaml(&mote::entries(3, SEED))).unwrap();
-        let api: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap();
-        let udp: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_udp_port())
-            .parse()
-            .unwrap();
-        for (k, v) in changes {
-            env.insert(k.to_string(), v.to_string());
-        }
-        for (k, v) in env.iter_mut() {
-            if k.ends_with("_HOST") && v == "mqtt-broker" {
-                *v = "127.0.0.1".into();
-            }
-            if k == "EDGEX_METADATA_URL" {
-                *v = metadata.to_string();
-            }
-            if k == "DEVICES_FILE" {
-                *v = devices.display().to_string();
-            }
-        }
-        // The compose network's port 1883 and the image's paths.
-        let port = broker.to_string();
-        for (k, v) in [
-            ("INGEST_MQTT_PORT", port.as_str()),
-            ("EDGEX_MESSAGEBUS_PORT", &port),
-            ("SERVICE_APIBIND", &api.to_string()),
-            ("INGEST_UDP_BIND", &udp.to_string()),
-            (
-                "SERVICE_DATADIR",
-                &dir.path().join("data").display().to_string(),
-            ),
-            (
-                "DEVICES_PROFILESDIR",
-                &common::repo_path("profiles").display().to_string(),
-            ),
-        ] {
-            env.insert(k.into(), v.into());
-        }
-        Self {
-            dir,
-            api,
-            udp,
-            env: env.into_iter().collect(),
-        }
-    }
-
-    fn start(&self) -> common::Running {
-        common::start_binary_with(
-            &common::repo_path("compose/configuration.yaml"),
-            &self.env,
-            &self.dir.path().join("service.log"),
-        )
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
-    }
+/// The devices file: the simulator's 3 motes of [`SEED`].
+fn motes() -> String {
+    mote::devices_yaml(&mote::entries(3, SEED))
 }
 
 /// Send the frames, then wait (bounded) until core-data has all of them, and
@@ -205,10 +112,12 @@ async fn compose_with_the_chirpstack_bridge_stores_every_frame_once() {
     let Some((broker, core, md)) = peers().await else {
         return;
     };
-    let env = compose_environment("compose/docker-compose.yml");
+    let env = compose::environment(&compose::load("compose/docker-compose.yml"));
     assert_eq!(env["INGEST_MQTT_ENABLED"], "false", "the profile's switch");
     let site = Site::new(
         env,
+        &common::repo_path("compose/configuration.yaml"),
+        &motes(),
         broker.port,
         &md.url(),
         &[("INGEST_MQTT_ENABLED", "true")],
@@ -225,8 +134,15 @@ async fn compose_with_the_packet_forwarder_stores_every_frame_once() {
     let Some((broker, core, md)) = peers().await else {
         return;
     };
-    let env = compose_environment("compose/docker-compose.yml");
-    let site = Site::new(env, broker.port, &md.url(), &[]);
+    let env = compose::environment(&compose::load("compose/docker-compose.yml"));
+    let site = Site::new(
+        env,
+        &common::repo_path("compose/configuration.yaml"),
+        &motes(),
+        broker.port,
+        &md.url(),
+        &[],
+    );
     run_site(&site, Target::Udp(site.udp), 0, &core, &md).await;
 }
 
@@ -237,8 +153,15 @@ async fn balena_compose_stores_every_frame_once() {
     let Some((broker, core, md)) = peers().await else {
         return;
     };
-    let env = compose_environment("compose/docker-compose.balena.yml");
-    let site = Site::new(env, broker.port, &md.url(), &[]);
+    let env = compose::environment(&compose::load("compose/docker-compose.balena.yml"));
+    let site = Site::new(
+        env,
+        &common::repo_path("compose/configuration.yaml"),
+        &motes(),
+        broker.port,
+        &md.url(),
+        &[],
+    );
     run_site(&site, Target::Udp(site.udp), 0, &core, &md).await;
 }
 

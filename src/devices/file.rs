@@ -313,20 +313,30 @@ pub fn to_yaml(entries: &[DeviceEntry]) -> String {
         .expect("plain values serialise")
 }
 
-/// Read the devices file, warning when others can read its keys.
+/// Read the devices file, warning when others can read its keys (a file
+/// of names, DevEUIs and profiles only, as behind a network server, holds
+/// none and may be read by anyone).
 pub fn load(path: &Path) -> Result<Vec<DeviceEntry>, DevicesError> {
     let text = std::fs::read_to_string(path).map_err(|source| DevicesError::Io {
         path: path.to_owned(),
         source,
     })?;
-    if let Some(mode) = group_or_world_readable(path) {
+    let entries = parse(path, &text)?;
+    if let Some(mode) = group_or_world_readable(path).filter(|_| holds_keys(&entries)) {
         tracing::warn!(
             path = %path.display(),
             mode = format!("{mode:o}"),
             "devices file holds session keys but is readable by group or others: chmod 600 it"
         );
     }
-    parse(path, &text)
+    Ok(entries)
+}
+
+/// Whether any entry carries a key (a session's or a root key).
+pub fn holds_keys(entries: &[DeviceEntry]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.nwk_s_key.is_some() || e.app_s_key.is_some() || e.app_key.is_some())
 }
 
 /// The file's permission bits if group or others may read it.
@@ -471,5 +481,21 @@ devices:
         assert_eq!(group_or_world_readable(f.path()), None);
         std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(group_or_world_readable(f.path()), Some(0o644));
+    }
+
+    /// The warning is about keys: a file without any (the devices a network
+    /// server in front holds the sessions of) gives none.
+    #[test]
+    fn only_a_file_with_keys_needs_mode_600() {
+        let p = Path::new("devices.yaml");
+        assert!(holds_keys(&parse(p, ONE).unwrap()));
+        let keyless =
+            "devices:\n  - { name: a, devEui: \"0004a30b001c0530\", profile: Dragino-LPP-Mote }\n";
+        assert!(!holds_keys(&parse(p, keyless).unwrap()));
+        let keyless = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/chirpstack/devices.example.yaml"),
+        )
+        .unwrap();
+        assert!(!holds_keys(&parse(p, &keyless).unwrap()));
     }
 }

@@ -31,7 +31,7 @@ pub mod region;
 pub mod uplink;
 
 pub use crypto::SessionCrypto;
-pub use fcnt::{FcntPolicy, FcntState};
+pub use fcnt::{FcntPolicy, FcntState, Late};
 pub use frame::{parse_uplink, DataFrame, FrameError};
 pub use keys::{AesKey, DevAddr, Eui64};
 pub use radio::DataRate;

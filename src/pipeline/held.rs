@@ -3,7 +3,7 @@
 //! waiting for the device's next frame ([`Tentative`]).
 
 use crate::ingest::Ack;
-use crate::lorawan::FcntState;
+use crate::lorawan::{FcntState, Late};
 use crate::pipeline::dedup::{FrameKey, GatewaySet};
 use crate::pipeline::uplink::{RxMeta, Uplink};
 
@@ -30,6 +30,9 @@ pub(super) struct Held {
     pub(super) uplink: Uplink,
     pub(super) device: u32,
     pub(super) persist: FcntState,
+    /// With a frame of an unordered stream (a network server's
+    /// application stream): the late counters to persist with `persist`.
+    pub(super) late: Option<Late>,
     pub(super) acks: Vec<Ack>,
     /// The distinct gateways heard so far (`uplink.gateways` counts them).
     heard: GatewaySet,
@@ -42,6 +45,7 @@ impl Held {
             uplink,
             device,
             persist,
+            late: None,
             acks: ack.into_iter().collect(),
         }
     }

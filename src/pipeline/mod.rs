@@ -23,7 +23,7 @@ use crate::devices::Registry;
 use crate::downlink::scheduler::Scheduler;
 use crate::edgex::delivered::later;
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
-use crate::lorawan::fcnt::{judge, Verdict};
+use crate::lorawan::fcnt::{judge_unordered, Verdict};
 use crate::lorawan::{parse_uplink, Eui64, FcntState};
 use crate::metrics::{Metrics, Reason, Source};
 use crate::pipeline::dedup::{Dedup, FrameKey};
@@ -538,14 +538,18 @@ impl Pipeline {
         };
         let device = self.registry.get(id);
         let state = self.states[id as usize];
-        // The network server owns the counter; a frame at or below ours is a
-        // redelivery, unless it is a reset the device's policy accepts.
-        let next = match judge(
+        // The network server owns the counter; a frame it delivered before
+        // is a redelivery, unless it is a reset the device's policy accepts.
+        // It may deliver a device's frames out of order (ChirpStack under a
+        // burst): a late frame not yet delivered is new.
+        let (verdict, late) = judge_unordered(
             &state,
+            self.store.late(device.dev_eui),
             device.fcnt_policy,
             up.fcnt,
             self.config.devices.reset_window,
-        ) {
+        );
+        let next = match verdict {
             Verdict::Fresh { next, .. } => next,
             Verdict::Retransmission { fcnt } => {
                 let why = format_args!("device {}: frame {fcnt} again", device.name);
@@ -602,7 +606,26 @@ impl Pipeline {
         };
         // The network server de-duplicated it already: no window to wait in
         // (a redelivered copy is refused above by its counter).
-        self.publish(Held::new(uplink, id, next, ack))
+        let mut held = Held::new(uplink, id, next, ack);
+        held.late = Some(late);
+        self.publish(held)
+    }
+
+    /// Save what publishing (or handing over) `h` settles of its device's
+    /// counter: the state, and for an unordered stream its late counters.
+    fn persist_held(&mut self, h: &Held) -> anyhow::Result<()> {
+        let Some(late) = h.late else {
+            return self.persist(h.device, h.persist);
+        };
+        let eui = self.registry.get(h.device).dev_eui;
+        let saved = self.store.get(eui);
+        let (next, was) = (h.persist, (saved.epoch, saved.last));
+        if (next.epoch, next.last) > was
+            || ((next.epoch, next.last) == was && late != self.store.late(eui))
+        {
+            self.store.record_unordered(eui, next, late)?;
+        }
+        Ok(())
     }
 
     /// Save a device's counter state, unless a later one is already saved.
@@ -637,7 +660,7 @@ impl Pipeline {
     /// saved and its messages acknowledged as if published: the other edge
     /// answers for it, and replays stay refused here.
     fn hold_back(&mut self, mut h: Held) -> anyhow::Result<()> {
-        self.persist(h.device, h.persist)?;
+        self.persist_held(&h)?;
         ack_all(std::mem::take(&mut h.acks));
         let held = self.standby.entry(h.device).or_default();
         if held.len() >= self.config.handover.buffer_frames {
@@ -660,7 +683,7 @@ impl Pipeline {
         if let Some(mark) = self.covered.get(&h.device).copied() {
             if !later(h.uplink.counter(), mark) {
                 self.metrics.handover_covered.fetch_add(1, Relaxed);
-                self.persist(h.device, h.persist)?;
+                self.persist_held(&h)?;
                 ack_all(h.acks);
                 return Ok(());
             }
@@ -672,7 +695,7 @@ impl Pipeline {
             Ok(()) => {
                 self.devices.record(h.device, &h.uplink);
                 self.metrics.published.fetch_add(1, Relaxed);
-                self.persist(h.device, h.persist)?;
+                self.persist_held(&h)?;
                 ack_all(h.acks);
                 let device = self.registry.get(h.device);
                 let listens = self

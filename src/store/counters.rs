@@ -3,7 +3,10 @@
 //!
 //! An append-only log of fixed 32-byte records, one per accepted frame or
 //! acknowledged downlink, each with a CRC-32 (format 2 adds the downlink
-//! counter; format 1 records, from before downlinks, still read). Every record is handed to the kernel with one `write`
+//! counter; format 1 records, from before downlinks, still read; format 3,
+//! written only for a device whose application stream delivered frames out
+//! of order, adds which late counters were delivered, so a redelivery after
+//! a restart is still refused). Every record is handed to the kernel with one `write`
 //! before the frame is published, so a `kill -9` loses nothing; `sync`
 //! (called on a timer) bounds what a power cut can lose. At open, a torn or
 //! corrupt tail is detected by its CRC and dropped, and the log is compacted
@@ -14,11 +17,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::lorawan::{Eui64, FcntState};
+use crate::lorawan::{Eui64, FcntState, Late};
 
 const RECORD: usize = 32;
 const MAGIC_V1: [u8; 2] = [0xfc, 0x01];
 const MAGIC: [u8; 2] = [0xfc, 0x02];
+const MAGIC_V3: [u8; 2] = [0xfc, 0x03];
 const LOG: &str = "fcnt.log";
 
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +51,18 @@ struct Counters {
     up: FcntState,
     /// The FCntDown of the device's next downlink.
     down: u32,
+    /// The late counters an unordered stream delivered (24 bits).
+    late: Late,
 }
 
 fn encode(eui: Eui64, c: &Counters) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
-    r[0..2].copy_from_slice(&MAGIC);
+    // Format 2 while there is no late window to keep: a device's log stays
+    // readable by a release from before format 3.
+    r[0..2].copy_from_slice(if c.late.0 == 0 { &MAGIC } else { &MAGIC_V3 });
     r[4..12].copy_from_slice(&eui.0);
     r[12] = u8::from(c.up.last.is_some());
+    r[13..16].copy_from_slice(&c.late.0.to_le_bytes()[..3]);
     r[16..20].copy_from_slice(&c.up.last.unwrap_or(0).to_le_bytes());
     r[20..24].copy_from_slice(&c.up.epoch.to_le_bytes());
     r[24..28].copy_from_slice(&c.down.to_le_bytes());
@@ -67,16 +76,23 @@ fn decode(r: &[u8]) -> Option<(Eui64, Counters)> {
         r.get(at..at + 4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
     };
-    let down = match r.get(0..2)? {
-        m if m == MAGIC && crc32fast::hash(&r[..28]) == word(28)? => word(24)?,
-        m if m == MAGIC_V1 && crc32fast::hash(&r[..24]) == word(24)? => 0,
+    let (down, late) = match r.get(0..2)? {
+        m if m == MAGIC_V3 && crc32fast::hash(&r[..28]) == word(28)? => (
+            word(24)?,
+            Late(u32::from_le_bytes([r[13], r[14], r[15], 0])),
+        ),
+        m if m == MAGIC && crc32fast::hash(&r[..28]) == word(28)? => (word(24)?, Late(0)),
+        m if m == MAGIC_V1 && crc32fast::hash(&r[..24]) == word(24)? => (0, Late(0)),
         _ => return None,
     };
     let up = FcntState {
         last: (r[12] == 1).then_some(word(16)?),
         epoch: word(20)?,
     };
-    Some((Eui64(r[4..12].try_into().ok()?), Counters { up, down }))
+    Some((
+        Eui64(r[4..12].try_into().ok()?),
+        Counters { up, down, late },
+    ))
 }
 
 impl CounterStore {
@@ -144,9 +160,27 @@ impl CounterStore {
     /// Record a device's new uplink state: one `write`, durable against a
     /// crash of this process once it returns.
     pub fn record(&mut self, eui: Eui64, state: FcntState) -> Result<(), CounterStoreError> {
+        self.record_unordered(eui, state, Late(0))
+    }
+
+    /// The late counters an unordered stream delivered below the device's
+    /// last one (none recorded: none).
+    pub fn late(&self, eui: Eui64) -> Late {
+        self.states.get(&eui).map_or(Late(0), |c| c.late)
+    }
+
+    /// [`record`](Self::record) for a frame of an unordered stream, with
+    /// the late counters delivered below the last one.
+    pub fn record_unordered(
+        &mut self,
+        eui: Eui64,
+        state: FcntState,
+        late: Late,
+    ) -> Result<(), CounterStoreError> {
         let c = Counters {
             up: state,
             down: self.down(eui),
+            late,
         };
         self.write(eui, c)
     }
@@ -157,6 +191,7 @@ impl CounterStore {
         let c = Counters {
             up: self.get(eui),
             down: used.wrapping_add(1).max(self.down(eui)),
+            late: self.late(eui),
         };
         self.write(eui, c)
     }
@@ -168,6 +203,7 @@ impl CounterStore {
         let c = Counters {
             up: FcntState { last: None, epoch },
             down: 0,
+            late: Late(0),
         };
         self.write(eui, c)
     }
@@ -257,6 +293,7 @@ mod tests {
         let c = Counters {
             up: st(7, 0),
             down: 0,
+            late: Late(0),
         };
         bytes.extend_from_slice(&encode(a, &c)[..10]); // and a torn third
         std::fs::write(&path, &bytes).unwrap();
@@ -299,5 +336,30 @@ mod tests {
         let s = CounterStore::open(dir.path()).unwrap();
         assert_eq!((s.get(a), s.down(a)), (st(6, 0), 2));
         assert_eq!((s.get(b), s.down(b)), (st(41, 0), 0));
+    }
+
+    #[test]
+    fn late_window_survives_and_format_2_stays_for_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Eui64::from_u64(1), Eui64::from_u64(2));
+        {
+            let mut s = CounterStore::open(dir.path()).unwrap();
+            s.record_unordered(a, st(9, 0), Late(0b1011)).unwrap();
+            s.record_down(a, 4).unwrap();
+            s.record(b, st(3, 0)).unwrap();
+        }
+        let bytes = std::fs::read(dir.path().join(LOG)).unwrap();
+        let magics: std::collections::BTreeSet<[u8; 2]> =
+            bytes.chunks_exact(RECORD).map(|r| [r[0], r[1]]).collect();
+        assert_eq!(magics, [MAGIC, MAGIC_V3].into(), "v3 only where late");
+        let mut s = CounterStore::open(dir.path()).unwrap();
+        assert_eq!(
+            (s.get(a), s.down(a), s.late(a)),
+            (st(9, 0), 5, Late(0b1011))
+        );
+        assert_eq!((s.get(b), s.late(b)), (st(3, 0), Late(0)));
+        // A frame of an ordered stream starts the window afresh.
+        s.record(a, st(10, 0)).unwrap();
+        assert_eq!(s.late(a), Late(0));
     }
 }

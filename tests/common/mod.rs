@@ -372,6 +372,7 @@ pub fn schema_errors(v: &Option<jsonschema::Validator>, doc: &serde_json::Value)
 
 pub mod bus;
 pub mod certs;
+pub mod compose;
 pub mod core_data;
 pub mod engine;
 pub mod metadata;

@@ -1,0 +1,422 @@
+//! The network-server tier as `compose/docker-compose.chirpstack.yml` lays
+//! it over the EdgeX deployment: ChirpStack v4 in front, device-lorawan on
+//! its application stream (`compose/chirpstack/configuration.yaml`).
+//!
+//! ChirpStack itself cannot run here in CI (no image registry, and building
+//! it takes longer than CI has). What it sends can: messages a real
+//! ChirpStack v4.20 published (`tests/peers/recorded/chirpstack-4.20/`),
+//! replayed through a real mosquitto into the real binary, started with the
+//! environment and the files `docker compose` gives it. The run with
+//! ChirpStack itself in front is docs/scaling.md's manual check.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::bus::BusCore;
+use common::compose::{self, Site};
+use common::metadata::Metadata;
+use common::until;
+use device_lorawan::config::{Config, Delivery, StreamKind};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use serde_json::Value as Json;
+use serde_yaml_ng::Value;
+
+const RECORDED: &str = "tests/peers/recorded/chirpstack-4.20/application-up.jsonl";
+const FILES: [&str; 2] = [
+    "compose/docker-compose.yml",
+    "compose/docker-compose.chirpstack.yml",
+];
+const PROFILE: &str = "Dragino-LPP-Mote";
+
+/// (topic, payload) of every recorded message, in the order ChirpStack
+/// published them.
+fn recorded() -> Vec<(String, String)> {
+    std::fs::read_to_string(common::repo_path(RECORDED))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Json = serde_json::from_str(l).unwrap();
+            let field = |k: &str| v[k].as_str().unwrap().to_string();
+            (field("topic"), field("payload"))
+        })
+        .collect()
+}
+
+/// The tier as `docker compose up` would run it.
+fn tier() -> Option<Value> {
+    compose::merged(&FILES, &[("CHIRPSTACK_API_SECRET", "only-for-this-test")])
+}
+
+/// A TOML file of the tier, parsed by Python's `tomllib` (JSON out).
+fn toml(path: &std::path::Path) -> Json {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, tomllib; print(json.dumps(tomllib.load(open(sys.argv[1], 'rb'))))",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A devices file naming the devices of `payloads`, keys left to ChirpStack.
+fn devices_of<'a>(payloads: impl Iterator<Item = &'a Json>) -> String {
+    let devices: BTreeMap<String, String> = payloads
+        .map(|p| {
+            let info = &p["deviceInfo"];
+            let field = |k: &str| info[k].as_str().unwrap().to_string();
+            (field("devEui"), field("deviceName"))
+        })
+        .collect();
+    let mut yaml = String::from("devices:\n");
+    for (eui, name) in devices {
+        yaml += &format!("  - {{ name: {name}, devEui: \"{eui}\", profile: {PROFILE} }}\n");
+    }
+    yaml
+}
+
+#[test]
+fn the_overlay_gives_chirpstack_qos_1_and_device_lorawan_its_stream() {
+    let Some(doc) = tier() else {
+        return;
+    };
+    let config = compose::mounted(
+        &doc,
+        "device-lorawan",
+        "/etc/device-lorawan/configuration.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        common::repo_path("compose/chirpstack/configuration.yaml")
+    );
+    let env = compose::environment(&doc);
+    let c = Config::load_with_env(Some(&config), |k| env.get(k).cloned()).unwrap();
+    assert!(c.ingest.mqtt.enabled && !c.ingest.udp.enabled);
+    let subs: Vec<_> = c
+        .ingest
+        .mqtt
+        .subscriptions
+        .iter()
+        .map(|s| (s.topic.as_str(), s.kind))
+        .collect();
+    assert_eq!(
+        subs,
+        [("application/+/device/+/event/up", StreamKind::Application)],
+        "ChirpStack's stream only: the gateways' frames are ChirpStack's"
+    );
+    assert_eq!(c.ingest.mqtt.qos, 1);
+    assert_eq!(c.edgex.delivery, Delivery::MessageBus);
+    assert!(c.edgex.metadata.enabled);
+
+    // Every file and folder the tier mounts is in the repository.
+    for (name, svc) in doc["services"].as_mapping().unwrap() {
+        for v in svc["volumes"].as_sequence().into_iter().flatten() {
+            let host = v.as_str().unwrap().split(':').next().unwrap();
+            if host.starts_with('/') {
+                assert!(std::path::Path::new(host).exists(), "{name:?}: {host}");
+            }
+        }
+    }
+
+    // The devices file it mounts loads with the bundled profiles.
+    let devices =
+        compose::mounted(&doc, "device-lorawan", "/etc/device-lorawan/devices.yaml").unwrap();
+    let entries = device_lorawan::devices::load(&devices).unwrap();
+    device_lorawan::devices::Registry::build(entries, &common::profiles()).unwrap();
+
+    // ChirpStack's files: every `$NAME` they use is set in its environment,
+    // the integration publishes JSON at QoS 1, and the region reads the
+    // prefix the gateway bridge publishes on.
+    let chirpstack = &doc["services"]["chirpstack"];
+    let cs_env: BTreeSet<&str> = chirpstack["environment"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let mut parsed = BTreeMap::new();
+    for file in ["chirpstack.toml", "region_eu868.toml"] {
+        let host =
+            compose::mounted(&doc, "chirpstack", &format!("/etc/chirpstack/{file}")).unwrap();
+        let text: String = std::fs::read_to_string(&host)
+            .unwrap()
+            .lines()
+            .map(|l| l.split('#').next().unwrap().to_string() + "\n")
+            .collect();
+        for name in text.split('$').skip(1).map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .unwrap()
+        }) {
+            assert!(cs_env.contains(name), "{file}: ${name} is not set");
+        }
+        parsed.insert(file, toml(&host));
+    }
+    let main = &parsed["chirpstack.toml"];
+    assert_eq!(main["integration"]["enabled"], serde_json::json!(["mqtt"]));
+    assert_eq!(main["integration"]["mqtt"]["qos"], 1);
+    assert_eq!(main["integration"]["mqtt"]["json"], true);
+    let region = &parsed["region_eu868.toml"]["regions"][0];
+    assert!(main["network"]["enabled_regions"]
+        .as_array()
+        .unwrap()
+        .contains(&region["id"]));
+    let prefix = region["gateway"]["backend"]["mqtt"]["topic_prefix"]
+        .as_str()
+        .unwrap();
+    let bridge = doc["services"]["chirpstack-gateway-bridge"]["environment"]
+        ["INTEGRATION__MQTT__EVENT_TOPIC_TEMPLATE"]
+        .as_str()
+        .unwrap();
+    assert!(
+        bridge.starts_with(&format!("{prefix}/gateway/")),
+        "{bridge}"
+    );
+}
+
+/// The service as the tier starts it, with the peers around it.
+async fn site(devices: &str) -> Option<(common::Mosquitto, BusCore, Metadata, Site)> {
+    let doc = tier()?;
+    let broker = common::Mosquitto::start()?;
+    let core = BusCore::start(broker.port, "device-lorawan").await;
+    let md = Metadata::start().await;
+    let config = compose::mounted(
+        &doc,
+        "device-lorawan",
+        "/etc/device-lorawan/configuration.yaml",
+    )
+    .unwrap();
+    let site = Site::new(
+        compose::environment(&doc),
+        &config,
+        devices,
+        broker.port,
+        &md.url(),
+        &[],
+    );
+    Some((broker, core, md, site))
+}
+
+async fn ready(site: &Site) {
+    until("the subscription", Duration::from_secs(20), || {
+        common::scrape(site.api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 1)
+    })
+    .await;
+    until("registration", Duration::from_secs(20), || {
+        common::scrape(site.api, "edgex_registered") == Some(1)
+    })
+    .await;
+}
+
+fn publisher(port: u16, id: &str) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 16, 1 << 16);
+    let (client, mut events) = AsyncClient::new(opts, 1024);
+    let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    (client, poller)
+}
+
+/// (devEui, fCnt) of a stored event.
+fn frame_of(event: &Json) -> (String, u64) {
+    let tags = &event["tags"];
+    (
+        tags["devEui"].as_str().unwrap().to_string(),
+        tags["fcnt"].as_str().unwrap().parse().unwrap(),
+    )
+}
+
+/// Every message a real ChirpStack published, then every one again (QoS 1
+/// redelivers after a reconnect): one EdgeX event each, with ChirpStack's
+/// reception time, the readings its `data` holds, and the frame ChirpStack
+/// delivered out of order under its burst taken, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_chirpstack_events_become_edgex_events_once() {
+    let messages = recorded();
+    let payloads: Vec<Json> = messages
+        .iter()
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .collect();
+    // The recording holds a frame ChirpStack published after its successor.
+    let mut highest = BTreeMap::new();
+    let mut late = 0;
+    for p in &payloads {
+        let eui = p["deviceInfo"]["devEui"].as_str().unwrap();
+        let fcnt = p["fCnt"].as_u64().unwrap();
+        let top = highest.entry(eui).or_insert(fcnt);
+        late += usize::from(fcnt < *top);
+        *top = fcnt.max(*top);
+    }
+    assert_eq!(late, 1, "the recording's out-of-order frame");
+
+    let Some((broker, core, _md, site)) = site(&devices_of(payloads.iter())).await else {
+        return;
+    };
+    let mut svc = site.start();
+    ready(&site).await;
+    let (client, poller) = publisher(broker.port, "chirpstack-recorded");
+    for _ in 0..2 {
+        for (topic, payload) in &messages {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .unwrap();
+        }
+    }
+    until(
+        "every recorded frame stored",
+        Duration::from_secs(20),
+        || core.stored() >= messages.len(),
+    )
+    .await;
+    until("every redelivery refused", Duration::from_secs(20), || {
+        common::metric(
+            site.api,
+            "lorawan_inputs_rejected_total{reason=\"retransmission\"}",
+        ) >= messages.len() as u64
+    })
+    .await;
+    common::kill9(&mut svc);
+    poller.abort();
+
+    let events = core.state.events.lock().unwrap();
+    assert!(core.state.invalid.lock().unwrap().is_empty());
+    assert_eq!(
+        core.state.copies.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let by_frame: BTreeMap<(String, u64), &Json> =
+        events.values().map(|e| (frame_of(e), e)).collect();
+    assert_eq!(by_frame.len(), messages.len(), "one event per frame");
+    for p in &payloads {
+        let key = (
+            p["deviceInfo"]["devEui"].as_str().unwrap().to_string(),
+            p["fCnt"].as_u64().unwrap(),
+        );
+        let event = by_frame
+            .get(&key)
+            .unwrap_or_else(|| panic!("no event for {key:?}"));
+        assert_eq!(event["deviceName"], p["deviceInfo"]["deviceName"]);
+        // ChirpStack's `time` (RFC 3339, ns) is the event's origin.
+        let time = humantime::parse_rfc3339(p["time"].as_str().unwrap()).unwrap();
+        let ns = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        assert_eq!(event["origin"].as_u64().unwrap() as u128, ns, "{key:?}");
+        // Cayenne LPP channel 1 temperature (0x67, 0.1 °C signed) as sent.
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(p["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(&data[..2], [0x01, 0x67]);
+        let want = f64::from(i16::from_be_bytes([data[2], data[3]])) / 10.0;
+        let temp = event["readings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resourceName"] == "temperature")
+            .unwrap();
+        let got: f64 = temp["value"].as_str().unwrap().parse().unwrap();
+        assert!((got - want).abs() < 1e-3, "{key:?}: {got} != {want}");
+    }
+    drop(broker);
+}
+
+/// 20,000 frames of 100 devices in ChirpStack's message form, as ChirpStack
+/// publishes a burst (now and then a device's frame after its successor),
+/// and device-lorawan killed (-9) in the middle and started again: every
+/// frame stored by core-data exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_through_a_kill_each_once() {
+    const DEVICES: u64 = 100;
+    const FRAMES: u64 = 200;
+    let (topic0, payload0) = recorded().remove(0);
+    let template: Json = serde_json::from_str(&payload0).unwrap();
+    let app = topic0.split('/').nth(1).unwrap().to_string();
+    fn eui(d: u64) -> String {
+        format!("70b3d57ee{d:07x}")
+    }
+    let mut order = Vec::new();
+    for f in 0..FRAMES {
+        for d in 0..DEVICES {
+            order.push((d, 1_000 + f));
+        }
+    }
+    // Every 97th frame goes out after the same device's next one.
+    for i in (0..order.len() - DEVICES as usize).step_by(97) {
+        order.swap(i, i + DEVICES as usize);
+    }
+    let message = move |d: u64, fcnt: u64| {
+        let mut p = template.clone();
+        p["deduplicationId"] = format!("00000000-0000-4000-8000-{:012x}", d << 20 | fcnt).into();
+        p["deviceInfo"]["devEui"] = eui(d).into();
+        p["deviceInfo"]["deviceName"] = format!("cs-{d}").into();
+        p["fCnt"] = fcnt.into();
+        // LPP: temperature fcnt/10 °C, humidity 50 %.
+        let t = (fcnt as i16).to_be_bytes();
+        use base64::Engine;
+        p["data"] = base64::engine::general_purpose::STANDARD
+            .encode([0x01, 0x67, t[0], t[1], 0x02, 0x68, 100])
+            .into();
+        let topic = format!("application/{app}/device/{}/event/up", eui(d));
+        (topic, serde_json::to_vec(&p).unwrap())
+    };
+    let devices: Vec<Json> = (0..DEVICES)
+        .map(|d| serde_json::json!({"deviceInfo": {"devEui": eui(d), "deviceName": format!("cs-{d}")}}))
+        .collect();
+    let Some((broker, core, _md, site)) = site(&devices_of(devices.iter())).await else {
+        return;
+    };
+    let mut svc = site.start();
+    ready(&site).await;
+    let (client, poller) = publisher(broker.port, "chirpstack-burst");
+    let total = order.len();
+    let sender = tokio::spawn(async move {
+        for (d, f) in order {
+            let (topic, payload) = message(d, f);
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        client
+    });
+    until("a quarter stored", Duration::from_secs(60), || {
+        core.stored() >= total / 4
+    })
+    .await;
+    common::kill9(&mut svc);
+    let stored_at_kill = core.stored();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut svc = site.start();
+    let _client = sender.await.unwrap();
+    until("every frame stored", Duration::from_secs(120), || {
+        core.stored() >= total
+    })
+    .await;
+    // Nothing more arrives: a second copy would have been counted by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::kill9(&mut svc);
+    poller.abort();
+    assert!(stored_at_kill < total, "the kill came mid-stream");
+
+    let events = core.state.events.lock().unwrap();
+    assert!(core.state.invalid.lock().unwrap().is_empty());
+    let frames: BTreeSet<(String, u64)> = events.values().map(frame_of).collect();
+    let want: BTreeSet<(String, u64)> = (0..DEVICES)
+        .flat_map(|d| (0..FRAMES).map(move |f| (eui(d), 1_000 + f)))
+        .collect();
+    assert_eq!(events.len(), total, "one event id per frame");
+    assert_eq!(frames, want, "every frame, each once");
+    drop(broker);
+}
