@@ -17,10 +17,6 @@ const FILES: [&str; 2] = [
     "compose/docker-compose.balena.yml",
 ];
 
-fn load(file: &str) -> Value {
-    serde_yaml_ng::from_str(&std::fs::read_to_string(common::repo_path(file)).unwrap()).unwrap()
-}
-
 #[test]
 fn compose_files_parse() {
     if !common::require("docker-compose") {
@@ -43,7 +39,7 @@ fn compose_files_parse() {
 #[test]
 fn everything_referenced_exists() {
     for file in FILES {
-        let doc = load(file);
+        let doc = common::compose::load(file);
         let dir = common::repo_path("compose");
         for (name, svc) in doc["services"].as_mapping().unwrap() {
             if let Some(build) = svc.get("build") {
@@ -85,7 +81,7 @@ fn everything_referenced_exists() {
 fn compose_environment_gives_a_valid_config() {
     let base = common::repo_path("compose/configuration.yaml");
     for file in FILES {
-        let doc = load(file);
+        let doc = common::compose::load(file);
         let env = doc["services"]["device-lorawan"]["environment"]
             .as_mapping()
             .unwrap()

@@ -26,9 +26,18 @@ use device_lorawan::sim::{self, mote, Target};
 const SEED: u64 = 41;
 const FRAMES: u64 = 41;
 
-/// The devices file: the simulator's 3 motes of [`SEED`].
-fn motes() -> String {
-    mote::devices_yaml(&mote::entries(3, SEED))
+/// The service as compose file `file` starts it with
+/// `compose/configuration.yaml`, `changes` set over its environment, on
+/// the simulator's 3 motes of [`SEED`].
+fn site_of(file: &str, broker: u16, md: &Metadata, changes: &[(&str, &str)]) -> Site {
+    Site::new(
+        compose::environment(&compose::load(file)),
+        &common::repo_path("compose/configuration.yaml"),
+        &mote::devices_yaml(&mote::entries(3, SEED)),
+        broker,
+        &md.url(),
+        changes,
+    )
 }
 
 /// Send the frames, then wait (bounded) until core-data has all of them, and
@@ -112,16 +121,10 @@ async fn compose_with_the_chirpstack_bridge_stores_every_frame_once() {
     let Some((broker, core, md)) = peers().await else {
         return;
     };
-    let env = compose::environment(&compose::load("compose/docker-compose.yml"));
+    let file = "compose/docker-compose.yml";
+    let env = compose::environment(&compose::load(file));
     assert_eq!(env["INGEST_MQTT_ENABLED"], "false", "the profile's switch");
-    let site = Site::new(
-        env,
-        &common::repo_path("compose/configuration.yaml"),
-        &motes(),
-        broker.port,
-        &md.url(),
-        &[("INGEST_MQTT_ENABLED", "true")],
-    );
+    let site = site_of(file, broker.port, &md, &[("INGEST_MQTT_ENABLED", "true")]);
     // The default subscriptions (bridge and application streams) and the
     // bridge's downlink acknowledgements.
     run_site(&site, mqtt_gateways(broker.port), 3, &core, &md).await;
@@ -134,15 +137,7 @@ async fn compose_with_the_packet_forwarder_stores_every_frame_once() {
     let Some((broker, core, md)) = peers().await else {
         return;
     };
-    let env = compose::environment(&compose::load("compose/docker-compose.yml"));
-    let site = Site::new(
-        env,
-        &common::repo_path("compose/configuration.yaml"),
-        &motes(),
-        broker.port,
-        &md.url(),
-        &[],
-    );
+    let site = site_of("compose/docker-compose.yml", broker.port, &md, &[]);
     run_site(&site, Target::Udp(site.udp), 0, &core, &md).await;
 }
 
@@ -153,15 +148,7 @@ async fn balena_compose_stores_every_frame_once() {
     let Some((broker, core, md)) = peers().await else {
         return;
     };
-    let env = compose::environment(&compose::load("compose/docker-compose.balena.yml"));
-    let site = Site::new(
-        env,
-        &common::repo_path("compose/configuration.yaml"),
-        &motes(),
-        broker.port,
-        &md.url(),
-        &[],
-    );
+    let site = site_of("compose/docker-compose.balena.yml", broker.port, &md, &[]);
     run_site(&site, Target::Udp(site.udp), 0, &core, &md).await;
 }
 
