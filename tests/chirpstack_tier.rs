@@ -420,3 +420,68 @@ async fn twenty_thousand_through_a_kill_each_once() {
     assert_eq!(frames, want, "every frame, each once");
     drop(broker);
 }
+
+/// A late frame whose payload the codec refuses counts as delivered: frame
+/// 1008, frame 1010, frame 1009 (an unknown LPP type), frame 1009 and
+/// frame 1008 again (redeliveries) — two events, the codec's refusal
+/// counted once, both redeliveries refused. (Counters above the reset
+/// window: below it a lower counter is a reset.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_frame_the_codec_refuses_counts_as_delivered() {
+    let (topic0, payload0) = recorded().remove(0);
+    let mut template: Json = serde_json::from_str(&payload0).unwrap();
+    let Some((broker, core, _md, site)) = site(&devices_of([&template].into_iter())).await else {
+        return;
+    };
+    let mut svc = site.start();
+    ready(&site).await;
+    let (client, poller) = publisher(broker.port, "chirpstack-codec");
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    for (fcnt, data) in [
+        (1008, b64(&[0x01, 0x67, 0x00, 0xf0])),
+        (1010, b64(&[0x01, 0x67, 0x00, 0xf1])),
+        (1009, b64(&[0x01, 0xee, 0x00])),
+        (1009, b64(&[0x01, 0xee, 0x00])),
+        (1008, b64(&[0x01, 0x67, 0x00, 0xf0])),
+    ] {
+        template["fCnt"] = fcnt.into();
+        template["data"] = data.into();
+        client
+            .publish(&topic0, QoS::AtLeastOnce, false, template.to_string())
+            .await
+            .unwrap();
+    }
+    until("the redelivery refused", Duration::from_secs(20), || {
+        common::metric(
+            site.api,
+            "lorawan_inputs_rejected_total{reason=\"retransmission\"}",
+        ) >= 1
+    })
+    .await;
+    assert_eq!(
+        common::metric(site.api, "lorawan_inputs_rejected_total{reason=\"codec\"}"),
+        1
+    );
+    until("both events", Duration::from_secs(10), || {
+        core.stored() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::kill9(&mut svc);
+    poller.abort();
+    let frames: BTreeSet<u64> = core
+        .state
+        .events
+        .lock()
+        .unwrap()
+        .values()
+        .map(|e| frame_of(e).1)
+        .collect();
+    assert_eq!(frames, [1008, 1010].into());
+    assert_eq!(
+        core.state.copies.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    drop(broker);
+}

@@ -24,7 +24,7 @@ use crate::downlink::scheduler::Scheduler;
 use crate::edgex::delivered::later;
 use crate::ingest::{ack_all, application::AppUplink, Ack, IngestEvent};
 use crate::lorawan::fcnt::{judge_unordered, Verdict};
-use crate::lorawan::{parse_uplink, Eui64, FcntState};
+use crate::lorawan::{parse_uplink, Eui64, FcntState, Late};
 use crate::metrics::{Metrics, Reason, Source};
 use crate::pipeline::dedup::{Dedup, FrameKey};
 use crate::pipeline::device_state::DeviceStates;
@@ -582,7 +582,7 @@ impl Pipeline {
         let name = device.name.clone();
         self.states[id as usize] = next;
         if let Err(e) = decoded {
-            self.persist(id, next)?;
+            self.persist_unordered(id, next, late)?;
             self.refuse(
                 Reason::Codec,
                 &format_args!("device {name} frame {}: {e}", up.fcnt),
@@ -614,12 +614,18 @@ impl Pipeline {
     /// Save what publishing (or handing over) `h` settles of its device's
     /// counter: the state, and for an unordered stream its late counters.
     fn persist_held(&mut self, h: &Held) -> anyhow::Result<()> {
-        let Some(late) = h.late else {
-            return self.persist(h.device, h.persist);
-        };
-        let eui = self.registry.get(h.device).dev_eui;
+        match h.late {
+            Some(late) => self.persist_unordered(h.device, h.persist, late),
+            None => self.persist(h.device, h.persist),
+        }
+    }
+
+    /// [`persist`](Self::persist) for a frame of an unordered stream: a late
+    /// frame leaves the counter where it is and changes only `late`.
+    fn persist_unordered(&mut self, id: u32, next: FcntState, late: Late) -> anyhow::Result<()> {
+        let eui = self.registry.get(id).dev_eui;
         let saved = self.store.get(eui);
-        let (next, was) = (h.persist, (saved.epoch, saved.last));
+        let was = (saved.epoch, saved.last);
         if (next.epoch, next.last) > was
             || ((next.epoch, next.last) == was && late != self.store.late(eui))
         {

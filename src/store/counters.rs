@@ -4,9 +4,9 @@
 //! An append-only log of fixed 32-byte records, one per accepted frame or
 //! acknowledged downlink, each with a CRC-32 (format 2 adds the downlink
 //! counter; format 1 records, from before downlinks, still read; format 3,
-//! written only for a device whose application stream delivered frames out
-//! of order, adds which late counters were delivered, so a redelivery after
-//! a restart is still refused). Every record is handed to the kernel with one `write`
+//! written for a device heard on a network server's application stream,
+//! adds which counters below the last one were delivered, so that a late
+//! frame is taken once and a redelivery is refused, across restarts too). Every record is handed to the kernel with one `write`
 //! before the frame is published, so a `kill -9` loses nothing; `sync`
 //! (called on a timer) bounds what a power cut can lose. At open, a torn or
 //! corrupt tail is detected by its CRC and dropped, and the log is compacted
@@ -57,8 +57,9 @@ struct Counters {
 
 fn encode(eui: Eui64, c: &Counters) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
-    // Format 2 while there is no late window to keep: a device's log stays
-    // readable by a release from before format 3.
+    // Format 2 while there is no late window to keep (every device of a
+    // gateway stream): its record stays readable by a release from before
+    // format 3.
     r[0..2].copy_from_slice(if c.late.0 == 0 { &MAGIC } else { &MAGIC_V3 });
     r[4..12].copy_from_slice(&eui.0);
     r[12] = u8::from(c.up.last.is_some());
