@@ -266,7 +266,8 @@ mod tests {
         );
     }
 
-    /// ChirpStack's burst order: 1, 3, 2, then 2 again (a redelivery).
+    /// ChirpStack's burst order: 100, 102, 101, then 101 again (a
+    /// redelivery), 103, 100 again, and 99 (late, never delivered).
     #[test]
     fn unordered_stream_takes_late_frames_once() {
         let mut state = FcntState::default();
