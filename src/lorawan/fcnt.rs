@@ -225,6 +225,16 @@ mod tests {
         }
     }
 
+    /// A verdict's name, for the tables below.
+    fn name(v: Verdict) -> &'static str {
+        match v {
+            Verdict::Fresh { reset: true, .. } => "reset",
+            Verdict::Fresh { .. } => "fresh",
+            Verdict::Retransmission { .. } => "retransmission",
+            Verdict::Replay { .. } => "replay",
+        }
+    }
+
     #[test]
     fn verdict_table() {
         let cases = [
@@ -241,12 +251,7 @@ mod tests {
             (st(10), Skip, 10, "fresh"),
         ];
         for (s, p, f, want) in cases {
-            let got = match judge(&s, p, f, 32) {
-                Verdict::Fresh { reset: true, .. } => "reset",
-                Verdict::Fresh { .. } => "fresh",
-                Verdict::Retransmission { .. } => "retransmission",
-                Verdict::Replay { .. } => "replay",
-            };
+            let got = name(judge(&s, p, f, 32));
             assert_eq!(got, want, "{s:?} {p:?} {f}");
         }
     }
@@ -306,12 +311,7 @@ mod tests {
             (10, l(0), Skip, 3, "fresh"),
         ];
         for (last, late, p, f, want) in cases {
-            let got = match judge_unordered(&st(last), late, p, f, 32).0 {
-                Verdict::Fresh { reset: true, .. } => "reset",
-                Verdict::Fresh { .. } => "fresh",
-                Verdict::Retransmission { .. } => "retransmission",
-                Verdict::Replay { .. } => "replay",
-            };
+            let got = name(judge_unordered(&st(last), late, p, f, 32).0);
             assert_eq!(got, want, "last {last} {late:?} {p:?} {f}");
         }
     }
