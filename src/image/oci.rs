@@ -134,8 +134,12 @@ fn check(path: &str) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// The layer tar: directories (with every parent) and files, sorted.
-fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64), ImageError> {
+/// The layer, in one pass: its tar streams through a hash (the diff id,
+/// what the image's config names) into gzip (deflate level 6, no file name,
+/// mtime 0: the same tar gives the same bytes) and through a second hash
+/// (the blob's digest) into `out`. Returns the diff id's and the blob's
+/// sha256 and the blob's size. Only the compressed layer touches the disk.
+fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, String, u64), ImageError> {
     let mut dirs: std::collections::BTreeSet<String> = spec.dirs.iter().cloned().collect();
     for p in spec.files.keys().chain(&spec.dirs) {
         check(p)?;
@@ -150,28 +154,31 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64), ImageError
     for (p, c) in &spec.files {
         entries.insert(p.clone(), Some(c));
     }
-    let w = write_tar(out, &entries, spec.epoch, false)?;
-    Ok((hex::encode(w.sha.finalize()), w.len))
-}
-
-/// Gzip `layer` into `out` (deflate level 6, no file name, mtime 0: the
-/// same tar gives the same bytes). Returns the blob's sha256 and size.
-fn compress(layer: &Path, out: &Path) -> Result<(String, u64), ImageError> {
-    let mut input = File::open(layer).map_err(io(layer))?;
     let file = File::create(out).map_err(io(out))?;
-    let w = Hashing {
+    let blob = Hashing {
         inner: BufWriter::new(file),
         sha: Sha256::new(),
         cid: None,
         len: 0,
     };
-    let mut gz = flate2::GzBuilder::new()
+    let gz = flate2::GzBuilder::new()
         .mtime(0)
-        .write(w, flate2::Compression::default());
-    std::io::copy(&mut input, &mut gz).map_err(io(out))?;
-    let mut w = gz.finish().map_err(io(out))?;
-    w.flush().map_err(io(out))?;
-    Ok((hex::encode(w.sha.finalize()), w.len))
+        .write(blob, flate2::Compression::default());
+    let mut diff = Hashing {
+        inner: gz,
+        sha: Sha256::new(),
+        cid: None,
+        len: 0,
+    };
+    append_entries(&mut diff, &entries, spec.epoch, out)?;
+    let Hashing { inner: gz, sha, .. } = diff;
+    let mut blob = gz.finish().map_err(io(out))?;
+    blob.flush().map_err(io(out))?;
+    Ok((
+        hex::encode(sha.finalize()),
+        hex::encode(blob.sha.finalize()),
+        blob.len,
+    ))
 }
 
 /// A tar entry: a directory (`None`), or a file's content and mode.
@@ -192,8 +199,20 @@ fn write_tar(
         cid: cid.then(CidBuilder::new),
         len: 0,
     };
+    append_entries(&mut w, entries, epoch, out)?;
+    w.flush().map_err(io(out))?;
+    Ok(w)
+}
+
+/// Write `entries` in order as a tar into `w` (`out` names it in errors).
+fn append_entries(
+    w: &mut impl Write,
+    entries: &Entries<'_>,
+    epoch: u64,
+    out: &Path,
+) -> Result<(), ImageError> {
     {
-        let mut b = tar::Builder::new(&mut w);
+        let mut b = tar::Builder::new(w);
         for (path, entry) in entries {
             match entry {
                 None => {
@@ -216,8 +235,7 @@ fn write_tar(
         }
         b.finish().map_err(io(out))?;
     }
-    w.flush().map_err(io(out))?;
-    Ok(w)
+    Ok(())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -227,12 +245,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Write the image `spec` describes to `out` (atomically: a temp file beside
 /// it, renamed once complete).
 pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<Packaged, ImageError> {
-    let tar_path = out.with_extension("layer.tmp");
-    let (diff_hex, _) = write_layer(spec, &tar_path)?;
     let layer_path = out.with_extension("layer.gz.tmp");
-    let compressed = compress(&tar_path, &layer_path);
-    let _ = std::fs::remove_file(&tar_path);
-    let (layer_hex, layer_size) = compressed?;
+    let written = write_layer(spec, &layer_path);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&layer_path);
+    }
+    let (diff_hex, layer_hex, layer_size) = written?;
     let created = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(spec.epoch),
     )
