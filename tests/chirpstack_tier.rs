@@ -19,6 +19,8 @@ use common::compose::{self, Site};
 use common::metadata::Metadata;
 use common::until;
 use device_lorawan::config::{Config, Delivery, StreamKind};
+use device_lorawan::devices::DeviceEntry;
+use device_lorawan::lorawan::Eui64;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;
@@ -77,11 +79,11 @@ fn devices_of<'a>(payloads: impl Iterator<Item = &'a Json>) -> String {
             (field("devEui"), field("deviceName"))
         })
         .collect();
-    let mut yaml = String::from("devices:\n");
-    for (eui, name) in devices {
-        yaml += &format!("  - {{ name: {name}, devEui: \"{eui}\", profile: {PROFILE} }}\n");
-    }
-    yaml
+    let entries: Vec<DeviceEntry> = devices
+        .iter()
+        .map(|(eui, name)| DeviceEntry::new(name, Eui64::from_hex(eui).unwrap(), PROFILE))
+        .collect();
+    device_lorawan::devices::to_yaml(&entries)
 }
 
 #[test]
@@ -187,9 +189,7 @@ fn the_overlay_gives_chirpstack_qos_1_and_device_lorawan_its_stream() {
 /// The service as the tier starts it, with the peers around it.
 async fn site(devices: &str) -> Option<(common::Mosquitto, BusCore, Metadata, Site)> {
     let doc = tier()?;
-    let broker = common::Mosquitto::start()?;
-    let core = BusCore::start(broker.port, "device-lorawan").await;
-    let md = Metadata::start().await;
+    let (broker, core, md) = compose::peers().await?;
     let config = compose::mounted(
         &doc,
         "device-lorawan",
@@ -205,17 +205,6 @@ async fn site(devices: &str) -> Option<(common::Mosquitto, BusCore, Metadata, Si
         &[],
     );
     Some((broker, core, md, site))
-}
-
-async fn ready(site: &Site) {
-    until("the subscription", Duration::from_secs(20), || {
-        common::scrape(site.api, "lorawan_mqtt_subacks_total").is_some_and(|n| n >= 1)
-    })
-    .await;
-    until("registration", Duration::from_secs(20), || {
-        common::scrape(site.api, "edgex_registered") == Some(1)
-    })
-    .await;
 }
 
 fn publisher(port: u16, id: &str) -> (AsyncClient, tokio::task::JoinHandle<()>) {
@@ -262,7 +251,7 @@ async fn recorded_chirpstack_events_become_edgex_events_once() {
         return;
     };
     let mut svc = site.start();
-    ready(&site).await;
+    site.ready(1).await;
     let (client, poller) = publisher(broker.port, "chirpstack-recorded");
     for _ in 0..2 {
         for (topic, payload) in &messages {
@@ -378,7 +367,7 @@ async fn twenty_thousand_through_a_kill_each_once() {
         return;
     };
     let mut svc = site.start();
-    ready(&site).await;
+    site.ready(1).await;
     let (client, poller) = publisher(broker.port, "chirpstack-burst");
     let total = order.len();
     let sender = tokio::spawn(async move {
@@ -434,7 +423,7 @@ async fn a_late_frame_the_codec_refuses_counts_as_delivered() {
         return;
     };
     let mut svc = site.start();
-    ready(&site).await;
+    site.ready(1).await;
     let (client, poller) = publisher(broker.port, "chirpstack-codec");
     use base64::Engine;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);

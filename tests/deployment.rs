@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use device_lorawan::config::{Config, Delivery};
 use serde_yaml_ng::Value;
@@ -19,20 +18,11 @@ const FILES: [&str; 2] = [
 
 #[test]
 fn compose_files_parse() {
-    if !common::require("docker-compose") {
-        return;
-    }
     for file in FILES {
-        let out = Command::new("docker-compose")
-            .args(["-f", file, "config", "-q"])
-            .current_dir(common::repo_path(""))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // `docker-compose config` fails the test on a file it cannot read.
+        if common::compose::merged(&[file], &[]).is_none() {
+            return;
+        }
     }
 }
 

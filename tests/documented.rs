@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use common::bus::BusCore;
 use common::compose::{self, Site};
 use common::metadata::Metadata;
-use common::until;
 use device_lorawan::ingest::bridge::WireFormat;
 use device_lorawan::sim::{self, mote, Target};
 
@@ -50,17 +49,7 @@ async fn run_site(
     md: &Metadata,
 ) {
     let mut svc = site.start();
-    if mqtt_subscriptions > 0 {
-        until("the ingest subscriptions", Duration::from_secs(20), || {
-            common::scrape(site.api, "lorawan_mqtt_subacks_total")
-                .is_some_and(|n| n >= mqtt_subscriptions)
-        })
-        .await;
-    }
-    until("the bus connection", Duration::from_secs(20), || {
-        common::scrape(site.api, "edgex_registered").is_some_and(|n| n == 1)
-    })
-    .await;
+    site.ready(mqtt_subscriptions).await;
     let opts = sim::SimOptions {
         rate: 40.0,
         ..common::sim_opts(SEED, FRAMES, 0)
@@ -97,13 +86,6 @@ async fn run_site(
     assert_eq!(devices.len(), 3, "the motes registered with core-metadata");
 }
 
-async fn peers() -> Option<(common::Mosquitto, BusCore, Metadata)> {
-    let broker = common::Mosquitto::start()?;
-    let core = BusCore::start(broker.port, "device-lorawan").await;
-    let md = Metadata::start().await;
-    Some((broker, core, md))
-}
-
 fn mqtt_gateways(port: u16) -> Target {
     Target::Mqtt {
         host: "127.0.0.1".into(),
@@ -118,7 +100,7 @@ fn mqtt_gateways(port: u16) -> Target {
 /// to enable it (`INGEST_MQTT_ENABLED: "true"`), defaults otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_with_the_chirpstack_bridge_stores_every_frame_once() {
-    let Some((broker, core, md)) = peers().await else {
+    let Some((broker, core, md)) = compose::peers().await else {
         return;
     };
     let file = "compose/docker-compose.yml";
@@ -134,7 +116,7 @@ async fn compose_with_the_chirpstack_bridge_stores_every_frame_once() {
 /// the bus, registration on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_with_the_packet_forwarder_stores_every_frame_once() {
-    let Some((broker, core, md)) = peers().await else {
+    let Some((broker, core, md)) = compose::peers().await else {
         return;
     };
     let site = site_of("compose/docker-compose.yml", broker.port, &md, &[]);
@@ -145,7 +127,7 @@ async fn compose_with_the_packet_forwarder_stores_every_frame_once() {
 /// the data volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balena_compose_stores_every_frame_once() {
-    let Some((broker, core, md)) = peers().await else {
+    let Some((broker, core, md)) = compose::peers().await else {
         return;
     };
     let site = site_of("compose/docker-compose.balena.yml", broker.port, &md, &[]);

@@ -85,6 +85,18 @@ struct Hashing<W> {
     len: u64,
 }
 
+impl<W> Hashing<W> {
+    /// `inner`, hashed from its first byte (its CID too when `cid`).
+    fn new(inner: W, cid: bool) -> Self {
+        Self {
+            inner,
+            sha: Sha256::new(),
+            cid: cid.then(CidBuilder::new),
+            len: 0,
+        }
+    }
+}
+
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
@@ -155,21 +167,11 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, String, u64), Im
         entries.insert(p.clone(), Some(c));
     }
     let file = File::create(out).map_err(io(out))?;
-    let blob = Hashing {
-        inner: BufWriter::new(file),
-        sha: Sha256::new(),
-        cid: None,
-        len: 0,
-    };
+    let blob = Hashing::new(BufWriter::new(file), false);
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(blob, flate2::Compression::default());
-    let mut diff = Hashing {
-        inner: gz,
-        sha: Sha256::new(),
-        cid: None,
-        len: 0,
-    };
+    let mut diff = Hashing::new(gz, false);
     append_entries(&mut diff, &entries, spec.epoch, out)?;
     let Hashing { inner: gz, sha, .. } = diff;
     let mut blob = gz.finish().map_err(io(out))?;
@@ -193,12 +195,7 @@ fn write_tar(
     cid: bool,
 ) -> Result<Hashing<BufWriter<File>>, ImageError> {
     let file = File::create(out).map_err(io(out))?;
-    let mut w = Hashing {
-        inner: BufWriter::new(file),
-        sha: Sha256::new(),
-        cid: cid.then(CidBuilder::new),
-        len: 0,
-    };
+    let mut w = Hashing::new(BufWriter::new(file), cid);
     append_entries(&mut w, entries, epoch, out)?;
     w.flush().map_err(io(out))?;
     Ok(w)

@@ -30,9 +30,9 @@ pub(super) struct Held {
     pub(super) uplink: Uplink,
     pub(super) device: u32,
     pub(super) persist: FcntState,
-    /// With a frame of an unordered stream (a network server's
-    /// application stream): the late counters to persist with `persist`.
-    pub(super) late: Option<Late>,
+    /// The late counters to persist with `persist`: an unordered stream's
+    /// (a network server's application stream); none for a gateway stream.
+    pub(super) late: Late,
     pub(super) acks: Vec<Ack>,
     /// The distinct gateways heard so far (`uplink.gateways` counts them).
     heard: GatewaySet,
@@ -45,7 +45,7 @@ impl Held {
             uplink,
             device,
             persist,
-            late: None,
+            late: Late(0),
             acks: ack.into_iter().collect(),
         }
     }

@@ -393,7 +393,7 @@ impl Pipeline {
                     spent.filter(|(id, n)| n.epoch == self.states[*id as usize].epoch)
                 {
                     self.states[id as usize] = next;
-                    self.persist(id, next)?;
+                    self.persist(id, next, Late(0))?;
                 }
                 if let crate::pipeline::uplink::Rejection::UnknownDevAddr(a) = &rejection {
                     self.heard_elsewhere(a.0, phy, &rx);
@@ -582,7 +582,7 @@ impl Pipeline {
         let name = device.name.clone();
         self.states[id as usize] = next;
         if let Err(e) = decoded {
-            self.persist_unordered(id, next, late)?;
+            self.persist(id, next, late)?;
             self.refuse(
                 Reason::Codec,
                 &format_args!("device {name} frame {}: {e}", up.fcnt),
@@ -607,22 +607,15 @@ impl Pipeline {
         // The network server de-duplicated it already: no window to wait in
         // (a redelivered copy is refused above by its counter).
         let mut held = Held::new(uplink, id, next, ack);
-        held.late = Some(late);
+        held.late = late;
         self.publish(held)
     }
 
-    /// Save what publishing (or handing over) `h` settles of its device's
-    /// counter: the state, and for an unordered stream its late counters.
-    fn persist_held(&mut self, h: &Held) -> anyhow::Result<()> {
-        match h.late {
-            Some(late) => self.persist_unordered(h.device, h.persist, late),
-            None => self.persist(h.device, h.persist),
-        }
-    }
-
-    /// [`persist`](Self::persist) for a frame of an unordered stream: a late
-    /// frame leaves the counter where it is and changes only `late`.
-    fn persist_unordered(&mut self, id: u32, next: FcntState, late: Late) -> anyhow::Result<()> {
+    /// Save a device's counter state and, for an unordered stream, the late
+    /// counters it delivered (`Late(0)` for a gateway stream), unless a
+    /// later state is already saved: a late frame leaves the counter where
+    /// it is and changes only the window.
+    fn persist(&mut self, id: u32, next: FcntState, late: Late) -> anyhow::Result<()> {
         let eui = self.registry.get(id).dev_eui;
         let saved = self.store.get(eui);
         let was = (saved.epoch, saved.last);
@@ -630,16 +623,6 @@ impl Pipeline {
             || ((next.epoch, next.last) == was && late != self.store.late(eui))
         {
             self.store.record_unordered(eui, next, late)?;
-        }
-        Ok(())
-    }
-
-    /// Save a device's counter state, unless a later one is already saved.
-    fn persist(&mut self, id: u32, next: FcntState) -> anyhow::Result<()> {
-        let eui = self.registry.get(id).dev_eui;
-        let saved = self.store.get(eui);
-        if (next.epoch, next.last) > (saved.epoch, saved.last) {
-            self.store.record(eui, next)?;
         }
         Ok(())
     }
@@ -666,7 +649,7 @@ impl Pipeline {
     /// saved and its messages acknowledged as if published: the other edge
     /// answers for it, and replays stay refused here.
     fn hold_back(&mut self, mut h: Held) -> anyhow::Result<()> {
-        self.persist_held(&h)?;
+        self.persist(h.device, h.persist, h.late)?;
         ack_all(std::mem::take(&mut h.acks));
         let held = self.standby.entry(h.device).or_default();
         if held.len() >= self.config.handover.buffer_frames {
@@ -689,7 +672,7 @@ impl Pipeline {
         if let Some(mark) = self.covered.get(&h.device).copied() {
             if !later(h.uplink.counter(), mark) {
                 self.metrics.handover_covered.fetch_add(1, Relaxed);
-                self.persist_held(&h)?;
+                self.persist(h.device, h.persist, h.late)?;
                 ack_all(h.acks);
                 return Ok(());
             }
@@ -701,7 +684,7 @@ impl Pipeline {
             Ok(()) => {
                 self.devices.record(h.device, &h.uplink);
                 self.metrics.published.fetch_add(1, Relaxed);
-                self.persist_held(&h)?;
+                self.persist(h.device, h.persist, h.late)?;
                 ack_all(h.acks);
                 let device = self.registry.get(h.device);
                 let listens = self

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
@@ -74,6 +75,20 @@ pub fn mounted(doc: &Value, service: &str, target: &str) -> Option<PathBuf> {
                 }
             })
         })
+}
+
+/// What a compose file's device-lorawan talks to, on loopback: mosquitto
+/// (its ingest and the EdgeX bus), a core-data subscriber on the bus and
+/// the stand-in core-metadata. `None` (a skip) without mosquitto.
+pub async fn peers() -> Option<(
+    super::Mosquitto,
+    super::bus::BusCore,
+    super::metadata::Metadata,
+)> {
+    let broker = super::Mosquitto::start()?;
+    let core = super::bus::BusCore::start(broker.port, "device-lorawan").await;
+    let md = super::metadata::Metadata::start().await;
+    Some((broker, core, md))
 }
 
 /// One `device-lorawan` as a compose file starts it, on this machine.
@@ -152,6 +167,22 @@ impl Site {
             &self.env,
             &self.dir.path().join("service.log"),
         )
+    }
+
+    /// Wait (bounded) until the service has `mqtt_subscriptions` ingest
+    /// subscriptions and is registered with core-metadata.
+    pub async fn ready(&self, mqtt_subscriptions: u64) {
+        if mqtt_subscriptions > 0 {
+            super::until("the ingest subscriptions", Duration::from_secs(20), || {
+                super::scrape(self.api, "lorawan_mqtt_subacks_total")
+                    .is_some_and(|n| n >= mqtt_subscriptions)
+            })
+            .await;
+        }
+        super::until("registration", Duration::from_secs(20), || {
+            super::scrape(self.api, "edgex_registered") == Some(1)
+        })
+        .await;
     }
 
     pub fn log(&self) -> String {
