@@ -89,10 +89,10 @@ pub fn phy_payload(data: &[u8]) {
             continue;
         };
         let _ = lorawan::uplink::mac_commands(f.fopts());
-        if let Ok(auth) = lorawan::verify_mic(f, c, &state) {
+        let mut buf = [0u8; lorawan::crypto::MAX_PHY_PAYLOAD];
+        if let Ok(auth) = lorawan::verify_mic(f, c, &state, &mut buf) {
             if let Ok(acc) = lorawan::check_counter(auth, &state, FcntPolicy::ResetTolerant, 16) {
-                let mut buf = [0u8; lorawan::crypto::MAX_PHY_PAYLOAD];
-                let _ = lorawan::decrypt(&acc, c, &mut buf);
+                let _ = lorawan::uplink::mac_commands(acc.payload());
             }
         }
     }

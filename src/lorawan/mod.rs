@@ -35,7 +35,7 @@ pub use fcnt::{FcntPolicy, FcntState, Late};
 pub use frame::{parse_uplink, DataFrame, FrameError};
 pub use keys::{AesKey, DevAddr, Eui64};
 pub use radio::DataRate;
-pub use uplink::{check_counter, decrypt, verify_mic, Accepted, PayloadBuf, UplinkError};
+pub use uplink::{check_counter, verify_mic, Accepted, Authenticated, PayloadBuf, UplinkError};
 
 #[cfg(test)]
 mod vectors;

@@ -216,7 +216,8 @@ impl Pipeline {
                 continue;
             };
             let state = self.states[id as usize];
-            if let Ok(auth) = crate::lorawan::verify_mic(frame, crypto, &state) {
+            let mut scratch = [0; crate::lorawan::crypto::MAX_PHY_PAYLOAD];
+            if let Ok(auth) = crate::lorawan::verify_mic(frame, crypto, &state, &mut scratch) {
                 let fresh = state
                     .last
                     .is_none_or(|l| auth.fcnt.saturating_add(FRESH_FRAMES) >= l);

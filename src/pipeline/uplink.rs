@@ -11,7 +11,7 @@ use crate::codec::{CodecError, DeviceProfile, Reading};
 use crate::devices::Registry;
 use crate::lorawan::uplink::{mac_commands, MacCommand};
 use crate::lorawan::{
-    check_counter, decrypt, parse_uplink, verify_mic, DataFrame, FcntPolicy, FcntState, PayloadBuf,
+    check_counter, parse_uplink, verify_mic, DataFrame, FcntPolicy, FcntState, PayloadBuf,
     UplinkError,
 };
 use crate::lorawan::{DevAddr, Eui64, FrameError};
@@ -191,7 +191,8 @@ pub fn decode_parsed(
             }
             _ => continue,
         };
-        let accepted = match verify_mic(frame, crypto, &state)
+        let mut buf: PayloadBuf = [0; 255];
+        let accepted = match verify_mic(frame, crypto, &state, &mut buf)
             .and_then(|auth| check_counter(auth, &state, policy, reset_window))
         {
             Ok(a) => a,
@@ -206,8 +207,7 @@ pub fn decode_parsed(
                 break;
             }
         };
-        let mut buf: PayloadBuf = [0; 255];
-        let plain = decrypt(&accepted, crypto, &mut buf);
+        let plain = accepted.payload();
         let mut macs = mac_commands(frame.fopts());
         if accepted.frame.fport == Some(0) {
             macs.extend(mac_commands(plain));
