@@ -1,13 +1,18 @@
 //! Compiles `proto/*.proto` with protox (a pure-Rust protobuf compiler), so a
 //! fresh machine needs no `protoc` to build device-lorawan: the gateway
-//! messages with prost, the handover service with tonic's generator.
+//! bridge's and ChirpStack's integration messages with prost, the handover service with tonic's generator.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/gw.proto", "proto/handover.proto"];
+    let files = [
+        "proto/gw.proto",
+        "proto/integration.proto",
+        "proto/handover.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
-    let gw = protox::compile(["proto/gw.proto"], ["proto"])?;
-    prost_build::Config::new().compile_fds(gw)?;
+    // Together: `integration` refers to `gw`'s types (as `super::gw`).
+    let chirpstack = protox::compile(["proto/gw.proto", "proto/integration.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(chirpstack)?;
     let handover = protox::compile(["proto/handover.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)

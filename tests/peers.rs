@@ -6,48 +6,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use device_lorawan::codec::{lpp, Codec, CodecKind};
 use device_lorawan::ingest::bridge;
 use device_lorawan::lorawan::{self, encode, AesKey, DevAddr, Eui64, FcntState, SessionCrypto};
 
-/// Run a peer; `None` (skip) if it is not installed, a panic under CI.
-fn peer(program: &str, args: &[&str], stdin: &str, probe: &[&str]) -> Option<String> {
-    if !common::require(program) {
-        return None;
-    }
-    let ok = Command::new(program)
-        .args(probe)
-        .current_dir(common::repo_path("tests/peers"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        common::skip::skip(
-            &format!("the peer {program} {probe:?} is not installed"),
-            "pip install -r tests/peers/requirements.txt; npm ci --prefix tests/peers",
-        );
-        return None;
-    }
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(common::repo_path("tests/peers"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{program} {args:?} failed");
-    Some(String::from_utf8(out.stdout).unwrap())
-}
+use common::peer::peer;
 
 #[test]
 fn lpp_agrees_with_pycayennelpp_on_every_type() {

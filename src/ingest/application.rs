@@ -1,13 +1,25 @@
 //! Application-integration uplinks, already decrypted by a network server:
 //! ChirpStack v4 (`application/{id}/device/{devEui}/event/up`, `deviceInfo.devEui`,
-//! `fCnt`, `fPort`, `data`) and the loraserver v3 application server
-//! (`devEUI` in base64 or hex, `rxInfo[].gatewayID`, `loRaSNR`).
+//! `fCnt`, `fPort`, `data`) in either of its integration's marshalers (JSON,
+//! the default, or protobuf `integration.UplinkEvent` with `json = false`),
+//! and the loraserver v3 application server (`devEUI` in base64 or hex,
+//! `rxInfo[].gatewayID`, `loRaSNR`).
 
+use prost::Message;
 use serde::Deserialize;
 
-use super::bridge::{b64, gateway_id, MessageError};
+use super::bridge::{b64, gateway_id, pb_unix_ns, MessageError};
 use crate::lorawan::Eui64;
 use crate::pipeline::uplink::RxMeta;
+
+/// Generated from `proto/integration.proto`.
+mod pb {
+    // The generated code names the gateway bridge's types `super::gw::…`.
+    use crate::ingest::bridge::pb as gw;
+    pub mod integration {
+        include!(concat!(env!("OUT_DIR"), "/integration.rs"));
+    }
+}
 
 /// An uplink a network server already verified and decrypted.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +50,8 @@ struct Msg {
     rx_info: Vec<Rx>,
     /// v4: when the network server received the frame (RFC 3339).
     time: Option<String>,
+    /// v4: set when a join server holds the AppSKey (`data` still encrypted).
+    join_server_context: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -67,8 +81,33 @@ fn dev_eui(text: &str) -> Result<Eui64, MessageError> {
     })
 }
 
+/// One application uplink: JSON (its first byte `{`, as ChirpStack and
+/// loraserver write it) or ChirpStack v4's protobuf (which never starts
+/// with `{`: that byte would be field 15 as a group).
 pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
+    if payload.first() == Some(&b'{') {
+        decode_json(payload)
+    } else {
+        decode_protobuf(payload)
+    }
+}
+
+/// The payload is still encrypted: ChirpStack does not hold the AppSKey.
+fn join_server_held() -> MessageError {
+    MessageError::Field {
+        field: "joinServerContext",
+        message:
+            "the payload is encrypted under a join server's AppSKey, which the network server \
+                  does not hold"
+                .into(),
+    }
+}
+
+fn decode_json(payload: &[u8]) -> Result<AppUplink, MessageError> {
     let m: Msg = serde_json::from_slice(payload).map_err(|e| MessageError::Json(e.to_string()))?;
+    if m.join_server_context.as_ref().is_some_and(|c| !c.is_null()) {
+        return Err(join_server_held());
+    }
     let eui_text = m
         .device_info
         .as_ref()
@@ -84,26 +123,13 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
         .as_deref()
         .or_else(|| m.rx_info.iter().find_map(|r| r.time.as_deref()))
         .and_then(super::bridge::rfc3339_unix_ns);
-    let mut best: Option<RxMeta> = None;
-    for r in &m.rx_info {
-        let Some(gw) = r.gateway_id.as_deref() else {
-            continue;
-        };
-        let rx = RxMeta {
-            time_ns,
-            gps_time_ns: None,
-            station: None,
-            gateway: gateway_id(gw)?,
-            rssi: r.rssi,
-            snr: r.snr.unwrap_or(0.0),
-            tmst: None,
-            frequency: None,
-            datr: None,
-        };
-        if best.is_none_or(|b| rx.better_than(&b)) {
-            best = Some(rx);
-        }
-    }
+    let rx = best(
+        time_ns,
+        m.rx_info.iter().filter_map(|r| {
+            let gw = gateway_id(r.gateway_id.as_deref()?);
+            Some(gw.map(|gw| (gw, r.rssi, r.snr.unwrap_or(0.0))))
+        }),
+    )?;
     Ok(AppUplink {
         dev_eui: dev_eui(eui_text)?,
         fcnt,
@@ -115,19 +141,77 @@ pub fn decode(payload: &[u8]) -> Result<AppUplink, MessageError> {
             .map(|d| b64("data", d))
             .transpose()?
             .unwrap_or_default(),
-        rx: best.unwrap_or(RxMeta {
-            time_ns,
-            gps_time_ns: None,
-            station: None,
-            gateway: Eui64::default(),
-            rssi: 0,
-            snr: 0.0,
-            tmst: None,
-            frequency: None,
-            datr: None,
-        }),
+        rx,
         gateways: m.rx_info.len() as u32,
     })
+}
+
+fn decode_protobuf(payload: &[u8]) -> Result<AppUplink, MessageError> {
+    let m = pb::integration::UplinkEvent::decode(payload)
+        .map_err(|e| MessageError::Protobuf(e.to_string()))?;
+    if m.join_server_context.is_some() {
+        return Err(join_server_held());
+    }
+    let info = m
+        .device_info
+        .ok_or_else(|| MessageError::Protobuf("no device_info".into()))?;
+    // proto3 cannot tell an absent f_port from 0: ChirpStack sends 0 for a
+    // frame without FRMPayload (its JSON leaves `fPort` out), and a frame
+    // with FPort 0 (MAC commands) never reaches the application stream.
+    let fport = (m.f_port > 0)
+        .then(|| u8::try_from(m.f_port))
+        .transpose()
+        .map_err(|_| MessageError::Field {
+            field: "f_port",
+            message: format!("{} is not a LoRaWAN port", m.f_port),
+        })?;
+    let time_ns = m.time.and_then(pb_unix_ns).or_else(|| {
+        m.rx_info
+            .iter()
+            .find_map(|r| r.gw_time.or(r.ns_time).and_then(pb_unix_ns))
+    });
+    let rx = best(
+        time_ns,
+        m.rx_info
+            .iter()
+            .map(|r| gateway_id(&r.gateway_id).map(|gw| (gw, r.rssi, r.snr))),
+    )?;
+    Ok(AppUplink {
+        dev_eui: dev_eui(&info.dev_eui)?,
+        fcnt: m.f_cnt,
+        fport,
+        confirmed: m.confirmed,
+        data: m.data,
+        rx,
+        gateways: m.rx_info.len() as u32,
+    })
+}
+
+/// The best reception of a frame's gateways (`(gateway, rssi, snr)`), at
+/// the network server's time; a default one when it named no gateway.
+fn best(
+    time_ns: Option<i64>,
+    gateways: impl Iterator<Item = Result<(Eui64, i32, f32), MessageError>>,
+) -> Result<RxMeta, MessageError> {
+    let meta = |(gateway, rssi, snr): (Eui64, i32, f32)| RxMeta {
+        time_ns,
+        gps_time_ns: None,
+        station: None,
+        gateway,
+        rssi,
+        snr,
+        tmst: None,
+        frequency: None,
+        datr: None,
+    };
+    let mut best: Option<RxMeta> = None;
+    for g in gateways {
+        let rx = meta(g?);
+        if best.is_none_or(|b| rx.better_than(&b)) {
+            best = Some(rx);
+        }
+    }
+    Ok(best.unwrap_or_else(|| meta((Eui64::default(), 0, 0.0))))
 }
 
 #[cfg(test)]
@@ -160,6 +244,111 @@ mod tests {
             (Eui64::from_u64(0x0004a30b001c0530), 7, 3.5)
         );
         assert_eq!(u.rx.gateway, Eui64::from_u64(0x0016c001f153a14c));
+    }
+
+    /// The first event of `tests/peers/recorded/chirpstack-4.20/
+    /// application-up.protobuf.jsonl` (a real ChirpStack 4.20 with `json =
+    /// false`); the expected fields as PyPI `chirpstack-api` reads them.
+    #[test]
+    fn chirpstack_v4_protobuf_as_recorded() {
+        let line = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/recorded/chirpstack-4.20/application-up.protobuf.jsonl"
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+        let bytes = hex::decode(v["payload_hex"].as_str().unwrap()).unwrap();
+        let u = decode(&bytes).unwrap();
+        assert_eq!(
+            (u.dev_eui, u.fcnt, u.fport, u.confirmed, u.gateways),
+            (Eui64::from_u64(0x70b3d57ed0000001), 2300, Some(1), false, 2)
+        );
+        assert_eq!(
+            b64("data", "AWcBGQJoZAOIB9wB//sEAA2sBHQBNg==").unwrap(),
+            u.data
+        );
+        // time "2026-12-07T00:18:13.044288334Z"
+        assert_eq!(u.rx.time_ns, Some(1_796_602_693_044_288_334));
+    }
+
+    /// Field 15 (`joinServerContext`) says `data` is still encrypted: refused
+    /// in both marshalers rather than decoded as if it were plaintext.
+    #[test]
+    fn payloads_a_join_server_holds_the_key_of_are_refused() {
+        let json =
+            br#"{"deviceInfo":{"devEui":"0004a30b001c0530"},"fCnt":1,"fPort":1,"data":"AQI=",
+            "joinServerContext":{"sessionKeyId":"abcd"}}"#;
+        let e = decode(json).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                MessageError::Field {
+                    field: "joinServerContext",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let ev = pb::integration::UplinkEvent {
+            device_info: Some(pb::integration::DeviceInfo {
+                dev_eui: "0004a30b001c0530".into(),
+                ..Default::default()
+            }),
+            f_cnt: 1,
+            f_port: 1,
+            data: vec![1, 2],
+            join_server_context: Some(pb::integration::JoinServerContext {
+                session_key_id: "abcd".into(),
+            }),
+            ..Default::default()
+        };
+        let e = decode(&ev.encode_to_vec()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                MessageError::Field {
+                    field: "joinServerContext",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let plain = pb::integration::UplinkEvent {
+            join_server_context: None,
+            ..ev
+        };
+        assert_eq!(decode(&plain.encode_to_vec()).unwrap().data, [1, 2]);
+    }
+
+    #[test]
+    fn malformed_protobuf_and_missing_device_are_errors() {
+        assert!(matches!(
+            decode(&[0x0a, 0xff, 0x01]),
+            Err(MessageError::Protobuf(_))
+        ));
+        let no_device = pb::integration::UplinkEvent {
+            f_cnt: 3,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode(&no_device.encode_to_vec()),
+            Err(MessageError::Protobuf(_))
+        ));
+        let bad_port = pb::integration::UplinkEvent {
+            device_info: Some(pb::integration::DeviceInfo {
+                dev_eui: "0004a30b001c0530".into(),
+                ..Default::default()
+            }),
+            f_port: 300,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode(&bad_port.encode_to_vec()),
+            Err(MessageError::Field {
+                field: "f_port",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -378,6 +378,7 @@ pub mod engine;
 pub mod metadata;
 pub mod nats;
 pub mod netns;
+pub mod peer;
 pub mod postgres;
 pub mod requester;
 pub mod scrape;

@@ -1,12 +1,25 @@
 """Gateway-bridge messages built with ChirpStack's own protobuf definitions
 (PyPI chirpstack-api): v4 protobuf, v4 JSON (protobuf's JSON mapping, as the
 bridge's JSON marshaler writes it), and the legacy v3 fields. One JSON line
-per message: {"kind", "payload" (hex), "gateway", "rssi", "snr", "tmst"}."""
+per message: {"kind", "payload" (hex), "gateway", "rssi", "snr", "tmst"}.
+`downlink`: our DownlinkFrames read, DownlinkTxAcks built; `integration`:
+recorded application events decoded (see that branch)."""
 import json
 import sys
 
 from chirpstack_api import gw
 from google.protobuf import json_format
+
+if sys.argv[1] == "integration":
+    # Application events as ChirpStack's definitions read them: each stdin
+    # line the hex of an `integration.UplinkEvent`, each output line its
+    # protobuf JSON mapping (what the integration's JSON marshaler writes).
+    from chirpstack_api import integration
+    for line in sys.stdin:
+        ev = integration.UplinkEvent()
+        ev.ParseFromString(bytes.fromhex(line.strip()))
+        print(json.dumps(json.loads(json_format.MessageToJson(ev)), separators=(",", ":")))
+    sys.exit(0)
 
 if sys.argv[1] == "downlink":
     # Our DownlinkFrames, read by ChirpStack's definitions (JSON strictly, as

@@ -123,7 +123,7 @@ fn pb_gps_time(
 }
 
 /// A protobuf Timestamp as Unix ns; `None` before 1970 or beyond i64.
-fn pb_unix_ns(t: prost_types::Timestamp) -> Option<i64> {
+pub(super) fn pb_unix_ns(t: prost_types::Timestamp) -> Option<i64> {
     (t.seconds > 0)
         .then(|| {
             t.seconds
