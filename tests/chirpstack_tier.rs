@@ -543,3 +543,125 @@ async fn a_late_frame_the_codec_refuses_counts_as_delivered() {
     );
     drop(broker);
 }
+
+/// EdgeX commands for devices behind ChirpStack go to ChirpStack's device
+/// queue (`command/down` of its MQTT integration), in the marshaler the
+/// device's uplinks came in, as ChirpStack's own definitions read them: a
+/// command given before the device was first heard waits for its first
+/// uplink; once the route is known, a command goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_go_to_chirpstack_device_queue() {
+    let Some((protobuf, pb_payloads)) = recorded_protobuf() else {
+        return;
+    };
+    let json = recorded();
+    let json_payloads: Vec<Json> = json
+        .iter()
+        .map(|(_, p)| serde_json::from_slice(p).unwrap())
+        .collect();
+    let Some((broker, _core, _md, site)) =
+        site(&devices_of(json_payloads.iter().chain(&pb_payloads))).await
+    else {
+        return;
+    };
+    let mut svc = site.start();
+    site.ready(1).await;
+
+    // Commands as ChirpStack would receive them.
+    let mut opts = MqttOptions::new("chirpstack-commands", "127.0.0.1", broker.port);
+    opts.set_max_packet_size(1 << 16, 1 << 16);
+    let (sub, mut events) = AsyncClient::new(opts, 64);
+    sub.subscribe("application/+/device/+/command/down", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
+                let _ = got_tx.send((p.topic.clone(), p.payload.to_vec()));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (client, poller) = publisher(broker.port, "chirpstack-recorded");
+    let put = |name: &str, seconds: u16| {
+        let path = format!("/api/v3/device/name/{name}/reportInterval");
+        let body = format!(r#"{{"reportInterval":"{seconds}"}}"#);
+        async move {
+            let (status, answer) = common::http(site.api, "PUT", &path, &body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+
+    // JSON: the first recorded device, commanded before it was heard.
+    let (topic, payload) = &json[0];
+    let device = &json_payloads[0]["deviceInfo"];
+    put(device["deviceName"].as_str().unwrap(), 300).await;
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+        .await
+        .unwrap();
+    let (json_topic, json_cmd) = next_command(&mut got).await;
+    assert_eq!(json_topic, topic.replace("/event/up", "/command/down"));
+
+    // Protobuf: a device heard first, then commanded: at once.
+    let i = pb_payloads
+        .iter()
+        .position(|p| p["deviceInfo"]["devEui"] != device["devEui"])
+        .unwrap();
+    let (topic, payload) = &protobuf[i];
+    let pb_device = &pb_payloads[i]["deviceInfo"];
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+        .await
+        .unwrap();
+    until("the protobuf uplink taken", Duration::from_secs(10), || {
+        common::metric(site.api, "lorawan_uplinks_published_total") >= 2
+    })
+    .await;
+    put(pb_device["deviceName"].as_str().unwrap(), 3600).await;
+    let (pb_topic, pb_cmd) = next_command(&mut got).await;
+    assert_eq!(pb_topic, topic.replace("/event/up", "/command/down"));
+    common::kill9(&mut svc);
+    poller.abort();
+    listener.abort();
+
+    // Read by ChirpStack's definitions: JSON strictly, protobuf.
+    let lines = [("json", &json_cmd), ("protobuf", &pb_cmd)]
+        .iter()
+        .map(|(kind, p)| format!(r#"{{"kind":"{kind}","payload":"{}"}}"#, hex::encode(p)))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    let read = common::peer::peer(
+        "python3",
+        &["chirpstack_peer.py", "command"],
+        &lines,
+        &["-c", "import chirpstack_api.integration"],
+    )
+    .expect("checked by recorded_protobuf");
+    let read: Vec<Json> = read.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    assert_eq!(json_cmd.first(), Some(&b'{'));
+    assert_eq!(read[0]["devEui"], device["devEui"]);
+    assert_eq!(read[0]["fPort"], 2);
+    assert_eq!(read[0]["data"], b64(&300u16.to_be_bytes()));
+    assert_ne!(pb_cmd.first(), Some(&b'{'));
+    assert_eq!(read[1]["devEui"], pb_device["devEui"]);
+    assert_eq!(read[1]["fPort"], 2);
+    assert_eq!(read[1]["data"], b64(&3600u16.to_be_bytes()));
+    // Unconfirmed, as the profile's command is (protobuf's JSON omits false).
+    assert!(read.iter().all(|c| c.get("confirmed").is_none()));
+    drop(broker);
+}
+
+/// The next command published for ChirpStack (bounded wait).
+async fn next_command(
+    got: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) -> (String, Vec<u8>) {
+    tokio::time::timeout(Duration::from_secs(10), got.recv())
+        .await
+        .expect("a command for ChirpStack")
+        .unwrap()
+}

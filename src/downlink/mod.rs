@@ -4,7 +4,9 @@
 //! ([`scheduler`]). Each gateway protocol writes and reads its own
 //! downlinks beside its uplinks: `ingest::udp::downlink` (PULL_RESP /
 //! TX_ACK), `ingest::bridge::downlink` (`command/down` / `event/ack`),
-//! `ingest::station` (`dnmsg` / `dntxed`).
+//! `ingest::station` (`dnmsg` / `dntxed`). A device heard only through a
+//! network server's application stream gets its commands through that
+//! server's queue instead (`scheduler::network_server`).
 
 pub mod queue;
 pub mod scheduler;
@@ -69,6 +71,23 @@ pub struct Transmitters {
     pub udp: Option<mpsc::Sender<TxRequest>>,
     pub mqtt: Option<mpsc::Sender<TxRequest>>,
     pub station: Option<mpsc::Sender<TxRequest>>,
+    /// Commands for devices heard on a network server's application stream:
+    /// to that server's queue, through the MQTT ingest.
+    pub app: Option<mpsc::Sender<AppCommand>>,
+}
+
+/// A command handed to the network server in front of its device (ChirpStack
+/// v4 queues it and sends it in one of the device's receive windows). The
+/// MQTT ingest answers with a [`TxAck`] of the same `id`: `Ok` once the
+/// client holds it for the broker (QoS 1), an error if it could not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppCommand {
+    pub id: u32,
+    pub route: std::sync::Arc<crate::ingest::application::AppRoute>,
+    pub dev_eui: Eui64,
+    pub fport: u8,
+    pub confirmed: bool,
+    pub payload: Vec<u8>,
 }
 
 /// What a gateway is asked to transmit, as it reads the request.

@@ -10,6 +10,8 @@
 //! the queue only when its frame was sent; refusals count against
 //! `Downlink.MaxAttempts`.
 
+mod network_server;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -137,6 +139,10 @@ pub struct Scheduler {
     retry_at: Option<Instant>,
     /// Confirmed commands sent and not yet acknowledged, by device.
     unacked: HashMap<u32, Unacked>,
+    /// Where the commands of devices heard on an application stream go.
+    routes: HashMap<u32, Arc<crate::ingest::application::AppRoute>>,
+    /// Commands handed to the MQTT ingest for a network server, by id.
+    forwarded: HashMap<u32, network_server::Forwarded>,
 }
 
 /// How long a class C command waits after a refused or unanswered
@@ -162,6 +168,8 @@ impl Scheduler {
             heard: HashMap::new(),
             retry_at: None,
             unacked: HashMap::new(),
+            routes: HashMap::new(),
+            forwarded: HashMap::new(),
         }
     }
 
@@ -178,7 +186,13 @@ impl Scheduler {
         mac: &Decision,
         listens: Option<RxSettings>,
     ) {
-        if device.class == DeviceClass::C && up.source != Source::ApplicationMqtt {
+        if up.source == Source::ApplicationMqtt {
+            // Its network server sends its downlinks (and acknowledges its
+            // confirmed uplinks): our commands go to that server's queue.
+            self.forward(id, &device.name, device.dev_eui);
+            return;
+        }
+        if device.class == DeviceClass::C {
             self.heard.insert(id, (up.rx, up.source));
         }
         // A confirmed command sent to it: this uplink acknowledges it, or
@@ -571,6 +585,9 @@ impl Scheduler {
         ack: TxAck,
         store: &mut CounterStore,
     ) -> Result<Option<MacSent>, CounterStoreError> {
+        if self.forwarded_ack(&ack).is_some() {
+            return Ok(None);
+        }
         let Some(f) = self.in_flight.remove(&ack.id) else {
             tracing::debug!(
                 id = ack.id,

@@ -5,6 +5,8 @@
 //! and the loraserver v3 application server (`devEUI` in base64 or hex,
 //! `rxInfo[].gatewayID`, `loRaSNR`).
 
+use std::sync::Arc;
+
 use prost::Message;
 use serde::Deserialize;
 
@@ -32,6 +34,56 @@ pub struct AppUplink {
     /// Best reception and gateway count, as the network server reported.
     pub rx: RxMeta,
     pub gateways: u32,
+    /// Where the network server takes commands for this device (set by the
+    /// MQTT ingest, which knows the topic).
+    pub route: Option<Arc<AppRoute>>,
+}
+
+/// Where a device's commands go back to its network server: ChirpStack v4's
+/// `command/down` topic beside the `event/up` topic it published the
+/// device's uplink on, in the marshaler it published it in (its MQTT
+/// integration reads commands in the marshaler it writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRoute {
+    pub command_topic: String,
+    pub protobuf: bool,
+}
+
+impl AppRoute {
+    /// The route of an uplink published on `event_topic`; `None` for a
+    /// topic that is not ChirpStack v4's (`.../event/up`), e.g. loraserver
+    /// v3's `.../rx`.
+    pub fn of(event_topic: &str, payload: &[u8]) -> Option<Self> {
+        let base = event_topic.strip_suffix("/event/up")?;
+        Some(Self {
+            command_topic: format!("{base}/command/down"),
+            protobuf: payload.first() != Some(&b'{'),
+        })
+    }
+
+    /// A command for ChirpStack's device queue (`integration.DownlinkCommand`,
+    /// its id left for ChirpStack to make up), in this route's marshaler.
+    pub fn command(&self, dev_eui: Eui64, fport: u8, confirmed: bool, data: &[u8]) -> Vec<u8> {
+        let cmd = pb::integration::DownlinkCommand {
+            id: String::new(),
+            dev_eui: dev_eui.to_string(),
+            confirmed,
+            f_port: u32::from(fport),
+            data: data.to_vec(),
+        };
+        if self.protobuf {
+            cmd.encode_to_vec()
+        } else {
+            use base64::Engine;
+            serde_json::to_vec(&serde_json::json!({
+                "devEui": cmd.dev_eui,
+                "confirmed": confirmed,
+                "fPort": fport,
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
+            }))
+            .expect("a JSON value serializes")
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -143,6 +195,7 @@ fn decode_json(payload: &[u8]) -> Result<AppUplink, MessageError> {
             .unwrap_or_default(),
         rx,
         gateways: m.rx_info.len() as u32,
+        route: None,
     })
 }
 
@@ -184,6 +237,7 @@ fn decode_protobuf(payload: &[u8]) -> Result<AppUplink, MessageError> {
         data: m.data,
         rx,
         gateways: m.rx_info.len() as u32,
+        route: None,
     })
 }
 

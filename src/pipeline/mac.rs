@@ -41,13 +41,20 @@ impl super::Pipeline {
     }
 
     /// Offer every class C device's waiting command to the scheduler: it
-    /// sends each device's next one at once, on RX2.
+    /// sends each device's next one at once, on RX2. A device heard on a
+    /// network server's application stream (any class) has its next one
+    /// handed to that server's queue at once.
     pub(super) fn class_c(&mut self) {
         for name in self.scheduler.waiting() {
             let Some(id) = self.registry.by_name(&name) else {
                 continue;
             };
             let device = self.registry.get(id);
+            if self.scheduler.forwards(id) {
+                // Its network server queues it (any class).
+                self.scheduler.forward(id, &device.name, device.dev_eui);
+                continue;
+            }
             if device.class != crate::devices::DeviceClass::C {
                 continue;
             }

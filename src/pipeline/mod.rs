@@ -537,6 +537,9 @@ impl Pipeline {
             return Ok(());
         };
         let device = self.registry.get(id);
+        if let Some(route) = &up.route {
+            self.scheduler.route(id, route);
+        }
         let state = self.states[id as usize];
         // The network server owns the counter; a frame it delivered before
         // is a redelivery, unless it is a reset the device's policy accepts.

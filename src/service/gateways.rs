@@ -67,10 +67,13 @@ pub async fn bind(
     if config.ingest.mqtt.enabled {
         let (down_tx, down_rx) = mpsc::channel(DOWNLINKS_IN_FLIGHT);
         transmitters.mqtt = Some(down_tx);
+        let (app_tx, app_rx) = mpsc::channel(DOWNLINKS_IN_FLIGHT);
+        transmitters.app = Some(app_tx);
         tasks.push(tokio::spawn(crate::ingest::mqtt::run(
             config.ingest.mqtt.clone(),
             tx,
             down_rx,
+            app_rx,
             metrics.clone(),
             max,
         )));

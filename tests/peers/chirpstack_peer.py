@@ -3,7 +3,8 @@
 bridge's JSON marshaler writes it), and the legacy v3 fields. One JSON line
 per message: {"kind", "payload" (hex), "gateway", "rssi", "snr", "tmst"}.
 `downlink`: our DownlinkFrames read, DownlinkTxAcks built; `integration`:
-recorded application events decoded (see that branch)."""
+recorded application events decoded; `command`: our commands for ChirpStack's
+device queue read (see those branches)."""
 import json
 import sys
 
@@ -19,6 +20,23 @@ if sys.argv[1] == "integration":
         ev = integration.UplinkEvent()
         ev.ParseFromString(bytes.fromhex(line.strip()))
         print(json.dumps(json.loads(json_format.MessageToJson(ev)), separators=(",", ":")))
+    sys.exit(0)
+
+if sys.argv[1] == "command":
+    # Our commands for ChirpStack's device queue, read as its MQTT
+    # integration reads them: JSON strictly (an unknown or mistyped field
+    # fails), or protobuf. Each stdin line {"kind", "payload" (hex)}; each
+    # output line the command in protobuf's JSON mapping.
+    from chirpstack_api import integration
+    for line in sys.stdin:
+        t = json.loads(line)
+        raw = bytes.fromhex(t["payload"])
+        cmd = integration.DownlinkCommand()
+        if t["kind"] == "json":
+            json_format.Parse(raw.decode(), cmd)
+        else:
+            cmd.ParseFromString(raw)
+        print(json.dumps(json.loads(json_format.MessageToJson(cmd)), separators=(",", ":")))
     sys.exit(0)
 
 if sys.argv[1] == "downlink":

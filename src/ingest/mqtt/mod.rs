@@ -14,6 +14,7 @@
 pub mod kicked;
 pub mod quiet;
 pub mod refusal;
+mod routes;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use super::bridge::downlink::{decode_tx_ack, downlink_frame, Marshaler};
 use super::{application, bridge as gateway, topic_matches, Ack, AckQueue, IngestEvent};
 use crate::config::{MqttConfig, StreamKind};
-use crate::downlink::{TxAck, TxRequest};
+use crate::downlink::{AppCommand, TxAck, TxRequest};
 use crate::lorawan::Eui64;
 use crate::metrics::{Metrics, Reason, Source};
 
@@ -84,6 +85,7 @@ pub async fn run(
     cfg: MqttConfig,
     tx: mpsc::Sender<IngestEvent>,
     mut downlinks: mpsc::Receiver<TxRequest>,
+    mut app_commands: mpsc::Receiver<AppCommand>,
     metrics: Arc<Metrics>,
     max_bytes: usize,
 ) {
@@ -95,6 +97,10 @@ pub async fn run(
         .collect();
     // How to reach each gateway heard: its topic prefix and marshaler.
     let mut gateways: HashMap<Eui64, (String, Marshaler)> = HashMap::new();
+    // How to reach each device's network server (application streams), and
+    // the commands for it not yet acknowledged by the broker.
+    let mut routes = routes::Routes::default();
+    let mut commands = routes::Unacked::default();
     let mut opts = options(
         &cfg.client_id,
         &cfg.host,
@@ -155,11 +161,30 @@ pub async fn run(
                             false,
                             downlink_frame(&req, *m),
                         )
+                        .map(|()| commands.published(None))
                         .map_err(|e| format!("publishing the downlink: {e}")),
                     None => Err(format!("gateway {} has not been heard on MQTT", req.gateway)),
                 };
                 if let Err(e) = sent {
                     backlog.push_back(IngestEvent::TxAck(TxAck { id: req.id, result: Err(e) }));
+                }
+                continue;
+            }
+            Some(cmd) = app_commands.recv() => {
+                // QoS 1: answered once the broker acknowledges it (the
+                // client retransmits it across reconnects until then).
+                let sent = client.try_publish(
+                    cmd.route.command_topic.clone(),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    cmd.route.command(cmd.dev_eui, cmd.fport, cmd.confirmed, &cmd.payload),
+                );
+                match sent {
+                    Ok(()) => commands.published(Some(cmd.id)),
+                    Err(e) => backlog.push_back(IngestEvent::TxAck(TxAck {
+                        id: cmd.id,
+                        result: Err(format!("publishing the command: {e}")),
+                    })),
                 }
                 continue;
             }
@@ -245,14 +270,21 @@ pub async fn run(
                             ack: ack(),
                         }
                     }),
-                    StreamKind::Application => application::decode(&p.payload).map(|up| {
+                    StreamKind::Application => application::decode(&p.payload).map(|mut up| {
                         metrics.received(Source::ApplicationMqtt);
+                        up.route = routes.of(up.dev_eui, &p.topic, &p.payload);
                         IngestEvent::App(up, ack())
                     }),
                 };
                 match ev {
                     Ok(ev) => backlog.push_back(ev),
                     Err(e) => refuse(e.reason(), &format_args!("topic {}: {e}", p.topic)),
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => commands.written(pkid),
+            Ok(Event::Incoming(Packet::PubAck(a))) => {
+                if let Some(id) = commands.acknowledged(a.pkid) {
+                    backlog.push_back(IngestEvent::TxAck(TxAck { id, result: Ok(()) }));
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(_) | rumqttc::Outgoing::PubRec(_))) => {
