@@ -640,7 +640,10 @@ async fn commands_go_to_chirpstack_device_queue() {
         &["-c", "import chirpstack_api.integration"],
     )
     .expect("checked by recorded_protobuf");
-    let read: Vec<Json> = read.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let read: Vec<Json> = read
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     use base64::Engine;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     assert_eq!(json_cmd.first(), Some(&b'{'));

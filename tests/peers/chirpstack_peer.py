@@ -11,6 +11,19 @@ import sys
 from chirpstack_api import gw
 from google.protobuf import json_format
 
+
+def parsed(line, msg):
+    """`msg` read from a stdin line {"kind", "payload" (hex)} as ChirpStack
+    reads it: JSON strictly (an unknown or mistyped field fails), or protobuf."""
+    t = json.loads(line)
+    raw = bytes.fromhex(t["payload"])
+    if t["kind"] == "json":
+        json_format.Parse(raw.decode(), msg)
+    else:
+        msg.ParseFromString(raw)
+    return msg
+
+
 if sys.argv[1] == "integration":
     # Application events as ChirpStack's definitions read them: each stdin
     # line the hex of an `integration.UplinkEvent`, each output line its
@@ -24,18 +37,11 @@ if sys.argv[1] == "integration":
 
 if sys.argv[1] == "command":
     # Our commands for ChirpStack's device queue, read as its MQTT
-    # integration reads them: JSON strictly (an unknown or mistyped field
-    # fails), or protobuf. Each stdin line {"kind", "payload" (hex)}; each
-    # output line the command in protobuf's JSON mapping.
+    # integration reads them; each output line the command in protobuf's
+    # JSON mapping.
     from chirpstack_api import integration
     for line in sys.stdin:
-        t = json.loads(line)
-        raw = bytes.fromhex(t["payload"])
-        cmd = integration.DownlinkCommand()
-        if t["kind"] == "json":
-            json_format.Parse(raw.decode(), cmd)
-        else:
-            cmd.ParseFromString(raw)
+        cmd = parsed(line, integration.DownlinkCommand())
         print(json.dumps(json.loads(json_format.MessageToJson(cmd)), separators=(",", ":")))
     sys.exit(0)
 
@@ -44,13 +50,7 @@ if sys.argv[1] == "downlink":
     # the bridge's unmarshaler does: an unknown or mistyped field fails),
     # then ChirpStack-built DownlinkTxAcks for our decoder.
     for line in sys.stdin:
-        t = json.loads(line)
-        raw = bytes.fromhex(t["payload"])
-        f = gw.DownlinkFrame()
-        if t["kind"] == "json":
-            json_format.Parse(raw.decode(), f)
-        else:
-            f.ParseFromString(raw)
+        f = parsed(line, gw.DownlinkFrame())
         item = f.items[0]
         tx = item.tx_info
         lora = tx.modulation.lora

@@ -30,11 +30,7 @@ impl Scheduler {
     /// application-stream uplinks says; the route is shared, so this is a
     /// pointer comparison per uplink).
     pub fn route(&mut self, id: u32, route: &Arc<AppRoute>) {
-        if !self
-            .routes
-            .get(&id)
-            .is_some_and(|r| Arc::ptr_eq(r, route))
-        {
+        if !self.routes.get(&id).is_some_and(|r| Arc::ptr_eq(r, route)) {
             self.routes.insert(id, route.clone());
         }
     }
@@ -54,11 +50,16 @@ impl Scheduler {
         {
             return;
         }
-        let (Some(route), Some(tx)) = (self.routes.get(&id).cloned(), self.tx.app.clone()) else {
-            tracing::debug!(device = %name, "no command topic of its network server known yet: the command waits for its next uplink");
+        let Some((command, _)) = self.queue.front(name) else {
             return;
         };
-        let Some((command, _)) = self.queue.front(name) else {
+        let (Some(route), Some(tx)) = (self.routes.get(&id).cloned(), self.tx.app.clone()) else {
+            // Heard on a stream whose server takes no commands from us
+            // (loraserver v3's `.../rx`): said at each of its uplinks.
+            self.fail(
+                name,
+                "its network server's stream names no command topic (ChirpStack v4's .../event/up does): the command waits",
+            );
             return;
         };
         let id_sent = self.new_id();

@@ -97,12 +97,17 @@ mod tests {
                 protobuf: false,
             }
         );
-        assert!(Arc::ptr_eq(&a, &routes.of(eui, topic, b"{\"x\":1}").unwrap()));
+        assert!(Arc::ptr_eq(
+            &a,
+            &routes.of(eui, topic, b"{\"x\":1}").unwrap()
+        ));
         // ChirpStack switched to protobuf: a new route.
         let b = routes.of(eui, topic, &[0x0a, 0x24]).unwrap();
         assert!(b.protobuf && !Arc::ptr_eq(&a, &b));
         // loraserver v3's topic has no command/down.
-        assert!(routes.of(eui, "application/1/device/0000000000000001/rx", b"{}").is_none());
+        assert!(routes
+            .of(eui, "application/1/device/0000000000000001/rx", b"{}")
+            .is_none());
     }
 
     #[test]
