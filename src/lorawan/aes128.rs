@@ -7,13 +7,15 @@
 //! - each cipher keeps room for both its AES-NI and its software key
 //!   schedule, 720 bytes, and a session has two: most of a device's memory.
 //!
-//! Here, on a CPU with AES-NI, a key is its 11 round keys (176 bytes) and
-//! the caller's whole job (a CMAC, a keystream) runs in one function
-//! compiled for AES-NI ([`SessionKeys::run`]), the rounds inline. Elsewhere
-//! (a Raspberry Pi 4's Cortex-A72 has no AES instructions) the `aes` crate's
-//! constant-time software cipher, boxed so that it costs no room on CPUs
-//! that do not use it. Only encryption: LoRaWAN's MIC and keystreams need
-//! no AES decryption on this path.
+//! Here, on a CPU with AES instructions (x86-64 AES-NI; ARMv8's
+//! cryptographic extension, e.g. a Raspberry Pi 5's Cortex-A76), a key is
+//! its 11 round keys (176 bytes) and the caller's whole job (a CMAC, a
+//! keystream) runs in one function compiled for those instructions
+//! ([`SessionKeys::run`]), the rounds inline. Elsewhere (a Raspberry Pi 4's
+//! Cortex-A72 has no AES instructions) the `aes` crate's constant-time
+//! software cipher, boxed so that it costs no room on CPUs that do not use
+//! it. Only encryption: LoRaWAN's MIC and keystreams need no AES decryption
+//! on this path.
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes128Enc;
@@ -48,7 +50,7 @@ pub trait Job {
 /// Which implementation a session's keys use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// The CPU's AES instructions (x86-64 AES-NI), when it has them.
+    /// The CPU's AES instructions (x86-64 AES-NI, ARMv8 AES), when it has them.
     Hardware,
     /// The `aes` crate's software cipher.
     Software,
@@ -59,6 +61,10 @@ impl Backend {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if ni::available() {
+            return Backend::Hardware;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if armv8::available() {
             return Backend::Hardware;
         }
         Backend::Software
@@ -76,6 +82,11 @@ pub enum SessionKeys {
         nwk: ni::RoundKeys,
         app: ni::RoundKeys,
     },
+    #[cfg(target_arch = "aarch64")]
+    Armv8 {
+        nwk: armv8::RoundKeys,
+        app: armv8::RoundKeys,
+    },
     Soft(Box<[Aes128Enc; 2]>),
 }
 
@@ -89,6 +100,13 @@ impl SessionKeys {
                 return SessionKeys::Ni { nwk, app };
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        if backend == Backend::Hardware {
+            if let (Some(nwk), Some(app)) = (armv8::RoundKeys::new(nwk), armv8::RoundKeys::new(app))
+            {
+                return SessionKeys::Armv8 { nwk, app };
+            }
+        }
         let _ = backend;
         let soft = |k: &Block| Aes128Enc::new(GenericArray::from_slice(k));
         SessionKeys::Soft(Box::new([soft(nwk), soft(app)]))
@@ -98,6 +116,8 @@ impl SessionKeys {
         match self {
             #[cfg(target_arch = "x86_64")]
             SessionKeys::Ni { .. } => Backend::Hardware,
+            #[cfg(target_arch = "aarch64")]
+            SessionKeys::Armv8 { .. } => Backend::Hardware,
             SessionKeys::Soft(_) => Backend::Software,
         }
     }
@@ -110,6 +130,10 @@ impl SessionKeys {
             // SAFETY: `RoundKeys` exist only where the CPU has AES-NI and
             // SSE2 (`RoundKeys::new` checks), which is all `run_ni` needs.
             SessionKeys::Ni { nwk, app } => unsafe { ni::run(nwk, app, job) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `RoundKeys` exist only where the CPU has the AES
+            // extension (`RoundKeys::new` checks).
+            SessionKeys::Armv8 { nwk, app } => unsafe { armv8::run(nwk, app, job) },
             SessionKeys::Soft(k) => job.run(&k[0], &k[1]),
         }
     }
@@ -294,6 +318,185 @@ mod ni {
         );
         for (y, b) in y.iter().zip(blocks.iter_mut()) {
             _mm_storeu_si128(b.as_mut_ptr().cast(), _mm_aesenclast_si128(*y, other.0[10]));
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod armv8 {
+    //! AES-128 with ARMv8's cryptographic extension (Arm ARM, AESE/AESMC):
+    //! AESE is AddRoundKey, SubBytes and ShiftRows, AESMC MixColumns, so a
+    //! round key goes in one step earlier than in FIPS-197's order and the
+    //! last one is a plain XOR. Not testable on an x86-64 machine except
+    //! under emulation (`qemu-aarch64 -cpu max`: docs/tests.md).
+
+    use crate::lorawan::aes128::{Block, Encrypt, Job};
+    use std::arch::aarch64::*;
+
+    /// Whether this CPU has what the functions here are compiled for.
+    pub fn available() -> bool {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+
+    /// The 11 round keys of one AES-128 key.
+    #[derive(Clone, Copy)]
+    pub struct RoundKeys([uint8x16_t; 11]);
+
+    impl RoundKeys {
+        /// `None` when the CPU lacks the AES extension: a `RoundKeys` is
+        /// the proof that [`run`] may be called.
+        pub fn new(key: &Block) -> Option<Self> {
+            if !available() {
+                return None;
+            }
+            // SAFETY: the feature was just detected.
+            Some(unsafe { expand(key) })
+        }
+    }
+
+    /// FIPS-197 §5.2's key expansion, SubWord by AESE itself (with a zero
+    /// round key and the word in all four columns, ShiftRows moves nothing):
+    /// no lookup table indexed by key bytes.
+    #[target_feature(enable = "aes")]
+    unsafe fn expand(key: &Block) -> RoundKeys {
+        const RCON: [u32; 10] = [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1b, 0x36];
+        let sub_word = |w: u32| {
+            let v = vreinterpretq_u8_u32(vdupq_n_u32(w));
+            vgetq_lane_u32::<0>(vreinterpretq_u32_u8(vaeseq_u8(v, vdupq_n_u8(0))))
+        };
+        let mut w = [0u32; 44];
+        for (i, c) in key.chunks_exact(4).enumerate() {
+            w[i] = u32::from_le_bytes(c.try_into().expect("4 bytes"));
+        }
+        for i in 4..44 {
+            let mut t = w[i - 1];
+            if i % 4 == 0 {
+                // RotWord on little-endian words is a right rotation.
+                t = sub_word(t).rotate_right(8) ^ RCON[i / 4 - 1];
+            }
+            w[i] = w[i - 4] ^ t;
+        }
+        let mut rk = [vdupq_n_u8(0); 11];
+        for (r, k) in rk.iter_mut().enumerate() {
+            let mut b = [0u8; 16];
+            for (j, word) in w[4 * r..4 * r + 4].iter().enumerate() {
+                b[4 * j..4 * j + 4].copy_from_slice(&word.to_le_bytes());
+            }
+            *k = vld1q_u8(b.as_ptr());
+        }
+        RoundKeys(rk)
+    }
+
+    /// The job compiled for the AES extension: its `encrypt` calls inline here.
+    ///
+    /// # Safety
+    /// The CPU has the AES extension (a [`RoundKeys`] proves it).
+    #[target_feature(enable = "aes")]
+    pub unsafe fn run<J: Job>(nwk: &RoundKeys, app: &RoundKeys, job: J) -> J::Out {
+        job.run(nwk, app)
+    }
+
+    /// `N` blocks under `key`, round by round (so the AES unit pipelines them).
+    /// Compiled for the AES extension itself (the intrinsics inline only
+    /// into such a function), and inlined into [`run`]'s job, which is too.
+    ///
+    /// # Safety
+    /// As [`run`].
+    #[inline]
+    #[target_feature(enable = "aes")]
+    unsafe fn rounds<const N: usize>(key: &RoundKeys, x: &mut [uint8x16_t; N]) {
+        for k in &key.0[..9] {
+            for x in x.iter_mut() {
+                *x = vaesmcq_u8(vaeseq_u8(*x, *k));
+            }
+        }
+        for x in x.iter_mut() {
+            *x = veorq_u8(vaeseq_u8(*x, key.0[9]), key.0[10]);
+        }
+    }
+
+    impl Encrypt for RoundKeys {
+        #[inline(always)]
+        fn encrypt(&self, block: &mut Block) {
+            // SAFETY: a `RoundKeys` exists only where the AES extension does.
+            unsafe {
+                let mut x = [vld1q_u8(block.as_ptr())];
+                rounds(self, &mut x);
+                vst1q_u8(block.as_mut_ptr(), x[0]);
+            }
+        }
+
+        #[inline(always)]
+        fn encrypt_blocks(&self, blocks: &mut [Block]) {
+            let mut chunks = blocks.chunks_exact_mut(4);
+            for four in &mut chunks {
+                // SAFETY: as in `encrypt`.
+                unsafe {
+                    let mut x = [vdupq_n_u8(0); 4];
+                    for (x, b) in x.iter_mut().zip(four.iter()) {
+                        *x = vld1q_u8(b.as_ptr());
+                    }
+                    rounds(self, &mut x);
+                    for (x, b) in x.iter().zip(four.iter_mut()) {
+                        vst1q_u8(b.as_mut_ptr(), *x);
+                    }
+                }
+            }
+            for b in chunks.into_remainder() {
+                self.encrypt(b);
+            }
+        }
+
+        #[inline(always)]
+        fn encrypt_beside(&self, block: &mut Block, other: &Self, blocks: &mut [Block]) {
+            let (now, later) = blocks.split_at_mut(blocks.len().min(4));
+            // SAFETY: as in `encrypt`.
+            unsafe {
+                match now.len() {
+                    0 => self.encrypt(block),
+                    1 => beside::<1>(self, block, other, now),
+                    2 => beside::<2>(self, block, other, now),
+                    3 => beside::<3>(self, block, other, now),
+                    _ => beside::<4>(self, block, other, now),
+                }
+            }
+            other.encrypt_blocks(later);
+        }
+    }
+
+    /// `block` under `key` and `N` blocks under `other`, round by round
+    /// (compiled and inlined as [`rounds`]).
+    ///
+    /// # Safety
+    /// As [`run`]; `blocks` holds exactly `N` blocks.
+    #[inline]
+    #[target_feature(enable = "aes")]
+    unsafe fn beside<const N: usize>(
+        key: &RoundKeys,
+        block: &mut Block,
+        other: &RoundKeys,
+        blocks: &mut [Block],
+    ) {
+        let mut x = vld1q_u8(block.as_ptr());
+        let mut y = [vdupq_n_u8(0); N];
+        for (y, b) in y.iter_mut().zip(blocks.iter()) {
+            *y = vld1q_u8(b.as_ptr());
+        }
+        for r in 0..9 {
+            x = vaesmcq_u8(vaeseq_u8(x, key.0[r]));
+            for y in &mut y {
+                *y = vaesmcq_u8(vaeseq_u8(*y, other.0[r]));
+            }
+        }
+        vst1q_u8(
+            block.as_mut_ptr(),
+            veorq_u8(vaeseq_u8(x, key.0[9]), key.0[10]),
+        );
+        for (y, b) in y.iter().zip(blocks.iter_mut()) {
+            vst1q_u8(
+                b.as_mut_ptr(),
+                veorq_u8(vaeseq_u8(*y, other.0[9]), other.0[10]),
+            );
         }
     }
 }

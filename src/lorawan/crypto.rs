@@ -282,7 +282,7 @@ impl SessionCrypto {
     }
 
     /// Whether `mic` is the MIC of `msg` under this session, compared in
-    /// constant time ([`same_mic`]).
+    /// constant time (`same_mic`).
     pub fn mic_matches(
         &self,
         dir: Direction,
@@ -295,9 +295,9 @@ impl SessionCrypto {
     }
 
     /// [`Self::mic_matches`] and [`Self::crypt_frm_payload`] under the same
-    /// counter, in one AES pass (`MicAndStream`). `out` is written whether
-    /// or not the MIC matched: a caller hands it on only if it did
-    /// (`super::uplink::verify_mic`).
+    /// counter, in one AES pass (`MicAndStream`). `out` (at least
+    /// `data.len()`) is written whether or not the MIC matched: a caller
+    /// hands it on only if it did (`super::uplink::verify_mic`).
     #[allow(clippy::too_many_arguments)]
     pub fn mic_and_crypt(
         &self,
