@@ -325,6 +325,13 @@ mod tests {
         assert_eq!(u.rx.time_ns, Some(1_796_602_693_044_288_334));
     }
 
+    fn device(dev_eui: &str) -> Option<pb::integration::DeviceInfo> {
+        Some(pb::integration::DeviceInfo {
+            dev_eui: dev_eui.into(),
+            ..Default::default()
+        })
+    }
+
     /// Field 15 (`joinServerContext`) says `data` is still encrypted: refused
     /// in both marshalers rather than decoded as if it were plaintext.
     #[test]
@@ -332,22 +339,8 @@ mod tests {
         let json =
             br#"{"deviceInfo":{"devEui":"0004a30b001c0530"},"fCnt":1,"fPort":1,"data":"AQI=",
             "joinServerContext":{"sessionKeyId":"abcd"}}"#;
-        let e = decode(json).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                MessageError::Field {
-                    field: "joinServerContext",
-                    ..
-                }
-            ),
-            "{e}"
-        );
         let ev = pb::integration::UplinkEvent {
-            device_info: Some(pb::integration::DeviceInfo {
-                dev_eui: "0004a30b001c0530".into(),
-                ..Default::default()
-            }),
+            device_info: device("0004a30b001c0530"),
             f_cnt: 1,
             f_port: 1,
             data: vec![1, 2],
@@ -356,17 +349,19 @@ mod tests {
             }),
             ..Default::default()
         };
-        let e = decode(&ev.encode_to_vec()).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                MessageError::Field {
-                    field: "joinServerContext",
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        for message in [json.to_vec(), ev.encode_to_vec()] {
+            let e = decode(&message).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    MessageError::Field {
+                        field: "joinServerContext",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
         let plain = pb::integration::UplinkEvent {
             join_server_context: None,
             ..ev
@@ -389,10 +384,7 @@ mod tests {
             Err(MessageError::Protobuf(_))
         ));
         let bad_port = pb::integration::UplinkEvent {
-            device_info: Some(pb::integration::DeviceInfo {
-                dev_eui: "0004a30b001c0530".into(),
-                ..Default::default()
-            }),
+            device_info: device("0004a30b001c0530"),
             f_port: 300,
             ..Default::default()
         };

@@ -139,6 +139,59 @@ impl SessionKeys {
     }
 }
 
+/// A hardware backend's one primitive, from which its [`Encrypt`] follows:
+/// the `N` blocks of `x` under this key and the `M` of `y` under `other`,
+/// round by round (the blocks are independent, so the AES unit pipelines
+/// them: a MIC's B0 beside a keystream's blocks, or a keystream's four).
+trait Rounds {
+    /// # Safety
+    /// The CPU has the backend's instructions (its key type proves it).
+    unsafe fn rounds<const N: usize, const M: usize>(
+        &self,
+        x: &mut [Block; N],
+        other: &Self,
+        y: &mut [Block; M],
+    );
+}
+
+impl<R: Rounds> Encrypt for R {
+    #[inline(always)]
+    fn encrypt(&self, block: &mut Block) {
+        // SAFETY: a backend's keys exist only where its instructions do.
+        unsafe { self.rounds::<1, 0>(std::array::from_mut(block), self, &mut []) }
+    }
+
+    #[inline(always)]
+    fn encrypt_blocks(&self, blocks: &mut [Block]) {
+        let mut chunks = blocks.chunks_exact_mut(4);
+        for four in &mut chunks {
+            let four: &mut [Block; 4] = four.try_into().expect("4 blocks");
+            // SAFETY: as in `encrypt`.
+            unsafe { self.rounds::<4, 0>(four, self, &mut []) }
+        }
+        for b in chunks.into_remainder() {
+            self.encrypt(b);
+        }
+    }
+
+    #[inline(always)]
+    fn encrypt_beside(&self, block: &mut Block, other: &Self, blocks: &mut [Block]) {
+        let (now, later) = blocks.split_at_mut(blocks.len().min(4));
+        let one = std::array::from_mut(block);
+        // SAFETY: as in `encrypt`; each arm's `now` has the length it names.
+        unsafe {
+            match now.len() {
+                0 => self.rounds::<1, 0>(one, other, &mut []),
+                1 => self.rounds::<1, 1>(one, other, now.try_into().expect("1")),
+                2 => self.rounds::<1, 2>(one, other, now.try_into().expect("2")),
+                3 => self.rounds::<1, 3>(one, other, now.try_into().expect("3")),
+                _ => self.rounds::<1, 4>(one, other, now.try_into().expect("4")),
+            }
+        }
+        other.encrypt_blocks(later);
+    }
+}
+
 impl Encrypt for Aes128Enc {
     #[inline]
     fn encrypt(&self, block: &mut Block) {
@@ -166,7 +219,7 @@ mod ni {
     //! AES-128 with x86-64 AES-NI (Intel's white paper "Intel Advanced
     //! Encryption Standard (AES) New Instructions Set", key expansion §4.1).
 
-    use crate::lorawan::aes128::{Block, Encrypt, Job};
+    use crate::lorawan::aes128::{Block, Job, Rounds};
     use std::arch::x86_64::*;
 
     /// Whether this CPU has what the functions here are compiled for.
@@ -230,94 +283,36 @@ mod ni {
         job.run(nwk, app)
     }
 
-    impl Encrypt for RoundKeys {
+    impl Rounds for RoundKeys {
         #[inline(always)]
-        fn encrypt(&self, block: &mut Block) {
-            // SAFETY: a `RoundKeys` exists only where AES-NI and SSE2 do.
-            unsafe {
-                let mut x = _mm_loadu_si128(block.as_ptr().cast());
-                x = _mm_xor_si128(x, self.0[0]);
-                for k in &self.0[1..10] {
-                    x = _mm_aesenc_si128(x, *k);
-                }
-                x = _mm_aesenclast_si128(x, self.0[10]);
-                _mm_storeu_si128(block.as_mut_ptr().cast(), x);
+        unsafe fn rounds<const N: usize, const M: usize>(
+            &self,
+            x: &mut [Block; N],
+            other: &Self,
+            y: &mut [Block; M],
+        ) {
+            let mut a = [_mm_setzero_si128(); N];
+            for (a, x) in a.iter_mut().zip(x.iter()) {
+                *a = _mm_xor_si128(_mm_loadu_si128(x.as_ptr().cast()), self.0[0]);
             }
-        }
-
-        #[inline(always)]
-        fn encrypt_blocks(&self, blocks: &mut [Block]) {
-            let mut chunks = blocks.chunks_exact_mut(4);
-            for four in &mut chunks {
-                // SAFETY: as in `encrypt`.
-                unsafe {
-                    let mut x = [_mm_setzero_si128(); 4];
-                    for (x, b) in x.iter_mut().zip(four.iter()) {
-                        *x = _mm_xor_si128(_mm_loadu_si128(b.as_ptr().cast()), self.0[0]);
-                    }
-                    for k in &self.0[1..10] {
-                        for x in &mut x {
-                            *x = _mm_aesenc_si128(*x, *k);
-                        }
-                    }
-                    for (x, b) in x.iter().zip(four.iter_mut()) {
-                        let y = _mm_aesenclast_si128(*x, self.0[10]);
-                        _mm_storeu_si128(b.as_mut_ptr().cast(), y);
-                    }
+            let mut b = [_mm_setzero_si128(); M];
+            for (b, y) in b.iter_mut().zip(y.iter()) {
+                *b = _mm_xor_si128(_mm_loadu_si128(y.as_ptr().cast()), other.0[0]);
+            }
+            for r in 1..10 {
+                for a in &mut a {
+                    *a = _mm_aesenc_si128(*a, self.0[r]);
+                }
+                for b in &mut b {
+                    *b = _mm_aesenc_si128(*b, other.0[r]);
                 }
             }
-            for b in chunks.into_remainder() {
-                self.encrypt(b);
+            for (a, x) in a.iter().zip(x.iter_mut()) {
+                _mm_storeu_si128(x.as_mut_ptr().cast(), _mm_aesenclast_si128(*a, self.0[10]));
             }
-        }
-
-        #[inline(always)]
-        fn encrypt_beside(&self, block: &mut Block, other: &Self, blocks: &mut [Block]) {
-            let (now, later) = blocks.split_at_mut(blocks.len().min(4));
-            // SAFETY: as in `encrypt`.
-            unsafe {
-                match now.len() {
-                    0 => self.encrypt(block),
-                    1 => beside::<1>(self, block, other, now),
-                    2 => beside::<2>(self, block, other, now),
-                    3 => beside::<3>(self, block, other, now),
-                    _ => beside::<4>(self, block, other, now),
-                }
+            for (b, y) in b.iter().zip(y.iter_mut()) {
+                _mm_storeu_si128(y.as_mut_ptr().cast(), _mm_aesenclast_si128(*b, other.0[10]));
             }
-            other.encrypt_blocks(later);
-        }
-    }
-
-    /// `block` under `key` and `N` blocks under `other`, round by round:
-    /// the rounds of one are independent of the other's, so the AES unit
-    /// pipelines them.
-    ///
-    /// # Safety
-    /// As [`run`]; `blocks` holds exactly `N` blocks.
-    #[inline(always)]
-    unsafe fn beside<const N: usize>(
-        key: &RoundKeys,
-        block: &mut Block,
-        other: &RoundKeys,
-        blocks: &mut [Block],
-    ) {
-        let mut x = _mm_xor_si128(_mm_loadu_si128(block.as_ptr().cast()), key.0[0]);
-        let mut y = [_mm_setzero_si128(); N];
-        for (y, b) in y.iter_mut().zip(blocks.iter()) {
-            *y = _mm_xor_si128(_mm_loadu_si128(b.as_ptr().cast()), other.0[0]);
-        }
-        for r in 1..10 {
-            x = _mm_aesenc_si128(x, key.0[r]);
-            for y in &mut y {
-                *y = _mm_aesenc_si128(*y, other.0[r]);
-            }
-        }
-        _mm_storeu_si128(
-            block.as_mut_ptr().cast(),
-            _mm_aesenclast_si128(x, key.0[10]),
-        );
-        for (y, b) in y.iter().zip(blocks.iter_mut()) {
-            _mm_storeu_si128(b.as_mut_ptr().cast(), _mm_aesenclast_si128(*y, other.0[10]));
         }
     }
 }
@@ -330,7 +325,7 @@ mod armv8 {
     //! last one is a plain XOR. Not testable on an x86-64 machine except
     //! under emulation (`qemu-aarch64 -cpu max`: docs/tests.md).
 
-    use crate::lorawan::aes128::{Block, Encrypt, Job};
+    use crate::lorawan::aes128::{Block, Job, Rounds};
     use std::arch::aarch64::*;
 
     /// Whether this CPU has what the functions here are compiled for.
@@ -396,106 +391,55 @@ mod armv8 {
         job.run(nwk, app)
     }
 
-    /// `N` blocks under `key`, round by round (so the AES unit pipelines them).
-    /// Compiled for the AES extension itself (the intrinsics inline only
-    /// into such a function), and inlined into [`run`]'s job, which is too.
+    impl Rounds for RoundKeys {
+        #[inline(always)]
+        unsafe fn rounds<const N: usize, const M: usize>(
+            &self,
+            x: &mut [Block; N],
+            other: &Self,
+            y: &mut [Block; M],
+        ) {
+            interleaved(self, x, other, y);
+        }
+    }
+
+    /// [`Rounds::rounds`] compiled for the AES extension itself (the
+    /// intrinsics inline only into such a function), and inlined into
+    /// [`run`]'s job, which is too.
     ///
     /// # Safety
     /// As [`run`].
     #[inline]
     #[target_feature(enable = "aes")]
-    unsafe fn rounds<const N: usize>(key: &RoundKeys, x: &mut [uint8x16_t; N]) {
-        for k in &key.0[..9] {
-            for x in x.iter_mut() {
-                *x = vaesmcq_u8(vaeseq_u8(*x, *k));
-            }
-        }
-        for x in x.iter_mut() {
-            *x = veorq_u8(vaeseq_u8(*x, key.0[9]), key.0[10]);
-        }
-    }
-
-    impl Encrypt for RoundKeys {
-        #[inline(always)]
-        fn encrypt(&self, block: &mut Block) {
-            // SAFETY: a `RoundKeys` exists only where the AES extension does.
-            unsafe {
-                let mut x = [vld1q_u8(block.as_ptr())];
-                rounds(self, &mut x);
-                vst1q_u8(block.as_mut_ptr(), x[0]);
-            }
-        }
-
-        #[inline(always)]
-        fn encrypt_blocks(&self, blocks: &mut [Block]) {
-            let mut chunks = blocks.chunks_exact_mut(4);
-            for four in &mut chunks {
-                // SAFETY: as in `encrypt`.
-                unsafe {
-                    let mut x = [vdupq_n_u8(0); 4];
-                    for (x, b) in x.iter_mut().zip(four.iter()) {
-                        *x = vld1q_u8(b.as_ptr());
-                    }
-                    rounds(self, &mut x);
-                    for (x, b) in x.iter().zip(four.iter_mut()) {
-                        vst1q_u8(b.as_mut_ptr(), *x);
-                    }
-                }
-            }
-            for b in chunks.into_remainder() {
-                self.encrypt(b);
-            }
-        }
-
-        #[inline(always)]
-        fn encrypt_beside(&self, block: &mut Block, other: &Self, blocks: &mut [Block]) {
-            let (now, later) = blocks.split_at_mut(blocks.len().min(4));
-            // SAFETY: as in `encrypt`.
-            unsafe {
-                match now.len() {
-                    0 => self.encrypt(block),
-                    1 => beside::<1>(self, block, other, now),
-                    2 => beside::<2>(self, block, other, now),
-                    3 => beside::<3>(self, block, other, now),
-                    _ => beside::<4>(self, block, other, now),
-                }
-            }
-            other.encrypt_blocks(later);
-        }
-    }
-
-    /// `block` under `key` and `N` blocks under `other`, round by round
-    /// (compiled and inlined as [`rounds`]).
-    ///
-    /// # Safety
-    /// As [`run`]; `blocks` holds exactly `N` blocks.
-    #[inline]
-    #[target_feature(enable = "aes")]
-    unsafe fn beside<const N: usize>(
+    unsafe fn interleaved<const N: usize, const M: usize>(
         key: &RoundKeys,
-        block: &mut Block,
+        x: &mut [Block; N],
         other: &RoundKeys,
-        blocks: &mut [Block],
+        y: &mut [Block; M],
     ) {
-        let mut x = vld1q_u8(block.as_ptr());
-        let mut y = [vdupq_n_u8(0); N];
-        for (y, b) in y.iter_mut().zip(blocks.iter()) {
-            *y = vld1q_u8(b.as_ptr());
+        let mut a = [vdupq_n_u8(0); N];
+        for (a, x) in a.iter_mut().zip(x.iter()) {
+            *a = vld1q_u8(x.as_ptr());
+        }
+        let mut b = [vdupq_n_u8(0); M];
+        for (b, y) in b.iter_mut().zip(y.iter()) {
+            *b = vld1q_u8(y.as_ptr());
         }
         for r in 0..9 {
-            x = vaesmcq_u8(vaeseq_u8(x, key.0[r]));
-            for y in &mut y {
-                *y = vaesmcq_u8(vaeseq_u8(*y, other.0[r]));
+            for a in &mut a {
+                *a = vaesmcq_u8(vaeseq_u8(*a, key.0[r]));
+            }
+            for b in &mut b {
+                *b = vaesmcq_u8(vaeseq_u8(*b, other.0[r]));
             }
         }
-        vst1q_u8(
-            block.as_mut_ptr(),
-            veorq_u8(vaeseq_u8(x, key.0[9]), key.0[10]),
-        );
-        for (y, b) in y.iter().zip(blocks.iter_mut()) {
+        for (a, x) in a.iter().zip(x.iter_mut()) {
+            vst1q_u8(x.as_mut_ptr(), veorq_u8(vaeseq_u8(*a, key.0[9]), key.0[10]));
+        }
+        for (b, y) in b.iter().zip(y.iter_mut()) {
             vst1q_u8(
-                b.as_mut_ptr(),
-                veorq_u8(vaeseq_u8(*y, other.0[9]), other.0[10]),
+                y.as_mut_ptr(),
+                veorq_u8(vaeseq_u8(*b, other.0[9]), other.0[10]),
             );
         }
     }

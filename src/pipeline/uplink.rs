@@ -177,6 +177,7 @@ pub fn decode_parsed(
 ) -> Result<Decoded, (Rejection, Option<(u32, FcntState)>)> {
     // Devices sharing a DevAddr are told apart by the MIC.
     let mut last_err = None;
+    let mut buf: PayloadBuf = [0; 255];
     for id in registry.by_addr(frame.dev_addr) {
         let device = registry.get(id);
         // The device's session, or (OTAA) the one its last JoinAccept
@@ -191,7 +192,6 @@ pub fn decode_parsed(
             }
             _ => continue,
         };
-        let mut buf: PayloadBuf = [0; 255];
         let accepted = match verify_mic(frame, crypto, &state, &mut buf)
             .and_then(|auth| check_counter(auth, &state, policy, reset_window))
         {
